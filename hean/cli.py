@@ -1,0 +1,46 @@
+"""The ``hean`` command line: one sub-command per module under :mod:`hean.commands`.
+
+Each command module keeps its top-level imports light (argparse only) and exposes ``add_parser(sub)``,
+which adds its sub-parser and sets ``func`` to a ``run(args) -> int`` that imports numpy/numba lazily, so
+``hean --help`` answers instantly and one command's import cost is not paid by another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> module; the order is the order shown in --help
+COMMANDS: dict[str, str] = {
+    "rings": "hean.commands.rings",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hean",
+        description="HEAN: low-latency tick-to-trade engine (numba stages over shared-memory SPSC rings).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The numpy record dtypes that cross rings -- every one of them, in one place.
+
+Every record starts with the same 32-byte header and is padded to a multiple of 64 bytes (one cache line),
+so a ring slot never shares a line with its neighbour and any stage can read the header of any record:
+
+=========  ======  ==========================================================================================
+field      type    meaning
+=========  ======  ==========================================================================================
+seq        int64   sequence number assigned by the record's producer (per producer, gap-free, from 1)
+ts_origin  int64   ns at which the *originating market event* entered HEAN. A live or synthetic feed stamps
+                   CLOCK_MONOTONIC (:func:`hean.atomics.now_ns`); readers of recordings store the recorded
+                   local receive time (epoch ns), and the replaying feed stage re-stamps it with
+                   CLOCK_MONOTONIC as it publishes. Downstream records (book state, orders, reports) copy it
+                   from the event that caused them, so ``now_ns() - ts_origin`` is the tick-to-here latency.
+ts_exch    int64   exchange timestamp, ns since the epoch (0 when unknown)
+symbol     int32   symbol id (index into the :class:`hean.symbols.SymbolTable`)
+kind       uint8   what the record says; one enum per dtype below
+side       int8    BUY/BID = +1, SELL/ASK = -1, NONE = 0 (book side, aggressor side, order side)
+flags      uint16  bit set; the ``F_*`` constants below
+=========  ======  ==========================================================================================
+
+Prices are int64 *ticks* and quantities int64 *lots* of the symbol (see :mod:`hean.symbols` for the exact
+decimal conversion); money (PnL, fees, notional) is float64 in the quote currency.
+
+Bump :data:`RECORDS_VERSION` whenever a layout changes: rings and native event files store it and refuse
+to attach across versions.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+RECORDS_VERSION = 1
+CACHE_LINE = 64
+
+HEADER_FIELDS: list[tuple[str, str]] = [
+    ("seq", "<i8"),
+    ("ts_origin", "<i8"),
+    ("ts_exch", "<i8"),
+    ("symbol", "<i4"),
+    ("kind", "u1"),
+    ("side", "i1"),
+    ("flags", "<u2"),
+]
+HEADER_SIZE = 32
+
+
+def padded_dtype(fields: list[tuple[str, str]], name: str) -> np.dtype:
+    """A packed structured dtype, padded at the end to the next multiple of 64 bytes."""
+    dt = np.dtype(fields)
+    size = -(-dt.itemsize // CACHE_LINE) * CACHE_LINE
+    if size != dt.itemsize:
+        dt = np.dtype(fields + [("_pad", f"V{size - dt.itemsize}")])
+    assert dt.itemsize % CACHE_LINE == 0, name
+    return dt
+
+
+def with_header(body: list[tuple[str, str]], name: str) -> np.dtype:
+    """The common header followed by ``body``, padded to a cache-line multiple."""
+    return padded_dtype(HEADER_FIELDS + body, name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sides and flags (shared by all records)
+# ---------------------------------------------------------------------------------------------------------
+BUY = BID = 1
+SELL = ASK = -1
+NO_SIDE = 0
+
+F_LAST_IN_GROUP = 1 << 0  # last event of one exchange message: the book is consistent after applying it
+F_SNAPSHOT = 1 << 1  # the event is part of a snapshot (after a CLEAR)
+F_HIDDEN = 1 << 2  # execution of a hidden order (LOBSTER type 5): no visible level changes
+F_STALE = 1 << 3  # book state: the book is out of sync or has not updated within the stale window
+F_CROSSED = 1 << 4  # book state: best bid >= best ask
+F_REDUCE_ONLY = 1 << 5  # order: may only reduce the position
+F_POST_ONLY = 1 << 6  # order: reject rather than take liquidity
+
+
+# ---------------------------------------------------------------------------------------------------------
+# market events: feed -> book
+# ---------------------------------------------------------------------------------------------------------
+class EventKind(IntEnum):
+    """``kind`` of a :data:`MARKET_EVENT`."""
+
+    LEVEL_SET = 1  # L2: set the level (side, price) to qty lots; qty 0 deletes it
+    CLEAR = 2  # L2/L3: clear the symbol's book (a snapshot's level sets follow, flagged F_SNAPSHOT)
+    TRADE = 3  # a print: price, qty, side = aggressor side, order_id = exchange trade id
+    L3_ADD = 4  # L3: new order order_id at (side, price) with qty
+    L3_MODIFY = 5  # L3: order order_id now has qty (and price; a price change loses queue priority)
+    L3_CANCEL = 6  # L3: order order_id reduced by qty (partial cancel)
+    L3_DELETE = 7  # L3: order order_id removed entirely
+    L3_EXECUTE = 8  # L3: order order_id executed for qty at price
+    OUT_OF_SYNC = 9  # the feed lost its sequence (gap / broken chain): the book is stale until resync
+    TICKER = 10  # the exchange's own best bid or ask (Binance bookTicker), emitted as a BID/ASK pair
+    HALT = 11  # trading halt on the symbol (LOBSTER type 7)
+
+
+MARKET_EVENT = with_header(
+    [
+        ("price", "<i8"),  # ticks
+        ("qty", "<i8"),  # lots
+        ("order_id", "<i8"),  # L3 order id; exchange trade id for TRADE
+        ("update_id", "<i8"),  # exchange's update id (Binance u, Bybit u, LOBSTER message index)
+    ],
+    "MARKET_EVENT",
+)
+"""One market event, 64 bytes. kind: :class:`EventKind`.
+
+TICKER (the exchange's own best bid/ask, used as an oracle) travels as a pair of events: (side=BID,
+price=bid, qty=bid_qty) then (side=ASK, price=ask, qty=ask_qty, F_LAST_IN_GROUP); ``order_id`` is 0.
+"""
+
+# ---------------------------------------------------------------------------------------------------------
+# book state: book -> indicators/strategy
+# ---------------------------------------------------------------------------------------------------------
+BOOK_STATE = with_header(
+    [
+        ("bid_px", "<i8"),  # ticks; 0 when the side is empty
+        ("bid_qty", "<i8"),  # lots
+        ("ask_px", "<i8"),  # ticks; 0 when the side is empty
+        ("ask_qty", "<i8"),  # lots
+        ("spread", "<i8"),  # ask_px - bid_px in ticks (0 when a side is empty)
+        ("mid", "<f8"),  # (bid_px + ask_px) / 2 in ticks
+        ("microprice", "<f8"),  # (bid_px * ask_qty + ask_px * bid_qty) / (bid_qty + ask_qty), ticks
+        ("imbalance", "<f8"),  # (bid_qty - ask_qty) / (bid_qty + ask_qty), in [-1, 1]
+        ("last_trade_px", "<i8"),  # ticks
+        ("last_trade_qty", "<i8"),  # lots
+        ("vwap", "<f8"),  # rolling trade VWAP over the configured window, ticks
+        ("update_id", "<i8"),  # exchange update id of the last applied event
+    ],
+    "BOOK_STATE",
+)
+"""Top of book after one consistent event group, 128 bytes. kind: :class:`BookStateKind`."""
+
+
+class BookStateKind(IntEnum):
+    QUOTE = 1  # the top of book changed (or a group was applied)
+    TRADE = 2  # a trade printed (last_trade_* updated)
+    STATUS = 3  # staleness/crossed status changed (see flags F_STALE, F_CROSSED)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# orders: strategy -> risk -> router -> venue
+# ---------------------------------------------------------------------------------------------------------
+class OrderAction(IntEnum):
+    """``kind`` of an :data:`ORDER` record."""
+
+    NEW = 1
+    CANCEL = 2
+    REPLACE = 3  # new price/qty for order_id
+    CANCEL_ALL = 4  # cancel every open order of the symbol (symbol -1: of every symbol)
+
+
+class OrderType(IntEnum):
+    LIMIT = 1
+    MARKET = 2
+
+
+class TimeInForce(IntEnum):
+    GTC = 1
+    IOC = 2
+    FOK = 3
+
+
+ORDER = with_header(
+    [
+        ("order_id", "<i8"),  # assigned by the router; the target for CANCEL/REPLACE; 0 on a fresh intent
+        ("price", "<i8"),  # limit price, ticks (0 for MARKET)
+        ("qty", "<i8"),  # lots, > 0
+        ("order_type", "u1"),  # OrderType
+        ("tif", "u1"),  # TimeInForce
+        ("strategy", "u1"),  # strategy index
+        ("reason", "u1"),  # RejectReason when risk rejected it (telemetry copies), else 0
+        ("venue", "<i2"),  # venue index chosen by the router (-1: router decides)
+        ("_res", "<u2"),
+    ],
+    "ORDER",
+)
+"""An order intent or order, 64 bytes. kind: :class:`OrderAction`; side: BUY/SELL."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# execution reports: venue -> router -> risk
+# ---------------------------------------------------------------------------------------------------------
+class ExecType(IntEnum):
+    """``kind`` of an :data:`EXEC_REPORT`."""
+
+    ACK = 1  # accepted by the venue, resting
+    PARTIAL_FILL = 2
+    FILL = 3  # fully filled (leaves_qty == 0)
+    CANCELED = 4
+    REJECTED = 5
+    EXPIRED = 6  # IOC/FOK remainder, or venue-side expiry
+    REPLACED = 7
+    CANCEL_REJECTED = 8  # the cancel arrived too late (order already filled) or the id was unknown
+
+
+EXEC_REPORT = with_header(
+    [
+        ("order_id", "<i8"),
+        ("price", "<i8"),  # fill price (ticks) for fills; order price otherwise
+        ("qty", "<i8"),  # this fill's quantity (lots); 0 for non-fill reports
+        ("leaves_qty", "<i8"),  # quantity still open after this report
+        ("cum_qty", "<i8"),  # total filled so far
+        ("fee", "<f8"),  # fee of this fill in quote currency (negative = rebate)
+        ("ts_venue", "<i8"),  # venue-side time of the event (simulated clock for the simulated venue)
+        ("venue", "<i2"),
+        ("reason", "u1"),  # RejectReason / venue reject code for REJECTED
+        ("liquidity", "u1"),  # 1 = maker, 2 = taker
+    ],
+    "EXEC_REPORT",
+)
+"""An execution report, 128 bytes. kind: :class:`ExecType`; side: the order's side."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# control: operator/engine -> risk, router
+# ---------------------------------------------------------------------------------------------------------
+class ControlCommand(IntEnum):
+    """``kind`` of a :data:`CONTROL` record."""
+
+    STOP = 1  # drain and stop
+    HALT = 2  # kill switch: trading state HALTED, cancel every open order
+    RESUME = 3  # back to ACTIVE
+    REDUCE = 4  # trading state REDUCING
+
+
+CONTROL = with_header([("arg", "<i8"), ("issued_ns", "<i8")], "CONTROL")
+"""A control command, 64 bytes. kind: :class:`ControlCommand`; symbol -1 = every symbol."""
+
+
+ALL_DTYPES: dict[str, np.dtype] = {
+    "MARKET_EVENT": MARKET_EVENT,
+    "BOOK_STATE": BOOK_STATE,
+    "ORDER": ORDER,
+    "EXEC_REPORT": EXEC_REPORT,
+    "CONTROL": CONTROL,
+}
+
+for _name, _dt in ALL_DTYPES.items():
+    assert _dt.itemsize % CACHE_LINE == 0, _name
+    assert _dt.names[: len(HEADER_FIELDS)] == tuple(n for n, _ in HEADER_FIELDS), _name
+    assert _dt.fields["flags"][1] + 2 == HEADER_SIZE, _name
+assert MARKET_EVENT.itemsize == 64 and ORDER.itemsize == 64 and CONTROL.itemsize == 64
+assert BOOK_STATE.itemsize == 128 and EXEC_REPORT.itemsize == 128
