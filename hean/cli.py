@@ -14,6 +14,7 @@ import sys
 # command name -> module; the order is the order shown in --help
 COMMANDS: dict[str, str] = {
     "rings": "hean.commands.rings",
+    "bench": "hean.commands.bench",
 }
 
 

@@ -1,0 +1,1 @@
+"""Benchmark harnesses behind ``hean bench TARGET`` (one module per target, each with ``main(argv)``)."""

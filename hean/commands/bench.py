@@ -1,0 +1,37 @@
+"""``hean bench TARGET [options]``: run one benchmark harness.
+
+Each target is a module under :mod:`hean.bench` with ``main(argv: list[str]) -> int`` and its own argparse
+parser, so a target's options and heavy imports stay with the target. ``hean bench TARGET --help`` shows
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# target name -> (module, one-line description); the order is the order shown in --help
+BENCHES: dict[str, tuple[str, str]] = {
+    "ring": (
+        "hean.bench.ring",
+        "one-hop latency and throughput of the SPSC ring vs Python IPC and a C floor",
+    ),
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    lines = "\n".join(f"  {name:<12} {desc}" for name, (_, desc) in BENCHES.items())
+    p = sub.add_parser(
+        "bench",
+        help="latency/throughput benchmarks (ring, book, indicators, risk, pipeline, ...)",
+        description=f"Run a benchmark harness.\n\ntargets:\n{lines}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", choices=sorted(BENCHES), help="what to benchmark")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options of the target (see TARGET --help)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(BENCHES[args.target][0])
+    return int(module.main(list(args.options)) or 0)
