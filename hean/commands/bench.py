@@ -14,7 +14,7 @@ import importlib
 BENCHES: dict[str, tuple[str, str]] = {
     "ring": (
         "hean.bench.ring",
-        "one-hop latency and throughput of the SPSC ring vs Python IPC and a C floor",
+        "SPSC ring one-hop latency and throughput vs Python IPC and a C floor",
     ),
 }
 
