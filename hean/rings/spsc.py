@@ -1,0 +1,251 @@
+"""The ring's operations as ``@njit`` functions over ``(hdr, slots)``, callable from any numba loop.
+
+``hdr`` is the ring's int64 header view (:attr:`hean.rings.Ring.hdr`) and ``slots`` its structured slot
+array (:attr:`hean.rings.Ring.slots`); capacity and mask are read from ``hdr``, so these two arrays are all
+a stage needs. None of them allocates, raises or blocks: a full ring returns failure and the caller decides
+whether to spin (:func:`push_spin`), count a drop (:func:`count_drop`) or back off.
+
+Producer side::
+
+    ok = try_push(hdr, slots, rec)            # copy one record, publish it (one release store)
+    seq = try_claim(hdr, n)                   # reserve n slots, or -1 when fewer than n are free
+    seq, k = claim_upto(hdr, n)               # reserve up to n slots (k may be 0)
+    slots[(seq + j) & hdr[MASK]].price = ...  # write fields in place, j < n
+    publish(hdr, seq + n)                     # one release store publishes the whole batch
+
+Consumer side::
+
+    seq = try_peek(hdr)                       # sequence of the oldest unread record, or -1 when empty
+    rec = slots[seq & hdr[MASK]]              # read it in place ...
+    release(hdr, seq + 1)                     # ... then hand the slot back (one release store)
+    start, n = available(hdr)                 # everything visible; read slots, then release(hdr, start+n)
+
+Every access to a shared word names its memory order (see :mod:`hean.rings.layout`). The numba cache does
+not notice edits to ``layout.py`` or ``atomics.py``: after changing them, delete ``hean/**/*.nbi``.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from hean.atomics import cpu_pause, load_acquire, load_relaxed, store_relaxed, store_release
+from hean.rings.layout import (
+    C_CACHED_WRITE,
+    C_HIGH_WATER,
+    CAPACITY,
+    MASK,
+    P_CACHED_READ,
+    P_DROPS,
+    P_FULL,
+    P_HIGH_WATER,
+    READ,
+    WRITE,
+)
+
+__all__ = [
+    "available",
+    "claim_upto",
+    "count_drop",
+    "fill",
+    "header_load",
+    "header_store",
+    "publish",
+    "push_spin",
+    "release",
+    "try_claim",
+    "try_peek",
+    "try_pop",
+    "try_push",
+]
+
+_JIT = {"cache": True, "nogil": True}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# producer
+# ----------------------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _refresh_read(hdr, w):
+    """Producer slow path: acquire-load the consumer's READ, cache it, sample the occupancy."""
+    r = load_acquire(hdr, READ)  # acquire: the consumer's reads of those slots happened before
+    store_relaxed(hdr, P_CACHED_READ, r)
+    occ = w - r
+    if occ > load_relaxed(hdr, P_HIGH_WATER):
+        store_relaxed(hdr, P_HIGH_WATER, occ)
+    return r
+
+
+@njit(**_JIT)
+def _count_full(hdr):
+    store_relaxed(hdr, P_FULL, load_relaxed(hdr, P_FULL) + 1)
+
+
+@njit(**_JIT)
+def _claim(hdr, n):
+    """Like :func:`try_claim` without counting a full event."""
+    w = load_relaxed(hdr, WRITE)  # own cursor
+    cap = hdr[CAPACITY]  # immutable after create
+    if w + n - load_relaxed(hdr, P_CACHED_READ) > cap:
+        r = _refresh_read(hdr, w)
+        if w + n - r > cap:
+            return -1
+    return w
+
+
+@njit(**_JIT)
+def try_claim(hdr, n):
+    """Reserve ``n`` consecutive slots; return the first sequence, or -1 (and count a full event).
+
+    Nothing is visible to the consumer until :func:`publish`. ``n`` must be in ``1..capacity`` (a larger
+    ``n`` can never succeed). Claiming again before publishing returns the same sequence.
+    """
+    seq = _claim(hdr, n)
+    if seq < 0:
+        _count_full(hdr)
+    return seq
+
+
+@njit(**_JIT)
+def claim_upto(hdr, n):
+    """Reserve up to ``n`` slots; return ``(first_sequence, k)`` with ``0 <= k <= n`` (k == 0: full).
+
+    Re-reads the consumer's cursor only when the cached value shows fewer than ``n`` free slots; counts a
+    full event when fewer than ``n`` are free even then.
+    """
+    w = load_relaxed(hdr, WRITE)
+    cap = hdr[CAPACITY]
+    free = cap - (w - load_relaxed(hdr, P_CACHED_READ))
+    if free < n:
+        free = cap - (w - _refresh_read(hdr, w))
+        if free < n:
+            _count_full(hdr)
+    return w, min(n, free)
+
+
+@njit(**_JIT)
+def publish(hdr, end_seq):
+    """Make every claimed slot below ``end_seq`` visible to the consumer (release store of WRITE)."""
+    store_release(hdr, WRITE, end_seq)
+
+
+@njit(**_JIT)
+def try_push(hdr, slots, rec):
+    """Copy one record (an element of an array of the ring's dtype) into the ring; False when full."""
+    seq = try_claim(hdr, 1)
+    if seq < 0:
+        return False
+    slots[seq & hdr[MASK]] = rec
+    store_release(hdr, WRITE, seq + 1)
+    return True
+
+
+@njit(**_JIT)
+def push_spin(hdr, slots, rec, max_spins):
+    """:func:`try_push`, retrying up to ``max_spins`` times with a ``pause`` between tries.
+
+    Returns False when the ring stayed full, so the caller can return to Python every so often to check
+    that the consumer is still alive (:func:`hean.rings.peer_alive`) instead of spinning forever. Counts
+    at most one full event per call.
+    """
+    seq = _claim(hdr, 1)
+    if seq < 0:
+        _count_full(hdr)
+        for _ in range(max_spins):
+            cpu_pause()
+            seq = _claim(hdr, 1)
+            if seq >= 0:
+                break
+        if seq < 0:
+            return False
+    slots[seq & hdr[MASK]] = rec
+    store_release(hdr, WRITE, seq + 1)
+    return True
+
+
+@njit(**_JIT)
+def count_drop(hdr, n=1):
+    """Count ``n`` records the producer dropped because the ring was full (its own decision)."""
+    store_relaxed(hdr, P_DROPS, load_relaxed(hdr, P_DROPS) + n)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# consumer
+# ----------------------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _refresh_write(hdr, r):
+    """Consumer slow path: acquire-load the producer's WRITE, cache it, sample the occupancy."""
+    w = load_acquire(hdr, WRITE)  # acquire: the producer's slot writes below w are visible
+    store_relaxed(hdr, C_CACHED_WRITE, w)
+    occ = w - r
+    if occ > load_relaxed(hdr, C_HIGH_WATER):
+        store_relaxed(hdr, C_HIGH_WATER, occ)
+    return w
+
+
+@njit(**_JIT)
+def try_peek(hdr):
+    """Sequence of the oldest unread record, or -1 when the ring is empty. Read the slot, then release."""
+    r = load_relaxed(hdr, READ)  # own cursor
+    if r == load_relaxed(hdr, C_CACHED_WRITE):
+        if _refresh_write(hdr, r) == r:
+            return -1
+    return r
+
+
+@njit(**_JIT)
+def try_pop(hdr, slots, out, i):
+    """Copy the oldest unread record into ``out[i]`` and release its slot; False when empty."""
+    r = try_peek(hdr)
+    if r < 0:
+        return False
+    out[i] = slots[r & hdr[MASK]]
+    store_release(hdr, READ, r + 1)
+    return True
+
+
+@njit(**_JIT)
+def available(hdr):
+    """``(first_sequence, n)``: every record the consumer can read now (n == 0: empty).
+
+    Uses the cached WRITE while it is ahead of READ, so a consumer that takes part of a batch and comes
+    back does not touch the producer's cache line. Read ``slots[(first + j) & mask]`` for ``j < n`` (or
+    fewer), then :func:`release` once.
+    """
+    r = load_relaxed(hdr, READ)
+    w = load_relaxed(hdr, C_CACHED_WRITE)
+    if w == r:
+        w = _refresh_write(hdr, r)
+    return r, w - r
+
+
+@njit(**_JIT)
+def release(hdr, end_seq):
+    """Hand every slot below ``end_seq`` back to the producer (release store of READ)."""
+    store_release(hdr, READ, end_seq)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# observer
+# ----------------------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def fill(hdr):
+    """Records published and not yet released, as seen by any process (0..capacity)."""
+    r = load_acquire(hdr, READ)  # READ first: WRITE read after it is >= it
+    w = load_acquire(hdr, WRITE)
+    n = w - r
+    if n < 0:
+        return 0
+    cap = hdr[CAPACITY]
+    return cap if n > cap else n
+
+
+@njit(**_JIT)
+def header_load(hdr, i):
+    """``hdr[i]`` with acquire ordering (Python-side reads of header words: pids, counters, cursors)."""
+    return load_acquire(hdr, i)
+
+
+@njit(**_JIT)
+def header_store(hdr, i, v):
+    """``hdr[i] = v`` with release ordering (Python-side writes of header words: pids, magic)."""
+    store_release(hdr, i, v)
