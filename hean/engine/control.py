@@ -1,0 +1,102 @@
+"""The engine's control block: one small int64 segment through which the supervisor and the workers agree on
+when to start, stop, halt, and whether each worker is alive.
+
+Why a segment and not pipes or signals: a worker's numba loop must see "stop" or "halt" without leaving
+compiled code, so the flags are words it reads with a relaxed atomic load once per loop iteration; and the
+supervisor must see each worker's heartbeat without asking it anything.
+
+Layout (``CTL_WORDS`` int64 words, ``/dev/shm/hean-<run_id>-ctl``)::
+
+    word                 writer       meaning
+    -------------------  -----------  ------------------------------------------------------------------
+    MAGIC        0       supervisor   CTL_MAGIC once the block is initialised
+    START        1       supervisor   1: ready workers begin (the feed starts publishing)
+    STOP_FEED    2       supervisor   1: the feed stops publishing (drain begins)
+    STOP         3       supervisor   1: every worker leaves its loop
+    HALT         4       supervisor   1: order flow halted (a worker died): the router sends nothing more
+    N_WORKERS    5       supervisor   number of workers
+    FEED_DONE    6       feed worker  1: the feed has published everything it will (end of replay/limit)
+    FEED_SENT    7       feed worker  messages published so far (relaxed; for progress and lockstep)
+    per worker w, at WORKER_BASE + w * WORKER_STRIDE:
+      +0 READY           worker w     1: compiled, warmed up, waiting for START
+      +1 HEARTBEAT_NS    worker w     CLOCK_MONOTONIC ns of the latest heartbeat
+      +2 EXIT            worker w     exit reason once it left its loop (EXIT_* below); 0 while running
+      +3 PID             worker w     its pid
+      +4 LOOPS           worker w     loop iterations (relaxed)
+      +5 IDLE_LOOPS      worker w     iterations that found nothing to do
+      +6 ERROR           worker w     error code (ERR_* below) when it stopped on an error
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hean.shm import Segment, attach_segment, create_segment
+
+CTL_MAGIC = int.from_bytes(b"HEANCTL1", "little")
+
+MAGIC = 0
+START = 1
+STOP_FEED = 2
+STOP = 3
+HALT = 4
+N_WORKERS = 5
+FEED_DONE = 6
+FEED_SENT = 7
+
+WORKER_BASE = 16
+WORKER_STRIDE = 8
+MAX_WORKERS = 64
+CTL_WORDS = WORKER_BASE + WORKER_STRIDE * MAX_WORKERS
+
+W_READY = 0
+W_HEARTBEAT = 1
+W_EXIT = 2
+W_PID = 3
+W_LOOPS = 4
+W_IDLE = 5
+W_ERROR = 6
+
+# why a worker left its loop
+EXIT_STOPPED = 1  # STOP was set
+EXIT_ERROR = 2  # see W_ERROR
+
+# worker error codes
+ERR_PEER_DEAD = 1  # a ring's peer process is gone while this worker waited on it
+ERR_RING_STALLED = 2  # an output ring stayed full past the stall limit
+ERR_PYTHON = 3  # an exception in the worker's Python code (start-up, compile)
+
+ERROR_TEXT = {
+    0: "none",
+    ERR_PEER_DEAD: "a peer process died",
+    ERR_RING_STALLED: "an output ring stayed full (consumer stalled)",
+    ERR_PYTHON: "Python exception (see the worker's output)",
+}
+
+
+def worker_word(w: int, field: int) -> int:
+    """Index of ``field`` (W_*) of worker ``w`` in the control block."""
+    return WORKER_BASE + w * WORKER_STRIDE + field
+
+
+def ctl_name(run_id: str) -> str:
+    return f"hean-{run_id}-ctl"
+
+
+def create_control(run_id: str, n_workers: int) -> tuple[Segment, np.ndarray]:
+    if not 1 <= n_workers <= MAX_WORKERS:
+        raise ValueError(f"between 1 and {MAX_WORKERS} workers, got {n_workers}")
+    seg = create_segment(ctl_name(run_id), CTL_WORDS * 8)
+    ctl = seg.array(np.int64)
+    ctl[N_WORKERS] = n_workers
+    ctl[MAGIC] = CTL_MAGIC
+    return seg, ctl
+
+
+def attach_control(run_id: str, readonly: bool = False) -> tuple[Segment, np.ndarray]:
+    seg = attach_segment(ctl_name(run_id), readonly=readonly)
+    ctl = seg.array(np.int64)
+    if len(ctl) < CTL_WORDS or ctl[MAGIC] != CTL_MAGIC:
+        seg.close()
+        raise ValueError(f"segment {ctl_name(run_id)!r} is not a HEAN control block")
+    return seg, ctl
