@@ -1,0 +1,636 @@
+"""The L2 price-level order book: numba kernels over a :class:`L2Book` NamedTuple of numpy arrays.
+
+Why this layout: a level update must cost a few ns, so the hot path is one array store. Each (symbol, side)
+keeps a *window* of ``W`` price slots (``W`` a power of two) indexed by the price in ticks, plus a sorted
+*overflow* array for levels that are further from the touch than the window reaches -- nothing is dropped
+because it is far away.
+
+Keys: both sides are stored as "smaller key = better": ``key = -px`` on the bid side (s = 0), ``key = px``
+on the ask side (s = 1). The window of a side covers keys ``[lo, lo + W)``; key ``k`` lives in slot
+``k & (W - 1)`` (a ring, so moving the window only touches the keys that enter or leave it). Invariants:
+
+* ``best`` is the smallest key with quantity > 0, or :data:`EMPTY` when the side has no level; when the side
+  is not empty, ``best`` is inside the window;
+* every overflow key is ``>= lo + W`` (worse than anything in the window) and the overflow is sorted;
+* the window is placed with ``best`` about ``W/8`` slots above ``lo`` (room for the touch to improve); it
+  moves when a better price arrives below ``lo`` or when ``best`` drifts past ``lo + W/2``. Keys that leave
+  the window go to the overflow, keys that enter come from it.
+
+``l2_best_*`` is two loads. A level set inside the window is a store plus a compare with ``best``; deleting
+the best level scans the window forward to the next non-empty slot (dense near the touch in practice).
+
+Status codes (every kernel returns one, none raises): :data:`OK`, :data:`IGNORED` (an event kind the book does
+not act on: TRADE, TICKER, HALT, L3_*), :data:`ERR_SYMBOL`, :data:`ERR_SIDE`, :data:`ERR_QTY` (negative),
+:data:`ERR_OVERFLOW` (the overflow store of that side is full: a far level was lost; the book is marked stale
+until the next snapshot and ``info[sym, I_LOST]`` counts the lost levels).
+
+Staleness: an OUT_OF_SYNC event marks the symbol stale until the next CLEAR (snapshot begin);
+:func:`l2_fill_state` also flags F_STALE when ``now - last update > stale_ns`` (``stale_ns`` > 0) and
+F_CROSSED when best bid >= best ask.
+
+Usage (the engine's book stage; ``out`` is a BOOK_STATE array, e.g. a ring slot)::
+
+    book = make_l2_book(n_symbols)
+    stats = make_trade_stats(n_symbols)
+    n = book_on_event(book, stats, events[i], out, k, 0)   # 1 when out[k] was written
+
+Walking depth from the touch outward (the simulated venue filling a marketable buy)::
+
+    px, qty = l2_best_ask(book, sym)
+    while qty > 0 and remaining > 0:
+        ...                                    # take min(qty, remaining) at px
+        px = l2_next_level(book, sym, ASK, px)
+        if px == NO_PRICE:
+            break
+        qty = l2_level_qty(book, sym, ASK, px)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from hean.records import (
+    BOOK_STATE,
+    F_CROSSED,
+    F_LAST_IN_GROUP,
+    F_STALE,
+    BookStateKind,
+    EventKind,
+)
+from hean.stages.trades import TradeStats, make_trade_stats, trade_on, trade_vwap
+
+__all__ = [
+    "EMPTY",
+    "ERR_OVERFLOW",
+    "ERR_QTY",
+    "ERR_SIDE",
+    "ERR_SYMBOL",
+    "IGNORED",
+    "NO_PRICE",
+    "OK",
+    "L2Book",
+    "book_on_event",
+    "book_replay_states",
+    "l2_apply",
+    "l2_apply_events",
+    "l2_best_ask",
+    "l2_best_bid",
+    "l2_clear",
+    "l2_depth",
+    "l2_fill_state",
+    "l2_level_qty",
+    "l2_n_levels",
+    "l2_next_level",
+    "l2_set_level",
+    "make_l2_book",
+]
+
+EMPTY = np.int64(np.iinfo(np.int64).max)  # ``best`` key of an empty side
+NO_PRICE = np.int64(np.iinfo(np.int64).min)  # l2_next_level: no further level
+
+OK = 0
+IGNORED = 1
+ERR_SYMBOL = -1
+ERR_SIDE = -2
+ERR_QTY = -3
+ERR_OVERFLOW = -4
+
+# ``info`` columns, per symbol
+I_UPDATE_ID = 0  # update_id of the last applied LEVEL_SET / CLEAR
+I_TS = 1  # ts_origin of the last applied event
+I_TS_EXCH = 2  # ts_exch of the last applied event
+I_STALE = 3  # 1 after OUT_OF_SYNC or a lost level, until the next CLEAR
+I_LOST = 4  # levels lost because an overflow store was full
+I_APPLIED = 5  # LEVEL_SET events applied
+I_ERRORS = 6  # events rejected (bad side, negative qty)
+N_INFO = 8
+
+# enum values as plain ints for the kernels
+_LEVEL_SET = int(EventKind.LEVEL_SET)
+_CLEAR = int(EventKind.CLEAR)
+_TRADE = int(EventKind.TRADE)
+_OUT_OF_SYNC = int(EventKind.OUT_OF_SYNC)
+_Q_QUOTE = int(BookStateKind.QUOTE)
+_Q_TRADE = int(BookStateKind.TRADE)
+_Q_STATUS = int(BookStateKind.STATUS)
+
+
+class L2Book(NamedTuple):
+    """State of the L2 book for ``n`` symbols. Side index s: 0 = bid, 1 = ask."""
+
+    qty: np.ndarray  # int64[n, 2, W]: lots at key k in slot k & (W-1), for keys in [lo, lo+W)
+    lo: np.ndarray  # int64[n, 2]: lowest key of the window
+    best: np.ndarray  # int64[n, 2]: best (smallest) key, EMPTY when the side is empty
+    nlev: np.ndarray  # int64[n, 2]: non-empty levels inside the window
+    ovf_key: np.ndarray  # int64[n, 2, C]: sorted keys beyond the window (all >= lo + W)
+    ovf_qty: np.ndarray  # int64[n, 2, C]
+    ovf_n: np.ndarray  # int64[n, 2]: levels in the overflow
+    info: np.ndarray  # int64[n, N_INFO]: I_* columns
+
+
+def make_l2_book(n_symbols: int, window: int = 4096, overflow: int = 8192) -> L2Book:
+    """An empty book for ``n_symbols``.
+
+    ``window``: price slots per side kept directly indexed around the touch (power of two; 4096 ticks covers
+    BTCUSDT +-400 USD at tick 0.1). ``overflow``: levels per side kept beyond the window (sorted; inserting
+    there costs a memmove, so it is for the far, rarely updated part of the book). Memory per symbol:
+    ``16 * (window + 2 * overflow)`` bytes.
+    """
+    if n_symbols < 1:
+        raise ValueError("n_symbols must be >= 1")
+    if window < 16 or window & (window - 1):
+        raise ValueError(f"window must be a power of two >= 16, got {window}")
+    if overflow < 1:
+        raise ValueError("overflow must be >= 1")
+    return L2Book(
+        qty=np.zeros((n_symbols, 2, window), np.int64),
+        lo=np.zeros((n_symbols, 2), np.int64),
+        best=np.full((n_symbols, 2), EMPTY, np.int64),
+        nlev=np.zeros((n_symbols, 2), np.int64),
+        ovf_key=np.zeros((n_symbols, 2, overflow), np.int64),
+        ovf_qty=np.zeros((n_symbols, 2, overflow), np.int64),
+        ovf_n=np.zeros((n_symbols, 2), np.int64),
+        info=np.zeros((n_symbols, N_INFO), np.int64),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# overflow store: sorted keys, binary search, memmove
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _ovf_lower_bound(book, sym, s, key):
+    keys = book.ovf_key[sym, s]
+    lo = 0
+    hi = book.ovf_n[sym, s]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _ovf_set(book, sym, s, key, q):
+    keys = book.ovf_key[sym, s]
+    vals = book.ovf_qty[sym, s]
+    n = book.ovf_n[sym, s]
+    i = _ovf_lower_bound(book, sym, s, key)
+    if i < n and keys[i] == key:
+        if q > 0:
+            vals[i] = q
+        else:
+            for j in range(i, n - 1):
+                keys[j] = keys[j + 1]
+                vals[j] = vals[j + 1]
+            book.ovf_n[sym, s] = n - 1
+        return OK
+    if q == 0:
+        return OK
+    if n == keys.shape[0]:
+        return ERR_OVERFLOW
+    for j in range(n, i, -1):
+        keys[j] = keys[j - 1]
+        vals[j] = vals[j - 1]
+    keys[i] = key
+    vals[i] = q
+    book.ovf_n[sym, s] = n + 1
+    return OK
+
+
+@njit(cache=True, nogil=True)
+def _ovf_get(book, sym, s, key):
+    i = _ovf_lower_bound(book, sym, s, key)
+    if i < book.ovf_n[sym, s] and book.ovf_key[sym, s, i] == key:
+        return book.ovf_qty[sym, s, i]
+    return np.int64(0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the window
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _recenter(book, sym, s, new_lo):
+    """Move the window of (sym, s) to ``[new_lo, new_lo + W)``; returns OK or ERR_OVERFLOW (levels lost)."""
+    W = book.qty.shape[2]
+    mask = W - 1
+    lo = book.lo[sym, s]
+    row = book.qty[sym, s]
+    keys = book.ovf_key[sym, s]
+    vals = book.ovf_qty[sym, s]
+    cap = keys.shape[0]
+    status = OK
+    if new_lo < lo:
+        # keys [max(lo, new_lo + W), lo + W) leave; they are better than every overflow key: prepend them
+        a = max(lo, new_lo + W)
+        b = lo + W
+        cnt = 0
+        for k in range(a, b):
+            if row[k & mask] != 0:
+                cnt += 1
+        if cnt > 0:
+            n = book.ovf_n[sym, s]
+            keep = max(0, min(n, cap - cnt))  # the worst overflow levels fall off when the store is full
+            if keep < n:
+                book.info[sym, I_LOST] += n - keep
+                book.info[sym, I_STALE] = 1
+                status = ERR_OVERFLOW
+            for j in range(keep - 1, -1, -1):
+                keys[j + cnt] = keys[j]
+                vals[j + cnt] = vals[j]
+            j = 0
+            for k in range(a, b):
+                slot = k & mask
+                if row[slot] != 0:
+                    if j < cap:
+                        keys[j] = k
+                        vals[j] = row[slot]
+                    j += 1
+                    row[slot] = 0
+            book.ovf_n[sym, s] = keep + min(cnt, cap)
+            book.nlev[sym, s] -= cnt
+            if cnt > cap:
+                book.info[sym, I_LOST] += cnt - cap
+                book.info[sym, I_STALE] = 1
+                status = ERR_OVERFLOW
+    elif new_lo > lo:
+        # keys below new_lo are worse than nothing (they are better than best, so empty); keys
+        # [max(lo + W, new_lo), new_lo + W) enter from the front of the overflow
+        end = new_lo + W
+        n = book.ovf_n[sym, s]
+        i = 0
+        while i < n and keys[i] < end:
+            row[keys[i] & mask] = vals[i]
+            i += 1
+        if i > 0:
+            for j in range(i, n):
+                keys[j - i] = keys[j]
+                vals[j - i] = vals[j]
+            book.ovf_n[sym, s] = n - i
+            book.nlev[sym, s] += i
+    book.lo[sym, s] = new_lo
+    return status
+
+
+@njit(cache=True, nogil=True)
+def _find_best_from(book, sym, s, start):
+    """Set ``best`` to the first non-empty key >= ``start`` (window, then overflow), moving the window."""
+    W = book.qty.shape[2]
+    mask = W - 1
+    lo = book.lo[sym, s]
+    end = lo + W
+    if book.nlev[sym, s] > 0:
+        row = book.qty[sym, s]
+        for k in range(max(start, lo), end):
+            if row[k & mask] != 0:
+                book.best[sym, s] = k
+                if k - lo > (W >> 1):
+                    _recenter(book, sym, s, k - (W >> 3))
+                return
+    if book.ovf_n[sym, s] > 0:
+        k = book.ovf_key[sym, s, 0]
+        _recenter(book, sym, s, k - (W >> 3))
+        book.best[sym, s] = k
+    else:
+        book.best[sym, s] = EMPTY
+
+
+@njit(cache=True, nogil=True)
+def _side_index(side):
+    """BID (+1) -> 0, ASK (-1) -> 1, anything else -> -1."""
+    if side == 1:
+        return 0
+    if side == -1:
+        return 1
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def l2_set_level(book, sym, s, px, q):
+    """Set level ``px`` (ticks) of side index ``s`` (0 bid, 1 ask) to ``q`` lots; ``q == 0`` deletes it."""
+    key = px if s == 1 else -px
+    W = book.qty.shape[2]
+    mask = W - 1
+    best = book.best[sym, s]
+    if q > 0:
+        if best == EMPTY:  # empty side: the window is all zero and the overflow empty; place the window
+            book.lo[sym, s] = key - (W >> 3)
+            book.qty[sym, s, key & mask] = q
+            book.nlev[sym, s] = 1
+            book.best[sym, s] = key
+            return OK
+        lo = book.lo[sym, s]
+        status = OK
+        if key < lo:  # better than anything in the window: move the window down to it
+            status = _recenter(book, sym, s, key - (W >> 3))
+            lo = book.lo[sym, s]
+        if key < lo + W:
+            slot = key & mask
+            if book.qty[sym, s, slot] == 0:
+                book.nlev[sym, s] += 1
+            book.qty[sym, s, slot] = q
+            if key < best:
+                book.best[sym, s] = key
+            return status
+        return _ovf_set(book, sym, s, key, q)
+    if q < 0:
+        return ERR_QTY
+    if best == EMPTY:
+        return OK
+    lo = book.lo[sym, s]
+    if key < lo:
+        return OK
+    if key < lo + W:
+        slot = key & mask
+        if book.qty[sym, s, slot] == 0:
+            return OK
+        book.qty[sym, s, slot] = 0
+        book.nlev[sym, s] -= 1
+        if key == best:
+            _find_best_from(book, sym, s, key + 1)
+        return OK
+    return _ovf_set(book, sym, s, key, q)
+
+
+@njit(cache=True, nogil=True)
+def l2_clear(book, sym):
+    """Remove every level of ``sym`` (both sides)."""
+    for s in range(2):
+        if book.nlev[sym, s] > 0:
+            book.qty[sym, s, :] = 0
+        book.nlev[sym, s] = 0
+        book.ovf_n[sym, s] = 0
+        book.best[sym, s] = EMPTY
+
+
+@njit(cache=True, nogil=True)
+def l2_apply(book, ev):
+    """Apply one MARKET_EVENT record; returns a status code (see module doc), never raises.
+
+    LEVEL_SET sets a level, CLEAR empties the symbol's book and clears its stale mark (a snapshot follows),
+    OUT_OF_SYNC marks it stale. TRADE, TICKER, HALT and L3 kinds are IGNORED by the L2 book.
+    """
+    sym = ev.symbol
+    if sym < 0 or sym >= book.qty.shape[0]:
+        return ERR_SYMBOL
+    kind = ev.kind
+    info = book.info
+    if kind == _LEVEL_SET:
+        s = _side_index(ev.side)
+        if s < 0:
+            info[sym, I_ERRORS] += 1
+            return ERR_SIDE
+        status = l2_set_level(book, sym, s, ev.price, ev.qty)
+        if status == ERR_QTY:
+            info[sym, I_ERRORS] += 1
+            return status
+        if status == ERR_OVERFLOW:
+            info[sym, I_LOST] += 1
+            info[sym, I_STALE] = 1
+        info[sym, I_UPDATE_ID] = ev.update_id
+        info[sym, I_TS] = ev.ts_origin
+        info[sym, I_TS_EXCH] = ev.ts_exch
+        info[sym, I_APPLIED] += 1
+        return status
+    if kind == _CLEAR:
+        l2_clear(book, sym)
+        info[sym, I_STALE] = 0
+        info[sym, I_UPDATE_ID] = ev.update_id
+        info[sym, I_TS] = ev.ts_origin
+        info[sym, I_TS_EXCH] = ev.ts_exch
+        return OK
+    if kind == _OUT_OF_SYNC:
+        info[sym, I_STALE] = 1
+        info[sym, I_TS] = ev.ts_origin
+        return OK
+    return IGNORED
+
+
+@njit(cache=True, nogil=True)
+def l2_apply_events(book, events, start, stop):
+    """Apply ``events[start:stop]``; returns the number of events rejected with an error status."""
+    bad = 0
+    for i in range(start, stop):
+        if l2_apply(book, events[i]) < 0:
+            bad += 1
+    return bad
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reads
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def l2_best_bid(book, sym):
+    """``(px, qty)`` of the best bid; ``(0, 0)`` when there is no bid."""
+    k = book.best[sym, 0]
+    if k == EMPTY:
+        return np.int64(0), np.int64(0)
+    return -k, book.qty[sym, 0, k & (book.qty.shape[2] - 1)]
+
+
+@njit(cache=True, nogil=True)
+def l2_best_ask(book, sym):
+    """``(px, qty)`` of the best ask; ``(0, 0)`` when there is no ask."""
+    k = book.best[sym, 1]
+    if k == EMPTY:
+        return np.int64(0), np.int64(0)
+    return k, book.qty[sym, 1, k & (book.qty.shape[2] - 1)]
+
+
+@njit(cache=True, nogil=True)
+def l2_level_qty(book, sym, side, px):
+    """Lots resting at ``px`` on ``side`` (BID +1 / ASK -1); 0 when there is no such level."""
+    s = _side_index(side)
+    if s < 0 or book.best[sym, s] == EMPTY:
+        return np.int64(0)
+    key = px if s == 1 else -px
+    lo = book.lo[sym, s]
+    W = book.qty.shape[2]
+    if key < lo:
+        return np.int64(0)
+    if key < lo + W:
+        return book.qty[sym, s, key & (W - 1)]
+    return _ovf_get(book, sym, s, key)
+
+
+@njit(cache=True, nogil=True)
+def l2_next_level(book, sym, side, px):
+    """Price of the next *worse* level after ``px`` on ``side`` (lower for bids, higher for asks).
+
+    ``px`` need not be a level; a ``px`` better than the touch gives the touch. :data:`NO_PRICE` when none.
+    """
+    s = _side_index(side)
+    if s < 0:
+        return NO_PRICE
+    best = book.best[sym, s]
+    if best == EMPTY:
+        return NO_PRICE
+    sign = 1 if s == 1 else -1
+    key = px * sign
+    start = max(key + 1, best)
+    W = book.qty.shape[2]
+    mask = W - 1
+    end = book.lo[sym, s] + W
+    row = book.qty[sym, s]
+    for k in range(start, end):
+        if row[k & mask] != 0:
+            return k * sign
+    i = _ovf_lower_bound(book, sym, s, start)
+    if i < book.ovf_n[sym, s]:
+        return book.ovf_key[sym, s, i] * sign
+    return NO_PRICE
+
+
+@njit(cache=True, nogil=True)
+def l2_depth(book, sym, side, n, out_px, out_qty):
+    """Write the best ``n`` levels of ``side`` into ``out_px``/``out_qty`` (best first); returns the count."""
+    s = _side_index(side)
+    if s < 0:
+        return 0
+    best = book.best[sym, s]
+    if best == EMPTY:
+        return 0
+    sign = 1 if s == 1 else -1
+    W = book.qty.shape[2]
+    mask = W - 1
+    end = book.lo[sym, s] + W
+    row = book.qty[sym, s]
+    c = 0
+    for k in range(best, end):
+        if c >= n:
+            return c
+        q = row[k & mask]
+        if q != 0:
+            out_px[c] = k * sign
+            out_qty[c] = q
+            c += 1
+    m = book.ovf_n[sym, s]
+    i = 0
+    while c < n and i < m:
+        out_px[c] = book.ovf_key[sym, s, i] * sign
+        out_qty[c] = book.ovf_qty[sym, s, i]
+        c += 1
+        i += 1
+    return c
+
+
+@njit(cache=True, nogil=True)
+def l2_n_levels(book, sym, side):
+    """Number of levels on ``side`` (window plus overflow)."""
+    s = _side_index(side)
+    if s < 0:
+        return 0
+    return book.nlev[sym, s] + book.ovf_n[sym, s]
+
+
+@njit(cache=True, nogil=True)
+def l2_fill_state(book, sym, out, k, now_ns, stale_ns):
+    """Write the top of book of ``sym`` into ``out[k]`` (a BOOK_STATE array); returns the flags written.
+
+    Writes symbol, kind (QUOTE), flags (F_STALE: out of sync, a lost level, or no update for ``stale_ns``
+    when ``stale_ns`` > 0; F_CROSSED: bid >= ask), ts_origin/ts_exch of the last applied event, top, spread,
+    mid, microprice, imbalance, update_id. Leaves seq and the trade fields to the caller.
+    """
+    r = out[k]
+    bpx, bq = l2_best_bid(book, sym)
+    apx, aq = l2_best_ask(book, sym)
+    info = book.info
+    flags = 0
+    if info[sym, I_STALE] != 0 or (stale_ns > 0 and now_ns - info[sym, I_TS] > stale_ns):
+        flags |= F_STALE
+    if bq > 0 and aq > 0 and bpx >= apx:
+        flags |= F_CROSSED
+    r.symbol = sym
+    r.kind = _Q_QUOTE
+    r.side = 0
+    r.flags = flags
+    r.ts_origin = info[sym, I_TS]
+    r.ts_exch = info[sym, I_TS_EXCH]
+    r.bid_px = bpx
+    r.bid_qty = bq
+    r.ask_px = apx
+    r.ask_qty = aq
+    tq = bq + aq
+    if bq > 0 and aq > 0:
+        r.spread = apx - bpx
+        r.mid = 0.5 * (bpx + apx)
+        r.microprice = (bpx * aq + apx * bq) / tq
+    else:
+        r.spread = 0
+        r.mid = 0.0
+        r.microprice = 0.0
+    r.imbalance = (bq - aq) / tq if tq > 0 else 0.0
+    r.update_id = info[sym, I_UPDATE_ID]
+    return flags
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stage kernel
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _emit(book, stats, sym, ev, out, k, kind, stale_ns):
+    l2_fill_state(book, sym, out, k, ev.ts_origin, stale_ns)
+    r = out[k]
+    r.seq = ev.seq
+    r.ts_origin = ev.ts_origin
+    r.ts_exch = ev.ts_exch
+    r.kind = kind
+    r.last_trade_px = stats.last[sym, 0]
+    r.last_trade_qty = stats.last[sym, 1]
+    r.vwap = trade_vwap(stats, sym, ev.ts_origin)
+
+
+@njit(cache=True, nogil=True)
+def book_on_event(book, stats, ev, out, k, stale_ns):
+    """The book stage's per-event kernel: apply ``ev`` and maybe publish one BOOK_STATE into ``out[k]``.
+
+    Returns 1 when ``out[k]`` was written, else 0:
+
+    * LEVEL_SET / CLEAR flagged F_LAST_IN_GROUP (the book is consistent): a QUOTE state;
+    * TRADE: updates the trade stats, a TRADE state;
+    * OUT_OF_SYNC: a STATUS state with F_STALE;
+    * anything else (mid-group level sets, TICKER, HALT, L3 kinds, bad symbol): nothing.
+
+    The state copies seq, ts_origin and ts_exch from ``ev`` so latency is measured from the market event.
+    """
+    sym = ev.symbol
+    if sym < 0 or sym >= book.qty.shape[0]:
+        return 0
+    kind = ev.kind
+    if kind == _TRADE:
+        trade_on(stats, sym, ev.ts_origin, ev.price, ev.qty, ev.side)
+        _emit(book, stats, sym, ev, out, k, _Q_TRADE, stale_ns)
+        return 1
+    l2_apply(book, ev)
+    if kind == _OUT_OF_SYNC:
+        _emit(book, stats, sym, ev, out, k, _Q_STATUS, stale_ns)
+        return 1
+    if (kind == _LEVEL_SET or kind == _CLEAR) and (ev.flags & F_LAST_IN_GROUP) != 0:
+        _emit(book, stats, sym, ev, out, k, _Q_QUOTE, stale_ns)
+        return 1
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def book_replay_states(book, stats, events, out, stale_ns):
+    """Run :func:`book_on_event` over ``events``; returns how many states were written to ``out``.
+
+    ``out`` must hold at least one state per event group, trade and out-of-sync marker
+    (``len(events)`` is always enough).
+    """
+    k = 0
+    for i in range(events.shape[0]):
+        k += book_on_event(book, stats, events[i], out, k, stale_ns)
+    return k
+
+
+def new_states(n: int) -> np.ndarray:
+    """A zeroed BOOK_STATE array of ``n`` records."""
+    return np.zeros(n, BOOK_STATE)
+
+
+__all__ += ["TradeStats", "make_trade_stats", "new_states"]
