@@ -52,7 +52,8 @@ def padded_dtype(fields: list[tuple[str, str]], name: str) -> np.dtype:
     dt = np.dtype(fields)
     size = -(-dt.itemsize // CACHE_LINE) * CACHE_LINE
     if size != dt.itemsize:
-        dt = np.dtype(fields + [("_pad", f"V{size - dt.itemsize}")])
+        # a u1 sub-array, not a ``V`` field: numba cannot type arrays or records holding void fields
+        dt = np.dtype(fields + [("_pad", "u1", (size - dt.itemsize,))])
     assert dt.itemsize % CACHE_LINE == 0, name
     return dt
 
