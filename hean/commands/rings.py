@@ -3,7 +3,8 @@
 * ``hean rings`` (or ``hean rings list``): every ``/dev/shm/hean*`` ring with capacity, fill level,
   high-water mark, counters, and the producer/consumer pids with whether each is alive.
 * ``hean rings inspect NAME``: the full header of one ring (layout, dtype, cursors, counters).
-* ``hean rings clean``: unlink stale rings (both recorded owners dead); ``--dry-run`` only lists them.
+* ``hean rings clean [NAME...]``: unlink stale rings (every recorded owner dead), all of them or only the
+  named ones; ``--dry-run`` only lists them. ``hean rings --remove-stale`` lists, then cleans.
 
 Reading a ring maps it read-only and never changes it. Top-level imports stay light (argparse only).
 """
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("list", "inspect", "clean"),
         help="list (default), inspect NAME..., or clean (remove stale rings)",
     )
-    p.add_argument("names", nargs="*", metavar="NAME", help="ring segment name(s) (for inspect)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="ring segment name(s) (inspect; clean: only these)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     p.add_argument("--dry-run", action="store_true", help="clean: only say what would be removed")
     p.add_argument(
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         return rc
 
     infos, errors = ri.scan()
+    if args.names and args.action != "list":
+        infos = [i for i in infos if i.name in set(args.names)]
     if args.action == "list":
         if args.json:
             print(

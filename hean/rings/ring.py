@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 import psutil
+from numpy.lib import format as npy_format
 
 from hean import records
 from hean.rings import layout as L
@@ -50,12 +51,14 @@ def peer_alive(pid: int) -> bool:
 
 
 def _dtype_text(dtype: np.dtype) -> bytes:
-    return repr(dtype.descr).encode()
+    """The dtype as text: the ``.npy`` file format's descr (padding kept as unnamed void fields)."""
+    return repr(npy_format.dtype_to_descr(dtype)).encode()
 
 
 def _parse_dtype(name: str, text: bytes) -> np.dtype:
+    """Parse :func:`_dtype_text` output with ``ast.literal_eval`` (literals only: never executes code)."""
     try:
-        return np.dtype(ast.literal_eval(text.decode()))
+        return npy_format.descr_to_dtype(ast.literal_eval(text.decode()))
     except (ValueError, SyntaxError, TypeError, UnicodeDecodeError) as e:
         raise RingError(f"ring {name!r}: unreadable dtype description {text[:80]!r} ({e})") from None
 
@@ -220,17 +223,30 @@ class Ring:
         return rec
 
     def pop_all(self, max_n: int | None = None) -> np.ndarray:
-        """Every record available now (at most ``max_n``), as a new array, released with one store."""
-        start, n = spsc.available(self.hdr)
-        n = int(n) if max_n is None else min(int(n), max_n)
-        out = np.empty(n, self.dtype)
-        if n:
+        """Every record published by now (at most ``max_n``), as a new array; one release store per batch.
+
+        :func:`~hean.rings.spsc.available` answers from the consumer's cached WRITE first, so this takes
+        batches until a fresh read of WRITE finds nothing more.
+        """
+        limit = self.capacity if max_n is None else int(max_n)
+        parts = []
+        got = 0
+        while got < limit:
+            start, n = spsc.available(self.hdr)
+            n = min(int(n), limit - got)
+            if n == 0:
+                break
+            part = np.empty(n, self.dtype)
             i = int(start) & self.mask
             first = min(n, self.capacity - i)
-            out[:first] = self.slots[i : i + first]
-            out[first:] = self.slots[: n - first]
+            part[:first] = self.slots[i : i + first]
+            part[first:] = self.slots[: n - first]
             spsc.release(self.hdr, start + n)
-        return out
+            parts.append(part)
+            got += n
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
 
     def count_drop(self, n: int = 1) -> None:
         spsc.count_drop(self.hdr, n)
