@@ -23,27 +23,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "action",
-        nargs="?",
-        default="list",
-        choices=("list", "inspect", "clean"),
-        help="list (default), inspect NAME..., or clean (remove stale rings)",
-    )
-    p.add_argument("names", nargs="*", metavar="NAME", help="ring segment name(s) (inspect; clean: only these)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
-    p.add_argument("--dry-run", action="store_true", help="clean: only say what would be removed")
-    p.add_argument(
-        "--remove-stale", action="store_true", help="list, then remove stale rings (same as clean)"
-    )
-    p.set_defaults(func=run)
+    p.add_argument("--remove-stale", action="store_true", help="list, then remove stale rings")
+    p.set_defaults(func=run, action="list", names=[])
+    ss = p.add_subparsers(dest="action", metavar="ACTION")
+    lp = ss.add_parser("list", help="list rings (the default)")
+    lp.add_argument("--json", action="store_true", help="machine-readable JSON")
+    lp.add_argument("--remove-stale", action="store_true", help="list, then remove stale rings")
+    ip = ss.add_parser("inspect", help="show one ring's full header")
+    ip.add_argument("names", nargs="*", metavar="NAME", help="ring segment name(s)")
+    ip.add_argument("--json", action="store_true", help="machine-readable JSON")
+    cp = ss.add_parser("clean", help="unlink stale rings (all, or only the named ones)")
+    cp.add_argument("names", nargs="*", metavar="NAME", help="only consider these rings")
+    cp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
 
 
 def run(args: argparse.Namespace) -> int:
     from hean.rings import inspect as ri
 
     out = sys.stdout
-    if args.action == "inspect":
+    action = args.action or "list"
+    dry_run = getattr(args, "dry_run", False)
+    if action == "inspect":
         if not args.names:
             print("hean rings inspect: give at least one ring name (see `hean rings`)", file=sys.stderr)
             return 2
@@ -63,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         return rc
 
     infos, errors = ri.scan()
-    if args.names and args.action != "list":
+    if args.names and action == "clean":
         infos = [i for i in infos if i.name in set(args.names)]
-    if args.action == "list":
+    if action == "list":
         if args.json:
             print(
                 json.dumps({"rings": [i.as_dict() for i in infos], "unreadable": dict(errors)}, indent=2),
@@ -75,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
             print(ri.format_table(infos, errors), file=out)
         if not args.remove_stale:
             return 0
-    removed = ri.remove_stale(infos, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
+    removed = ri.remove_stale(infos, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
     if not removed:
-        print("no stale HEAN rings (a ring is stale when both its producer and consumer are dead)", file=out)
+        print("no stale HEAN rings (stale: no recorded owner alive)", file=out)
     for name in removed:
         print(f"{verb} stale ring {name}", file=out)
     return 0
