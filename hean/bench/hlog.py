@@ -1,0 +1,115 @@
+"""HdrHistogram interval logs (``.hlog``, log format 1.3) written from HEAN histograms, no extra dependency.
+
+Why write it ourselves: the ``.hlog`` format is HdrHistogram's lingua franca (HistogramLogAnalyzer, the
+``hdrhistogram`` package, wrk2 tooling), and HEAN's bucket layout *is* HdrHistogram's (see
+:mod:`hean.telemetry.histogram`), so the counters can be encoded directly -- the ``hdrhistogram`` package
+is only needed to read the log back (the tests do).
+
+Encoding of one histogram (the "V2" compressed format, all integers big-endian):
+
+* payload: cookie ``0x1c849313`` (u32), length of the counts part (u32), normalizing index offset 0 (u32),
+  significant figures 3 (u32), lowest trackable value 1 (u64), highest trackable value 10 s (u64),
+  integer-to-double conversion ratio 1.0 (f64), then the counters from index 0 up to the index of the
+  maximum as ZigZag LEB128 varints, where a run of ``k >= 2`` zero counters is written as ``-k``;
+* the payload is zlib-compressed and prefixed with cookie ``0x1c849314`` (u32) and the compressed length
+  (u32); the whole is base64-encoded onto one line.
+
+A log line is ``[Tag=<tag>,]<start s>,<length s>,<max in ms>,<base64 histogram>``; start times are seconds
+relative to the ``#[StartTime: ...]`` header. Values are nanoseconds (so the max column is ns / 1e6 = ms,
+HdrHistogram's usual ``maxValueUnitRatio``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+import zlib
+from datetime import UTC, datetime
+
+import numpy as np
+
+from hean.telemetry.histogram import (
+    H_BASE,
+    HIST_HIGHEST,
+    HIST_LOWEST,
+    HIST_SIG_FIGS,
+    check_histogram,
+    hist_index,
+    hist_max,
+)
+
+__all__ = ["HLOG_VERSION", "encode_histogram", "write_hlog"]
+
+HLOG_VERSION = "1.3"
+_ENCODING_COOKIE = 0x1C849303 | 0x10
+_COMPRESSION_COOKIE = 0x1C849304 | 0x10
+_PAYLOAD_HEADER = struct.Struct(">IIIIqqd")
+_OUTER_HEADER = struct.Struct(">II")
+
+
+def _varint(value: int, out: bytearray) -> None:
+    """ZigZag + LEB128 (7 bits per byte, low first; at most 9 bytes as in HdrHistogram)."""
+    z = ((value << 1) ^ (value >> 63)) & 0xFFFFFFFFFFFFFFFF
+    for _ in range(8):
+        if z < 0x80:
+            out.append(z)
+            return
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z & 0xFF)  # the 9th byte carries the last 8 bits
+
+
+def _encode_counts(counts: np.ndarray, limit: int) -> bytes:
+    out = bytearray()
+    nz = np.flatnonzero(counts[:limit])
+    pos = 0
+    for i in nz:
+        gap = int(i) - pos
+        if gap == 1:
+            _varint(0, out)
+        elif gap > 1:
+            _varint(-gap, out)
+        _varint(int(counts[i]), out)
+        pos = int(i) + 1
+    return bytes(out)
+
+
+def encode_histogram(hist: np.ndarray) -> str:
+    """The base64 "compressed histogram" string HdrHistogram decoders accept."""
+    check_histogram(hist, "encode_histogram")
+    counts = hist[H_BASE:]
+    n = int(counts.sum())
+    limit = int(hist_index(int(hist_max(hist)))) + 1 if n else 0
+    last = np.flatnonzero(counts)
+    if n:
+        limit = max(limit, int(last[-1]) + 1)  # a torn copy may hold a count above its recorded max
+    body = _encode_counts(counts, limit)
+    payload = _PAYLOAD_HEADER.pack(_ENCODING_COOKIE, len(body), 0, HIST_SIG_FIGS, HIST_LOWEST, HIST_HIGHEST, 1.0) + body
+    packed = zlib.compress(payload)
+    return base64.b64encode(_OUTER_HEADER.pack(_COMPRESSION_COOKIE, len(packed)) + packed).decode("ascii")
+
+
+def write_hlog(
+    path: str | os.PathLike,
+    intervals: list[tuple[str | None, float, float, np.ndarray]],
+    start_unix: float,
+    comment: str = "",
+) -> int:
+    """Write an interval log: ``intervals`` are ``(tag, start_s, length_s, hist)`` (start relative to
+    ``start_unix``). Tags may use ``[A-Za-z0-9_.-]`` (no commas or spaces). Returns intervals written."""
+    lines = [f"#[Histogram log format version {HLOG_VERSION}]"]
+    if comment:
+        lines += [f"#{c}" for c in comment.splitlines()]
+    when = datetime.fromtimestamp(start_unix, tz=UTC).isoformat(sep=" ")
+    lines.append(f"#[StartTime: {start_unix:.3f} (seconds since epoch), {when}]")
+    lines.append('"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"')
+    for tag, start_s, length_s, hist in intervals:
+        if tag is not None and (not tag or any(c in tag for c in ", \n\t")):
+            raise ValueError(f"hlog tag {tag!r}: must be non-empty without commas or whitespace")
+        prefix = f"Tag={tag}," if tag else ""
+        max_ms = hist_max(hist) / 1e6
+        lines.append(f"{prefix}{start_s:.3f},{length_s:.3f},{max_ms:.3f},{encode_histogram(hist)}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return len(intervals)
