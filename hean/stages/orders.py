@@ -1,0 +1,316 @@
+"""Order management: the order state machine as a transition table, and the order table the router keeps.
+
+Why a table and not ``if`` chains: every (state, event) pair has exactly one answer written down in one
+place (:data:`TRANSITIONS`), the kernels look it up in O(1), and an event that is not allowed from the
+current state is *counted* (per state and event, in ``OrderTable.invalid``) and leaves the order untouched
+instead of corrupting it. The semantics follow NautilusTrader's order state machine, reduced to the states
+HEAN's venues produce:
+
+==================  ===========================================================================================
+state               meaning
+==================  ===========================================================================================
+NEW                 created by the router, not yet sent
+SENT                handed to the venue, no answer yet
+ACKNOWLEDGED        the venue accepted it and it rests, nothing filled
+PARTIALLY_FILLED    some quantity filled, the rest is open
+FILLED              terminal: fully filled
+CANCEL_PENDING      a cancel was sent; fills may still arrive (they crossed the cancel on the wire)
+CANCELED            terminal
+REJECTED            terminal: refused by the venue (or by the router before sending)
+EXPIRED             terminal: IOC/FOK remainder or venue-side expiry
+REPLACE_PENDING     a replace (new price/qty) was sent; fills may still arrive
+==================  ===========================================================================================
+
+A target of :data:`RESTORE` means "back to where the order was before the pending request":
+ACKNOWLEDGED when nothing has filled, else PARTIALLY_FILLED (a rejected cancel, a completed replace).
+
+Order ids are assigned here, sequentially from 1, and the table is a direct-mapped array of a power-of-two
+capacity: ``slot = order_id & (capacity - 1)``. Lookup is one load and one compare. A new id whose slot is
+still held by a *live* order (one that is more than ``capacity`` ids old and still open) is refused and
+counted (``meta[M_FULL]``); terminal orders are overwritten, so reports for long-dead orders are unknown ids.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from hean.records import ExecType
+
+__all__ = [
+    "EXEC_TO_EVENT",
+    "INVALID",
+    "MAX_CHILDREN",
+    "RESTORE",
+    "TRANSITIONS",
+    "OrderEvent",
+    "OrderState",
+    "OrderTable",
+    "make_order_table",
+    "ot_apply",
+    "ot_is_live",
+    "ot_new",
+    "ot_slot",
+]
+
+
+class OrderState(IntEnum):
+    NEW = 0
+    SENT = 1
+    ACKNOWLEDGED = 2
+    PARTIALLY_FILLED = 3
+    FILLED = 4
+    CANCEL_PENDING = 5
+    CANCELED = 6
+    REJECTED = 7
+    EXPIRED = 8
+    REPLACE_PENDING = 9
+
+
+class OrderEvent(IntEnum):
+    SUBMIT = 0  # the router sent it to the venue
+    ACK = 1
+    PARTIAL_FILL = 2
+    FILL = 3
+    CANCEL_REQUEST = 4  # the router sent a cancel
+    CANCELED = 5
+    REJECT = 6
+    EXPIRE = 7
+    REPLACE_REQUEST = 8  # the router sent a replace
+    REPLACED = 9
+    CANCEL_REJECT = 10  # the venue refused a cancel or replace (too late, unknown)
+
+
+N_STATES = len(OrderState)
+N_EVENTS = len(OrderEvent)
+INVALID = -1  # table entry: the event is not allowed in this state
+RESTORE = -2  # table entry: ACKNOWLEDGED if nothing filled yet, else PARTIALLY_FILLED
+MAX_CHILDREN = 8  # a routed parent order is split into at most this many venue (child) orders
+
+S, E = OrderState, OrderEvent
+_LIVE_FROM_VENUE = {  # what may happen to an order that is working at the venue
+    E.PARTIAL_FILL: S.PARTIALLY_FILLED,
+    E.FILL: S.FILLED,
+    E.CANCEL_REQUEST: S.CANCEL_PENDING,
+    E.CANCELED: S.CANCELED,  # unsolicited (venue-side) cancel
+    E.EXPIRE: S.EXPIRED,
+    E.REPLACE_REQUEST: S.REPLACE_PENDING,
+}
+_RULES: dict[OrderState, dict[OrderEvent, int]] = {
+    S.NEW: {E.SUBMIT: S.SENT, E.REJECT: S.REJECTED, E.CANCEL_REQUEST: S.CANCELED},
+    S.SENT: {
+        E.ACK: S.ACKNOWLEDGED,
+        E.REJECT: S.REJECTED,
+        **_LIVE_FROM_VENUE,  # a marketable order may fill (or an IOC expire) without a separate ack
+    },
+    S.ACKNOWLEDGED: dict(_LIVE_FROM_VENUE),
+    S.PARTIALLY_FILLED: dict(_LIVE_FROM_VENUE),
+    S.CANCEL_PENDING: {
+        E.ACK: S.CANCEL_PENDING,  # the ack of the order crossed our cancel on the wire
+        E.PARTIAL_FILL: S.CANCEL_PENDING,  # a fill after the cancel request: real, not an error
+        E.FILL: S.FILLED,
+        E.CANCELED: S.CANCELED,
+        E.EXPIRE: S.EXPIRED,
+        E.REJECT: S.REJECTED,  # the order itself was rejected while our cancel was in flight
+        E.CANCEL_REJECT: RESTORE,
+    },
+    S.REPLACE_PENDING: {
+        E.ACK: S.REPLACE_PENDING,
+        E.PARTIAL_FILL: S.REPLACE_PENDING,
+        E.FILL: S.FILLED,
+        E.REPLACED: RESTORE,
+        E.CANCEL_REJECT: RESTORE,
+        E.CANCELED: S.CANCELED,
+        E.EXPIRE: S.EXPIRED,
+        E.REJECT: S.REJECTED,
+        E.CANCEL_REQUEST: S.CANCEL_PENDING,
+    },
+    # FILLED, CANCELED, REJECTED, EXPIRED are terminal: every event is invalid
+}
+
+
+def _build_table() -> np.ndarray:
+    table = np.full((N_STATES, N_EVENTS), INVALID, dtype=np.int64)
+    for state, rules in _RULES.items():
+        for event, target in rules.items():
+            table[state, event] = int(target)
+    table.setflags(write=False)
+    return table
+
+
+TRANSITIONS = _build_table()
+"""int64[state, event] -> next state, :data:`INVALID` or :data:`RESTORE`."""
+
+TERMINAL = np.zeros(N_STATES, dtype=np.bool_)
+TERMINAL[[S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED]] = True
+TERMINAL.setflags(write=False)
+
+EXEC_TO_EVENT = np.full(16, INVALID, dtype=np.int64)
+"""ExecType (EXEC_REPORT.kind) -> OrderEvent; INVALID for unknown kinds."""
+for _x, _e in (
+    (ExecType.ACK, E.ACK),
+    (ExecType.PARTIAL_FILL, E.PARTIAL_FILL),
+    (ExecType.FILL, E.FILL),
+    (ExecType.CANCELED, E.CANCELED),
+    (ExecType.REJECTED, E.REJECT),
+    (ExecType.EXPIRED, E.EXPIRE),
+    (ExecType.REPLACED, E.REPLACED),
+    (ExecType.CANCEL_REJECTED, E.CANCEL_REJECT),
+):
+    EXEC_TO_EVENT[_x] = _e
+EXEC_TO_EVENT.setflags(write=False)
+
+# meta[] indices
+M_NEXT_ID = 0  # next order id to hand out (starts at 1; 0 means "no id")
+M_FULL = 1  # new orders refused because their slot was held by a live order
+M_INVALID = 2  # total invalid transitions (also per (state, event) in ``invalid``)
+M_TRANSITIONS = 3  # total valid transitions applied
+M_LEN = 8
+
+
+class OrderTable(NamedTuple):
+    """Columns of the direct-mapped order table; ``slot = order_id & (capacity - 1)``.
+
+    Parents (what risk and the strategy see) and children (what a venue sees) share the table: a child has
+    ``parent`` = its parent's slot, a parent has ``parent`` = -1 and its children's slots in ``children``.
+    Quantities are lots, prices ticks, fees quote currency.
+    """
+
+    order_id: np.ndarray  # int64; 0 = never used
+    parent: np.ndarray  # int64 slot of the parent; -1 for a parent
+    symbol: np.ndarray  # int64
+    side: np.ndarray  # int64 +1 / -1
+    price: np.ndarray  # int64 limit price (0 for market)
+    qty: np.ndarray  # int64 order quantity (cum + leaves + removed after replaces)
+    leaves: np.ndarray  # int64 open quantity
+    cum: np.ndarray  # int64 filled quantity
+    removed: np.ndarray  # int64 quantity canceled / expired / rejected
+    state: np.ndarray  # int64 OrderState
+    venue: np.ndarray  # int64 venue index (children; -1 for parents)
+    order_type: np.ndarray  # int64 OrderType
+    tif: np.ndarray  # int64 TimeInForce
+    flags: np.ndarray  # int64 ORDER flags
+    strategy: np.ndarray  # int64
+    live_children: np.ndarray  # int64 children not yet terminal (parents)
+    n_children: np.ndarray  # int64
+    children: np.ndarray  # int64[capacity, MAX_CHILDREN] child slots (parents)
+    any_rejected: np.ndarray  # int64: children rejected (parents; decides REJECTED vs CANCELED at the end)
+    ts_created: np.ndarray  # int64 ns
+    ts_update: np.ndarray  # int64 ns
+    fees: np.ndarray  # float64 quote currency
+    invalid: np.ndarray  # int64[N_STATES, N_EVENTS] invalid transition counts
+    meta: np.ndarray  # int64[M_LEN]
+    table: np.ndarray  # int64[N_STATES, N_EVENTS] = TRANSITIONS
+    terminal: np.ndarray  # bool[N_STATES]
+
+
+def make_order_table(capacity: int = 4096) -> OrderTable:
+    """An empty table. ``capacity``: a power of two, the most orders that can be open at once."""
+    if capacity < 2 or capacity & (capacity - 1):
+        raise ValueError(f"order table capacity must be a power of two >= 2, got {capacity}")
+
+    def col(dtype=np.int64, fill=0):
+        return np.full(capacity, fill, dtype=dtype)
+
+    meta = np.zeros(M_LEN, dtype=np.int64)
+    meta[M_NEXT_ID] = 1
+    return OrderTable(
+        order_id=col(),
+        parent=col(fill=-1),
+        symbol=col(),
+        side=col(),
+        price=col(),
+        qty=col(),
+        leaves=col(),
+        cum=col(),
+        removed=col(),
+        state=col(fill=int(S.NEW)),
+        venue=col(fill=-1),
+        order_type=col(),
+        tif=col(),
+        flags=col(),
+        strategy=col(),
+        live_children=col(),
+        n_children=col(),
+        children=np.full((capacity, MAX_CHILDREN), -1, dtype=np.int64),
+        any_rejected=col(),
+        ts_created=col(),
+        ts_update=col(),
+        fees=col(np.float64, 0.0),
+        invalid=np.zeros((N_STATES, N_EVENTS), dtype=np.int64),
+        meta=meta,
+        table=TRANSITIONS.copy(),
+        terminal=TERMINAL.copy(),
+    )
+
+
+@njit(cache=True, nogil=True)
+def ot_slot(ot, order_id):
+    """Slot of ``order_id``, or -1 when the id is unknown (never issued, or its slot was reused)."""
+    if order_id <= 0:
+        return -1
+    slot = order_id & (ot.order_id.shape[0] - 1)
+    if ot.order_id[slot] != order_id:
+        return -1
+    return slot
+
+
+@njit(cache=True, nogil=True)
+def ot_is_live(ot, slot):
+    """True while the order in ``slot`` exists and is not terminal."""
+    return ot.order_id[slot] != 0 and not ot.terminal[ot.state[slot]]
+
+
+@njit(cache=True, nogil=True)
+def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, strategy, now_ns):
+    """Create an order in state NEW with the next id; its slot, or -1 (counted) when the slot is live."""
+    order_id = ot.meta[M_NEXT_ID]
+    slot = order_id & (ot.order_id.shape[0] - 1)
+    if ot_is_live(ot, slot):
+        ot.meta[M_FULL] += 1
+        return -1
+    ot.meta[M_NEXT_ID] = order_id + 1
+    ot.order_id[slot] = order_id
+    ot.parent[slot] = parent
+    ot.symbol[slot] = symbol
+    ot.side[slot] = side
+    ot.price[slot] = price
+    ot.qty[slot] = qty
+    ot.leaves[slot] = qty
+    ot.cum[slot] = 0
+    ot.removed[slot] = 0
+    ot.state[slot] = 0  # OrderState.NEW
+    ot.venue[slot] = venue
+    ot.order_type[slot] = order_type
+    ot.tif[slot] = tif
+    ot.flags[slot] = flags
+    ot.strategy[slot] = strategy
+    ot.live_children[slot] = 0
+    ot.n_children[slot] = 0
+    ot.any_rejected[slot] = 0
+    ot.ts_created[slot] = now_ns
+    ot.ts_update[slot] = now_ns
+    ot.fees[slot] = 0.0
+    return slot
+
+
+@njit(cache=True, nogil=True)
+def ot_apply(ot, slot, event):
+    """Apply ``event`` to the order in ``slot``: the new state, or -1 (counted, state kept) if invalid."""
+    state = ot.state[slot]
+    if event < 0 or event >= ot.table.shape[1]:
+        ot.meta[M_INVALID] += 1
+        return -1
+    target = ot.table[state, event]
+    if target == INVALID:
+        ot.invalid[state, event] += 1
+        ot.meta[M_INVALID] += 1
+        return -1
+    if target == RESTORE:
+        target = 3 if ot.cum[slot] > 0 else 2  # PARTIALLY_FILLED / ACKNOWLEDGED
+    ot.state[slot] = target
+    ot.meta[M_TRANSITIONS] += 1
+    return target

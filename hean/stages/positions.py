@@ -1,0 +1,147 @@
+"""Positions and PnL from execution reports, per symbol and in total.
+
+Accounting method: **average cost**. Adding to a position moves the average entry price to the
+quantity-weighted mean of the old average and the fill price; reducing a position realizes
+``(fill - average) * closed_qty * sign(position)`` and leaves the average unchanged; a fill that flips the
+position through zero realizes the whole old position and opens the remainder at the fill price.
+
+Units: positions are int64 lots (signed: long > 0), prices are ticks (the average is float64 ticks because
+a weighted mean of ticks is not a whole tick), money is float64 quote currency. One lot moving one tick is
+worth ``value_per_tick_lot[s] = tick_size * lot_size * contract_multiplier`` of quote currency.
+
+``realized`` is *gross* of fees; fees (negative = rebates) are kept apart, so
+
+    equity = capital + sum(realized) - sum(fees) + sum(unrealized)
+
+Unrealized PnL is marked to the mid (``mark``, float ticks) that risk receives from the book stage. The
+totals (``totals[T_*]``) are kept incrementally so reading equity is O(1) on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "Positions",
+    "make_positions",
+    "pos_equity",
+    "pos_fill",
+    "pos_mark",
+]
+
+T_REALIZED = 0  # sum of realized PnL over symbols (gross of fees)
+T_FEES = 1  # sum of fees paid (negative: rebates)
+T_UNREALIZED = 2  # sum of unrealized PnL marked to mid
+T_CAPITAL = 3  # starting capital (quote currency)
+T_LEN = 4
+
+
+class Positions(NamedTuple):
+    position_lots: np.ndarray  # int64[n]: signed position; may live in shared memory (the strategy reads it)
+    avg_px: np.ndarray  # float64[n]: average entry price, ticks (0 when flat)
+    realized: np.ndarray  # float64[n]: realized PnL, quote ccy, gross of fees
+    fees: np.ndarray  # float64[n]: fees paid, quote ccy
+    unrealized: np.ndarray  # float64[n]: (mark - avg_px) * position * value_per_tick_lot
+    mark: np.ndarray  # float64[n]: last mid, ticks (0 = never marked)
+    volume_lots: np.ndarray  # int64[n]: traded volume
+    value_per_tick_lot: np.ndarray  # float64[n]: quote currency per (1 tick x 1 lot)
+    totals: np.ndarray  # float64[T_LEN]
+
+
+def make_positions(
+    n_symbols: int,
+    value_per_tick_lot: float | np.ndarray = 1.0,
+    capital: float = 0.0,
+    position_lots: np.ndarray | None = None,
+) -> Positions:
+    """Flat positions for ``n_symbols``.
+
+    ``value_per_tick_lot``: quote currency per tick per lot, scalar or one per symbol (default 1.0).
+    ``capital``: starting equity in quote currency. ``position_lots``: an int64[n_symbols] array to hold the
+    positions (e.g. a view into shared memory the strategy reads); it is zeroed.
+    """
+    if n_symbols < 1:
+        raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
+    vptl = np.broadcast_to(np.asarray(value_per_tick_lot, dtype=np.float64), (n_symbols,)).copy()
+    if not np.all(np.isfinite(vptl)) or np.any(vptl <= 0):
+        raise ValueError(f"value_per_tick_lot must be finite and > 0, got {value_per_tick_lot!r}")
+    if position_lots is None:
+        position_lots = np.zeros(n_symbols, dtype=np.int64)
+    elif position_lots.dtype != np.int64 or position_lots.shape != (n_symbols,):
+        raise ValueError(f"position_lots must be int64[{n_symbols}], got {position_lots.dtype}{position_lots.shape}")
+    position_lots[:] = 0
+    totals = np.zeros(T_LEN, dtype=np.float64)
+    totals[T_CAPITAL] = capital
+
+    def f64():
+        return np.zeros(n_symbols, dtype=np.float64)
+
+    return Positions(
+        position_lots=position_lots,
+        avg_px=f64(),
+        realized=f64(),
+        fees=f64(),
+        unrealized=f64(),
+        mark=f64(),
+        volume_lots=np.zeros(n_symbols, dtype=np.int64),
+        value_per_tick_lot=vptl,
+        totals=totals,
+    )
+
+
+@njit(cache=True, nogil=True)
+def _remark(pos, s):
+    """Recompute the unrealized PnL of ``s`` and carry the change into the total."""
+    upnl = 0.0
+    if pos.mark[s] > 0.0 and pos.position_lots[s] != 0:
+        upnl = (pos.mark[s] - pos.avg_px[s]) * pos.position_lots[s] * pos.value_per_tick_lot[s]
+    pos.totals[2] += upnl - pos.unrealized[s]
+    pos.unrealized[s] = upnl
+
+
+@njit(cache=True, nogil=True)
+def pos_fill(pos, s, side, price, qty, fee):
+    """Apply a fill of ``qty`` lots at ``price`` ticks on ``side`` (+1 buy, -1 sell) with ``fee``.
+
+    Returns the PnL realized by this fill (gross of the fee).
+    """
+    p = pos.position_lots[s]
+    q = side * qty
+    realized = 0.0
+    if p == 0 or (p > 0) == (side > 0):  # opening or adding
+        ap = abs(p)
+        pos.avg_px[s] = (pos.avg_px[s] * ap + price * qty) / (ap + qty)
+    else:  # reducing, closing or flipping
+        closing = min(qty, abs(p))
+        sign = 1 if p > 0 else -1
+        realized = (price - pos.avg_px[s]) * closing * sign * pos.value_per_tick_lot[s]
+        if qty > abs(p):
+            pos.avg_px[s] = float(price)  # the remainder opens a new position at the fill price
+        elif qty == abs(p):
+            pos.avg_px[s] = 0.0
+    pos.position_lots[s] = p + q
+    pos.realized[s] += realized
+    pos.fees[s] += fee
+    pos.volume_lots[s] += qty
+    pos.totals[0] += realized
+    pos.totals[1] += fee
+    _remark(pos, s)
+    return realized
+
+
+@njit(cache=True, nogil=True)
+def pos_mark(pos, s, mid):
+    """Mark symbol ``s`` to ``mid`` (float ticks); ignored when ``mid`` is not positive."""
+    if mid > 0.0:
+        pos.mark[s] = mid
+        _remark(pos, s)
+
+
+@njit(cache=True, nogil=True)
+def pos_equity(pos):
+    """capital + realized - fees + unrealized, quote currency."""
+    t = pos.totals
+    return t[3] + t[0] - t[1] + t[2]

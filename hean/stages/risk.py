@@ -1,0 +1,809 @@
+"""Pre-trade risk: every order intent is checked here before the router sees it.
+
+The risk stage owns the account view -- positions and PnL (:mod:`hean.stages.positions`), open order
+quantity per symbol and side, rate-limit windows, the equity high-water mark -- and the *trading state*:
+
+=========  =====  ==========================================================================================
+state      value  what passes
+=========  =====  ==========================================================================================
+ACTIVE     0      everything that passes the checks
+REDUCING   1      only orders that reduce the position (including open orders on that side), and cancels
+HALTED     2      only cancels
+=========  =====  ==========================================================================================
+
+The state that applies to a symbol is the strictest of: the global manual state (CONTROL, symbol -1), the
+symbol's manual state (CONTROL, symbol s), the *trip* state set automatically when the daily loss limit or
+the drawdown limit is breached (``loss_trip_state``, REDUCING by default so the position can still be
+flattened), and HALTED while the symbol's book is stale (BOOK_STATE flagged F_STALE or F_CROSSED, or no
+book yet). A trip holds until a RESUME control; RESUME also re-bases the drawdown high-water mark to the
+current equity, while the daily loss keeps counting from the start of the day (:func:`risk_new_day`).
+Entering HALTED (kill switch, stale book, or a trip configured to HALTED) owes a CANCEL_ALL, which the next
+call with an output buffer (:func:`risk_on_control`, :func:`risk_on_book`, :func:`risk_poll`) emits.
+
+Checks on a NEW or REPLACE intent, in this order (the first failure is the reason; one counter per reason in
+``RiskState.rejects``):
+
+1. well-formed: symbol id, side, action, order type, time in force, flag combination; qty > 0; LIMIT
+   price > 0; REPLACE/CANCEL carry an order id
+2. tick and lot alignment: ``price % price_increment == 0`` and ``qty % qty_increment == 0`` (the record's
+   tick/lot may be finer than the venue's), ``qty >= min_qty``
+3. trading state: HALTED (stale book, then manual/trip halt); for orders that do not reduce the position:
+   daily loss and drawdown (breaching one trips the state), then REDUCING; then the reduce-only flag
+4. book freshness (a mark exists, and is younger than ``stale_after_ns`` when that is set)
+5. max order qty, max notional per order
+6. price collar (LIMIT only): ``|price - mid|`` within ``collar_ticks`` and within ``collar_frac * mid``
+7. max position after the order, counting open orders on the same side (worst case)
+8. for orders that do not reduce: gross exposure and leverage after the order (worst case over open
+   orders, marked to mid)
+9. max open orders (per symbol and in total), order rate per symbol and in total (sliding 1 s window)
+
+An order *reduces* when it is on the opposite side of the position and its qty plus the open orders on its
+side do not exceed the position.
+
+Cancels and CANCEL_ALL always pass (a HALTED engine must still be able to pull its orders). A REPLACE is
+checked as if its new quantity were added to the open quantity (risk does not know the old quantity), which
+is conservative.
+
+Open quantity: a forwarded NEW adds its qty to ``open_buy``/``open_sell`` at once (in flight counts).
+Reports from the router release it: fills by ``qty``; CANCELED/EXPIRED/REJECTED by ``qty``, which the
+router sets to the lots the report removed from the open quantity; REPLACED by ``qty`` (old open lots) and
+adds ``leaves_qty`` (new open lots). Terminal reports (FILL, CANCELED, EXPIRED, REJECTED) close one order.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from hean.records import (
+    F_CROSSED,
+    F_POST_ONLY,
+    F_REDUCE_ONLY,
+    F_STALE,
+    ControlCommand,
+    ExecType,
+    OrderAction,
+    OrderType,
+)
+from hean.stages.positions import Positions, make_positions, pos_equity, pos_fill, pos_mark
+
+__all__ = [
+    "RejectReason",
+    "RiskState",
+    "TradingState",
+    "make_risk",
+    "risk_effective_state",
+    "risk_new_day",
+    "risk_on_book",
+    "risk_on_control",
+    "risk_on_intent",
+    "risk_on_report",
+    "risk_poll",
+    "risk_reject_counts",
+]
+
+
+class RejectReason(IntEnum):
+    """Why an order was refused: ORDER.reason / EXEC_REPORT.reason. Used by risk, router, venue, gateway."""
+
+    NONE = 0
+    BAD_SYMBOL = 1  # symbol id outside the table
+    BAD_SIDE = 2  # side not +1/-1
+    BAD_QTY = 3  # qty <= 0
+    BAD_PRICE = 4  # LIMIT price <= 0
+    BAD_TYPE = 5  # unknown action / order type / tif, or an impossible combination (MARKET + POST_ONLY)
+    TICK_SIZE = 6  # price not a multiple of the price increment
+    LOT_SIZE = 7  # qty not a multiple of the qty increment
+    MIN_QTY = 8  # qty below the minimum
+    MAX_ORDER_QTY = 9
+    MAX_NOTIONAL = 10
+    MAX_POSITION = 11  # position after the order (with open orders) beyond the limit
+    MAX_GROSS_EXPOSURE = 12
+    MAX_LEVERAGE = 13  # gross exposure / equity beyond the limit (or equity <= 0)
+    DAILY_LOSS = 14
+    DRAWDOWN = 15
+    RATE_SYMBOL = 16  # too many orders per second on the symbol
+    RATE_TOTAL = 17  # too many orders per second in total
+    MAX_OPEN_ORDERS = 18
+    PRICE_COLLAR = 19  # limit price too far from mid
+    STATE_REDUCING = 20  # trading state REDUCING and the order does not reduce
+    STATE_HALTED = 21  # trading state HALTED
+    BOOK_STALE = 22  # no usable book: stale, crossed, too old, or never seen
+    REDUCE_ONLY = 23  # F_REDUCE_ONLY order that would not reduce
+    BAD_ORDER_ID = 24  # CANCEL/REPLACE without an order id
+    UNKNOWN_ORDER = 25  # router/venue: no such live order
+    ROUTER_HALTED = 26  # the router was halted (a worker died)
+    TABLE_FULL = 27  # the order table has no free slot
+    NO_LIQUIDITY = 28  # router/venue: a market order with no price on any venue
+    VENUE_REJECT = 29  # the simulated venue's random reject
+    POST_ONLY_CROSS = 30  # a post-only order would have taken liquidity
+    TOO_LATE = 31  # cancel/replace of an order that is no longer open at the venue
+    INVALID_TRANSITION = 32  # the order state machine does not allow the request (e.g. a second cancel)
+    REPLACE_SPLIT = 33  # replace of an order split across venues (not supported: cancel and re-send)
+    MALFORMED = 34  # gateway: a datagram that does not decode
+    BAD_VENUE = 35  # venue index outside the configured venues
+
+
+# int constants for the kernels (numba folds module globals)
+R_NONE = int(RejectReason.NONE)
+R_BAD_SYMBOL = int(RejectReason.BAD_SYMBOL)
+R_BAD_SIDE = int(RejectReason.BAD_SIDE)
+R_BAD_QTY = int(RejectReason.BAD_QTY)
+R_BAD_PRICE = int(RejectReason.BAD_PRICE)
+R_BAD_TYPE = int(RejectReason.BAD_TYPE)
+R_TICK_SIZE = int(RejectReason.TICK_SIZE)
+R_LOT_SIZE = int(RejectReason.LOT_SIZE)
+R_MIN_QTY = int(RejectReason.MIN_QTY)
+R_MAX_ORDER_QTY = int(RejectReason.MAX_ORDER_QTY)
+R_MAX_NOTIONAL = int(RejectReason.MAX_NOTIONAL)
+R_MAX_POSITION = int(RejectReason.MAX_POSITION)
+R_MAX_GROSS_EXPOSURE = int(RejectReason.MAX_GROSS_EXPOSURE)
+R_MAX_LEVERAGE = int(RejectReason.MAX_LEVERAGE)
+R_DAILY_LOSS = int(RejectReason.DAILY_LOSS)
+R_DRAWDOWN = int(RejectReason.DRAWDOWN)
+R_RATE_SYMBOL = int(RejectReason.RATE_SYMBOL)
+R_RATE_TOTAL = int(RejectReason.RATE_TOTAL)
+R_MAX_OPEN_ORDERS = int(RejectReason.MAX_OPEN_ORDERS)
+R_PRICE_COLLAR = int(RejectReason.PRICE_COLLAR)
+R_STATE_REDUCING = int(RejectReason.STATE_REDUCING)
+R_STATE_HALTED = int(RejectReason.STATE_HALTED)
+R_BOOK_STALE = int(RejectReason.BOOK_STALE)
+R_REDUCE_ONLY = int(RejectReason.REDUCE_ONLY)
+R_BAD_ORDER_ID = int(RejectReason.BAD_ORDER_ID)
+R_UNKNOWN_ORDER = int(RejectReason.UNKNOWN_ORDER)
+R_ROUTER_HALTED = int(RejectReason.ROUTER_HALTED)
+R_TABLE_FULL = int(RejectReason.TABLE_FULL)
+R_NO_LIQUIDITY = int(RejectReason.NO_LIQUIDITY)
+R_VENUE_REJECT = int(RejectReason.VENUE_REJECT)
+R_POST_ONLY_CROSS = int(RejectReason.POST_ONLY_CROSS)
+R_TOO_LATE = int(RejectReason.TOO_LATE)
+R_INVALID_TRANSITION = int(RejectReason.INVALID_TRANSITION)
+R_REPLACE_SPLIT = int(RejectReason.REPLACE_SPLIT)
+R_MALFORMED = int(RejectReason.MALFORMED)
+R_BAD_VENUE = int(RejectReason.BAD_VENUE)
+
+N_REASONS = 64  # length of every per-reason counter array
+
+
+class TradingState(IntEnum):
+    ACTIVE = 0
+    REDUCING = 1
+    HALTED = 2
+
+
+# g[] (int64 globals) indices
+G_STATE = 0  # manual global TradingState
+G_TRIP = 1  # TradingState set by a loss/drawdown trip (0 = none)
+G_OPEN_TOTAL = 2  # open orders, all symbols
+G_RATE_HEAD = 3  # oldest slot of the total-rate window
+G_SEQ = 4  # seq of the last ORDER this stage emitted
+G_CANCEL_ALL_OWED = 5  # a global CANCEL_ALL must be emitted
+G_LEN = 8
+# gf[] (float64 globals) indices
+GF_DAY_START = 0  # equity at the start of the day (daily loss reference)
+GF_HWM = 1  # equity high-water mark (drawdown reference)
+GF_LEN = 4
+# counters[] indices
+C_PASSED = 0  # intents forwarded (NEW + REPLACE)
+C_CANCELS = 1  # cancels / cancel-alls forwarded
+C_REJECTED = 2  # intents rejected (sum of rejects[])
+C_REPORTS = 3  # execution reports applied
+C_BAD_REPORTS = 4  # reports with a symbol or side outside range, or an unknown kind
+C_TRIPS = 5  # loss/drawdown trips
+C_STALE_HALTS = 6  # symbol halts because the book went stale
+C_CONTROLS = 7  # control commands applied
+C_BAD_CONTROLS = 8  # control commands with an unknown kind or symbol
+C_LAST_REASON = 9  # reason of the most recent reject
+C_BOOKS = 10  # book states applied
+C_LEN = 16
+
+_ACTIVE, _REDUCING, _HALTED = int(TradingState.ACTIVE), int(TradingState.REDUCING), int(TradingState.HALTED)
+A_NEW, A_CANCEL = int(OrderAction.NEW), int(OrderAction.CANCEL)
+A_REPLACE, A_CANCEL_ALL = int(OrderAction.REPLACE), int(OrderAction.CANCEL_ALL)
+T_LIMIT, T_MARKET = int(OrderType.LIMIT), int(OrderType.MARKET)
+X_ACK, X_PARTIAL, X_FILL = int(ExecType.ACK), int(ExecType.PARTIAL_FILL), int(ExecType.FILL)
+X_CANCELED, X_REJECTED, X_EXPIRED = int(ExecType.CANCELED), int(ExecType.REJECTED), int(ExecType.EXPIRED)
+X_REPLACED, X_CANCEL_REJECTED = int(ExecType.REPLACED), int(ExecType.CANCEL_REJECTED)
+K_STOP, K_HALT = int(ControlCommand.STOP), int(ControlCommand.HALT)
+K_RESUME, K_REDUCE = int(ControlCommand.RESUME), int(ControlCommand.REDUCE)
+_NO_TS = np.iinfo(np.int64).min // 2  # "never" in the rate windows (now - _NO_TS cannot overflow)
+
+
+class RiskState(NamedTuple):
+    """Everything the risk kernels read and write. Per-symbol arrays have length n_symbols."""
+
+    pos: Positions
+    # per-symbol limits (int64 lots/ticks; 0 disables the limit where noted)
+    price_increment: np.ndarray  # ticks, >= 1
+    qty_increment: np.ndarray  # lots, >= 1
+    min_qty: np.ndarray  # lots, >= 1
+    max_order_qty: np.ndarray  # lots; 0 = no limit
+    max_position: np.ndarray  # |lots|; 0 = no limit
+    max_open_symbol: np.ndarray  # open orders; 0 = no limit
+    rate_symbol: np.ndarray  # orders per window; 0 = no limit
+    collar_ticks: np.ndarray  # ticks; 0 = no limit
+    max_notional: np.ndarray  # float64 quote ccy per order; 0 = no limit
+    collar_frac: np.ndarray  # float64 fraction of mid; 0 = no limit
+    # global limits
+    lim_i: np.ndarray  # int64[LI_LEN]
+    lim_f: np.ndarray  # float64[LF_LEN]
+    # per-symbol state
+    sym_state: np.ndarray  # int64 manual TradingState
+    stale: np.ndarray  # int64 1 while the book is unusable
+    book_ns: np.ndarray  # int64 now_ns of the last book state (0 = never)
+    open_buy: np.ndarray  # int64 lots
+    open_sell: np.ndarray  # int64 lots
+    open_count: np.ndarray  # int64 open orders
+    cancel_owed: np.ndarray  # int64 1: a CANCEL_ALL for the symbol must be emitted
+    rate_ts: np.ndarray  # int64[n_symbols, W] sliding-window ring of pass times
+    rate_head: np.ndarray  # int64[n_symbols]
+    rate_total_ts: np.ndarray  # int64[W_total]
+    # globals and telemetry
+    g: np.ndarray  # int64[G_LEN]
+    gf: np.ndarray  # float64[GF_LEN]
+    rejects: np.ndarray  # int64[N_REASONS]: rejects per RejectReason
+    counters: np.ndarray  # int64[C_LEN]
+
+
+# lim_i / lim_f indices
+LI_RATE_TOTAL = 0  # orders per window, all symbols; 0 = no limit
+LI_MAX_OPEN = 1  # open orders, all symbols; 0 = no limit
+LI_STALE_NS = 2  # a book older than this is stale at intent time; 0 = age not checked
+LI_WINDOW_NS = 3  # rate-limit window, ns
+LI_TRIP_STATE = 4  # TradingState a loss/drawdown trip switches to
+LI_LEN = 8
+LF_MAX_GROSS = 0  # quote ccy; 0 = no limit
+LF_MAX_LEVERAGE = 1  # gross / equity; 0 = no limit
+LF_DAILY_LOSS = 2  # quote ccy (positive number); 0 = no limit
+LF_MAX_DRAWDOWN = 3  # quote ccy below the high-water mark; 0 = no limit
+LF_LEN = 4
+
+
+def _per_symbol(value, n: int, dtype, name: str, minimum) -> np.ndarray:
+    arr = np.broadcast_to(np.asarray(value), (n,))
+    if dtype == np.int64 and not np.all(np.asarray(arr) == np.round(np.asarray(arr, dtype=np.float64))):
+        raise ValueError(f"{name} must be whole numbers, got {value!r}")
+    arr = arr.astype(dtype).copy()
+    if not np.all(np.isfinite(arr)) or np.any(arr < minimum):
+        raise ValueError(f"{name} must be >= {minimum} (per symbol), got {value!r}")
+    return arr
+
+
+def make_risk(
+    n_symbols: int,
+    *,
+    value_per_tick_lot: float | np.ndarray = 1.0,
+    capital: float = 0.0,
+    price_increment: int | np.ndarray = 1,
+    qty_increment: int | np.ndarray = 1,
+    min_qty: int | np.ndarray = 1,
+    max_order_qty: int | np.ndarray = 0,
+    max_notional: float | np.ndarray = 0.0,
+    max_position: int | np.ndarray = 0,
+    max_gross_exposure: float = 0.0,
+    max_leverage: float = 0.0,
+    daily_loss_limit: float = 0.0,
+    max_drawdown: float = 0.0,
+    rate_per_symbol: int | np.ndarray = 0,
+    rate_total: int = 0,
+    rate_window_ns: int = 1_000_000_000,
+    max_open_orders: int = 0,
+    max_open_orders_symbol: int | np.ndarray = 0,
+    collar_ticks: int | np.ndarray = 0,
+    collar_frac: float | np.ndarray = 0.0,
+    stale_after_ns: int = 0,
+    loss_trip_state: TradingState | int = TradingState.REDUCING,
+    position_lots: np.ndarray | None = None,
+) -> RiskState:
+    """Build the risk state. Per-symbol parameters take a scalar (all symbols) or one value per symbol.
+
+    A limit of 0 disables that check. Units:
+
+    - ``value_per_tick_lot`` (quote ccy per tick per lot, default 1.0): tick_size * lot_size * multiplier
+    - ``capital`` (quote ccy, default 0): starting equity; leverage needs it > 0
+    - ``price_increment`` (ticks, default 1), ``qty_increment`` (lots, default 1), ``min_qty`` (lots, 1)
+    - ``max_order_qty`` (lots), ``max_notional`` (quote ccy per order), ``max_position`` (|lots| after the
+      order, open orders counted)
+    - ``max_gross_exposure`` (quote ccy, sum over symbols of worst-case |position| * mid), ``max_leverage``
+      (gross exposure / equity)
+    - ``daily_loss_limit`` (quote ccy, > 0), ``max_drawdown`` (quote ccy below the equity high-water mark)
+    - ``rate_per_symbol``, ``rate_total`` (orders per ``rate_window_ns``, default window 1 s; NEW and
+      REPLACE count, cancels do not)
+    - ``max_open_orders`` (all symbols), ``max_open_orders_symbol``
+    - ``collar_ticks`` (ticks from mid), ``collar_frac`` (fraction of mid, e.g. 0.01 = 1 %)
+    - ``stale_after_ns``: refuse orders when the symbol's last book state is older than this
+    - ``loss_trip_state``: REDUCING (default) or HALTED, entered when daily loss or drawdown trips
+    - ``position_lots``: an int64[n_symbols] array (e.g. shared memory) to hold the positions
+    """
+    if n_symbols < 1:
+        raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
+    n = n_symbols
+    if int(loss_trip_state) not in (_REDUCING, _HALTED):
+        raise ValueError(f"loss_trip_state must be REDUCING or HALTED, got {loss_trip_state!r}")
+    for name, v in (
+        ("max_gross_exposure", max_gross_exposure),
+        ("max_leverage", max_leverage),
+        ("daily_loss_limit", daily_loss_limit),
+        ("max_drawdown", max_drawdown),
+    ):
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    for name, v in (
+        ("rate_total", rate_total),
+        ("max_open_orders", max_open_orders),
+        ("stale_after_ns", stale_after_ns),
+    ):
+        if int(v) != v or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+    if int(rate_window_ns) != rate_window_ns or rate_window_ns <= 0:
+        raise ValueError(f"rate_window_ns must be an integer > 0, got {rate_window_ns!r}")
+    pos = make_positions(n, value_per_tick_lot, capital, position_lots)
+    i64, f64 = np.int64, np.float64
+    rate_sym = _per_symbol(rate_per_symbol, n, i64, "rate_per_symbol", 0)
+    lim_i = np.zeros(LI_LEN, dtype=i64)
+    lim_i[LI_RATE_TOTAL] = rate_total
+    lim_i[LI_MAX_OPEN] = max_open_orders
+    lim_i[LI_STALE_NS] = stale_after_ns
+    lim_i[LI_WINDOW_NS] = rate_window_ns
+    lim_i[LI_TRIP_STATE] = int(loss_trip_state)
+    lim_f = np.zeros(LF_LEN, dtype=f64)
+    lim_f[LF_MAX_GROSS] = max_gross_exposure
+    lim_f[LF_MAX_LEVERAGE] = max_leverage
+    lim_f[LF_DAILY_LOSS] = daily_loss_limit
+    lim_f[LF_MAX_DRAWDOWN] = max_drawdown
+    gf = np.zeros(GF_LEN, dtype=f64)
+    gf[GF_DAY_START] = capital
+    gf[GF_HWM] = capital
+    return RiskState(
+        pos=pos,
+        price_increment=_per_symbol(price_increment, n, i64, "price_increment", 1),
+        qty_increment=_per_symbol(qty_increment, n, i64, "qty_increment", 1),
+        min_qty=_per_symbol(min_qty, n, i64, "min_qty", 1),
+        max_order_qty=_per_symbol(max_order_qty, n, i64, "max_order_qty", 0),
+        max_position=_per_symbol(max_position, n, i64, "max_position", 0),
+        max_open_symbol=_per_symbol(max_open_orders_symbol, n, i64, "max_open_orders_symbol", 0),
+        rate_symbol=rate_sym,
+        collar_ticks=_per_symbol(collar_ticks, n, i64, "collar_ticks", 0),
+        max_notional=_per_symbol(max_notional, n, f64, "max_notional", 0.0),
+        collar_frac=_per_symbol(collar_frac, n, f64, "collar_frac", 0.0),
+        lim_i=lim_i,
+        lim_f=lim_f,
+        sym_state=np.zeros(n, dtype=i64),
+        stale=np.ones(n, dtype=i64),  # no book seen yet
+        book_ns=np.zeros(n, dtype=i64),
+        open_buy=np.zeros(n, dtype=i64),
+        open_sell=np.zeros(n, dtype=i64),
+        open_count=np.zeros(n, dtype=i64),
+        cancel_owed=np.zeros(n, dtype=i64),
+        rate_ts=np.full((n, max(1, int(rate_sym.max()))), _NO_TS, dtype=i64),
+        rate_head=np.zeros(n, dtype=i64),
+        rate_total_ts=np.full(max(1, int(rate_total)), _NO_TS, dtype=i64),
+        g=np.zeros(G_LEN, dtype=i64),
+        gf=gf,
+        rejects=np.zeros(N_REASONS, dtype=i64),
+        counters=np.zeros(C_LEN, dtype=i64),
+    )
+
+
+def risk_reject_counts(risk: RiskState) -> dict[str, int]:
+    """Non-zero reject counters by reason name (for telemetry and tests)."""
+    return {RejectReason(i).name: int(c) for i, c in enumerate(risk.rejects) if c and i < len(RejectReason)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def risk_effective_state(risk, s):
+    """The TradingState that applies to symbol ``s`` (the strictest of manual, trip and staleness)."""
+    st = max(risk.g[G_STATE], risk.g[G_TRIP], risk.sym_state[s])
+    if risk.stale[s] != 0:
+        st = _HALTED
+    return st
+
+
+@njit(cache=True, nogil=True)
+def _reject(risk, reason):
+    risk.rejects[reason] += 1
+    risk.counters[C_REJECTED] += 1
+    risk.counters[C_LAST_REASON] = reason
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _enter_trip(risk):
+    """Switch to the configured trip state (once); owe a CANCEL_ALL if that state is HALTED."""
+    trip = risk.lim_i[LI_TRIP_STATE]
+    if risk.g[G_TRIP] < trip:
+        risk.g[G_TRIP] = trip
+        risk.counters[C_TRIPS] += 1
+        if trip == _HALTED:
+            risk.g[G_CANCEL_ALL_OWED] = 1
+
+
+@njit(cache=True, nogil=True)
+def _loss_check(risk):
+    """Update the high-water mark; trip and return the reason when daily loss or drawdown is breached."""
+    eq = pos_equity(risk.pos)
+    if eq > risk.gf[GF_HWM]:
+        risk.gf[GF_HWM] = eq
+    daily = risk.lim_f[LF_DAILY_LOSS]
+    if daily > 0.0 and eq - risk.gf[GF_DAY_START] <= -daily:
+        _enter_trip(risk)
+        return R_DAILY_LOSS
+    dd = risk.lim_f[LF_MAX_DRAWDOWN]
+    if dd > 0.0 and risk.gf[GF_HWM] - eq >= dd:
+        _enter_trip(risk)
+        return R_DRAWDOWN
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _rate_ok(ts, head, now_ns, window_ns):
+    """Sliding window of capacity len(ts): the oldest of the last len(ts) passes must be a window old."""
+    return now_ns - ts[head] >= window_ns
+
+
+@njit(cache=True, nogil=True)
+def _worst_lots(p, ob, os_):
+    """Largest |position| reachable if every open order on one side fills."""
+    return max(abs(p + ob), abs(p - os_))
+
+
+@njit(cache=True, nogil=True)
+def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id, price, qty, otype, tif, strat, venue):
+    o = out[k]
+    o.seq = seq
+    o.ts_origin = ts_origin
+    o.ts_exch = ts_exch
+    o.symbol = symbol
+    o.kind = action
+    o.side = side
+    o.flags = flags
+    o.order_id = order_id
+    o.price = price
+    o.qty = qty
+    o.order_type = otype
+    o.tif = tif
+    o.strategy = strat
+    o.reason = 0
+    o.venue = venue
+
+
+@njit(cache=True, nogil=True)
+def _emit_cancel_all(risk, symbol, now_ns, out, k):
+    risk.g[G_SEQ] += 1
+    risk.counters[C_CANCELS] += 1
+    _emit(out, k, risk.g[G_SEQ], now_ns, 0, symbol, A_CANCEL_ALL, 0, 0, 0, 0, 0, 0, 0, 0, -1)
+
+
+@njit(cache=True, nogil=True)
+def risk_on_intent(risk, intent, now_ns, out, k):
+    """Check one ORDER intent; on pass write the ORDER for the router to ``out[k]`` and return 1, else 0.
+
+    At most 1 record is written. ``now_ns``: CLOCK_MONOTONIC ns (rate windows and book age).
+    """
+    s = intent.symbol
+    n = risk.stale.shape[0]
+    if s < 0 or s >= n:
+        return _reject(risk, R_BAD_SYMBOL)
+    action = intent.kind
+    if action == A_CANCEL or action == A_CANCEL_ALL:  # always pass
+        if action == A_CANCEL and intent.order_id <= 0:
+            return _reject(risk, R_BAD_ORDER_ID)
+        risk.g[G_SEQ] += 1
+        risk.counters[C_CANCELS] += 1
+        _emit(
+            out,
+            k,
+            risk.g[G_SEQ],
+            intent.ts_origin,
+            intent.ts_exch,
+            s,
+            action,
+            intent.side,
+            intent.flags,
+            intent.order_id,
+            intent.price,
+            intent.qty,
+            intent.order_type,
+            intent.tif,
+            intent.strategy,
+            intent.venue,
+        )
+        return 1
+    if action != A_NEW and action != A_REPLACE:
+        return _reject(risk, R_BAD_TYPE)
+    side = np.int64(intent.side)
+    if side != 1 and side != -1:
+        return _reject(risk, R_BAD_SIDE)
+    qty = np.int64(intent.qty)
+    price = np.int64(intent.price)
+    otype = intent.order_type
+    tif = intent.tif
+    flags = np.int64(intent.flags)
+    if otype != T_LIMIT and otype != T_MARKET:
+        return _reject(risk, R_BAD_TYPE)
+    if tif < 1 or tif > 3:
+        return _reject(risk, R_BAD_TYPE)
+    if otype == T_MARKET and (flags & F_POST_ONLY) != 0:
+        return _reject(risk, R_BAD_TYPE)  # a market order cannot be post-only
+    if action == A_REPLACE and intent.order_id <= 0:
+        return _reject(risk, R_BAD_ORDER_ID)
+    if qty <= 0:
+        return _reject(risk, R_BAD_QTY)
+    if otype == T_LIMIT and price <= 0:
+        return _reject(risk, R_BAD_PRICE)
+    if otype == T_LIMIT and price % risk.price_increment[s] != 0:
+        return _reject(risk, R_TICK_SIZE)
+    if qty % risk.qty_increment[s] != 0:
+        return _reject(risk, R_LOT_SIZE)
+    if qty < risk.min_qty[s]:
+        return _reject(risk, R_MIN_QTY)
+
+    # trading state and reduce-only
+    p = risk.pos.position_lots[s]
+    ob = risk.open_buy[s]
+    os_ = risk.open_sell[s]
+    reducing = False
+    if p > 0 and side < 0:
+        reducing = qty + os_ <= p
+    elif p < 0 and side > 0:
+        reducing = qty + ob <= -p
+    if risk.stale[s] != 0:
+        return _reject(risk, R_BOOK_STALE)  # the symbol is halted while its book is unusable
+    st = risk_effective_state(risk, s)
+    if st == _HALTED:
+        return _reject(risk, R_STATE_HALTED)
+    if not reducing:
+        why = _loss_check(risk)  # before REDUCING, so a tripped limit names itself as the reason
+        if why != 0:
+            return _reject(risk, why)
+        st = risk_effective_state(risk, s)
+    if st == _REDUCING and not reducing:
+        return _reject(risk, R_STATE_REDUCING)
+    if (flags & F_REDUCE_ONLY) != 0 and not reducing:
+        return _reject(risk, R_REDUCE_ONLY)
+    stale_ns = risk.lim_i[LI_STALE_NS]
+    mid = risk.pos.mark[s]
+    if mid <= 0.0 or (stale_ns > 0 and now_ns - risk.book_ns[s] > stale_ns):
+        return _reject(risk, R_BOOK_STALE)
+
+    # size, notional, collar
+    vptl = risk.pos.value_per_tick_lot[s]
+    if risk.max_order_qty[s] > 0 and qty > risk.max_order_qty[s]:
+        return _reject(risk, R_MAX_ORDER_QTY)
+    px = float(price) if otype == T_LIMIT else mid
+    if risk.max_notional[s] > 0.0 and px * qty * vptl > risk.max_notional[s]:
+        return _reject(risk, R_MAX_NOTIONAL)
+    if otype == T_LIMIT:
+        dist = abs(price - mid)
+        if risk.collar_ticks[s] > 0 and dist > risk.collar_ticks[s]:
+            return _reject(risk, R_PRICE_COLLAR)
+        if risk.collar_frac[s] > 0.0 and dist > risk.collar_frac[s] * mid:
+            return _reject(risk, R_PRICE_COLLAR)
+
+    # position after the order, worst case over open orders on the same side
+    nb = ob + qty if side > 0 else ob
+    ns = os_ + qty if side < 0 else os_
+    if risk.max_position[s] > 0 and _worst_lots(p, nb, ns) > risk.max_position[s]:
+        return _reject(risk, R_MAX_POSITION)
+
+    if not reducing:
+        max_gross = risk.lim_f[LF_MAX_GROSS]
+        max_lev = risk.lim_f[LF_MAX_LEVERAGE]
+        if max_gross > 0.0 or max_lev > 0.0:
+            gross = 0.0
+            pl = risk.pos.position_lots
+            for j in range(n):
+                if j == s:
+                    w = _worst_lots(p, nb, ns)
+                else:
+                    w = _worst_lots(pl[j], risk.open_buy[j], risk.open_sell[j])
+                gross += w * risk.pos.mark[j] * risk.pos.value_per_tick_lot[j]
+            if max_gross > 0.0 and gross > max_gross:
+                return _reject(risk, R_MAX_GROSS_EXPOSURE)
+            if max_lev > 0.0:
+                eq = pos_equity(risk.pos)
+                if eq <= 0.0 or gross > max_lev * eq:
+                    return _reject(risk, R_MAX_LEVERAGE)
+
+    # open orders and rates (last: passing consumes rate budget)
+    if action == A_NEW:
+        if risk.max_open_symbol[s] > 0 and risk.open_count[s] >= risk.max_open_symbol[s]:
+            return _reject(risk, R_MAX_OPEN_ORDERS)
+        if risk.lim_i[LI_MAX_OPEN] > 0 and risk.g[G_OPEN_TOTAL] >= risk.lim_i[LI_MAX_OPEN]:
+            return _reject(risk, R_MAX_OPEN_ORDERS)
+    window = risk.lim_i[LI_WINDOW_NS]
+    rs = risk.rate_symbol[s]
+    head = risk.rate_head[s]
+    if rs > 0 and not _rate_ok(risk.rate_ts[s], head, now_ns, window):
+        return _reject(risk, R_RATE_SYMBOL)
+    rt = risk.lim_i[LI_RATE_TOTAL]
+    th = risk.g[G_RATE_HEAD]
+    if rt > 0 and not _rate_ok(risk.rate_total_ts, th, now_ns, window):
+        return _reject(risk, R_RATE_TOTAL)
+
+    # pass
+    if rs > 0:
+        risk.rate_ts[s, head] = now_ns
+        head += 1
+        risk.rate_head[s] = 0 if head >= rs else head
+    if rt > 0:
+        risk.rate_total_ts[th] = now_ns
+        th += 1
+        risk.g[G_RATE_HEAD] = 0 if th >= rt else th
+    if action == A_NEW:
+        if side > 0:
+            risk.open_buy[s] = ob + qty
+        else:
+            risk.open_sell[s] = os_ + qty
+        risk.open_count[s] += 1
+        risk.g[G_OPEN_TOTAL] += 1
+    risk.counters[C_PASSED] += 1
+    risk.g[G_SEQ] += 1
+    _emit(
+        out,
+        k,
+        risk.g[G_SEQ],
+        intent.ts_origin,
+        intent.ts_exch,
+        s,
+        action,
+        side,
+        flags,
+        intent.order_id,
+        price,
+        qty,
+        otype,
+        tif,
+        intent.strategy,
+        intent.venue,
+    )
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _release(risk, s, side, qty):
+    if side > 0:
+        risk.open_buy[s] = max(np.int64(0), risk.open_buy[s] - qty)
+    else:
+        risk.open_sell[s] = max(np.int64(0), risk.open_sell[s] - qty)
+
+
+@njit(cache=True, nogil=True)
+def _close_one(risk, s):
+    if risk.open_count[s] > 0:
+        risk.open_count[s] -= 1
+    if risk.g[G_OPEN_TOTAL] > 0:
+        risk.g[G_OPEN_TOTAL] -= 1
+
+
+@njit(cache=True, nogil=True)
+def risk_on_report(risk, rep):
+    """Apply one EXEC_REPORT forwarded by the router: positions, PnL, open orders, loss trips.
+
+    Returns the realized PnL of a fill (0.0 otherwise). Bad reports are counted, never raise.
+    """
+    s = rep.symbol
+    side = np.int64(rep.side)
+    if s < 0 or s >= risk.stale.shape[0] or (side != 1 and side != -1):
+        risk.counters[C_BAD_REPORTS] += 1
+        return 0.0
+    kind = rep.kind
+    qty = np.int64(rep.qty)
+    realized = 0.0
+    if kind == X_PARTIAL or kind == X_FILL:
+        if qty <= 0:
+            risk.counters[C_BAD_REPORTS] += 1
+            return 0.0
+        realized = pos_fill(risk.pos, s, side, np.int64(rep.price), qty, rep.fee)
+        _release(risk, s, side, qty)
+        if kind == X_FILL:
+            _close_one(risk, s)
+    elif kind == X_CANCELED or kind == X_REJECTED or kind == X_EXPIRED:
+        _release(risk, s, side, qty)
+        _close_one(risk, s)
+    elif kind == X_REPLACED:  # qty = old open lots, leaves_qty = new open lots
+        _release(risk, s, side, qty)
+        _release(risk, s, side, -np.int64(rep.leaves_qty))
+    elif kind != X_ACK and kind != X_CANCEL_REJECTED:  # ACK and CANCEL_REJECTED change nothing here
+        risk.counters[C_BAD_REPORTS] += 1
+        return 0.0
+    risk.counters[C_REPORTS] += 1
+    _loss_check(risk)
+    return realized
+
+
+@njit(cache=True, nogil=True)
+def risk_poll(risk, now_ns, out, k):
+    """Emit owed CANCEL_ALLs (global first, then per symbol) into ``out[k:]``; returns how many.
+
+    Writes at most ``min(n_symbols + 1, len(out) - k)`` records.
+    """
+    w = 0
+    cap = out.shape[0] - k
+    if risk.g[G_CANCEL_ALL_OWED] != 0 and w < cap:
+        risk.g[G_CANCEL_ALL_OWED] = 0
+        risk.cancel_owed[:] = 0  # covered by the global cancel
+        _emit_cancel_all(risk, -1, now_ns, out, k + w)
+        w += 1
+    for s in range(risk.cancel_owed.shape[0]):
+        if w >= cap:
+            break
+        if risk.cancel_owed[s] != 0:
+            risk.cancel_owed[s] = 0
+            _emit_cancel_all(risk, s, now_ns, out, k + w)
+            w += 1
+    return w
+
+
+@njit(cache=True, nogil=True)
+def risk_on_book(risk, bs, now_ns, out, k):
+    """Apply one BOOK_STATE: mark to mid, staleness (-> symbol HALTED), loss/drawdown trips.
+
+    Emits owed CANCEL_ALLs into ``out[k:]`` (at most ``n_symbols + 1``, bounded by ``len(out) - k``) and
+    returns how many it wrote.
+    """
+    s = bs.symbol
+    if s < 0 or s >= risk.stale.shape[0]:
+        risk.counters[C_BAD_REPORTS] += 1
+        return 0
+    risk.counters[C_BOOKS] += 1
+    unusable = (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.bid_px <= 0 or bs.bid_px >= bs.ask_px
+    if unusable:
+        if risk.stale[s] == 0:
+            if risk_effective_state(risk, s) != _HALTED:  # already halted: its cancel went out then
+                risk.cancel_owed[s] = 1
+            risk.stale[s] = 1
+            risk.counters[C_STALE_HALTS] += 1
+    else:
+        risk.stale[s] = 0
+        risk.book_ns[s] = now_ns
+        pos_mark(risk.pos, s, bs.mid)
+        _loss_check(risk)
+    return risk_poll(risk, now_ns, out, k)
+
+
+@njit(cache=True, nogil=True)
+def risk_on_control(risk, ctl, now_ns, out, k):
+    """Apply one CONTROL (kill switch etc.); returns how many CANCEL_ALLs it wrote to ``out[k:]``.
+
+    HALT and STOP: HALTED + cancel every open order (of the symbol, or all when symbol == -1). REDUCE:
+    REDUCING. RESUME: ACTIVE, clears a loss/drawdown trip (global) and re-bases the high-water mark.
+    """
+    s = ctl.symbol
+    n = risk.stale.shape[0]
+    cmd = ctl.kind
+    if s < -1 or s >= n or cmd < K_STOP or cmd > K_REDUCE:
+        risk.counters[C_BAD_CONTROLS] += 1
+        return 0
+    risk.counters[C_CONTROLS] += 1
+    if cmd == K_STOP or cmd == K_HALT:
+        st = _HALTED
+    elif cmd == K_REDUCE:
+        st = _REDUCING
+    else:  # RESUME
+        st = _ACTIVE
+    if s == -1:
+        risk.g[G_STATE] = st
+        if cmd == K_RESUME:
+            risk.g[G_TRIP] = 0
+            risk.gf[GF_HWM] = pos_equity(risk.pos)
+            risk.sym_state[:] = 0
+        elif st == _HALTED:
+            risk.g[G_CANCEL_ALL_OWED] = 1
+    else:
+        risk.sym_state[s] = st
+        if st == _HALTED:
+            risk.cancel_owed[s] = 1
+    return risk_poll(risk, now_ns, out, k)
+
+
+@njit(cache=True, nogil=True)
+def risk_new_day(risk):
+    """Start a new trading day: the daily loss counts from the current equity again."""
+    risk.gf[GF_DAY_START] = pos_equity(risk.pos)
