@@ -1,0 +1,445 @@
+"""Binance raw captures -> MARKET_EVENT arrays, with the diff-depth sync rules exactly as Binance documents.
+
+Input: one message per line, ``<local receive time ns> <json>``; each JSON is a combined-stream message
+``{"stream": ..., "data": {...}}`` (``depthUpdate``, ``trade``, ``bookTicker``) or a REST depth snapshot
+``{"lastUpdateId": ..., "bids": [...], "asks": [...]}`` recorded while the stream was buffering.
+
+Sync (per symbol; ``L`` = the snapshot's lastUpdateId):
+
+* USD-M futures (``market="usdm"``): drop diffs with ``u < L``; the first applied diff has
+  ``U <= L <= u``; every next diff's ``pu`` equals the previous ``u``.
+* spot (``market="spot"``): drop ``u <= L``; the first applied has ``U <= L + 1 <= u``; then
+  ``U == previous u + 1``.
+
+Diffs that arrive before a snapshot are buffered and, when the snapshot arrives, filtered against it and
+applied (stamped with the snapshot's receive time: that is when a live client applies them). A broken chain
+emits an OUT_OF_SYNC event, and the symbol buffers again until the next snapshot in the stream. Every diff
+is accounted for in the report's counters: ``diffs_applied``, ``diffs_before_snapshot`` (older than the
+snapshot: dropped by the rules), ``diffs_unsynced`` (buffered, no later snapshot), ``gaps``.
+
+Events: a snapshot is CLEAR then LEVEL_SETs (all F_SNAPSHOT), a diff is its bid then ask LEVEL_SETs; the
+last event of each message carries F_LAST_IN_GROUP and every event of a message carries its update id ``u``
+(``lastUpdateId`` for a snapshot). ``trade`` -> TRADE (side = aggressor: SELL when the buyer is the maker,
+order_id = trade id). ``bookTicker`` -> TICKER pair (BID, ASK) with the ticker's ``u``. ``ts_origin`` = the
+recorded receive time, ``ts_exch`` = event time ``E`` (trade time ``T`` for trades) in ns.
+
+Speed: msgspec decodes all lines in one call into flat Structs whose price fields stay ``msgspec.Raw``; the
+numbers are tokenised and converted to ticks/lots in numba (see :mod:`hean.feeds.common`), and the sync state
+machine runs in numba too.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from operator import attrgetter
+from pathlib import Path
+
+import msgspec
+import numpy as np
+from numba import njit
+
+from hean.feeds.common import (
+    ROLE_PAIRS,
+    ROLE_PRICE,
+    ROLE_QTY,
+    FeedError,
+    LineErrors,
+    ReadReport,
+    convert_all,
+    frac_digits_by_msg,
+    infer_symbols,
+    read_bytes,
+    split_lines,
+    tokenise_buffer,
+)
+from hean.feeds.common import (
+    split_zero as _split_zero,
+)
+from hean.records import F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, EventKind
+from hean.symbols import SymbolTable
+
+__all__ = ["read_binance"]
+
+_NONE = -1
+_EMPTY = msgspec.Raw(b"")
+
+
+class _Data(msgspec.Struct):
+    """The ``data`` of any combined-stream message we read (fields absent from a type keep defaults)."""
+
+    e: str = ""
+    E: int = 0
+    T: int = 0
+    s: str = ""
+    U: int = _NONE
+    u: int = _NONE
+    pu: int = _NONE
+    b: msgspec.Raw = _EMPTY
+    a: msgspec.Raw = _EMPTY
+    B: msgspec.Raw = _EMPTY
+    A: msgspec.Raw = _EMPTY
+    t: int = _NONE
+    p: msgspec.Raw = _EMPTY
+    q: msgspec.Raw = _EMPTY
+    m: bool = False
+
+
+class _Line(msgspec.Struct):
+    stream: str = ""
+    data: _Data | None = None
+    lastUpdateId: int = _NONE
+    E: int = 0
+    T: int = 0
+    bids: msgspec.Raw = _EMPTY
+    asks: msgspec.Raw = _EMPTY
+
+
+_DECODER = msgspec.json.Decoder(_Line)
+
+# message kinds
+K_DEPTH, K_TRADE, K_TICKER, K_SNAPSHOT, K_MAYBE = 1, 2, 3, 4, 5
+_SNAP = "\x00snapshot"
+_KINDS = {"depthUpdate": K_DEPTH, "trade": K_TRADE, "bookTicker": K_TICKER, _SNAP: K_SNAPSHOT, "": K_MAYBE}
+# the six raw fields of every message, in segment order, and their default roles
+_get_raws = attrgetter("b", "a", "B", "A", "p", "q")
+_ROLES = (ROLE_PAIRS, ROLE_PAIRS, ROLE_QTY, ROLE_QTY, ROLE_PRICE, ROLE_QTY)
+_get_ints = attrgetter("E", "T", "U", "u", "pu", "t")
+_get_e = attrgetter("e")
+_get_s = attrgetter("s")
+_get_m = attrgetter("m")
+_LEVEL_SET = int(EventKind.LEVEL_SET)
+_CLEAR = int(EventKind.CLEAR)
+_TRADE = int(EventKind.TRADE)
+_TICKER = int(EventKind.TICKER)
+_OUT_OF_SYNC = int(EventKind.OUT_OF_SYNC)
+# counters
+C_APPLIED, C_STALE, C_UNSYNCED, C_GAPS, C_SNAPSHOTS, C_TRADES, C_TICKERS, C_LEVELS = range(8)
+_COUNTER_NAMES = [
+    "diffs_applied",
+    "diffs_before_snapshot",
+    "diffs_unsynced",
+    "gaps",
+    "snapshots",
+    "trades",
+    "tickers",
+    "level_updates",
+]
+# sync states
+S_UNSYNCED, S_WAIT_FIRST, S_SYNCED = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _strip_recv(buf, starts, ends, out, json_start, recv, ok):
+    """Parse each line's leading receive time; copy the JSON parts, one per line, into ``out``.
+
+    ``ok[i]``: 1 good, 0 blank, -1 no ``<int> `` prefix. Returns the bytes written to ``out``.
+    """
+    w = 0
+    for i in range(starts.shape[0]):
+        a = starts[i]
+        b = ends[i]
+        while a < b and (buf[a] == 32 or buf[a] == 9):
+            a += 1
+        if a == b:
+            ok[i] = 0
+            continue
+        v = np.int64(0)
+        j = a
+        while j < b and 48 <= buf[j] <= 57 and j - a < 19:
+            v = v * 10 + np.int64(buf[j] - 48)
+            j += 1
+        if j == a or j >= b or buf[j] != 32:
+            ok[i] = -1
+            continue
+        recv[i] = v
+        json_start[i] = w
+        for k in range(j + 1, b):
+            out[w] = buf[k]
+            w += 1
+        out[w] = 10
+        w += 1
+        ok[i] = 1
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _put(out, n, kind, sym, side, flags, px, qty, oid, uid, ts, tsx):
+    r = out[n]
+    r.kind = kind
+    r.symbol = sym
+    r.side = side
+    r.flags = flags
+    r.price = px
+    r.qty = qty
+    r.order_id = oid
+    r.update_id = uid
+    r.ts_origin = ts
+    r.ts_exch = tsx
+    return n + 1
+
+
+@njit(cache=True, nogil=True)
+def _put_levels(out, n, sym, msg, seg0, tok_first, tok_count, units, uid, ts, tsx, flags):
+    """The bid then ask level sets of a depth message/snapshot; the last one gets F_LAST_IN_GROUP."""
+    start = n
+    for k in range(2):
+        side = 1 if k == 0 else -1
+        sg = seg0[msg] + k
+        t0 = tok_first[sg]
+        for j in range(0, tok_count[sg], 2):
+            n = _put(out, n, _LEVEL_SET, sym, side, flags, units[t0 + j], units[t0 + j + 1], 0, uid, ts, tsx)
+    if n > start:
+        out[n - 1].flags = out[n - 1].flags | F_LAST_IN_GROUP
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _apply_diff(j, ts, spot, mU, mu, mpu, msym, mexch, seg0, tok_first, tok_count, units,
+                state, last_u, snap_id, pending, out, n, cnt):  # fmt: skip
+    """Run diff message ``j`` through its symbol's sync state; returns the new event count."""
+    sym = msym[j]
+    U = mU[j]
+    u = mu[j]
+    st = state[sym]
+    L = snap_id[sym]
+    if st == S_WAIT_FIRST:
+        if (not spot and u < L) or (spot and u <= L):
+            cnt[C_STALE] += 1
+            return n
+        first_ok = (U <= L and u >= L) if not spot else (U <= L + 1 and u >= L + 1)
+        if not first_ok:
+            st = S_UNSYNCED
+    elif st == S_SYNCED:
+        chained = (mpu[j] == last_u[sym]) if not spot else (U == last_u[sym] + 1)
+        if not chained:
+            st = S_UNSYNCED
+    if st == S_UNSYNCED:
+        cnt[C_GAPS] += 1
+        n = _put(out, n, _OUT_OF_SYNC, sym, 0, F_LAST_IN_GROUP, 0, 0, 0, u, ts, mexch[j])
+        state[sym] = S_UNSYNCED
+        pending[sym] = j
+        return n
+    before = n
+    n = _put_levels(out, n, sym, j, seg0, tok_first, tok_count, units, u, ts, mexch[j], 0)
+    cnt[C_LEVELS] += n - before
+    cnt[C_APPLIED] += 1
+    state[sym] = S_SYNCED
+    last_u[sym] = u
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _events(mk, mrecv, mexch, mU, mu, mpu, msym, mtid, mside, mok, seg0, tok_first, tok_count, units,
+            n_sym, spot, out, cnt):  # fmt: skip
+    """The sync state machine over all messages in stream order; returns the number of events written."""
+    state = np.zeros(n_sym, np.int64)
+    last_u = np.zeros(n_sym, np.int64)
+    snap_id = np.zeros(n_sym, np.int64)
+    pending = np.full(n_sym, -1, np.int64)
+    n = 0
+    for i in range(mk.shape[0]):
+        if not mok[i]:
+            continue
+        k = mk[i]
+        sym = msym[i]
+        if k == K_DEPTH:
+            if state[sym] == S_UNSYNCED:
+                if pending[sym] < 0:
+                    pending[sym] = i
+            else:
+                n = _apply_diff(i, mrecv[i], spot, mU, mu, mpu, msym, mexch, seg0, tok_first, tok_count,
+                                units, state, last_u, snap_id, pending, out, n, cnt)  # fmt: skip
+        elif k == K_SNAPSHOT:
+            cnt[C_SNAPSHOTS] += 1
+            L = mu[i]
+            flags = F_SNAPSHOT | (F_LAST_IN_GROUP if tok_count[seg0[i]] + tok_count[seg0[i] + 1] == 0 else 0)
+            n = _put(out, n, _CLEAR, sym, 0, flags, 0, 0, 0, L, mrecv[i], mexch[i])
+            n = _put_levels(out, n, sym, i, seg0, tok_first, tok_count, units, L, mrecv[i], mexch[i], F_SNAPSHOT)
+            state[sym] = S_WAIT_FIRST
+            snap_id[sym] = L
+            last_u[sym] = L
+            p = pending[sym]
+            pending[sym] = -1
+            if p >= 0:
+                for j in range(p, i):
+                    if mok[j] and mk[j] == K_DEPTH and msym[j] == sym:
+                        if state[sym] == S_UNSYNCED:
+                            continue  # a gap inside the buffer: pending stays at the gap
+                        n = _apply_diff(j, mrecv[i], spot, mU, mu, mpu, msym, mexch, seg0, tok_first,
+                                        tok_count, units, state, last_u, snap_id, pending, out, n, cnt)  # fmt: skip
+        elif k == K_TRADE:
+            cnt[C_TRADES] += 1
+            t0 = tok_first[seg0[i] + 4]
+            t1 = tok_first[seg0[i] + 5]
+            n = _put(out, n, _TRADE, sym, mside[i], F_LAST_IN_GROUP, units[t0], units[t1], mtid[i], 0, mrecv[i],
+                     mexch[i])  # fmt: skip
+        elif k == K_TICKER:
+            cnt[C_TICKERS] += 1
+            s0 = seg0[i]
+            n = _put(out, n, _TICKER, sym, 1, 0, units[tok_first[s0]], units[tok_first[s0 + 2]], 0, mu[i],
+                     mrecv[i], mexch[i])  # fmt: skip
+            n = _put(out, n, _TICKER, sym, -1, F_LAST_IN_GROUP, units[tok_first[s0 + 1]],
+                     units[tok_first[s0 + 3]], 0, mu[i], mrecv[i], mexch[i])  # fmt: skip
+    # diffs buffered with no snapshot after them
+    for sym in range(n_sym):
+        p = pending[sym]
+        if p >= 0:
+            for j in range(p, mk.shape[0]):
+                if mok[j] and mk[j] == K_DEPTH and msym[j] == sym:
+                    cnt[C_UNSYNCED] += 1
+    return n
+
+
+def read_binance(
+    path: str | Path,
+    symbols: SymbolTable | None = None,
+    market: str = "usdm",
+    lenient: bool = False,
+    symbol: str | None = None,
+) -> tuple[np.ndarray, ReadReport]:
+    """Read a Binance raw capture into MARKET_EVENTs.
+
+    ``symbols``: the table to convert prices with (every symbol in the file must be in it); None infers one
+    with tick/lot = the finest decimal step seen per symbol. ``symbol`` names the symbol of the REST
+    snapshots (they do not carry one); by default the file's only symbol. ``lenient`` skips bad lines
+    (counted in the report) instead of raising :class:`FeedError`.
+    """
+    if market not in ("usdm", "spot"):
+        raise ValueError(f"market must be 'usdm' or 'spot', got {market!r}")
+    spot = market == "spot"
+    report = ReadReport(str(path), f"binance-{market}")
+    errors = LineErrors(report, lenient)
+    data = read_bytes(path)
+    buf = np.frombuffer(data, np.uint8)
+    starts, ends = split_lines(data)
+    report.lines = len(starts)
+    out = np.empty(len(buf) + 1, np.uint8)
+    json_start = np.zeros(len(starts), np.int64)
+    recv = np.zeros(len(starts), np.int64)
+    okl = np.zeros(len(starts), np.int64)
+    w = _strip_recv(buf, starts, ends, out, json_start, recv, okl)
+    for i in np.flatnonzero(okl < 0):
+        errors.bad(int(i) + 1, "expected '<receive time ns> <json>'")
+    good = np.flatnonzero(okl > 0)
+    jbuf = memoryview(out[:w])
+    try:
+        msgs = _DECODER.decode_lines(jbuf)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        msgs = []
+        keep = []
+        jbuf = bytes(jbuf)
+        for idx in good:
+            a = int(json_start[idx])
+            b = jbuf.index(b"\n", a)
+            try:
+                msgs.append(_DECODER.decode(jbuf[a:b]))
+                keep.append(idx)
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                errors.bad(int(idx) + 1, f"bad JSON: {e}")
+        good = np.array(keep, np.int64)
+    lines = good + 1
+    recv = np.ascontiguousarray(recv[good])
+
+    M = len(msgs)
+    D = [m.data for m in msgs]
+    for i in [i for i, d in enumerate(D) if d is None]:
+        m = msgs[i]
+        if m.lastUpdateId < 0:
+            D[i] = _Data(e="\x00bad")
+        else:
+            D[i] = _Data(e=_SNAP, E=m.E, T=m.T, U=m.lastUpdateId, u=m.lastUpdateId, pu=0, b=m.bids, a=m.asks)
+    mk = np.array([_KINDS.get(e, 0) for e in map(_get_e, D)], np.int64)
+    ints = np.array(list(map(_get_ints, D)), np.int64).reshape(M, 6)
+    mE, mT, mU, mu, mpu, mtid = (np.ascontiguousarray(ints[:, i]) for i in range(6))
+    mside = np.where(np.fromiter(map(_get_m, D), np.bool_, M), -1, 1).astype(np.int64)
+    sym_names = list(map(_get_s, D))
+    if symbols is None:
+        names = {n: i for i, n in enumerate(n for n in dict.fromkeys(sym_names) if n)}
+    else:
+        names = {sy.name: sy.id for sy in symbols}
+    msym = np.array([names.get(n, -1) for n in sym_names], np.int64)
+
+    joined = b"\x00".join(chain.from_iterable(map(_get_raws, D)))
+    jb = np.frombuffer(joined, np.uint8)
+    seg_start = np.empty(6 * M, np.int64)
+    seg_end = np.empty(6 * M, np.int64)
+    _split_zero(jb, seg_start, seg_end)
+    seglen = (seg_end - seg_start).reshape(M, 6)
+    has = seglen > 0
+    maybe = mk == K_MAYBE
+    mk[maybe & has[:, 2] & has[:, 3]] = K_TICKER
+    mk[mk == K_MAYBE] = 0
+
+    # validation, all at once; reasons reported in line order
+    snap = mk == K_SNAPSHOT
+    checks = [
+        (mk == 0, None),
+        ((mk == K_DEPTH) & ((mU < 0) | (mu < 0) | ~has[:, 0] | ~has[:, 1]), "depthUpdate without U, u, b or a"),
+        ((mk == K_TRADE) & (~has[:, 4] | ~has[:, 5] | (mtid < 0)), "trade without p, q or t"),
+        ((mk == K_TICKER) & ((mu < 0) | ~has[:, :4].all(axis=1)), "bookTicker without u, b, B, a or A"),
+        (~snap & (mk != 0) & (msym < 0), None),
+    ]
+    if not spot:
+        checks.append(((mk == K_DEPTH) & (mpu < 0), "depthUpdate without pu: a spot recording? (use market='spot')"))
+    mok = np.ones(M, np.bool_)
+    bad_reason: dict[int, str] = {}
+    for mask, reason in checks:
+        for i in np.flatnonzero(mask & mok):
+            i = int(i)
+            if reason is not None:
+                bad_reason[i] = reason
+            elif mk[i] == 0:
+                e = D[i].e
+                bad_reason[i] = (
+                    "neither a combined-stream message nor a depth snapshot"
+                    if e == "\x00bad"
+                    else f"unsupported event type {e!r} (stream {msgs[i].stream!r})"
+                )
+            else:
+                bad_reason[i] = f"unknown symbol {sym_names[i]!r}"
+            mok[i] = False
+    for i in sorted(bad_reason):
+        errors.bad(int(lines[i]), bad_reason[i])
+
+    if snap.any():
+        if symbol is not None:
+            if symbol not in names:
+                raise FeedError(path, None, f"symbol {symbol!r} does not occur in the recording")
+            msym[snap] = names[symbol]
+        elif len(names) == 1:
+            msym[snap] = 0
+        else:
+            first = int(lines[np.flatnonzero(snap)[0]])
+            raise FeedError(path, first, "a depth snapshot does not name its symbol: pass symbol=")
+    msym[msym < 0] = 0  # rows already rejected; keep the index valid
+    mexch = np.where(((mk == K_TRADE) | (mk == K_TICKER)) & (mT > 0), mT, mE) * 1_000_000
+    mline = lines
+    seg0 = np.arange(M, dtype=np.int64) * 6
+    seg_msg = np.repeat(np.arange(M, dtype=np.int64), 6)
+    roles = np.tile(np.array(_ROLES, np.int64), (M, 1))
+    roles[mk == K_TICKER, 0:2] = ROLE_PRICE
+    seg_role = roles.reshape(-1)
+    tok_first, tok_count, val, nfrac, seg_ok = tokenise_buffer(jb, seg_start, seg_end, mline[seg_msg], errors)
+    mok &= seg_ok.reshape(M, 6).all(axis=1)
+
+    if symbols is None:
+        pf = np.zeros(M, np.int64)
+        qf = np.zeros(M, np.int64)
+        frac_digits_by_msg(seg_msg, seg_role, tok_first, tok_count, nfrac, pf, qf)
+        pmax = {n: int(pf[mok & (msym == i)].max(initial=0)) for n, i in names.items()}
+        qmax = {n: int(qf[mok & (msym == i)].max(initial=0)) for n, i in names.items()}
+        symbols = infer_symbols(list(names), pmax, qmax, "binance")
+    units, conv_ok = convert_all(seg_msg, seg_role, tok_first, tok_count, val, nfrac, msym, mline, symbols, errors)
+    mok &= conv_ok
+
+    cnt = np.zeros(len(_COUNTER_NAMES), np.int64)
+    ev = np.empty(len(val) // 2 + 2 * M + 1, MARKET_EVENT)
+    n = _events(mk, recv, mexch, mU, mu, mpu, msym, mtid, mside, mok, seg0, tok_first, tok_count, units,
+                max(len(symbols), 1), spot, ev, cnt)  # fmt: skip
+    ev = ev[:n]
+    ev["seq"] = np.arange(1, n + 1)
+    report.symbols = symbols
+    report.messages = int(mok.sum())
+    report.events = n
+    report.counters = dict(zip(_COUNTER_NAMES, cnt.tolist(), strict=True))
+    return ev, report

@@ -1,0 +1,358 @@
+"""What every reader of a recording shares: opening (plain, .gz, single-member .zip), splitting lines,
+tokenising decimal strings inside raw JSON fragments, errors that name file and line, lenient mode.
+
+Why a tokeniser here: a Binance depth message carries dozens of ``["price","qty"]`` pairs. Building a Python
+string per number and converting it costs more than decoding the JSON. The readers let msgspec validate the
+JSON and hand back the level arrays as ``msgspec.Raw`` fragments, join them into one byte buffer and run
+:func:`tokenise_segments` (numba) over it: every quoted string becomes an exact ``(value, nfrac)`` pair
+(:func:`hean.symbols.parse_decimal`), converted to ticks/lots per symbol by :func:`hean.symbols.to_units`.
+
+Errors: a reader in strict mode (the default) raises :class:`FeedError` at the first bad line, naming file,
+line number and the reason. With ``lenient=True`` it skips bad lines and counts them in the
+:class:`ReadReport` (the first few reasons kept), which ``hean convert``/``hean book`` print. Nothing is
+dropped without being counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from hean.records import MARKET_EVENT
+from hean.symbols import SymbolTable, format_units, parse_decimal, to_units
+
+__all__ = [
+    "FeedError",
+    "LineErrors",
+    "ReadReport",
+    "infer_symbols",
+    "read_bytes",
+    "split_lines",
+    "tokenise_segments",
+]
+
+MAX_REASONS = 20  # skipped-line reasons kept verbatim in a report
+
+
+class FeedError(ValueError):
+    """A recording cannot be read: the message names the file and the 1-based line (or record)."""
+
+    def __init__(self, path: str | Path, line: int | None, reason: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass
+class ReadReport:
+    """What a reader did with a recording. ``counters`` hold reader-specific counts (e.g. gaps)."""
+
+    path: str
+    format: str
+    symbols: SymbolTable | None = None
+    lines: int = 0
+    messages: int = 0
+    events: int = 0
+    skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"{self.path} ({self.format}): {self.lines} lines, {self.messages} messages, {self.events} events"]
+        if self.skipped:
+            parts.append(f"{self.skipped} lines skipped")
+        parts += [f"{k}={v}" for k, v in self.counters.items()]
+        return ", ".join(parts)
+
+
+class LineErrors:
+    """Strict: raise at the first bad line. Lenient: count it, keep the first :data:`MAX_REASONS` reasons."""
+
+    def __init__(self, report: ReadReport, lenient: bool) -> None:
+        self.report = report
+        self.lenient = lenient
+        self.lines: set[int] = set()
+
+    def bad(self, line: int, reason: str) -> None:
+        if not self.lenient:
+            raise FeedError(self.report.path, line, reason)
+        if line in self.lines:
+            return
+        self.lines.add(line)
+        self.report.skipped += 1
+        if len(self.report.reasons) < MAX_REASONS:
+            self.report.reasons.append(f"line {line}: {reason}")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The whole file as bytes; ``.gz`` is gunzipped, a ``.zip`` must hold exactly one member."""
+    p = Path(path)
+    if not p.exists():
+        raise FeedError(p, None, "no such file")
+    raw = p.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise FeedError(p, None, f"corrupt gzip: {e}") from None
+    if raw[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise FeedError(p, None, f"zip must hold exactly one file, holds {names}")
+            return z.read(names[0])
+    return raw
+
+
+@njit(cache=True, nogil=True)
+def _line_bounds(buf, starts, ends):
+    n = 0
+    start = 0
+    size = buf.shape[0]
+    for i in range(size):
+        if buf[i] == 10:
+            end = i
+            if end > start and buf[end - 1] == 13:
+                end -= 1
+            starts[n] = start
+            ends[n] = end
+            n += 1
+            start = i + 1
+    if start < size:
+        starts[n] = start
+        ends[n] = size
+        n += 1
+    return n
+
+
+def split_lines(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)`` byte offsets of every line (``\\n`` or ``\\r\\n``; a last line without newline)."""
+    buf = np.frombuffer(data, np.uint8)
+    cap = int(np.count_nonzero(buf == 10)) + 1
+    starts = np.empty(cap, np.int64)
+    ends = np.empty(cap, np.int64)
+    n = _line_bounds(buf, starts, ends)
+    return starts[:n], ends[:n]
+
+
+# token parse status
+TOK_OK = 0
+TOK_BAD_NUMBER = 1  # a quoted string that is not a plain decimal
+TOK_NOT_STRING = 2  # a bare JSON number/literal where a decimal string was expected
+
+
+@njit(cache=True, nogil=True)
+def tokenise_segments(buf, seg_start, seg_end, tok_first, tok_count, seg_status, val, nfrac):
+    """Parse every quoted decimal string of each segment ``buf[seg_start[i]:seg_end[i]]``.
+
+    A segment is a raw JSON fragment: ``"61800.2"`` or ``[["61800.2","0.5"],...]``. Token values and
+    fraction digits go to ``val``/``nfrac``; segment ``i``'s tokens are ``tok_first[i] ...
+    + tok_count[i]``. A segment that fails gets ``seg_status[i]`` != TOK_OK and no tokens; parsing goes on.
+    Returns the number of tokens.
+    """
+    t = 0
+    for i in range(seg_start.shape[0]):
+        tok_first[i] = t
+        seg_status[i] = TOK_OK
+        j = seg_start[i]
+        end = seg_end[i]
+        while j < end:
+            c = buf[j]
+            if c == 34:  # '"'
+                k = j + 1
+                while k < end and buf[k] != 34:
+                    k += 1
+                v, nf, ok = parse_decimal(buf, j + 1, k)
+                if not ok:
+                    seg_status[i] = TOK_BAD_NUMBER
+                    break
+                val[t] = v
+                nfrac[t] = nf
+                t += 1
+                j = k + 1
+            elif c == 91 or c == 93 or c == 44 or c == 32 or c == 10 or c == 13 or c == 9:  # [ ] , ws
+                j += 1
+            else:
+                seg_status[i] = TOK_NOT_STRING
+                break
+        if seg_status[i] != TOK_OK:
+            t = tok_first[i]
+        tok_count[i] = t - tok_first[i]
+    return t
+
+
+_TOK_REASON = {
+    TOK_BAD_NUMBER: "a price/quantity is not a plain decimal string",
+    TOK_NOT_STRING: "expected decimal strings, got a bare JSON value",
+}
+
+
+@njit(cache=True, nogil=True)
+def split_zero(buf, seg_start, seg_end):
+    """Segments of ``buf`` separated by NUL bytes (raw JSON fragments joined with ``b"\\x00"``: a NUL
+    cannot occur inside valid JSON). Returns the number of segments."""
+    n = 0
+    start = 0
+    for i in range(buf.shape[0]):
+        if buf[i] == 0:
+            seg_start[n] = start
+            seg_end[n] = i
+            n += 1
+            start = i + 1
+    seg_start[n] = start
+    seg_end[n] = buf.shape[0]
+    return n + 1
+
+
+def tokenise_buffer(buf: np.ndarray, seg_start: np.ndarray, seg_end: np.ndarray, seg_line, errors: LineErrors):
+    """Tokenise segments of ``buf``; see :func:`tokenise`."""
+    n = len(seg_start)
+    cap = int(np.count_nonzero(buf == 34)) // 2 + 1
+    val = np.empty(cap, np.int64)
+    nfrac = np.empty(cap, np.int64)
+    tok_first = np.empty(n, np.int64)
+    tok_count = np.empty(n, np.int64)
+    status = np.empty(n, np.int64)
+    tokenise_segments(buf, seg_start, seg_end, tok_first, tok_count, status, val, nfrac)
+    seg_ok = status == TOK_OK
+    for i in np.flatnonzero(~seg_ok):
+        frag = bytes(buf[seg_start[i] : seg_end[i]][:80])
+        errors.bad(int(seg_line[i]), f"{_TOK_REASON[int(status[i])]}: {frag!r}")
+    return tok_first, tok_count, val, nfrac, seg_ok
+
+
+def tokenise(raws: list, seg_line: np.ndarray, errors: LineErrors):
+    """Tokenise a list of raw fragments (``msgspec.Raw``/bytes), one segment per fragment.
+
+    Returns ``(tok_first, tok_count, val, nfrac, seg_ok)``. A bad segment raises through ``errors`` naming
+    its line ``seg_line[i]``, or (lenient) is counted and has ``seg_ok[i] == False``.
+    """
+    n = len(raws)
+    lens = np.fromiter((len(r) for r in raws), np.int64, n)
+    seg_end = np.cumsum(lens)
+    seg_start = seg_end - lens
+    buf = np.frombuffer(b"".join(raws), np.uint8)
+    return tokenise_buffer(buf, seg_start, seg_end, seg_line, errors)
+
+
+def infer_symbols(names: list[str], price_frac: dict[str, int], qty_frac: dict[str, int], venue: str):
+    """A table whose tick/lot is the finest decimal step seen per symbol (exact for every value seen)."""
+    return SymbolTable(
+        [
+            {
+                "name": n,
+                "tick_size": format_units(1, price_frac.get(n, 0)),
+                "lot_size": format_units(1, qty_frac.get(n, 0)),
+                "venue": venue,
+            }
+            for n in names
+        ]
+    )
+
+
+def new_events(n: int) -> np.ndarray:
+    return np.zeros(n, MARKET_EVENT)
+
+
+# segment roles for :func:`convert_tokens`
+ROLE_PAIRS = 0  # [["price","qty"], ...]
+ROLE_PRICE = 1  # "price"
+ROLE_QTY = 2  # "qty"
+
+CONV_OK = 0
+CONV_OFF_GRID = 1  # not a whole number of ticks/lots
+CONV_NEGATIVE = 2  # a negative quantity
+CONV_ODD = 3  # a level array with an odd number of strings
+
+
+@njit(cache=True, nogil=True)
+def convert_tokens(
+    seg_msg, seg_role, tok_first, tok_count, val, nfrac, msg_sym,
+    tick_mant, tick_scale, lot_mant, lot_scale, units, msg_status, msg_bad_tok,
+):  # fmt: skip
+    """Convert every token to ticks (prices) or lots (quantities) of its message's symbol, exactly.
+
+    ``units[t]`` gets token ``t``'s value. A message with a token off its grid gets ``msg_status`` !=
+    CONV_OK and ``msg_bad_tok`` = that token (the reader reports it and skips the message).
+    """
+    for i in range(seg_msg.shape[0]):
+        m = seg_msg[i]
+        sym = msg_sym[m]
+        role = seg_role[i]
+        t0 = tok_first[i]
+        n = tok_count[i]
+        if role == ROLE_PAIRS and n % 2 != 0:
+            if msg_status[m] == CONV_OK:
+                msg_status[m] = CONV_ODD
+                msg_bad_tok[m] = t0
+            continue
+        for j in range(n):
+            t = t0 + j
+            is_price = role == ROLE_PRICE or (role == ROLE_PAIRS and j % 2 == 0)
+            if is_price:
+                u, ok = to_units(val[t], nfrac[t], tick_mant[sym], tick_scale[sym])
+                code = CONV_OFF_GRID
+            else:
+                u, ok = to_units(val[t], nfrac[t], lot_mant[sym], lot_scale[sym])
+                code = CONV_OFF_GRID
+                if ok and u < 0:
+                    ok = False
+                    code = CONV_NEGATIVE
+            if not ok:
+                if msg_status[m] == CONV_OK:
+                    msg_status[m] = code
+                    msg_bad_tok[m] = t
+                units[t] = 0
+            else:
+                units[t] = u
+
+
+@njit(cache=True, nogil=True)
+def frac_digits_by_msg(seg_msg, seg_role, tok_first, tok_count, nfrac, price_frac, qty_frac):
+    """Most fraction digits of the prices and of the quantities in each message (for tick/lot inference)."""
+    for i in range(seg_msg.shape[0]):
+        m = seg_msg[i]
+        role = seg_role[i]
+        for j in range(tok_count[i]):
+            f = nfrac[tok_first[i] + j]
+            if role == ROLE_PRICE or (role == ROLE_PAIRS and j % 2 == 0):
+                if f > price_frac[m]:
+                    price_frac[m] = f
+            elif f > qty_frac[m]:
+                qty_frac[m] = f
+
+
+_CONV_REASON = {
+    CONV_OFF_GRID: "is not a whole number of ticks/lots of",
+    CONV_NEGATIVE: "is a negative quantity for",
+    CONV_ODD: "starts a level array with an odd number of strings for",
+}
+
+
+def convert_all(seg_msg, seg_role, tok_first, tok_count, val, nfrac, msg_sym, msg_line, table, errors):
+    """Run :func:`convert_tokens`; report bad messages through ``errors``. Returns ``(units, msg_ok)``."""
+    m = msg_sym.shape[0]
+    units = np.zeros(max(len(val), 1), np.int64)
+    status = np.zeros(m, np.int64)
+    bad_tok = np.zeros(m, np.int64)
+    convert_tokens(
+        seg_msg, seg_role, tok_first, tok_count, val, nfrac, msg_sym,
+        table.tick_mant, table.tick_scale, table.lot_mant, table.lot_scale, units, status, bad_tok,
+    )  # fmt: skip
+    for i in np.flatnonzero(status != CONV_OK):
+        t = int(bad_tok[i])
+        sym = table.by_id(int(msg_sym[i]))
+        text = format_units(int(val[t]), int(nfrac[t]))
+        errors.bad(
+            int(msg_line[i]),
+            f"value {text} {_CONV_REASON[int(status[i])]} {sym.name} (tick {sym.tick_size}, lot {sym.lot_size})",
+        )
+    return units, status == CONV_OK
