@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "rings": "hean.commands.rings",
     "bench": "hean.commands.bench",
+    "top": "hean.commands.top",
 }
 
 

@@ -1,0 +1,346 @@
+"""``hean top``: rendering from a fabricated telemetry segment + manifest, the live loop's exits, and a
+view of a short run in another process (a stand-in engine writing telemetry) that ends by itself."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+from numba import njit
+from rich.console import Console
+
+from hean.atomics import now_ns
+from hean.records import MARKET_EVENT
+from hean.rings import create as create_ring
+from hean.shm import unlink_segment
+from hean.telemetry.block import (
+    C_DROPS,
+    C_EVENTS_IN,
+    C_EVENTS_OUT,
+    TS_ACTIVE,
+    block_name,
+    create_block,
+    risk_set_position,
+    risk_set_state,
+    risk_set_totals,
+    tm_add,
+    tm_busy,
+    tm_reject,
+    tm_start,
+)
+from hean.telemetry.histogram import hist_record
+from hean.telemetry.manifest import (
+    Manifest,
+    RingInfo,
+    StageInfo,
+    WorkerInfo,
+    manifest_name,
+    read_manifest,
+    remove_manifest,
+    write_manifest,
+)
+from hean.telemetry.top import TopSource, _pcts, _rate, render, run_top
+
+_ids = itertools.count()
+STAGES = {  # stage -> histograms
+    "feed": ["service"],
+    "book": ["service", "queue.md"],
+    "risk": ["service", "queue.book"],
+    "router": ["service", "queue.orders", "e2e"],
+}
+
+
+@njit(cache=True, nogil=True)
+def _work(tm, n, base, e2e_row):
+    """n events through one stage: counters, service 'base + i' ns, queue 2*base, e2e 10*base."""
+    t = now_ns()
+    for i in range(n):
+        tm_add(tm.counters, C_EVENTS_IN, 1)
+        tm_add(tm.counters, C_EVENTS_OUT, 1)
+        hist_record(tm.hists[0], base + i % 100)
+        if tm.hists.shape[0] > 1:
+            hist_record(tm.hists[1], 2 * base)
+        if e2e_row >= 0:
+            hist_record(tm.hists[e2e_row], 10 * base + i % 1000)
+        tm_busy(tm.counters, t, t + base)
+
+
+@njit(cache=True, nogil=True)
+def _risk(tm):
+    risk_set_state(tm.risk, TS_ACTIVE, 2, 3, now_ns())
+    risk_set_totals(tm.risk, 125.5, -10.25, 1.5)
+    risk_set_position(tm.risk, 0, 3, 65000.0, 100.0, -10.25)
+    tm_reject(tm.counters, 1)
+    tm_reject(tm.counters, 1)
+    tm_reject(tm.counters, 2)
+
+
+class Fabricated:
+    """A fake run in this process: blocks, one real ring, a manifest whose engine pid is ``pid``."""
+
+    def __init__(self, pid: int | None = None):
+        self.run_id = f"top{os.getpid()}_{next(_ids)}"
+        self.blocks = {}
+        self.ring = None
+        self.pid = pid or os.getpid()
+
+    def __enter__(self):
+        rid = self.run_id
+        try:
+            for i, (stage, hists) in enumerate(STAGES.items()):
+                seg = create_block(rid, stage, hists, risk_symbols=2 if stage == "risk" else 0)
+                self.blocks[stage] = seg
+                tm_start(seg.block.counters, i % 2)
+            self.ring = create_ring(f"hean-{rid}-ring-md", MARKET_EVENT, 64, role="producer")
+            self.ring.push(np.zeros(10, MARKET_EVENT))
+            write_manifest(
+                Manifest(
+                    run_id=rid, engine_pid=self.pid, start_ns=time.monotonic_ns() - 65 * 10**9,
+                    start_unix=time.time(), cpus=[0, 1],
+                    workers=[WorkerInfo(name="w0", cpu=0, wait="spin", stages=["feed", "book"]),
+                             WorkerInfo(name="w1", cpu=1, wait="spin", stages=["risk", "router"])],
+                    stages=[StageInfo(name=s, block=block_name(rid, s)) for s in STAGES]
+                    + [StageInfo(name="venue", block=block_name(rid, "venue"))],  # never created
+                    rings=[RingInfo(name="md", segment=self.ring.name, producer="feed", consumer="book"),
+                           RingInfo(name="orders", segment=f"hean-{rid}-ring-orders", producer="risk",
+                                    consumer="router")],
+                    risk_block=block_name(rid, "risk"), symbols=["BTCUSDT", "ETHUSDT"],
+                    reject_reasons=["none", "max_position", "max_notional"],
+                )
+            )  # fmt: skip
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def work(self, n: int) -> None:
+        for stage, seg in self.blocks.items():
+            e2e = seg.hist_names.index("e2e") if "e2e" in seg.hist_names else -1
+            _work(seg.block, n, {"feed": 200, "book": 300, "risk": 400, "router": 500}[stage], e2e)
+
+    def __exit__(self, *exc):
+        remove_manifest(self.run_id)
+        for seg in self.blocks.values():
+            seg.close()
+            seg.unlink()
+        if self.ring is not None:
+            self.ring.close()
+            unlink_segment(f"hean-{self.run_id}-ring-md")
+
+
+def _text(renderable, width: int = 260) -> str:
+    console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_render_from_fabricated_segments_shows_every_row():
+    with Fabricated() as fab:
+        fab.work(5_000)
+        _risk(fab.blocks["risk"].block)
+        tm_add(fab.blocks["book"].block.counters, C_DROPS, 4)
+        source = TopSource(read_manifest(fab.run_id))
+        try:
+            source.sample()
+            fab.work(50)  # 50 samples in the interval: p50 supported, p99 and p99.9 hidden
+            frame = source.sample()
+        finally:
+            source.close()
+        text = _text(render(frame))
+    lines = text.splitlines()
+    assert f"run {fab.run_id}" in lines[0] and f"engine pid {os.getpid()}" in lines[0]
+    assert "uptime 00:01:0" in lines[0] and "clock CLOCK_MONOTONIC" in lines[0] and "CPUs 0,1" in lines[0]
+    assert "w0@cpu0[feed,book] spin" in text and "w1@cpu1[risk,router] spin" in text
+    cells = [(line.strip("│ ").split() or [""])[0] for line in lines]
+    rows = {c: line for c, line in zip(cells, lines, strict=True) if c in (*STAGES, "venue")}
+    assert set(rows) == {*STAGES, "venue"}
+    by_stage = {r.info.name: r for r in frame.stages}
+    for stage in STAGES:
+        s = by_stage[stage].stats
+        assert s.events_in == 5_050 and s.in_rate > 0 and s.out_rate > 0
+        assert s.interval_hists["service"].count == 50
+        assert list(s.interval_hists["service"].percentiles) == [50.0, 90.0]
+        assert _rate(s.in_rate) in rows[stage] and " run " in rows[stage]
+        assert _pcts(s.interval_hists["service"]) in rows[stage]  # p50 / - / - / max
+        assert _pcts(s.interval_hists["service"]).split(" / ")[1:3] == ["-", "-"]
+        assert str(os.getpid()) in rows[stage]
+    assert _pcts(by_stage["feed"].stats.total_hists["service"]).count("-") == 0  # 5,050 samples: p99.9 shown
+    assert "no telemetry block yet" in rows["venue"]
+    assert by_stage["book"].stats.drops == 4
+    # rings: the real one with its fill, the missing one with a reason
+    ring_lines = [line for line in lines if "feed -> book" in line or "risk -> router" in line]
+    assert "10/64" in ring_lines[0] and "█" in ring_lines[0]
+    assert "not found" in ring_lines[1] or "no such" in ring_lines[1].lower()
+    md = frame.rings[0]
+    assert (md.fill, md.capacity, md.high_water >= 0) == (10, 64, True) and md.queue.count == 50
+    # end to end, from the router's e2e histogram
+    e2e = next(line for line in lines if "tick-to-trade (router)" in line)
+    assert "50" in e2e and frame.e2e_interval.count == 50 and frame.e2e_total.count == 5_050
+    # risk
+    assert "trading ACTIVE" in text and "open orders 2" in text and "rejects 3" in text
+    assert "realized 125.50" in text and "unrealized -10.25" in text
+    assert "rejects by reason: max_position 2, max_notional 1" in text
+    assert "BTCUSDT: position 3 lots @ 65,000.00" in text and "ETHUSDT" not in text
+
+
+def test_render_hides_unsupported_percentiles_and_draws_a_sparkline():
+    with Fabricated() as fab:
+        source = TopSource(read_manifest(fab.run_id))
+        try:
+            source.sample()
+            frames = []
+            for n in (200, 400, 800):
+                fab.work(n)
+                frames.append(source.sample())
+        finally:
+            source.close()
+    f = frames[-1]
+    assert len(f.e2e_p99_history) == 3
+    text = _text(render(f))
+    e2e = next(line for line in text.splitlines() if "tick-to-trade (router)" in line)
+    assert any(ch in e2e for ch in "▁▂▃▄▅▆▇█")
+    svc = next(r for r in f.stages if r.info.name == "feed").stats.interval_hists["service"]
+    assert svc.count == 800 and 99.0 in svc.percentiles and 99.9 not in svc.percentiles
+
+
+def _run_top_in_thread(run_id, **kw):
+    out = io.StringIO()
+    console = Console(file=out, width=240, color_system=None)
+    frames, result = [], {}
+
+    def go():
+        result["rc"] = run_top(run_id, console=console, on_frame=frames.append, read_keys=False, **kw)
+
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    return th, out, frames, result
+
+
+def test_run_top_stops_after_duration_and_at_most_4_hz():
+    with Fabricated() as fab:
+        fab.work(100)
+        t0 = time.monotonic()
+        th, out, frames, result = _run_top_in_thread(fab.run_id, duration=1.0, refresh_hz=50)
+        th.join(timeout=30)
+        elapsed = time.monotonic() - t0
+    assert not th.is_alive() and result["rc"] == 0
+    assert 2 <= len(frames) <= 4 * elapsed + 2  # refresh capped at 4 Hz even when 50 is asked
+    assert "feed" in out.getvalue() and "tick-to-trade" in out.getvalue()
+
+
+@pytest.mark.parametrize("how", ["engine exits", "manifest removed"])
+def test_run_top_exits_when_the_engine_stops(how):
+    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with Fabricated(pid=engine.pid) as fab:
+            th, out, frames, result = _run_top_in_thread(fab.run_id, duration=30)
+            deadline = time.monotonic() + 20
+            while not frames and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert frames, "run_top produced no frame"
+            if how == "engine exits":
+                engine.kill()
+                engine.wait(timeout=10)
+            else:
+                remove_manifest(fab.run_id)
+            th.join(timeout=20)
+            assert not th.is_alive(), "run_top did not notice the engine stopped"
+    finally:
+        engine.kill()
+        engine.wait(timeout=10)
+    assert result["rc"] == 0
+    reason = f"engine pid {engine.pid} exited" if how == "engine exits" else "manifest removed"
+    assert f"\nhean top: run {fab.run_id} ended ({reason})" in out.getvalue()
+    assert frames[-1].status.startswith(f"run {fab.run_id} ended")
+
+
+def test_run_top_without_a_run_says_so():
+    out = io.StringIO()
+    rc = run_top("nosuchrun123", console=Console(file=out, width=200), read_keys=False)
+    assert rc == 1 and "no run 'nosuchrun123'" in out.getvalue()
+
+
+ENGINE = textwrap.dedent(
+    """
+    import sys, time
+    from numba import njit
+    from hean.atomics import now_ns, nanosleep
+    from hean.telemetry.block import create_block, tm_add, tm_busy, tm_start, tm_stop, block_name
+    from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT
+    from hean.telemetry.histogram import hist_record
+    from hean.telemetry.manifest import Manifest, StageInfo, write_manifest, remove_manifest
+
+    @njit(nogil=True)  # not cached: a "-c" script has no file for the cache
+    def loop(a, b, duration_ns):
+        tm_start(a.counters, -1)
+        tm_start(b.counters, -1)
+        t_end = now_ns() + duration_ns
+        while now_ns() < t_end:
+            for _ in range(50):
+                t0 = now_ns()
+                tm_add(a.counters, C_EVENTS_OUT, 1)
+                tm_add(b.counters, C_EVENTS_IN, 1)
+                tm_add(b.counters, C_EVENTS_OUT, 1)
+                t1 = now_ns()
+                hist_record(a.hists[0], t1 - t0)
+                hist_record(b.hists[0], t1 - t0)
+                hist_record(b.hists[1], t1 - t0 + 1000)
+                tm_busy(a.counters, t0, t1)
+                tm_busy(b.counters, t0, t1)
+            nanosleep(1_000_000)
+        tm_stop(a.counters, now_ns())
+        tm_stop(b.counters, now_ns())
+
+    rid = sys.argv[1]
+    a = create_block(rid, "feed", ["service"])
+    b = create_block(rid, "router", ["service", "e2e"])
+    try:
+        loop(a.block, b.block, 1)  # compile before announcing the run
+        write_manifest(Manifest(run_id=rid, engine_pid=__import__("os").getpid(), start_ns=time.monotonic_ns(),
+                                start_unix=time.time(),
+                                stages=[StageInfo(name="feed", block=a.name), StageInfo(name="router", block=b.name)]))
+        loop(a.block, b.block, int(float(sys.argv[2]) * 1e9))
+    finally:
+        remove_manifest(rid)
+        for s in (a, b):
+            s.close()
+            s.unlink()
+    """
+)
+
+
+def test_top_attached_to_a_short_run_in_another_process():
+    run_id = f"toprun{os.getpid()}"
+    engine = subprocess.Popen([sys.executable, "-c", ENGINE, run_id, "2.0"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(f"/dev/shm/{manifest_name(run_id)}"):
+            assert engine.poll() is None, f"engine died: {engine.stderr.read()}"
+            assert time.monotonic() < deadline, "engine did not publish its manifest"
+            time.sleep(0.02)
+        th, out, frames, result = _run_top_in_thread(run_id, duration=30)
+        th.join(timeout=40)
+        assert not th.is_alive(), "hean top did not exit when the run ended"
+        assert engine.wait(timeout=30) == 0, engine.stderr.read()
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait(timeout=10)
+        remove_manifest(run_id)
+        for stage in ("feed", "router"):
+            unlink_segment(block_name(run_id, stage))
+    assert result["rc"] == 0 and f"run {run_id} ended" in out.getvalue()
+    live = [f for f in frames if all(r.stats is not None for r in f.stages)]
+    assert live, "no frame saw both stages"
+    busy = [f for f in live if all(r.stats.out_rate > 0 for r in f.stages)]
+    assert busy, "no frame showed every stage with a non-zero rate"
+    assert busy[0].e2e_stage == "router" and busy[0].e2e_total.count > 0
+    assert {r.info.name for r in busy[0].stages} == {"feed", "router"}
