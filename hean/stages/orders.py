@@ -50,6 +50,7 @@ __all__ = [
     "OrderState",
     "OrderTable",
     "make_order_table",
+    "ot_allows",
     "ot_apply",
     "ot_is_live",
     "ot_new",
@@ -83,6 +84,16 @@ class OrderEvent(IntEnum):
     REPLACED = 9
     CANCEL_REJECT = 10  # the venue refused a cancel or replace (too late, unknown)
 
+
+# int constants for the kernels (numba folds module globals)
+ST_NEW, ST_SENT, ST_ACKNOWLEDGED, ST_PARTIALLY_FILLED, ST_FILLED = 0, 1, 2, 3, 4
+ST_CANCEL_PENDING, ST_CANCELED, ST_REJECTED, ST_EXPIRED, ST_REPLACE_PENDING = 5, 6, 7, 8, 9
+EV_SUBMIT, EV_ACK, EV_PARTIAL_FILL, EV_FILL, EV_CANCEL_REQUEST, EV_CANCELED = 0, 1, 2, 3, 4, 5
+EV_REJECT, EV_EXPIRE, EV_REPLACE_REQUEST, EV_REPLACED, EV_CANCEL_REJECT = 6, 7, 8, 9, 10
+assert [ST_NEW, ST_SENT, ST_ACKNOWLEDGED, ST_PARTIALLY_FILLED, ST_FILLED, ST_CANCEL_PENDING, ST_CANCELED,
+        ST_REJECTED, ST_EXPIRED, ST_REPLACE_PENDING] == [int(s) for s in OrderState]  # fmt: skip
+assert [EV_SUBMIT, EV_ACK, EV_PARTIAL_FILL, EV_FILL, EV_CANCEL_REQUEST, EV_CANCELED, EV_REJECT, EV_EXPIRE,
+        EV_REPLACE_REQUEST, EV_REPLACED, EV_CANCEL_REJECT] == [int(e) for e in OrderEvent]  # fmt: skip
 
 N_STATES = len(OrderState)
 N_EVENTS = len(OrderEvent)
@@ -282,7 +293,7 @@ def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, 
     ot.leaves[slot] = qty
     ot.cum[slot] = 0
     ot.removed[slot] = 0
-    ot.state[slot] = 0  # OrderState.NEW
+    ot.state[slot] = ST_NEW
     ot.venue[slot] = venue
     ot.order_type[slot] = order_type
     ot.tif[slot] = tif
@@ -298,6 +309,12 @@ def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, 
 
 
 @njit(cache=True, nogil=True)
+def ot_allows(ot, slot, event):
+    """True when ``event`` is a valid transition from the state of ``slot`` (nothing is counted)."""
+    return ot.table[ot.state[slot], event] != INVALID
+
+
+@njit(cache=True, nogil=True)
 def ot_apply(ot, slot, event):
     """Apply ``event`` to the order in ``slot``: the new state, or -1 (counted, state kept) if invalid."""
     state = ot.state[slot]
@@ -310,7 +327,7 @@ def ot_apply(ot, slot, event):
         ot.meta[M_INVALID] += 1
         return -1
     if target == RESTORE:
-        target = 3 if ot.cum[slot] > 0 else 2  # PARTIALLY_FILLED / ACKNOWLEDGED
+        target = ST_PARTIALLY_FILLED if ot.cum[slot] > 0 else ST_ACKNOWLEDGED
     ot.state[slot] = target
     ot.meta[M_TRANSITIONS] += 1
     return target

@@ -1,0 +1,691 @@
+"""The order router: ids, smart venue routing with splitting, order state tracking, cancels and replaces.
+
+Parents and children. An order that passed risk becomes a *parent* (the id risk and the strategy know);
+the router sends it to venues as one or more *child* orders (the ids the venues know). All reports the
+router forwards to risk name the parent and describe the parent's quantities, so risk never sees the split.
+Every parent and child moves through the state machine of :mod:`hean.stages.orders`; an event the machine
+does not allow is counted there (``router.ot.invalid``) and not forwarded.
+
+Routing a NEW (``order.venue >= 0`` sends it to that venue as is):
+
+- *marketable* (MARKET, or a LIMIT that reaches the best opposite price of some venue, and not POST_ONLY):
+  venues are ranked by effective price -- ask * (1 + taker fee) for a buy, bid * (1 - taker fee) for a
+  sell -- and each, in that order, gets ``min(remaining, its top-of-book size)`` as long as its price is
+  within the limit; what is left goes to the best-ranked venue (it rests there at the limit, or, for IOC
+  and MARKET, the venue expires it). A market order with no opposite price anywhere is rejected.
+- *passive*: the venue with the lowest maker fee (the lowest index on a tie).
+
+The router's view of the venues is :class:`VenueTops`: per (venue, symbol) best bid/ask price and size.
+The engine keeps it current from each venue's BOOK_STATE (:func:`tops_on_book_state`); in a fused engine
+the simulated venue's own ``tops`` (:mod:`hean.stages.venue`) can be passed directly.
+
+Reports forwarded to risk (``router_on_report``, at most :data:`ROUTER_MAX_REPORTS` per call):
+
+- ACK once, when the first child is acknowledged
+- PARTIAL_FILL / FILL per child fill: ``qty`` = this fill, ``leaves_qty``/``cum_qty`` = the parent's; FILL
+  only when the parent is completely filled
+- CANCELED / EXPIRED / REJECTED once, when the last child is done and the parent is not filled: ``qty`` =
+  the lots this removes from the open quantity (everything not filled)
+- REPLACED: ``qty`` = open lots before, ``leaves_qty`` = open lots after
+- CANCEL_REJECTED when a cancel or replace was refused
+
+Orders the router itself refuses (halted, table full, unknown id, no liquidity, ...) produce a REJECTED (a
+NEW; ``qty`` = the order's qty, ``order_id`` 0) or CANCEL_REJECTED (a cancel/replace) report that waits in a
+small queue; :func:`router_poll` hands them to risk.
+
+Output bounds: ``router_on_order`` writes at most :data:`ROUTER_MAX_ORDERS` records, and never more than
+``len(out) - k``: an order that would need more children than that is rejected (TABLE_FULL).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from hean.records import EXEC_REPORT, F_CROSSED, F_POST_ONLY, F_STALE
+from hean.stages.orders import (
+    EV_ACK,
+    EV_CANCEL_REJECT,
+    EV_CANCEL_REQUEST,
+    EV_CANCELED,
+    EV_EXPIRE,
+    EV_FILL,
+    EV_PARTIAL_FILL,
+    EV_REJECT,
+    EV_REPLACE_REQUEST,
+    EV_REPLACED,
+    EV_SUBMIT,
+    EXEC_TO_EVENT,
+    MAX_CHILDREN,
+    ST_CANCEL_PENDING,
+    ST_REPLACE_PENDING,
+    ST_SENT,
+    OrderTable,
+    make_order_table,
+    ot_allows,
+    ot_apply,
+    ot_is_live,
+    ot_new,
+    ot_slot,
+)
+from hean.stages.risk import (
+    A_CANCEL,
+    A_CANCEL_ALL,
+    A_NEW,
+    A_REPLACE,
+    N_REASONS,
+    R_BAD_QTY,
+    R_BAD_SIDE,
+    R_BAD_SYMBOL,
+    R_BAD_TYPE,
+    R_BAD_VENUE,
+    R_INVALID_TRANSITION,
+    R_NO_LIQUIDITY,
+    R_REPLACE_SPLIT,
+    R_ROUTER_HALTED,
+    R_TABLE_FULL,
+    R_UNKNOWN_ORDER,
+    T_LIMIT,
+    T_MARKET,
+    X_ACK,
+    X_CANCEL_REJECTED,
+    X_CANCELED,
+    X_EXPIRED,
+    X_FILL,
+    X_PARTIAL,
+    X_REJECTED,
+    X_REPLACED,
+)
+
+__all__ = [
+    "MAX_VENUES",
+    "ROUTER_MAX_ORDERS",
+    "ROUTER_MAX_REPORTS",
+    "Router",
+    "VenueTops",
+    "make_router",
+    "make_venue_tops",
+    "router_halt",
+    "router_on_order",
+    "router_on_report",
+    "router_poll",
+    "tops_on_book_state",
+    "tops_set",
+]
+
+MAX_VENUES = MAX_CHILDREN  # a parent has at most one child per venue
+ROUTER_MAX_ORDERS = MAX_CHILDREN  # most ORDER records one router_on_order call writes
+ROUTER_MAX_REPORTS = 2  # most EXEC_REPORT records one router_on_report call writes (a fill + the end)
+PENDING_CAPACITY = 256  # router-generated reports waiting for router_poll
+
+# g[] indices
+G_HALTED = 0
+G_ORDER_SEQ = 1  # seq of the last ORDER sent to a venue
+G_REPORT_SEQ = 2  # seq of the last EXEC_REPORT forwarded to risk
+G_PEND_HEAD = 3  # next pending report to hand out
+G_PEND_TAIL = 4  # next free pending slot
+G_LEN = 8
+# counters[] indices
+C_ROUTED = 0  # parents routed
+C_CHILDREN = 1  # child orders sent
+C_SPLITS = 2  # parents split across more than one venue
+C_CANCELS = 3  # cancel requests sent (children)
+C_REPLACES = 4  # replace requests sent
+C_CANCEL_ALLS = 5
+C_REPORTS_IN = 6  # reports received from venues
+C_REPORTS_OUT = 7  # reports forwarded to risk
+C_UNKNOWN_REPORTS = 8  # reports naming no known child order
+C_REFUSED = 9  # orders the router refused (sum of rejects[])
+C_PEND_DROPPED = 10  # router-generated reports lost because the pending queue was full
+C_LEN = 16
+
+
+class VenueTops(NamedTuple):
+    """Best bid/ask per (venue, symbol): what smart routing sees. Prices ticks (0 = side empty), sizes lots."""
+
+    bid_px: np.ndarray  # int64[n_venues, n_symbols]
+    bid_qty: np.ndarray
+    ask_px: np.ndarray
+    ask_qty: np.ndarray
+    ts_ns: np.ndarray  # int64: when the row was last updated
+
+
+def make_venue_tops(n_venues: int, n_symbols: int) -> VenueTops:
+    """An empty view: every side empty."""
+    if not 1 <= n_venues <= MAX_VENUES or n_symbols < 1:
+        raise ValueError(f"need 1..{MAX_VENUES} venues and >= 1 symbol, got {n_venues}, {n_symbols}")
+    z = [np.zeros((n_venues, n_symbols), dtype=np.int64) for _ in range(5)]
+    return VenueTops(*z)
+
+
+@njit(cache=True, nogil=True)
+def tops_set(tops, venue, symbol, bid_px, bid_qty, ask_px, ask_qty, now_ns):
+    tops.bid_px[venue, symbol] = bid_px
+    tops.bid_qty[venue, symbol] = bid_qty
+    tops.ask_px[venue, symbol] = ask_px
+    tops.ask_qty[venue, symbol] = ask_qty
+    tops.ts_ns[venue, symbol] = now_ns
+
+
+@njit(cache=True, nogil=True)
+def tops_on_book_state(tops, venue, bs, now_ns):
+    """Copy one BOOK_STATE of ``venue`` into the view (a stale or crossed book shows as empty)."""
+    s = bs.symbol
+    if venue < 0 or venue >= tops.bid_px.shape[0] or s < 0 or s >= tops.bid_px.shape[1]:
+        return
+    if (bs.flags & (F_STALE | F_CROSSED)) != 0:  # nothing to route against
+        tops_set(tops, venue, s, 0, 0, 0, 0, now_ns)
+    else:
+        tops_set(tops, venue, s, bs.bid_px, bs.bid_qty, bs.ask_px, bs.ask_qty, now_ns)
+
+
+class Router(NamedTuple):
+    ot: OrderTable
+    maker_fee: np.ndarray  # float64[n_venues], fraction of notional (negative = rebate)
+    taker_fee: np.ndarray  # float64[n_venues]
+    enabled: np.ndarray  # int64[n_venues, n_symbols]: 1 = the venue trades the symbol
+    g: np.ndarray  # int64[G_LEN]
+    pending: np.ndarray  # EXEC_REPORT[PENDING_CAPACITY]
+    rejects: np.ndarray  # int64[N_REASONS]: router refusals by RejectReason
+    counters: np.ndarray  # int64[C_LEN]
+    rank_v: np.ndarray  # int64[MAX_VENUES] scratch: venues in routing order
+    rank_px: np.ndarray  # float64[MAX_VENUES] scratch: their effective prices
+    alloc_v: np.ndarray  # int64[MAX_VENUES] scratch: the children's venues
+    alloc_q: np.ndarray  # int64[MAX_VENUES] scratch: the children's quantities
+
+
+def make_router(
+    n_symbols: int,
+    n_venues: int,
+    *,
+    maker_fee: float | np.ndarray = 0.0,
+    taker_fee: float | np.ndarray = 0.0,
+    enabled: np.ndarray | None = None,
+    capacity: int = 4096,
+) -> Router:
+    """Build a router for ``n_venues`` (1..8) venues.
+
+    ``maker_fee``/``taker_fee``: fraction of notional per venue (scalar or one per venue; 0.0002 = 2 bp,
+    negative = rebate). ``enabled``: int/bool[n_venues, n_symbols], which venue trades which symbol (default
+    all). ``capacity``: order table size, a power of two (parents and children together).
+    """
+    if not 1 <= n_venues <= MAX_VENUES:
+        raise ValueError(f"n_venues must be 1..{MAX_VENUES}, got {n_venues}")
+    if n_symbols < 1:
+        raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
+
+    def fees(v, name):
+        arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (n_venues,)).copy()
+        if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) >= 0.1):
+            raise ValueError(f"{name} must be finite fractions of notional below 10 %, got {v!r}")
+        return arr
+
+    if enabled is None:
+        en = np.ones((n_venues, n_symbols), dtype=np.int64)
+    else:
+        en = np.asarray(enabled)
+        if en.shape != (n_venues, n_symbols):
+            raise ValueError(f"enabled must have shape ({n_venues}, {n_symbols}), got {en.shape}")
+        en = (en != 0).astype(np.int64)
+    return Router(
+        ot=make_order_table(capacity),
+        maker_fee=fees(maker_fee, "maker_fee"),
+        taker_fee=fees(taker_fee, "taker_fee"),
+        enabled=en,
+        g=np.zeros(G_LEN, dtype=np.int64),
+        pending=np.zeros(PENDING_CAPACITY, dtype=EXEC_REPORT),
+        rejects=np.zeros(N_REASONS, dtype=np.int64),
+        counters=np.zeros(C_LEN, dtype=np.int64),
+        rank_v=np.zeros(MAX_VENUES, dtype=np.int64),
+        rank_px=np.zeros(MAX_VENUES, dtype=np.float64),
+        alloc_v=np.zeros(MAX_VENUES, dtype=np.int64),
+        alloc_q=np.zeros(MAX_VENUES, dtype=np.int64),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# output helpers
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, ts_venue,
+                  venue, reason, liquidity):  # fmt: skip
+    rep.seq = seq
+    rep.ts_origin = ts_origin
+    rep.ts_exch = 0
+    rep.symbol = symbol
+    rep.kind = kind
+    rep.side = side
+    rep.flags = 0
+    rep.order_id = order_id
+    rep.price = price
+    rep.qty = qty
+    rep.leaves_qty = leaves
+    rep.cum_qty = cum
+    rep.fee = fee
+    rep.ts_venue = ts_venue
+    rep.venue = venue
+    rep.reason = reason
+    rep.liquidity = liquidity
+
+
+@njit(cache=True, nogil=True)
+def _refuse(router, order, kind, reason):
+    """Count a refusal and queue a REJECTED / CANCEL_REJECTED report for risk."""
+    router.rejects[reason] += 1
+    router.counters[C_REFUSED] += 1
+    g = router.g
+    cap = router.pending.shape[0]
+    if g[G_PEND_TAIL] - g[G_PEND_HEAD] >= cap:
+        router.counters[C_PEND_DROPPED] += 1
+        return 0
+    qty = order.qty if kind == X_REJECTED else 0
+    rep = router.pending[g[G_PEND_TAIL] % cap]
+    g[G_PEND_TAIL] += 1
+    _write_report(rep, 0, order.ts_origin, order.symbol, kind, order.side, order.order_id, order.price, qty, 0, 0,
+                  0.0, 0, -1, reason, 0)  # fmt: skip
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def router_poll(router, out, k):
+    """Hand queued router-generated reports to risk: writes at most ``len(out) - k``; returns how many."""
+    g = router.g
+    cap = router.pending.shape[0]
+    w = 0
+    while g[G_PEND_HEAD] < g[G_PEND_TAIL] and k + w < out.shape[0]:
+        src = router.pending[g[G_PEND_HEAD] % cap]
+        g[G_PEND_HEAD] += 1
+        g[G_REPORT_SEQ] += 1
+        _write_report(out[k + w], g[G_REPORT_SEQ], src.ts_origin, src.symbol, src.kind, src.side, src.order_id,
+                      src.price, src.qty, 0, 0, 0.0, 0, -1, src.reason, 0)  # fmt: skip
+        router.counters[C_REPORTS_OUT] += 1
+        w += 1
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _send(router, out, k, order, action, slot, ts_origin):
+    """Write the venue ORDER for child ``slot``."""
+    ot = router.ot
+    router.g[G_ORDER_SEQ] += 1
+    o = out[k]
+    o.seq = router.g[G_ORDER_SEQ]
+    o.ts_origin = ts_origin
+    o.ts_exch = 0
+    o.symbol = ot.symbol[slot]
+    o.kind = action
+    o.side = ot.side[slot]
+    o.flags = ot.flags[slot]
+    o.order_id = ot.order_id[slot]
+    o.price = ot.price[slot]
+    o.qty = ot.leaves[slot]
+    o.order_type = ot.order_type[slot]
+    o.tif = ot.tif[slot]
+    o.strategy = ot.strategy[slot]
+    o.reason = 0
+    o.venue = ot.venue[slot]
+    o._res = 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# routing
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _rank_venues(router, tops, s, side, limit, is_market):
+    """Fill rank_v/rank_px with the venues whose opposite best is within the limit, best first."""
+    n = 0
+    for v in range(router.enabled.shape[0]):
+        if router.enabled[v, s] == 0:
+            continue
+        if side > 0:
+            px = tops.ask_px[v, s]
+            if px <= 0 or tops.ask_qty[v, s] <= 0 or (not is_market and px > limit):
+                continue
+            eff = px * (1.0 + router.taker_fee[v])
+        else:
+            px = tops.bid_px[v, s]
+            if px <= 0 or tops.bid_qty[v, s] <= 0 or (not is_market and px < limit):
+                continue
+            eff = -px * (1.0 - router.taker_fee[v])  # negate: lower is better for both sides
+        i = n  # insertion sort (n <= 8)
+        while i > 0 and router.rank_px[i - 1] > eff:
+            router.rank_px[i] = router.rank_px[i - 1]
+            router.rank_v[i] = router.rank_v[i - 1]
+            i -= 1
+        router.rank_px[i] = eff
+        router.rank_v[i] = v
+        n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _plan(router, tops, order, s, side, qty):
+    """Fill alloc_v/alloc_q with the children; returns their count, or -reason when it cannot route."""
+    nv = router.enabled.shape[0]
+    v = order.venue
+    if v >= 0:
+        if v >= nv or router.enabled[v, s] == 0:
+            return -R_BAD_VENUE
+        router.alloc_v[0] = v
+        router.alloc_q[0] = qty
+        return 1
+    if v != -1:
+        return -R_BAD_VENUE
+    is_market = order.order_type == T_MARKET
+    if (order.flags & F_POST_ONLY) == 0:
+        n = _rank_venues(router, tops, s, side, order.price, is_market)
+        if n > 0:
+            m = 0
+            remaining = qty
+            for i in range(n):
+                if remaining <= 0:
+                    break
+                w = router.rank_v[i]
+                avail = tops.ask_qty[w, s] if side > 0 else tops.bid_qty[w, s]
+                take = min(remaining, avail)
+                router.alloc_v[m] = w
+                router.alloc_q[m] = take
+                remaining -= take
+                m += 1
+            router.alloc_q[0] += remaining  # the rest goes to the best venue
+            return m
+        if is_market:
+            return -R_NO_LIQUIDITY
+    best = -1  # passive: cheapest maker fee
+    for w in range(nv):
+        if router.enabled[w, s] != 0 and (best < 0 or router.maker_fee[w] < router.maker_fee[best]):
+            best = w
+    if best < 0:
+        return -R_BAD_VENUE
+    router.alloc_v[0] = best
+    router.alloc_q[0] = qty
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _ids_free(ot, n):
+    """True when the next ``n`` ids' slots are free (so a parent and its children can all be created)."""
+    nxt = ot.meta[0]
+    mask = ot.order_id.shape[0] - 1
+    for i in range(n):
+        if ot_is_live(ot, (nxt + i) & mask):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _route_new(router, order, tops, now_ns, out, k):
+    ot = router.ot
+    s = order.symbol
+    side = np.int64(order.side)
+    qty = np.int64(order.qty)
+    if s < 0 or s >= router.enabled.shape[1]:
+        return _refuse(router, order, X_REJECTED, R_BAD_SYMBOL)
+    if side != 1 and side != -1:
+        return _refuse(router, order, X_REJECTED, R_BAD_SIDE)
+    if qty <= 0:
+        return _refuse(router, order, X_REJECTED, R_BAD_QTY)
+    if order.order_type != T_LIMIT and order.order_type != T_MARKET:
+        return _refuse(router, order, X_REJECTED, R_BAD_TYPE)
+    m = _plan(router, tops, order, s, side, qty)
+    if m < 0:
+        return _refuse(router, order, X_REJECTED, -m)
+    if m > out.shape[0] - k or not _ids_free(ot, m + 1):
+        return _refuse(router, order, X_REJECTED, R_TABLE_FULL)
+    price = order.price if order.order_type == T_LIMIT else 0
+    p = ot_new(ot, -1, s, side, price, qty, -1, order.order_type, order.tif, order.flags, order.strategy, now_ns)
+    ot_apply(ot, p, EV_SUBMIT)
+    for i in range(m):
+        c = ot_new(ot, p, s, side, price, router.alloc_q[i], router.alloc_v[i], order.order_type, order.tif,
+                   order.flags, order.strategy, now_ns)  # fmt: skip
+        ot_apply(ot, c, EV_SUBMIT)
+        ot.children[p, i] = c
+        _send(router, out, k + i, order, A_NEW, c, order.ts_origin)
+    ot.n_children[p] = m
+    ot.live_children[p] = m
+    router.counters[C_ROUTED] += 1
+    router.counters[C_CHILDREN] += m
+    if m > 1:
+        router.counters[C_SPLITS] += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _parent_slot(ot, order_id):
+    p = ot_slot(ot, order_id)
+    if p < 0 or ot.parent[p] != -1:
+        return -1
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _cancel(router, order, out, k):
+    ot = router.ot
+    p = _parent_slot(ot, order.order_id)
+    if p < 0 or not ot_is_live(ot, p):
+        return _refuse(router, order, X_CANCEL_REJECTED, R_UNKNOWN_ORDER)
+    if not ot_allows(ot, p, EV_CANCEL_REQUEST):
+        ot_apply(ot, p, EV_CANCEL_REQUEST)  # counts the invalid transition
+        return _refuse(router, order, X_CANCEL_REJECTED, R_INVALID_TRANSITION)
+    w = 0
+    for i in range(ot.n_children[p]):
+        c = ot.children[p, i]
+        if ot_is_live(ot, c) and ot_allows(ot, c, EV_CANCEL_REQUEST) and k + w < out.shape[0]:
+            ot_apply(ot, c, EV_CANCEL_REQUEST)
+            _send(router, out, k + w, order, A_CANCEL, c, order.ts_origin)
+            w += 1
+    ot_apply(ot, p, EV_CANCEL_REQUEST)
+    router.counters[C_CANCELS] += w
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _replace(router, order, out, k):
+    ot = router.ot
+    p = _parent_slot(ot, order.order_id)
+    if p < 0 or not ot_is_live(ot, p):
+        return _refuse(router, order, X_CANCEL_REJECTED, R_UNKNOWN_ORDER)
+    if order.qty <= 0 or (ot.order_type[p] == T_LIMIT and order.price <= 0):
+        return _refuse(router, order, X_CANCEL_REJECTED, R_BAD_QTY if order.qty <= 0 else R_BAD_TYPE)
+    if ot.live_children[p] != 1:
+        return _refuse(router, order, X_CANCEL_REJECTED, R_REPLACE_SPLIT)
+    c = -1
+    for i in range(ot.n_children[p]):
+        if ot_is_live(ot, ot.children[p, i]):
+            c = ot.children[p, i]
+    if not ot_allows(ot, p, EV_REPLACE_REQUEST) or not ot_allows(ot, c, EV_REPLACE_REQUEST) or k >= out.shape[0]:
+        ot_apply(ot, p, EV_REPLACE_REQUEST)  # counts the invalid transition
+        return _refuse(router, order, X_CANCEL_REJECTED, R_INVALID_TRANSITION)
+    ot_apply(ot, p, EV_REPLACE_REQUEST)
+    ot_apply(ot, c, EV_REPLACE_REQUEST)
+    _send(router, out, k, order, A_REPLACE, c, order.ts_origin)
+    o = out[k]
+    o.price = order.price  # the requested values; the table changes when the venue confirms (REPLACED)
+    o.qty = order.qty
+    router.counters[C_REPLACES] += 1
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _cancel_all(router, order, out, k):
+    """Cancel every live parent of the symbol (-1: all symbols): one CANCEL_ALL per venue."""
+    ot = router.ot
+    s = order.symbol
+    nv = router.enabled.shape[0]
+    if s < -1 or s >= router.enabled.shape[1]:
+        return _refuse(router, order, X_CANCEL_REJECTED, R_BAD_SYMBOL)
+    for p in range(ot.order_id.shape[0]):
+        if ot.parent[p] != -1 or not ot_is_live(ot, p) or (s >= 0 and ot.symbol[p] != s):
+            continue
+        if not ot_allows(ot, p, EV_CANCEL_REQUEST):  # already cancel-pending: leave it
+            continue
+        ot_apply(ot, p, EV_CANCEL_REQUEST)
+        for i in range(ot.n_children[p]):
+            c = ot.children[p, i]
+            if ot_is_live(ot, c) and ot_allows(ot, c, EV_CANCEL_REQUEST):
+                ot_apply(ot, c, EV_CANCEL_REQUEST)
+    w = 0
+    for v in range(nv):
+        if k + w >= out.shape[0]:
+            break
+        router.g[G_ORDER_SEQ] += 1
+        o = out[k + w]
+        o.seq = router.g[G_ORDER_SEQ]
+        o.ts_origin = order.ts_origin
+        o.ts_exch = 0
+        o.symbol = s
+        o.kind = A_CANCEL_ALL
+        o.side = 0
+        o.flags = 0
+        o.order_id = 0
+        o.price = 0
+        o.qty = 0
+        o.order_type = 0
+        o.tif = 0
+        o.strategy = order.strategy
+        o.reason = 0
+        o.venue = v
+        w += 1
+    router.counters[C_CANCEL_ALLS] += 1
+    return w
+
+
+@njit(cache=True, nogil=True)
+def router_on_order(router, order, tops, now_ns, out, k):
+    """Route one ORDER from risk; writes the venue ORDERs to ``out[k:]`` and returns how many.
+
+    At most :data:`ROUTER_MAX_ORDERS` (and at most ``len(out) - k``). NEW: parent + children (``venue`` set
+    on each); CANCEL/REPLACE: by parent ``order_id``; CANCEL_ALL: one per venue. Refusals return 0 and queue
+    a report for :func:`router_poll`.
+    """
+    action = order.kind
+    if router.g[G_HALTED] != 0:
+        kind = X_REJECTED if action == A_NEW else X_CANCEL_REJECTED
+        return _refuse(router, order, kind, R_ROUTER_HALTED)
+    if action == A_NEW:
+        return _route_new(router, order, tops, now_ns, out, k)
+    if action == A_CANCEL:
+        return _cancel(router, order, out, k)
+    if action == A_REPLACE:
+        return _replace(router, order, out, k)
+    if action == A_CANCEL_ALL:
+        return _cancel_all(router, order, out, k)
+    return _refuse(router, order, X_CANCEL_REJECTED, R_BAD_TYPE)
+
+
+@njit(cache=True, nogil=True)
+def router_halt(router):
+    """Stop sending: every later order is refused (ROUTER_HALTED). Reports are still processed."""
+    router.g[G_HALTED] = 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reports
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _forward(router, rep, p, kind, qty, price, fee, out, k):
+    ot = router.ot
+    router.g[G_REPORT_SEQ] += 1
+    router.counters[C_REPORTS_OUT] += 1
+    _write_report(
+        out[k],
+        router.g[G_REPORT_SEQ],
+        rep.ts_origin,
+        ot.symbol[p],
+        kind,
+        ot.side[p],
+        ot.order_id[p],
+        price,
+        qty,
+        ot.leaves[p],
+        ot.cum[p],
+        fee,
+        rep.ts_venue,
+        rep.venue,
+        rep.reason,
+        rep.liquidity,
+    )
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def router_on_report(router, rep, out, k):
+    """Apply one venue EXEC_REPORT to its child and parent; forward to risk in ``out[k:]``; returns how many.
+
+    Writes at most :data:`ROUTER_MAX_REPORTS` (and at most ``len(out) - k``; the caller must leave room for
+    2 or a terminal report can be lost -- it is counted in ``counters[C_PEND_DROPPED]`` then).
+    """
+    ot = router.ot
+    router.counters[C_REPORTS_IN] += 1
+    c = ot_slot(ot, rep.order_id)
+    kind = rep.kind
+    if c < 0 or ot.parent[c] < 0 or kind >= EXEC_TO_EVENT.shape[0]:
+        router.counters[C_UNKNOWN_REPORTS] += 1
+        return 0
+    event = EXEC_TO_EVENT[kind]
+    if event < 0 or ot_apply(ot, c, event) < 0:
+        return 0  # counted by the state machine (or an unknown kind: counted there as out of range)
+    p = ot.parent[c]
+    cap = out.shape[0] - k
+    w = 0
+    if kind == X_PARTIAL or kind == X_FILL:
+        q = np.int64(rep.qty)
+        ot.cum[c] += q
+        ot.leaves[c] = max(np.int64(0), ot.leaves[c] - q)
+        ot.fees[c] += rep.fee
+        ot.cum[p] += q
+        ot.leaves[p] = max(np.int64(0), ot.leaves[p] - q)
+        ot.fees[p] += rep.fee
+        full = ot.leaves[p] == 0 and ot.cum[p] == ot.qty[p]
+        ot_apply(ot, p, EV_FILL if full else EV_PARTIAL_FILL)
+        if w < cap:
+            w += _forward(router, rep, p, X_FILL if full else X_PARTIAL, q, rep.price, rep.fee, out, k + w)
+    elif kind == X_CANCELED or kind == X_EXPIRED or kind == X_REJECTED:
+        removed = ot.leaves[c]
+        ot.leaves[c] = 0
+        ot.removed[c] += removed
+        ot.leaves[p] = max(np.int64(0), ot.leaves[p] - removed)
+        ot.removed[p] += removed
+        if kind == X_REJECTED:
+            ot.any_rejected[p] += 1
+    elif kind == X_ACK:
+        if ot.state[p] == ST_SENT:  # the first ack
+            ot_apply(ot, p, EV_ACK)
+            if w < cap:
+                w += _forward(router, rep, p, X_ACK, 0, ot.price[p], 0.0, out, k + w)
+    elif kind == X_REPLACED:
+        old = ot.leaves[p]
+        ot.leaves[c] = np.int64(rep.leaves_qty)
+        ot.price[c] = rep.price
+        ot.qty[c] = ot.cum[c] + ot.leaves[c] + ot.removed[c]
+        ot.leaves[p] = ot.leaves[c]
+        ot.price[p] = rep.price
+        ot.qty[p] = ot.cum[p] + ot.leaves[p] + ot.removed[p]
+        ot_apply(ot, p, EV_REPLACED)
+        if w < cap:
+            w += _forward(router, rep, p, X_REPLACED, old, rep.price, 0.0, out, k + w)
+    elif kind == X_CANCEL_REJECTED:
+        st = ot.state[p]
+        if st == ST_CANCEL_PENDING or st == ST_REPLACE_PENDING:
+            ot_apply(ot, p, EV_CANCEL_REJECT)
+        if w < cap:
+            w += _forward(router, rep, p, X_CANCEL_REJECTED, 0, ot.price[p], 0.0, out, k + w)
+
+    if ot.terminal[ot.state[c]]:
+        ot.live_children[p] -= 1
+        if ot.live_children[p] == 0 and not ot.terminal[ot.state[p]]:
+            if ot.any_rejected[p] == ot.n_children[p]:
+                end_kind, end_event = X_REJECTED, EV_REJECT
+            elif ot.state[p] == ST_CANCEL_PENDING or ot.state[p] == ST_REPLACE_PENDING or kind == X_CANCELED:
+                end_kind, end_event = X_CANCELED, EV_CANCELED
+            else:
+                end_kind, end_event = X_EXPIRED, EV_EXPIRE
+            ot.leaves[p] = 0
+            ot_apply(ot, p, end_event)
+            if w < cap:
+                w += _forward(router, rep, p, end_kind, ot.removed[p], ot.price[p], 0.0, out, k + w)
+            else:
+                router.counters[C_PEND_DROPPED] += 1
+    return w
