@@ -16,6 +16,7 @@ BENCHES: dict[str, tuple[str, str]] = {
         "hean.bench.ring",
         "SPSC ring one-hop latency and throughput vs Python IPC and a C floor",
     ),
+    "telemetry": ("hean.bench.telemetry", "cost of measuring: harness floor, hist_record, counter updates"),
 }
 
 
