@@ -95,6 +95,8 @@ def _macd_loop(x, fastp, slowp, signalp, out):
 
 @_jit
 def _atr_loop(high, low, close, period, out):
+    keep = (period - 1.0) / period
+    take = 1.0 - keep
     prev_close = 0.0
     atr_ = 0.0
     for n in range(close.shape[0]):
@@ -103,7 +105,7 @@ def _atr_loop(high, low, close, period, out):
         c = close[n]
         if h != h or lo != lo or c != c:
             return True
-        prev_close, atr_, out[0, n] = K.atr_step(prev_close, atr_, n, h, lo, c, period)
+        prev_close, atr_, out[0, n] = K.atr_step(prev_close, atr_, n, h, lo, c, period, keep, take)
     return False
 
 

@@ -8,7 +8,8 @@ equal TA-Lib because each step performs TA-Lib's operations in TA-Lib's order (C
 compatibility, unstable period 0):
 
 * SMA: running total; add the new sample, divide, then subtract the sample that leaves (``INT_SMA``).
-* EMA: seeded with the SMA of the first ``period`` samples, then ``((x - ema) * k) + ema``, ``k = 2/(p+1)``.
+* EMA: seeded with the SMA of the first ``period`` samples, then ``fma(x - ema, k, ema)``, ``k = 2/(p+1)``
+  (0.8 fuses the multiply-add; C 0.6 rounded twice).
 * RSI: Wilder. The first output (at sample ``period``) averages the first ``period`` up/down moves; then
   ``avg = (avg * (p - 1) + move) * (1 / p)`` (0.8's reciprocal form; C 0.6 divided);
   ``100 * (gain / (gain + loss))``, and 0 when gain + loss is 0 (a flat series reads 0, not 50 -- TA-Lib's
@@ -17,7 +18,8 @@ compatibility, unstable period 0):
   that window (``slow-fast..slow-1``); the signal EMA seeded with the SMA of the first ``signal`` MACD values.
   First output at ``slow + signal - 2`` (33 for 12/26/9). ``fast > slow`` is swapped, as TA-Lib does.
 * ATR: true range from sample 1 (sample 0 has no previous close); first ATR at sample ``period`` is the mean
-  of TR[1..period]; then ``(atr * (p - 1) + tr) / p``. Period 1 is the true range itself (TA-Lib's TRANGE).
+  of TR[1..period]; then ``fma(atr, (p - 1) / p, tr * (1 - (p - 1) / p))`` (0.8's form). Period 1 is the
+  true range itself (TA-Lib's TRANGE).
 * BBANDS: middle = the SMA above; population standard deviation of the window. TA-Lib 0.8 computes it
   accurately (it tracks a two-pass ``np.std`` to ~1e-13 relative; C 0.6 used ``E[x^2] - mean^2``, which
   cancels catastrophically at BTC prices). Here: sums of ``x - K`` and ``(x - K)^2`` with the anchor ``K``
@@ -36,12 +38,32 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 NAN = math.nan
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 _step = njit(cache=True, nogil=True, error_model="numpy", inline="always")
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (``llvm.fma.f64``): TA-Lib 0.8 fuses its EMA and ATR updates this way.
+
+    Spelled out rather than left to ``fastmath={"contract"}``, which would also fuse the SMA, RSI and
+    Bollinger arithmetic that TA-Lib does not fuse -- each step must round exactly where TA-Lib rounds.
+    """
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        dbl = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(dbl, [dbl, dbl, dbl]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
 
 
 @_jit
@@ -84,7 +106,7 @@ def ema_step(ema, n, x, period, k):
             ema = ema / period
             return ema, ema
         return ema, NAN
-    ema = ((x - ema) * k) + ema
+    ema = fma(x - ema, k, ema)
     return ema, ema
 
 
@@ -146,8 +168,8 @@ def macd_step(fast, slow, signal, n, x, fastp, slowp, signalp, kf, ks, kg):
         slow = slow / slowp
         fast = fast / fastp
     else:
-        slow = ((x - slow) * ks) + slow
-        fast = ((x - fast) * kf) + fast
+        slow = fma(x - slow, ks, slow)
+        fast = fma(x - fast, kf, fast)
     line = fast - slow
     j = n - (slowp - 1)  # index of this MACD value
     if j < signalp:
@@ -156,7 +178,7 @@ def macd_step(fast, slow, signal, n, x, fastp, slowp, signalp, kf, ks, kg):
             return fast, slow, signal, NAN, NAN, NAN
         signal = signal / signalp
     else:
-        signal = ((line - signal) * kg) + signal
+        signal = fma(line - signal, kg, signal)
     return fast, slow, signal, line, signal, line - signal
 
 
@@ -170,8 +192,12 @@ def true_range(high, low, prev_close):
 
 
 @_step
-def atr_step(prev_close, atr, n, high, low, close, period):
-    """Return (prev_close, atr, out); out is NaN before sample ``period``."""
+def atr_step(prev_close, atr, n, high, low, close, period, keep, take):
+    """Return (prev_close, atr, out); out is NaN before sample ``period``.
+
+    ``keep = (period - 1) / period`` and ``take = 1 - keep``: TA-Lib 0.8's Wilder update is
+    ``fma(atr, keep, tr * take)`` (bit-exact with it; C 0.6 computed ``(atr * (p - 1) + tr) / p``).
+    """
     if n == 0:
         return close, 0.0, NAN
     tr = true_range(high, low, prev_close)
@@ -181,9 +207,7 @@ def atr_step(prev_close, atr, n, high, low, close, period):
             return close, atr, NAN
         atr = atr / period
         return close, atr, atr
-    atr *= period - 1
-    atr += tr
-    atr /= period
+    atr = fma(atr, keep, tr * take)
     return close, atr, atr
 
 

@@ -78,7 +78,9 @@ Q_MACD_KG = 4
 Q_BB_INV = 5
 Q_BB_UP = 6
 Q_BB_DN = 7
-N_FPARAMS = 8
+Q_ATR_KEEP = 8
+Q_ATR_TAKE = 9
+N_FPARAMS = 10
 
 # float state: fstate[sym, F_*]
 F_SMA_TOTAL = 0
@@ -198,6 +200,8 @@ def make_indicator_set(n_symbols: int, config: IndicatorConfig | None = None) ->
             1.0 / c.bb_period,
             c.bb_nbdevup,
             c.bb_nbdevdn,
+            (c.atr_period - 1.0) / c.atr_period,
+            1.0 - (c.atr_period - 1.0) / c.atr_period,
         ]
     )
     st = IndicatorSet(
@@ -308,7 +312,7 @@ def indicators_update(st, sym, price, high, low, close, volume):
     )
 
     f[sym, F_ATR_PREV_CLOSE], f[sym, F_ATR], o[sym, OUT_ATR] = K.atr_step(
-        f[sym, F_ATR_PREV_CLOSE], f[sym, F_ATR], n, high, low, close, ip[P_ATR]
+        f[sym, F_ATR_PREV_CLOSE], f[sym, F_ATR], n, high, low, close, ip[P_ATR], fp[Q_ATR_KEEP], fp[Q_ATR_TAKE]
     )
 
     pos = i[sym, I_POS_BB]
