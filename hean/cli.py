@@ -11,8 +11,15 @@ import argparse
 import importlib
 import sys
 
-# command name -> module; the order is the order shown in --help
+# command name -> module; the order is the order shown in --help. A module may add several commands
+# (run and replay; stop, halt and resume): it is imported and asked once.
 COMMANDS: dict[str, str] = {
+    "run": "hean.commands.run",
+    "replay": "hean.commands.run",
+    "config": "hean.commands.config",
+    "stop": "hean.commands.stop",
+    "halt": "hean.commands.stop",
+    "resume": "hean.commands.stop",
     "rings": "hean.commands.rings",
     "bench": "hean.commands.bench",
     "top": "hean.commands.top",
@@ -25,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="HEAN: low-latency tick-to-trade engine (numba stages over shared-memory SPSC rings).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS.values():
+    for module in dict.fromkeys(COMMANDS.values()):
         importlib.import_module(module).add_parser(sub)
     return parser
 

@@ -191,8 +191,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"key 'engine.{key}': must be >= 0, got {getattr(e, key)}")
     if e.heartbeat_timeout_ms <= 0:
         raise ConfigError(f"key 'engine.heartbeat_timeout_ms': must be > 0, got {e.heartbeat_timeout_ms}")
-    if e.run_id and not re.fullmatch(r"[A-Za-z0-9_-]{1,48}", e.run_id):
-        raise ConfigError(f"key 'engine.run_id': use 1-48 letters, digits, '-' or '_', got {e.run_id!r}")
+    if e.run_id and not re.fullmatch(r"[A-Za-z0-9_]{1,48}", e.run_id):
+        raise ConfigError(f"key 'engine.run_id': use 1-48 letters, digits or '_', got {e.run_id!r}")
 
     f = cfg.feed
     if f.rate <= 0:

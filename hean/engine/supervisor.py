@@ -1,0 +1,366 @@
+"""The supervisor: creates every segment of a run, starts the workers, watches them, stops and cleans up.
+
+The supervisor is plain Python and never on the data path. Its jobs, in order:
+
+1. plan the placement, create the control block, the rings, the shared position array, one telemetry block
+   per stage and the run manifest (every name is recorded *before* it is created, so cleanup is complete);
+2. start one worker process per placement group and wait until each has compiled, warmed up and set READY
+   (a worker that exits or misses ``ready_timeout_s`` fails the start with its stage named);
+3. set START, then watch: every worker's pid and heartbeat, the duration, end of replay, SIGINT/SIGTERM
+   (``hean stop``) and SIGUSR1/SIGUSR2 (``hean halt`` / ``hean resume``, the kill switch);
+4. stop: STOP_FEED, wait for the rings to drain, STOP, join (kill after a grace period);
+5. read the telemetry into a summary and unlink every segment -- also when anything above failed.
+
+A worker that dies or stops heart-beating sets HALT at once (the router sends nothing more), the run ends
+with a non-zero exit code and a message naming the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+
+from hean.engine import control as C
+from hean.engine.build import STAGE_HISTS, STAGE_USER_COUNTERS, tops_name, tops_size
+from hean.engine.config import STAGES, Config
+from hean.engine.placement import plan_placement
+from hean.engine.topology import RingSpec, ring_specs
+from hean.rings import Ring, create
+from hean.shm import create_segment, unlink_segment
+from hean.telemetry.block import TelemetrySegment, block_name, create_block
+from hean.telemetry.manifest import (
+    Manifest,
+    RingInfo,
+    StageInfo,
+    WorkerInfo,
+    manifest_name,
+    remove_manifest,
+    write_manifest,
+)
+
+__all__ = ["EngineError", "RunResult", "Supervisor", "new_run_id"]
+
+
+class EngineError(RuntimeError):
+    """The run could not start or ended on a failure; the message names the stage and the cause."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    exit_code: int
+    reason: str  # duration | feed-done | signal | worker-died | ...
+    error: str = ""
+    elapsed_s: float = 0.0
+    telemetry: dict = field(default_factory=dict)  # stage -> snapshot arrays (copied before unlink)
+    placement: dict = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d_%H%M%S") + f"_{os.getpid()}"
+
+
+def position_name(run_id: str) -> str:
+    return f"hean-{run_id}-pos"
+
+
+class Supervisor:
+    """One run of the engine. ``run()`` returns a :class:`RunResult`; segments are always unlinked."""
+
+    POLL_S = 0.02
+
+    def __init__(self, cfg: Config, cpus: list[int] | None = None, progress=None) -> None:
+        self.cfg = cfg
+        self.run_id = cfg.engine.run_id or new_run_id()
+        self.placement = plan_placement(cfg.placement, cpus)
+        self.progress = progress  # callable(supervisor, elapsed_s) for live output, or None
+        self.names: list[str] = []  # every segment this run created (unlinked at the end)
+        self.rings: dict[str, Ring] = {}
+        self.blocks: dict[str, TelemetrySegment] = {}
+        self.procs: list[subprocess.Popen] = []
+        self.ctl: np.ndarray | None = None
+        self._ctl_seg = None
+        self._signal: int | None = None
+        self._control_seq = 0
+
+    # ---- segments ----------------------------------------------------------------------------------------
+    def _create_segments(self) -> None:
+        run_id, cfg = self.run_id, self.cfg
+        self.names.append(C.ctl_name(run_id))
+        self._ctl_seg, self.ctl = C.create_control(run_id, len(self.placement.workers))
+        self.ring_specs: list[RingSpec] = ring_specs(run_id, self.placement, cfg.engine.ring_capacity)
+        for spec in self.ring_specs:
+            self.names.append(spec.name)
+            self.rings[spec.edge.key] = create(spec.name, spec.edge.dtype, spec.capacity)
+        n_sym = len(cfg.symbols)
+        self.names.append(position_name(run_id))
+        self._pos_seg = create_segment(position_name(run_id), max(64, 8 * n_sym))
+        self.names.append(tops_name(run_id))
+        self._tops_seg = create_segment(tops_name(run_id), tops_size(len(cfg.venues), n_sym))
+        for stage in STAGES:
+            self.names.append(block_name(run_id, stage))
+            self.blocks[stage] = create_block(
+                run_id,
+                stage,
+                STAGE_HISTS[stage],
+                user_counters=STAGE_USER_COUNTERS.get(stage, []),
+                risk_symbols=n_sym if stage == "risk" else 0,
+            )
+
+    def _manifest(self) -> Manifest:
+        p = self.placement
+        wname = {w.index: f"w{w.index}" for w in p.workers}
+        return Manifest(
+            run_id=self.run_id,
+            engine_pid=os.getpid(),
+            start_ns=time.monotonic_ns(),
+            start_unix=time.time(),
+            cpus=p.cpus_available,
+            workers=[
+                WorkerInfo(name=wname[w.index], cpu=-1 if w.cpu is None else w.cpu, wait=w.wait,
+                           stages=list(w.stages), pid=self.procs[w.index].pid if self.procs else 0)
+                for w in p.workers
+            ],
+            stages=[
+                StageInfo(
+                    name=s,
+                    block=self.blocks[s].name,
+                    worker=wname[p.owner[s]],
+                    cpu=-1 if p.workers[p.owner[s]].cpu is None else p.workers[p.owner[s]].cpu,
+                    inputs=[r.edge.key for r in self.ring_specs if r.edge.dst == s],
+                    outputs=[r.edge.key for r in self.ring_specs if r.edge.src == s],
+                )
+                for s in STAGES
+            ],
+            rings=[
+                RingInfo(name=r.edge.key, segment=r.name, producer=r.edge.src, consumer=r.edge.dst,
+                         capacity=r.capacity)
+                for r in self.ring_specs
+            ],
+            risk_block=self.blocks["risk"].name,
+            symbols=[s.name for s in self.cfg.symbols],
+            config=p.reason,
+        )  # fmt: skip
+
+    def _cleanup(self) -> None:
+        for ring in self.rings.values():
+            ring.close()
+        for block in self.blocks.values():
+            block.close()
+        if self._ctl_seg is not None:
+            self.ctl = None
+            self._ctl_seg.close()
+        for seg in (getattr(self, "_pos_seg", None), getattr(self, "_tops_seg", None)):
+            if seg is not None:
+                seg.close()
+        for name in self.names:
+            unlink_segment(name)
+        remove_manifest(self.run_id)
+
+    # ---- workers -----------------------------------------------------------------------------------------
+    def _worker_spec(self, w) -> dict:
+        return {
+            "run_id": self.run_id,
+            "index": w.index,
+            "stages": list(w.stages),
+            "cpu": w.cpu,
+            "wait": w.wait,
+            "spin_before_yield": self.placement.spin_before_yield,
+            "spin_before_sleep": self.placement.spin_before_sleep,
+            "sleep_ns": self.placement.sleep_ns,
+            "owner": self.placement.owner,
+            "rings": {r.edge.key: r.name for r in self.ring_specs},
+            "config": msgspec.to_builtins(self.cfg),
+        }
+
+    def _start_workers(self) -> None:
+        for w in self.placement.workers:
+            spec = json.dumps(self._worker_spec(w))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hean.engine.worker"],
+                env={**os.environ, "HEAN_WORKER_SPEC": spec},
+                start_new_session=False,
+            )
+            self.procs.append(proc)
+
+    def _worker_desc(self, i: int) -> str:
+        w = self.placement.workers[i]
+        return f"worker {i} (stage{'s' if len(w.stages) > 1 else ''} {', '.join(w.stages)}; pid {self.procs[i].pid})"
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.cfg.engine.ready_timeout_s
+        while True:
+            ready = [self.ctl[C.worker_word(i, C.W_READY)] == 1 for i in range(len(self.procs))]
+            if all(ready):
+                return
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is not None:
+                    raise EngineError(f"{self._worker_desc(i)} exited with code {proc.returncode} during start-up")
+            if self._signal is not None:
+                raise EngineError(f"interrupted by signal {self._signal} during start-up")
+            if time.monotonic() > deadline:
+                late = [self._worker_desc(i) for i, r in enumerate(ready) if not r]
+                raise EngineError(f"not ready after {self.cfg.engine.ready_timeout_s:.0f} s: {'; '.join(late)}")
+            time.sleep(self.POLL_S)
+
+    def _dead_worker(self) -> str | None:
+        """A message naming the first dead or silent worker, else None."""
+        now = time.monotonic_ns()
+        limit = self.cfg.engine.heartbeat_timeout_ms * 1_000_000
+        for i, proc in enumerate(self.procs):
+            code = proc.poll()
+            exited = self.ctl[C.worker_word(i, C.W_EXIT)]
+            if code is not None and exited != C.EXIT_STOPPED:
+                err = C.ERROR_TEXT.get(int(self.ctl[C.worker_word(i, C.W_ERROR)]), "unknown")
+                sig = f" (killed by signal {-code})" if code < 0 else ""
+                return f"{self._worker_desc(i)} died with exit code {code}{sig}; cause: {err}"
+            if exited == C.EXIT_ERROR:
+                err = C.ERROR_TEXT.get(int(self.ctl[C.worker_word(i, C.W_ERROR)]), "unknown")
+                return f"{self._worker_desc(i)} stopped on an error: {err}"
+            hb = int(self.ctl[C.worker_word(i, C.W_HEARTBEAT)])
+            if code is None and hb and now - hb > limit:
+                return f"{self._worker_desc(i)} stopped heart-beating ({(now - hb) / 1e6:.0f} ms silent)"
+        return None
+
+    def _stop_workers(self, grace_s: float) -> None:
+        self.ctl[C.STOP] = 1
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def _kill_workers(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    # ---- control -------------------------------------------------------------------------------------------
+    def send_control(self, command: int, symbol: int = -1) -> None:
+        """Push a CONTROL record to the risk stage (the kill switch and friends)."""
+        from hean import records
+
+        rec = np.zeros(1, records.CONTROL)
+        self._control_seq += 1
+        rec["seq"] = self._control_seq
+        rec["kind"] = command
+        rec["symbol"] = symbol
+        rec["issued_ns"] = time.monotonic_ns()
+        rec["ts_origin"] = rec["issued_ns"]
+        self.rings["control"].push(rec)
+
+    def _on_signal(self, signum, frame) -> None:
+        from hean.records import ControlCommand
+
+        if signum == signal.SIGUSR1:
+            self._pending_control.append(int(ControlCommand.HALT))
+        elif signum == signal.SIGUSR2:
+            self._pending_control.append(int(ControlCommand.RESUME))
+        else:
+            self._signal = signum
+
+    def _drain(self, timeout_s: float) -> bool:
+        """Wait until every ring is empty twice in a row with no new writes (the pipeline is idle)."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            if self._dead_worker():
+                return False
+            snap = tuple((r.stats()["write"], len(r)) for r in self.rings.values())
+            if all(n == 0 for _, n in snap) and snap == last:
+                return True
+            last = snap
+            time.sleep(self.POLL_S)
+        return False
+
+    # ---- the run -------------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        self._pending_control: list[int] = []
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+        old = {s: signal.signal(s, self._on_signal) for s in handled}
+        t_start = time.monotonic()
+        result = RunResult(self.run_id, 0, "", placement=self.placement.describe())
+        try:
+            self._create_segments()
+            self._start_workers()
+            write_manifest(self._manifest())
+            self.names.append(manifest_name(self.run_id))
+            self._wait_ready()
+            t_start = time.monotonic()
+            self.ctl[C.START] = 1
+            result.reason = self._watch(t_start)
+            if result.reason == "worker-died":
+                result.exit_code, result.error = 3, self._failure
+            else:
+                self.ctl[C.STOP_FEED] = 1
+                if not self._drain(self.cfg.engine.drain_timeout_s):
+                    dead = self._dead_worker()
+                    if dead:
+                        self.ctl[C.HALT] = 1
+                        result.exit_code, result.error, result.reason = 3, dead, "worker-died"
+                self._stop_workers(grace_s=5.0)
+                dead = self._dead_worker()
+                if dead and not result.error:
+                    result.exit_code, result.error, result.reason = 3, dead, "worker-died"
+            result.elapsed_s = time.monotonic() - t_start
+            result.telemetry = self.snapshot()
+        except EngineError as e:
+            result.exit_code, result.error, result.reason = 2, str(e), "start-failed"
+        finally:
+            if self.ctl is not None:
+                self.ctl[C.HALT] = 1 if result.exit_code else self.ctl[C.HALT]
+                self.ctl[C.STOP] = 1
+            self._kill_workers()
+            self._cleanup()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return result
+
+    def _watch(self, t_start: float) -> str:
+        duration = self.cfg.engine.duration_s
+        last_progress = 0.0
+        while True:
+            time.sleep(self.POLL_S)
+            dead = self._dead_worker()
+            if dead:
+                self.ctl[C.HALT] = 1  # at once: the router sends nothing more
+                self._failure = dead
+                return "worker-died"
+            while self._pending_control:
+                self.send_control(self._pending_control.pop(0))
+            if self._signal is not None:
+                return f"signal {signal.Signals(self._signal).name}"
+            if self.ctl[C.FEED_DONE]:
+                return "feed-done"
+            elapsed = time.monotonic() - t_start
+            if duration and elapsed >= duration:
+                return "duration"
+            if self.progress and elapsed - last_progress >= 0.25:
+                last_progress = elapsed
+                self.progress(self, elapsed)
+
+    def snapshot(self) -> dict:
+        """Copies of every stage's counters, histograms and risk state (taken before unlinking)."""
+        return {
+            stage: {
+                "counters": b.block.counters.copy(),
+                "hists": {name: b.block.hists[i].copy() for i, name in enumerate(b.hist_names)},
+                "risk": b.block.risk.copy(),
+            }
+            for stage, b in self.blocks.items()
+        }

@@ -1,0 +1,212 @@
+"""The running engine, end to end on this machine's CPUs: runs, determinism across placements, dead
+workers, signals, replay, and no segment left behind (the conftest fixture checks every test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import data_file
+
+from hean.engine.config import STAGES, load_config
+from hean.engine.summary import build_summary
+from hean.engine.supervisor import Supervisor
+from hean.stages.risk import RejectReason
+from hean.telemetry.block import C_USER_BASE
+
+FUSED = [list(STAGES)]
+SPLIT = [[s] for s in STAGES]
+TWO = [["feed"], ["book", "strategy", "risk", "router", "venue"]]
+
+
+def run(overrides: dict, cpus=None):
+    cfg = load_config(overrides=overrides)
+    result = Supervisor(cfg, cpus=cpus).run()
+    summary = build_summary(result, [s.name for s in cfg.symbols], {int(r): r.name for r in RejectReason})
+    return result, summary
+
+
+def digests(result) -> tuple[int, int]:
+    c = result.telemetry["router"]["counters"]
+    return int(c[C_USER_BASE]), int(c[C_USER_BASE + 1])
+
+
+@pytest.mark.timeout(300)
+def test_default_run_trades_and_measures():
+    result, s = run({"engine.duration_s": 2.0})
+    assert result.exit_code == 0, s["error"]
+    assert s["reason"] == "duration"
+    assert s["events"] > 10_000  # 100k msgs/s for 2 s, minus start-up
+    assert s["orders"] > 0 and s["fills"] > 0
+    t2t = s["tick_to_trade_ns"]
+    assert t2t["count"] == s["orders"]
+    assert 0 < t2t["p50"] <= t2t["max"]
+    for stage in STAGES:
+        assert s["stages"][stage]["events_in"] > 0 or stage == "feed", stage
+    assert s["pnl"]["trading_state"] in ("ACTIVE", "REDUCING", "HALTED")
+    assert s["placement"]["workers"][0]["stages"] == ["feed"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("workers", [SPLIT, TWO], ids=["one-per-stage", "two-workers"])
+def test_placements_are_deterministic_in_lockstep(workers):
+    base = {
+        "engine.lockstep": True,
+        "engine.duration_s": 0.0,
+        "feed.pace": "fast",
+        "feed.max_messages": 4000,
+        "feed.seed": 7,
+    }
+    fused, fs = run({**base, "placement.workers": FUSED})
+    other, os_ = run({**base, "placement.workers": workers})
+    assert fused.exit_code == 0 and other.exit_code == 0, (fs["error"], os_["error"])
+    assert fs["reason"] == os_["reason"] == "feed-done"
+    assert fs["events"] == os_["events"] > 4000
+    assert fs["orders"] > 10 and fs["fills"] > 0
+    assert (fs["orders"], fs["fills"], fs["rejects"]) == (os_["orders"], os_["fills"], os_["rejects"])
+    assert digests(fused) == digests(other)
+    assert fs["pnl"]["positions"] == os_["pnl"]["positions"]
+    assert fs["pnl"]["realized"] == pytest.approx(os_["pnl"]["realized"], rel=0, abs=1e-9)
+
+
+def _spawn(args, tmp_path):
+    out = tmp_path / "summary.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hean", *args, "--json", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, out
+
+
+def _wait_for_run(proc, timeout=120.0):
+    from hean.telemetry.manifest import ManifestError, list_runs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            runs = [r for r in list_runs() if r.alive and r.manifest.engine_pid == proc.pid]
+        except ManifestError:
+            runs = []
+        if runs and all(w.pid for w in runs[0].manifest.workers):
+            from hean.engine.control import FEED_SENT, attach_control
+
+            seg, ctl = attach_control(runs[0].run_id, readonly=True)
+            sent = int(ctl[FEED_SENT])
+            del ctl
+            seg.close()
+            if sent > 100:
+                return runs[0].manifest
+        time.sleep(0.05)
+    raise AssertionError("the run did not start")
+
+
+def _finish(proc, timeout=60.0):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise
+    return proc.returncode, out, err
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("stage", STAGES)
+def test_kill_9_of_a_worker_halts_and_names_the_stage(stage, tmp_path):
+    proc, out = _spawn(["run", "--duration", "60"], tmp_path)
+    try:
+        m = _wait_for_run(proc)
+        # one process per stage on this machine's CPUs: kill the one running `stage`
+        worker = next(w for w in m.workers if stage in w.stages)
+        os.kill(worker.pid, signal.SIGKILL)
+        code, stdout, stderr = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 3, stderr
+    assert stage in stderr and "died" in stderr and "signal 9" in stderr, stderr
+    summary = json.loads(out.read_text())
+    assert summary["reason"] == "worker-died"
+
+
+@pytest.mark.timeout(300)
+def test_hean_stop_drains_and_exits_cleanly(tmp_path):
+    proc, out = _spawn(["run", "--duration", "0"], tmp_path)
+    try:
+        m = _wait_for_run(proc)
+        stop = subprocess.run([sys.executable, "-m", "hean", "stop", m.run_id], capture_output=True, text=True)
+        assert stop.returncode == 0, stop.stderr
+        code, stdout, stderr = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, stderr
+    summary = json.loads(out.read_text())
+    assert summary["reason"] == "signal SIGTERM"
+    assert summary["events"] > 100
+
+
+@pytest.mark.timeout(300)
+def test_sigint_stops_like_hean_stop(tmp_path):
+    proc, out = _spawn(["run", "--duration", "0"], tmp_path)
+    try:
+        _wait_for_run(proc)
+        proc.send_signal(signal.SIGINT)
+        code, stdout, stderr = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, stderr
+    assert json.loads(out.read_text())["reason"] == "signal SIGINT"
+
+
+@pytest.mark.timeout(300)
+def test_replay_of_the_binance_recording_to_the_end():
+    path = data_file("binance-usdm-btcusdt-20240808.gz")
+    from hean.feeds import load_events
+
+    events, table = load_events(str(path), "binance")
+    cfg_over = {
+        "feed.source": "replay",
+        "feed.path": str(path),
+        "feed.format": "binance",
+        "feed.pace": "fast",
+        "engine.duration_s": 0.0,
+        "symbols": [s.to_dict() | {"venue": "sim"} for s in table],
+    }
+    result, s = run(cfg_over)
+    assert result.exit_code == 0, s["error"]
+    assert s["reason"] == "feed-done"
+    assert s["stages"]["book"]["events_in"] == len(events)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[engine]\nring_capacity = 100\n", "engine.ring_capacity"),
+        ("[risk]\nmax_positon = 5\n", "unknown key 'risk.max_positon'"),
+        ("[risk]\nmax_position = -5\n", "max_position"),
+        ("[strategy]\nname = 'nope'\n", "nope"),
+        ("[placement]\ncpus = [0, 4096]\n", "placement.cpus"),
+    ],
+)
+def test_bad_configuration_is_one_clear_message(tmp_path, toml, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hean", "run", "--config", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "configuration error" in proc.stderr and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
