@@ -211,3 +211,17 @@ def test_parse_rates_rejects(bad):
 def test_fmt_ns(ns, text):
     assert fmt_ns(ns) == text
     assert fmt_rate(0) == "max" and fmt_rate(1_000_000) == "1M/s"
+
+
+def test_cli_bench_telemetry_writes_one_file_set_per_kernel(tmp_path, capsys):
+    from hean.cli import main
+
+    out = tmp_path / "t.json"
+    rc = main(["bench", "telemetry", "--rates", "10k", "--duration", "0.02", "--warmup", "0", "--calls", "1000",
+               "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "per call (tight loop, mean): now_ns" in text and "harness floor (empty kernel)" in text
+    for slug in ("floor", "record", "counters"):
+        d = json.loads((tmp_path / f"t.{slug}.json").read_text())
+        assert d["results"][0]["received"] == 200 and d["config"]["per_call_ns"]["hist_record"] > 0

@@ -178,7 +178,7 @@ def test_render_from_fabricated_segments_shows_every_row():
     # rings: the real one with its fill, the missing one with a reason
     ring_lines = [line for line in lines if "feed -> book" in line or "risk -> router" in line]
     assert "10/64" in ring_lines[0] and "█" in ring_lines[0]
-    assert "not found" in ring_lines[1] or "no such" in ring_lines[1].lower()
+    assert "missing (no segment)" in ring_lines[1]
     md = frame.rings[0]
     assert (md.fill, md.capacity, md.high_water >= 0) == (10, 64, True) and md.queue.count == 50
     # end to end, from the router's e2e histogram
@@ -344,3 +344,43 @@ def test_top_attached_to_a_short_run_in_another_process():
     assert busy, "no frame showed every stage with a non-zero rate"
     assert busy[0].e2e_stage == "router" and busy[0].e2e_total.count > 0
     assert {r.info.name for r in busy[0].stages} == {"feed", "router"}
+
+
+def test_cli_top_once_and_list(capsys):
+    from hean.cli import main
+
+    with Fabricated() as fab:
+        fab.work(100)
+        assert main(["top", fab.run_id, "--once", "--interval", "0.05"]) == 0
+        out = capsys.readouterr().out
+        # an 80-column console gets the narrow layout: every stage still has its own unbroken row
+        assert f"run {fab.run_id}" in out and "e2e (router)" in out
+        for stage in STAGES:
+            assert f"│ {stage} " in out, stage
+        assert main(["top", "--list"]) == 0
+        assert f"{fab.run_id}  engine pid {os.getpid()}  running" in capsys.readouterr().out
+    assert main(["top", fab.run_id, "--once"]) == 1
+    assert f"no run '{fab.run_id}'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("width", "wide_only", "narrow_only"), [
+    (80, [], ["e2e (router)"]),
+    (130, ["cpu pin/last", "tick-to-trade (router)"], []),
+    (200, ["since start", "ctxsw/s", "cpu pin/last"], []),
+])  # fmt: skip
+def test_layout_adapts_to_the_console_width(width, wide_only, narrow_only):
+    with Fabricated() as fab:
+        fab.work(300)
+        source = TopSource(read_manifest(fab.run_id))
+        try:
+            frame = source.sample()
+        finally:
+            source.close()
+    text = _text(render(frame), width=width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    for s in wide_only + narrow_only:
+        assert s in text, s
+    for stage in (*STAGES, "md", "orders"):
+        assert f"│ {stage} " in text, stage
+    if width < 185:
+        assert "since start" not in text and "ctxsw/s" not in text

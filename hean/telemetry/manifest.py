@@ -39,6 +39,7 @@ __all__ = [
     "RunStatus",
     "StageInfo",
     "WorkerInfo",
+    "cleanup_run",
     "find_run",
     "list_runs",
     "manifest_name",
@@ -192,3 +193,24 @@ def find_run(run_id: str | None = None) -> Manifest:
         ids = ", ".join(r.run_id for r in alive)
         raise ManifestError(f"{len(alive)} engines are running ({ids}); name one: `hean top RUN_ID`")
     return alive[0].manifest
+
+
+def cleanup_run(run_id: str, force: bool = False) -> list[str]:
+    """Unlink every ``hean-<run_id>-*`` segment (manifest, telemetry blocks, run-scoped rings).
+
+    For the engine at shutdown (``force=True``) and for removing a crashed run's leftovers: without
+    ``force`` a run whose engine is alive is refused with ManifestError. Returns the names removed.
+    """
+    prefix = f"hean-{validate_id(run_id, 'run id')}-"
+    if not force:
+        try:
+            m = read_manifest(run_id)
+        except ManifestError:
+            m = None
+        if m is not None and pid_alive(m.engine_pid):
+            raise ManifestError(f"run {run_id!r} is running (engine pid {m.engine_pid}); not removing it")
+    removed = []
+    for name in list_segment_names(prefix):
+        if unlink_segment(name):
+            removed.append(name)
+    return removed

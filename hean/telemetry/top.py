@@ -233,7 +233,8 @@ class TopSource:
                 row.capacity, row.fill, row.high_water = occ["capacity"], occ["fill"], occ["high_water"]
                 row.full, row.drops = occ["full"], occ["drops"]
             except Exception as e:  # a ring that is gone or not yet created: show why, keep going
-                row.error = str(e).split("\n")[0][:80]
+                msg = str(e).split("\n")[0]
+                row.error = "missing (no segment)" if "not found" in msg else msg[:40]
             if r.consumer in ivs:
                 seg, iv, _ = ivs[r.consumer]
                 name = f"queue.{r.name}"
@@ -298,11 +299,12 @@ def _rate(r: float) -> str:
     return f"{r:.0f}"
 
 
-def _pcts(h: HistStats | None) -> str:
-    """``p50 / p99 / p99.9 / max`` with ``-`` for what the sample count cannot support."""
+def _pcts(h: HistStats | None, short: bool = False) -> str:
+    """``p50 / p99 / p99.9 / max`` (``p99 / max`` when short), ``-`` where the count cannot support it."""
     if h is None:
         return "-"
-    vals = [h.get(50.0), h.get(99.0), h.get(99.9), h.max_ns if h.count else None]
+    mx = h.max_ns if h.count else None
+    vals = [h.get(99.0), mx] if short else [h.get(50.0), h.get(99.0), h.get(99.9), mx]
     return " / ".join(_ns(v) for v in vals)
 
 
@@ -362,63 +364,111 @@ def _state(s: StageStats, now_ns: int) -> Text:
     return Text("init", style="yellow")
 
 
-def _stage_table(f: TopFrame) -> Table:
-    t = Table(title="stages (service time: interval | since start)", expand=False, title_justify="left")
-    for col, just in (
-        ("stage", "left"), ("st", "left"), ("pid", "right"), ("cpu pin/last", "right"), ("in/s", "right"),
-        ("out/s", "right"), ("p50 / p99 / p99.9 / max (interval)", "right"),
-        ("p50 / p99 / p99.9 / max (since start)", "right"), ("work%", "right"), ("ctxsw/s", "right"),
-        ("drops", "right"), ("rejects", "right"),
-    ):  # fmt: skip
-        t.add_column(col, justify=just, no_wrap=True)
+# layout tiers: which columns fit the console's width (re-chosen on every render, so resizes just work)
+NARROW, MEDIUM, WIDE = 0, 1, 2
+MEDIUM_WIDTH = 120
+WIDE_WIDTH = 185
+
+
+def _tier(width: int) -> int:
+    return WIDE if width >= WIDE_WIDTH else MEDIUM if width >= MEDIUM_WIDTH else NARROW
+
+
+def _table(title: str, columns: list[tuple[str, str, int]], rows: list[dict], tier: int) -> Table:
+    """A table with the columns whose tier fits; ``columns`` are (header, justify, min tier)."""
+    t = Table(title=title, expand=False, title_justify="left")
+    shown = [(h, j) for h, j, lvl in columns if lvl <= tier]
+    for h, j in shown:
+        t.add_column(h, justify=j, no_wrap=True)
+    for row in rows:
+        t.add_row(*[row.get(h, "-") for h, _ in shown])
+    return t
+
+
+def _stage_table(f: TopFrame, tier: int) -> Table:
+    pct_i = "p50 / p99 / p99.9 / max (interval)" if tier >= MEDIUM else "p99 / max"
+    columns = [
+        ("stage", "left", NARROW), ("st", "left", NARROW), ("pid", "right", MEDIUM),
+        ("cpu pin/last", "right", MEDIUM), ("in/s", "right", NARROW), ("out/s", "right", NARROW),
+        (pct_i, "right", NARROW), ("p50 / p99 / p99.9 / max (since start)", "right", WIDE),
+        ("work%", "right", NARROW), ("ctxsw/s", "right", WIDE), ("drops", "right", NARROW),
+        ("rejects", "right", MEDIUM),
+    ]  # fmt: skip
+    rows = []
     for row in f.stages:
         s = row.stats
         if s is None:
-            t.add_row(row.info.name, Text("-", style="dim"), *["-"] * 9, row.error or "")
+            rows.append({"stage": row.info.name, "st": Text("-", style="dim"), pct_i: row.error})
             continue
         pin = str(s.cpu_pinned) if s.cpu_pinned >= 0 else "-"
         last = str(row.proc.last_cpu) if row.proc.last_cpu is not None else "-"
-        ctx = f"{row.proc.ctx_rate:.0f}" if row.proc.ctx_rate is not None else "-"
-        work = f"{s.useful_pct:.1f}" if s.useful_pct is not None else "-"
-        t.add_row(
-            row.info.name, _state(s, f.now_ns), str(s.pid or "-"), f"{pin}/{last}", _rate(s.in_rate),
-            _rate(s.out_rate), _pcts(s.interval_hists.get("service")), _pcts(s.total_hists.get("service")),
-            work, ctx, f"{s.drops:,}", f"{s.rejects:,}",
-        )  # fmt: skip
-    return t
+        svc = s.interval_hists.get("service")
+        rows.append(
+            {
+                "stage": row.info.name,
+                "st": _state(s, f.now_ns),
+                "pid": str(s.pid or "-"),
+                "cpu pin/last": f"{pin}/{last}",
+                "in/s": _rate(s.in_rate),
+                "out/s": _rate(s.out_rate),
+                pct_i: _pcts(svc) if tier >= MEDIUM else _pcts(svc, short=True),
+                "p50 / p99 / p99.9 / max (since start)": _pcts(s.total_hists.get("service")),
+                "work%": f"{s.useful_pct:.1f}" if s.useful_pct is not None else "-",
+                "ctxsw/s": f"{row.proc.ctx_rate:.0f}" if row.proc.ctx_rate is not None else "-",
+                "drops": f"{s.drops:,}",
+                "rejects": f"{s.rejects:,}",
+            }
+        )
+    title = "stages (service time)" if tier < WIDE else "stages (service time: interval | since start)"
+    return _table(title, columns, rows, tier)
 
 
-def _ring_table(f: TopFrame) -> Table:
-    t = Table(title="rings (occupancy ▒ = high-water)", expand=False, title_justify="left")
-    for col in ("ring", "from -> to", "occupancy", "fill/cap", "high-water", "full", "drops", "queue p99"):
-        t.add_column(col, no_wrap=True, justify="left" if col in ("ring", "from -> to", "occupancy") else "right")
+def _ring_table(f: TopFrame, tier: int) -> Table:
+    columns = [
+        ("ring", "left", NARROW), ("from -> to", "left", MEDIUM), ("occupancy", "left", NARROW),
+        ("fill/cap", "right", NARROW), ("high-water", "right", NARROW), ("full", "right", MEDIUM),
+        ("drops", "right", NARROW), ("queue p99", "right", NARROW),
+    ]  # fmt: skip
+    rows = []
     for r in f.rings:
-        route = f"{r.info.producer or '?'} -> {r.info.consumer or '?'}"
+        row = {"ring": r.info.name, "from -> to": f"{r.info.producer or '?'} -> {r.info.consumer or '?'}"}
         if r.error:
-            t.add_row(r.info.name, route, Text(r.error, style="dim"), "-", "-", "-", "-", "-")
-            continue
-        q = _ns(r.queue.get(99.0)) if r.queue else "-"
-        t.add_row(
-            r.info.name, route, _bar(r.fill, r.capacity, r.high_water), f"{r.fill:,}/{r.capacity:,}",
-            f"{r.high_water:,}", f"{r.full:,}", f"{r.drops:,}", q,
-        )  # fmt: skip
-    return t
+            row["occupancy"] = Text(r.error, style="dim")
+        else:
+            row.update(
+                {
+                    "occupancy": _bar(r.fill, r.capacity, r.high_water, 20 if tier >= MEDIUM else 10),
+                    "fill/cap": f"{r.fill:,}/{r.capacity:,}",
+                    "high-water": f"{r.high_water:,}",
+                    "full": f"{r.full:,}",
+                    "drops": f"{r.drops:,}",
+                    "queue p99": _ns(r.queue.get(99.0)) if r.queue else "-",
+                }
+            )
+        rows.append(row)
+    return _table("rings (occupancy; ▒ = high-water mark)", columns, rows, tier)
 
 
-def _e2e_table(f: TopFrame) -> Table:
-    t = Table(title="tick-to-trade (end to end)", expand=False, title_justify="left")
-    for col in ("stage", "samples", "p50 / p99 / p99.9 / max (interval)", "p50 / p99 / p99.9 / max (since start)",
-                "p99 history"):  # fmt: skip
-        t.add_column(col, no_wrap=True)
+def _e2e_table(f: TopFrame, tier: int) -> Table:
+    pct_i = "p50 / p99 / p99.9 / max (interval)" if tier >= MEDIUM else "p99 / max"
+    columns = [
+        ("stage", "left", NARROW), ("samples", "right", NARROW), (pct_i, "right", NARROW),
+        ("p50 / p99 / p99.9 / max (since start)", "right", WIDE), ("p99 history", "left", NARROW),
+    ]  # fmt: skip
     if f.e2e_stage is None:
-        t.add_row("-", "-", "no stage publishes an e2e histogram", "", "")
+        rows = [{"stage": "-", pct_i: "no stage publishes an e2e histogram", "p99 history": ""}]
     else:
-        n = f.e2e_interval.count if f.e2e_interval else 0
-        t.add_row(
-            f"tick-to-trade ({f.e2e_stage})", f"{n:,}", _pcts(f.e2e_interval), _pcts(f.e2e_total),
-            Text(_spark(f.e2e_p99_history), style="cyan"),
-        )  # fmt: skip
-    return t
+        hist_len = 30 if tier < MEDIUM else 60
+        rows = [
+            {
+                "stage": f"tick-to-trade ({f.e2e_stage})" if tier >= MEDIUM else f"e2e ({f.e2e_stage})",
+                "samples": f"{f.e2e_interval.count if f.e2e_interval else 0:,}",
+                pct_i: _pcts(f.e2e_interval, short=tier < MEDIUM),
+                "p50 / p99 / p99.9 / max (since start)": _pcts(f.e2e_total),
+                "p99 history": Text(_spark(f.e2e_p99_history[-hist_len:]), style="cyan"),
+            }
+        ]
+    return _table("tick-to-trade (end to end)", columns, rows, tier)
 
 
 def _risk_panel(f: TopFrame) -> Panel | Text:
@@ -440,9 +490,20 @@ def _risk_panel(f: TopFrame) -> Panel | Text:
     return Panel(t, title="risk", title_align="left", expand=False)
 
 
+class _View:
+    """A frame laid out for the width it is rendered at (rich asks again after every resize)."""
+
+    def __init__(self, frame: TopFrame):
+        self.frame = frame
+
+    def __rich_console__(self, console: Console, options):
+        f, tier = self.frame, _tier(options.max_width)
+        yield Group(_header(f), _stage_table(f, tier), _ring_table(f, tier), _e2e_table(f, tier), _risk_panel(f))
+
+
 def render(frame: TopFrame):
-    """The whole screen for one frame (a rich renderable)."""
-    return Group(_header(frame), _stage_table(frame), _ring_table(frame), _e2e_table(frame), _risk_panel(frame))
+    """The whole screen for one frame (a rich renderable; columns adapt to the console width)."""
+    return _View(frame)
 
 
 # ---------------------------------------------------------------------------------------------------------
