@@ -3,7 +3,7 @@
 Why exact: exchanges send prices as decimal strings ("61800.20"). ``float("61800.20") / 0.1`` is
 ``618001.9999999999``, so a float round trip can land on the wrong tick and two views of the same level stop
 comparing equal. HEAN never goes through a float: a decimal string is parsed into an integer ``value`` and its
-count of fractional digits ``nfrac`` (``"61800.20"`` -> ``(6180020, 2)``), and a step size (tick or lot) is
+count of fractional digits ``nfrac`` (``"61800.25"`` -> ``(6180025, 2)``), and a step size (tick or lot) is
 held the same way as ``mant * 10**-scale`` (tick ``0.10`` -> ``mant=1, scale=1``). Then
 
     units = value * 10**(scale - nfrac) / mant        (exactly, in integers)
@@ -71,7 +71,8 @@ def step_grid(step: Decimal | str) -> tuple[int, int]:
 
 
 def parse_decimal_str(text: str) -> tuple[int, int]:
-    """``(value, nfrac)`` of a plain decimal string: ``"61800.20"`` -> ``(6180020, 2)``.
+    """``(value, nfrac)`` of a plain decimal string: ``"61800.25"`` -> ``(6180025, 2)``; trailing fraction
+    zeros are dropped (``"61800.20"`` -> ``(618002, 1)``).
 
     Only ``-?digits(.digits)?`` is accepted (what exchanges send): no exponent, no spaces, no ``inf``.
     """
@@ -80,6 +81,7 @@ def parse_decimal_str(text: str) -> tuple[int, int]:
     neg = text.startswith("-")
     body = text[1:] if neg else text
     intpart, _, frac = body.partition(".")
+    frac = frac.rstrip("0")  # trailing zeros change nothing
     digits = (intpart + frac).lstrip("0")
     if len(digits) > MAX_DIGITS:
         raise OffGridError(f"{text!r} has more than {MAX_DIGITS} significant digits")
@@ -279,8 +281,9 @@ class SymbolTable:
 def parse_decimal(buf, start, end):
     """Parse ``buf[start:end]`` (uint8 ASCII) as ``-?digits(.digits)?``.
 
-    Returns ``(value, nfrac, ok)``: ``"61800.20"`` -> ``(6180020, 2, True)``. ``ok`` is False for an empty
-    field, a stray character, a second dot, a missing digit around the dot or more than 18 digits.
+    Returns ``(value, nfrac, ok)``: ``"61800.20"`` -> ``(618002, 1, True)`` (trailing fraction zeros are
+    dropped). ``ok`` is False for an empty field, a stray character, a second dot, a missing digit around
+    the dot or more than 18 significant digits.
     """
     i = start
     neg = False
@@ -288,31 +291,43 @@ def parse_decimal(buf, start, end):
         neg = True
         i += 1
     value = np.int64(0)
-    nfrac = np.int64(0)
-    ndig = np.int64(0)
-    sig = np.int64(0)
+    nfrac = np.int64(0)  # fraction digits in value (trailing zeros excluded)
+    sig = np.int64(0)  # significant digits in value
+    pend = np.int64(0)  # fraction zeros seen but not yet multiplied in (dropped if they trail)
     seen_dot = False
     int_digits = np.int64(0)
+    frac_digits = np.int64(0)
     while i < end:
         c = buf[i]
         if 48 <= c <= 57:
             d = np.int64(c - 48)
-            if sig > 0 or d != 0:
-                sig += 1
-                if sig > 18:
-                    return np.int64(0), np.int64(0), False
-            value = value * 10 + d
-            ndig += 1
             if seen_dot:
-                nfrac += 1
+                frac_digits += 1
+                if d == 0:
+                    pend += 1
+                else:
+                    if sig > 0:
+                        sig += pend + 1
+                    else:
+                        sig = 1
+                    if sig > 18 or nfrac + pend + 1 > 18:
+                        return np.int64(0), np.int64(0), False
+                    value = value * _POW10[pend + 1] + d
+                    nfrac += pend + 1
+                    pend = 0
             else:
                 int_digits += 1
+                if sig > 0 or d != 0:
+                    sig += 1
+                    if sig > 18:
+                        return np.int64(0), np.int64(0), False
+                value = value * 10 + d
         elif c == 46 and not seen_dot:  # '.'
             seen_dot = True
         else:
             return np.int64(0), np.int64(0), False
         i += 1
-    if int_digits == 0 or (seen_dot and nfrac == 0) or nfrac > 18:
+    if int_digits == 0 or (seen_dot and frac_digits == 0):
         return np.int64(0), np.int64(0), False
     if neg:
         value = -value

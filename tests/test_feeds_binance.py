@@ -79,10 +79,10 @@ def test_usdm_recording_matches_exchange_book_ticker():
 def test_inferred_table_is_exact():
     events, report = read_binance(data_file("binance-usdm-btcusdt-20240808.gz"))
     sym = report.symbols["BTCUSDT"]
-    assert (str(sym.tick_size), str(sym.lot_size)) == ("0.01", "0.001")
-    # same events as with the configured tick 0.10, prices 10x finer
+    assert (str(sym.tick_size), str(sym.lot_size)) == ("0.1", "0.001")
+    # trailing zeros do not count: the same events as with the configured tick 0.10
     ref, _ = read_binance(data_file("binance-usdm-btcusdt-20240808.gz"), BTC)
-    assert np.array_equal(events["price"], ref["price"] * 10)
+    assert np.array_equal(events["price"], ref["price"])
     assert np.array_equal(events["qty"], ref["qty"])
 
 
