@@ -116,7 +116,7 @@ def advance_indicators(strat, ind, bars, bs):
     """Feed the record to bars/indicators per the stage mode; True if the indicators took a new sample."""
     sym = bs.symbol
     kind = bs.kind
-    sound_quote = kind == QUOTE and bs.bid_px > 0 and bs.ask_px > 0 and (bs.flags & (F_STALE | F_CROSSED)) == 0
+    sound_quote = kind == QUOTE and 0 < bs.bid_px < bs.ask_px and (bs.flags & (F_STALE | F_CROSSED)) == 0
     trade = kind == TRADE and bs.last_trade_qty > 0
     fresh = False
     if strat.cfg[C_MODE] == MODE_BAR:

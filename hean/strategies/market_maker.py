@@ -10,8 +10,8 @@ cancelled). Quotes are post-only GTC limits and never cross the book (bid <= bes
 
 One intent per book event: the quoter looks at the side it did not act on last, then the other. It does not
 spam: a side is re-quoted (REPLACE) only when its desired price moved by at least ``requote_ticks``; nothing
-is sent while the desired quotes stand. When the book is stale or crossed or a side is empty it sends one
-CANCEL_ALL for the symbol and stays silent until the book is sound again.
+is sent while the desired quotes stand. When the book is stale or crossed (flagged, or bid >= ask) or a side
+is empty it sends one CANCEL_ALL for the symbol and stays silent until the book is sound again.
 
 The quoter does not see fills, only the position the risk stage keeps in ``position_lots``; a filled quote
 is re-quoted when the position (and so the skew) changes. REPLACE and CANCEL carry ``order_id`` 0: "this
@@ -113,7 +113,7 @@ def _side_intent(strat, sym, col, side, want, qty, requote):
 def decide(strat, params, ind, sym, bs, position, fresh):
     """The strategy function (see :mod:`hean.strategies` for the contract)."""
     i = strat.i
-    if (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.bid_px <= 0 or bs.ask_px <= 0:
+    if (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.bid_px <= 0 or bs.ask_px <= bs.bid_px:
         if i[sym, T_HALTED] == 0 and (i[sym, T_BID] != 0 or i[sym, T_ASK] != 0):
             i[sym, T_HALTED] = 1
             i[sym, T_BID] = 0

@@ -105,7 +105,7 @@ def decide(strat, params, ind, sym, bs, position, fresh):
     turn = _track_turn(strat, sym, hist)
     if turn == 0:
         return no_order()
-    if (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.bid_px <= 0 or bs.ask_px <= 0:
+    if (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.bid_px <= 0 or bs.ask_px <= bs.bid_px:
         return no_order()
     now = event_time(bs)
     if strat.i[sym, T_ORDERS] > 0 and now - strat.i[sym, T_LAST_ORDER_NS] < np.int64(params[P_COOLDOWN_MS] * 1e6):
