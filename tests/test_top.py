@@ -8,9 +8,9 @@ import itertools
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ from numba import njit
 from rich.console import Console
 
 from hean.atomics import now_ns
-from hean.records import MARKET_EVENT
+from hean.records import BOOK_STATE, MARKET_EVENT
 from hean.rings import create as create_ring
 from hean.shm import unlink_segment
 from hean.telemetry.block import (
@@ -53,7 +53,7 @@ _ids = itertools.count()
 STAGES = {  # stage -> histograms
     "feed": ["service"],
     "book": ["service", "queue.md"],
-    "risk": ["service", "queue.book"],
+    "risk": ["service", "age.bs"],  # the engine's convention: age = now - ts_origin at take
     "router": ["service", "queue.orders", "e2e"],
 }
 
@@ -90,6 +90,7 @@ class Fabricated:
         self.run_id = f"top{os.getpid()}_{next(_ids)}"
         self.blocks = {}
         self.ring = None
+        self.ring2 = None
         self.pid = pid or os.getpid()
 
     def __enter__(self):
@@ -101,6 +102,7 @@ class Fabricated:
                 tm_start(seg.block.counters, i % 2)
             self.ring = create_ring(f"hean-{rid}-ring-md", MARKET_EVENT, 64, role="producer")
             self.ring.push(np.zeros(10, MARKET_EVENT))
+            self.ring2 = create_ring(f"hean-{rid}-ring-bs", BOOK_STATE, 32)
             write_manifest(
                 Manifest(
                     run_id=rid, engine_pid=self.pid, start_ns=time.monotonic_ns() - 65 * 10**9,
@@ -110,6 +112,7 @@ class Fabricated:
                     stages=[StageInfo(name=s, block=block_name(rid, s)) for s in STAGES]
                     + [StageInfo(name="venue", block=block_name(rid, "venue"))],  # never created
                     rings=[RingInfo(name="md", segment=self.ring.name, producer="feed", consumer="book"),
+                           RingInfo(name="bs", segment=self.ring2.name, producer="book", consumer="risk"),
                            RingInfo(name="orders", segment=f"hean-{rid}-ring-orders", producer="risk",
                                     consumer="router")],
                     risk_block=block_name(rid, "risk"), symbols=["BTCUSDT", "ETHUSDT"],
@@ -131,9 +134,10 @@ class Fabricated:
         for seg in self.blocks.values():
             seg.close()
             seg.unlink()
-        if self.ring is not None:
-            self.ring.close()
-            unlink_segment(f"hean-{self.run_id}-ring-md")
+        for ring in (self.ring, self.ring2):
+            if ring is not None:
+                ring.close()
+                unlink_segment(ring.name)
 
 
 def _text(renderable, width: int = 260) -> str:
@@ -176,9 +180,10 @@ def test_render_from_fabricated_segments_shows_every_row():
     assert "no telemetry block yet" in rows["venue"]
     assert by_stage["book"].stats.drops == 4
     # rings: the real one with its fill, the missing one with a reason
-    ring_lines = [line for line in lines if "feed -> book" in line or "risk -> router" in line]
-    assert "10/64" in ring_lines[0] and "█" in ring_lines[0]
-    assert "missing (no segment)" in ring_lines[1]
+    ring_lines = [line for line in lines if any(r in line for r in ("feed -> book", "book -> risk", "risk -> r"))]
+    assert "10/64" in ring_lines[0] and "█" in ring_lines[0] and "queue" in ring_lines[0]
+    assert "0/32" in ring_lines[1] and "age" in ring_lines[1]  # the consumer keeps age.bs, not queue.bs
+    assert "missing (no segment)" in ring_lines[2]
     md = frame.rings[0]
     assert (md.fill, md.capacity, md.high_water >= 0) == (10, 64, True) and md.queue.count == 50
     # end to end, from the router's e2e histogram
@@ -268,58 +273,12 @@ def test_run_top_without_a_run_says_so():
     assert rc == 1 and "no run 'nosuchrun123'" in out.getvalue()
 
 
-ENGINE = textwrap.dedent(
-    """
-    import sys, time
-    from numba import njit
-    from hean.atomics import now_ns, nanosleep
-    from hean.telemetry.block import create_block, tm_add, tm_busy, tm_start, tm_stop, block_name
-    from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT
-    from hean.telemetry.histogram import hist_record
-    from hean.telemetry.manifest import Manifest, StageInfo, write_manifest, remove_manifest
-
-    @njit(nogil=True)  # not cached: a "-c" script has no file for the cache
-    def loop(a, b, duration_ns):
-        tm_start(a.counters, -1)
-        tm_start(b.counters, -1)
-        t_end = now_ns() + duration_ns
-        while now_ns() < t_end:
-            for _ in range(50):
-                t0 = now_ns()
-                tm_add(a.counters, C_EVENTS_OUT, 1)
-                tm_add(b.counters, C_EVENTS_IN, 1)
-                tm_add(b.counters, C_EVENTS_OUT, 1)
-                t1 = now_ns()
-                hist_record(a.hists[0], t1 - t0)
-                hist_record(b.hists[0], t1 - t0)
-                hist_record(b.hists[1], t1 - t0 + 1000)
-                tm_busy(a.counters, t0, t1)
-                tm_busy(b.counters, t0, t1)
-            nanosleep(1_000_000)
-        tm_stop(a.counters, now_ns())
-        tm_stop(b.counters, now_ns())
-
-    rid = sys.argv[1]
-    a = create_block(rid, "feed", ["service"])
-    b = create_block(rid, "router", ["service", "e2e"])
-    try:
-        loop(a.block, b.block, 1)  # compile before announcing the run
-        write_manifest(Manifest(run_id=rid, engine_pid=__import__("os").getpid(), start_ns=time.monotonic_ns(),
-                                start_unix=time.time(),
-                                stages=[StageInfo(name="feed", block=a.name), StageInfo(name="router", block=b.name)]))
-        loop(a.block, b.block, int(float(sys.argv[2]) * 1e9))
-    finally:
-        remove_manifest(rid)
-        for s in (a, b):
-            s.close()
-            s.unlink()
-    """
-)
+ENGINE = str(Path(__file__).with_name("fake_engine.py"))
 
 
 def test_top_attached_to_a_short_run_in_another_process():
     run_id = f"toprun{os.getpid()}"
-    engine = subprocess.Popen([sys.executable, "-c", ENGINE, run_id, "2.0"], stderr=subprocess.PIPE, text=True)
+    engine = subprocess.Popen([sys.executable, ENGINE, run_id, "2.5"], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while not os.path.exists(f"/dev/shm/{manifest_name(run_id)}"):
@@ -339,7 +298,8 @@ def test_top_attached_to_a_short_run_in_another_process():
             unlink_segment(block_name(run_id, stage))
     assert result["rc"] == 0 and f"run {run_id} ended" in out.getvalue()
     live = [f for f in frames if all(r.stats is not None for r in f.stages)]
-    assert live, "no frame saw both stages"
+    seen = [(f.status, [(r.info.name, r.error) for r in f.stages]) for f in frames]
+    assert live, f"no frame saw both stages: {seen}"
     busy = [f for f in live if all(r.stats.out_rate > 0 for r in f.stages)]
     assert busy, "no frame showed every stage with a non-zero rate"
     assert busy[0].e2e_stage == "router" and busy[0].e2e_total.count > 0
@@ -380,7 +340,7 @@ def test_layout_adapts_to_the_console_width(width, wide_only, narrow_only):
     assert max(len(line) for line in text.splitlines()) <= width
     for s in wide_only + narrow_only:
         assert s in text, s
-    for stage in (*STAGES, "md", "orders"):
+    for stage in (*STAGES, "md", "bs", "orders"):
         assert f"│ {stage} " in text, stage
     if width < 185:
         assert "since start" not in text and "ctxsw/s" not in text

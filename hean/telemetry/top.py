@@ -14,8 +14,10 @@ Three layers, so each can be used and tested alone:
 
 Percentiles the interval's sample count cannot support are hidden (shown as ``-``; rule in
 :func:`hean.telemetry.histogram.supported_percentiles`). Conventions the view relies on: a stage's own
-processing time is its histogram ``service``, the queueing time of input ring ``R`` is the consuming
-stage's histogram ``queue.R``, and the tick-to-trade latency is a histogram named ``e2e`` (in the router).
+processing time is its histogram ``service``; for input ring ``R`` the consuming stage keeps either
+``queue.R`` (time the record waited in the ring) or ``age.R`` (now - ts_origin when the stage takes the
+record: the tick-to-here latency), shown in the ring's row; the tick-to-trade latency is a histogram named
+``e2e`` (in the router).
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ class RingRow:
     high_water: int = 0
     full: int = 0
     drops: int = 0
-    queue: HistStats | None = None  # interval queueing time from the consumer's queue.<ring> histogram
+    queue: HistStats | None = None  # interval histogram of the consumer's queue.<ring> or age.<ring>
+    queue_kind: str = ""  # "queue" or "age": which of the two it is
     error: str = ""
 
 
@@ -237,9 +240,12 @@ class TopSource:
                 row.error = "missing (no segment)" if "not found" in msg else msg[:40]
             if r.consumer in ivs:
                 seg, iv, _ = ivs[r.consumer]
-                name = f"queue.{r.name}"
-                if name in seg.hist_names:
-                    row.queue = hist_stats(iv.hists[seg.hist_names.index(name)])
+                for kind in ("queue", "age"):
+                    name = f"{kind}.{r.name}"
+                    if name in seg.hist_names:
+                        row.queue = hist_stats(iv.hists[seg.hist_names.index(name)])
+                        row.queue_kind = kind
+                        break
             out.append(row)
         return out
 
@@ -427,7 +433,7 @@ def _ring_table(f: TopFrame, tier: int) -> Table:
     columns = [
         ("ring", "left", NARROW), ("from -> to", "left", MEDIUM), ("occupancy", "left", NARROW),
         ("fill/cap", "right", NARROW), ("high-water", "right", NARROW), ("full", "right", MEDIUM),
-        ("drops", "right", NARROW), ("queue p99", "right", NARROW),
+        ("drops", "right", NARROW), ("queue|age p99", "right", NARROW),
     ]  # fmt: skip
     rows = []
     for r in f.rings:
@@ -442,7 +448,7 @@ def _ring_table(f: TopFrame, tier: int) -> Table:
                     "high-water": f"{r.high_water:,}",
                     "full": f"{r.full:,}",
                     "drops": f"{r.drops:,}",
-                    "queue p99": _ns(r.queue.get(99.0)) if r.queue else "-",
+                    "queue|age p99": f"{_ns(r.queue.get(99.0))} {r.queue_kind}" if r.queue else "-",
                 }
             )
         rows.append(row)
