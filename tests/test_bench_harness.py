@@ -27,6 +27,8 @@ from hean.bench.report import (
     parse_rates,
     text_histogram,
 )
+from hean.rings.layout import MASK
+from hean.rings.spsc import publish, release, try_claim, try_peek
 from hean.telemetry.histogram import H_BASE, hist_index
 
 RATE = 20_000  # 50 us apart
@@ -225,3 +227,42 @@ def test_cli_bench_telemetry_writes_one_file_set_per_kernel(tmp_path, capsys):
     for slug in ("floor", "record", "counters"):
         d = json.loads((tmp_path / f"t.{slug}.json").read_text())
         assert d["results"][0]["received"] == 200 and d["config"]["per_call_ns"]["hist_record"] > 0
+
+
+@njit(cache=True, nogil=True)
+def _ring_send(st, i, sched):
+    hdr, slots = st
+    seq = try_claim(hdr, 1)
+    if seq < 0:
+        return 0
+    slots[seq & hdr[MASK]].seq = i + 1
+    slots[seq & hdr[MASK]].ts_origin = sched
+    publish(hdr, seq + 1)
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _ring_recv(st):
+    hdr, slots = st
+    r = try_peek(hdr)
+    if r < 0:
+        return -1
+    sched = slots[r & hdr[MASK]].ts_origin
+    release(hdr, r + 1)
+    return sched
+
+
+def test_pair_over_a_hean_ring(shm_name):
+    """The harness drives the real SPSC ring (how the ring benchmark plugs in): scheduled time in ts_origin."""
+    from hean.records import MARKET_EVENT
+    from hean.rings import create
+
+    ring = create(shm_name, MARKET_EVENT, 256)
+    try:
+        res = bench_pair("hean ring", _ring_send, _ring_recv, (ring.hdr, ring.slots), rates=(RATE,),
+                         duration_s=DUR, warmup_s=0.01)  # fmt: skip
+    finally:
+        ring.close()
+        ring.unlink()
+    (r,) = res.results
+    assert (r.attempted, r.received, r.lost) == (1000, 1000, 0)

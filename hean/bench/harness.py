@@ -18,6 +18,29 @@ Two ways to plug a system in (both numba functions; the harness loops are ``@nji
   ready. The producer and the consumer run in two threads of this process (numba releases the GIL), so
   ``state`` can hold any shared arrays, e.g. a ring's header and slots.
 
+A send/receive pair over a HEAN ring (``state = (ring.hdr, ring.slots)``; the scheduled time travels in
+``ts_origin``; see ``tests/test_bench_harness.py::test_pair_over_a_hean_ring``)::
+
+    @njit(cache=True, nogil=True)
+    def send(st, i, sched):
+        hdr, slots = st
+        seq = try_claim(hdr, 1)
+        if seq < 0:
+            return 0                       # full: the harness retries, same scheduled time
+        slots[seq & hdr[MASK]].ts_origin = sched
+        publish(hdr, seq + 1)
+        return 1
+
+    @njit(cache=True, nogil=True)
+    def recv(st):
+        hdr, slots = st
+        r = try_peek(hdr)
+        if r < 0:
+            return -1
+        sched = slots[r & hdr[MASK]].ts_origin
+        release(hdr, r + 1)
+        return sched
+
 Across processes, run :func:`paced_producer` in one and :func:`timed_consumer` in the other with a ``ctl``
 array in shared memory (slot layout below), then build a :class:`RateResult` with :meth:`RateResult.build`.
 
