@@ -224,7 +224,10 @@ def add_harness_args(p: argparse.ArgumentParser, rates: Sequence[int] = DEFAULT_
 def emit(result: BenchResult, args: argparse.Namespace, out=None) -> int:
     """Print the table (and histograms), write --json/--hlog/--plot; returns an exit status."""
     out = out or sys.stdout
-    print(markdown_table(result) if getattr(args, "markdown", False) else format_table(result), file=out)
+    if getattr(args, "markdown", False):
+        print(f"\n**{result.name}** (latency from scheduled send, ns)\n\n{markdown_table(result)}", file=out)
+    else:
+        print(format_table(result), file=out)
     if getattr(args, "histogram", False):
         for r in result.results:
             print(text_histogram(r.hist, title=f"\n{result.name} at {fmt_rate(r.target_rate)}:"), file=out)
