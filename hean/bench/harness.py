@@ -413,10 +413,10 @@ def _run_threads(targets: list[Callable[[], object]], hist: np.ndarray, interval
         return run
 
     threads = [threading.Thread(target=wrap(fn), daemon=True) for fn in targets]
+    prev, t_prev = hist.copy(), t0  # before the threads start: nothing recorded may fall before it
     for th in threads:
         th.start()
     intervals = []
-    prev, t_prev = hist.copy(), t0
     while any(th.is_alive() for th in threads):
         for th in threads:
             th.join(timeout=interval_s)
