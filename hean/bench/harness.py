@@ -445,7 +445,12 @@ def bench_kernel(
     interval_s: float = 1.0,
     config: dict | None = None,
 ) -> BenchResult:
-    """Time ``kernel(state, i)`` at each rate (warm-up at the same rate, then reset, then measure)."""
+    """Time ``kernel(state, i)`` at each rate (warm-up at the same rate, then reset, then measure).
+
+    A paced phase still running ``max(2 s, duration)`` after its last scheduled message is cut off (what
+    was not done counts as lost); an unpaced phase runs ``duration_s`` or ``unpaced_max`` messages.
+    ``interval_s``: length of the interval histograms kept for the .hlog.
+    """
     if duration_s <= 0 or warmup_s < 0:
         raise ValueError(f"{name}: duration_s must be > 0 and warmup_s >= 0")
     hist, ctl = new_histogram(), new_ctl()
@@ -459,7 +464,7 @@ def bench_kernel(
             hist_reset(hist)
             ctl[:] = 0
             t0 = time.monotonic_ns() + 1_000_000
-            t_stop = t0 + int(phase_s * 1e9) + (0 if period == 0 else int(max(1.0, phase_s) * 1e9))
+            t_stop = t0 + int(phase_s * 1e9) + (0 if period == 0 else int(max(2.0, phase_s) * 1e9))
 
             def run(n=n, period=period, t0=t0, t_stop=t_stop):
                 paced_kernel(kernel, state, ctl, hist, n, period, t0, t_stop)
@@ -482,7 +487,11 @@ def bench_pair(
     interval_s: float = 1.0,
     config: dict | None = None,
 ) -> BenchResult:
-    """One-way latency through a transport: a paced producer thread and a timing consumer thread."""
+    """One-way latency through a transport: a paced producer thread and a timing consumer thread.
+
+    Deadlines as in :func:`bench_kernel`; the consumer waits another ``max(2 s, duration)`` for messages in
+    flight, and whatever is still in the transport after that is drained and counted as lost.
+    """
     if duration_s <= 0 or warmup_s < 0:
         raise ValueError(f"{name}: duration_s must be > 0 and warmup_s >= 0")
     hist, ctl = new_histogram(), new_ctl()
@@ -500,8 +509,8 @@ def bench_pair(
             hist_reset(hist)
             ctl[:] = 0
             t0 = time.monotonic_ns() + 2_000_000
-            t_stop = t0 + int(phase_s * 1e9) + (0 if period == 0 else int(max(1.0, phase_s) * 1e9))
-            grace = int(max(1.0, phase_s) * 1e9)
+            t_stop = t0 + int(phase_s * 1e9) + (0 if period == 0 else int(max(2.0, phase_s) * 1e9))
+            grace = int(max(2.0, phase_s) * 1e9)
 
             def produce(n=n, period=period, t0=t0, t_stop=t_stop):
                 paced_producer(send, state, ctl, n, period, t0, t_stop)
