@@ -344,3 +344,21 @@ def test_layout_adapts_to_the_console_width(width, wide_only, narrow_only):
         assert f"│ {stage} " in text, stage
     if width < 185:
         assert "since start" not in text and "ctxsw/s" not in text
+
+
+def test_cli_top_clean_removes_only_stale_runs(capsys):
+    from hean.cli import main
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    with Fabricated() as live, Fabricated(pid=dead.pid) as stale:
+        assert main(["top", "--list"]) == 0
+        listed = capsys.readouterr().out
+        assert f"{stale.run_id}  engine pid {dead.pid}  stale" in listed and f"{live.run_id}  engine" in listed
+        assert main(["top", live.run_id, "--clean"]) == 1
+        assert "is running" in capsys.readouterr().out
+        assert main(["top", stale.run_id, "--clean"]) == 0
+        out = capsys.readouterr().out
+        assert f"{stale.run_id}: removed 7 segment(s)" in out  # manifest, 4 blocks, 2 rings
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"hean-{stale.run_id}-")]
+        assert os.path.exists(f"/dev/shm/{manifest_name(live.run_id)}")

@@ -2,7 +2,8 @@
 
 With no RUN_ID it attaches to the only running engine, and says so clearly when there is none or several.
 ``q`` quits; it also ends by itself when the engine stops. ``--once`` prints a single frame (two samples
-``--interval`` apart) and exits, for scripts and logs; ``--list`` lists the runs found in /dev/shm.
+``--interval`` apart) and exits, for scripts and logs; ``--list`` lists the runs found in /dev/shm and
+``--clean`` unlinks every segment of runs whose engine is gone (``hean-<run_id>-*``).
 Top-level imports stay light (argparse only).
 """
 
@@ -24,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="print one frame and exit (no live screen)")
     p.add_argument("--interval", type=float, default=0.5, help="--once: seconds between the two samples")
     p.add_argument("--list", action="store_true", help="list runs (running and stale) and exit")
+    p.add_argument(
+        "--clean", action="store_true", help="unlink the segments of stale runs (or of RUN_ID if stale) and exit"
+    )
     p.set_defaults(func=run)
 
 
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from hean.telemetry.manifest import ManifestError, list_runs
+    from hean.telemetry.manifest import ManifestError, cleanup_run, list_runs
     from hean.telemetry.top import TopSource, render, run_top
 
     console = Console()
@@ -45,6 +49,21 @@ def run(args: argparse.Namespace) -> int:
             pid = r.manifest.engine_pid if r.manifest else "-"
             console.print(f"{r.run_id}  engine pid {pid}  {what}")
         return 0
+    if args.clean:
+        stale = [r.run_id for r in list_runs() if not r.alive]
+        targets = [args.run_id] if args.run_id else stale
+        rc = 0
+        for rid in targets:
+            try:
+                removed = cleanup_run(rid)
+            except ManifestError as e:
+                console.print(f"hean top --clean: {e}")
+                rc = 1
+                continue
+            console.print(f"{rid}: removed {len(removed)} segment(s)" + (f": {', '.join(removed)}" if removed else ""))
+        if not targets:
+            console.print("no stale HEAN runs")
+        return rc
     if args.refresh <= 0:
         console.print(f"hean top: --refresh must be > 0, got {args.refresh}")
         return 2
