@@ -256,12 +256,14 @@ def _advance(pos, period):
     return 0 if pos == period else pos
 
 
-@_hot
-def indicators_update(st, sym, price, high, low, close, volume):
-    """Advance symbol ``sym`` by one sample; True if accepted (False: NaN input or negative volume).
+@njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
+def update_inline(st, sym, price, high, low, close, volume):
+    """The body of :func:`indicators_update`, inlined into the caller's IR (for fused ``_nrt=False`` loops).
 
-    O(1), no allocation: every indicator of the set takes one step and writes its latest value to
-    ``st.out[sym]``. 2-D state is indexed in place (a row view would be a new array per update).
+    Inlining keeps the NamedTuple of arrays from being passed by value on every call, but the inlined body
+    is compiled with the *caller's* options: call it only from functions compiled with ``_nrt=False``
+    (reference counting on would add an atomic incref/decref per array access). Elsewhere call
+    :func:`indicators_update`.
     """
     if (
         math.isnan(price)
@@ -353,6 +355,16 @@ def indicators_update(st, sym, price, high, low, close, volume):
 
     i[sym, I_COUNT] = n + 1
     return True
+
+
+@_hot
+def indicators_update(st, sym, price, high, low, close, volume):
+    """Advance symbol ``sym`` by one sample; True if accepted (False: NaN input or negative volume).
+
+    O(1), no allocation: every indicator of the set takes one step and writes its latest value to
+    ``st.out[sym]``. 2-D state is indexed in place (a row view would be a new array per update).
+    """
+    return update_inline(st, sym, price, high, low, close, volume)
 
 
 @_hot

@@ -103,7 +103,9 @@ def make_bar_state(n_symbols: int, config: BarConfig | None = None) -> BarState:
     )
 
 
-_hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)  # no allocation: no refcounting
+# No allocation, so no reference counting (``_nrt=False``), and inlined into the caller (the strategy stage):
+# the NamedTuple is not copied per call. Call them from functions compiled with ``_nrt=False`` too.
+_hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
 
 
 @_hot
@@ -146,7 +148,7 @@ def bar_add(bars, sym, ts, price, qty):
     bars.cur_i[sym, J_TICKS] += 1
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
 def build_bars(bars, sym, ts, price, qty, out, out_start):
     """Feed arrays of ticks of one symbol; write each closed bar to ``out[i]`` (open, high, low, close, volume,
     vwap) and its start to ``out_start[i]``; returns the number of closed bars (the bar still open at the

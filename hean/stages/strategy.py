@@ -93,9 +93,10 @@ class StrategyStage(NamedTuple):
 
 
 _hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)  # never allocates: no refcounting
+_inline = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
 
 
-@_hot
+@_inline
 def decide_by_id(sid, strat, params, ind, sym, bs, position, fresh):
     """The registered strategies, by branch id (``hean.strategies.REGISTRY[name].id``)."""
     if sid == 0:
@@ -103,26 +104,28 @@ def decide_by_id(sid, strat, params, ind, sym, bs, position, fresh):
     return market_maker.decide(strat, params, ind, sym, bs, position, fresh)
 
 
-@_hot
-def _sample_closed_bar(ind, bars, sym):
-    last = bars.last
-    return indicators_update(
-        ind, sym, last[sym, B_VWAP], last[sym, B_HIGH], last[sym, B_LOW], last[sym, B_CLOSE], last[sym, B_VOLUME]
-    )
-
-
-@_hot
+@_inline
 def advance_indicators(strat, ind, bars, bs):
-    """Feed the record to bars/indicators per the stage mode; True if the indicators took a new sample."""
+    """Feed the record to bars/indicators per the stage mode; True if the indicators took a new sample.
+
+    One call site of the (inlined) indicator update, whatever the mode: each inlined copy costs compile time.
+    """
     sym = bs.symbol
     kind = bs.kind
     sound_quote = kind == QUOTE and 0 < bs.bid_px < bs.ask_px and (bs.flags & (F_STALE | F_CROSSED)) == 0
     trade = kind == TRADE and bs.last_trade_qty > 0
-    fresh = False
+    sample = False
+    price = high = low = close = volume = 0.0
     if strat.cfg[C_MODE] == MODE_BAR:
         ts = event_time(bs)
         if bar_roll(bars, sym, ts) == 1:
-            fresh = _sample_closed_bar(ind, bars, sym)
+            last = bars.last
+            sample = True
+            price = last[sym, B_VWAP]
+            high = last[sym, B_HIGH]
+            low = last[sym, B_LOW]
+            close = last[sym, B_CLOSE]
+            volume = last[sym, B_VOLUME]
         source = bars.params[K_SOURCE]
         if source == SOURCE_TRADES and trade:
             bar_add(bars, sym, ts, float(bs.last_trade_px), float(bs.last_trade_qty))
@@ -131,10 +134,15 @@ def advance_indicators(strat, ind, bars, bs):
     else:
         source = strat.cfg[C_TICK_SOURCE]
         if source == SOURCE_TRADES and trade:
-            px = float(bs.last_trade_px)
-            fresh = indicators_update(ind, sym, px, px, px, px, float(bs.last_trade_qty))
+            sample = True
+            price = high = low = close = float(bs.last_trade_px)
+            volume = float(bs.last_trade_qty)
         elif source == SOURCE_MID and sound_quote:
-            fresh = indicators_update(ind, sym, bs.mid, bs.mid, bs.mid, bs.mid, 0.0)
+            sample = True
+            price = high = low = close = bs.mid
+    if not sample:
+        return False
+    fresh = indicators_update(ind, sym, price, high, low, close, volume)
     if fresh:
         strat.cfg[C_SAMPLES] += 1
     return fresh

@@ -34,8 +34,9 @@ GTC = int(TimeInForce.GTC)
 IOC = int(TimeInForce.IOC)
 FOK = int(TimeInForce.FOK)
 
-# strategies and the stage are compiled without reference counting: a strategy must not allocate
-strategy_kernel = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+# Strategy functions are inlined into the stage's IR and, like it, compiled without reference counting
+# (``_nrt=False``): a strategy must not allocate. Inlining saves passing its NamedTuples by value per event.
+strategy_kernel = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
 
 
 @njit(cache=True, nogil=True, inline="always")
