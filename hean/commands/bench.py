@@ -12,11 +12,13 @@ import importlib
 
 # target name -> (module, one-line description); the order is the order shown in --help
 BENCHES: dict[str, tuple[str, str]] = {
+    "book": ("hean.bench.book", "L2 book update/read, native replay, JSON conversion vs dict/hftbacktest/nautilus"),
     "ring": (
         "hean.bench.ring",
         "SPSC ring one-hop latency and throughput vs Python IPC and a C floor",
     ),
     "telemetry": ("hean.bench.telemetry", "cost of measuring: harness floor, hist_record, counter updates"),
+    "indicators": ("hean.bench.indicators", "streaming indicator set and strategy stage ns/update; batch vs TA-Lib"),
 }
 
 
