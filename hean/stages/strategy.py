@@ -13,7 +13,7 @@ Per BOOK_STATE record :func:`strategy_on_book` (one ``@njit`` kernel, cached)
    gap-free ``seq`` per stage, ``order_id`` 0, ``venue`` -1, ``strategy`` = the configured index) and
    returns 1, else 0.
 
-How a strategy is chosen by name inside compiled loops -- measured, numba 0.61:
+How a strategy is chosen by name inside compiled loops -- measured with numba 0.68:
 
 * A strategy passed as a first-class function argument (``stage(fn, ...)``, or a closure over ``fn``)
   compiles and runs, but ``cache=True`` never hits: the cache index is keyed by the dispatcher object, so
