@@ -6,14 +6,27 @@ import math
 
 import numpy as np
 import pytest
+from numba import njit
 from numpy.testing import assert_array_equal
 from test_indicators import btc_trades
 
 from hean import indicators as hi
 from hean.indicators import streaming as S
-from hean.records import BOOK_STATE, BUY, F_POST_ONLY, F_REDUCE_ONLY, F_STALE, ORDER, SELL, BookStateKind
+from hean.records import BOOK_STATE, BUY, F_CROSSED, F_POST_ONLY, F_REDUCE_ONLY, F_STALE, ORDER, SELL, BookStateKind
 from hean.stages import strategy as SS
-from hean.strategies.intent import CANCEL, CANCEL_ALL, GTC, IOC, LIMIT, MARKET, NEW, REPLACE
+from hean.strategies.intent import (
+    CANCEL,
+    CANCEL_ALL,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    NEW,
+    REPLACE,
+    intent,
+    no_order,
+    strategy_kernel,
+)
 
 QUOTE, TRADE, STATUS = int(BookStateKind.QUOTE), int(BookStateKind.TRADE), int(BookStateKind.STATUS)
 
@@ -320,3 +333,40 @@ BAD_STAGES = [
 def test_bad_stage_config_is_a_clear_error(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the example of docs/strategies.md (keep the two in sync)
+# ---------------------------------------------------------------------------------------------------------
+@strategy_kernel
+def breakout_decide(strat, params, ind, sym, bs, position, fresh):
+    if not fresh:
+        return no_order()
+    strat.i[sym, 0] += 1
+    upper = ind.out[sym, S.OUT_BB_UPPER]
+    if upper != upper or (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.ask_px <= bs.bid_px:
+        return no_order()
+    qty = min(np.int64(params[0]), np.int64(params[1]) - position)
+    if bs.last_trade_px > upper and qty > 0:
+        return intent(NEW, BUY, qty, bs.ask_px, LIMIT, IOC, 0)
+    return no_order()
+
+
+@njit(_nrt=False)
+def _call_breakout(strat, params, ind, sym, bs, position, fresh):
+    return breakout_decide(strat, params, ind, sym, bs, position, fresh)
+
+
+def test_doc_example_strategy():
+    stage = SS.make_strategy_stage("rsi_macd", 1, None, indicators={"bb_period": 2})
+    for px in (1000.0, 1002.0):  # bands over (1000, 1002): upper = 1001 + 2 * 1 = 1003
+        S.indicators_update(stage.ind, 0, px, px, px, px, 1.0)
+    params = np.array([2.0, 5.0])
+    recs = book(2)
+    set_trade(recs[0], 0, 1004, 1, 0)
+    set_trade(recs[1], 0, 1003, 1, 0)
+    assert _call_breakout(stage.strat, params, stage.ind, 0, recs[0], 0, True) == (NEW, BUY, 2, 1005, LIMIT, IOC, 0)
+    assert _call_breakout(stage.strat, params, stage.ind, 0, recs[0], 4, True)[2] == 1, "capped at 5 lots"
+    assert _call_breakout(stage.strat, params, stage.ind, 0, recs[0], 0, False)[0] == 0, "not a fresh sample"
+    assert _call_breakout(stage.strat, params, stage.ind, 0, recs[1], 0, True)[0] == 0, "not above the band"
+    assert stage.strat.i[0, 0] == 3
