@@ -318,3 +318,41 @@ BAD_CALLS = [
 def test_bad_input_is_a_clear_error(call, exc, match):
     with pytest.raises(exc, match=match):
         call(np.arange(1.0, 41.0))
+
+
+BIT_EXACT = [c for c in CASES if c[0] != "bbands"]
+
+
+@pytest.mark.parametrize("case", BIT_EXACT, ids=case_id)
+def test_bit_exact_with_talib_08(case):
+    """SMA, EMA, RSI, MACD, ATR round exactly where TA-Lib 0.8 rounds (fused EMA/ATR, reciprocal RSI)."""
+    px, _, _ = btc_trades()
+    high, low, close, _ = btc_bars()
+    walk_h, walk_l, walk_c = SYNTH["walk"]
+    for h, lo, c in ((px, px, px), (high, low, close), (walk_h, walk_l, walk_c)):
+        for ours, ref in run_both(*case, h, lo, c):
+            assert_array_equal(ours, ref)
+
+
+def test_oracle_runs_with_talib_defaults():
+    """The oracle is TA-Lib's default compatibility with no unstable period (the tests rely on it)."""
+    assert talib.get_compatibility() == 0
+    assert [talib.get_unstable_period(f) for f in ("EMA", "RSI", "ATR")] == [0, 0, 0]
+    assert talib.__ta_version__.startswith(b"0.8.")
+
+
+@pytest.mark.parametrize(("name", "fn", "n_in"), [("RSI", hi.rsi, 1), ("EMA", hi.ema, 1), ("ATR", hi.atr, 3)])
+def test_talib_unstable_period_only_hides_leading_outputs(name, fn, n_in):
+    """TA-Lib's unstable period k suppresses the first k outputs and changes nothing after them."""
+    px, _, _ = btc_trades()
+    x = px[:2000]
+    args = (x + 1, x - 1, x) if n_in == 3 else (x,)
+    talib.set_unstable_period(name, 25)
+    try:
+        ref = getattr(talib, name)(*args)
+    finally:
+        talib.set_unstable_period(name, 0)
+    ours = fn(*args)
+    first = int(np.argmax(~np.isnan(ref)))
+    assert first == int(np.argmax(~np.isnan(ours))) + 25
+    assert_array_equal(ours[first:], ref[first:])

@@ -10,8 +10,9 @@ compatibility, unstable period 0):
 * SMA: running total; add the new sample, divide, then subtract the sample that leaves (``INT_SMA``).
 * EMA: seeded with the SMA of the first ``period`` samples, then ``fma(x - ema, k, ema)``, ``k = 2/(p+1)``
   (0.8 fuses the multiply-add; C 0.6 rounded twice).
-* RSI: Wilder. The first output (at sample ``period``) averages the first ``period`` up/down moves; then
-  ``avg = (avg * (p - 1) + move) * (1 / p)`` (0.8's reciprocal form; C 0.6 divided);
+* RSI: Wilder. The first output (at sample ``period``) averages the first ``period`` up/down moves
+  (``sum * (1 / p)``); then ``avg = (avg * (p - 1) + move) * (1 / p)`` (0.8's reciprocal form; C 0.6
+  divided);
   ``100 * (gain / (gain + loss))``, and 0 when gain + loss is 0 (a flat series reads 0, not 50 -- TA-Lib's
   value).
 * MACD: slow EMA seeded over samples ``0..slow-1``; the fast EMA seeded over the *last* ``fast`` samples of
@@ -125,8 +126,9 @@ def _rsi_value(gain, loss):
 def rsi_step(prev, gain, loss, n, x, period, inv_period):
     """Return (prev, gain, loss, out); out is NaN before sample ``period``.
 
-    TA-Lib 0.8 smooths with a reciprocal multiply, ``(avg * (p - 1) + move) * (1 / p)`` (the seed divides);
-    doing the same is bit-exact with it on the test series and keeps a division off the dependency chain.
+    TA-Lib 0.8 averages with a reciprocal multiply: the seed is ``sum * (1 / p)`` and the smoothing
+    ``(avg * (p - 1) + move) * (1 / p)``. Doing the same is bit-exact with it on the test series and keeps
+    a division off the dependency chain.
 
     Branch-free on the direction of the move (``max`` compiles to a select): adding the zero that the
     other side receives is exact, so the sums equal TA-Lib's ``if (move < 0) loss -= move; else gain +=
@@ -142,8 +144,8 @@ def rsi_step(prev, gain, loss, n, x, period, inv_period):
         loss += down
         if n < period:
             return x, gain, loss, NAN
-        loss /= period
-        gain /= period
+        loss *= inv_period
+        gain *= inv_period
         return x, gain, loss, _rsi_value(gain, loss)
     loss = (loss * (period - 1) + down) * inv_period
     gain = (gain * (period - 1) + up) * inv_period
