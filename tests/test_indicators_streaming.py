@@ -137,6 +137,9 @@ BAD_SAMPLES = [
     ("close", (1.0, 1.0, 1.0, np.nan, 1.0)),
     ("volume", (1.0, 1.0, 1.0, 1.0, np.nan)),
     ("negative volume", (1.0, 1.0, 1.0, 1.0, -1.0)),
+    ("inf close", (1.0, 1.0, 1.0, np.inf, 1.0)),
+    ("-inf low", (1.0, 1.0, -np.inf, 1.0, 1.0)),
+    ("inf volume", (1.0, 1.0, 1.0, 1.0, np.inf)),
 ]
 
 

@@ -8,7 +8,7 @@ state of the whole configured set for every symbol, and
 
 Both run the same step functions (:mod:`hean.indicators.kernels`), which reproduce TA-Lib's seeding,
 lookbacks and update order; the oracle is the ``TA-Lib==0.8.2`` Python wheel (C library 0.8.1) pinned in the
-``test`` extra. NaN input is a missing sample (see :mod:`hean.indicators.batch`).
+``test`` extra. A NaN or infinite input is a missing sample (see :mod:`hean.indicators.batch`).
 """
 
 from hean.indicators.batch import atr, bbands, ema, macd, rsi, sma, vwap

@@ -5,12 +5,12 @@ arithmetic the streaming updates use, with the state held in registers. Outputs 
 input's length, NaN before the first output (TA-Lib's lookback: ``sma``/``ema`` ``timeperiod - 1``, ``rsi``
 and ``atr`` ``timeperiod``, ``macd`` ``slowperiod + signalperiod - 2``, ``bbands`` ``timeperiod - 1``).
 
-NaN input is a *missing sample*: it does not enter the state and its output is NaN; the indicator continues
-over the remaining samples as if the NaN were absent. For leading NaNs this is exactly TA-Lib (its wrapper
-starts at the first non-NaN sample). TA-Lib propagates a NaN *inside* the series into every later output (its
-running sums become NaN); HEAN deliberately does not -- one bad print must not blind a live strategy for the
-rest of the session. ``out[valid] == talib(x[valid])`` holds for any NaN pattern. Infinities are not
-missing: they propagate as in TA-Lib.
+NaN (or +-inf) input is a *missing sample*: it does not enter the state and its output is NaN; the
+indicator continues over the remaining samples as if it were absent. For leading NaNs this is exactly
+TA-Lib (its wrapper starts at the first non-NaN sample). TA-Lib propagates a NaN or an infinity *inside* the
+series into every later output (its running sums turn NaN); HEAN deliberately does not -- one bad print must
+not blind a live strategy for the rest of the session. ``out[valid] == talib(x[valid])`` holds for any
+pattern of missing samples.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _sma_loop(x, period, out):
     pos = 0
     for n in range(x.shape[0]):
         xn = x[n]
-        if xn != xn:
+        if not math.isfinite(xn):
             return True
         total, out[0, n] = K.sma_step(total, n, xn, ring, 0, pos, period)
         pos += 1
@@ -55,7 +55,7 @@ def _ema_loop(x, period, out):
     ema = 0.0
     for n in range(x.shape[0]):
         xn = x[n]
-        if xn != xn:
+        if not math.isfinite(xn):
             return True
         ema, out[0, n] = K.ema_step(ema, n, xn, period, k)
     return False
@@ -69,7 +69,7 @@ def _rsi_loop(x, period, out):
     loss = 0.0
     for n in range(x.shape[0]):
         xn = x[n]
-        if xn != xn:
+        if not math.isfinite(xn):
             return True
         prev, gain, loss, out[0, n] = K.rsi_step(prev, gain, loss, n, xn, period, inv_period)
     return False
@@ -85,7 +85,7 @@ def _macd_loop(x, fastp, slowp, signalp, out):
     sig = 0.0
     for n in range(x.shape[0]):
         xn = x[n]
-        if xn != xn:
+        if not math.isfinite(xn):
             return True
         fast, slow, sig, out[0, n], out[1, n], out[2, n] = K.macd_step(
             fast, slow, sig, n, xn, fastp, slowp, signalp, kf, ks, kg
@@ -103,7 +103,7 @@ def _atr_loop(high, low, close, period, out):
         h = high[n]
         lo = low[n]
         c = close[n]
-        if h != h or lo != lo or c != c:
+        if not (math.isfinite(h) and math.isfinite(lo) and math.isfinite(c)):
             return True
         prev_close, atr_, out[0, n] = K.atr_step(prev_close, atr_, n, h, lo, c, period, keep, take)
     return False
@@ -122,7 +122,7 @@ def _bbands_loop(x, period, nbdevup, nbdevdn, out):
     pos = 0
     for n in range(x.shape[0]):
         xn = x[n]
-        if xn != xn:
+        if not math.isfinite(xn):
             return True
         total, anchor, s, s2, run, out[0, n], out[1, n], out[2, n] = K.bbands_step(
             total, anchor, s, s2, run, prev, n, xn, ring, 0, pos, period, inv_period, nbdevup, nbdevdn
@@ -144,7 +144,7 @@ def _vwap_loop(price, volume, period, out):
     for n in range(price.shape[0]):
         p = price[n]
         v = volume[n]
-        if p != p or v != v:
+        if not (math.isfinite(p) and math.isfinite(v)):
             return True
         pv_sum, v_sum, out[0, n] = K.vwap_step(pv_sum, v_sum, n, p, v, pv_ring, v_ring, 0, pos, period)
         pos += 1
@@ -196,18 +196,18 @@ def _as_series_group(names: tuple[str, ...], arrays: tuple[object, ...]) -> list
 
 
 def _run(loop, inputs: list[np.ndarray], n_out: int, *params) -> np.ndarray:
-    """Run ``loop`` over the samples where no input is NaN; scatter the outputs back (NaN elsewhere).
+    """Run ``loop`` over the samples where every input is finite; scatter the outputs back (NaN elsewhere).
 
     The outputs are the rows of one (n_out, len) array: one argument for the dispatcher to type. The compiled
-    loop stops at the first NaN (one compare per sample, off the dependency chain); only then is the mask
-    computed and the loop rerun over the packed valid samples.
+    loop stops at the first non-finite input (one compare per sample, off the dependency chain); only then is
+    the mask computed and the loop rerun over the packed valid samples.
     """
     out = np.empty((n_out, inputs[0].shape[0]))
     if not loop(*inputs, *params, out):
         return out
-    missing = np.isnan(inputs[0])
+    missing = ~np.isfinite(inputs[0])
     for a in inputs[1:]:
-        missing |= np.isnan(a)
+        missing |= ~np.isfinite(a)
     keep = ~missing
     packed = np.empty((n_out, int(keep.sum())))
     loop(*[np.ascontiguousarray(a[keep]) for a in inputs], *params, packed)

@@ -31,8 +31,8 @@ compatibility, unstable period 0):
   sums recomputed from the window once every ``period`` samples; NaN while the window's volume is 0.
 
 Every step takes ``n``, the number of samples the indicator has accepted before this one, and returns the
-new state and the output (NaN before the first output). NaN inputs never reach a step: the callers treat a
-NaN sample as missing (see :mod:`hean.indicators`).
+new state and the output (NaN before the first output). Non-finite inputs never reach a step: the callers
+treat a NaN or infinite sample as missing (see :mod:`hean.indicators`).
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ A sample is (price, high, low, close, volume): SMA, EMA, RSI, MACD and Bollinger
 on (high, low, close), the rolling VWAP on (price, volume). On ticks pass the trade (or mid) price as all four
 prices; on bars pass the bar's VWAP (or close), high, low, close and volume.
 
-NaN (or a negative volume) in any input rejects the whole sample: the state is unchanged, the latest outputs
-stay, ``istate[sym, I_REJECTED]`` counts it and the update returns False. A live feed must not be able to
-poison an indicator for the rest of the session with one bad print (TA-Lib's running sums would turn NaN for
-good); the batch API treats a NaN the same way (a missing sample).
+A NaN or an infinity in any input, or a negative volume, rejects the whole sample: the state is unchanged,
+the latest outputs stay, ``istate[sym, I_REJECTED]`` counts it and the update returns False. A live feed must
+not be able to poison an indicator for the rest of the session with one bad print (TA-Lib's running sums
+would turn NaN for good); the batch API treats such a sample the same way (a missing sample).
 
 Latest outputs live in ``out[sym, OUT_*]`` (NaN until each indicator's first output); ``istate[sym, I_COUNT]``
 counts accepted samples, which a strategy can watch to see that new values arrived.
@@ -108,7 +108,7 @@ I_POS_SMA = 1
 I_POS_BB = 2
 I_POS_VWAP = 3
 I_BB_RUN = 4
-I_REJECTED = 5  # samples rejected for NaN input or negative volume
+I_REJECTED = 5  # samples rejected: NaN/inf input or negative volume
 N_ISTATE = 6
 
 
@@ -265,13 +265,13 @@ def update_inline(st, sym, price, high, low, close, volume):
     (reference counting on would add an atomic incref/decref per array access). Elsewhere call
     :func:`indicators_update`.
     """
-    if (
-        math.isnan(price)
-        or math.isnan(high)
-        or math.isnan(low)
-        or math.isnan(close)
-        or math.isnan(volume)
-        or volume < 0.0
+    if not (
+        math.isfinite(price)
+        and math.isfinite(high)
+        and math.isfinite(low)
+        and math.isfinite(close)
+        and math.isfinite(volume)
+        and volume >= 0.0
     ):
         st.istate[sym, I_REJECTED] += 1
         return False
@@ -359,7 +359,7 @@ def update_inline(st, sym, price, high, low, close, volume):
 
 @_hot
 def indicators_update(st, sym, price, high, low, close, volume):
-    """Advance symbol ``sym`` by one sample; True if accepted (False: NaN input or negative volume).
+    """Advance symbol ``sym`` by one sample; True if accepted (False: NaN/inf input or negative volume).
 
     O(1), no allocation: every indicator of the set takes one step and writes its latest value to
     ``st.out[sym]``. 2-D state is indexed in place (a row view would be a new array per update).
