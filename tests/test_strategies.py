@@ -329,6 +329,15 @@ BAD_STAGES = [
 ]
 
 
+def test_a_registered_strategy_without_a_branch_is_refused(monkeypatch):
+    from hean import strategies
+
+    spec = strategies.REGISTRY["market_maker"]
+    monkeypatch.setitem(strategies.REGISTRY, "copy", strategies.StrategySpec(9, spec.module, "no branch"))
+    with pytest.raises(ValueError, match="decide_by_id does not run"):
+        SS.make_strategy_stage("copy", 1)
+
+
 @pytest.mark.parametrize(("build", "match"), BAD_STAGES)
 def test_bad_stage_config_is_a_clear_error(build, match):
     with pytest.raises(ValueError, match=match):

@@ -53,7 +53,7 @@ from hean.stages.bars import (
     make_bar_state,
 )
 from hean.strategies import market_maker, rsi_macd
-from hean.strategies.intent import event_time
+from hean.strategies.intent import event_time, no_order
 
 MODE_TICK = 0
 MODE_BAR = 1
@@ -96,19 +96,26 @@ _hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)  # never al
 _inline = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
 
 
+# the branch ids decide_by_id has; make_strategy_stage refuses a registered strategy without one
+DECIDE_BRANCHES = {0: rsi_macd, 1: market_maker}
+
+
 @_inline
 def decide_by_id(sid, strat, params, ind, sym, bs, position, fresh):
     """The registered strategies, by branch id (``hean.strategies.REGISTRY[name].id``)."""
     if sid == 0:
         return rsi_macd.decide(strat, params, ind, sym, bs, position, fresh)
-    return market_maker.decide(strat, params, ind, sym, bs, position, fresh)
+    if sid == 1:
+        return market_maker.decide(strat, params, ind, sym, bs, position, fresh)
+    return no_order()
 
 
 @_inline
 def advance_indicators(strat, ind, bars, bs):
     """Feed the record to bars/indicators per the stage mode; True if the indicators took a new sample.
 
-    One call site of the (inlined) indicator update, whatever the mode: each inlined copy costs compile time.
+    One call site of the indicator update, whatever the mode: every call site of a kernel the stage inlines
+    costs compile time.
     """
     sym = bs.symbol
     kind = bs.kind
@@ -214,6 +221,8 @@ def make_strategy_stage(
     with ``tick_source="mid"``). ``index`` is written to ORDER.strategy (0..255).
     """
     spec = strategies.get(name)
+    if DECIDE_BRANCHES.get(spec.id) is not spec.module:
+        raise ValueError(f"strategy {name!r} is registered as id {spec.id}, which decide_by_id does not run")
     resolved = strategies.resolve_params(name, params)
     if mode not in MODES:
         raise ValueError(f"strategy mode must be one of {sorted(MODES)}, got {mode!r}")
