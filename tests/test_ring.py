@@ -83,7 +83,7 @@ class RingMachine(RuleBasedStateMachine):
         unlink_segment(self.name)
         self.ring = create(self.name, MARKET_EVENT, capacity)
         # start the cursors anywhere: slot index is seq & mask, sequences never wrap
-        for i in (L.WRITE, L.READ, L.P_CACHED_READ, L.C_CACHED_WRITE):
+        for i in (L.WRITE, L.READ, L.P_WRITE, L.P_CACHED_READ, L.C_READ, L.C_CACHED_WRITE):
             header_store(self.ring.hdr, i, start)
         self.cap = capacity
         self.model: deque[int] = deque()
@@ -535,3 +535,58 @@ def test_push_wait_detects_a_dead_consumer_and_times_out(shm_name):
             assert ring.pop_all()["seq"].tolist() == [1, 2]
         finally:
             ring.unlink()
+
+
+# --------------------------------------------------------------------------------------------------------
+# codegen: the ring operations add no calls (no refcounting) to the loop that uses them
+# --------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _one_op(hdr, slots, scratch, n):
+    acc = 0
+    for _ in range(n):
+        acc += try_push(hdr, slots, scratch[0])
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _many_ops(hdr, slots, scratch, n):
+    acc = 0
+    mask = hdr[MASK]
+    for _ in range(n):
+        acc += try_push(hdr, slots, scratch[0])
+        s = try_peek(hdr)
+        if s >= 0:
+            acc += slots[s & mask].seq
+            release(hdr, s + 1)
+        w, k = claim_upto(hdr, 4)
+        publish(hdr, w + k)
+        start, m = available(hdr)
+        release(hdr, start + m)
+        acc += try_claim(hdr, 1) + push_spin(hdr, slots, scratch[0], 2)
+        acc += try_pop(hdr, slots, scratch, 0)
+    return acc
+
+
+def _increfs_in(fn) -> int:
+    """Reference-count increments in the optimised LLVM IR of ``fn``'s own body (not its wrapper)."""
+    lines = fn.inspect_llvm(fn.signatures[0]).splitlines()
+    name = fn.py_func.__name__
+    start = next(i for i, x in enumerate(lines) if x.startswith("define") and name in x and "cpython" not in x)
+    end = next(i for i in range(start, len(lines)) if lines[i] == "}")
+    return sum("@NRT_incref(" in x for x in lines[start:end])
+
+
+def test_ring_operations_inline_without_refcounting(shm_name):
+    """numba refcounts array arguments around every call that is not inlined (a locked inc/dec each):
+    the ring operations are compiled without the runtime, so adding more of them to a loop adds no calls.
+    """
+    with create(shm_name, MARKET_EVENT, 8) as ring:
+        try:
+            scratch = np.zeros(1, MARKET_EVENT)
+            _one_op(ring.hdr, ring.slots, scratch, 2)
+            _many_ops(ring.hdr, ring.slots, scratch, 2)
+        finally:
+            ring.unlink()
+    one, many = _increfs_in(_one_op), _increfs_in(_many_ops)
+    assert 0 < one <= 3  # the loop's own array arguments, once
+    assert many == one, f"{many - one} refcount increments added by ring operations"

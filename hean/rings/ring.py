@@ -142,9 +142,7 @@ class Ring:
     @property
     def high_water(self) -> int:
         """Largest occupancy either side saw when it re-read the other's cursor (see layout)."""
-        return max(
-            int(spsc.header_load(self.hdr, L.P_HIGH_WATER)), int(spsc.header_load(self.hdr, L.C_HIGH_WATER))
-        )
+        return max(int(spsc.header_load(self.hdr, L.P_HIGH_WATER)), int(spsc.header_load(self.hdr, L.C_HIGH_WATER)))
 
     def stats(self) -> dict[str, int]:
         """A snapshot of the cursors and counters (each word read atomically; not one consistent cut)."""
@@ -168,9 +166,7 @@ class Ring:
     def _as_records(self, x) -> np.ndarray:
         arr = np.asarray(x)
         if arr.dtype != self.dtype:
-            raise RingError(
-                f"ring {self.name!r}: record dtype {arr.dtype} does not match the ring's {self.dtype}"
-            )
+            raise RingError(f"ring {self.name!r}: record dtype {arr.dtype} does not match the ring's {self.dtype}")
         return arr.reshape(-1)
 
     def push(self, x) -> int:
@@ -209,9 +205,7 @@ class Ring:
             if pid and not peer_alive(pid):
                 raise PeerDeadError(self.name, "consumer", pid)
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"ring {self.name!r}: still full after {timeout} s ({done}/{len(arr)} pushed)"
-                )
+                raise TimeoutError(f"ring {self.name!r}: still full after {timeout} s ({done}/{len(arr)} pushed)")
 
     def pop(self) -> np.void | None:
         """The oldest unread record (a copy), or None when the ring is empty."""
@@ -316,9 +310,7 @@ def _check_header(name: str, seg: Segment) -> np.dtype:
         raise RingError(f"ring {name!r}: {what}: not a HEAN ring")
     version = int(hdr[L.VERSION])
     if version != L.LAYOUT_VERSION:
-        raise RingError(
-            f"ring {name!r}: layout version {version}, this HEAN reads version {L.LAYOUT_VERSION}"
-        )
+        raise RingError(f"ring {name!r}: layout version {version}, this HEAN reads version {L.LAYOUT_VERSION}")
     rv = int(hdr[L.RECORDS_VERSION])
     if rv != records.RECORDS_VERSION:
         raise RingError(
