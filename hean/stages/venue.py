@@ -1,0 +1,741 @@
+"""Simulated venues: a matching engine per venue against that venue's book from the feed.
+
+Each venue keeps its own L2 book (:mod:`hean.stages.book`, one book row per (venue, symbol)) built from the
+MARKET_EVENTs the engine feeds it, and matches HEAN's orders against it:
+
+- **Marketable orders** (MARKET, or LIMIT at or through the opposite best) take the visible levels from the
+  touch outward, one fill per level, up to the limit price; what was taken is removed from the venue's copy
+  of the level until the feed next sets that level (so two orders cannot take the same lots). The rest of a
+  MARKET or IOC order expires; a FOK order that the visible depth cannot fill entirely expires unfilled; a
+  GTC limit rests. POST_ONLY orders that would take are rejected.
+- **Resting orders** fill only from TRADE prints, with a conservative queue-position model: on joining a
+  price the order has ``queue_ahead`` = the visible quantity at that price; trades at the order's price
+  reduce ``queue_ahead`` first and fill the order only with what is left of the print; a trade *through*
+  the price (a sell print below a resting bid) means the level was emptied, so the order fills (up to the
+  print's size). Cancellations ahead of the order are not credited (they cannot be told from cancellations
+  behind it in L2 data) -- fills are never optimistic. One print's size is shared by all resting orders.
+  A replace that changes the price or increases the quantity loses the queue position.
+- **Latency**: an order sent at ``now`` reaches the venue at ``now + entry_latency_ns[v]``; a report made
+  at venue time ``t`` is released to HEAN at ``t + report_latency_ns[v]``. Market events are applied at the
+  ``now`` they are passed with, so an order is matched against the book as it was when it *arrived*.
+  Orders in flight are processed before each market event that is later than their arrival.
+- **Fees**: ``maker_fee``/``taker_fee`` per venue, a fraction of notional (negative = rebate): fee =
+  price * qty * value_per_tick_lot * rate.
+- **Rejects**: ``reject_prob[v]`` rejects that fraction of NEW orders (reason VENUE_REJECT), drawn from a
+  seeded generator so a run is reproducible; malformed orders are rejected with their reason.
+
+Reports per order: ACK when accepted, then PARTIAL_FILL/FILL per fill, EXPIRED for an IOC/MARKET remainder;
+CANCELED / REPLACED / CANCEL_REJECTED for requests; REJECTED. ``qty`` is the fill size (0 otherwise),
+``leaves_qty``/``cum_qty`` the order's after the report, ``liquidity`` 1 maker / 2 taker.
+
+Calls (all return how many EXEC_REPORTs they wrote to ``out[k:]``; each writes at most
+``min(VENUE_MAX_REPORTS, len(out) - k)``, keeping the rest queued for the next call -- poll until 0):
+
+- :func:`venue_on_order` -- an ORDER from the router (``order.venue`` names the venue)
+- :func:`venue_on_event` -- a MARKET_EVENT of venue ``v``
+- :func:`venue_poll` -- time passes: orders arrive, reports whose latency elapsed are released
+- :func:`venue_replay` -- a batch of MARKET_EVENTs of venue ``v``, each at its recorded ``ts_origin``
+
+``venue.tops`` is a :class:`hean.stages.router.VenueTops` the venue keeps current: the router's view.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from hean.records import EXEC_REPORT, F_POST_ONLY, ORDER, EventKind, TimeInForce
+from hean.stages.book import (
+    NO_PRICE,
+    L2Book,
+    l2_best_ask,
+    l2_best_bid,
+    l2_clear,
+    l2_level_qty,
+    l2_next_level,
+    l2_set_level,
+    make_l2_book,
+)
+from hean.stages.risk import (
+    A_CANCEL,
+    A_CANCEL_ALL,
+    A_NEW,
+    A_REPLACE,
+    N_REASONS,
+    R_BAD_PRICE,
+    R_BAD_QTY,
+    R_BAD_SIDE,
+    R_BAD_SYMBOL,
+    R_BAD_TYPE,
+    R_BAD_VENUE,
+    R_BOOK_STALE,
+    R_POST_ONLY_CROSS,
+    R_TABLE_FULL,
+    R_TOO_LATE,
+    R_UNKNOWN_ORDER,
+    R_VENUE_REJECT,
+    T_LIMIT,
+    T_MARKET,
+    X_ACK,
+    X_CANCEL_REJECTED,
+    X_CANCELED,
+    X_EXPIRED,
+    X_FILL,
+    X_PARTIAL,
+    X_REJECTED,
+    X_REPLACED,
+)
+from hean.stages.router import MAX_VENUES, VenueTops, make_venue_tops, tops_set
+
+__all__ = [
+    "VENUE_MAX_REPORTS",
+    "Venue",
+    "make_venue",
+    "venue_on_event",
+    "venue_on_order",
+    "venue_poll",
+    "venue_replay",
+]
+
+VENUE_MAX_REPORTS = 64  # most EXEC_REPORTs one call writes
+MAKER, TAKER = 1, 2  # EXEC_REPORT.liquidity
+
+_LEVEL_SET = int(EventKind.LEVEL_SET)
+_CLEAR = int(EventKind.CLEAR)
+_TRADE = int(EventKind.TRADE)
+_OUT_OF_SYNC = int(EventKind.OUT_OF_SYNC)
+_IOC, _FOK = int(TimeInForce.IOC), int(TimeInForce.FOK)
+
+# g[] indices
+G_RNG = 0  # generator state
+G_SEQ = 1  # seq of the last report
+G_NREST = 2  # resting orders
+G_LEN = 4
+# counters[] indices
+C_ORDERS = 0  # orders received
+C_FILLS = 1
+C_FILLED_LOTS = 2
+C_REJECTS = 3
+C_CANCELS = 4
+C_EVENTS = 5  # market events applied
+C_TRADES = 6  # TRADE events seen
+C_REPORTS = 7  # reports released
+C_DROPPED = 8  # reports lost: the outbound queue was full
+C_IN_FULL = 9  # orders rejected: the inbound queue was full
+C_LEN = 16
+
+
+class Venue(NamedTuple):
+    book: L2Book  # row v * n_symbols + s
+    tops: VenueTops  # [n_venues, n_symbols] best bid/ask: the router's view
+    stale: np.ndarray  # int64[n_venues * n_symbols]: 1 after OUT_OF_SYNC until the next CLEAR
+    entry_latency_ns: np.ndarray  # int64[n_venues]
+    report_latency_ns: np.ndarray  # int64[n_venues]
+    maker_fee: np.ndarray  # float64[n_venues]
+    taker_fee: np.ndarray  # float64[n_venues]
+    reject_prob: np.ndarray  # float64[n_venues]
+    value_per_tick_lot: np.ndarray  # float64[n_symbols]
+    # orders at the venues, direct-mapped by order_id & (capacity - 1)
+    o_id: np.ndarray  # int64; 0 = free
+    o_live: np.ndarray  # int64: 1 while resting
+    o_venue: np.ndarray
+    o_symbol: np.ndarray
+    o_side: np.ndarray
+    o_price: np.ndarray
+    o_leaves: np.ndarray
+    o_cum: np.ndarray
+    o_ahead: np.ndarray  # lots ahead in the queue at o_price
+    o_flags: np.ndarray
+    o_ts_origin: np.ndarray
+    rest: np.ndarray  # int64[capacity]: slots of resting orders (first g[G_NREST])
+    rest_pos: np.ndarray  # int64[capacity]: index of a slot in ``rest``
+    # inbound (orders in flight) and outbound (reports in flight) queues, one FIFO per venue
+    in_q: np.ndarray  # ORDER[n_venues, QCAP]
+    in_t: np.ndarray  # int64[n_venues, QCAP]: arrival time
+    in_ht: np.ndarray  # int64[n_venues, 2]: head, tail
+    out_q: np.ndarray  # EXEC_REPORT[n_venues, QCAP]
+    out_t: np.ndarray  # int64[n_venues, QCAP]: release time
+    out_ht: np.ndarray  # int64[n_venues, 2]
+    g: np.ndarray
+    rejects: np.ndarray  # int64[N_REASONS]
+    counters: np.ndarray  # int64[C_LEN]
+
+
+def _per_venue(value, n: int, dtype, name: str, lo, hi) -> np.ndarray:
+    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
+    if not np.all(np.isfinite(arr)) or np.any(arr < lo) or np.any(arr > hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}] per venue, got {value!r}")
+    return arr.astype(dtype).copy()
+
+
+def make_venue(
+    n_symbols: int,
+    n_venues: int = 1,
+    *,
+    entry_latency_ns: int | np.ndarray = 0,
+    report_latency_ns: int | np.ndarray = 0,
+    maker_fee: float | np.ndarray = 0.0,
+    taker_fee: float | np.ndarray = 0.0,
+    reject_prob: float | np.ndarray = 0.0,
+    value_per_tick_lot: float | np.ndarray = 1.0,
+    seed: int = 1,
+    capacity: int = 4096,
+    queue_capacity: int = 4096,
+    book_window: int = 4096,
+    book_overflow: int = 8192,
+) -> Venue:
+    """Build ``n_venues`` (1..8) simulated venues trading ``n_symbols`` symbols.
+
+    Per venue (scalar or one per venue): ``entry_latency_ns`` and ``report_latency_ns`` (ns, default 0),
+    ``maker_fee``/``taker_fee`` (fraction of notional, default 0), ``reject_prob`` (0..1, default 0).
+    ``value_per_tick_lot`` (quote ccy per tick per lot, per symbol). ``seed``: the reject generator.
+    ``capacity``: orders at all venues (power of two). ``queue_capacity``: orders / reports in flight per
+    venue (power of two). ``book_window``/``book_overflow``: see :func:`hean.stages.book.make_l2_book`.
+    """
+    if not 1 <= n_venues <= MAX_VENUES or n_symbols < 1:
+        raise ValueError(f"need 1..{MAX_VENUES} venues and >= 1 symbol, got {n_venues}, {n_symbols}")
+    for name, v in (("capacity", capacity), ("queue_capacity", queue_capacity)):
+        if v < 2 or v & (v - 1):
+            raise ValueError(f"{name} must be a power of two >= 2, got {v}")
+    vptl = np.broadcast_to(np.asarray(value_per_tick_lot, dtype=np.float64), (n_symbols,)).copy()
+    if not np.all(np.isfinite(vptl)) or np.any(vptl <= 0):
+        raise ValueError(f"value_per_tick_lot must be > 0, got {value_per_tick_lot!r}")
+    g = np.zeros(G_LEN, dtype=np.int64)
+    g[G_RNG] = int(seed) & 0x7FFFFFFFFFFFFFFF or 1
+
+    def col():
+        return np.zeros(capacity, dtype=np.int64)
+
+    return Venue(
+        book=make_l2_book(n_venues * n_symbols, book_window, book_overflow),
+        tops=make_venue_tops(n_venues, n_symbols),
+        stale=np.zeros(n_venues * n_symbols, dtype=np.int64),
+        entry_latency_ns=_per_venue(entry_latency_ns, n_venues, np.int64, "entry_latency_ns", 0, 10**12),
+        report_latency_ns=_per_venue(report_latency_ns, n_venues, np.int64, "report_latency_ns", 0, 10**12),
+        maker_fee=_per_venue(maker_fee, n_venues, np.float64, "maker_fee", -0.1, 0.1),
+        taker_fee=_per_venue(taker_fee, n_venues, np.float64, "taker_fee", -0.1, 0.1),
+        reject_prob=_per_venue(reject_prob, n_venues, np.float64, "reject_prob", 0.0, 1.0),
+        value_per_tick_lot=vptl,
+        o_id=col(),
+        o_live=col(),
+        o_venue=col(),
+        o_symbol=col(),
+        o_side=col(),
+        o_price=col(),
+        o_leaves=col(),
+        o_cum=col(),
+        o_ahead=col(),
+        o_flags=col(),
+        o_ts_origin=col(),
+        rest=col(),
+        rest_pos=col(),
+        in_q=np.zeros((n_venues, queue_capacity), dtype=ORDER),
+        in_t=np.zeros((n_venues, queue_capacity), dtype=np.int64),
+        in_ht=np.zeros((n_venues, 2), dtype=np.int64),
+        out_q=np.zeros((n_venues, queue_capacity), dtype=EXEC_REPORT),
+        out_t=np.zeros((n_venues, queue_capacity), dtype=np.int64),
+        out_ht=np.zeros((n_venues, 2), dtype=np.int64),
+        g=g,
+        rejects=np.zeros(N_REASONS, dtype=np.int64),
+        counters=np.zeros(C_LEN, dtype=np.int64),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reports out
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _report(vn, v, t, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, reason, liq):
+    """Queue a report made at venue time ``t``; released at ``t + report_latency``."""
+    cap = vn.out_q.shape[1]
+    head = vn.out_ht[v, 0]
+    tail = vn.out_ht[v, 1]
+    if tail - head >= cap:
+        vn.counters[C_DROPPED] += 1
+        return
+    i = tail & (cap - 1)
+    r = vn.out_q[v, i]
+    r.seq = 0
+    r.ts_origin = ts_origin
+    r.ts_exch = 0
+    r.symbol = symbol
+    r.kind = kind
+    r.side = side
+    r.flags = 0
+    r.order_id = order_id
+    r.price = price
+    r.qty = qty
+    r.leaves_qty = leaves
+    r.cum_qty = cum
+    r.fee = fee
+    r.ts_venue = t
+    r.venue = v
+    r.reason = reason
+    r.liquidity = liq
+    vn.out_t[v, i] = t + vn.report_latency_ns[v]
+    vn.out_ht[v, 1] = tail + 1
+
+
+@njit(cache=True, nogil=True)
+def _reject_order(vn, v, t, order, reason):
+    vn.rejects[reason] += 1
+    vn.counters[C_REJECTS] += 1
+    kind = X_REJECTED if order.kind == A_NEW else X_CANCEL_REJECTED
+    _report(vn, v, t, order.ts_origin, order.symbol, kind, order.side, order.order_id, order.price, 0, 0, 0, 0.0,
+            reason, 0)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _release(vn, now_ns, out, k):
+    """Copy due reports (release time <= now) into out[k:], oldest first across venues."""
+    cap = vn.out_q.shape[1]
+    limit = min(VENUE_MAX_REPORTS, out.shape[0] - k)
+    w = 0
+    while w < limit:
+        best_v = -1
+        best_t = now_ns + 1
+        for v in range(vn.out_ht.shape[0]):
+            if vn.out_ht[v, 0] < vn.out_ht[v, 1]:
+                t = vn.out_t[v, vn.out_ht[v, 0] & (cap - 1)]
+                if t < best_t:
+                    best_t = t
+                    best_v = v
+        if best_v < 0:
+            break
+        i = vn.out_ht[best_v, 0] & (cap - 1)
+        src = vn.out_q[best_v, i]
+        vn.out_ht[best_v, 0] += 1
+        vn.g[G_SEQ] += 1
+        d = out[k + w]
+        d.seq = vn.g[G_SEQ]
+        d.ts_origin = src.ts_origin
+        d.ts_exch = src.ts_exch
+        d.symbol = src.symbol
+        d.kind = src.kind
+        d.side = src.side
+        d.flags = src.flags
+        d.order_id = src.order_id
+        d.price = src.price
+        d.qty = src.qty
+        d.leaves_qty = src.leaves_qty
+        d.cum_qty = src.cum_qty
+        d.fee = src.fee
+        d.ts_venue = src.ts_venue
+        d.venue = src.venue
+        d.reason = src.reason
+        d.liquidity = src.liquidity
+        w += 1
+    vn.counters[C_REPORTS] += w
+    return w
+
+
+# ---------------------------------------------------------------------------------------------------------
+# matching
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _rand01(vn):
+    """Uniform in [0, 1) from a 64-bit LCG (int64 wrapping arithmetic; top 31 bits)."""
+    x = vn.g[G_RNG] * np.int64(6364136223846793005) + np.int64(1442695040888963407)
+    vn.g[G_RNG] = x
+    return ((x >> np.int64(33)) & np.int64(0x7FFFFFFF)) / 2147483648.0
+
+
+@njit(cache=True, nogil=True)
+def _refresh_tops(vn, v, s, now_ns):
+    row = v * vn.tops.bid_px.shape[1] + s
+    bp, bq = l2_best_bid(vn.book, row)
+    ap, aq = l2_best_ask(vn.book, row)
+    tops_set(vn.tops, v, s, bp, bq, ap, aq, now_ns)
+
+
+@njit(cache=True, nogil=True)
+def _opposite_best(vn, row, side):
+    if side > 0:
+        return l2_best_ask(vn.book, row)
+    return l2_best_bid(vn.book, row)
+
+
+@njit(cache=True, nogil=True)
+def _within(side, px, limit, is_market):
+    if is_market:
+        return True
+    return px <= limit if side > 0 else px >= limit
+
+
+@njit(cache=True, nogil=True)
+def _available(vn, row, side, limit, is_market, want):
+    """Visible lots on the opposite side within the limit, counted up to ``want``."""
+    opp = -side
+    px, q = _opposite_best(vn, row, side)
+    total = np.int64(0)
+    while px > 0 and q > 0 and total < want and _within(side, px, limit, is_market):
+        total += q
+        nxt = l2_next_level(vn.book, row, opp, px)
+        if nxt == NO_PRICE:
+            break
+        px = nxt
+        q = l2_level_qty(vn.book, row, opp, px)
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _take(vn, v, t, slot, row, limit, is_market):
+    """Fill order ``slot`` against the opposite levels within the limit; returns the lots filled."""
+    side = vn.o_side[slot]
+    opp = -side
+    opp_idx = 1 if side > 0 else 0  # book side index of the levels we take
+    px, q = _opposite_best(vn, row, side)
+    filled = np.int64(0)
+    s = vn.o_symbol[slot]
+    while vn.o_leaves[slot] > 0 and px > 0 and q > 0 and _within(side, px, limit, is_market):
+        take = min(vn.o_leaves[slot], q)
+        l2_set_level(vn.book, row, opp_idx, px, q - take)  # our lots are gone until the feed resets the level
+        vn.o_leaves[slot] -= take
+        vn.o_cum[slot] += take
+        filled += take
+        fee = px * take * vn.value_per_tick_lot[s] * vn.taker_fee[v]
+        kind = X_FILL if vn.o_leaves[slot] == 0 else X_PARTIAL
+        _report(vn, v, t, vn.o_ts_origin[slot], s, kind, side, vn.o_id[slot], px, take, vn.o_leaves[slot],
+                vn.o_cum[slot], fee, 0, TAKER)  # fmt: skip
+        vn.counters[C_FILLS] += 1
+        vn.counters[C_FILLED_LOTS] += take
+        if q - take > 0:
+            break  # the level still has lots: we are done
+        nxt = l2_next_level(vn.book, row, opp, px)
+        if nxt == NO_PRICE:
+            break
+        px = nxt
+        q = l2_level_qty(vn.book, row, opp, px)
+    return filled
+
+
+@njit(cache=True, nogil=True)
+def _rest_add(vn, slot):
+    n = vn.g[G_NREST]
+    vn.rest[n] = slot
+    vn.rest_pos[slot] = n
+    vn.g[G_NREST] = n + 1
+    vn.o_live[slot] = 1
+
+
+@njit(cache=True, nogil=True)
+def _rest_remove(vn, slot):
+    n = vn.g[G_NREST] - 1
+    i = vn.rest_pos[slot]
+    last = vn.rest[n]
+    vn.rest[i] = last
+    vn.rest_pos[last] = i
+    vn.g[G_NREST] = n
+    vn.o_live[slot] = 0
+
+
+@njit(cache=True, nogil=True)
+def _marketable(vn, row, side, price, is_market):
+    px, q = _opposite_best(vn, row, side)
+    return px > 0 and q > 0 and _within(side, px, price, is_market)
+
+
+@njit(cache=True, nogil=True)
+def _new(vn, v, t, order):
+    ns = vn.tops.bid_px.shape[1]
+    s = order.symbol
+    side = np.int64(order.side)
+    if s < 0 or s >= ns:
+        return _reject_order(vn, v, t, order, R_BAD_SYMBOL)
+    if side != 1 and side != -1:
+        return _reject_order(vn, v, t, order, R_BAD_SIDE)
+    if order.qty <= 0:
+        return _reject_order(vn, v, t, order, R_BAD_QTY)
+    otype = order.order_type
+    if otype != T_LIMIT and otype != T_MARKET:
+        return _reject_order(vn, v, t, order, R_BAD_TYPE)
+    is_market = otype == T_MARKET
+    if not is_market and order.price <= 0:
+        return _reject_order(vn, v, t, order, R_BAD_PRICE)
+    mask = vn.o_id.shape[0] - 1
+    slot = order.order_id & mask
+    if order.order_id <= 0 or vn.o_live[slot] != 0:
+        return _reject_order(vn, v, t, order, R_TABLE_FULL if order.order_id > 0 else R_UNKNOWN_ORDER)
+    row = v * ns + s
+    if vn.stale[row] != 0:
+        return _reject_order(vn, v, t, order, R_BOOK_STALE)
+    if vn.reject_prob[v] > 0.0 and _rand01(vn) < vn.reject_prob[v]:
+        return _reject_order(vn, v, t, order, R_VENUE_REJECT)
+    marketable = _marketable(vn, row, side, order.price, is_market)
+    if marketable and (order.flags & F_POST_ONLY) != 0:
+        return _reject_order(vn, v, t, order, R_POST_ONLY_CROSS)
+    qty = np.int64(order.qty)
+    vn.o_id[slot] = order.order_id
+    vn.o_venue[slot] = v
+    vn.o_symbol[slot] = s
+    vn.o_side[slot] = side
+    vn.o_price[slot] = order.price
+    vn.o_leaves[slot] = qty
+    vn.o_cum[slot] = 0
+    vn.o_flags[slot] = order.flags
+    vn.o_ts_origin[slot] = order.ts_origin
+    _report(vn, v, t, order.ts_origin, s, X_ACK, side, order.order_id, order.price, 0, qty, 0, 0.0, 0, 0)
+    tif = order.tif
+    if tif == _FOK and _available(vn, row, side, order.price, is_market, qty) < qty:
+        vn.o_leaves[slot] = 0
+        _report(vn, v, t, order.ts_origin, s, X_EXPIRED, side, order.order_id, order.price, 0, 0, 0, 0.0, 0, 0)
+        return
+    if marketable:
+        _take(vn, v, t, slot, row, order.price, is_market)
+        _refresh_tops(vn, v, s, t)
+    if vn.o_leaves[slot] == 0:
+        return
+    if is_market or tif == _IOC or tif == _FOK:
+        vn.o_leaves[slot] = 0
+        _report(vn, v, t, order.ts_origin, s, X_EXPIRED, side, order.order_id, order.price, 0, 0, vn.o_cum[slot],
+                0.0, 0, 0)  # fmt: skip
+        return
+    vn.o_ahead[slot] = l2_level_qty(vn.book, row, side, order.price)
+    _rest_add(vn, slot)
+
+
+@njit(cache=True, nogil=True)
+def _resting_slot(vn, v, order_id):
+    """Slot of a live resting order with this id at venue ``v``, -1 if none."""
+    if order_id <= 0:
+        return -1
+    slot = order_id & (vn.o_id.shape[0] - 1)
+    if vn.o_id[slot] != order_id or vn.o_live[slot] == 0 or vn.o_venue[slot] != v:
+        return -1
+    return slot
+
+
+@njit(cache=True, nogil=True)
+def _known(vn, order_id):
+    return order_id > 0 and vn.o_id[order_id & (vn.o_id.shape[0] - 1)] == order_id
+
+
+@njit(cache=True, nogil=True)
+def _cancel_slot(vn, v, t, slot):
+    _rest_remove(vn, slot)
+    vn.o_leaves[slot] = 0
+    vn.counters[C_CANCELS] += 1
+    _report(vn, v, t, vn.o_ts_origin[slot], vn.o_symbol[slot], X_CANCELED, vn.o_side[slot], vn.o_id[slot],
+            vn.o_price[slot], 0, 0, vn.o_cum[slot], 0.0, 0, 0)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _cancel(vn, v, t, order):
+    slot = _resting_slot(vn, v, order.order_id)
+    if slot < 0:
+        return _reject_order(vn, v, t, order, R_TOO_LATE if _known(vn, order.order_id) else R_UNKNOWN_ORDER)
+    _cancel_slot(vn, v, t, slot)
+
+
+@njit(cache=True, nogil=True)
+def _cancel_all(vn, v, t, symbol):
+    i = 0
+    while i < vn.g[G_NREST]:
+        slot = vn.rest[i]
+        if vn.o_venue[slot] == v and (symbol < 0 or vn.o_symbol[slot] == symbol):
+            _cancel_slot(vn, v, t, slot)  # swaps the last resting order into position i
+        else:
+            i += 1
+
+
+@njit(cache=True, nogil=True)
+def _replace(vn, v, t, order):
+    slot = _resting_slot(vn, v, order.order_id)
+    if slot < 0:
+        return _reject_order(vn, v, t, order, R_TOO_LATE if _known(vn, order.order_id) else R_UNKNOWN_ORDER)
+    if order.qty <= 0:
+        return _reject_order(vn, v, t, order, R_BAD_QTY)
+    if order.price <= 0:
+        return _reject_order(vn, v, t, order, R_BAD_PRICE)
+    ns = vn.tops.bid_px.shape[1]
+    s = vn.o_symbol[slot]
+    row = v * ns + s
+    side = vn.o_side[slot]
+    new_px = np.int64(order.price)
+    new_qty = np.int64(order.qty)
+    marketable = _marketable(vn, row, side, new_px, False)
+    if marketable and (vn.o_flags[slot] & F_POST_ONLY) != 0:
+        return _reject_order(vn, v, t, order, R_POST_ONLY_CROSS)
+    keeps_queue = new_px == vn.o_price[slot] and new_qty <= vn.o_leaves[slot]
+    vn.o_price[slot] = new_px
+    vn.o_leaves[slot] = new_qty
+    _report(vn, v, t, order.ts_origin, s, X_REPLACED, side, order.order_id, new_px, 0, new_qty, vn.o_cum[slot], 0.0,
+            0, 0)  # fmt: skip
+    if marketable:
+        _take(vn, v, t, slot, row, new_px, False)
+        _refresh_tops(vn, v, s, t)
+        if vn.o_leaves[slot] == 0:
+            _rest_remove(vn, slot)
+            return
+    if not keeps_queue:
+        vn.o_ahead[slot] = l2_level_qty(vn.book, row, side, new_px)
+
+
+@njit(cache=True, nogil=True)
+def _arrive(vn, v, t, order):
+    vn.counters[C_ORDERS] += 1
+    action = order.kind
+    if action == A_NEW:
+        _new(vn, v, t, order)
+    elif action == A_CANCEL:
+        _cancel(vn, v, t, order)
+    elif action == A_REPLACE:
+        _replace(vn, v, t, order)
+    elif action == A_CANCEL_ALL:
+        _cancel_all(vn, v, t, order.symbol)
+    else:
+        _reject_order(vn, v, t, order, R_BAD_TYPE)
+
+
+@njit(cache=True, nogil=True)
+def _process_inbound(vn, now_ns):
+    """Match every order in flight that has arrived by ``now_ns`` (per venue, in arrival order)."""
+    cap = vn.in_q.shape[1]
+    for v in range(vn.in_ht.shape[0]):
+        while vn.in_ht[v, 0] < vn.in_ht[v, 1]:
+            i = vn.in_ht[v, 0] & (cap - 1)
+            t = vn.in_t[v, i]
+            if t > now_ns:
+                break
+            vn.in_ht[v, 0] += 1
+            _arrive(vn, v, t, vn.in_q[v, i])
+
+
+@njit(cache=True, nogil=True)
+def _on_trade(vn, v, t, ev):
+    """A print at venue ``v``: fill resting orders on the passive side per the queue model.
+
+    Orders priced better than the print fill first (the aggressor went through them), then orders at the
+    print's price, each after its queue ahead; together they take at most the print's size.
+    """
+    s = ev.symbol
+    px = ev.price
+    avail = np.int64(ev.qty)
+    passive = -np.int64(ev.side)  # aggressor SELL hits resting buys
+    for through_pass in (True, False):
+        i = 0
+        while i < vn.g[G_NREST] and avail > 0:
+            slot = vn.rest[i]
+            i += 1
+            if vn.o_venue[slot] != v or vn.o_symbol[slot] != s or vn.o_side[slot] != passive:
+                continue
+            op = vn.o_price[slot]
+            through = op > px if passive > 0 else op < px
+            if through_pass:
+                if not through:
+                    continue
+                vn.o_ahead[slot] = 0
+                q = min(vn.o_leaves[slot], avail)
+            else:
+                if op != px:
+                    continue
+                ahead = vn.o_ahead[slot]
+                if ev.qty <= ahead:
+                    vn.o_ahead[slot] = ahead - ev.qty
+                    continue
+                vn.o_ahead[slot] = 0
+                q = min(vn.o_leaves[slot], ev.qty - ahead, avail)
+            avail -= q
+            vn.o_leaves[slot] -= q
+            vn.o_cum[slot] += q
+            fee = op * q * vn.value_per_tick_lot[s] * vn.maker_fee[v]
+            kind = X_FILL if vn.o_leaves[slot] == 0 else X_PARTIAL
+            _report(vn, v, t, ev.ts_origin, s, kind, vn.o_side[slot], vn.o_id[slot], op, q, vn.o_leaves[slot],
+                    vn.o_cum[slot], fee, 0, MAKER)  # fmt: skip
+            vn.counters[C_FILLS] += 1
+            vn.counters[C_FILLED_LOTS] += q
+            if vn.o_leaves[slot] == 0:
+                _rest_remove(vn, slot)
+                i -= 1  # the last resting order moved into position i - 1
+
+
+@njit(cache=True, nogil=True)
+def venue_on_order(vn, order, now_ns, out, k):
+    """An ORDER from the router, sent at ``now_ns`` to venue ``order.venue``; returns reports written."""
+    v = order.venue
+    nv = vn.in_ht.shape[0]
+    if v < 0 or v >= nv:
+        vn.counters[C_ORDERS] += 1
+        _reject_order(vn, 0, now_ns, order, R_BAD_VENUE)  # answered through venue 0's report queue
+        return _release(vn, now_ns, out, k)
+    cap = vn.in_q.shape[1]
+    head = vn.in_ht[v, 0]
+    tail = vn.in_ht[v, 1]
+    if tail - head >= cap:
+        vn.counters[C_IN_FULL] += 1
+        _reject_order(vn, v, now_ns, order, R_TABLE_FULL)
+    else:
+        i = tail & (cap - 1)
+        d = vn.in_q[v, i]
+        d.seq = order.seq
+        d.ts_origin = order.ts_origin
+        d.ts_exch = order.ts_exch
+        d.symbol = order.symbol
+        d.kind = order.kind
+        d.side = order.side
+        d.flags = order.flags
+        d.order_id = order.order_id
+        d.price = order.price
+        d.qty = order.qty
+        d.order_type = order.order_type
+        d.tif = order.tif
+        d.strategy = order.strategy
+        d.reason = order.reason
+        d.venue = order.venue
+        vn.in_t[v, i] = now_ns + vn.entry_latency_ns[v]
+        vn.in_ht[v, 1] = tail + 1
+    _process_inbound(vn, now_ns)
+    return _release(vn, now_ns, out, k)
+
+
+@njit(cache=True, nogil=True)
+def venue_on_event(vn, v, ev, now_ns, out, k):
+    """A MARKET_EVENT of venue ``v`` at ``now_ns``: orders that arrived first are matched first, then the
+    book is updated (LEVEL_SET / CLEAR / OUT_OF_SYNC) or resting orders fill (TRADE). Returns reports written.
+    """
+    ns = vn.tops.bid_px.shape[1]
+    s = ev.symbol
+    _process_inbound(vn, now_ns)
+    if 0 <= v < vn.in_ht.shape[0] and 0 <= s < ns:
+        row = v * ns + s
+        kind = ev.kind
+        vn.counters[C_EVENTS] += 1
+        if kind == _LEVEL_SET:
+            side = ev.side
+            if (side == 1 or side == -1) and ev.qty >= 0:
+                l2_set_level(vn.book, row, 0 if side == 1 else 1, ev.price, ev.qty)
+                _refresh_tops(vn, v, s, now_ns)
+        elif kind == _CLEAR:
+            l2_clear(vn.book, row)
+            vn.stale[row] = 0
+            _refresh_tops(vn, v, s, now_ns)
+        elif kind == _OUT_OF_SYNC:
+            vn.stale[row] = 1
+        elif kind == _TRADE:
+            vn.counters[C_TRADES] += 1
+            _on_trade(vn, v, now_ns, ev)
+    return _release(vn, now_ns, out, k)
+
+
+@njit(cache=True, nogil=True)
+def venue_poll(vn, now_ns, out, k):
+    """Let time pass to ``now_ns``: match arrived orders, release due reports. Returns reports written."""
+    _process_inbound(vn, now_ns)
+    return _release(vn, now_ns, out, k)
+
+
+@njit(cache=True, nogil=True)
+def venue_replay(vn, v, events, start, stop, out, k):
+    """Apply ``events[start:stop]`` of venue ``v``, each at its own ``ts_origin``, writing reports to out[k:].
+
+    Stops early when fewer than :data:`VENUE_MAX_REPORTS` slots are left in ``out``. Returns
+    ``(next_index, n_written)``: call again from ``next_index`` after draining ``out``.
+    """
+    w = 0
+    i = start
+    while i < stop and out.shape[0] - (k + w) >= VENUE_MAX_REPORTS:
+        w += venue_on_event(vn, v, events[i], events[i].ts_origin, out, k + w)
+        i += 1
+    return i, w
