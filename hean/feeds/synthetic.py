@@ -90,7 +90,7 @@ def max_events_per_message(state: SyntheticState) -> int:
     return 2 * int(state.iparams[P_DEPTH]) + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _next_u64(st):
     """splitmix64: one 64-bit word; the whole state is st.rng[0]."""
     z = st.rng[0] + np.uint64(0x9E3779B97F4A7C15)
@@ -100,24 +100,24 @@ def _next_u64(st):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _uniform(st):
     """A float in [0, 1)."""
     return np.float64(_next_u64(st) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _below(st, n):
     """An int64 in [0, n)."""
     return np.int64(_next_u64(st) >> np.uint64(1)) % n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _qty(st):
     return 1 + _below(st, st.iparams[P_MAX_QTY])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _init_levels(st):
     for s in range(st.bid_px.shape[0]):
         for i in range(st.bid_qty.shape[1]):
@@ -125,7 +125,7 @@ def _init_levels(st):
             st.ask_qty[s, i] = _qty(st)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _put(st, out, k, kind, sym, side, flags, px, qty, ts):
     r = out[k]
     st.seq[0] += 1
@@ -143,7 +143,7 @@ def _put(st, out, k, kind, sym, side, flags, px, qty, ts):
     return k + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _move(st, out, k, sym, s, toward, ts, flags):
     """Side ``s`` (0 bid, 1 ask) of ``sym``: the touch moves one tick towards the other side or away."""
     depth = st.bid_qty.shape[1]
@@ -175,7 +175,7 @@ def _move(st, out, k, sym, s, toward, ts, flags):
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _snapshot(st, out, k, sym, ts):
     depth = st.bid_qty.shape[1]
     k = _put(st, out, k, _CLEAR, sym, 0, F_SNAPSHOT, 0, 0, ts)
@@ -188,7 +188,7 @@ def _snapshot(st, out, k, sym, ts):
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def synthetic_next(st, out, k, ts_origin_ns):
     """Write the next message into ``out[k:]`` (room for :func:`max_events_per_message` needed).
 
@@ -243,7 +243,7 @@ def synthetic_next(st, out, k, ts_origin_ns):
     return k - k0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def synthetic_batch(st, out, n_messages, ts0, dt):
     """Write ``n_messages`` messages stamped ``ts0, ts0 + dt, ...``; returns the number of events.
 

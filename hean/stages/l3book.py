@@ -62,6 +62,7 @@ __all__ = [
     "l3_on_event",
     "l3_order",
     "l3_queue_position",
+    "l3_replay_states",
     "make_l3_book",
 ]
 
@@ -150,14 +151,14 @@ def make_l3_book(n_symbols: int, max_orders: int = 1 << 16, max_levels: int = 1 
 # ---------------------------------------------------------------------------------------------------------
 # int64 -> int64 open-addressing hash map
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _hash(key, mask):
     h = key * np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15, wrapping
     h ^= h >> 29
     return h & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _hm_find(keys, key):
     """Index of ``key`` in ``keys``, or -1."""
     mask = keys.shape[0] - 1
@@ -171,7 +172,7 @@ def _hm_find(keys, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _hm_insert(keys, vals, key, val):
     mask = keys.shape[0] - 1
     i = _hash(key, mask)
@@ -181,7 +182,7 @@ def _hm_insert(keys, vals, key, val):
     vals[i] = val
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _hm_delete_at(keys, vals, i):
     """Remove entry ``i`` and shift later entries of its probe run back (no tombstones)."""
     mask = keys.shape[0] - 1
@@ -203,18 +204,18 @@ def _hm_delete_at(keys, vals, i):
 # ---------------------------------------------------------------------------------------------------------
 # orders and levels
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _level_key(b, sym, s, px):
     return (px * b.n_sym[0] + sym) * 2 + s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _publish_level(b, sym, s, px, lv):
     q = b.lv_qty[lv] if lv >= 0 else 0
     l2_set_level(b.l2, sym, s, px, q)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _unlink(b, o):
     """Take order slot ``o`` out of its level (freeing an emptied level) and free the slot."""
     lv = b.o_level[o]
@@ -248,7 +249,7 @@ def _unlink(b, o):
     b.counts[0] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_add(b, sym, side, oid, px, qty):
     """Append order ``oid`` (``side`` BID +1 / ASK -1) of ``qty`` lots at ``px`` to its level's queue."""
     s = _side_index(side)
@@ -298,13 +299,13 @@ def l3_add(b, sym, side, oid, px, qty):
     return OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _slot(b, oid):
     i = _hm_find(b.om_keys, oid)
     return b.om_vals[i] if i >= 0 else _NIL
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_cancel(b, oid, qty):
     """Reduce order ``oid`` by ``qty`` lots (removed when nothing remains)."""
     o = _slot(b, oid)
@@ -322,13 +323,13 @@ def l3_cancel(b, oid, qty):
     return OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_execute(b, oid, qty):
     """Order ``oid`` traded ``qty`` lots: same book effect as a cancel of that qty."""
     return l3_cancel(b, oid, qty)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_delete(b, oid):
     """Remove order ``oid``."""
     o = _slot(b, oid)
@@ -338,7 +339,7 @@ def l3_delete(b, oid):
     return OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_modify(b, oid, px, qty):
     """Order ``oid`` now rests at ``px`` with ``qty``: a smaller qty at the same price keeps its place,
     anything else re-queues it at the tail of its (new) level. ``qty`` 0 deletes it."""
@@ -358,7 +359,7 @@ def l3_modify(b, oid, px, qty):
     return l3_add(b, sym, side, oid, px, qty)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_clear(b, sym):
     """Remove every order of ``sym``."""
     for o in range(b.o_id.shape[0]):
@@ -367,7 +368,7 @@ def l3_clear(b, sym):
     l2_clear(b.l2, sym)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_order(b, oid):
     """``(side, px, qty)`` of order ``oid`` (side BID +1 / ASK -1); ``(0, 0, 0)`` when unknown."""
     o = _slot(b, oid)
@@ -376,7 +377,7 @@ def l3_order(b, oid):
     return (1 if b.o_side[o] == 0 else -1), b.o_px[o], b.o_qty[o]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_queue_position(b, oid):
     """``(qty_ahead, orders_ahead)`` of order ``oid`` in its level's queue; ``(-1, -1)`` when unknown."""
     o = _slot(b, oid)
@@ -392,7 +393,7 @@ def l3_queue_position(b, oid):
     return q, n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_apply(b, ev):
     """Apply one MARKET_EVENT (L3_* kinds, CLEAR, OUT_OF_SYNC); returns a status code, never raises."""
     sym = ev.symbol
@@ -425,7 +426,7 @@ def l3_apply(b, ev):
     return st
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def l3_on_event(b, stats, ev, out, k, stale_ns):
     """The L3 book stage kernel, like :func:`hean.stages.book.book_on_event`: returns 1 when ``out[k]``
     (BOOK_STATE) was written -- after a group ending F_LAST_IN_GROUP, a trade (TRADE or L3_EXECUTE, which
@@ -463,3 +464,12 @@ def l3_on_event(b, stats, ev, out, k, stale_ns):
     r.last_trade_qty = stats.last[sym, 1]
     r.vwap = trade_vwap(stats, sym, ev.ts_origin)
     return 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def l3_replay_states(b, stats, events, out, stale_ns):
+    """Run :func:`l3_on_event` over ``events``; returns how many BOOK_STATEs were written to ``out``."""
+    k = 0
+    for i in range(events.shape[0]):
+        k += l3_on_event(b, stats, events[i], out, k, stale_ns)
+    return k
