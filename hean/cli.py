@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "resume": "hean.commands.stop",
     "rings": "hean.commands.rings",
     "bench": "hean.commands.bench",
+    "book": "hean.commands.book",
+    "convert": "hean.commands.convert",
     "top": "hean.commands.top",
 }
 
