@@ -83,7 +83,11 @@ class Ring:
         self.owner = seg.owner
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
-    def _take_role(self, role: Role | None) -> None:
+    def take_role(self, role: Role | None) -> None:
+        """Record this process as the ring's producer or consumer (e.g. in a child forked after create).
+
+        Refused while another live process holds the role; a dead holder's role is taken over.
+        """
         if role is None:
             return
         if role not in ("producer", "consumer"):
@@ -94,6 +98,7 @@ class Ring:
         if other not in (0, me) and peer_alive(other):
             raise RingError(f"ring {self.name!r} already has a live {role}: pid {other}")
         spsc.header_store(self.hdr, slot, me)
+        self.role = role
 
     def close(self) -> None:
         """Give up this process's role (its pid is cleared from the header) and unmap. Idempotent."""
@@ -291,7 +296,7 @@ def create(name: str, dtype, capacity: int, role: Role | None = None) -> Ring:
         spsc.header_store(hdr, L.MAGIC, L.MAGIC_VALUE)  # last: attach accepts the ring only after this
         del hdr
         ring = Ring(seg, dtype, role)
-        ring._take_role(role)
+        ring.take_role(role)
     except BaseException:
         seg.close()
         unlink_segment(name)
@@ -350,7 +355,7 @@ def attach(name: str, role: Role | None = None, readonly: bool | None = None) ->
     try:
         dtype = _check_header(name, seg)
         ring = Ring(seg, dtype, role)
-        ring._take_role(role)
+        ring.take_role(role)
     except BaseException:
         seg.close()
         raise
