@@ -540,7 +540,8 @@ def test_push_wait_detects_a_dead_consumer_and_times_out(shm_name):
 # --------------------------------------------------------------------------------------------------------
 # codegen: the ring operations add no calls (no refcounting) to the loop that uses them
 # --------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+# not cached: numba can show the LLVM IR only of code it compiled in this process
+@njit(cache=False, nogil=True)
 def _one_op(hdr, slots, scratch, n):
     acc = 0
     for _ in range(n):
@@ -548,7 +549,7 @@ def _one_op(hdr, slots, scratch, n):
     return acc
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=False, nogil=True)
 def _many_ops(hdr, slots, scratch, n):
     acc = 0
     mask = hdr[MASK]
