@@ -35,17 +35,12 @@ _jit = njit(cache=True, nogil=True, error_model="numpy")
 # ---------------------------------------------------------------------------------------------------------
 @_jit
 def _sma_loop(x, period, out):
-    ring = np.empty((1, period), np.float64)
     total = 0.0
-    pos = 0
     for n in range(x.shape[0]):
         xn = x[n]
         if not math.isfinite(xn):
             return True
-        total, out[0, n] = K.sma_step(total, n, xn, ring, 0, pos, period)
-        pos += 1
-        if pos == period:
-            pos = 0
+        total, out[0, n] = K.sma_step(total, n, xn, x[max(n - period + 1, 0)], period)
     return False
 
 

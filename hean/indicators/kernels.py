@@ -77,21 +77,18 @@ def ema_k(period: int) -> float:
 # SMA (ring of the last `period` samples; the caller owns the ring)
 # ---------------------------------------------------------------------------------------------------------
 @_step
-def sma_step(total, n, x, ring, row, pos, period):
-    """Push ``x`` into ``ring[row, pos]``; return (total, out). ``pos`` is ``n % period``.
+def sma_step(total, n, x, leaving, period):
+    """Return (total, out): add ``x``, divide, then subtract ``leaving`` -- TA-Lib's order of operations.
 
-    Rings are 2-D (one row per symbol) and indexed in place: taking a row view would cost an atomic
-    reference-count increment and decrement per update.
+    ``leaving`` is the sample that drops out of the window after this output, ``x[n - period + 1]`` (``x``
+    itself for period 1; ignored while the window fills). The window storage is the caller's: the batch loop
+    reads its input array, the streaming update a per-symbol ring.
     """
-    ring[row, pos] = x
     total += x
     if n < period - 1:
         return total, NAN
     out = total / period
-    oldest = pos + 1
-    if oldest == period:
-        oldest = 0
-    total -= ring[row, oldest]
+    total -= leaving
     return total, out
 
 

@@ -283,8 +283,12 @@ def update_inline(st, sym, price, high, low, close, volume):
     n = i[sym, I_COUNT]
 
     pos = i[sym, I_POS_SMA]
-    f[sym, F_SMA_TOTAL], o[sym, OUT_SMA] = K.sma_step(f[sym, F_SMA_TOTAL], n, close, st.sma_ring, sym, pos, ip[P_SMA])
-    i[sym, I_POS_SMA] = _advance(pos, ip[P_SMA])
+    nxt = _advance(pos, ip[P_SMA])
+    st.sma_ring[sym, pos] = close
+    # after the store, the next slot holds the sample that leaves the window (this one, for period 1)
+    leaving = st.sma_ring[sym, nxt]
+    f[sym, F_SMA_TOTAL], o[sym, OUT_SMA] = K.sma_step(f[sym, F_SMA_TOTAL], n, close, leaving, ip[P_SMA])
+    i[sym, I_POS_SMA] = nxt
 
     f[sym, F_EMA], o[sym, OUT_EMA] = K.ema_step(f[sym, F_EMA], n, close, ip[P_EMA], fp[Q_EMA_K])
 
