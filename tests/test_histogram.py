@@ -232,3 +232,17 @@ def test_check_histogram_rejects_bad_arrays(bad):
         check_histogram(bad, "stage book service")
     with pytest.raises(ValueError, match="outside"):
         required_count(101.0)
+
+
+def test_arrays_that_are_not_histograms_read_as_empty_and_are_never_written():
+    short = np.zeros(10, np.int64)
+    for fn in (hist_count, hist_max, hist_min):
+        assert fn(short) == 0
+    assert hist_mean(short) == 0.0 and hist_value_at_percentile(short, 50.0) == 0
+    assert hist_count(np.zeros(0, np.int64)) == 0
+    hist_record(short, 5)
+    hist_record_n(short, 5, 3)
+    h = new_histogram()
+    hist_add(short, h)
+    hist_sub(short, h, h)
+    assert not short.any()

@@ -174,7 +174,13 @@ def hist_highest_equivalent(value: int) -> int:
 # ---------------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def hist_record_n(counts, value: int, n: int) -> None:
-    """Record ``value`` ``n`` times. O(1), no allocation; see the module docstring for clamping."""
+    """Record ``value`` ``n`` times. O(1), no allocation; see the module docstring for clamping.
+
+    An array shorter than HIST_LEN is left alone (no exceptions on the hot path; never write out of
+    bounds into shared memory): validate arrays once with :func:`check_histogram` when wiring a stage.
+    """
+    if counts.shape[0] < HIST_LEN:
+        return
     v = np.int64(value)
     if v < 0:
         store_relaxed(counts, H_NEGATIVE, counts[H_NEGATIVE] + n)
@@ -213,26 +219,32 @@ def hist_reset(counts) -> None:
 # ---------------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def hist_count(counts) -> int:
-    """Number of recorded values (H_TOTAL)."""
+    """Number of recorded values (H_TOTAL); 0 for an array that is not a histogram (too short)."""
+    if counts.shape[0] < HIST_LEN:
+        return 0
     return counts[H_TOTAL]
 
 
 @njit(cache=True, nogil=True)
 def hist_max(counts) -> int:
     """Largest recorded value (exact, unclamped); 0 when empty."""
+    if counts.shape[0] < HIST_LEN:
+        return 0
     return counts[H_MAX] if counts[H_TOTAL] > 0 else 0
 
 
 @njit(cache=True, nogil=True)
 def hist_min(counts) -> int:
     """Smallest recorded value (exact); 0 when empty."""
+    if counts.shape[0] < HIST_LEN:
+        return 0
     return counts[H_MIN] if counts[H_TOTAL] > 0 else 0
 
 
 @njit(cache=True, nogil=True)
 def hist_mean(counts) -> float:
     """Mean of the recorded values (exact sum / count); 0.0 when empty."""
-    if counts[H_TOTAL] <= 0:
+    if counts.shape[0] < HIST_LEN or counts[H_TOTAL] <= 0:
         return 0.0
     return counts[H_SUM] / counts[H_TOTAL]
 
@@ -243,7 +255,10 @@ def hist_value_at_percentile(counts, pct: float) -> int:
     ``ceil``-rounded target rank (lowest equivalent value for pct == 0); 0 when empty.
 
     The total is the sum of the bucket counters (not H_TOTAL) so a torn copy stays self-consistent.
+    An array that is not a histogram (too short) reads as empty.
     """
+    if counts.shape[0] < HIST_LEN:
+        return 0
     total = np.int64(0)
     for i in range(H_BASE, H_BASE + HIST_COUNTS_LEN):
         total += counts[i]
@@ -266,7 +281,9 @@ def hist_value_at_percentile(counts, pct: float) -> int:
 
 @njit(cache=True, nogil=True)
 def hist_add(dst, src) -> None:
-    """``dst += src`` (merge): counters and sums add, min/max combine."""
+    """``dst += src`` (merge): counters and sums add, min/max combine. No-op unless both are histograms."""
+    if dst.shape[0] < HIST_LEN or src.shape[0] < HIST_LEN:
+        return
     if src[H_TOTAL] > 0:
         if dst[H_TOTAL] == 0 or src[H_MIN] < dst[H_MIN]:
             dst[H_MIN] = src[H_MIN]
@@ -284,9 +301,11 @@ def hist_sub(dst, cur, prev) -> None:
 
     Counters that went down (the owner reset the histogram in between) clamp at 0. Min and max are exact
     when the interval set a new extreme, else the bucket boundaries of the lowest / highest non-empty
-    bucket (bounded by the cumulative extremes).
+    bucket (bounded by the cumulative extremes). No-op unless all three are histograms.
     """
-    for i in range(dst.shape[0]):
+    if dst.shape[0] < HIST_LEN or cur.shape[0] < HIST_LEN or prev.shape[0] < HIST_LEN:
+        return
+    for i in range(HIST_LEN):
         d = cur[i] - prev[i]
         dst[i] = d if d > 0 else 0
     lo = np.int64(-1)
