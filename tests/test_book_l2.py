@@ -226,3 +226,26 @@ def test_random_streams_match_reference(stream):
         assert (l2_best_bid if side == BID else l2_best_ask)(book, sym) == (lv[0] if lv else (0, 0))
     for sym in range(3):
         check_against(book, sym, refs[sym])
+
+
+def test_batch_kernel_equals_per_event_kernel():
+    """book_on_events (the expanded fast path) writes exactly what book_on_event writes, event by event."""
+    from hean.feeds.synthetic import make_synthetic, synthetic_batch
+    from hean.stages.book import book_on_events
+
+    st = make_synthetic(4, 3, depth=30)
+    events = np.zeros(4000 * 61, MARKET_EVENT)
+    events = events[: synthetic_batch(st, events, 4000, 0, 7)]
+    events["price"][::97] += 20_000  # some levels far outside the window (the overflow path)
+    out_a = np.zeros(len(events), BOOK_STATE)
+    out_b = np.zeros(len(events), BOOK_STATE)
+    book_a, book_b = make_l2_book(4, window=64, overflow=4096), make_l2_book(4, window=64, overflow=4096)
+    stats_a, stats_b = make_trade_stats(4), make_trade_stats(4)
+    n_a = book_on_events(book_a, stats_a, events, 0, len(events), out_a, 0, 0)
+    n_b = 0
+    for e in events:
+        n_b += book_on_event(book_b, stats_b, e, out_b, n_b, 0)
+    assert n_a == n_b > 4000
+    assert out_a[:n_a].tobytes() == out_b[:n_b].tobytes()
+    for a, b in zip(book_a, book_b, strict=True):
+        assert np.array_equal(a, b)

@@ -79,6 +79,7 @@ __all__ = [
     "OK",
     "L2Book",
     "book_on_event",
+    "book_on_events",
     "book_replay_states",
     "l2_apply",
     "l2_apply_events",
@@ -327,8 +328,8 @@ def _side_index(side):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def l2_set_level(book, sym, s, px, q):
-    """Set level ``px`` (ticks) of side index ``s`` (0 bid, 1 ask) to ``q`` lots; ``q == 0`` deletes it."""
+def _set_level_slow(book, sym, s, px, q):
+    """Every case of :func:`l2_set_level` (the fast path handles only the common ones)."""
     key = px if s == 1 else -px
     W = book.qty.shape[2]
     mask = W - 1
@@ -373,6 +374,43 @@ def l2_set_level(book, sym, s, px, q):
     return _ovf_set(book, sym, s, key, q)
 
 
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _set_level_fast(book, sym, s, px, q):
+    """:func:`l2_set_level`, expanded in place by numba into the NRT-free batch kernels of this module.
+
+    The common cases (a level inside the window that is not a deletion of the best) are a few loads and
+    stores; the rest goes to :func:`_set_level_slow`. Only NRT-free callers may inline it: in a function
+    compiled with the NRT, an inlined NamedTuple argument is reference-counted array by array.
+    """
+    key = px if s == 1 else -px
+    W = book.qty.shape[2]
+    lo = book.lo[sym, s]
+    best = book.best[sym, s]
+    if best != EMPTY and lo <= key and key < lo + W and q >= 0 and (q > 0 or key != best):
+        slot = key & (W - 1)
+        old = book.qty[sym, s, slot]
+        book.qty[sym, s, slot] = q
+        if q > 0:
+            if old == 0:
+                book.nlev[sym, s] += 1
+            if key < best:
+                book.best[sym, s] = key
+        elif old != 0:
+            book.nlev[sym, s] -= 1
+        return OK
+    return _set_level_slow(book, sym, s, px, q)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def l2_set_level(book, sym, s, px, q):
+    """Set level ``px`` (ticks) of side index ``s`` (0 bid, 1 ask) to ``q`` lots; ``q == 0`` deletes it.
+
+    Returns OK, ERR_QTY (negative ``q``) or ERR_OVERFLOW. A call passes the book by value (~0.6 KB, tens
+    of ns): loops over many events should use :func:`l2_apply_events` / :func:`book_on_events`.
+    """
+    return _set_level_fast(book, sym, s, px, q)
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def l2_clear(book, sym):
     """Remove every level of ``sym`` (both sides)."""
@@ -392,30 +430,52 @@ def l2_apply(book, ev):
     """Apply one MARKET_EVENT record; returns a status code (see module doc), never raises.
 
     LEVEL_SET sets a level, CLEAR empties the symbol's book and clears its stale mark (a snapshot follows),
-    OUT_OF_SYNC marks it stale. TRADE, TICKER, HALT and L3 kinds are IGNORED by the L2 book.
+    OUT_OF_SYNC marks it stale. TRADE, TICKER, HALT and L3 kinds are IGNORED by the L2 book. Inlined into
+    the caller; only LEVEL_SET has its fast path here.
     """
+    sym = ev.symbol
+    if ev.kind == _LEVEL_SET and sym >= 0 and sym < book.qty.shape[0] and (ev.side == 1 or ev.side == -1):
+        status = _set_level_fast(book, sym, 0 if ev.side == 1 else 1, ev.price, ev.qty)
+        if status == OK:
+            info = book.info
+            info[sym, I_UPDATE_ID] = ev.update_id
+            info[sym, I_TS] = ev.ts_origin
+            info[sym, I_TS_EXCH] = ev.ts_exch
+            info[sym, I_APPLIED] += 1
+            return OK
+        return _apply_status(book, ev, status)
+    return _apply_other(book, ev)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _apply_status(book, ev, status):
+    """Book-keeping of a LEVEL_SET that did not return OK."""
+    sym = ev.symbol
+    info = book.info
+    if status == ERR_QTY:
+        info[sym, I_ERRORS] += 1
+        return status
+    if status == ERR_OVERFLOW:
+        info[sym, I_LOST] += 1
+        info[sym, I_STALE] = 1
+    info[sym, I_UPDATE_ID] = ev.update_id
+    info[sym, I_TS] = ev.ts_origin
+    info[sym, I_TS_EXCH] = ev.ts_exch
+    info[sym, I_APPLIED] += 1
+    return status
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _apply_other(book, ev):
+    """Everything but a well-formed LEVEL_SET."""
     sym = ev.symbol
     if sym < 0 or sym >= book.qty.shape[0]:
         return ERR_SYMBOL
     kind = ev.kind
     info = book.info
     if kind == _LEVEL_SET:
-        s = _side_index(ev.side)
-        if s < 0:
-            info[sym, I_ERRORS] += 1
-            return ERR_SIDE
-        status = l2_set_level(book, sym, s, ev.price, ev.qty)
-        if status == ERR_QTY:
-            info[sym, I_ERRORS] += 1
-            return status
-        if status == ERR_OVERFLOW:
-            info[sym, I_LOST] += 1
-            info[sym, I_STALE] = 1
-        info[sym, I_UPDATE_ID] = ev.update_id
-        info[sym, I_TS] = ev.ts_origin
-        info[sym, I_TS_EXCH] = ev.ts_exch
-        info[sym, I_APPLIED] += 1
-        return status
+        info[sym, I_ERRORS] += 1
+        return ERR_SIDE
     if kind == _CLEAR:
         l2_clear(book, sym)
         info[sym, I_STALE] = 0
@@ -432,10 +492,31 @@ def l2_apply(book, ev):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def l2_apply_events(book, events, start, stop):
-    """Apply ``events[start:stop]``; returns the number of events rejected with an error status."""
+    """Apply ``events[start:stop]``; returns the number of events rejected with an error status.
+
+    The batch form is the fast one: the LEVEL_SET path is expanded in this loop, so the book (a NamedTuple
+    that numba passes by value, ~0.6 KB) is handed to a function call only on rare paths. One call of
+    :func:`l2_apply` per event costs that copy every time.
+    """
     bad = 0
+    n_sym = book.qty.shape[0]
+    info = book.info
     for i in range(start, stop):
-        if l2_apply(book, events[i]) < 0:
+        e = events[i]
+        sym = e.symbol
+        side = e.side
+        if e.kind == _LEVEL_SET and sym >= 0 and sym < n_sym and (side == 1 or side == -1):
+            status = _set_level_fast(book, sym, 0 if side == 1 else 1, e.price, e.qty)
+            if status == OK:
+                info[sym, I_UPDATE_ID] = e.update_id
+                info[sym, I_TS] = e.ts_origin
+                info[sym, I_TS_EXCH] = e.ts_exch
+                info[sym, I_APPLIED] += 1
+                continue
+            status = _apply_status(book, e, status)
+        else:
+            status = _apply_other(book, e)
+        if status < 0:
             bad += 1
     return bad
 
@@ -636,16 +717,42 @@ def book_on_event(book, stats, ev, out, k, stale_ns):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def book_on_events(book, stats, events, start, stop, out, k, stale_ns):
+    """:func:`book_on_event` over ``events[start:stop]`` (e.g. one batch popped from a ring), writing states
+    from ``out[k]`` on; returns how many were written. The fast form: the LEVEL_SET path is expanded in the
+    loop, so a level update does not pay for passing the book to a function."""
+    n = 0
+    n_sym = book.qty.shape[0]
+    info = book.info
+    for i in range(start, stop):
+        e = events[i]
+        sym = e.symbol
+        side = e.side
+        if e.kind == _LEVEL_SET and sym >= 0 and sym < n_sym and (side == 1 or side == -1):
+            status = _set_level_fast(book, sym, 0 if side == 1 else 1, e.price, e.qty)
+            if status == OK:
+                info[sym, I_UPDATE_ID] = e.update_id
+                info[sym, I_TS] = e.ts_origin
+                info[sym, I_TS_EXCH] = e.ts_exch
+                info[sym, I_APPLIED] += 1
+            else:
+                _apply_status(book, e, status)
+            if (e.flags & F_LAST_IN_GROUP) != 0:
+                _emit(book, stats, sym, e, out, k + n, _Q_QUOTE, stale_ns)
+                n += 1
+        else:
+            n += book_on_event(book, stats, e, out, k + n, stale_ns)
+    return n
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def book_replay_states(book, stats, events, out, stale_ns):
-    """Run :func:`book_on_event` over ``events``; returns how many states were written to ``out``.
+    """Run :func:`book_on_events` over all ``events``; returns how many states were written to ``out``.
 
     ``out`` must hold at least one state per event group, trade and out-of-sync marker
     (``len(events)`` is always enough).
     """
-    k = 0
-    for i in range(events.shape[0]):
-        k += book_on_event(book, stats, events[i], out, k, stale_ns)
-    return k
+    return book_on_events(book, stats, events, 0, events.shape[0], out, 0, stale_ns)
 
 
 def new_states(n: int) -> np.ndarray:
