@@ -119,6 +119,7 @@ N_INFO = 8
 _LEVEL_SET = int(EventKind.LEVEL_SET)
 _CLEAR = int(EventKind.CLEAR)
 _TRADE = int(EventKind.TRADE)
+_TICKER = int(EventKind.TICKER)
 _OUT_OF_SYNC = int(EventKind.OUT_OF_SYNC)
 _Q_QUOTE = int(BookStateKind.QUOTE)
 _Q_TRADE = int(BookStateKind.TRADE)
@@ -514,6 +515,8 @@ def l2_apply_events(book, events, start, stop):
                 info[sym, I_APPLIED] += 1
                 continue
             status = _apply_status(book, e, status)
+        elif e.kind == _TRADE or e.kind == _TICKER:
+            continue  # IGNORED by the L2 book, without a call
         else:
             status = _apply_other(book, e)
         if status < 0:
@@ -740,7 +743,7 @@ def book_on_events(book, stats, events, start, stop, out, k, stale_ns):
             if (e.flags & F_LAST_IN_GROUP) != 0:
                 _emit(book, stats, sym, e, out, k + n, _Q_QUOTE, stale_ns)
                 n += 1
-        else:
+        elif e.kind != _TICKER:  # TICKER (the exchange's own top, an oracle) changes nothing: no call
             n += book_on_event(book, stats, e, out, k + n, stale_ns)
     return n
 
