@@ -28,6 +28,9 @@ Order ids are assigned here, sequentially from 1, and the table is a direct-mapp
 capacity: ``slot = order_id & (capacity - 1)``. Lookup is one load and one compare. A new id whose slot is
 still held by a *live* order (one that is more than ``capacity`` ids old and still open) is refused and
 counted (``meta[M_FULL]``); terminal orders are overwritten, so reports for long-dead orders are unknown ids.
+
+Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
+every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """
 
 from __future__ import annotations
@@ -258,7 +261,7 @@ def make_order_table(capacity: int = 4096) -> OrderTable:
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def ot_slot(ot, order_id):
     """Slot of ``order_id``, or -1 when the id is unknown (never issued, or its slot was reused)."""
     if order_id <= 0:
@@ -269,13 +272,13 @@ def ot_slot(ot, order_id):
     return slot
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def ot_is_live(ot, slot):
     """True while the order in ``slot`` exists and is not terminal."""
     return ot.order_id[slot] != 0 and not ot.terminal[ot.state[slot]]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, strategy, now_ns):
     """Create an order in state NEW with the next id; its slot, or -1 (counted) when the slot is live."""
     order_id = ot.meta[M_NEXT_ID]
@@ -308,13 +311,13 @@ def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, 
     return slot
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def ot_allows(ot, slot, event):
     """True when ``event`` is a valid transition from the state of ``slot`` (nothing is counted)."""
     return ot.table[ot.state[slot], event] != INVALID
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def ot_apply(ot, slot, event):
     """Apply ``event`` to the order in ``slot``: the new state, or -1 (counted, state kept) if invalid."""
     state = ot.state[slot]

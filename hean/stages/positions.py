@@ -15,6 +15,9 @@ worth ``value_per_tick_lot[s] = tick_size * lot_size * contract_multiplier`` of 
 
 Unrealized PnL is marked to the mid (``mark``, float ticks) that risk receives from the book stage. The
 totals (``totals[T_*]``) are kept incrementally so reading equity is O(1) on the hot path.
+
+Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
+every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def make_positions(
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _remark(pos, s):
     """Recompute the unrealized PnL of ``s`` and carry the change into the total."""
     upnl = 0.0
@@ -102,7 +105,7 @@ def _remark(pos, s):
     pos.unrealized[s] = upnl
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def pos_fill(pos, s, side, price, qty, fee):
     """Apply a fill of ``qty`` lots at ``price`` ticks on ``side`` (+1 buy, -1 sell) with ``fee``.
 
@@ -132,7 +135,7 @@ def pos_fill(pos, s, side, price, qty, fee):
     return realized
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def pos_mark(pos, s, mid):
     """Mark symbol ``s`` to ``mid`` (float ticks); ignored when ``mid`` is not positive."""
     if mid > 0.0:
@@ -140,7 +143,7 @@ def pos_mark(pos, s, mid):
         _remark(pos, s)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def pos_equity(pos):
     """capital + realized - fees + unrealized, quote currency."""
     t = pos.totals

@@ -48,6 +48,9 @@ Open quantity: a forwarded NEW adds its qty to ``open_buy``/``open_sell`` at onc
 Reports from the router release it: fills by ``qty``; CANCELED/EXPIRED/REJECTED by ``qty``, which the
 router sets to the lots the report removed from the open quantity; REPLACED by ``qty`` (old open lots) and
 adds ``leaves_qty`` (new open lots). Terminal reports (FILL, CANCELED, EXPIRED, REJECTED) close one order.
+
+Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
+every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """
 
 from __future__ import annotations
@@ -396,7 +399,7 @@ def risk_reject_counts(risk: RiskState) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def risk_effective_state(risk, s):
     """The TradingState that applies to symbol ``s`` (the strictest of manual, trip and staleness)."""
     st = max(risk.g[G_STATE], risk.g[G_TRIP], risk.sym_state[s])
@@ -405,7 +408,7 @@ def risk_effective_state(risk, s):
     return st
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _reject(risk, reason):
     risk.rejects[reason] += 1
     risk.counters[C_REJECTED] += 1
@@ -413,7 +416,7 @@ def _reject(risk, reason):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _enter_trip(risk):
     """Switch to the configured trip state (once); owe a CANCEL_ALL if that state is HALTED."""
     trip = risk.lim_i[LI_TRIP_STATE]
@@ -424,7 +427,7 @@ def _enter_trip(risk):
             risk.g[G_CANCEL_ALL_OWED] = 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _loss_check(risk):
     """Update the high-water mark; trip and return the reason when daily loss or drawdown is breached."""
     eq = pos_equity(risk.pos)
@@ -441,19 +444,19 @@ def _loss_check(risk):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _rate_ok(ts, head, now_ns, window_ns):
     """Sliding window of capacity len(ts): the oldest of the last len(ts) passes must be a window old."""
     return now_ns - ts[head] >= window_ns
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _worst_lots(p, ob, os_):
     """Largest |position| reachable if every open order on one side fills."""
     return max(abs(p + ob), abs(p - os_))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id, price, qty, otype, tif, strat, venue):
     o = out[k]
     o.seq = seq
@@ -473,14 +476,14 @@ def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id
     o.venue = venue
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _emit_cancel_all(risk, symbol, now_ns, out, k):
     risk.g[G_SEQ] += 1
     risk.counters[C_CANCELS] += 1
     _emit(out, k, risk.g[G_SEQ], now_ns, 0, symbol, A_CANCEL_ALL, 0, 0, 0, 0, 0, 0, 0, 0, -1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def risk_on_intent(risk, intent, now_ns, out, k):
     """Check one ORDER intent; on pass write the ORDER for the router to ``out[k]`` and return 1, else 0.
 
@@ -666,7 +669,7 @@ def risk_on_intent(risk, intent, now_ns, out, k):
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _release(risk, s, side, qty):
     if side > 0:
         risk.open_buy[s] = max(np.int64(0), risk.open_buy[s] - qty)
@@ -674,7 +677,7 @@ def _release(risk, s, side, qty):
         risk.open_sell[s] = max(np.int64(0), risk.open_sell[s] - qty)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _close_one(risk, s):
     if risk.open_count[s] > 0:
         risk.open_count[s] -= 1
@@ -682,7 +685,7 @@ def _close_one(risk, s):
         risk.g[G_OPEN_TOTAL] -= 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def risk_on_report(risk, rep):
     """Apply one EXEC_REPORT forwarded by the router: positions, PnL, open orders, loss trips.
 
@@ -718,7 +721,7 @@ def risk_on_report(risk, rep):
     return realized
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def risk_poll(risk, now_ns, out, k):
     """Emit owed CANCEL_ALLs (global first, then per symbol) into ``out[k:]``; returns how many.
 
@@ -741,7 +744,7 @@ def risk_poll(risk, now_ns, out, k):
     return w
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def risk_on_book(risk, bs, now_ns, out, k):
     """Apply one BOOK_STATE: mark to mid, staleness (-> symbol HALTED), loss/drawdown trips.
 
@@ -768,7 +771,7 @@ def risk_on_book(risk, bs, now_ns, out, k):
     return risk_poll(risk, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def risk_on_control(risk, ctl, now_ns, out, k):
     """Apply one CONTROL (kill switch etc.); returns how many CANCEL_ALLs it wrote to ``out[k:]``.
 
@@ -803,7 +806,7 @@ def risk_on_control(risk, ctl, now_ns, out, k):
     return risk_poll(risk, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def risk_new_day(risk):
     """Start a new trading day: the daily loss counts from the current equity again."""
     risk.gf[GF_DAY_START] = pos_equity(risk.pos)

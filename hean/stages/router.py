@@ -35,6 +35,9 @@ small queue; :func:`router_poll` hands them to risk.
 
 Output bounds: ``router_on_order`` writes at most :data:`ROUTER_MAX_ORDERS` records, and never more than
 ``len(out) - k``: an order that would need more children than that is rejected (TABLE_FULL).
+
+Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
+every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ def make_venue_tops(n_venues: int, n_symbols: int) -> VenueTops:
     return VenueTops(*z)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tops_set(tops, venue, symbol, bid_px, bid_qty, ask_px, ask_qty, now_ns):
     tops.bid_px[venue, symbol] = bid_px
     tops.bid_qty[venue, symbol] = bid_qty
@@ -169,7 +172,7 @@ def tops_set(tops, venue, symbol, bid_px, bid_qty, ask_px, ask_qty, now_ns):
     tops.ts_ns[venue, symbol] = now_ns
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tops_on_book_state(tops, venue, bs, now_ns):
     """Copy one BOOK_STATE of ``venue`` into the view (a stale or crossed book shows as empty)."""
     s = bs.symbol
@@ -248,7 +251,7 @@ def make_router(
 # ---------------------------------------------------------------------------------------------------------
 # output helpers
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, ts_venue,
                   venue, reason, liquidity):  # fmt: skip
     rep.seq = seq
@@ -270,7 +273,7 @@ def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty,
     rep.liquidity = liquidity
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _refuse(router, order, kind, reason):
     """Count a refusal and queue a REJECTED / CANCEL_REJECTED report for risk."""
     router.rejects[reason] += 1
@@ -288,7 +291,7 @@ def _refuse(router, order, kind, reason):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def router_poll(router, out, k):
     """Hand queued router-generated reports to risk: writes at most ``len(out) - k``; returns how many."""
     g = router.g
@@ -305,7 +308,7 @@ def router_poll(router, out, k):
     return w
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _send(router, out, k, order, action, slot, ts_origin):
     """Write the venue ORDER for child ``slot``."""
     ot = router.ot
@@ -332,7 +335,7 @@ def _send(router, out, k, order, action, slot, ts_origin):
 # ---------------------------------------------------------------------------------------------------------
 # routing
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _rank_venues(router, tops, s, side, limit, is_market):
     """Fill rank_v/rank_px with the venues whose opposite best is within the limit, best first."""
     n = 0
@@ -360,7 +363,7 @@ def _rank_venues(router, tops, s, side, limit, is_market):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _plan(router, tops, order, s, side, qty):
     """Fill alloc_v/alloc_q with the children; returns their count, or -reason when it cannot route."""
     nv = router.enabled.shape[0]
@@ -404,7 +407,7 @@ def _plan(router, tops, order, s, side, qty):
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _ids_free(ot, n):
     """True when the next ``n`` ids' slots are free (so a parent and its children can all be created)."""
     nxt = ot.meta[0]
@@ -415,7 +418,7 @@ def _ids_free(ot, n):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _route_new(router, order, tops, now_ns, out, k):
     ot = router.ot
     s = order.symbol
@@ -452,7 +455,7 @@ def _route_new(router, order, tops, now_ns, out, k):
     return m
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _parent_slot(ot, order_id):
     p = ot_slot(ot, order_id)
     if p < 0 or ot.parent[p] != -1:
@@ -460,7 +463,7 @@ def _parent_slot(ot, order_id):
     return p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _cancel(router, order, out, k):
     ot = router.ot
     p = _parent_slot(ot, order.order_id)
@@ -481,7 +484,7 @@ def _cancel(router, order, out, k):
     return w
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _replace(router, order, out, k):
     ot = router.ot
     p = _parent_slot(ot, order.order_id)
@@ -508,7 +511,7 @@ def _replace(router, order, out, k):
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _cancel_all(router, order, out, k):
     """Cancel every live parent of the symbol (-1: all symbols): one CANCEL_ALL per venue."""
     ot = router.ot
@@ -552,7 +555,7 @@ def _cancel_all(router, order, out, k):
     return w
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def router_on_order(router, order, tops, now_ns, out, k):
     """Route one ORDER from risk; writes the venue ORDERs to ``out[k:]`` and returns how many.
 
@@ -575,7 +578,7 @@ def router_on_order(router, order, tops, now_ns, out, k):
     return _refuse(router, order, X_CANCEL_REJECTED, R_BAD_TYPE)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def router_halt(router):
     """Stop sending: every later order is refused (ROUTER_HALTED). Reports are still processed."""
     router.g[G_HALTED] = 1
@@ -584,7 +587,7 @@ def router_halt(router):
 # ---------------------------------------------------------------------------------------------------------
 # reports
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _forward(router, rep, p, kind, qty, price, fee, out, k):
     ot = router.ot
     router.g[G_REPORT_SEQ] += 1
@@ -610,7 +613,7 @@ def _forward(router, rep, p, kind, qty, price, fee, out, k):
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def router_on_report(router, rep, out, k):
     """Apply one venue EXEC_REPORT to its child and parent; forward to risk in ``out[k:]``; returns how many.
 

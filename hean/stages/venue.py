@@ -37,6 +37,9 @@ Calls (all return how many EXEC_REPORTs they wrote to ``out[k:]``; each writes a
 - :func:`venue_replay` -- a batch of MARKET_EVENTs of venue ``v``, each at its recorded ``ts_origin``
 
 ``venue.tops`` is a :class:`hean.stages.router.VenueTops` the venue keeps current: the router's view.
+
+Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
+every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """
 
 from __future__ import annotations
@@ -246,7 +249,7 @@ def make_venue(
 # ---------------------------------------------------------------------------------------------------------
 # reports out
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _report(vn, v, t, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, reason, liq):
     """Queue a report made at venue time ``t``; released at ``t + report_latency``."""
     cap = vn.out_q.shape[1]
@@ -278,7 +281,7 @@ def _report(vn, v, t, ts_origin, symbol, kind, side, order_id, price, qty, leave
     vn.out_ht[v, 1] = tail + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _reject_order(vn, v, t, order, reason):
     vn.rejects[reason] += 1
     vn.counters[C_REJECTS] += 1
@@ -287,7 +290,7 @@ def _reject_order(vn, v, t, order, reason):
             reason, 0)  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _release(vn, now_ns, out, k):
     """Copy due reports (release time <= now) into out[k:], oldest first across venues."""
     cap = vn.out_q.shape[1]
@@ -334,7 +337,7 @@ def _release(vn, now_ns, out, k):
 # ---------------------------------------------------------------------------------------------------------
 # matching
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _rand01(vn):
     """Uniform in [0, 1) from a 64-bit LCG (int64 wrapping arithmetic; top 31 bits)."""
     x = vn.g[G_RNG] * np.int64(6364136223846793005) + np.int64(1442695040888963407)
@@ -342,7 +345,7 @@ def _rand01(vn):
     return ((x >> np.int64(33)) & np.int64(0x7FFFFFFF)) / 2147483648.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _refresh_tops(vn, v, s, now_ns):
     row = v * vn.tops.bid_px.shape[1] + s
     bp, bq = l2_best_bid(vn.book, row)
@@ -350,21 +353,21 @@ def _refresh_tops(vn, v, s, now_ns):
     tops_set(vn.tops, v, s, bp, bq, ap, aq, now_ns)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _opposite_best(vn, row, side):
     if side > 0:
         return l2_best_ask(vn.book, row)
     return l2_best_bid(vn.book, row)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _within(side, px, limit, is_market):
     if is_market:
         return True
     return px <= limit if side > 0 else px >= limit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _available(vn, row, side, limit, is_market, want):
     """Visible lots on the opposite side within the limit, counted up to ``want``."""
     opp = -side
@@ -380,7 +383,7 @@ def _available(vn, row, side, limit, is_market, want):
     return total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _take(vn, v, t, slot, row, limit, is_market):
     """Fill order ``slot`` against the opposite levels within the limit; returns the lots filled."""
     side = vn.o_side[slot]
@@ -411,7 +414,7 @@ def _take(vn, v, t, slot, row, limit, is_market):
     return filled
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _rest_add(vn, slot):
     n = vn.g[G_NREST]
     vn.rest[n] = slot
@@ -420,7 +423,7 @@ def _rest_add(vn, slot):
     vn.o_live[slot] = 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _rest_remove(vn, slot):
     n = vn.g[G_NREST] - 1
     i = vn.rest_pos[slot]
@@ -431,13 +434,13 @@ def _rest_remove(vn, slot):
     vn.o_live[slot] = 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _marketable(vn, row, side, price, is_market):
     px, q = _opposite_best(vn, row, side)
     return px > 0 and q > 0 and _within(side, px, price, is_market)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _new(vn, v, t, order):
     ns = vn.tops.bid_px.shape[1]
     s = order.symbol
@@ -496,7 +499,7 @@ def _new(vn, v, t, order):
     _rest_add(vn, slot)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _resting_slot(vn, v, order_id):
     """Slot of a live resting order with this id at venue ``v``, -1 if none."""
     if order_id <= 0:
@@ -507,12 +510,12 @@ def _resting_slot(vn, v, order_id):
     return slot
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _known(vn, order_id):
     return order_id > 0 and vn.o_id[order_id & (vn.o_id.shape[0] - 1)] == order_id
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _cancel_slot(vn, v, t, slot):
     _rest_remove(vn, slot)
     vn.o_leaves[slot] = 0
@@ -521,7 +524,7 @@ def _cancel_slot(vn, v, t, slot):
             vn.o_price[slot], 0, 0, vn.o_cum[slot], 0.0, 0, 0)  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _cancel(vn, v, t, order):
     slot = _resting_slot(vn, v, order.order_id)
     if slot < 0:
@@ -529,7 +532,7 @@ def _cancel(vn, v, t, order):
     _cancel_slot(vn, v, t, slot)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _cancel_all(vn, v, t, symbol):
     i = 0
     while i < vn.g[G_NREST]:
@@ -540,7 +543,7 @@ def _cancel_all(vn, v, t, symbol):
             i += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _replace(vn, v, t, order):
     slot = _resting_slot(vn, v, order.order_id)
     if slot < 0:
@@ -573,7 +576,7 @@ def _replace(vn, v, t, order):
         vn.o_ahead[slot] = l2_level_qty(vn.book, row, side, new_px)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _arrive(vn, v, t, order):
     vn.counters[C_ORDERS] += 1
     action = order.kind
@@ -589,7 +592,7 @@ def _arrive(vn, v, t, order):
         _reject_order(vn, v, t, order, R_BAD_TYPE)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _process_inbound(vn, now_ns):
     """Match every order in flight that has arrived by ``now_ns`` (per venue, in arrival order)."""
     cap = vn.in_q.shape[1]
@@ -603,7 +606,7 @@ def _process_inbound(vn, now_ns):
             _arrive(vn, v, t, vn.in_q[v, i])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _on_trade(vn, v, t, ev):
     """A print at venue ``v``: fill resting orders on the passive side per the queue model.
 
@@ -651,7 +654,7 @@ def _on_trade(vn, v, t, ev):
                 i -= 1  # the last resting order moved into position i - 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def venue_on_order(vn, order, now_ns, out, k):
     """An ORDER from the router, sent at ``now_ns`` to venue ``order.venue``; returns reports written."""
     v = order.venue
@@ -690,7 +693,7 @@ def venue_on_order(vn, order, now_ns, out, k):
     return _release(vn, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def venue_on_event(vn, v, ev, now_ns, out, k):
     """A MARKET_EVENT of venue ``v`` at ``now_ns``: orders that arrived first are matched first, then the
     book is updated (LEVEL_SET / CLEAR / OUT_OF_SYNC) or resting orders fill (TRADE). Returns reports written.
@@ -719,14 +722,14 @@ def venue_on_event(vn, v, ev, now_ns, out, k):
     return _release(vn, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def venue_poll(vn, now_ns, out, k):
     """Let time pass to ``now_ns``: match arrived orders, release due reports. Returns reports written."""
     _process_inbound(vn, now_ns)
     return _release(vn, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def venue_replay(vn, v, events, start, stop, out, k):
     """Apply ``events[start:stop]`` of venue ``v``, each at its own ``ts_origin``, writing reports to out[k:].
 
