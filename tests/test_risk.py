@@ -347,3 +347,25 @@ def test_caller_supplied_position_array_and_equity():
 def test_make_risk_rejects_bad_parameters(kwargs):
     with pytest.raises(ValueError):
         make_risk(2, **kwargs)
+
+
+def test_risk_to_telemetry_block_layout():
+    from hean.stages.risk import risk_to_telemetry
+    from hean.telemetry import block as tb
+
+    risk = fresh(max_order_qty=5)
+    fill(risk, BUY, 3, 1000, fee=0.5)
+    send(risk, qty=9)  # MAX_ORDER_QTY
+    send(risk, symbol=7)  # BAD_SYMBOL
+    control(risk, ControlCommand.REDUCE, 1)
+    counters = np.zeros(tb.N_COUNTERS, dtype=np.int64)
+    tm = np.zeros(tb.risk_len(2), dtype=np.int64)
+    tm[tb.R_N_SYMBOLS] = 2
+    risk_to_telemetry(risk, counters, tm, 123)
+    assert tm[tb.R_TRADING_STATE] == tb.TS_REDUCING and tm[tb.R_REJECTS] == 2 and tm[tb.R_UPDATED_NS] == 123
+    assert tm[tb.R_OPEN_ORDERS] == 0
+    assert tm[tb.R_FEES : tb.R_FEES + 1].view(np.float64)[0] == 0.5
+    base = tb.RISK_HEADER
+    assert tm[base] == 3 and tm[base + 1 : base + 2].view(np.float64)[0] == 1000.0
+    assert counters[tb.C_REJECTS] == 2
+    assert counters[tb.C_REJECT_BASE + R.MAX_ORDER_QTY] == 1 and counters[tb.C_REJECT_BASE + R.BAD_SYMBOL] == 1

@@ -61,6 +61,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from hean.atomics import store_relaxed
 from hean.records import (
     F_CROSSED,
     F_POST_ONLY,
@@ -72,6 +73,14 @@ from hean.records import (
     OrderType,
 )
 from hean.stages.positions import Positions, make_positions, pos_equity, pos_fill, pos_mark
+from hean.telemetry.block import (
+    C_REJECT_BASE,
+    C_REJECTS,
+    N_REJECT_REASONS,
+    risk_set_position,
+    risk_set_state,
+    risk_set_totals,
+)
 
 __all__ = [
     "RejectReason",
@@ -86,6 +95,7 @@ __all__ = [
     "risk_on_report",
     "risk_poll",
     "risk_reject_counts",
+    "risk_to_telemetry",
 ]
 
 
@@ -810,3 +820,33 @@ def risk_on_control(risk, ctl, now_ns, out, k):
 def risk_new_day(risk):
     """Start a new trading day: the daily loss counts from the current equity again."""
     risk.gf[GF_DAY_START] = pos_equity(risk.pos)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def risk_to_telemetry(risk, tm_counters, tm_risk, now_ns):
+    """Publish to the risk stage's telemetry block (:mod:`hean.telemetry.block`): the strictest trading state
+    over the symbols, open orders, PnL, per-symbol positions, and the reject counters by reason (copied as
+    cumulative totals into ``C_REJECTS`` / ``C_REJECT_BASE + reason``; reasons >= 31 share the last slot).
+
+    O(n_symbols + reasons): call it every few ms from the stage loop, not per event. The block's reject
+    slots then belong to this call: do not also count them with ``tm_reject``.
+    """
+    n = risk.stale.shape[0]
+    st = 0
+    for s in range(n):
+        st = max(st, risk_effective_state(risk, s))
+    risk_set_state(tm_risk, st + 1, risk.g[G_OPEN_TOTAL], risk.counters[C_REJECTED], now_ns)  # TS_* = state + 1
+    t = risk.pos.totals
+    risk_set_totals(tm_risk, t[0], t[2], t[1])
+    for s in range(n):
+        p = risk.pos
+        risk_set_position(tm_risk, s, p.position_lots[s], p.avg_px[s], p.realized[s], p.unrealized[s])
+    last = N_REJECT_REASONS - 1
+    tail = np.int64(0)
+    for r in range(risk.rejects.shape[0]):
+        if r < last:
+            store_relaxed(tm_counters, C_REJECT_BASE + r, risk.rejects[r])
+        else:
+            tail += risk.rejects[r]
+    store_relaxed(tm_counters, C_REJECT_BASE + last, tail)
+    store_relaxed(tm_counters, C_REJECTS, risk.counters[C_REJECTED])
