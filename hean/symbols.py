@@ -277,14 +277,53 @@ class SymbolTable:
 # ---------------------------------------------------------------------------------------------------------
 # numba side: the readers' hot loop over raw bytes
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_decimal(buf, start, end):
     """Parse ``buf[start:end]`` (uint8 ASCII) as ``-?digits(.digits)?``.
 
-    Returns ``(value, nfrac, ok)``: ``"61800.20"`` -> ``(618002, 1, True)`` (trailing fraction zeros are
-    dropped). ``ok`` is False for an empty field, a stray character, a second dot, a missing digit around
-    the dot or more than 18 significant digits.
+    Returns ``(value, nfrac, ok)``: ``"61800.25"`` -> ``(6180025, 2, True)``; trailing fraction zeros are
+    dropped (``"61800.20"`` -> ``(618002, 1, True)``). ``ok`` is False for an empty field, a stray
+    character, a second dot, a missing digit around the dot or more than 18 significant digits.
+
+    The common case (no sign, at most 18 characters) takes two tight loops; anything else goes to the
+    general routine, which gives the same answers.
     """
+    n = end - start
+    if n == 0 or n > 18 or buf[start] == 45:
+        return _parse_decimal_general(buf, start, end)
+    i = start
+    v = np.int64(0)
+    while i < end:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            break
+        v = v * 10 + d
+        i += 1
+    if i == start:
+        return np.int64(0), np.int64(0), False
+    if i == end:
+        return v, np.int64(0), True
+    if buf[i] != 46 or i + 1 == end:
+        return np.int64(0), np.int64(0), False
+    i += 1
+    f0 = i
+    last_nz = i  # one past the last non-zero fraction digit
+    while i < end:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            return np.int64(0), np.int64(0), False
+        v = v * 10 + d
+        i += 1
+        if d != 0:
+            last_nz = i
+    trailing = end - last_nz
+    v = v // _POW10[trailing]
+    return v, np.int64(last_nz - f0), True
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _parse_decimal_general(buf, start, end):
+    """:func:`parse_decimal` for every input (signs, long digit strings, leading zeros)."""
     i = start
     neg = False
     if i < end and buf[i] == 45:  # '-'
@@ -334,7 +373,7 @@ def parse_decimal(buf, start, end):
     return value, nfrac, True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def to_units(value, nfrac, mant, scale):
     """Exact ``value * 10**-nfrac / (mant * 10**-scale)``: returns ``(units, ok)``; ok False when off-grid.
 

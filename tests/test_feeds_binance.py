@@ -234,3 +234,30 @@ def test_malformed_line_strict_and_lenient(tmp_path, line, reason):
         read_binance(p, BTC)
     events, rep = read_binance(p, BTC, lenient=True)
     assert rep.skipped == 1 and rep.messages == 2 and "line 2" in rep.reasons[0]
+
+
+def test_fast_path_equals_msgspec_path():
+    """The numba scanner and the msgspec decoder give byte-identical events and the same counters."""
+    path = data_file("binance-usdm-btcusdt-20240808.gz")
+    fast, rf = read_binance(path, BTC)
+    ref, rr = read_binance(path, BTC, engine="msgspec")
+    assert fast.tobytes() == ref.tobytes() and rf.counters == rr.counters
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '123 {"stream":"x","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"1.0","q":"1","m":true},}',  # trailing comma
+        '123 {"stream":"x","data":{"e":"depthUpdate","s":"BTCUSDT","U":1,"u":2,"pu":0,"b":[["1.0" "1"]],"a":[]}}',
+        '123 {"stream":"x","data":{"e":"depthUpdate","s":"BTCUSDT","U":1.5,"u":2,"pu":0,"b":[],"a":[]}}',
+        '123 {"stream":"x","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"1.0","q":"1","m":maybe}}',
+    ],
+)
+def test_fast_path_defers_malformed_json_to_msgspec(tmp_path, line):
+    """Whatever the scanner does not fully understand goes to the msgspec path, which names the line."""
+    good = json.dumps(depth(1, 2, 0, b=[["10.0", "1"]]))
+    p = write(tmp_path, [f"100 {good}", line])
+    with pytest.raises(FeedError, match=r"cap.txt:2: "):
+        read_binance(p, BTC)
+    _, rep = read_binance(p, BTC, lenient=True)
+    assert rep.skipped == 1

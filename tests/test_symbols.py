@@ -148,3 +148,16 @@ def test_bad_config(entries, reason):
 def test_symbol_objects_accepted():
     s = Symbol("X", 0, "0.5", "1")
     assert SymbolTable([s])["X"].tick_mant == 5
+
+
+@given(st.text(alphabet="0123456789.-", min_size=0, max_size=24))
+def test_fast_and_general_parsers_agree(text):
+    from hean.symbols import _parse_decimal_general
+
+    buf = np.frombuffer(text.encode(), np.uint8)
+    fast = parse_decimal(buf, 0, len(buf))
+    slow = _parse_decimal_general(buf, 0, len(buf))
+    assert fast[2] == slow[2]
+    if fast[2]:
+        assert fast == slow
+        assert Decimal(text) == Decimal(int(fast[0])).scaleb(-int(fast[1]))

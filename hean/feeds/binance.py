@@ -38,6 +38,7 @@ import msgspec
 import numpy as np
 from numba import njit
 
+from hean.feeds import binance_fast as bf
 from hean.feeds.common import (
     ROLE_PAIRS,
     ROLE_PRICE,
@@ -128,7 +129,7 @@ _COUNTER_NAMES = [
 S_UNSYNCED, S_WAIT_FIRST, S_SYNCED = 0, 1, 2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _strip_recv(buf, starts, ends, out, json_start, recv, ok):
     """Parse each line's leading receive time; copy the JSON parts, one per line, into ``out``.
 
@@ -162,7 +163,7 @@ def _strip_recv(buf, starts, ends, out, json_start, recv, ok):
     return w
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _put(out, n, kind, sym, side, flags, px, qty, oid, uid, ts, tsx):
     r = out[n]
     r.kind = kind
@@ -178,7 +179,7 @@ def _put(out, n, kind, sym, side, flags, px, qty, oid, uid, ts, tsx):
     return n + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _put_levels(out, n, sym, msg, seg0, tok_first, tok_count, units, uid, ts, tsx, flags):
     """The bid then ask level sets of a depth message/snapshot; the last one gets F_LAST_IN_GROUP."""
     start = n
@@ -193,7 +194,7 @@ def _put_levels(out, n, sym, msg, seg0, tok_first, tok_count, units, uid, ts, ts
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _apply_diff(j, ts, spot, mU, mu, mpu, msym, mexch, seg0, tok_first, tok_count, units,
                 state, last_u, snap_id, pending, out, n, cnt):  # fmt: skip
     """Run diff message ``j`` through its symbol's sync state; returns the new event count."""
@@ -228,14 +229,11 @@ def _apply_diff(j, ts, spot, mU, mu, mpu, msym, mexch, seg0, tok_first, tok_coun
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _events(mk, mrecv, mexch, mU, mu, mpu, msym, mtid, mside, mok, seg0, tok_first, tok_count, units,
-            n_sym, spot, out, cnt):  # fmt: skip
-    """The sync state machine over all messages in stream order; returns the number of events written."""
-    state = np.zeros(n_sym, np.int64)
-    last_u = np.zeros(n_sym, np.int64)
-    snap_id = np.zeros(n_sym, np.int64)
-    pending = np.full(n_sym, -1, np.int64)
+            n_sym, spot, out, cnt, state, last_u, snap_id, pending):  # fmt: skip
+    """The sync state machine over all messages in stream order; returns the number of events written.
+    ``state``/``last_u``/``snap_id``: zeroed int64[n_sym]; ``pending``: int64[n_sym] of -1."""
     n = 0
     for i in range(mk.shape[0]):
         if not mok[i]:
@@ -290,14 +288,90 @@ def _events(mk, mrecv, mexch, mU, mu, mpu, msym, mtid, mside, mok, seg0, tok_fir
     return n
 
 
+def _fast_columns(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, spot: bool, symbols: SymbolTable | None):
+    """Per-message columns from the numba scanner, or None when any line is not understood (the msgspec path
+    then reads the file and names the problem)."""
+    n = len(starts)
+    status = np.zeros(n, np.int64)
+    recv = np.zeros(n, np.int64)
+    kind = np.zeros(n, np.int64)
+    ints = np.zeros((n, bf.F_COUNT), np.int64)
+    segs = np.zeros((n, bf.SEG_COUNT, 2), np.int64)
+    sym_span = np.zeros((n, 2), np.int64)
+    sym_hash = np.zeros(n, np.int64)
+    scratch = np.zeros((2, n), np.int64)
+    if bf.scan(buf, starts, ends, spot, status, recv, kind, ints, segs, sym_span, sym_hash, scratch[0], scratch[1]):
+        return None
+    good = np.flatnonzero(status == bf.L_OK)
+    M = len(good)
+    mk = np.ascontiguousarray(kind[good])
+    iv = ints[good]
+    snap = mk == K_SNAPSHOT
+    # symbol names: one per distinct hash, checked byte for byte
+    rows = good[~snap]
+    uh, first, inv = np.unique(sym_hash[rows], return_index=True, return_inverse=True)
+    rep = rows[first]
+    if not _same_names(buf, sym_span, rows, rep[inv]):
+        return None
+    order = np.argsort(first, kind="stable")
+    hash_names = [bytes(buf[sym_span[r, 0] : sym_span[r, 1]]).decode("ascii", "replace") for r in rep]
+    if symbols is None:
+        names = {hash_names[u]: i for i, u in enumerate(order)}
+    else:
+        names = {sy.name: sy.id for sy in symbols}
+        if any(nm not in names for nm in hash_names):
+            return None
+    msym = np.full(M, -1, np.int64)
+    msym[~snap] = np.array([names[nm] for nm in hash_names], np.int64)[inv] if len(rows) else 0
+    seg = segs[good].reshape(M * bf.SEG_COUNT, 2)
+    seg_start = np.ascontiguousarray(seg[:, 0])
+    seg_end = np.ascontiguousarray(seg[:, 1])
+    roles = np.tile(np.array(_ROLES, np.int64), (M, 1))
+    roles[mk == K_TICKER, 0:2] = ROLE_PRICE
+    seg_role = roles.reshape(-1)
+    cap = int((seg_end - seg_start).sum()) // 3 + 1
+    val = np.empty(cap, np.int64)
+    nfrac = np.empty(cap, np.int64)
+    tok_first = np.empty(M * bf.SEG_COUNT, np.int64)
+    tok_count = np.empty(M * bf.SEG_COUNT, np.int64)
+    st = np.empty(M * bf.SEG_COUNT, np.int64)
+    ntok = bf.parse_segments(buf, seg_start, seg_end, seg_role, tok_first, tok_count, st, val, nfrac)
+    if st.any():
+        return None
+    col = [np.ascontiguousarray(iv[:, c]) for c in (bf.F_E, bf.F_T, bf.F_U, bf.F_u, bf.F_PU, bf.F_TID)]
+    mside = np.where(iv[:, bf.F_M] == 1, -1, 1).astype(np.int64)
+    tokens = (tok_first, tok_count, val[:ntok], nfrac[:ntok])
+    return (good + 1, np.ascontiguousarray(recv[good]), mk, *col, mside, msym, names, tokens)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _same_names(buf, span, rows, reps):
+    """Is every row's symbol name byte-identical to its representative's (no hash collision)?"""
+    for i in range(rows.shape[0]):
+        a = rows[i]
+        b = reps[i]
+        la = span[a, 1] - span[a, 0]
+        if la != span[b, 1] - span[b, 0]:
+            return False
+        for k in range(la):
+            if buf[span[a, 0] + k] != buf[span[b, 0] + k]:
+                return False
+    return True
+
+
 def read_binance(
     path: str | Path,
     symbols: SymbolTable | None = None,
     market: str = "usdm",
     lenient: bool = False,
     symbol: str | None = None,
+    engine: str = "auto",
 ) -> tuple[np.ndarray, ReadReport]:
     """Read a Binance raw capture into MARKET_EVENTs.
+
+    ``engine``: ``"auto"`` scans the file with the numba fast path (:mod:`hean.feeds.binance_fast`) and
+    falls back to msgspec for a file the scanner does not fully understand (which is where errors are
+    named); ``"msgspec"`` always decodes with msgspec. Both give identical events.
 
     ``symbols``: the table to convert prices with (every symbol in the file must be in it); None infers one
     with tick/lot = the finest decimal step seen per symbol. ``symbol`` names the symbol of the REST
@@ -306,6 +380,8 @@ def read_binance(
     """
     if market not in ("usdm", "spot"):
         raise ValueError(f"market must be 'usdm' or 'spot', got {market!r}")
+    if engine not in ("auto", "msgspec"):
+        raise ValueError(f"engine must be 'auto' or 'msgspec', got {engine!r}")
     spot = market == "spot"
     report = ReadReport(str(path), f"binance-{market}")
     errors = LineErrors(report, lenient)
@@ -313,93 +389,102 @@ def read_binance(
     buf = np.frombuffer(data, np.uint8)
     starts, ends = split_lines(data)
     report.lines = len(starts)
-    out = np.empty(len(buf) + 1, np.uint8)
-    json_start = np.zeros(len(starts), np.int64)
-    recv = np.zeros(len(starts), np.int64)
-    okl = np.zeros(len(starts), np.int64)
-    w = _strip_recv(buf, starts, ends, out, json_start, recv, okl)
-    for i in np.flatnonzero(okl < 0):
-        errors.bad(int(i) + 1, "expected '<receive time ns> <json>'")
-    good = np.flatnonzero(okl > 0)
-    jbuf = memoryview(out[:w])
-    try:
-        msgs = _DECODER.decode_lines(jbuf)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        msgs = []
-        keep = []
-        jbuf = bytes(jbuf)
-        for idx in good:
-            a = int(json_start[idx])
-            b = jbuf.index(b"\n", a)
-            try:
-                msgs.append(_DECODER.decode(jbuf[a:b]))
-                keep.append(idx)
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                errors.bad(int(idx) + 1, f"bad JSON: {e}")
-        good = np.array(keep, np.int64)
-    lines = good + 1
-    recv = np.ascontiguousarray(recv[good])
-
-    M = len(msgs)
-    D = [m.data for m in msgs]
-    for i in [i for i, d in enumerate(D) if d is None]:
-        m = msgs[i]
-        if m.lastUpdateId < 0:
-            D[i] = _Data(e="\x00bad")
-        else:
-            D[i] = _Data(e=_SNAP, E=m.E, T=m.T, U=m.lastUpdateId, u=m.lastUpdateId, pu=0, b=m.bids, a=m.asks)
-    mk = np.array([_KINDS.get(e, 0) for e in map(_get_e, D)], np.int64)
-    ints = np.array(list(map(_get_ints, D)), np.int64).reshape(M, 6)
-    mE, mT, mU, mu, mpu, mtid = (np.ascontiguousarray(ints[:, i]) for i in range(6))
-    mside = np.where(np.fromiter(map(_get_m, D), np.bool_, M), -1, 1).astype(np.int64)
-    sym_names = list(map(_get_s, D))
-    if symbols is None:
-        names = {n: i for i, n in enumerate(n for n in dict.fromkeys(sym_names) if n)}
+    fast = _fast_columns(buf, starts, ends, spot, symbols) if engine == "auto" else None
+    if fast is not None:
+        (lines, recv, mk, mE, mT, mU, mu, mpu, mtid, mside, msym, names, tokens) = fast
+        M = len(mk)
+        mok = np.ones(M, np.bool_)
+        snap = mk == K_SNAPSHOT
     else:
-        names = {sy.name: sy.id for sy in symbols}
-    msym = np.array([names.get(n, -1) for n in sym_names], np.int64)
+        out = np.empty(len(buf) + 1, np.uint8)
+        json_start = np.zeros(len(starts), np.int64)
+        recv = np.zeros(len(starts), np.int64)
+        okl = np.zeros(len(starts), np.int64)
+        w = _strip_recv(buf, starts, ends, out, json_start, recv, okl)
+        for i in np.flatnonzero(okl < 0):
+            errors.bad(int(i) + 1, "expected '<receive time ns> <json>'")
+        good = np.flatnonzero(okl > 0)
+        jbuf = memoryview(out[:w])
+        try:
+            msgs = _DECODER.decode_lines(jbuf)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            msgs = []
+            keep = []
+            jbuf = bytes(jbuf)
+            for idx in good:
+                a = int(json_start[idx])
+                b = jbuf.index(b"\n", a)
+                try:
+                    msgs.append(_DECODER.decode(jbuf[a:b]))
+                    keep.append(idx)
+                except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                    errors.bad(int(idx) + 1, f"bad JSON: {e}")
+            good = np.array(keep, np.int64)
+        lines = good + 1
+        recv = np.ascontiguousarray(recv[good])
 
-    joined = b"\x00".join(chain.from_iterable(map(_get_raws, D)))
-    jb = np.frombuffer(joined, np.uint8)
-    seg_start = np.empty(6 * M, np.int64)
-    seg_end = np.empty(6 * M, np.int64)
-    _split_zero(jb, seg_start, seg_end)
-    seglen = (seg_end - seg_start).reshape(M, 6)
-    has = seglen > 0
-    maybe = mk == K_MAYBE
-    mk[maybe & has[:, 2] & has[:, 3]] = K_TICKER
-    mk[mk == K_MAYBE] = 0
-
-    # validation, all at once; reasons reported in line order
-    snap = mk == K_SNAPSHOT
-    checks = [
-        (mk == 0, None),
-        ((mk == K_DEPTH) & ((mU < 0) | (mu < 0) | ~has[:, 0] | ~has[:, 1]), "depthUpdate without U, u, b or a"),
-        ((mk == K_TRADE) & (~has[:, 4] | ~has[:, 5] | (mtid < 0)), "trade without p, q or t"),
-        ((mk == K_TICKER) & ((mu < 0) | ~has[:, :4].all(axis=1)), "bookTicker without u, b, B, a or A"),
-        (~snap & (mk != 0) & (msym < 0), None),
-    ]
-    if not spot:
-        checks.append(((mk == K_DEPTH) & (mpu < 0), "depthUpdate without pu: a spot recording? (use market='spot')"))
-    mok = np.ones(M, np.bool_)
-    bad_reason: dict[int, str] = {}
-    for mask, reason in checks:
-        for i in np.flatnonzero(mask & mok):
-            i = int(i)
-            if reason is not None:
-                bad_reason[i] = reason
-            elif mk[i] == 0:
-                e = D[i].e
-                bad_reason[i] = (
-                    "neither a combined-stream message nor a depth snapshot"
-                    if e == "\x00bad"
-                    else f"unsupported event type {e!r} (stream {msgs[i].stream!r})"
-                )
+        M = len(msgs)
+        D = [m.data for m in msgs]
+        for i in [i for i, d in enumerate(D) if d is None]:
+            m = msgs[i]
+            if m.lastUpdateId < 0:
+                D[i] = _Data(e="\x00bad")
             else:
-                bad_reason[i] = f"unknown symbol {sym_names[i]!r}"
-            mok[i] = False
-    for i in sorted(bad_reason):
-        errors.bad(int(lines[i]), bad_reason[i])
+                D[i] = _Data(e=_SNAP, E=m.E, T=m.T, U=m.lastUpdateId, u=m.lastUpdateId, pu=0, b=m.bids, a=m.asks)
+        mk = np.array([_KINDS.get(e, 0) for e in map(_get_e, D)], np.int64)
+        ints = np.array(list(map(_get_ints, D)), np.int64).reshape(M, 6)
+        mE, mT, mU, mu, mpu, mtid = (np.ascontiguousarray(ints[:, i]) for i in range(6))
+        mside = np.where(np.fromiter(map(_get_m, D), np.bool_, M), -1, 1).astype(np.int64)
+        sym_names = list(map(_get_s, D))
+        if symbols is None:
+            names = {n: i for i, n in enumerate(n for n in dict.fromkeys(sym_names) if n)}
+        else:
+            names = {sy.name: sy.id for sy in symbols}
+        msym = np.array([names.get(n, -1) for n in sym_names], np.int64)
+
+        joined = b"\x00".join(chain.from_iterable(map(_get_raws, D)))
+        jb = np.frombuffer(joined, np.uint8)
+        seg_start = np.empty(6 * M, np.int64)
+        seg_end = np.empty(6 * M, np.int64)
+        _split_zero(jb, seg_start, seg_end)
+        seglen = (seg_end - seg_start).reshape(M, 6)
+        has = seglen > 0
+        maybe = mk == K_MAYBE
+        mk[maybe & has[:, 2] & has[:, 3]] = K_TICKER
+        mk[mk == K_MAYBE] = 0
+
+        # validation, all at once; reasons reported in line order
+        snap = mk == K_SNAPSHOT
+        checks = [
+            (mk == 0, None),
+            ((mk == K_DEPTH) & ((mU < 0) | (mu < 0) | ~has[:, 0] | ~has[:, 1]), "depthUpdate without U, u, b or a"),
+            ((mk == K_TRADE) & (~has[:, 4] | ~has[:, 5] | (mtid < 0)), "trade without p, q or t"),
+            ((mk == K_TICKER) & ((mu < 0) | ~has[:, :4].all(axis=1)), "bookTicker without u, b, B, a or A"),
+            (~snap & (mk != 0) & (msym < 0), None),
+        ]
+        if not spot:
+            checks.append(
+                ((mk == K_DEPTH) & (mpu < 0), "depthUpdate without pu: a spot recording? (use market='spot')")
+            )
+        mok = np.ones(M, np.bool_)
+        bad_reason: dict[int, str] = {}
+        for mask, reason in checks:
+            for i in np.flatnonzero(mask & mok):
+                i = int(i)
+                if reason is not None:
+                    bad_reason[i] = reason
+                elif mk[i] == 0:
+                    e = D[i].e
+                    bad_reason[i] = (
+                        "neither a combined-stream message nor a depth snapshot"
+                        if e == "\x00bad"
+                        else f"unsupported event type {e!r} (stream {msgs[i].stream!r})"
+                    )
+                else:
+                    bad_reason[i] = f"unknown symbol {sym_names[i]!r}"
+                mok[i] = False
+        for i in sorted(bad_reason):
+            errors.bad(int(lines[i]), bad_reason[i])
 
     if snap.any():
         if symbol is not None:
@@ -419,8 +504,11 @@ def read_binance(
     roles = np.tile(np.array(_ROLES, np.int64), (M, 1))
     roles[mk == K_TICKER, 0:2] = ROLE_PRICE
     seg_role = roles.reshape(-1)
-    tok_first, tok_count, val, nfrac, seg_ok = tokenise_buffer(jb, seg_start, seg_end, mline[seg_msg], errors)
-    mok &= seg_ok.reshape(M, 6).all(axis=1)
+    if fast is not None:
+        tok_first, tok_count, val, nfrac = tokens
+    else:
+        tok_first, tok_count, val, nfrac, seg_ok = tokenise_buffer(jb, seg_start, seg_end, mline[seg_msg], errors)
+        mok &= seg_ok.reshape(M, 6).all(axis=1)
 
     if symbols is None:
         pf = np.zeros(M, np.int64)
@@ -434,8 +522,10 @@ def read_binance(
 
     cnt = np.zeros(len(_COUNTER_NAMES), np.int64)
     ev = np.empty(len(val) // 2 + 2 * M + 1, MARKET_EVENT)
+    ns = max(len(symbols), 1)
+    z = np.zeros((3, ns), np.int64)
     n = _events(mk, recv, mexch, mU, mu, mpu, msym, mtid, mside, mok, seg0, tok_first, tok_count, units,
-                max(len(symbols), 1), spot, ev, cnt)  # fmt: skip
+                ns, spot, ev, cnt, z[0], z[1], z[2], np.full(ns, -1, np.int64))  # fmt: skip
     ev = ev[:n]
     ev["seq"] = np.arange(1, n + 1)
     report.symbols = symbols

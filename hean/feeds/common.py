@@ -112,7 +112,7 @@ def read_bytes(path: str | Path) -> bytes:
     return raw
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _line_bounds(buf, starts, ends):
     n = 0
     start = 0
@@ -133,10 +133,10 @@ def _line_bounds(buf, starts, ends):
     return n
 
 
-def split_lines(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+def split_lines(data: bytes | bytearray) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, ends)`` byte offsets of every line (``\\n`` or ``\\r\\n``; a last line without newline)."""
     buf = np.frombuffer(data, np.uint8)
-    cap = int(np.count_nonzero(buf == 10)) + 1
+    cap = data.count(b"\n") + 1
     starts = np.empty(cap, np.int64)
     ends = np.empty(cap, np.int64)
     n = _line_bounds(buf, starts, ends)
@@ -149,7 +149,7 @@ TOK_BAD_NUMBER = 1  # a quoted string that is not a plain decimal
 TOK_NOT_STRING = 2  # a bare JSON number/literal where a decimal string was expected
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tokenise_segments(buf, seg_start, seg_end, tok_first, tok_count, seg_status, val, nfrac):
     """Parse every quoted decimal string of each segment ``buf[seg_start[i]:seg_end[i]]``.
 
@@ -195,7 +195,7 @@ _TOK_REASON = {
 }
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def split_zero(buf, seg_start, seg_end):
     """Segments of ``buf`` separated by NUL bytes (raw JSON fragments joined with ``b"\\x00"``: a NUL
     cannot occur inside valid JSON). Returns the number of segments."""
@@ -273,7 +273,7 @@ CONV_NEGATIVE = 2  # a negative quantity
 CONV_ODD = 3  # a level array with an odd number of strings
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def convert_tokens(
     seg_msg, seg_role, tok_first, tok_count, val, nfrac, msg_sym,
     tick_mant, tick_scale, lot_mant, lot_scale, units, msg_status, msg_bad_tok,
@@ -315,7 +315,7 @@ def convert_tokens(
                 units[t] = u
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def frac_digits_by_msg(seg_msg, seg_role, tok_first, tok_count, nfrac, price_frac, qty_frac):
     """Most fraction digits of the prices and of the quantities in each message (for tick/lot inference)."""
     for i in range(seg_msg.shape[0]):
