@@ -103,4 +103,5 @@ def open_native(path: str | Path) -> tuple[np.ndarray, SymbolTable]:
 def read_native(path: str | Path) -> tuple[np.ndarray, ReadReport]:
     """:func:`open_native` with the readers' ``(events, report)`` shape."""
     events, symbols = open_native(path)
-    return events, ReadReport(str(path), "native", symbols=symbols, messages=len(events), events=len(events))
+    n = len(events)
+    return events, ReadReport(str(path), "native", symbols=symbols, lines=n, messages=n, events=n)
