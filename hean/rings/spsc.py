@@ -60,12 +60,17 @@ __all__ = [
     "try_push",
 ]
 
-# Why ``_nrt=False``: numba reference-counts every array argument (an atomic ``lock inc``/``lock dec`` of the
-# array's meminfo) around each call of a function that takes arrays, and its pruning pass leaves those in a
-# busy loop that calls small helpers: measured 150 ns per push+pop instead of 8 ns. These functions never
-# allocate or keep an array, so they can hold borrowed references: with the runtime off they carry no
-# refcounting, LLVM inlines them into the caller's loop, and the hot path is a handful of plain movs.
-_JIT = {"cache": True, "nogil": True, "_nrt": False}
+# Why these options (each measured on the development VM):
+# * ``_nrt=False``: numba reference-counts every array argument (a ``lock inc``/``lock dec`` of the array's
+#   meminfo) around each call of a function that takes arrays, and does not prune those in a busy loop that
+#   calls small helpers: 150 ns per push+pop in one process instead of 8 ns. A locked instruction also drains
+#   the store buffer, which across cores stalls the producer on every record. These functions never
+#   allocate or keep an array, so they hold borrowed references and need no runtime.
+# * ``forceinline=True`` (LLVM ``alwaysinline``): LLVM's cost model declines to inline a function that copies
+#   a record (``try_push``); the call (a dozen stack stores for the exploded array arguments) then sits in
+#   the producer's store buffer behind the slot and cursor stores, and across cores single-record pushes ran
+#   3-5x slower (2 M/s vs 7-40 M/s for the same loop with claim/publish inlined).
+_JIT = {"cache": True, "nogil": True, "_nrt": False, "forceinline": True}
 
 
 # ----------------------------------------------------------------------------------------------------------
