@@ -130,28 +130,32 @@ C_IN_FULL = 9  # orders rejected: the inbound queue was full
 C_LEN = 16
 
 
+# o[] columns (one row per order; one 2-D array instead of eleven columns: every kernel takes the Venue
+# tuple by value, and numba's compile time and call cost grow with the number of arrays in it)
+O_ID = 0  # order id; 0 = free
+O_LIVE = 1  # 1 while resting
+O_VENUE = 2
+O_SYMBOL = 3
+O_SIDE = 4
+O_PRICE = 5
+O_LEAVES = 6
+O_CUM = 7
+O_AHEAD = 8  # lots ahead in the queue at O_PRICE
+O_FLAGS = 9
+O_TS_ORIGIN = 10
+O_LEN = 11
+L_ENTRY, L_REPORT = 0, 1  # lat[] columns
+VF_MAKER, VF_TAKER, VF_REJECT = 0, 1, 2  # vf[] columns
+
+
 class Venue(NamedTuple):
     book: L2Book  # row v * n_symbols + s
     tops: VenueTops  # [n_venues, n_symbols] best bid/ask: the router's view
     stale: np.ndarray  # int64[n_venues * n_symbols]: 1 after OUT_OF_SYNC until the next CLEAR
-    entry_latency_ns: np.ndarray  # int64[n_venues]
-    report_latency_ns: np.ndarray  # int64[n_venues]
-    maker_fee: np.ndarray  # float64[n_venues]
-    taker_fee: np.ndarray  # float64[n_venues]
-    reject_prob: np.ndarray  # float64[n_venues]
+    lat: np.ndarray  # int64[n_venues, 2]: L_ENTRY, L_REPORT latency, ns
+    vf: np.ndarray  # float64[n_venues, 3]: VF_MAKER, VF_TAKER fee (fraction of notional), VF_REJECT probability
     value_per_tick_lot: np.ndarray  # float64[n_symbols]
-    # orders at the venues, direct-mapped by order_id & (capacity - 1)
-    o_id: np.ndarray  # int64; 0 = free
-    o_live: np.ndarray  # int64: 1 while resting
-    o_venue: np.ndarray
-    o_symbol: np.ndarray
-    o_side: np.ndarray
-    o_price: np.ndarray
-    o_leaves: np.ndarray
-    o_cum: np.ndarray
-    o_ahead: np.ndarray  # lots ahead in the queue at o_price
-    o_flags: np.ndarray
-    o_ts_origin: np.ndarray
+    o: np.ndarray  # int64[capacity, O_LEN]: orders at the venues, direct-mapped by order_id & (capacity - 1)
     rest: np.ndarray  # int64[capacity]: slots of resting orders (first g[G_NREST])
     rest_pos: np.ndarray  # int64[capacity]: index of a slot in ``rest``
     # inbound (orders in flight) and outbound (reports in flight) queues, one FIFO per venue
@@ -215,23 +219,23 @@ def make_venue(
         book=make_l2_book(n_venues * n_symbols, book_window, book_overflow),
         tops=make_venue_tops(n_venues, n_symbols),
         stale=np.zeros(n_venues * n_symbols, dtype=np.int64),
-        entry_latency_ns=_per_venue(entry_latency_ns, n_venues, np.int64, "entry_latency_ns", 0, 10**12),
-        report_latency_ns=_per_venue(report_latency_ns, n_venues, np.int64, "report_latency_ns", 0, 10**12),
-        maker_fee=_per_venue(maker_fee, n_venues, np.float64, "maker_fee", -0.1, 0.1),
-        taker_fee=_per_venue(taker_fee, n_venues, np.float64, "taker_fee", -0.1, 0.1),
-        reject_prob=_per_venue(reject_prob, n_venues, np.float64, "reject_prob", 0.0, 1.0),
+        lat=np.stack(
+            [
+                _per_venue(entry_latency_ns, n_venues, np.int64, "entry_latency_ns", 0, 10**12),
+                _per_venue(report_latency_ns, n_venues, np.int64, "report_latency_ns", 0, 10**12),
+            ],
+            axis=1,
+        ),
+        vf=np.stack(
+            [
+                _per_venue(maker_fee, n_venues, np.float64, "maker_fee", -0.1, 0.1),
+                _per_venue(taker_fee, n_venues, np.float64, "taker_fee", -0.1, 0.1),
+                _per_venue(reject_prob, n_venues, np.float64, "reject_prob", 0.0, 1.0),
+            ],
+            axis=1,
+        ),
         value_per_tick_lot=vptl,
-        o_id=col(),
-        o_live=col(),
-        o_venue=col(),
-        o_symbol=col(),
-        o_side=col(),
-        o_price=col(),
-        o_leaves=col(),
-        o_cum=col(),
-        o_ahead=col(),
-        o_flags=col(),
-        o_ts_origin=col(),
+        o=np.zeros((capacity, O_LEN), dtype=np.int64),
         rest=col(),
         rest_pos=col(),
         in_q=np.zeros((n_venues, queue_capacity), dtype=ORDER),
@@ -277,7 +281,7 @@ def _report(vn, v, t, ts_origin, symbol, kind, side, order_id, price, qty, leave
     r.venue = v
     r.reason = reason
     r.liquidity = liq
-    vn.out_t[v, i] = t + vn.report_latency_ns[v]
+    vn.out_t[v, i] = t + vn.lat[v, L_REPORT]
     vn.out_ht[v, 1] = tail + 1
 
 
@@ -386,22 +390,22 @@ def _available(vn, row, side, limit, is_market, want):
 @njit(cache=True, nogil=True, _nrt=False)
 def _take(vn, v, t, slot, row, limit, is_market):
     """Fill order ``slot`` against the opposite levels within the limit; returns the lots filled."""
-    side = vn.o_side[slot]
+    side = vn.o[slot, O_SIDE]
     opp = -side
     opp_idx = 1 if side > 0 else 0  # book side index of the levels we take
     px, q = _opposite_best(vn, row, side)
     filled = np.int64(0)
-    s = vn.o_symbol[slot]
-    while vn.o_leaves[slot] > 0 and px > 0 and q > 0 and _within(side, px, limit, is_market):
-        take = min(vn.o_leaves[slot], q)
+    s = vn.o[slot, O_SYMBOL]
+    while vn.o[slot, O_LEAVES] > 0 and px > 0 and q > 0 and _within(side, px, limit, is_market):
+        take = min(vn.o[slot, O_LEAVES], q)
         l2_set_level(vn.book, row, opp_idx, px, q - take)  # our lots are gone until the feed resets the level
-        vn.o_leaves[slot] -= take
-        vn.o_cum[slot] += take
+        vn.o[slot, O_LEAVES] -= take
+        vn.o[slot, O_CUM] += take
         filled += take
-        fee = px * take * vn.value_per_tick_lot[s] * vn.taker_fee[v]
-        kind = X_FILL if vn.o_leaves[slot] == 0 else X_PARTIAL
-        _report(vn, v, t, vn.o_ts_origin[slot], s, kind, side, vn.o_id[slot], px, take, vn.o_leaves[slot],
-                vn.o_cum[slot], fee, 0, TAKER)  # fmt: skip
+        fee = px * take * vn.value_per_tick_lot[s] * vn.vf[v, VF_TAKER]
+        kind = X_FILL if vn.o[slot, O_LEAVES] == 0 else X_PARTIAL
+        _report(vn, v, t, vn.o[slot, O_TS_ORIGIN], s, kind, side, vn.o[slot, O_ID], px, take, vn.o[slot, O_LEAVES],
+                vn.o[slot, O_CUM], fee, 0, TAKER)  # fmt: skip
         vn.counters[C_FILLS] += 1
         vn.counters[C_FILLED_LOTS] += take
         if q - take > 0:
@@ -420,7 +424,7 @@ def _rest_add(vn, slot):
     vn.rest[n] = slot
     vn.rest_pos[slot] = n
     vn.g[G_NREST] = n + 1
-    vn.o_live[slot] = 1
+    vn.o[slot, O_LIVE] = 1
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -431,7 +435,7 @@ def _rest_remove(vn, slot):
     vn.rest[i] = last
     vn.rest_pos[last] = i
     vn.g[G_NREST] = n
-    vn.o_live[slot] = 0
+    vn.o[slot, O_LIVE] = 0
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -441,61 +445,75 @@ def _marketable(vn, row, side, price, is_market):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _new_reason(vn, v, order, row, marketable):
+    """Why a NEW is refused (0: accepted). ``row``/``marketable`` are only meaningful for valid orders."""
+    ns = vn.tops.bid_px.shape[1]
+    s = order.symbol
+    side = order.side
+    if s < 0 or s >= ns:
+        return R_BAD_SYMBOL
+    if side != 1 and side != -1:
+        return R_BAD_SIDE
+    if order.qty <= 0:
+        return R_BAD_QTY
+    otype = order.order_type
+    if otype != T_LIMIT and otype != T_MARKET:
+        return R_BAD_TYPE
+    if otype == T_LIMIT and order.price <= 0:
+        return R_BAD_PRICE
+    if order.order_id <= 0:
+        return R_UNKNOWN_ORDER
+    if vn.o[order.order_id & (vn.o.shape[0] - 1), O_LIVE] != 0:
+        return R_TABLE_FULL
+    if vn.stale[row] != 0:
+        return R_BOOK_STALE
+    if vn.vf[v, VF_REJECT] > 0.0 and _rand01(vn) < vn.vf[v, VF_REJECT]:
+        return R_VENUE_REJECT
+    if marketable and (order.flags & F_POST_ONLY) != 0:
+        return R_POST_ONLY_CROSS
+    return 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _new(vn, v, t, order):
     ns = vn.tops.bid_px.shape[1]
     s = order.symbol
     side = np.int64(order.side)
-    if s < 0 or s >= ns:
-        return _reject_order(vn, v, t, order, R_BAD_SYMBOL)
-    if side != 1 and side != -1:
-        return _reject_order(vn, v, t, order, R_BAD_SIDE)
-    if order.qty <= 0:
-        return _reject_order(vn, v, t, order, R_BAD_QTY)
-    otype = order.order_type
-    if otype != T_LIMIT and otype != T_MARKET:
-        return _reject_order(vn, v, t, order, R_BAD_TYPE)
-    is_market = otype == T_MARKET
-    if not is_market and order.price <= 0:
-        return _reject_order(vn, v, t, order, R_BAD_PRICE)
-    mask = vn.o_id.shape[0] - 1
-    slot = order.order_id & mask
-    if order.order_id <= 0 or vn.o_live[slot] != 0:
-        return _reject_order(vn, v, t, order, R_TABLE_FULL if order.order_id > 0 else R_UNKNOWN_ORDER)
-    row = v * ns + s
-    if vn.stale[row] != 0:
-        return _reject_order(vn, v, t, order, R_BOOK_STALE)
-    if vn.reject_prob[v] > 0.0 and _rand01(vn) < vn.reject_prob[v]:
-        return _reject_order(vn, v, t, order, R_VENUE_REJECT)
-    marketable = _marketable(vn, row, side, order.price, is_market)
-    if marketable and (order.flags & F_POST_ONLY) != 0:
-        return _reject_order(vn, v, t, order, R_POST_ONLY_CROSS)
+    is_market = order.order_type == T_MARKET
+    row = v * ns + max(0, min(s, ns - 1))
+    marketable = (side == 1 or side == -1) and _marketable(vn, row, side, order.price, is_market)
+    reason = _new_reason(vn, v, order, row, marketable)
+    if reason != 0:
+        _reject_order(vn, v, t, order, reason)
+        return
+    slot = order.order_id & (vn.o.shape[0] - 1)
     qty = np.int64(order.qty)
-    vn.o_id[slot] = order.order_id
-    vn.o_venue[slot] = v
-    vn.o_symbol[slot] = s
-    vn.o_side[slot] = side
-    vn.o_price[slot] = order.price
-    vn.o_leaves[slot] = qty
-    vn.o_cum[slot] = 0
-    vn.o_flags[slot] = order.flags
-    vn.o_ts_origin[slot] = order.ts_origin
+    vn.o[slot, O_ID] = order.order_id
+    vn.o[slot, O_VENUE] = v
+    vn.o[slot, O_SYMBOL] = s
+    vn.o[slot, O_SIDE] = side
+    vn.o[slot, O_PRICE] = order.price
+    vn.o[slot, O_LEAVES] = qty
+    vn.o[slot, O_CUM] = 0
+    vn.o[slot, O_FLAGS] = order.flags
+    vn.o[slot, O_TS_ORIGIN] = order.ts_origin
     _report(vn, v, t, order.ts_origin, s, X_ACK, side, order.order_id, order.price, 0, qty, 0, 0.0, 0, 0)
     tif = order.tif
     if tif == _FOK and _available(vn, row, side, order.price, is_market, qty) < qty:
-        vn.o_leaves[slot] = 0
+        vn.o[slot, O_LEAVES] = 0
         _report(vn, v, t, order.ts_origin, s, X_EXPIRED, side, order.order_id, order.price, 0, 0, 0, 0.0, 0, 0)
         return
     if marketable:
         _take(vn, v, t, slot, row, order.price, is_market)
         _refresh_tops(vn, v, s, t)
-    if vn.o_leaves[slot] == 0:
+    if vn.o[slot, O_LEAVES] == 0:
         return
     if is_market or tif == _IOC or tif == _FOK:
-        vn.o_leaves[slot] = 0
-        _report(vn, v, t, order.ts_origin, s, X_EXPIRED, side, order.order_id, order.price, 0, 0, vn.o_cum[slot],
+        vn.o[slot, O_LEAVES] = 0
+        _report(vn, v, t, order.ts_origin, s, X_EXPIRED, side, order.order_id, order.price, 0, 0, vn.o[slot, O_CUM],
                 0.0, 0, 0)  # fmt: skip
         return
-    vn.o_ahead[slot] = l2_level_qty(vn.book, row, side, order.price)
+    vn.o[slot, O_AHEAD] = l2_level_qty(vn.book, row, side, order.price)
     _rest_add(vn, slot)
 
 
@@ -504,24 +522,24 @@ def _resting_slot(vn, v, order_id):
     """Slot of a live resting order with this id at venue ``v``, -1 if none."""
     if order_id <= 0:
         return -1
-    slot = order_id & (vn.o_id.shape[0] - 1)
-    if vn.o_id[slot] != order_id or vn.o_live[slot] == 0 or vn.o_venue[slot] != v:
+    slot = order_id & (vn.o.shape[0] - 1)
+    if vn.o[slot, O_ID] != order_id or vn.o[slot, O_LIVE] == 0 or vn.o[slot, O_VENUE] != v:
         return -1
     return slot
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _known(vn, order_id):
-    return order_id > 0 and vn.o_id[order_id & (vn.o_id.shape[0] - 1)] == order_id
+    return order_id > 0 and vn.o[order_id & (vn.o.shape[0] - 1), O_ID] == order_id
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _cancel_slot(vn, v, t, slot):
     _rest_remove(vn, slot)
-    vn.o_leaves[slot] = 0
+    vn.o[slot, O_LEAVES] = 0
     vn.counters[C_CANCELS] += 1
-    _report(vn, v, t, vn.o_ts_origin[slot], vn.o_symbol[slot], X_CANCELED, vn.o_side[slot], vn.o_id[slot],
-            vn.o_price[slot], 0, 0, vn.o_cum[slot], 0.0, 0, 0)  # fmt: skip
+    _report(vn, v, t, vn.o[slot, O_TS_ORIGIN], vn.o[slot, O_SYMBOL], X_CANCELED, vn.o[slot, O_SIDE], vn.o[slot, O_ID],
+            vn.o[slot, O_PRICE], 0, 0, vn.o[slot, O_CUM], 0.0, 0, 0)  # fmt: skip
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -537,7 +555,7 @@ def _cancel_all(vn, v, t, symbol):
     i = 0
     while i < vn.g[G_NREST]:
         slot = vn.rest[i]
-        if vn.o_venue[slot] == v and (symbol < 0 or vn.o_symbol[slot] == symbol):
+        if vn.o[slot, O_VENUE] == v and (symbol < 0 or vn.o[slot, O_SYMBOL] == symbol):
             _cancel_slot(vn, v, t, slot)  # swaps the last resting order into position i
         else:
             i += 1
@@ -546,34 +564,38 @@ def _cancel_all(vn, v, t, symbol):
 @njit(cache=True, nogil=True, _nrt=False)
 def _replace(vn, v, t, order):
     slot = _resting_slot(vn, v, order.order_id)
-    if slot < 0:
-        return _reject_order(vn, v, t, order, R_TOO_LATE if _known(vn, order.order_id) else R_UNKNOWN_ORDER)
-    if order.qty <= 0:
-        return _reject_order(vn, v, t, order, R_BAD_QTY)
-    if order.price <= 0:
-        return _reject_order(vn, v, t, order, R_BAD_PRICE)
     ns = vn.tops.bid_px.shape[1]
-    s = vn.o_symbol[slot]
+    s = vn.o[max(slot, 0), O_SYMBOL]
     row = v * ns + s
-    side = vn.o_side[slot]
+    side = vn.o[max(slot, 0), O_SIDE]
     new_px = np.int64(order.price)
     new_qty = np.int64(order.qty)
-    marketable = _marketable(vn, row, side, new_px, False)
-    if marketable and (vn.o_flags[slot] & F_POST_ONLY) != 0:
-        return _reject_order(vn, v, t, order, R_POST_ONLY_CROSS)
-    keeps_queue = new_px == vn.o_price[slot] and new_qty <= vn.o_leaves[slot]
-    vn.o_price[slot] = new_px
-    vn.o_leaves[slot] = new_qty
-    _report(vn, v, t, order.ts_origin, s, X_REPLACED, side, order.order_id, new_px, 0, new_qty, vn.o_cum[slot], 0.0,
+    marketable = slot >= 0 and _marketable(vn, row, side, new_px, False)
+    reason = 0
+    if slot < 0:
+        reason = R_TOO_LATE if _known(vn, order.order_id) else R_UNKNOWN_ORDER
+    elif new_qty <= 0:
+        reason = R_BAD_QTY
+    elif new_px <= 0:
+        reason = R_BAD_PRICE
+    elif marketable and (vn.o[slot, O_FLAGS] & F_POST_ONLY) != 0:
+        reason = R_POST_ONLY_CROSS
+    if reason != 0:
+        _reject_order(vn, v, t, order, reason)
+        return
+    keeps_queue = new_px == vn.o[slot, O_PRICE] and new_qty <= vn.o[slot, O_LEAVES]
+    vn.o[slot, O_PRICE] = new_px
+    vn.o[slot, O_LEAVES] = new_qty
+    _report(vn, v, t, order.ts_origin, s, X_REPLACED, side, order.order_id, new_px, 0, new_qty, vn.o[slot, O_CUM], 0.0,
             0, 0)  # fmt: skip
     if marketable:
         _take(vn, v, t, slot, row, new_px, False)
         _refresh_tops(vn, v, s, t)
-        if vn.o_leaves[slot] == 0:
+        if vn.o[slot, O_LEAVES] == 0:
             _rest_remove(vn, slot)
             return
     if not keeps_queue:
-        vn.o_ahead[slot] = l2_level_qty(vn.book, row, side, new_px)
+        vn.o[slot, O_AHEAD] = l2_level_qty(vn.book, row, side, new_px)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -622,34 +644,34 @@ def _on_trade(vn, v, t, ev):
         while i < vn.g[G_NREST] and avail > 0:
             slot = vn.rest[i]
             i += 1
-            if vn.o_venue[slot] != v or vn.o_symbol[slot] != s or vn.o_side[slot] != passive:
+            if vn.o[slot, O_VENUE] != v or vn.o[slot, O_SYMBOL] != s or vn.o[slot, O_SIDE] != passive:
                 continue
-            op = vn.o_price[slot]
+            op = vn.o[slot, O_PRICE]
             through = op > px if passive > 0 else op < px
             if through_pass:
                 if not through:
                     continue
-                vn.o_ahead[slot] = 0
-                q = min(vn.o_leaves[slot], avail)
+                vn.o[slot, O_AHEAD] = 0
+                q = min(vn.o[slot, O_LEAVES], avail)
             else:
                 if op != px:
                     continue
-                ahead = vn.o_ahead[slot]
+                ahead = vn.o[slot, O_AHEAD]
                 if ev.qty <= ahead:
-                    vn.o_ahead[slot] = ahead - ev.qty
+                    vn.o[slot, O_AHEAD] = ahead - ev.qty
                     continue
-                vn.o_ahead[slot] = 0
-                q = min(vn.o_leaves[slot], ev.qty - ahead, avail)
+                vn.o[slot, O_AHEAD] = 0
+                q = min(vn.o[slot, O_LEAVES], ev.qty - ahead, avail)
             avail -= q
-            vn.o_leaves[slot] -= q
-            vn.o_cum[slot] += q
-            fee = op * q * vn.value_per_tick_lot[s] * vn.maker_fee[v]
-            kind = X_FILL if vn.o_leaves[slot] == 0 else X_PARTIAL
-            _report(vn, v, t, ev.ts_origin, s, kind, vn.o_side[slot], vn.o_id[slot], op, q, vn.o_leaves[slot],
-                    vn.o_cum[slot], fee, 0, MAKER)  # fmt: skip
+            vn.o[slot, O_LEAVES] -= q
+            vn.o[slot, O_CUM] += q
+            fee = op * q * vn.value_per_tick_lot[s] * vn.vf[v, VF_MAKER]
+            kind = X_FILL if vn.o[slot, O_LEAVES] == 0 else X_PARTIAL
+            _report(vn, v, t, ev.ts_origin, s, kind, vn.o[slot, O_SIDE], vn.o[slot, O_ID], op, q, vn.o[slot, O_LEAVES],
+                    vn.o[slot, O_CUM], fee, 0, MAKER)  # fmt: skip
             vn.counters[C_FILLS] += 1
             vn.counters[C_FILLED_LOTS] += q
-            if vn.o_leaves[slot] == 0:
+            if vn.o[slot, O_LEAVES] == 0:
                 _rest_remove(vn, slot)
                 i -= 1  # the last resting order moved into position i - 1
 
@@ -687,7 +709,7 @@ def venue_on_order(vn, order, now_ns, out, k):
         d.strategy = order.strategy
         d.reason = order.reason
         d.venue = order.venue
-        vn.in_t[v, i] = now_ns + vn.entry_latency_ns[v]
+        vn.in_t[v, i] = now_ns + vn.lat[v, L_ENTRY]
         vn.in_ht[v, 1] = tail + 1
     _process_inbound(vn, now_ns)
     return _release(vn, now_ns, out, k)
