@@ -595,7 +595,7 @@ def floors_by_placement(figs: list[Figure]) -> dict[str, float]:
 
 
 def format_table(figs: list[Figure], floors: dict[str, float], c_rates: dict[str, float]) -> str:
-    head = ("figure", "place", "p50", "p90", "p99", "p99.9", "p99.99", "max", "msgs/s", "x floor", "preempt")
+    head = ("figure", "place", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max", "msgs/s", "x floor", "preempt")
     rows = [head]
 
     def ns(v):
@@ -603,19 +603,19 @@ def format_table(figs: list[Figure], floors: dict[str, float], c_rates: dict[str
 
     for f in figs:
         if f.kind == "floor":
-            rows.append((f.name, f.placement, ns(f.value["one_way_p50_ns"]), *["-"] * 5, "-", "1.00", "-"))
+            rows.append((f.name, f.placement, "-", ns(f.value["one_way_p50_ns"]), *["-"] * 5, "-", "1.00", "-"))
         elif f.kind == "latency":
             h = f.value["hop"]
             fl = floors.get(f.placement)
             ratio = f"{h['p50_ns'] / fl:.2f}" if fl else "n/a"
-            vals = [ns(h[k]) for k in ("p50_ns", "p90_ns", "p99_ns", "p999_ns", "p9999_ns", "max_ns")]
+            vals = [ns(h[k]) for k in ("min_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "p9999_ns", "max_ns")]
             rows.append((f.name, f.placement, *vals, "-", ratio, str(f.value.get("preemptions", "-"))))
         else:
             rate = f.value["msgs_per_s"]
             c = c_rates.get(f.placement)
             ratio = f"{rate / c:.2f} (C ring)" if c and not f.name.startswith("C ring") else "-"
             pre = str(f.value.get("preemptions", "-"))
-            rows.append((f.name, f.placement, *["-"] * 6, f"{rate / 1e6:,.2f} M", ratio, pre))
+            rows.append((f.name, f.placement, *["-"] * 7, f"{rate / 1e6:,.2f} M", ratio, pre))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [
         "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows
