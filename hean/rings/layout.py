@@ -59,7 +59,7 @@ PAIR = 2 * CACHE_LINE
 WORD = 8  # every header word is an int64
 
 MAGIC_VALUE = int.from_bytes(b"HEANRING", "little")  # 0x474e4952_4e414548
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: private copies of the own cursors (P_WRITE, C_READ) shifted the private words
 MAX_CAPACITY = 1 << 30
 MAX_RECORD_SIZE = 1 << 20
 MAX_DESCR_BYTES = 1 << 16
