@@ -45,9 +45,7 @@ class SegmentError(RuntimeError):
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid HEAN segment name, else raise :class:`SegmentError`."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SegmentError(
-            f"bad segment name {name!r}: must start with {PREFIX!r} and use only [A-Za-z0-9._-]"
-        )
+        raise SegmentError(f"bad segment name {name!r}: must start with {PREFIX!r} and use only [A-Za-z0-9._-]")
     return name
 
 

@@ -12,7 +12,6 @@ every placement, so every argument must exist); they are never touched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
@@ -26,9 +25,9 @@ from hean.shm import attach_segment
 from hean.stages.book import make_l2_book
 from hean.stages.risk import make_risk
 from hean.stages.router import make_router, make_venue_tops
+from hean.stages.strategy import make_strategy_stage
 from hean.stages.trades import make_trade_stats
 from hean.stages.venue import make_venue
-from hean.strategies import make_strategy_stage, strategy_on_book  # noqa: F401  (re-exported for pipeline)
 from hean.symbols import SymbolTable
 from hean.telemetry.block import attach_block, block_name
 from hean.telemetry.histogram import HIST_LEN
@@ -66,30 +65,6 @@ _RING_FIELDS = {
     "control": "control",
 }
 PACES = {"rate": 0, "recorded": 1, "fast": 2}
-
-
-class Ctx(NamedTuple):
-    """Everything :func:`hean.engine.pipeline.run_loop` touches (see the pipeline's docstring)."""
-
-    params: np.ndarray
-    ctl: np.ndarray
-    owns: np.ndarray
-    feedp: np.ndarray
-    clock: np.ndarray  # int64[1]: the simulated exchange clock (latest ts_exch seen)
-    synth: object
-    replay: np.ndarray
-    book: object
-    trades: object
-    tops: object
-    venue_of: np.ndarray  # int64[n_symbols]: venue index of each symbol
-    strategy: object
-    position: np.ndarray
-    risk: object
-    router: object
-    venue: object
-    rings: P.Rings
-    scratch: P.Scratch
-    tm: P.Telemetry
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -159,8 +134,22 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
     venue_kw = _venue_params(cfg) if real["venue"] else {}
     venue = call_factory("venues", make_venue, n, nv, **venue_kw)
 
-    strat_params = dict(cfg.strategy.params) if real["strategy"] else {}
-    strategy = call_factory("strategy", make_strategy_stage, cfg.strategy.name, n, strat_params, dict(cfg.indicators))
+    st = cfg.strategy
+    strategy = call_factory(
+        "strategy",
+        make_strategy_stage,
+        st.name,
+        n,
+        dict(st.params),
+        mode=st.mode,
+        tick_source=st.tick_source,
+        indicators=dict(cfg.indicators),
+        bars=dict(cfg.bars),
+        index=st.index,
+    )
+    strategy = P.StrategyStage(
+        strategy.strat, strategy.ind, strategy.bars, strategy.params, position, np.zeros(1, records.ORDER)
+    )
     return table, venue_of, synth, book, trades, risk, router, venue, strategy
 
 
@@ -225,81 +214,82 @@ def load_replay(cfg: Config) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # one worker
 # ---------------------------------------------------------------------------------------------------------
-def _dummy_tm(stage: str) -> tuple[np.ndarray, np.ndarray]:
+def _dummy_tm(stage: str) -> P.StageTm:
     from hean.telemetry.block import N_COUNTERS
 
-    return np.zeros(N_COUNTERS, np.int64), np.zeros((len(STAGE_HISTS[stage]), HIST_LEN), np.int64)
+    return P.StageTm(np.zeros(N_COUNTERS, np.int64), np.zeros((len(STAGE_HISTS[stage]), HIST_LEN), np.int64))
 
 
 @dataclass
 class BuiltWorker:
-    ctx: Ctx
+    worker: P.Worker
     rings: list[Ring]
     segments: list
 
-    def started(self) -> None:
+    def _owned_counters(self):
+        for i, stage in enumerate(STAGES):
+            if self.worker.owns[i]:
+                yield getattr(self.worker, "tm_" + stage).c
+
+    def started(self, cpu: int) -> None:
         from hean.telemetry.block import tm_start
 
-        cpu = -1
-        for stage in STAGES:
-            if self.ctx.owns[STAGES.index(stage)]:
-                tm_start(getattr(self.ctx.tm, _TM_FIELDS[stage][0]), cpu)
+        for c in self._owned_counters():
+            tm_start(c, cpu)
 
     def finished(self) -> None:
         import time
 
         from hean.telemetry.block import tm_stop
 
-        for stage in STAGES:
-            if self.ctx.owns[STAGES.index(stage)]:
-                tm_stop(getattr(self.ctx.tm, _TM_FIELDS[stage][0]), time.monotonic_ns())
+        for c in self._owned_counters():
+            tm_stop(c, time.monotonic_ns())
 
 
 def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
-    """Attach this worker's rings and telemetry, build its stages, and assemble the loop's context."""
+    """Attach this worker's rings and telemetry, build its stages, and assemble the loop's state."""
     import msgspec
 
     cfg = msgspec.convert(spec["config"], Config)
     mine = set(spec["stages"])
-    owns = np.array([1 if s in mine else 0 for s in STAGES], np.int64)
     run_id = spec["run_id"]
+    n_sym = len(cfg.symbols)
     segments: list = []
 
     pos_seg = attach_segment(f"hean-{run_id}-pos")
     segments.append(pos_seg)
-    position = pos_seg.array(np.int64, len(cfg.symbols), 0)
+    position = pos_seg.array(np.int64, n_sym, 0)
     table, venue_of, synth, book, trades, risk, router, venue, strategy = build_stages(cfg, position, mine)
-    tops = _attach_tops(run_id, len(cfg.venues), len(cfg.symbols), segments)
+    tops = _attach_tops(run_id, len(cfg.venues), n_sym, segments)
 
     rings: list[Ring] = []
-    ring_arrays = {}
+    edge_rings = {}
+    cap = cfg.engine.ring_capacity
     for edge in EDGES:
         name = spec["rings"].get(edge.key)
-        field = _RING_FIELDS[edge.key]
         if name and (edge.src in mine or edge.dst in mine):
-            role = "producer" if edge.src in mine else "consumer"
-            ring = attach(name, role=role)
+            ring = attach(name, role="producer" if edge.src in mine else "consumer")
             rings.append(ring)
-            ring_arrays[field + "_h"], ring_arrays[field + "_s"] = ring.hdr, ring.slots
+            edge_rings[_RING_FIELDS[edge.key]] = P.Ring(ring.hdr, ring.slots)
+        elif edge.src in mine and edge.dst in mine:
+            edge_rings[_RING_FIELDS[edge.key]] = P.private_ring(edge.dtype, cap)
         else:
-            ring_arrays[field + "_h"], ring_arrays[field + "_s"] = P.dummy_ring(edge.dtype)
-    tm_arrays = {}
-    risk_region = np.zeros(0, np.int64)
+            edge_rings[_RING_FIELDS[edge.key]] = P.private_ring(edge.dtype, 2)  # never used here
+    tms = {}
+    risk_view = None
     for stage in STAGES:
-        cf, hf = _TM_FIELDS[stage]
         if stage in mine:
             seg = attach_block(block_name(run_id, stage), readonly=False)
             segments.append(seg)
-            tm_arrays[cf], tm_arrays[hf] = seg.block.counters, seg.block.hists
+            tms[stage] = P.StageTm(seg.block.counters, seg.block.hists)
             if stage == "risk":
-                risk_region = seg.block.risk
+                risk_view = seg.block.risk
         else:
-            tm_arrays[cf], tm_arrays[hf] = _dummy_tm(stage)
-    if len(risk_region) == 0:
+            tms[stage] = _dummy_tm(stage)
+    if risk_view is None:
         from hean.telemetry.block import risk_len
 
-        risk_region = np.zeros(risk_len(len(cfg.symbols)), np.int64)
-    tm = P.Telemetry(risk_r=risk_region, **tm_arrays)
+        risk_view = np.zeros(risk_len(n_sym), np.int64)
 
     params = np.zeros(P.P_LEN, np.int64)
     params[P.P_WORKER] = spec["index"]
@@ -311,28 +301,24 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
     replay = load_replay(cfg) if "feed" in mine else np.zeros(0, records.MARKET_EVENT)
     n_ev = max(4096, max_events_per_message(synth))
-    ctx = Ctx(
+    worker = P.Worker(
         params=params,
         ctl=ctl,
-        owns=owns,
-        feedp=feed_params(cfg),
+        owns=np.array([1 if s in mine else 0 for s in STAGES], np.int64),
         clock=np.zeros(1, np.int64),
-        synth=synth,
-        replay=replay,
-        book=book,
-        trades=trades,
-        tops=tops,
-        venue_of=venue_of,
+        rings=P.Rings(**edge_rings),
+        feed=P.FeedState(feed_params(cfg), synth, replay, np.zeros(n_ev, records.MARKET_EVENT)),
+        book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
         strategy=strategy,
-        position=position,
-        risk=risk,
-        router=router,
-        venue=venue,
-        rings=P.Rings(**ring_arrays),
-        scratch=P.make_scratch(n_ev),
-        tm=tm,
-    )
-    return BuiltWorker(ctx, rings, segments)
+        risk=P.RiskStage(risk, np.zeros(P.RISK_OUT, records.ORDER), risk_view),
+        router=P.RouterStage(
+            router, tops, np.zeros(P.ROUTER_ORDERS_OUT, records.ORDER),
+            np.zeros(P.ROUTER_REPORTS_OUT, records.EXEC_REPORT),
+        ),
+        venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT)),
+        **{"tm_" + s: tms[s] for s in STAGES},
+    )  # fmt: skip
+    return BuiltWorker(worker, rings, segments)
 
 
 TOPS_FIELDS = 5  # VenueTops: bid_px, bid_qty, ask_px, ask_qty, ts_ns
@@ -358,3 +344,44 @@ def _attach_tops(run_id: str, n_venues: int, n_symbols: int, segments: list):
 
 def describe_error(e: Exception) -> str:
     return str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+
+
+def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
+    """The whole pipeline in this process, every edge a private ring, telemetry in private arrays.
+
+    For tests, research and benchmarks: ``run_loop(worker, n)`` runs ``n`` iterations of the same loop a
+    worker process runs (without segments, processes or a supervisor).
+    """
+    n_sym = len(cfg.symbols)
+    position = np.zeros(n_sym, np.int64)
+    table, venue_of, synth, book, trades, risk, router, venue, strategy = build_stages(cfg, position)
+    tops = make_venue_tops(max(1, len(cfg.venues)), n_sym)
+    if ctl is None:
+        from hean.engine import control as C
+
+        ctl = np.zeros(C.CTL_WORDS, np.int64)
+    from hean.telemetry.block import risk_len
+
+    params = np.zeros(P.P_LEN, np.int64)
+    params[P.P_WAIT] = P.W_SPIN
+    params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
+    params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
+    cap = cfg.engine.ring_capacity
+    n_ev = max(4096, max_events_per_message(synth))
+    return P.Worker(
+        params=params,
+        ctl=ctl,
+        owns=np.ones(len(STAGES), np.int64),
+        clock=np.zeros(1, np.int64),
+        rings=P.Rings(**{_RING_FIELDS[e.key]: P.private_ring(e.dtype, cap) for e in EDGES}),
+        feed=P.FeedState(feed_params(cfg), synth, load_replay(cfg), np.zeros(n_ev, records.MARKET_EVENT)),
+        book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
+        strategy=strategy,
+        risk=P.RiskStage(risk, np.zeros(P.RISK_OUT, records.ORDER), np.zeros(risk_len(n_sym), np.int64)),
+        router=P.RouterStage(
+            router, tops, np.zeros(P.ROUTER_ORDERS_OUT, records.ORDER),
+            np.zeros(P.ROUTER_REPORTS_OUT, records.EXEC_REPORT),
+        ),
+        venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT)),
+        **{"tm_" + s: _dummy_tm(s) for s in STAGES},
+    )  # fmt: skip

@@ -81,8 +81,11 @@ class VenueSection(_Section):
 
 
 class StrategySection(_Section):
-    name: str = "market_maker"
-    params: dict[str, Scalar] = {}
+    name: str = "market_maker"  # market_maker | rsi_macd (hean.strategies.REGISTRY)
+    mode: str = "bar"  # indicators on bar closes ("bar") or on every sample ("tick")
+    tick_source: str = "trades"  # tick mode: "trades" (last trade) or "mid"
+    index: int = 0  # written to ORDER.strategy
+    params: dict[str, Scalar] = {}  # the strategy's PARAMS
 
 
 class PlacementSection(_Section):
@@ -101,7 +104,8 @@ class Config(_Section):
     symbols: list[SymbolSection] = []
     venues: list[VenueSection] = []
     book: dict[str, Scalar] = {}
-    indicators: dict[str, Scalar] = {}
+    indicators: dict[str, Scalar] = {}  # hean.indicators.streaming.IndicatorConfig
+    bars: dict[str, Scalar] = {}  # hean.stages.bars.BarConfig
     strategy: StrategySection = msgspec.field(default_factory=StrategySection)
     risk: dict[str, Scalar] = {}
     router: dict[str, Scalar] = {}

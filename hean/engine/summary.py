@@ -10,7 +10,13 @@ import numpy as np
 
 from hean.engine.config import STAGES
 from hean.telemetry import block as B
-from hean.telemetry.histogram import hist_count, hist_max, hist_value_at_percentile, supported_percentiles
+from hean.telemetry.histogram import (
+    hist_count,
+    hist_max,
+    hist_value_at_percentile,
+    new_histogram,
+    supported_percentiles,
+)
 
 PCTS = (50.0, 90.0, 99.0, 99.9, 99.99)
 _PCT_KEY = {50.0: "p50", 90.0: "p90", 99.0: "p99", 99.9: "p999", 99.99: "p9999"}
@@ -99,7 +105,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "rejects": rejects,
         "rejects_total": int(sum(rejects.values())),
         "pnl": risk_view(tm["risk"]["risk"], symbols) if "risk" in tm else {},
-        "tick_to_trade_ns": hist_summary(e2e) if e2e is not None else hist_summary(np.zeros(0, np.int64)),
+        "tick_to_trade_ns": hist_summary(e2e if e2e is not None else new_histogram()),
         "stages": stages,
         "placement": result.placement,
     }

@@ -48,15 +48,15 @@ def main() -> int:
         built = build_worker(spec, ctl)
         from hean.engine.pipeline import run_loop
 
-        run_loop(built.ctx, 1)  # compiles (or loads from the cache) and touches every state page
+        run_loop(built.worker, 1)  # compiles (or loads from the cache) and touches every state page
         ctl[C.worker_word(w, C.W_HEARTBEAT)] = time.monotonic_ns()
         ctl[C.worker_word(w, C.W_READY)] = 1
         while not ctl[C.START] and not ctl[C.STOP]:
             time.sleep(0.0005)
             ctl[C.worker_word(w, C.W_HEARTBEAT)] = time.monotonic_ns()
-        built.started()
+        built.started(-1 if spec["cpu"] is None else int(spec["cpu"]))
         if not ctl[C.STOP]:
-            run_loop(built.ctx, 0)
+            run_loop(built.worker, 0)
         built.finished()
         err = int(ctl[C.worker_word(w, C.W_ERROR)])
         ctl[C.worker_word(w, C.W_EXIT)] = C.EXIT_ERROR if err else C.EXIT_STOPPED
