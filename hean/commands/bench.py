@@ -20,6 +20,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "telemetry": ("hean.bench.telemetry", "cost of measuring: harness floor, hist_record, counter updates"),
     "indicators": ("hean.bench.indicators", "streaming indicator set and strategy stage ns/update; batch vs TA-Lib"),
     "risk": ("hean.bench.risk", "ns per full pre-trade risk check and per routed order incl. state machine"),
+    "pipeline": ("hean.bench.pipeline", "whole engine: tick-to-trade at fixed rates, sustained rate, start-up"),
 }
 
 

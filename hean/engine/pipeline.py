@@ -578,7 +578,8 @@ def sync_risk_view(Rk, tm, now):
     for s in range(n_sym):
         worst = max(worst, risk_effective_state(risk, s))
     pos = risk.pos
-    risk_set_state(Rk.state, worst, risk.g[G_OPEN_TOTAL], risk.counters[RC_REJECTED], now)
+    # telemetry's trading states are TradingState + 1 (0 there means 'not yet reported')
+    risk_set_state(Rk.state, worst + 1, risk.g[G_OPEN_TOTAL], risk.counters[RC_REJECTED], now)
     risk_set_totals(Rk.state, pos.totals[T_REALIZED], pos.totals[T_UNREALIZED], pos.totals[T_FEES])
     for s in range(n_sym):
         risk_set_position(Rk.state, s, pos.position_lots[s], pos.avg_px[s], pos.realized[s], pos.unrealized[s])
@@ -699,10 +700,11 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
             order = vorders.slots[(start + k) & m]
             t0 = now_ns()
             hist_record(tm.h[H_AGE2], t0 - order.ts_origin)
-            _venue_out(V, reports, venue_on_order(V.venue, order, order.ts_exch, V.out, 0), tm)
+            # the venue's own clock: the exchange time of the last market event it applied
+            _venue_out(V, reports, venue_on_order(V.venue, order, clock[0], V.out, 0), tm)
             _service(tm.h, t0)
             k += 1
-            if not _venue_flush(V, reports, order.ts_exch, tm):
+            if not _venue_flush(V, reports, clock[0], tm):
                 break
         if k:
             release(vorders.hdr, start + k)

@@ -99,7 +99,9 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "reason": result.reason,
         "error": result.error,
         "elapsed_s": round(result.elapsed_s, 3),
+        "startup_s": round(result.startup_s, 3),
         "events": int(tm["feed"]["counters"][B.C_EVENTS_OUT]) if "feed" in tm else 0,
+        "messages": result.messages,
         "orders": int(router_c[B.C_ORDERS]),
         "fills": int(venue_c[B.C_FILLS]),
         "rejects": rejects,
@@ -125,7 +127,10 @@ def format_summary(s: dict) -> str:
     """Human-readable summary (plain text, fixed-width columns)."""
     lines = []
     status = "OK" if s["exit_code"] == 0 else f"FAILED (exit {s['exit_code']})"
-    lines.append(f"HEAN run {s['run_id']}: {status}, ended by {s['reason']} after {s['elapsed_s']:.2f} s")
+    lines.append(
+        f"HEAN run {s['run_id']}: {status}, ended by {s['reason']} after {s['elapsed_s']:.2f} s "
+        f"(start-up {s['startup_s']:.2f} s)"
+    )
     if s["error"]:
         lines.append(f"  error: {s['error']}")
     workers = s["placement"].get("workers", [])
@@ -135,7 +140,11 @@ def format_summary(s: dict) -> str:
                     for w in workers)
     )  # fmt: skip
     rate = s["events"] / s["elapsed_s"] if s["elapsed_s"] else 0.0
-    lines.append(f"  events in: {s['events']:,} ({rate:,.0f}/s)   orders: {s['orders']:,}   fills: {s['fills']:,}")
+    mrate = s["messages"] / s["elapsed_s"] if s["elapsed_s"] else 0.0
+    lines.append(
+        f"  events in: {s['events']:,} ({rate:,.0f}/s) in {s['messages']:,} messages ({mrate:,.0f}/s)   "
+        f"orders: {s['orders']:,}   fills: {s['fills']:,}"
+    )
     rej = ", ".join(f"{k} {v:,}" for k, v in sorted(s["rejects"].items())) or "none"
     lines.append(f"  risk rejects: {s['rejects_total']:,} ({rej})")
     pnl = s["pnl"]
@@ -151,11 +160,12 @@ def format_summary(s: dict) -> str:
         f"  tick-to-trade ({t['count']:,} orders): p50 {_ns(t['p50'])}  p90 {_ns(t['p90'])}  p99 {_ns(t['p99'])}  "
         f"p99.9 {_ns(t['p999'])}  p99.99 {_ns(t['p9999'])}  max {_ns(t['max'])}"
     )
-    lines.append("  stage       events in   busy%   service p50   p99       p99.9     max")
+    lines.append("  stage      records in   busy%   service p50   p99       p99.9     max   (feed: events out)")
     for name, st in s["stages"].items():
         sv = st["service_ns"]
+        count = st["events_out"] if name == "feed" else st["events_in"]
         lines.append(
-            f"  {name:<10} {st['events_in']:>10,}  {st['busy_pct']:>6.1f}   {_ns(sv['p50']):>10}  "
+            f"  {name:<10} {count:>10,}  {st['busy_pct']:>6.1f}   {_ns(sv['p50']):>10}  "
             f"{_ns(sv['p99']):>9} {_ns(sv['p999']):>9} {_ns(sv['max']):>9}"
         )
     return "\n".join(lines)

@@ -60,6 +60,8 @@ class RunResult:
     reason: str  # duration | feed-done | signal | worker-died | ...
     error: str = ""
     elapsed_s: float = 0.0
+    startup_s: float = 0.0  # from run() to every worker ready (compile or cache load, warm-up)
+    messages: int = 0  # feed messages published (a message = one exchange message: a group of events)
     telemetry: dict = field(default_factory=dict)  # stage -> snapshot arrays (copied before unlink)
     placement: dict = field(default_factory=dict)
 
@@ -301,6 +303,7 @@ class Supervisor:
             write_manifest(self._manifest())
             self.names.append(manifest_name(self.run_id))
             self._wait_ready()
+            result.startup_s = time.monotonic() - t_start
             t_start = time.monotonic()
             self.ctl[C.START] = 1
             result.reason = self._watch(t_start)
@@ -318,6 +321,7 @@ class Supervisor:
                 if dead and not result.error:
                     result.exit_code, result.error, result.reason = 3, dead, "worker-died"
             result.elapsed_s = time.monotonic() - t_start
+            result.messages = int(self.ctl[C.FEED_SENT])
             result.telemetry = self.snapshot()
         except EngineError as e:
             result.exit_code, result.error, result.reason = 2, str(e), "start-failed"

@@ -1,0 +1,130 @@
+"""``hean bench pipeline``: the whole engine -- tick-to-trade percentiles at fixed feed rates, the highest
+sustained rate, and start-up time, for each placement this machine allows.
+
+Every figure comes from a real run of the engine (supervisor, worker processes, rings, telemetry): the
+feed stamps each message with its *scheduled* send time, so a pipeline that falls behind is charged for
+the backlog (no coordinated omission); tick-to-trade is that stamp to the order leaving the router
+(the router's ``e2e`` histogram). "Sustained" means the feed published at least 99 % of its scheduled
+messages (it never drops: a full ring makes it fall behind, which shows up here as a shortfall).
+
+Placements: ``fused`` (one worker runs every stage), ``two`` (the feed alone, the rest fused -- the
+default on two CPUs), ``split`` (one process per stage; on fewer than six CPUs they are unpinned and
+spin-then-yield). The unpaced row (rate ``max``) gives the throughput through book, indicators, risk,
+router and venue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from hean.bench.harness import machine_info
+from hean.bench.report import fmt_ns, fmt_rate
+from hean.engine.config import STAGES
+
+PLACEMENTS = {
+    "fused": [list(STAGES)],
+    "two": [["feed"], ["book", "strategy", "risk", "router", "venue"]],
+    "split": [[s] for s in STAGES],
+}
+DEFAULT_RATES = (10_000, 100_000, 1_000_000, 0)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hean bench pipeline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--placements", default="fused,two,split", help="comma list of fused, two, split")
+    p.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES), help="messages/s; 0 = unpaced")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
+    p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
+    args = p.parse_args(argv)
+    args.placements = [x.strip() for x in args.placements.split(",") if x.strip()]
+    bad = [x for x in args.placements if x not in PLACEMENTS]
+    if bad:
+        p.error(f"unknown placement(s) {bad}; choose from {sorted(PLACEMENTS)}")
+    args.rates = [int(float(x)) for x in args.rates.split(",") if x.strip()]
+    return args
+
+
+def run_one(placement: str, rate: int, duration: float) -> dict:
+    """One engine run; the figures this benchmark reports."""
+    from hean.engine.config import load_config
+    from hean.engine.summary import build_summary
+    from hean.engine.supervisor import Supervisor
+    from hean.stages.risk import RejectReason
+
+    overrides = {"engine.duration_s": duration, "placement.workers": PLACEMENTS[placement]}
+    if rate > 0:
+        overrides.update({"feed.pace": "rate", "feed.rate": float(rate)})
+    else:
+        overrides["feed.pace"] = "fast"
+    cfg = load_config(overrides=overrides)
+    result = Supervisor(cfg).run()
+    s = build_summary(result, [x.name for x in cfg.symbols], {int(r): r.name for r in RejectReason})
+    elapsed = max(s["elapsed_s"], 1e-9)
+    return {
+        "placement": placement,
+        "workers": s["placement"]["workers"],
+        "target_rate": rate,
+        "events": s["events"],
+        "events_per_s": s["events"] / elapsed,
+        "messages": s["messages"],
+        "messages_per_s": s["messages"] / elapsed,
+        "exit_code": s["exit_code"],
+        "error": s["error"],
+        "startup_s": s["startup_s"],
+        "orders": s["orders"],
+        "fills": s["fills"],
+        "tick_to_trade_ns": s["tick_to_trade_ns"],
+        "book_age_ns": s["stages"].get("book", {}).get("age_ns", {}),
+        "service_p50_ns": {k: v["service_ns"]["p50"] for k, v in s["stages"].items()},
+    }
+
+
+def _sustained(row: dict) -> bool:
+    """The feed kept up with its schedule (>= 99 % of the scheduled messages went out) and nothing failed."""
+    if not row["target_rate"]:
+        return row["exit_code"] == 0
+    return row["exit_code"] == 0 and row["messages_per_s"] >= 0.99 * row["target_rate"]
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    rows = []
+    print(f"hean bench pipeline: {len(args.placements)} placement(s) x {len(args.rates)} rate(s), "
+          f"{args.duration:g} s each, CPUs {sorted(os.sched_getaffinity(0))}", file=sys.stderr)  # fmt: skip
+    head = f"{'placement':<9} {'rate':>8} {'achieved':>10} {'orders':>8} {'t2t p50':>9} {'p90':>9} {'p99':>9} " \
+           f"{'p99.9':>9} {'p99.99':>9} {'max':>9} {'start':>6}"  # fmt: skip
+    print(head)
+    for placement in args.placements:
+        for rate in args.rates:
+            t0 = time.monotonic()
+            row = run_one(placement, rate, args.duration)
+            row["wall_s"] = time.monotonic() - t0
+            row["sustained"] = _sustained(row)
+            rows.append(row)
+            t = row["tick_to_trade_ns"]
+            print(
+                f"{placement:<9} {fmt_rate(rate):>8} {fmt_rate(row['messages_per_s']):>10} {row['orders']:>8,} "
+                f"{fmt_ns(t['p50']):>9} {fmt_ns(t['p90']):>9} {fmt_ns(t['p99']):>9} {fmt_ns(t['p999']):>9} "
+                f"{fmt_ns(t['p9999']):>9} {fmt_ns(t['max']):>9} {row['startup_s']:>5.1f}s"
+                + ("" if row["exit_code"] == 0 else f"  FAILED: {row['error']}")
+            )
+            sys.stdout.flush()
+    for placement in args.placements:
+        ok = [r for r in rows if r["placement"] == placement and r["sustained"] and r["target_rate"]]
+        best = max((r["target_rate"] for r in ok), default=0)
+        unpaced = [r for r in rows if r["placement"] == placement and not r["target_rate"]]
+        top = (
+            f", unpaced {fmt_rate(unpaced[0]['messages_per_s'])} messages = {fmt_rate(unpaced[0]['events_per_s'])} "
+            "events through book, strategy, risk, router, venue"
+            if unpaced
+            else ""
+        )
+        print(f"{placement}: highest sustained paced rate {fmt_rate(best) if best else 'none'}{top}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_info(), "duration_s": args.duration, "runs": rows}, f, indent=2, default=int)
+    return 0 if all(r["exit_code"] == 0 for r in rows) else 1
