@@ -11,6 +11,10 @@ from hean.stages.orders import (
     M_FULL,
     M_INVALID,
     M_TRANSITIONS,
+    OC_CUM,
+    OC_ID,
+    OC_PARENT,
+    OC_STATE,
     TRANSITIONS,
     OrderEvent,
     OrderState,
@@ -92,8 +96,8 @@ INVALID_SAMPLE = [
 def _order_in(state, cum=0):
     ot = make_order_table(8)
     slot = ot_new(ot, -1, 0, 1, 100, 5, 0, 1, 1, 0, 0, 123)
-    ot.state[slot] = state
-    ot.cum[slot] = cum
+    ot.cols[slot, OC_STATE] = state
+    ot.cols[slot, OC_CUM] = cum
     return ot, slot
 
 
@@ -103,7 +107,7 @@ def test_valid_transition(state, event, target):
         ot, slot = _order_in(state, cum)
         expect = (S.PARTIALLY_FILLED if cum else S.ACKNOWLEDGED) if target == RESTORED else target
         assert ot_apply(ot, slot, event) == expect
-        assert ot.state[slot] == expect
+        assert ot.cols[slot, OC_STATE] == expect
         assert ot.meta[M_TRANSITIONS] == 1 and ot.meta[M_INVALID] == 0
 
 
@@ -117,7 +121,7 @@ def test_the_table_holds_exactly_the_specified_transitions():
 def test_invalid_transition_is_counted_and_ignored(state, event):
     ot, slot = _order_in(state)
     assert ot_apply(ot, slot, event) == -1
-    assert ot.state[slot] == state
+    assert ot.cols[slot, OC_STATE] == state
     assert ot.invalid[state, event] == 1 and ot.meta[M_INVALID] == 1
     assert ot.invalid.sum() == 1
 
@@ -125,7 +129,7 @@ def test_invalid_transition_is_counted_and_ignored(state, event):
 def test_out_of_range_event_is_counted():
     ot, slot = _order_in(S.ACKNOWLEDGED)
     assert ot_apply(ot, slot, 99) == -1 and ot_apply(ot, slot, -1) == -1
-    assert ot.meta[M_INVALID] == 2 and ot.state[slot] == S.ACKNOWLEDGED
+    assert ot.meta[M_INVALID] == 2 and ot.cols[slot, OC_STATE] == S.ACKNOWLEDGED
 
 
 def test_exec_type_maps_to_events():
@@ -149,7 +153,7 @@ def test_lifecycle_through_fills():
 def test_ids_are_sequential_and_slots_direct_mapped():
     ot = make_order_table(4)
     slots = [ot_new(ot, -1, 0, 1, 100, 1, 0, 1, 1, 0, 0, 0) for _ in range(4)]
-    ids = [int(ot.order_id[s]) for s in slots]
+    ids = [int(ot.cols[s, OC_ID]) for s in slots]
     assert ids == [1, 2, 3, 4] and slots == [1, 2, 3, 0]
     assert [ot_slot(ot, i) for i in ids] == slots
     assert ot_slot(ot, 0) == -1 and ot_slot(ot, 5) == -1 and ot_slot(ot, -3) == -1
@@ -158,7 +162,7 @@ def test_ids_are_sequential_and_slots_direct_mapped():
     assert ot.meta[M_FULL] == 1
     ot_apply(ot, slots[0], E.CANCEL_REQUEST)  # NEW -> CANCELED: terminal, the slot may be reused
     s5 = ot_new(ot, -1, 0, 1, 100, 1, 0, 1, 1, 0, 0, 0)
-    assert s5 == slots[0] and ot.order_id[s5] == 5 and ot_slot(ot, 1) == -1 and ot_slot(ot, 5) == s5
+    assert s5 == slots[0] and ot.cols[s5, OC_ID] == 5 and ot_slot(ot, 1) == -1 and ot_slot(ot, 5) == s5
 
 
 def test_capacity_must_be_power_of_two():
@@ -166,4 +170,4 @@ def test_capacity_must_be_power_of_two():
         with pytest.raises(ValueError):
             make_order_table(bad)
     assert make_order_table(1024).children.shape == (1024, 8)
-    assert np.all(make_order_table(2).parent == -1)
+    assert np.all(make_order_table(2).cols[:, OC_PARENT] == -1)

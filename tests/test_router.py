@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 
 from hean.records import BUY, EXEC_REPORT, F_POST_ONLY, ORDER, SELL, ExecType, OrderAction, OrderType, TimeInForce
-from hean.stages.orders import M_INVALID, OrderEvent, OrderState, ot_slot
+from hean.stages.orders import (
+    M_INVALID,
+    OC_ID,
+    OC_LIVE_CHILDREN,
+    OC_PARENT,
+    OC_PRICE,
+    OC_QTY,
+    OC_STATE,
+    OrderEvent,
+    OrderState,
+    ot_slot,
+)
 from hean.stages.risk import RejectReason, make_risk, risk_on_book, risk_on_intent, risk_on_report
 from hean.stages.router import (
     C_SPLITS,
@@ -130,7 +141,7 @@ def test_disabled_venue_is_skipped():
 
 def _parent(router, child):
     ot = router.ot
-    return ot.parent[ot_slot(ot, int(child["order_id"]))]
+    return ot.cols[ot_slot(ot, int(child["order_id"])), OC_PARENT]
 
 
 def test_lifecycle_ack_partial_fill():
@@ -138,13 +149,13 @@ def test_lifecycle_ack_partial_fill():
     (child,) = route(router, tops, order(price=100, qty=5))
     ot = router.ot
     p = _parent(router, child)
-    assert ot.state[p] == S.SENT and ot.state[ot_slot(ot, int(child["order_id"]))] == S.SENT
+    assert ot.cols[p, OC_STATE] == S.SENT and ot.cols[ot_slot(ot, int(child["order_id"])), OC_STATE] == S.SENT
     assert kinds(to_risk(router, venue_report(child, X.ACK, leaves=5))) == [("ACK", 0, 5, 0)]
     assert kinds(to_risk(router, venue_report(child, X.PARTIAL_FILL, 2, leaves=3))) == [("PARTIAL_FILL", 2, 3, 2)]
     fwd = to_risk(router, venue_report(child, X.FILL, 3, leaves=0, fee=0.25))
     assert kinds(fwd) == [("FILL", 3, 0, 5)]
-    assert fwd[0]["order_id"] == ot.order_id[p] and fwd[0]["fee"] == 0.25 and fwd[0]["side"] == BUY
-    assert ot.state[p] == S.FILLED and ot.live_children[p] == 0 and ot.meta[M_INVALID] == 0
+    assert fwd[0]["order_id"] == ot.cols[p, OC_ID] and fwd[0]["fee"] == 0.25 and fwd[0]["side"] == BUY
+    assert ot.cols[p, OC_STATE] == S.FILLED and ot.cols[p, OC_LIVE_CHILDREN] == 0 and ot.meta[M_INVALID] == 0
 
 
 def test_split_children_aggregate_into_one_parent():
@@ -153,7 +164,7 @@ def test_split_children_aggregate_into_one_parent():
     assert kinds(to_risk(router, venue_report(a, X.FILL, 7))) == [("PARTIAL_FILL", 7, 3, 7)]
     # venue 1's size was gone: the IOC child expires; the parent ends EXPIRED, releasing the 3 unfilled lots
     assert kinds(to_risk(router, venue_report(b, X.EXPIRED))) == [("EXPIRED", 3, 0, 7)]
-    assert router.ot.state[_parent(router, a)] == S.EXPIRED
+    assert router.ot.cols[_parent(router, a), OC_STATE] == S.EXPIRED
 
 
 def test_split_all_filled_is_one_fill():
@@ -168,20 +179,20 @@ def test_cancel_then_fill_then_canceled():
     router, tops = setup([(99, 5, 101, 5)])
     (child,) = route(router, tops, order(price=100, qty=5))
     to_risk(router, venue_report(child, X.ACK, leaves=5))
-    pid = router.ot.order_id[_parent(router, child)]
+    pid = router.ot.cols[_parent(router, child), OC_ID]
     (c,) = route(router, tops, order(kind=OrderAction.CANCEL, order_id=pid))
     assert c["kind"] == OrderAction.CANCEL and c["order_id"] == child["order_id"] and c["venue"] == 0
     # a fill crossed the cancel on the wire: valid, forwarded
     assert kinds(to_risk(router, venue_report(child, X.PARTIAL_FILL, 1, leaves=4))) == [("PARTIAL_FILL", 1, 4, 1)]
     assert kinds(to_risk(router, venue_report(child, X.CANCELED))) == [("CANCELED", 4, 0, 1)]
-    assert router.ot.state[_parent(router, child)] == S.CANCELED
+    assert router.ot.cols[_parent(router, child), OC_STATE] == S.CANCELED
     assert router.ot.meta[M_INVALID] == 0
 
 
 def test_second_cancel_is_refused_and_counted():
     router, tops = setup([(99, 5, 101, 5)])
     (child,) = route(router, tops, order(price=100))
-    pid = router.ot.order_id[_parent(router, child)]
+    pid = router.ot.cols[_parent(router, child), OC_ID]
     assert len(route(router, tops, order(kind=OrderAction.CANCEL, order_id=pid))) == 1
     assert len(route(router, tops, order(kind=OrderAction.CANCEL, order_id=pid))) == 0
     (rej,) = pending(router)
@@ -193,10 +204,10 @@ def test_cancel_rejected_by_venue_restores_state():
     router, tops = setup([(99, 5, 101, 5)])
     (child,) = route(router, tops, order(price=100))
     to_risk(router, venue_report(child, X.ACK, leaves=5))
-    pid = router.ot.order_id[_parent(router, child)]
+    pid = router.ot.cols[_parent(router, child), OC_ID]
     route(router, tops, order(kind=OrderAction.CANCEL, order_id=pid))
     assert kinds(to_risk(router, venue_report(child, X.CANCEL_REJECTED, leaves=5))) == [("CANCEL_REJECTED", 0, 5, 0)]
-    assert router.ot.state[_parent(router, child)] == S.ACKNOWLEDGED
+    assert router.ot.cols[_parent(router, child), OC_STATE] == S.ACKNOWLEDGED
 
 
 @pytest.mark.parametrize("action", [OrderAction.CANCEL, OrderAction.REPLACE])
@@ -211,20 +222,24 @@ def test_replace_single_child():
     router, tops = setup([(99, 5, 101, 5)])
     (child,) = route(router, tops, order(price=98, qty=5))
     to_risk(router, venue_report(child, X.ACK, leaves=5))
-    pid = router.ot.order_id[_parent(router, child)]
+    pid = router.ot.cols[_parent(router, child), OC_ID]
     (r,) = route(router, tops, order(kind=OrderAction.REPLACE, order_id=pid, price=97, qty=8))
     assert (r["kind"], r["order_id"], r["price"], r["qty"]) == (OrderAction.REPLACE, child["order_id"], 97, 8)
     p = _parent(router, child)
-    assert router.ot.state[p] == S.REPLACE_PENDING
+    assert router.ot.cols[p, OC_STATE] == S.REPLACE_PENDING
     fwd = to_risk(router, venue_report(child, X.REPLACED, price=97, leaves=8))
     assert kinds(fwd) == [("REPLACED", 5, 8, 0)] and fwd[0]["price"] == 97
-    assert router.ot.state[p] == S.ACKNOWLEDGED and router.ot.qty[p] == 8 and router.ot.price[p] == 97
+    assert (
+        router.ot.cols[p, OC_STATE] == S.ACKNOWLEDGED
+        and router.ot.cols[p, OC_QTY] == 8
+        and router.ot.cols[p, OC_PRICE] == 97
+    )
 
 
 def test_replace_split_order_is_refused():
     router, tops = setup(BOOKS3)
     a, _b = route(router, tops, order(price=100, qty=10))
-    pid = router.ot.order_id[_parent(router, a)]
+    pid = router.ot.cols[_parent(router, a), OC_ID]
     assert len(route(router, tops, order(kind=OrderAction.REPLACE, order_id=pid, price=99, qty=10))) == 0
     assert pending(router)[0]["reason"] == R.REPLACE_SPLIT
 
@@ -236,8 +251,8 @@ def test_cancel_all_one_per_venue():
     sent = route(router, tops, order(kind=OrderAction.CANCEL_ALL, symbol=0))
     assert [(int(o["kind"]), int(o["venue"]), int(o["symbol"])) for o in sent] == [(4, 0, 0), (4, 1, 0), (4, 2, 0)]
     ot = router.ot
-    parents = [i for i in range(len(ot.order_id)) if ot.order_id[i] and ot.parent[i] == -1]
-    assert sorted(int(ot.state[p]) for p in parents) == [S.SENT, S.CANCEL_PENDING]
+    parents = [i for i in range(len(ot.cols)) if ot.cols[i, OC_ID] and ot.cols[i, OC_PARENT] == -1]
+    assert sorted(int(ot.cols[p, OC_STATE]) for p in parents) == [S.SENT, S.CANCEL_PENDING]
 
 
 def test_all_children_rejected_rejects_parent():
@@ -245,7 +260,7 @@ def test_all_children_rejected_rejects_parent():
     a, b = route(router, tops, order(price=100, qty=10))
     assert to_risk(router, venue_report(a, X.REJECTED)).size == 0
     assert kinds(to_risk(router, venue_report(b, X.REJECTED))) == [("REJECTED", 10, 0, 0)]
-    assert router.ot.state[_parent(router, a)] == S.REJECTED
+    assert router.ot.cols[_parent(router, a), OC_STATE] == S.REJECTED
 
 
 def test_halted_router_sends_nothing():

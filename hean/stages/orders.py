@@ -52,6 +52,7 @@ __all__ = [
     "OrderEvent",
     "OrderState",
     "OrderTable",
+    "OC_LEN",
     "make_order_table",
     "ot_allows",
     "ot_apply",
@@ -185,36 +186,41 @@ M_TRANSITIONS = 3  # total valid transitions applied
 M_LEN = 8
 
 
+# cols[] columns, one row per order (one 2-D array rather than twenty: every kernel takes the OrderTable tuple by
+# value, and numba's compile time and per-call cost grow with the number of arrays in it). All int64.
+OC_ID = 0  # order id; 0 = never used
+OC_PARENT = 1  # slot of the parent; -1 for a parent
+OC_SYMBOL = 2
+OC_SIDE = 3  # +1 / -1
+OC_PRICE = 4  # limit price, ticks (0 for market)
+OC_QTY = 5  # order quantity, lots (cum + leaves + removed after replaces)
+OC_LEAVES = 6  # open quantity
+OC_CUM = 7  # filled quantity
+OC_REMOVED = 8  # quantity canceled / expired / rejected
+OC_STATE = 9  # OrderState
+OC_VENUE = 10  # venue index (children; -1 for parents)
+OC_ORDER_TYPE = 11  # OrderType
+OC_TIF = 12  # TimeInForce
+OC_FLAGS = 13  # ORDER flags
+OC_STRATEGY = 14
+OC_LIVE_CHILDREN = 15  # children not yet terminal (parents)
+OC_N_CHILDREN = 16
+OC_ANY_REJECTED = 17  # children rejected (parents; decides REJECTED vs CANCELED at the end)
+OC_TS_CREATED = 18  # ns
+OC_LEN = 20
+
+
 class OrderTable(NamedTuple):
-    """Columns of the direct-mapped order table; ``slot = order_id & (capacity - 1)``.
+    """The direct-mapped order table; ``slot = order_id & (capacity - 1)``; columns ``cols[slot, OC_*]``.
 
     Parents (what risk and the strategy see) and children (what a venue sees) share the table: a child has
-    ``parent`` = its parent's slot, a parent has ``parent`` = -1 and its children's slots in ``children``.
+    ``OC_PARENT`` = its parent's slot, a parent has -1 there and its children's slots in ``children``.
     Quantities are lots, prices ticks, fees quote currency.
     """
 
-    order_id: np.ndarray  # int64; 0 = never used
-    parent: np.ndarray  # int64 slot of the parent; -1 for a parent
-    symbol: np.ndarray  # int64
-    side: np.ndarray  # int64 +1 / -1
-    price: np.ndarray  # int64 limit price (0 for market)
-    qty: np.ndarray  # int64 order quantity (cum + leaves + removed after replaces)
-    leaves: np.ndarray  # int64 open quantity
-    cum: np.ndarray  # int64 filled quantity
-    removed: np.ndarray  # int64 quantity canceled / expired / rejected
-    state: np.ndarray  # int64 OrderState
-    venue: np.ndarray  # int64 venue index (children; -1 for parents)
-    order_type: np.ndarray  # int64 OrderType
-    tif: np.ndarray  # int64 TimeInForce
-    flags: np.ndarray  # int64 ORDER flags
-    strategy: np.ndarray  # int64
-    live_children: np.ndarray  # int64 children not yet terminal (parents)
-    n_children: np.ndarray  # int64
+    cols: np.ndarray  # int64[capacity, OC_LEN]
     children: np.ndarray  # int64[capacity, MAX_CHILDREN] child slots (parents)
-    any_rejected: np.ndarray  # int64: children rejected (parents; decides REJECTED vs CANCELED at the end)
-    ts_created: np.ndarray  # int64 ns
-    ts_update: np.ndarray  # int64 ns
-    fees: np.ndarray  # float64 quote currency
+    fees: np.ndarray  # float64[capacity] quote currency
     invalid: np.ndarray  # int64[N_STATES, N_EVENTS] invalid transition counts
     meta: np.ndarray  # int64[M_LEN]
     table: np.ndarray  # int64[N_STATES, N_EVENTS] = TRANSITIONS
@@ -225,35 +231,16 @@ def make_order_table(capacity: int = 4096) -> OrderTable:
     """An empty table. ``capacity``: a power of two, the most orders that can be open at once."""
     if capacity < 2 or capacity & (capacity - 1):
         raise ValueError(f"order table capacity must be a power of two >= 2, got {capacity}")
-
-    def col(dtype=np.int64, fill=0):
-        return np.full(capacity, fill, dtype=dtype)
-
+    cols = np.zeros((capacity, OC_LEN), dtype=np.int64)
+    cols[:, OC_PARENT] = -1
+    cols[:, OC_VENUE] = -1
+    cols[:, OC_STATE] = int(S.NEW)
     meta = np.zeros(M_LEN, dtype=np.int64)
     meta[M_NEXT_ID] = 1
     return OrderTable(
-        order_id=col(),
-        parent=col(fill=-1),
-        symbol=col(),
-        side=col(),
-        price=col(),
-        qty=col(),
-        leaves=col(),
-        cum=col(),
-        removed=col(),
-        state=col(fill=int(S.NEW)),
-        venue=col(fill=-1),
-        order_type=col(),
-        tif=col(),
-        flags=col(),
-        strategy=col(),
-        live_children=col(),
-        n_children=col(),
+        cols=cols,
         children=np.full((capacity, MAX_CHILDREN), -1, dtype=np.int64),
-        any_rejected=col(),
-        ts_created=col(),
-        ts_update=col(),
-        fees=col(np.float64, 0.0),
+        fees=np.zeros(capacity, dtype=np.float64),
         invalid=np.zeros((N_STATES, N_EVENTS), dtype=np.int64),
         meta=meta,
         table=TRANSITIONS.copy(),
@@ -266,8 +253,8 @@ def ot_slot(ot, order_id):
     """Slot of ``order_id``, or -1 when the id is unknown (never issued, or its slot was reused)."""
     if order_id <= 0:
         return -1
-    slot = order_id & (ot.order_id.shape[0] - 1)
-    if ot.order_id[slot] != order_id:
+    slot = order_id & (ot.cols.shape[0] - 1)
+    if ot.cols[slot, OC_ID] != order_id:
         return -1
     return slot
 
@@ -275,38 +262,37 @@ def ot_slot(ot, order_id):
 @njit(cache=True, nogil=True, _nrt=False)
 def ot_is_live(ot, slot):
     """True while the order in ``slot`` exists and is not terminal."""
-    return ot.order_id[slot] != 0 and not ot.terminal[ot.state[slot]]
+    return ot.cols[slot, OC_ID] != 0 and not ot.terminal[ot.cols[slot, OC_STATE]]
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, strategy, now_ns):
     """Create an order in state NEW with the next id; its slot, or -1 (counted) when the slot is live."""
     order_id = ot.meta[M_NEXT_ID]
-    slot = order_id & (ot.order_id.shape[0] - 1)
+    slot = order_id & (ot.cols.shape[0] - 1)
     if ot_is_live(ot, slot):
         ot.meta[M_FULL] += 1
         return -1
     ot.meta[M_NEXT_ID] = order_id + 1
-    ot.order_id[slot] = order_id
-    ot.parent[slot] = parent
-    ot.symbol[slot] = symbol
-    ot.side[slot] = side
-    ot.price[slot] = price
-    ot.qty[slot] = qty
-    ot.leaves[slot] = qty
-    ot.cum[slot] = 0
-    ot.removed[slot] = 0
-    ot.state[slot] = ST_NEW
-    ot.venue[slot] = venue
-    ot.order_type[slot] = order_type
-    ot.tif[slot] = tif
-    ot.flags[slot] = flags
-    ot.strategy[slot] = strategy
-    ot.live_children[slot] = 0
-    ot.n_children[slot] = 0
-    ot.any_rejected[slot] = 0
-    ot.ts_created[slot] = now_ns
-    ot.ts_update[slot] = now_ns
+    ot.cols[slot, OC_ID] = order_id
+    ot.cols[slot, OC_PARENT] = parent
+    ot.cols[slot, OC_SYMBOL] = symbol
+    ot.cols[slot, OC_SIDE] = side
+    ot.cols[slot, OC_PRICE] = price
+    ot.cols[slot, OC_QTY] = qty
+    ot.cols[slot, OC_LEAVES] = qty
+    ot.cols[slot, OC_CUM] = 0
+    ot.cols[slot, OC_REMOVED] = 0
+    ot.cols[slot, OC_STATE] = ST_NEW
+    ot.cols[slot, OC_VENUE] = venue
+    ot.cols[slot, OC_ORDER_TYPE] = order_type
+    ot.cols[slot, OC_TIF] = tif
+    ot.cols[slot, OC_FLAGS] = flags
+    ot.cols[slot, OC_STRATEGY] = strategy
+    ot.cols[slot, OC_LIVE_CHILDREN] = 0
+    ot.cols[slot, OC_N_CHILDREN] = 0
+    ot.cols[slot, OC_ANY_REJECTED] = 0
+    ot.cols[slot, OC_TS_CREATED] = now_ns
     ot.fees[slot] = 0.0
     return slot
 
@@ -314,13 +300,13 @@ def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, 
 @njit(cache=True, nogil=True, _nrt=False)
 def ot_allows(ot, slot, event):
     """True when ``event`` is a valid transition from the state of ``slot`` (nothing is counted)."""
-    return ot.table[ot.state[slot], event] != INVALID
+    return ot.table[ot.cols[slot, OC_STATE], event] != INVALID
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def ot_apply(ot, slot, event):
     """Apply ``event`` to the order in ``slot``: the new state, or -1 (counted, state kept) if invalid."""
-    state = ot.state[slot]
+    state = ot.cols[slot, OC_STATE]
     if event < 0 or event >= ot.table.shape[1]:
         ot.meta[M_INVALID] += 1
         return -1
@@ -330,7 +316,7 @@ def ot_apply(ot, slot, event):
         ot.meta[M_INVALID] += 1
         return -1
     if target == RESTORE:
-        target = ST_PARTIALLY_FILLED if ot.cum[slot] > 0 else ST_ACKNOWLEDGED
-    ot.state[slot] = target
+        target = ST_PARTIALLY_FILLED if ot.cols[slot, OC_CUM] > 0 else ST_ACKNOWLEDGED
+    ot.cols[slot, OC_STATE] = target
     ot.meta[M_TRANSITIONS] += 1
     return target

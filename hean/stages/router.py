@@ -62,6 +62,24 @@ from hean.stages.orders import (
     EV_SUBMIT,
     EXEC_TO_EVENT,
     MAX_CHILDREN,
+    OC_ANY_REJECTED,
+    OC_CUM,
+    OC_FLAGS,
+    OC_ID,
+    OC_LEAVES,
+    OC_LIVE_CHILDREN,
+    OC_N_CHILDREN,
+    OC_ORDER_TYPE,
+    OC_PARENT,
+    OC_PRICE,
+    OC_QTY,
+    OC_REMOVED,
+    OC_SIDE,
+    OC_STATE,
+    OC_STRATEGY,
+    OC_SYMBOL,
+    OC_TIF,
+    OC_VENUE,
     ST_CANCEL_PENDING,
     ST_REPLACE_PENDING,
     ST_SENT,
@@ -184,19 +202,20 @@ def tops_on_book_state(tops, venue, bs, now_ns):
         tops_set(tops, venue, s, bs.bid_px, bs.bid_qty, bs.ask_px, bs.ask_qty, now_ns)
 
 
+F_MAKER, F_TAKER = 0, 1  # fees[] rows
+S_RANK, S_VENUE, S_QTY = 0, 1, 2  # scratch[] rows
+
+
 class Router(NamedTuple):
     ot: OrderTable
-    maker_fee: np.ndarray  # float64[n_venues], fraction of notional (negative = rebate)
-    taker_fee: np.ndarray  # float64[n_venues]
+    fees: np.ndarray  # float64[2, n_venues]: F_MAKER / F_TAKER fee, fraction of notional (negative = rebate)
     enabled: np.ndarray  # int64[n_venues, n_symbols]: 1 = the venue trades the symbol
     g: np.ndarray  # int64[G_LEN]
     pending: np.ndarray  # EXEC_REPORT[PENDING_CAPACITY]
     rejects: np.ndarray  # int64[N_REASONS]: router refusals by RejectReason
     counters: np.ndarray  # int64[C_LEN]
-    rank_v: np.ndarray  # int64[MAX_VENUES] scratch: venues in routing order
-    rank_px: np.ndarray  # float64[MAX_VENUES] scratch: their effective prices
-    alloc_v: np.ndarray  # int64[MAX_VENUES] scratch: the children's venues
-    alloc_q: np.ndarray  # int64[MAX_VENUES] scratch: the children's quantities
+    scratch: np.ndarray  # int64[3, MAX_VENUES]: S_RANK venues in routing order; S_VENUE / S_QTY the children
+    rank_px: np.ndarray  # float64[MAX_VENUES] scratch: effective prices of the ranked venues
 
 
 def make_router(
@@ -234,17 +253,14 @@ def make_router(
         en = (en != 0).astype(np.int64)
     return Router(
         ot=make_order_table(capacity),
-        maker_fee=fees(maker_fee, "maker_fee"),
-        taker_fee=fees(taker_fee, "taker_fee"),
+        fees=np.stack([fees(maker_fee, "maker_fee"), fees(taker_fee, "taker_fee")]),
         enabled=en,
         g=np.zeros(G_LEN, dtype=np.int64),
         pending=np.zeros(PENDING_CAPACITY, dtype=EXEC_REPORT),
         rejects=np.zeros(N_REASONS, dtype=np.int64),
         counters=np.zeros(C_LEN, dtype=np.int64),
-        rank_v=np.zeros(MAX_VENUES, dtype=np.int64),
+        scratch=np.zeros((3, MAX_VENUES), dtype=np.int64),
         rank_px=np.zeros(MAX_VENUES, dtype=np.float64),
-        alloc_v=np.zeros(MAX_VENUES, dtype=np.int64),
-        alloc_q=np.zeros(MAX_VENUES, dtype=np.int64),
     )
 
 
@@ -317,18 +333,18 @@ def _send(router, out, k, order, action, slot, ts_origin):
     o.seq = router.g[G_ORDER_SEQ]
     o.ts_origin = ts_origin
     o.ts_exch = 0
-    o.symbol = ot.symbol[slot]
+    o.symbol = ot.cols[slot, OC_SYMBOL]
     o.kind = action
-    o.side = ot.side[slot]
-    o.flags = ot.flags[slot]
-    o.order_id = ot.order_id[slot]
-    o.price = ot.price[slot]
-    o.qty = ot.leaves[slot]
-    o.order_type = ot.order_type[slot]
-    o.tif = ot.tif[slot]
-    o.strategy = ot.strategy[slot]
+    o.side = ot.cols[slot, OC_SIDE]
+    o.flags = ot.cols[slot, OC_FLAGS]
+    o.order_id = ot.cols[slot, OC_ID]
+    o.price = ot.cols[slot, OC_PRICE]
+    o.qty = ot.cols[slot, OC_LEAVES]
+    o.order_type = ot.cols[slot, OC_ORDER_TYPE]
+    o.tif = ot.cols[slot, OC_TIF]
+    o.strategy = ot.cols[slot, OC_STRATEGY]
     o.reason = 0
-    o.venue = ot.venue[slot]
+    o.venue = ot.cols[slot, OC_VENUE]
     o._res = 0
 
 
@@ -337,7 +353,7 @@ def _send(router, out, k, order, action, slot, ts_origin):
 # ---------------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, _nrt=False)
 def _rank_venues(router, tops, s, side, limit, is_market):
-    """Fill rank_v/rank_px with the venues whose opposite best is within the limit, best first."""
+    """Rank the venues whose opposite best is within the limit, best first (scratch[S_RANK], rank_px)."""
     n = 0
     for v in range(router.enabled.shape[0]):
         if router.enabled[v, s] == 0:
@@ -346,33 +362,33 @@ def _rank_venues(router, tops, s, side, limit, is_market):
             px = tops.ask_px[v, s]
             if px <= 0 or tops.ask_qty[v, s] <= 0 or (not is_market and px > limit):
                 continue
-            eff = px * (1.0 + router.taker_fee[v])
+            eff = px * (1.0 + router.fees[F_TAKER, v])
         else:
             px = tops.bid_px[v, s]
             if px <= 0 or tops.bid_qty[v, s] <= 0 or (not is_market and px < limit):
                 continue
-            eff = -px * (1.0 - router.taker_fee[v])  # negate: lower is better for both sides
+            eff = -px * (1.0 - router.fees[F_TAKER, v])  # negate: lower is better for both sides
         i = n  # insertion sort (n <= 8)
         while i > 0 and router.rank_px[i - 1] > eff:
             router.rank_px[i] = router.rank_px[i - 1]
-            router.rank_v[i] = router.rank_v[i - 1]
+            router.scratch[S_RANK, i] = router.scratch[S_RANK, i - 1]
             i -= 1
         router.rank_px[i] = eff
-        router.rank_v[i] = v
+        router.scratch[S_RANK, i] = v
         n += 1
     return n
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _plan(router, tops, order, s, side, qty):
-    """Fill alloc_v/alloc_q with the children; returns their count, or -reason when it cannot route."""
+    """Plan the children (scratch[S_VENUE], scratch[S_QTY]); their count, or -reason when it cannot route."""
     nv = router.enabled.shape[0]
     v = order.venue
     if v >= 0:
         if v >= nv or router.enabled[v, s] == 0:
             return -R_BAD_VENUE
-        router.alloc_v[0] = v
-        router.alloc_q[0] = qty
+        router.scratch[S_VENUE, 0] = v
+        router.scratch[S_QTY, 0] = qty
         return 1
     if v != -1:
         return -R_BAD_VENUE
@@ -385,25 +401,25 @@ def _plan(router, tops, order, s, side, qty):
             for i in range(n):
                 if remaining <= 0:
                     break
-                w = router.rank_v[i]
+                w = router.scratch[S_RANK, i]
                 avail = tops.ask_qty[w, s] if side > 0 else tops.bid_qty[w, s]
                 take = min(remaining, avail)
-                router.alloc_v[m] = w
-                router.alloc_q[m] = take
+                router.scratch[S_VENUE, m] = w
+                router.scratch[S_QTY, m] = take
                 remaining -= take
                 m += 1
-            router.alloc_q[0] += remaining  # the rest goes to the best venue
+            router.scratch[S_QTY, 0] += remaining  # the rest goes to the best venue
             return m
         if is_market:
             return -R_NO_LIQUIDITY
     best = -1  # passive: cheapest maker fee
     for w in range(nv):
-        if router.enabled[w, s] != 0 and (best < 0 or router.maker_fee[w] < router.maker_fee[best]):
+        if router.enabled[w, s] != 0 and (best < 0 or router.fees[F_MAKER, w] < router.fees[F_MAKER, best]):
             best = w
     if best < 0:
         return -R_BAD_VENUE
-    router.alloc_v[0] = best
-    router.alloc_q[0] = qty
+    router.scratch[S_VENUE, 0] = best
+    router.scratch[S_QTY, 0] = qty
     return 1
 
 
@@ -411,7 +427,7 @@ def _plan(router, tops, order, s, side, qty):
 def _ids_free(ot, n):
     """True when the next ``n`` ids' slots are free (so a parent and its children can all be created)."""
     nxt = ot.meta[0]
-    mask = ot.order_id.shape[0] - 1
+    mask = ot.cols.shape[0] - 1
     for i in range(n):
         if ot_is_live(ot, (nxt + i) & mask):
             return False
@@ -441,13 +457,14 @@ def _route_new(router, order, tops, now_ns, out, k):
     p = ot_new(ot, -1, s, side, price, qty, -1, order.order_type, order.tif, order.flags, order.strategy, now_ns)
     ot_apply(ot, p, EV_SUBMIT)
     for i in range(m):
-        c = ot_new(ot, p, s, side, price, router.alloc_q[i], router.alloc_v[i], order.order_type, order.tif,
-                   order.flags, order.strategy, now_ns)  # fmt: skip
+        q = router.scratch[S_QTY, i]
+        v = router.scratch[S_VENUE, i]
+        c = ot_new(ot, p, s, side, price, q, v, order.order_type, order.tif, order.flags, order.strategy, now_ns)
         ot_apply(ot, c, EV_SUBMIT)
         ot.children[p, i] = c
         _send(router, out, k + i, order, A_NEW, c, order.ts_origin)
-    ot.n_children[p] = m
-    ot.live_children[p] = m
+    ot.cols[p, OC_N_CHILDREN] = m
+    ot.cols[p, OC_LIVE_CHILDREN] = m
     router.counters[C_ROUTED] += 1
     router.counters[C_CHILDREN] += m
     if m > 1:
@@ -458,7 +475,7 @@ def _route_new(router, order, tops, now_ns, out, k):
 @njit(cache=True, nogil=True, _nrt=False)
 def _parent_slot(ot, order_id):
     p = ot_slot(ot, order_id)
-    if p < 0 or ot.parent[p] != -1:
+    if p < 0 or ot.cols[p, OC_PARENT] != -1:
         return -1
     return p
 
@@ -473,7 +490,7 @@ def _cancel(router, order, out, k):
         ot_apply(ot, p, EV_CANCEL_REQUEST)  # counts the invalid transition
         return _refuse(router, order, X_CANCEL_REJECTED, R_INVALID_TRANSITION)
     w = 0
-    for i in range(ot.n_children[p]):
+    for i in range(ot.cols[p, OC_N_CHILDREN]):
         c = ot.children[p, i]
         if ot_is_live(ot, c) and ot_allows(ot, c, EV_CANCEL_REQUEST) and k + w < out.shape[0]:
             ot_apply(ot, c, EV_CANCEL_REQUEST)
@@ -490,12 +507,12 @@ def _replace(router, order, out, k):
     p = _parent_slot(ot, order.order_id)
     if p < 0 or not ot_is_live(ot, p):
         return _refuse(router, order, X_CANCEL_REJECTED, R_UNKNOWN_ORDER)
-    if order.qty <= 0 or (ot.order_type[p] == T_LIMIT and order.price <= 0):
+    if order.qty <= 0 or (ot.cols[p, OC_ORDER_TYPE] == T_LIMIT and order.price <= 0):
         return _refuse(router, order, X_CANCEL_REJECTED, R_BAD_QTY if order.qty <= 0 else R_BAD_TYPE)
-    if ot.live_children[p] != 1:
+    if ot.cols[p, OC_LIVE_CHILDREN] != 1:
         return _refuse(router, order, X_CANCEL_REJECTED, R_REPLACE_SPLIT)
     c = -1
-    for i in range(ot.n_children[p]):
+    for i in range(ot.cols[p, OC_N_CHILDREN]):
         if ot_is_live(ot, ot.children[p, i]):
             c = ot.children[p, i]
     if not ot_allows(ot, p, EV_REPLACE_REQUEST) or not ot_allows(ot, c, EV_REPLACE_REQUEST) or k >= out.shape[0]:
@@ -519,13 +536,13 @@ def _cancel_all(router, order, out, k):
     nv = router.enabled.shape[0]
     if s < -1 or s >= router.enabled.shape[1]:
         return _refuse(router, order, X_CANCEL_REJECTED, R_BAD_SYMBOL)
-    for p in range(ot.order_id.shape[0]):
-        if ot.parent[p] != -1 or not ot_is_live(ot, p) or (s >= 0 and ot.symbol[p] != s):
+    for p in range(ot.cols.shape[0]):
+        if ot.cols[p, OC_PARENT] != -1 or not ot_is_live(ot, p) or (s >= 0 and ot.cols[p, OC_SYMBOL] != s):
             continue
         if not ot_allows(ot, p, EV_CANCEL_REQUEST):  # already cancel-pending: leave it
             continue
         ot_apply(ot, p, EV_CANCEL_REQUEST)
-        for i in range(ot.n_children[p]):
+        for i in range(ot.cols[p, OC_N_CHILDREN]):
             c = ot.children[p, i]
             if ot_is_live(ot, c) and ot_allows(ot, c, EV_CANCEL_REQUEST):
                 ot_apply(ot, c, EV_CANCEL_REQUEST)
@@ -596,14 +613,14 @@ def _forward(router, rep, p, kind, qty, price, fee, out, k):
         out[k],
         router.g[G_REPORT_SEQ],
         rep.ts_origin,
-        ot.symbol[p],
+        ot.cols[p, OC_SYMBOL],
         kind,
-        ot.side[p],
-        ot.order_id[p],
+        ot.cols[p, OC_SIDE],
+        ot.cols[p, OC_ID],
         price,
         qty,
-        ot.leaves[p],
-        ot.cum[p],
+        ot.cols[p, OC_LEAVES],
+        ot.cols[p, OC_CUM],
         fee,
         rep.ts_venue,
         rep.venue,
@@ -624,71 +641,75 @@ def router_on_report(router, rep, out, k):
     router.counters[C_REPORTS_IN] += 1
     c = ot_slot(ot, rep.order_id)
     kind = rep.kind
-    if c < 0 or ot.parent[c] < 0 or kind >= EXEC_TO_EVENT.shape[0]:
+    if c < 0 or ot.cols[c, OC_PARENT] < 0 or kind >= EXEC_TO_EVENT.shape[0]:
         router.counters[C_UNKNOWN_REPORTS] += 1
         return 0
     event = EXEC_TO_EVENT[kind]
     if event < 0 or ot_apply(ot, c, event) < 0:
         return 0  # counted by the state machine (or an unknown kind: counted there as out of range)
-    p = ot.parent[c]
+    p = ot.cols[c, OC_PARENT]
     cap = out.shape[0] - k
     w = 0
     if kind == X_PARTIAL or kind == X_FILL:
         q = np.int64(rep.qty)
-        ot.cum[c] += q
-        ot.leaves[c] = max(np.int64(0), ot.leaves[c] - q)
+        ot.cols[c, OC_CUM] += q
+        ot.cols[c, OC_LEAVES] = max(np.int64(0), ot.cols[c, OC_LEAVES] - q)
         ot.fees[c] += rep.fee
-        ot.cum[p] += q
-        ot.leaves[p] = max(np.int64(0), ot.leaves[p] - q)
+        ot.cols[p, OC_CUM] += q
+        ot.cols[p, OC_LEAVES] = max(np.int64(0), ot.cols[p, OC_LEAVES] - q)
         ot.fees[p] += rep.fee
-        full = ot.leaves[p] == 0 and ot.cum[p] == ot.qty[p]
+        full = ot.cols[p, OC_LEAVES] == 0 and ot.cols[p, OC_CUM] == ot.cols[p, OC_QTY]
         ot_apply(ot, p, EV_FILL if full else EV_PARTIAL_FILL)
         if w < cap:
             w += _forward(router, rep, p, X_FILL if full else X_PARTIAL, q, rep.price, rep.fee, out, k + w)
     elif kind == X_CANCELED or kind == X_EXPIRED or kind == X_REJECTED:
-        removed = ot.leaves[c]
-        ot.leaves[c] = 0
-        ot.removed[c] += removed
-        ot.leaves[p] = max(np.int64(0), ot.leaves[p] - removed)
-        ot.removed[p] += removed
+        removed = ot.cols[c, OC_LEAVES]
+        ot.cols[c, OC_LEAVES] = 0
+        ot.cols[c, OC_REMOVED] += removed
+        ot.cols[p, OC_LEAVES] = max(np.int64(0), ot.cols[p, OC_LEAVES] - removed)
+        ot.cols[p, OC_REMOVED] += removed
         if kind == X_REJECTED:
-            ot.any_rejected[p] += 1
+            ot.cols[p, OC_ANY_REJECTED] += 1
     elif kind == X_ACK:
-        if ot.state[p] == ST_SENT:  # the first ack
+        if ot.cols[p, OC_STATE] == ST_SENT:  # the first ack
             ot_apply(ot, p, EV_ACK)
             if w < cap:
-                w += _forward(router, rep, p, X_ACK, 0, ot.price[p], 0.0, out, k + w)
+                w += _forward(router, rep, p, X_ACK, 0, ot.cols[p, OC_PRICE], 0.0, out, k + w)
     elif kind == X_REPLACED:
-        old = ot.leaves[p]
-        ot.leaves[c] = np.int64(rep.leaves_qty)
-        ot.price[c] = rep.price
-        ot.qty[c] = ot.cum[c] + ot.leaves[c] + ot.removed[c]
-        ot.leaves[p] = ot.leaves[c]
-        ot.price[p] = rep.price
-        ot.qty[p] = ot.cum[p] + ot.leaves[p] + ot.removed[p]
+        old = ot.cols[p, OC_LEAVES]
+        ot.cols[c, OC_LEAVES] = np.int64(rep.leaves_qty)
+        ot.cols[c, OC_PRICE] = rep.price
+        ot.cols[c, OC_QTY] = ot.cols[c, OC_CUM] + ot.cols[c, OC_LEAVES] + ot.cols[c, OC_REMOVED]
+        ot.cols[p, OC_LEAVES] = ot.cols[c, OC_LEAVES]
+        ot.cols[p, OC_PRICE] = rep.price
+        ot.cols[p, OC_QTY] = ot.cols[p, OC_CUM] + ot.cols[p, OC_LEAVES] + ot.cols[p, OC_REMOVED]
         ot_apply(ot, p, EV_REPLACED)
         if w < cap:
             w += _forward(router, rep, p, X_REPLACED, old, rep.price, 0.0, out, k + w)
     elif kind == X_CANCEL_REJECTED:
-        st = ot.state[p]
+        st = ot.cols[p, OC_STATE]
         if st == ST_CANCEL_PENDING or st == ST_REPLACE_PENDING:
             ot_apply(ot, p, EV_CANCEL_REJECT)
         if w < cap:
-            w += _forward(router, rep, p, X_CANCEL_REJECTED, 0, ot.price[p], 0.0, out, k + w)
+            w += _forward(router, rep, p, X_CANCEL_REJECTED, 0, ot.cols[p, OC_PRICE], 0.0, out, k + w)
 
-    if ot.terminal[ot.state[c]]:
-        ot.live_children[p] -= 1
-        if ot.live_children[p] == 0 and not ot.terminal[ot.state[p]]:
-            if ot.any_rejected[p] == ot.n_children[p]:
+    if ot.terminal[ot.cols[c, OC_STATE]]:
+        ot.cols[p, OC_LIVE_CHILDREN] -= 1
+        if ot.cols[p, OC_LIVE_CHILDREN] == 0 and not ot.terminal[ot.cols[p, OC_STATE]]:
+            if ot.cols[p, OC_ANY_REJECTED] == ot.cols[p, OC_N_CHILDREN]:
                 end_kind, end_event = X_REJECTED, EV_REJECT
-            elif ot.state[p] == ST_CANCEL_PENDING or ot.state[p] == ST_REPLACE_PENDING or kind == X_CANCELED:
+            elif (
+                ot.cols[p, OC_STATE] == ST_CANCEL_PENDING
+                or ot.cols[p, OC_STATE] == ST_REPLACE_PENDING
+                or kind == X_CANCELED
+            ):
                 end_kind, end_event = X_CANCELED, EV_CANCELED
             else:
                 end_kind, end_event = X_EXPIRED, EV_EXPIRE
-            ot.leaves[p] = 0
+            ot.cols[p, OC_LEAVES] = 0
             ot_apply(ot, p, end_event)
             if w < cap:
-                w += _forward(router, rep, p, end_kind, ot.removed[p], ot.price[p], 0.0, out, k + w)
+                w += _forward(router, rep, p, end_kind, ot.cols[p, OC_REMOVED], ot.cols[p, OC_PRICE], 0.0, out, k + w)
             else:
                 router.counters[C_PEND_DROPPED] += 1
     return w
