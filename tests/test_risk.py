@@ -167,6 +167,9 @@ CHECKS = [
     ("reduce_only_ok", {}, lambda r: fill(r, BUY, 3, 1000), dict(side=SELL, qty=3, flags=F_REDUCE_ONLY), R.NONE),
     ("cancel_passes_when_halted", {}, lambda r: control(r, ControlCommand.HALT),
      dict(kind=OrderAction.CANCEL, order_id=7), R.NONE),
+    ("cancel_all_every_symbol", {}, lambda r: control(r, ControlCommand.HALT),
+     dict(kind=OrderAction.CANCEL_ALL, symbol=-1), R.NONE),
+    ("cancel_all_bad_symbol", {}, None, dict(kind=OrderAction.CANCEL_ALL, symbol=-2), R.BAD_SYMBOL),
 ]  # fmt: skip
 
 

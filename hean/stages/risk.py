@@ -501,9 +501,9 @@ def risk_on_intent(risk, intent, now_ns, out, k):
     """
     s = intent.symbol
     n = risk.stale.shape[0]
-    if s < 0 or s >= n:
-        return _reject(risk, R_BAD_SYMBOL)
     action = intent.kind
+    if (s < 0 or s >= n) and not (action == A_CANCEL_ALL and s == -1):  # CANCEL_ALL -1: every symbol
+        return _reject(risk, R_BAD_SYMBOL)
     if action == A_CANCEL or action == A_CANCEL_ALL:  # always pass
         if action == A_CANCEL and intent.order_id <= 0:
             return _reject(risk, R_BAD_ORDER_ID)
