@@ -350,3 +350,35 @@ def test_binance_resting_order_fills_only_after_queue_ahead_trades(binance):
     assert first["ts_venue"] == events[exp_first]["ts_origin"] and first["liquidity"] == 1
     assert sum(int(r["qty"]) for r in mine) <= qty
     assert all(int(r["price"]) == bid for r in mine) and first["fee"] < 0
+
+
+def test_risk_router_venue_loop_keeps_books_consistent():
+    """intent -> risk -> router (the venues' own tops) -> venues -> router -> risk, two venues, one split."""
+    from hean.records import BOOK_STATE
+    from hean.stages.risk import make_risk, risk_on_book, risk_on_intent, risk_on_report
+    from hean.stages.router import make_router, router_on_order, router_on_report
+
+    vn = make_venue(1, 2, taker_fee=0.001)
+    for v, (ask_qty, ask) in enumerate(((2, 101), (5, 101))):
+        for side, px, q in ((BID, 99, 5), (ASK, ask, ask_qty), (ASK, 102, 10)):
+            venue_on_event(vn, v, ev(EventKind.LEVEL_SET, side, px, q), 0, OUT, 0)
+    risk = make_risk(1, capital=1e6, max_position=100)
+    bs = np.zeros(1, BOOK_STATE)
+    bs[0]["bid_px"], bs[0]["ask_px"], bs[0]["mid"] = 99, 101, 100.0
+    risk_on_book(risk, bs[0], 0, np.zeros(2, ORDER), 0)
+    router = make_router(1, 2, taker_fee=0.001)
+    fwd, vorders, to_risk = np.zeros(1, ORDER), np.zeros(8, ORDER), np.zeros(4, EXEC_REPORT)
+    intent = order(price=101, qty=6, tif=TimeInForce.IOC, venue=-1, order_id=0)
+    assert risk_on_intent(risk, intent, 10, fwd, 0) == 1
+    m = router_on_order(router, fwd[0], vn.tops, 10, vorders, 0)
+    assert [(int(o["venue"]), int(o["qty"])) for o in vorders[:m]] == [(0, 2), (1, 4)]
+    for o in vorders[:m]:
+        n = venue_on_order(vn, o, 10, OUT, 0)
+        for r in OUT[:n].copy():
+            k = router_on_report(router, r, to_risk, 0)
+            for j in range(k):
+                risk_on_report(risk, to_risk[j])
+    assert risk.pos.position_lots[0] == 6 and risk.pos.avg_px[0] == 101.0
+    assert risk.open_buy[0] == 0 and risk.open_count[0] == 0
+    assert risk.pos.fees[0] == pytest.approx(6 * 101 * 0.001)
+    assert router.ot.meta[2] == 0  # no invalid transition on the way
