@@ -49,6 +49,20 @@ Reports from the router release it: fills by ``qty``; CANCELED/EXPIRED/REJECTED 
 router sets to the lots the report removed from the open quantity; REPLACED by ``qty`` (old open lots) and
 adds ``leaves_qty`` (new open lots). Terminal reports (FILL, CANCELED, EXPIRED, REJECTED) close one order.
 
+Usage in the engine's risk stage (``out`` an ORDER array or ring slots, ``rep``/``bs``/``ctl`` records)::
+
+    risk = make_risk(n_symbols, capital=1e5, value_per_tick_lot=vptl, max_position=..., ...,
+                     position_lots=shm_positions)            # the strategy reads position_lots
+    n = risk_on_intent(risk, intent, now_ns(), out, k)       # 0 or 1 ORDER for the router
+    n = risk_on_book(risk, book_state, now_ns(), out, k)     # mark to mid; CANCEL_ALLs owed (<= n_symbols+1)
+    risk_on_report(risk, report_from_router)                 # positions, PnL, open orders, trips
+    n = risk_on_control(risk, control, now_ns(), out, k)     # kill switch etc.; CANCEL_ALLs (<= n_symbols+1)
+    n = risk_poll(risk, now_ns(), out, k)                    # owed CANCEL_ALLs, when idle
+    risk_to_telemetry(risk, tm.counters, tm.risk, now_ns())  # every few ms
+
+The entry kernels are ``inline="always"``: passing the RiskState tuple to a non-inlined call costs ~120 ns
+(its ~30 arrays are passed as ~250 scalars); call them from a stage loop compiled with ``_nrt=False``.
+
 Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
 every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """

@@ -36,6 +36,19 @@ small queue; :func:`router_poll` hands them to risk.
 Output bounds: ``router_on_order`` writes at most :data:`ROUTER_MAX_ORDERS` records, and never more than
 ``len(out) - k``: an order that would need more children than that is rejected (TABLE_FULL).
 
+Usage in the engine's router stage::
+
+    router = make_router(n_symbols, n_venues, maker_fee=[...], taker_fee=[...])
+    tops = make_venue_tops(n_venues, n_symbols)        # or venue.tops of the simulated venues
+    tops_on_book_state(tops, v, book_state, now_ns())  # per venue book state
+    n = router_on_order(router, order_from_risk, tops, now_ns(), out_venue_orders, k)   # <= 8 ORDERs
+    n = router_on_report(router, venue_report, out_reports_to_risk, k)                  # <= 2 reports
+    n = router_poll(router, out_reports_to_risk, k)    # the router's own rejects, when idle
+    router_halt(router)                                # a worker died: send nothing more
+
+``router_on_order``/``router_on_report`` are ``inline="always"`` (see :mod:`hean.stages.risk`): call them
+from a loop compiled with ``_nrt=False``.
+
 Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
 every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """

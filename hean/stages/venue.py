@@ -38,6 +38,14 @@ Calls (all return how many EXEC_REPORTs they wrote to ``out[k:]``; each writes a
 
 ``venue.tops`` is a :class:`hean.stages.router.VenueTops` the venue keeps current: the router's view.
 
+Usage (the engine's venue stage, or a backtest)::
+
+    vn = make_venue(n_symbols, n_venues, entry_latency_ns=..., report_latency_ns=..., taker_fee=...)
+    n = venue_on_event(vn, v, market_event, now_ns, out, k)   # venue v's feed
+    n = venue_on_order(vn, order_from_router, now_ns, out, k)  # order.venue picks the venue
+    n = venue_poll(vn, now_ns, out, k)                         # until 0: latency-delayed reports
+    router_tops = vn.tops                                      # what the router routes against
+
 Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
 every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """
