@@ -237,6 +237,13 @@ def _loss(r):
     return book(r, 0, 899, 901)
 
 
+def _silent(r):
+    """Symbol 1's book keeps updating, symbol 0's goes quiet for longer than stale_after_ns."""
+    out = np.zeros(4, ORDER)
+    emitted = _to_list(book(r, 1, now=T0 + SEC))
+    return emitted + _to_list((risk_poll(r, T0 + SEC + 1, out, 0), out))
+
+
 def _to_list(res):
     n, out = res
     return [(int(o["kind"]), int(o["symbol"])) for o in out[:n]]
@@ -266,6 +273,7 @@ TRANSITIONS = [
     ("stale_book_halts_symbol", {}, lambda r: _to_list(book(r, 0, flags=F_STALE)), H, A, [(CA, 0)]),
     ("fresh_book_unhalts_symbol", {},
      lambda r: _to_list(book(r, 0, flags=F_STALE)) + _to_list(book(r, 0)), A, A, [(CA, 0)]),
+    ("silent_book_halts_symbol", dict(stale_after_ns=SEC), _silent, H, A, [(CA, 0)]),
     ("stale_does_not_override_manual_halt", {},
      lambda r: control(r, ControlCommand.HALT, 0) + _to_list(book(r, 0, flags=F_STALE)) + _to_list(book(r, 0)),
      H, A, [(CA, 0)]),

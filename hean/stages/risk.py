@@ -746,11 +746,29 @@ def risk_on_report(risk, rep):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def risk_poll(risk, now_ns, out, k):
-    """Emit owed CANCEL_ALLs (global first, then per symbol) into ``out[k:]``; returns how many.
+def _mark_stale(risk, s):
+    """The symbol's book is unusable: HALTED for it (a CANCEL_ALL is owed unless it was halted already)."""
+    if risk.stale[s] == 0:
+        if risk_effective_state(risk, s) != _HALTED:
+            risk.cancel_owed[s] = 1
+        risk.stale[s] = 1
+        risk.counters[C_STALE_HALTS] += 1
 
-    Writes at most ``min(n_symbols + 1, len(out) - k)`` records.
+
+@njit(cache=True, nogil=True, _nrt=False)
+def risk_poll(risk, now_ns, out, k):
+    """Book age and owed CANCEL_ALLs: call it when idle (the engine's loop) -- also runs on every book state.
+
+    A symbol whose last usable book state is older than ``stale_after_ns`` (when set) is marked stale, as if
+    the book stage had flagged it: a silent feed halts the symbol too. Then the owed CANCEL_ALLs (global
+    first, then per symbol) are written to ``out[k:]``: at most ``min(n_symbols + 1, len(out) - k)``.
+    Returns how many.
     """
+    stale_ns = risk.lim_i[LI_STALE_NS]
+    if stale_ns > 0:
+        for s in range(risk.stale.shape[0]):
+            if risk.stale[s] == 0 and now_ns - risk.book_ns[s] > stale_ns:
+                _mark_stale(risk, s)
     w = 0
     cap = out.shape[0] - k
     if risk.g[G_CANCEL_ALL_OWED] != 0 and w < cap:
@@ -782,11 +800,7 @@ def risk_on_book(risk, bs, now_ns, out, k):
     risk.counters[C_BOOKS] += 1
     unusable = (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.bid_px <= 0 or bs.bid_px >= bs.ask_px
     if unusable:
-        if risk.stale[s] == 0:
-            if risk_effective_state(risk, s) != _HALTED:  # already halted: its cancel went out then
-                risk.cancel_owed[s] = 1
-            risk.stale[s] = 1
-            risk.counters[C_STALE_HALTS] += 1
+        _mark_stale(risk, s)
     else:
         risk.stale[s] = 0
         risk.book_ns[s] = now_ns
