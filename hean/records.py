@@ -77,6 +77,7 @@ F_STALE = 1 << 3  # book state: the book is out of sync or has not updated withi
 F_CROSSED = 1 << 4  # book state: best bid >= best ask
 F_REDUCE_ONLY = 1 << 5  # order: may only reduce the position
 F_POST_ONLY = 1 << 6  # order: reject rather than take liquidity
+F_OPENS_ORDER = 1 << 7  # exec report (router -> risk): first report of an order risk has not counted as open yet
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from hean.records import (
     BUY,
     CONTROL,
     EXEC_REPORT,
+    F_OPENS_ORDER,
     F_POST_ONLY,
     F_REDUCE_ONLY,
     F_STALE,
@@ -121,8 +122,11 @@ CHECKS = [
     ("bad_order_type", {}, None, dict(order_type=7), R.BAD_TYPE),
     ("bad_tif", {}, None, dict(tif=0), R.BAD_TYPE),
     ("market_post_only", {}, None, dict(order_type=OrderType.MARKET, price=0, flags=F_POST_ONLY), R.BAD_TYPE),
-    ("cancel_without_id", {}, None, dict(kind=OrderAction.CANCEL), R.BAD_ORDER_ID),
-    ("replace_without_id", {}, None, dict(kind=OrderAction.REPLACE), R.BAD_ORDER_ID),
+    ("cancel_negative_id", {}, None, dict(kind=OrderAction.CANCEL, order_id=-1), R.BAD_ORDER_ID),
+    ("replace_negative_id", {}, None, dict(kind=OrderAction.REPLACE, order_id=-1), R.BAD_ORDER_ID),
+    ("cancel_by_side", {}, None, dict(kind=OrderAction.CANCEL, side=SELL), R.NONE),
+    ("cancel_by_side_needs_side", {}, None, dict(kind=OrderAction.CANCEL, side=0), R.BAD_SIDE),
+    ("replace_by_side", {}, None, dict(kind=OrderAction.REPLACE, price=999), R.NONE),
     ("tick_misaligned", dict(price_increment=5), None, dict(price=1001), R.TICK_SIZE),
     ("tick_aligned", dict(price_increment=5), None, dict(price=1005), R.NONE),
     ("lot_misaligned", dict(qty_increment=10), None, dict(qty=15), R.LOT_SIZE),
@@ -318,6 +322,22 @@ def test_reports_release_open_quantity_and_count():
     report(risk, 99, SELL)  # unknown kind: counted, ignored
     report(risk, ExecType.FILL, 0, qty=1)  # bad side
     assert risk.counters[4] == 2
+
+
+def test_report_flagged_opens_order_counts_it_open():
+    """A REPLACE-by-side the router sent as a NEW: risk counts it open on its first report."""
+    risk = fresh()
+    rep = np.zeros(1, EXEC_REPORT)
+    r = rep[0]
+    r["kind"], r["side"], r["leaves_qty"], r["flags"] = ExecType.ACK, SELL, 4, F_OPENS_ORDER
+    risk_on_report(risk, r)
+    assert (risk.open_sell[0], risk.open_count[0]) == (4, 1)
+    r["kind"], r["qty"], r["leaves_qty"], r["flags"], r["price"] = ExecType.PARTIAL_FILL, 1, 2, F_OPENS_ORDER, 1000
+    risk_on_report(risk, r)  # first report a fill: opened = leaves + qty = 3, then the fill releases 1
+    assert (risk.open_sell[0], risk.open_count[0]) == (4 + 3 - 1, 2)
+    report(risk, ExecType.CANCELED, SELL, qty=4)
+    report(risk, ExecType.CANCELED, SELL, qty=2)
+    assert (risk.open_sell[0], risk.open_count[0]) == (0, 0)
 
 
 def test_halt_via_report_loss_is_emitted_by_poll():

@@ -313,3 +313,58 @@ def test_risk_open_quantity_returns_to_zero_through_the_router():
         for r in to_risk(router, rep):
             risk_on_report(risk, r)
     assert risk.open_buy[0] == 0 and risk.open_count[0] == 0 and risk.pos.position_lots[0] == 7
+
+
+def test_cancel_by_side_resolves_the_strategys_live_order():
+    router, tops = setup([(99, 5, 101, 5)])
+    (child,) = route(router, tops, order(price=100))
+    (c,) = route(router, tops, order(kind=OrderAction.CANCEL, order_id=0, side=BUY))
+    assert c["kind"] == OrderAction.CANCEL and c["order_id"] == child["order_id"]
+    assert len(route(router, tops, order(kind=OrderAction.CANCEL, order_id=0, side=SELL))) == 0
+    assert pending(router)[0]["reason"] == R.UNKNOWN_ORDER
+
+
+def test_replace_by_side_resolves_the_live_order():
+    router, tops = setup([(99, 5, 101, 5)])
+    (child,) = route(router, tops, order(price=98))
+    to_risk(router, venue_report(child, X.ACK, leaves=5))
+    (r,) = route(router, tops, order(kind=OrderAction.REPLACE, order_id=0, side=BUY, price=97, qty=5))
+    assert (r["kind"], r["order_id"], r["price"]) == (OrderAction.REPLACE, child["order_id"], 97)
+
+
+def test_replace_by_side_with_nothing_live_is_a_new_order_risk_counts_once():
+    from hean.records import BOOK_STATE, F_OPENS_ORDER
+
+    risk = make_risk(2, capital=1e6)
+    bs = np.zeros(1, BOOK_STATE)
+    bs[0]["bid_px"], bs[0]["ask_px"], bs[0]["mid"] = 99, 101, 100.0
+    risk_on_book(risk, bs[0], NOW, np.zeros(2, ORDER), 0)
+    router, tops = setup([(99, 5, 101, 5)])
+    fwd = np.zeros(1, ORDER)
+
+    def through_risk(rec):
+        assert risk_on_intent(risk, rec, NOW, fwd, 0) == 1
+        return route(router, tops, fwd[0])
+
+    (child,) = through_risk(order(price=98, qty=2))
+    for r in to_risk(router, venue_report(child, X.FILL, 2)):  # the quote is filled: nothing live on BUY
+        risk_on_report(risk, r)
+    assert risk.open_count[0] == 0 and risk.pos.position_lots[0] == 2
+    (new,) = through_risk(order(kind=OrderAction.REPLACE, order_id=0, side=BUY, price=97, qty=3))
+    assert new["kind"] == OrderAction.NEW and new["qty"] == 3 and new["order_id"] != child["order_id"]
+    (ack,) = to_risk(router, venue_report(new, X.ACK, leaves=3))
+    assert ack["flags"] & F_OPENS_ORDER
+    risk_on_report(risk, ack)
+    assert (risk.open_buy[0], risk.open_count[0]) == (3, 1)
+    (fill,) = to_risk(router, venue_report(new, X.FILL, 3))
+    assert not fill["flags"] & F_OPENS_ORDER
+    risk_on_report(risk, fill)
+    assert (risk.open_buy[0], risk.open_count[0], risk.pos.position_lots[0]) == (0, 0, 5)
+
+
+def test_refused_upsert_is_a_cancel_reject():
+    router, tops = setup([(99, 5, 0, 0)])
+    rec = order(kind=OrderAction.REPLACE, order_id=0, side=BUY, otype=OrderType.MARKET, price=0)
+    assert len(route(router, tops, rec)) == 0
+    (rej,) = pending(router)
+    assert rej["kind"] == X.CANCEL_REJECTED and rej["reason"] == R.NO_LIQUIDITY and rej["qty"] == 0

@@ -207,6 +207,7 @@ OC_LIVE_CHILDREN = 15  # children not yet terminal (parents)
 OC_N_CHILDREN = 16
 OC_ANY_REJECTED = 17  # children rejected (parents; decides REJECTED vs CANCELED at the end)
 OC_TS_CREATED = 18  # ns
+OC_RISK_UNSEEN = 19  # 1 until the first report about this parent is forwarded to risk (F_OPENS_ORDER)
 OC_LEN = 20
 
 
@@ -293,6 +294,7 @@ def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, 
     ot.cols[slot, OC_N_CHILDREN] = 0
     ot.cols[slot, OC_ANY_REJECTED] = 0
     ot.cols[slot, OC_TS_CREATED] = now_ns
+    ot.cols[slot, OC_RISK_UNSEEN] = 0
     ot.fees[slot] = 0.0
     return slot
 

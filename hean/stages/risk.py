@@ -42,7 +42,9 @@ side do not exceed the position.
 
 Cancels and CANCEL_ALL always pass (a HALTED engine must still be able to pull its orders). A REPLACE is
 checked as if its new quantity were added to the open quantity (risk does not know the old quantity), which
-is conservative.
+is conservative. CANCEL and REPLACE may carry ``order_id`` 0: "this strategy's live order on this side of this
+symbol", which the router resolves; a REPLACE that finds no live order is sent as a NEW, and its first report
+carries F_OPENS_ORDER so that risk counts it open then (``leaves_qty + qty`` lots, one order).
 
 Open quantity: a forwarded NEW adds its qty to ``open_buy``/``open_sell`` at once (in flight counts).
 Reports from the router release it: fills by ``qty``; CANCELED/EXPIRED/REJECTED by ``qty``, which the
@@ -78,6 +80,7 @@ from numba import njit
 from hean.atomics import store_relaxed
 from hean.records import (
     F_CROSSED,
+    F_OPENS_ORDER,
     F_POST_ONLY,
     F_REDUCE_ONLY,
     F_STALE,
@@ -519,8 +522,10 @@ def risk_on_intent(risk, intent, now_ns, out, k):
     if (s < 0 or s >= n) and not (action == A_CANCEL_ALL and s == -1):  # CANCEL_ALL -1: every symbol
         return _reject(risk, R_BAD_SYMBOL)
     if action == A_CANCEL or action == A_CANCEL_ALL:  # always pass
-        if action == A_CANCEL and intent.order_id <= 0:
+        if action == A_CANCEL and intent.order_id < 0:
             return _reject(risk, R_BAD_ORDER_ID)
+        if action == A_CANCEL and intent.order_id == 0 and intent.side != 1 and intent.side != -1:
+            return _reject(risk, R_BAD_SIDE)  # "my order on this side" needs a side
         risk.g[G_SEQ] += 1
         risk.counters[C_CANCELS] += 1
         _emit(
@@ -558,7 +563,7 @@ def risk_on_intent(risk, intent, now_ns, out, k):
         return _reject(risk, R_BAD_TYPE)
     if otype == T_MARKET and (flags & F_POST_ONLY) != 0:
         return _reject(risk, R_BAD_TYPE)  # a market order cannot be post-only
-    if action == A_REPLACE and intent.order_id <= 0:
+    if action == A_REPLACE and intent.order_id < 0:
         return _reject(risk, R_BAD_ORDER_ID)
     if qty <= 0:
         return _reject(risk, R_BAD_QTY)
@@ -723,6 +728,11 @@ def risk_on_report(risk, rep):
     kind = rep.kind
     qty = np.int64(rep.qty)
     realized = 0.0
+    if (rep.flags & F_OPENS_ORDER) != 0:  # a REPLACE-by-side the router sent as a NEW: count it open now
+        opened = qty if kind == X_REPLACED else np.int64(rep.leaves_qty) + qty
+        _release(risk, s, side, -opened)
+        risk.open_count[s] += 1
+        risk.g[G_OPEN_TOTAL] += 1
     if kind == X_PARTIAL or kind == X_FILL:
         if qty <= 0:
             risk.counters[C_BAD_REPORTS] += 1

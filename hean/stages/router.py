@@ -29,6 +29,12 @@ Reports forwarded to risk (``router_on_report``, at most :data:`ROUTER_MAX_REPOR
 - REPLACED: ``qty`` = open lots before, ``leaves_qty`` = open lots after
 - CANCEL_REJECTED when a cancel or replace was refused
 
+CANCEL and REPLACE with ``order_id`` 0 name "this strategy's live order on this side of this symbol" (the
+strategy stage does not see router ids): the router resolves them to the parent it routed last for that
+(strategy, symbol, side), if still live. A REPLACE that resolves to nothing is routed as a NEW (the quote was
+filled or canceled meanwhile); risk never counted it open, so the first report forwarded for it carries
+F_OPENS_ORDER, and a refusal of it is a CANCEL_REJECTED.
+
 Orders the router itself refuses (halted, table full, unknown id, no liquidity, ...) produce a REJECTED (a
 NEW; ``qty`` = the order's qty, ``order_id`` 0) or CANCEL_REJECTED (a cancel/replace) report that waits in a
 small queue; :func:`router_poll` hands them to risk.
@@ -60,7 +66,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from hean.records import EXEC_REPORT, F_CROSSED, F_POST_ONLY, F_STALE
+from hean.records import EXEC_REPORT, F_CROSSED, F_OPENS_ORDER, F_POST_ONLY, F_STALE
 from hean.stages.orders import (
     EV_ACK,
     EV_CANCEL_REJECT,
@@ -87,6 +93,7 @@ from hean.stages.orders import (
     OC_PRICE,
     OC_QTY,
     OC_REMOVED,
+    OC_RISK_UNSEEN,
     OC_SIDE,
     OC_STATE,
     OC_STRATEGY,
@@ -152,6 +159,7 @@ __all__ = [
 MAX_VENUES = MAX_CHILDREN  # a parent has at most one child per venue
 ROUTER_MAX_ORDERS = MAX_CHILDREN  # most ORDER records one router_on_order call writes
 ROUTER_MAX_REPORTS = 2  # most EXEC_REPORT records one router_on_report call writes (a fill + the end)
+MAX_STRATEGIES = 16  # strategies whose CANCEL/REPLACE may name their order by side (order_id 0)
 PENDING_CAPACITY = 256  # router-generated reports waiting for router_poll
 
 # g[] indices
@@ -229,6 +237,7 @@ class Router(NamedTuple):
     counters: np.ndarray  # int64[C_LEN]
     scratch: np.ndarray  # int64[3, MAX_VENUES]: S_RANK venues in routing order; S_VENUE / S_QTY the children
     rank_px: np.ndarray  # float64[MAX_VENUES] scratch: effective prices of the ranked venues
+    by_side: np.ndarray  # int64[MAX_STRATEGIES, n_symbols, 2]: last parent slot per (strategy, symbol, buy/sell)
 
 
 def make_router(
@@ -274,6 +283,7 @@ def make_router(
         counters=np.zeros(C_LEN, dtype=np.int64),
         scratch=np.zeros((3, MAX_VENUES), dtype=np.int64),
         rank_px=np.zeros(MAX_VENUES, dtype=np.float64),
+        by_side=np.full((MAX_STRATEGIES, n_symbols, 2), -1, dtype=np.int64),
     )
 
 
@@ -448,24 +458,32 @@ def _ids_free(ot, n):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _route_new(router, order, tops, now_ns, out, k):
+def _route_new(router, order, tops, now_ns, out, k, upsert):
+    """Create the parent and its children and send them. ``upsert``: a REPLACE-by-side that found no live
+    order -- refusals are CANCEL_REJECTED (risk never counted it open) and the parent's first report to risk
+    will carry F_OPENS_ORDER."""
     ot = router.ot
     s = order.symbol
     side = np.int64(order.side)
     qty = np.int64(order.qty)
+    reason = 0
+    m = 0
     if s < 0 or s >= router.enabled.shape[1]:
-        return _refuse(router, order, X_REJECTED, R_BAD_SYMBOL)
-    if side != 1 and side != -1:
-        return _refuse(router, order, X_REJECTED, R_BAD_SIDE)
-    if qty <= 0:
-        return _refuse(router, order, X_REJECTED, R_BAD_QTY)
-    if order.order_type != T_LIMIT and order.order_type != T_MARKET:
-        return _refuse(router, order, X_REJECTED, R_BAD_TYPE)
-    m = _plan(router, tops, order, s, side, qty)
-    if m < 0:
-        return _refuse(router, order, X_REJECTED, -m)
-    if m > out.shape[0] - k or not _ids_free(ot, m + 1):
-        return _refuse(router, order, X_REJECTED, R_TABLE_FULL)
+        reason = R_BAD_SYMBOL
+    elif side != 1 and side != -1:
+        reason = R_BAD_SIDE
+    elif qty <= 0:
+        reason = R_BAD_QTY
+    elif order.order_type != T_LIMIT and order.order_type != T_MARKET:
+        reason = R_BAD_TYPE
+    else:
+        m = _plan(router, tops, order, s, side, qty)
+        if m < 0:
+            reason = -m
+        elif m > out.shape[0] - k or not _ids_free(ot, m + 1):
+            reason = R_TABLE_FULL
+    if reason != 0:
+        return _refuse(router, order, X_CANCEL_REJECTED if upsert else X_REJECTED, reason)
     price = order.price if order.order_type == T_LIMIT else 0
     p = ot_new(ot, -1, s, side, price, qty, -1, order.order_type, order.tif, order.flags, order.strategy, now_ns)
     ot_apply(ot, p, EV_SUBMIT)
@@ -478,6 +496,10 @@ def _route_new(router, order, tops, now_ns, out, k):
         _send(router, out, k + i, order, A_NEW, c, order.ts_origin)
     ot.cols[p, OC_N_CHILDREN] = m
     ot.cols[p, OC_LIVE_CHILDREN] = m
+    ot.cols[p, OC_RISK_UNSEEN] = 1 if upsert else 0
+    st = order.strategy
+    if st < router.by_side.shape[0]:
+        router.by_side[st, s, 0 if side > 0 else 1] = p
     router.counters[C_ROUTED] += 1
     router.counters[C_CHILDREN] += m
     if m > 1:
@@ -494,9 +516,22 @@ def _parent_slot(ot, order_id):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _cancel(router, order, out, k):
+def _by_side(router, order):
+    """The live parent of (strategy, symbol, side) most recently routed, or -1."""
+    st = order.strategy
+    s = order.symbol
+    side = order.side
+    if st >= router.by_side.shape[0] or s < 0 or s >= router.by_side.shape[1] or (side != 1 and side != -1):
+        return -1
+    p = router.by_side[st, s, 0 if side > 0 else 1]
+    if p < 0 or not ot_is_live(router.ot, p) or router.ot.cols[p, OC_PARENT] != -1:
+        return -1
+    return p
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _cancel(router, order, p, out, k):
     ot = router.ot
-    p = _parent_slot(ot, order.order_id)
     if p < 0 or not ot_is_live(ot, p):
         return _refuse(router, order, X_CANCEL_REJECTED, R_UNKNOWN_ORDER)
     if not ot_allows(ot, p, EV_CANCEL_REQUEST):
@@ -515,9 +550,8 @@ def _cancel(router, order, out, k):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _replace(router, order, out, k):
+def _replace(router, order, p, out, k):
     ot = router.ot
-    p = _parent_slot(ot, order.order_id)
     if p < 0 or not ot_is_live(ot, p):
         return _refuse(router, order, X_CANCEL_REJECTED, R_UNKNOWN_ORDER)
     if order.qty <= 0 or (ot.cols[p, OC_ORDER_TYPE] == T_LIMIT and order.price <= 0):
@@ -598,11 +632,17 @@ def router_on_order(router, order, tops, now_ns, out, k):
         kind = X_REJECTED if action == A_NEW else X_CANCEL_REJECTED
         return _refuse(router, order, kind, R_ROUTER_HALTED)
     if action == A_NEW:
-        return _route_new(router, order, tops, now_ns, out, k)
-    if action == A_CANCEL:
-        return _cancel(router, order, out, k)
-    if action == A_REPLACE:
-        return _replace(router, order, out, k)
+        return _route_new(router, order, tops, now_ns, out, k, False)
+    if action == A_CANCEL or action == A_REPLACE:
+        if order.order_id == 0:
+            p = _by_side(router, order)
+            if p < 0 and action == A_REPLACE:
+                return _route_new(router, order, tops, now_ns, out, k, True)  # nothing to replace: a new order
+        else:
+            p = _parent_slot(router.ot, order.order_id)
+        if action == A_CANCEL:
+            return _cancel(router, order, p, out, k)
+        return _replace(router, order, p, out, k)
     if action == A_CANCEL_ALL:
         return _cancel_all(router, order, out, k)
     return _refuse(router, order, X_CANCEL_REJECTED, R_BAD_TYPE)
@@ -640,6 +680,9 @@ def _forward(router, rep, p, kind, qty, price, fee, out, k):
         rep.reason,
         rep.liquidity,
     )
+    if ot.cols[p, OC_RISK_UNSEEN] != 0:
+        ot.cols[p, OC_RISK_UNSEEN] = 0
+        out[k].flags = F_OPENS_ORDER
     return 1
 
 
