@@ -90,7 +90,6 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         for code in range(B.N_REJECT_REASONS)
         if risk_c[B.C_REJECT_BASE + code]
     }
-    venue_c = tm["venue"]["counters"] if "venue" in tm else risk_c
     router_c = tm["router"]["counters"] if "router" in tm else risk_c
     e2e = tm["router"]["hists"].get("e2e") if "router" in tm else None
     return {
@@ -103,7 +102,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "events": int(tm["feed"]["counters"][B.C_EVENTS_OUT]) if "feed" in tm else 0,
         "messages": result.messages,
         "orders": int(router_c[B.C_ORDERS]),
-        "fills": int(venue_c[B.C_FILLS]),
+        "fills": int(router_c[B.C_FILLS]),  # fill reports the router received from the venues
         "rejects": rejects,
         "rejects_total": int(sum(rejects.values())),
         "pnl": risk_view(tm["risk"]["risk"], symbols) if "risk" in tm else {},
