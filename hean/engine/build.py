@@ -265,16 +265,20 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     rings: list[Ring] = []
     edge_rings = {}
     cap = cfg.engine.ring_capacity
+    from hean.engine import control as C
+
+    w_act = C.worker_word(int(spec["index"]), C.W_ACTIVITY)
+    act = ctl[w_act : w_act + 1]  # this worker's ACTIVITY word, shared by all its rings
     for edge in EDGES:
         name = spec["rings"].get(edge.key)
         if name and (edge.src in mine or edge.dst in mine):
             ring = attach(name, role="producer" if edge.src in mine else "consumer")
             rings.append(ring)
-            edge_rings[_RING_FIELDS[edge.key]] = P.Ring(ring.hdr, ring.slots)
+            edge_rings[_RING_FIELDS[edge.key]] = P.Ring(ring.hdr, ring.slots, act)
         elif edge.src in mine and edge.dst in mine:
-            edge_rings[_RING_FIELDS[edge.key]] = P.private_ring(edge.dtype, cap)
+            edge_rings[_RING_FIELDS[edge.key]] = P.private_ring(edge.dtype, cap, act)
         else:
-            edge_rings[_RING_FIELDS[edge.key]] = P.private_ring(edge.dtype, 2)  # never used here
+            edge_rings[_RING_FIELDS[edge.key]] = P.private_ring(edge.dtype, 2, act)  # never used here
     tms = {}
     risk_view = None
     for stage in STAGES:
@@ -305,7 +309,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
         params=params,
         ctl=ctl,
         owns=np.array([1 if s in mine else 0 for s in STAGES], np.int64),
-        clock=np.zeros(1, np.int64),
+        clock=np.zeros(len(STAGES), np.int64),
         rings=P.Rings(**edge_rings),
         feed=P.FeedState(feed_params(cfg), synth, replay, np.zeros(n_ev, records.MARKET_EVENT)),
         book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
@@ -356,9 +360,9 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     position = np.zeros(n_sym, np.int64)
     table, venue_of, synth, book, trades, risk, router, venue, strategy = build_stages(cfg, position)
     tops = make_venue_tops(max(1, len(cfg.venues)), n_sym)
-    if ctl is None:
-        from hean.engine import control as C
+    from hean.engine import control as C
 
+    if ctl is None:
         ctl = np.zeros(C.CTL_WORDS, np.int64)
     from hean.telemetry.block import risk_len
 
@@ -368,12 +372,14 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
     cap = cfg.engine.ring_capacity
     n_ev = max(4096, max_events_per_message(synth))
+    act = ctl[C.worker_word(0, C.W_ACTIVITY) : C.worker_word(0, C.W_ACTIVITY) + 1]
+    ctl[C.N_WORKERS] = 1
     return P.Worker(
         params=params,
         ctl=ctl,
         owns=np.ones(len(STAGES), np.int64),
-        clock=np.zeros(1, np.int64),
-        rings=P.Rings(**{_RING_FIELDS[e.key]: P.private_ring(e.dtype, cap) for e in EDGES}),
+        clock=np.zeros(len(STAGES), np.int64),
+        rings=P.Rings(**{_RING_FIELDS[e.key]: P.private_ring(e.dtype, cap, act) for e in EDGES}),
         feed=P.FeedState(feed_params(cfg), synth, load_replay(cfg), np.zeros(n_ev, records.MARKET_EVENT)),
         book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
         strategy=strategy,

@@ -25,6 +25,10 @@ Layout (``CTL_WORDS`` int64 words, ``/dev/shm/hean-<run_id>-ctl``)::
       +4 LOOPS           worker w     loop iterations (relaxed)
       +5 IDLE_LOOPS      worker w     iterations that found nothing to do
       +6 ERROR           worker w     error code (ERR_* below) when it stopped on an error
+      +7 ACTIVITY        worker w     bumped before every publish to and release of any of its rings
+      +8 IDLE_AT         worker w     ACTIVITY when the worker last found all its rings empty and nothing
+                                      to do; ACTIVITY == IDLE_AT means "nothing of this worker in flight"
+                                      (the lockstep feed reads it for every worker: see pipeline.quiescent)
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ FEED_DONE = 6
 FEED_SENT = 7
 
 WORKER_BASE = 16
-WORKER_STRIDE = 8
+WORKER_STRIDE = 16
 MAX_WORKERS = 64
 CTL_WORDS = WORKER_BASE + WORKER_STRIDE * MAX_WORKERS
 
@@ -56,6 +60,8 @@ W_PID = 3
 W_LOOPS = 4
 W_IDLE = 5
 W_ERROR = 6
+W_ACTIVITY = 7
+W_IDLE_AT = 8
 
 # why a worker left its loop
 EXIT_STOPPED = 1  # STOP was set

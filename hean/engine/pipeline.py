@@ -138,8 +138,12 @@ VENUE_OUT = 64  # hean.stages.venue.VENUE_MAX_REPORTS
 
 
 class Ring(NamedTuple):
+    """One edge as the loop sees it. ``act`` is this worker's ACTIVITY word in the control block (every
+    ring of a worker shares it): bumped before each publish and release, for the lockstep idle check."""
+
     hdr: np.ndarray
     slots: np.ndarray
+    act: np.ndarray
 
 
 class Rings(NamedTuple):
@@ -211,7 +215,7 @@ class Worker(NamedTuple):
     params: np.ndarray
     ctl: np.ndarray
     owns: np.ndarray  # int64[6]
-    clock: np.ndarray  # int64[1]: the simulated exchange clock (latest ts_exch seen)
+    clock: np.ndarray  # int64[6]: each stage's simulated exchange clock (the latest ts_exch it applied)
     rings: Rings
     feed: FeedState
     book: BookStage
@@ -227,12 +231,12 @@ class Worker(NamedTuple):
     tm_venue: StageTm
 
 
-def private_ring(dtype, capacity: int) -> Ring:
+def private_ring(dtype, capacity: int, act: np.ndarray) -> Ring:
     """A ring in process-local memory: the edge between two stages fused into one worker."""
     hdr = np.zeros(HDR_WORDS, np.int64)
     hdr[CAPACITY] = capacity
     hdr[MASK] = capacity - 1
-    return Ring(hdr, np.zeros(capacity, dtype))
+    return Ring(hdr, np.zeros(capacity, dtype), act)
 
 
 def new_scratch(dtype, n: int) -> np.ndarray:
@@ -253,8 +257,21 @@ def _room(ring, n, tmc):
 
 
 @_inl
+def _bump(ring):
+    store_relaxed(ring.act, 0, ring.act[0] + 1)
+
+
+@_inl
+def _release(ring, end):
+    """Hand consumed slots back (after their outputs were published)."""
+    _bump(ring)
+    release(ring.hdr, end)
+
+
+@_inl
 def _put(ring, rec):
     """Publish one record; the caller checked the room."""
+    _bump(ring)
     seq, _ = claim_upto(ring.hdr, 1)
     ring.slots[seq & ring.hdr[MASK]] = rec
     publish(ring.hdr, seq + 1)
@@ -265,6 +282,7 @@ def _put_all(ring, buf, n, tmc):
     """Publish ``buf[0:n]`` with one release store; the caller checked the room."""
     if n == 0:
         return
+    _bump(ring)
     seq, _ = claim_upto(ring.hdr, n)
     m = ring.hdr[MASK]
     for j in range(n):
@@ -300,14 +318,39 @@ def _all_empty(R):
 
 
 @_inl
-def quiescent(R):
-    """Nothing in flight anywhere: every ring empty, twice, with no publication in between.
+def _others_idle(ctl, me):
+    """Every other worker has done nothing since it last found all its rings empty."""
+    for w in range(ctl[C.N_WORKERS]):
+        if w != me and load_relaxed(ctl, _wword(w, C.W_ACTIVITY)) != load_relaxed(ctl, _wword(w, C.W_IDLE_AT)):
+            return False
+    return True
 
-    Consumers release a record only after processing it and publishing its outputs, so an empty ring holds
-    no unfinished work; the second collection rules out a record that moved on while the first was taken.
+
+@_inl
+def _activity(ctl):
+    total = 0
+    for w in range(ctl[C.N_WORKERS]):
+        total += load_relaxed(ctl, _wword(w, C.W_ACTIVITY))
+    return total
+
+
+@_inl
+def quiescent(W):
+    """Nothing in flight anywhere: this worker's rings empty and every other worker idle, twice, with no
+    activity anywhere in between.
+
+    Consumers release a record only after processing it and publishing its outputs, and every publish and
+    release is preceded by a bump of the worker's ACTIVITY word, so "ACTIVITY == IDLE_AT" for a worker means
+    none of its rings (shared or private) holds unfinished work; the second collection rules out a record
+    that moved on while the first was taken.
     """
+    R = W.rings
+    me = W.params[P_WORKER]
+    a1 = _activity(W.ctl)
     w1 = _writes(R)
-    return _all_empty(R) and _all_empty(R) and _writes(R) == w1
+    if not (_all_empty(R) and _others_idle(W.ctl, me)):
+        return False
+    return _all_empty(R) and _others_idle(W.ctl, me) and _writes(R) == w1 and _activity(W.ctl) == a1
 
 
 @_inl
@@ -401,7 +444,7 @@ def feed_step(W):
     R = W.rings
     tm = W.tm_feed
     lockstep = W.params[P_LOCKSTEP] != 0
-    if lockstep and not quiescent(R):
+    if lockstep and not quiescent(W):
         return 0
     if fp[F_PHASE] == 1:  # lockstep, second phase: the same message to the book chain
         n = fp[F_MSG_N]
@@ -421,7 +464,7 @@ def feed_step(W):
         n = _load_message(F, t0)
         if n == 0:
             break
-        W.clock[0] = F.buf[n - 1].ts_exch
+        W.clock[FEED] = F.buf[n - 1].ts_exch
         fp[F_MSGS] += 1
         _put_all(R.ev_venue, F.buf, n, tm.c)
         if lockstep:
@@ -463,7 +506,7 @@ def book_step(B, ev_in, bs_strat, bs_risk, tm, stale_ns):
             _put(bs_strat, bs)
             out += 2
     _service(tm.h, t0, n)
-    release(ev_in.hdr, start + n)
+    _release(ev_in, start + n)
     tm_add(tm.c, C_EVENTS_IN, n)
     if out:
         tm_add(tm.c, C_EVENTS_OUT, out)
@@ -494,7 +537,7 @@ def strategy_step(S, bs_in, intents, tm):
             _put(intents, S.out[0])
             out += 1
     _service(tm.h, t0, n)
-    release(bs_in.hdr, start + n)
+    _release(bs_in, start + n)
     tm_add(tm.c, C_EVENTS_IN, n)
     if out:
         tm_add(tm.c, C_ORDERS, out)
@@ -523,10 +566,10 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
     k = 0
     while k < n and _room(orders, RISK_OUT, tm.c):
         rec = control.slots[(start + k) & control.hdr[MASK]]
-        _risk_out(Rk, orders, risk_on_control(risk, rec, clock[0], Rk.out, 0), tm)
+        _risk_out(Rk, orders, risk_on_control(risk, rec, clock[RISK], Rk.out, 0), tm)
         k += 1
     if k:
-        release(control.hdr, start + k)
+        _release(control, start + k)
         done += k
     # execution reports: positions, PnL, open orders (no output)
     start, n = available(reports.hdr)
@@ -539,7 +582,7 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
             hist_record(tm.h[H_AGE3], t0 - rep.ts_origin)
             risk_on_report(risk, rep)
         _service(tm.h, t0, n)
-        release(reports.hdr, start + n)
+        _release(reports, start + n)
         done += n
     # book states: marks, staleness; owed cancel-alls out
     start, n = available(bs_in.hdr)
@@ -548,13 +591,13 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
     t0 = now_ns()
     while k < min(n, BATCH) and _room(orders, RISK_OUT, tm.c):
         bs = bs_in.slots[(start + k) & m]
-        clock[0] = bs.ts_exch
+        clock[RISK] = bs.ts_exch
         hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
         _risk_out(Rk, orders, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
         k += 1
     if k:
         _service(tm.h, t0, k)
-        release(bs_in.hdr, start + k)
+        _release(bs_in, start + k)
         done += k
     # intents, only when no book state is waiting (they were published before the intents they caused)
     if _empty(bs_in):
@@ -572,11 +615,11 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
             k += 1
         if k:
             _service(tm.h, t0, k)
-            release(intents.hdr, start + k)
+            _release(intents, start + k)
             done += k
     # cancel-alls owed after trips (loss, drawdown, staleness)
     if _room(orders, RISK_OUT, tm.c):
-        _risk_out(Rk, orders, risk_poll(risk, clock[0], Rk.out, 0), tm)
+        _risk_out(Rk, orders, risk_poll(risk, clock[RISK], Rk.out, 0), tm)
     if done:
         tm_add(tm.c, C_EVENTS_IN, done)
     return done
@@ -641,7 +684,7 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
         k += 1
     if k:
         _service(tm.h, t0, k)
-        release(reports.hdr, start + k)
+        _release(reports, start + k)
         done += k
     start, n = available(orders.hdr)
     m = orders.hdr[MASK]
@@ -664,7 +707,7 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
         hist_record(tm.h[H_SERVICE], t_out - t0)
         k += 1
     if k:
-        release(orders.hdr, start + k)
+        _release(orders, start + k)
         done += k
     if done:
         tm_add(tm.c, C_EVENTS_IN, done)
@@ -697,7 +740,7 @@ def _venue_flush(V, reports, now, tm):
 def venue_step(V, ev_in, vorders, reports, tm, clock):
     """Market events first (the venue's books, resting orders' fills), then orders, then due reports."""
     done = 0
-    if not _venue_flush(V, reports, clock[0], tm):
+    if not _venue_flush(V, reports, clock[VENUE], tm):
         return 0
     start, n = available(ev_in.hdr)
     m = ev_in.hdr[MASK]
@@ -705,7 +748,7 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
     t0 = now_ns()
     while k < min(n, BATCH) and _room(reports, VENUE_OUT, tm.c):
         ev = ev_in.slots[(start + k) & m]
-        clock[0] = ev.ts_exch
+        clock[VENUE] = ev.ts_exch
         hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
         _venue_out(V, reports, venue_on_event(V.venue, V.venue_of[ev.symbol], ev, ev.ts_exch, V.out, 0), tm)
         k += 1
@@ -713,7 +756,7 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
             break
     if k:
         _service(tm.h, t0, k)
-        release(ev_in.hdr, start + k)
+        _release(ev_in, start + k)
         done += k
     if _empty(ev_in):  # orders only once every event published before them is applied
         start, n = available(vorders.hdr)
@@ -724,13 +767,13 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
             order = vorders.slots[(start + k) & m]
             hist_record(tm.h[H_AGE2], t0 - order.ts_origin)
             # the venue's own clock: the exchange time of the last market event it applied
-            _venue_out(V, reports, venue_on_order(V.venue, order, clock[0], V.out, 0), tm)
+            _venue_out(V, reports, venue_on_order(V.venue, order, clock[VENUE], V.out, 0), tm)
             k += 1
-            if not _venue_flush(V, reports, clock[0], tm):
+            if not _venue_flush(V, reports, clock[VENUE], tm):
                 break
         if k:
             _service(tm.h, t0, k)
-            release(vorders.hdr, start + k)
+            _release(vorders, start + k)
             done += k
     if done:
         tm_add(tm.c, C_EVENTS_IN, done)
@@ -833,12 +876,14 @@ def run_loop(W, max_loops):
         n, feed_live = step_all(W, feed_live)
         if n == 0:
             idle += 1
+            if _all_empty(W.rings):  # nothing of this worker in flight (see quiescent)
+                store_relaxed(ctl, _wword(w, C.W_IDLE_AT), load_relaxed(ctl, _wword(w, C.W_ACTIVITY)))
             beat = (idle & 1023) == 1
             _each_owned(W, False, t0, t0, beat)
             if beat:
                 store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t0)
                 if W.owns[RISK]:
-                    sync_risk_view(W.risk, W.tm_risk, W.clock[0])
+                    sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
             _wait(W.params, idle)
         else:
             idle = 0
@@ -848,10 +893,10 @@ def run_loop(W, max_loops):
             if beat:
                 store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t1)
                 if W.owns[RISK]:
-                    sync_risk_view(W.risk, W.tm_risk, W.clock[0])
+                    sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
         store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
     now = now_ns()
     store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), now)
     if W.owns[RISK]:
-        sync_risk_view(W.risk, W.tm_risk, W.clock[0])
+        sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
     return loops
