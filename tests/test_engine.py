@@ -176,19 +176,22 @@ def test_replay_of_the_binance_recording_to_the_end():
     path = data_file("binance-usdm-btcusdt-20240808.gz")
     from hean.feeds import load_events
 
-    events, table = load_events(str(path), "binance")
+    events, report = load_events(str(path), "binance-usdm")
     cfg_over = {
         "feed.source": "replay",
         "feed.path": str(path),
-        "feed.format": "binance",
+        "feed.format": "binance-usdm",
         "feed.pace": "fast",
         "engine.duration_s": 0.0,
-        "symbols": [s.to_dict() | {"venue": "sim"} for s in table],
+        "strategy.params": {"quote_qty": 1},
     }
     result, s = run(cfg_over)
     assert result.exit_code == 0, s["error"]
     assert s["reason"] == "feed-done"
+    assert s["events"] == len(events)
     assert s["stages"]["book"]["events_in"] == len(events)
+    assert s["stages"]["venue"]["events_in"] >= len(events)
+    assert s["orders"] > 0
 
 
 @pytest.mark.parametrize(

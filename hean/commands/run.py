@@ -29,8 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     rep = sub.add_parser("replay", help="replay a recording through the pipeline")
     rep.add_argument("file", help="the recording")
-    rep.add_argument("--format", "-f", required=True, choices=["binance", "bybit", "lobster", "native"])
-    rep.add_argument("--market", choices=["usdm", "spot"], help="Binance sync rules (default usdm)")
+    rep.add_argument(
+        "--format", "-f", required=True, choices=["binance-usdm", "binance-spot", "bybit", "lobster", "native"]
+    )
+    rep.add_argument("--symbol", help="the symbol's name where the recording cannot tell (LOBSTER)")
+    rep.add_argument("--lenient", action="store_true", help="skip (and count) malformed lines")
     _common(rep)
     pace = rep.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, metavar="R", help="messages per second")
@@ -62,8 +65,10 @@ def run_command(args: argparse.Namespace) -> int:
 def replay_command(args: argparse.Namespace) -> int:
     o = _overrides(args)
     o.update({"feed.source": "replay", "feed.path": args.file, "feed.format": args.format})
-    if args.market:
-        o["feed.market"] = args.market
+    if args.symbol:
+        o["feed.symbol"] = args.symbol
+    if args.lenient:
+        o["feed.lenient"] = True
     if args.pace == "recorded":
         o["feed.pace"] = "recorded"
     elif args.rate is None:

@@ -207,8 +207,10 @@ def load_replay(cfg: Config) -> np.ndarray:
         return np.zeros(1, records.MARKET_EVENT)[:0]
     from hean.feeds import load_events
 
-    events, _table = load_events(cfg.feed.path, cfg.feed.format, market=cfg.feed.market)
-    return np.ascontiguousarray(events)
+    events, _report = load_events(
+        cfg.feed.path, cfg.feed.format, lenient=cfg.feed.lenient, symbol=cfg.feed.symbol or None
+    )
+    return np.array(events)  # a private writable copy: one array type for every worker (one compile)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ __all__ = [
 STAGES: tuple[str, ...] = ("feed", "book", "strategy", "risk", "router", "venue")
 
 Scalar = bool | int | float | str
+REPLAY_FORMATS = ("binance-usdm", "binance-spot", "bybit", "lobster", "native")  # hean.feeds.FORMATS
 
 
 class ConfigError(ValueError):
@@ -59,8 +60,9 @@ class EngineSection(_Section):
 class FeedSection(_Section):
     source: Literal["synthetic", "replay"] = "synthetic"
     path: str = ""  # replay: the recording
-    format: str = ""  # replay: binance | bybit | lobster | native
-    market: Literal["usdm", "spot"] = "usdm"  # replay of Binance: which sync rules
+    format: str = ""  # replay: binance-usdm | binance-spot | bybit | lobster | native
+    symbol: str = ""  # replay: the symbol's name where the recording cannot tell (LOBSTER)
+    lenient: bool = False  # replay: skip (and count) malformed lines instead of stopping
     pace: Literal["rate", "recorded", "fast"] = "rate"  # replay speed; synthetic: rate or fast
     rate: float = 100_000.0  # messages per second when pace = "rate"
     seed: int = 1  # synthetic feed seed
@@ -205,8 +207,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"key 'feed.max_messages': must be >= 0, got {f.max_messages}")
     if f.source == "replay" and not f.path:
         raise ConfigError("key 'feed.path': a replay needs the recording's path")
-    if f.source == "replay" and f.format not in ("binance", "bybit", "lobster", "native"):
-        raise ConfigError(f"key 'feed.format': one of binance, bybit, lobster, native; got {f.format!r}")
+    if f.source == "replay" and f.format not in REPLAY_FORMATS:
+        raise ConfigError(f"key 'feed.format': one of {', '.join(REPLAY_FORMATS)}; got {f.format!r}")
     if f.source == "synthetic" and f.pace == "recorded":
         raise ConfigError("key 'feed.pace': 'recorded' needs a replay source")
 

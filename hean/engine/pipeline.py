@@ -278,7 +278,7 @@ def _put(ring, rec):
 
 
 @_inl
-def _put_all(ring, buf, n, tmc):
+def _put_all(ring, buf, n):
     """Publish ``buf[0:n]`` with one release store; the caller checked the room."""
     if n == 0:
         return
@@ -288,7 +288,6 @@ def _put_all(ring, buf, n, tmc):
     for j in range(n):
         ring.slots[(seq + j) & m] = buf[j]
     publish(ring.hdr, seq + n)
-    tm_add(tmc, C_EVENTS_OUT, n)
 
 
 @_inl
@@ -450,7 +449,7 @@ def feed_step(W):
         n = fp[F_MSG_N]
         if not _room(R.ev_book, n, tm.c):
             return 0
-        _put_all(R.ev_book, F.buf, n, tm.c)
+        _put_all(R.ev_book, F.buf, n)
         fp[F_PHASE] = 0
         return n
     cap = F.buf.shape[0]
@@ -458,7 +457,9 @@ def feed_step(W):
     t0 = now_ns()
     for _ in range(1 if lockstep else FEED_BURST):
         if feed_exhausted(F):
-            return -1 if total == 0 else total
+            if total == 0:
+                return -1
+            break
         if not _room(R.ev_venue, cap, tm.c) or (not lockstep and not _room(R.ev_book, cap, tm.c)):
             break
         n = _load_message(F, t0)
@@ -466,15 +467,16 @@ def feed_step(W):
             break
         W.clock[FEED] = F.buf[n - 1].ts_exch
         fp[F_MSGS] += 1
-        _put_all(R.ev_venue, F.buf, n, tm.c)
+        _put_all(R.ev_venue, F.buf, n)
         if lockstep:
             fp[F_PHASE] = 1
             fp[F_MSG_N] = n
         else:
-            _put_all(R.ev_book, F.buf, n, tm.c)
+            _put_all(R.ev_book, F.buf, n)
         total += n
     if total:
         store_relaxed(W.ctl, C.FEED_SENT, fp[F_MSGS])
+        tm_add(tm.c, C_EVENTS_OUT, total)  # events published (each goes to the venue and the book)
         _service(tm.h, t0, total)
     return total
 

@@ -63,8 +63,9 @@ def risk_view(risk: np.ndarray, symbols: list[str]) -> dict:
 
 
 def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> dict:
-    """The JSON-able summary of a finished run."""
+    """The JSON-able summary of a finished run (``symbols``: names by id; the run's own list wins)."""
     tm = result.telemetry
+    symbols = list(getattr(result, "symbols", None) or symbols)
     stages = {}
     for stage in STAGES:
         if stage not in tm:

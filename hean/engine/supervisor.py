@@ -62,6 +62,7 @@ class RunResult:
     elapsed_s: float = 0.0
     startup_s: float = 0.0  # from run() to every worker ready (compile or cache load, warm-up)
     messages: int = 0  # feed messages published (a message = one exchange message: a group of events)
+    symbols: list = field(default_factory=list)  # symbol names by id (a replay's come from the recording)
     telemetry: dict = field(default_factory=dict)  # stage -> snapshot arrays (copied before unlink)
     placement: dict = field(default_factory=dict)
 
@@ -291,13 +292,48 @@ class Supervisor:
         return False
 
     # ---- the run -------------------------------------------------------------------------------------------
+    def _prepare_replay(self) -> None:
+        """Read the recording once, here: the feed worker then maps a native event file, and the run's symbol
+        table is the recording's (prices in its ticks)."""
+        f = self.cfg.feed
+        if f.source != "replay":
+            return
+        import tempfile
+
+        from hean.feeds import load_events
+        from hean.feeds.native import write_native
+
+        try:
+            events, report = load_events(f.path, f.format, lenient=f.lenient, symbol=f.symbol or None)
+        except (OSError, ValueError) as e:
+            raise EngineError(f"cannot replay {f.path}: {e}") from None
+        print(f"hean: {report.summary()}", file=sys.stderr)
+        if len(events) == 0:
+            raise EngineError(f"cannot replay {f.path}: no events")
+        self._replay_dir = tempfile.mkdtemp(prefix="hean-replay-")
+        path = os.path.join(self._replay_dir, "replay.hev")
+        write_native(path, events, report.symbols, source=f.path)
+        venue = self.cfg.venues[0].name if self.cfg.venues else "sim"
+        symbols = [
+            msgspec.structs.replace(self.cfg.symbols[0], name=s.name, tick_size=str(s.tick_size),
+                                    lot_size=str(s.lot_size), venue=venue)
+            for s in report.symbols
+        ]  # fmt: skip
+        feed = msgspec.structs.replace(f, path=path, format="native")
+        self.cfg = msgspec.structs.replace(self.cfg, feed=feed, symbols=symbols)
+
     def run(self) -> RunResult:
         self._pending_control: list[int] = []
+        self._replay_dir = None
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
         old = {s: signal.signal(s, self._on_signal) for s in handled}
         t_start = time.monotonic()
-        result = RunResult(self.run_id, 0, "", placement=self.placement.describe())
+        result = RunResult(
+            self.run_id, 0, "", placement=self.placement.describe(), symbols=[x.name for x in self.cfg.symbols]
+        )
         try:
+            self._prepare_replay()
+            result.symbols = [x.name for x in self.cfg.symbols]
             self._create_segments()
             self._start_workers()
             write_manifest(self._manifest())
@@ -331,6 +367,10 @@ class Supervisor:
                 self.ctl[C.STOP] = 1
             self._kill_workers()
             self._cleanup()
+            if self._replay_dir:
+                import shutil
+
+                shutil.rmtree(self._replay_dir, ignore_errors=True)
             for s, h in old.items():
                 signal.signal(s, h)
         return result
