@@ -213,3 +213,39 @@ def test_bad_configuration_is_one_clear_message(tmp_path, toml, message):
     assert proc.returncode == 2
     assert "configuration error" in proc.stderr and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_hean_top_attached_to_a_real_run_sees_every_stage_and_exits_with_it(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from hean.telemetry.top import render, run_top
+
+    proc, out = _spawn(["run", "--duration", "4", "--rate", "50000"], tmp_path)
+    frames = []
+    try:
+        m = _wait_for_run(proc)
+        console = Console(record=True, width=200, file=io.StringIO())
+        rc = run_top(m.run_id, console=console, read_keys=False, duration=60, on_frame=frames.append)
+        code, stdout, stderr = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0 and code == 0, stderr
+    assert frames[-1].status  # it left because the engine stopped, not because of the 60 s limit
+    live = [f for f in frames if not f.status and all(r.stats is not None for r in f.stages)]
+    assert live, "no frame while the run was live"
+    busy = live[len(live) // 2]
+    rows = {r.info.name: r.stats for r in busy.stages}
+    assert set(rows) == set(STAGES)
+    assert rows["feed"].out_rate > 0
+    for stage in ("book", "strategy", "risk", "router", "venue"):
+        assert rows[stage].in_rate > 0, stage
+    text = Console(record=True, width=200, file=io.StringIO())
+    text.print(render(busy))
+    screen = text.export_text()
+    for stage in STAGES:
+        assert stage in screen
