@@ -321,7 +321,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
             router, tops, np.zeros(P.ROUTER_ORDERS_OUT, records.ORDER),
             np.zeros(P.ROUTER_REPORTS_OUT, records.EXEC_REPORT),
         ),
-        venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT)),
+        venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT), np.zeros(1, np.int64)),
         **{"tm_" + s: tms[s] for s in STAGES},
     )  # fmt: skip
     return BuiltWorker(worker, rings, segments)
@@ -390,6 +390,6 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
             router, tops, np.zeros(P.ROUTER_ORDERS_OUT, records.ORDER),
             np.zeros(P.ROUTER_REPORTS_OUT, records.EXEC_REPORT),
         ),
-        venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT)),
+        venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT), np.zeros(1, np.int64)),
         **{"tm_" + s: _dummy_tm(s) for s in STAGES},
     )  # fmt: skip

@@ -59,6 +59,7 @@ from hean.telemetry.block import (
     C_EVENTS_IN,
     C_EVENTS_OUT,
     C_FILLS,
+    C_IDLE_LOOPS,
     C_ORDERS,
     C_REJECT_BASE,
     C_REJECTS,
@@ -70,7 +71,6 @@ from hean.telemetry.block import (
     tm_add,
     tm_busy,
     tm_heartbeat,
-    tm_idle,
 )
 from hean.telemetry.histogram import hist_record, hist_record_n
 
@@ -209,6 +209,7 @@ class VenueStage(NamedTuple):
     venue: object
     venue_of: np.ndarray
     out: np.ndarray  # EXEC_REPORT[VENUE_OUT]
+    owed: np.ndarray  # int64[1]: 1 while due reports wait for room in the report ring
 
 
 class Worker(NamedTuple):
@@ -428,6 +429,17 @@ def _load_message(F, now):
 
 
 @_inl
+def _next_due(F, now):
+    """Scheduled send time of the next message (without generating it): cheap enough for every idle pass."""
+    fp = F.fp
+    if fp[F_PACE] == 2 or fp[F_MSGS] == 0:
+        return now
+    if fp[F_PACE] == 0:
+        return fp[F_T0] + fp[F_MSGS] * fp[F_PERIOD_NS]
+    return fp[F_T0] + (F.replay[min(fp[F_POS], F.replay.shape[0] - 1)].ts_origin - fp[F_REC_T0])
+
+
+@_inl
 def feed_exhausted(F):
     fp = F.fp
     if fp[F_MAX_MSGS] > 0 and fp[F_MSGS] >= fp[F_MAX_MSGS]:
@@ -436,8 +448,9 @@ def feed_exhausted(F):
 
 
 @_inl
-def feed_step(W):
-    """Publish at most one message: events published, 0 when idle, -1 when the feed is finished."""
+def feed_step(W, now):
+    """Publish the messages due at ``now`` (at most FEED_BURST; one in lockstep): events published, 0 when
+    none is due, -1 when the feed is finished."""
     F = W.feed
     fp = F.fp
     R = W.rings
@@ -452,9 +465,11 @@ def feed_step(W):
         _put_all(R.ev_book, F.buf, n)
         fp[F_PHASE] = 0
         return n
+    if not feed_exhausted(F) and _next_due(F, now) > now:
+        return 0
     cap = F.buf.shape[0]
     total = 0
-    t0 = now_ns()
+    t0 = now
     for _ in range(1 if lockstep else FEED_BURST):
         if feed_exhausted(F):
             if total == 0:
@@ -619,8 +634,8 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
             _service(tm.h, t0, k)
             _release(intents, start + k)
             done += k
-    # cancel-alls owed after trips (loss, drawdown, staleness)
-    if _room(orders, RISK_OUT, tm.c):
+    # cancel-alls owed after trips (loss, drawdown, staleness): only state changes above can owe one
+    if done and _room(orders, RISK_OUT, tm.c):
         _risk_out(Rk, orders, risk_poll(risk, clock[RISK], Rk.out, 0), tm)
     if done:
         tm_add(tm.c, C_EVENTS_IN, done)
@@ -733,8 +748,10 @@ def _venue_flush(V, reports, now, tm):
     while _room(reports, VENUE_OUT, tm.c):
         n = venue_poll(V.venue, now, V.out, 0)
         if n == 0:
+            V.owed[0] = 0
             return True
         _venue_out(V, reports, n, tm)
+    V.owed[0] = 1
     return False
 
 
@@ -742,7 +759,8 @@ def _venue_flush(V, reports, now, tm):
 def venue_step(V, ev_in, vorders, reports, tm, clock):
     """Market events first (the venue's books, resting orders' fills), then orders, then due reports."""
     done = 0
-    if not _venue_flush(V, reports, clock[VENUE], tm):
+    # reports fall due only when the venue's clock moves (below); retry here only what found no room
+    if V.owed[0] != 0 and not _venue_flush(V, reports, clock[VENUE], tm):
         return 0
     start, n = available(ev_in.hdr)
     m = ev_in.hdr[MASK]
@@ -799,7 +817,8 @@ def _wait(params, idle):
 
 @_inl
 def _each_owned(W, busy, t0, t1, beat):
-    """Loop statistics and heartbeats into the block of every stage this worker runs."""
+    """Loop statistics and heartbeats into the block of every stage this worker runs (busy: one busy
+    pass from t0 to t1; idle: ``t0`` idle passes)."""
     o = W.owns
     for i in range(6):
         if o[i] == 0:
@@ -819,7 +838,7 @@ def _each_owned(W, busy, t0, t1, beat):
         if busy:
             tm_busy(c, t0, t1)
         else:
-            tm_idle(c)
+            tm_add(c, C_IDLE_LOOPS, t0)
         if beat:
             tm_heartbeat(c, t1)
 
@@ -831,7 +850,7 @@ def _wword(w, field):
 
 
 @_inl
-def step_all(W, feed_live):
+def step_all(W, feed_live, now):
     """One pass over the worker's stages in pipeline order; returns (records handled, feed still live)."""
     o = W.owns
     R = W.rings
@@ -840,14 +859,12 @@ def step_all(W, feed_live):
         if load_relaxed(W.ctl, C.STOP_FEED) != 0:
             feed_live = False
         else:
-            r = feed_step(W)
+            r = feed_step(W, now)
             if r < 0:
                 feed_live = False
                 store_relaxed(W.ctl, C.FEED_DONE, 1)
             else:
                 n += r
-    if o[VENUE]:
-        n += venue_step(W.venue, R.ev_venue, R.vorders, R.reports, W.tm_venue, W.clock)
     if o[BOOK]:
         n += book_step(W.book, R.ev_book, R.bs_strat, R.bs_risk, W.tm_book, W.params[P_STALE_NS])
     if o[STRATEGY]:
@@ -857,6 +874,9 @@ def step_all(W, feed_live):
     if o[ROUTER]:
         halted = load_relaxed(W.ctl, C.HALT) != 0
         n += router_step(W.router, R.reports, R.orders, R.vorders, R.rreports, W.tm_router, halted)
+    # the venue last: it stands for the exchange, off the tick-to-trade path (the order left the router)
+    if o[VENUE]:
+        n += venue_step(W.venue, R.ev_venue, R.vorders, R.reports, W.tm_venue, W.clock)
     return n, feed_live
 
 
@@ -872,18 +892,22 @@ def run_loop(W, max_loops):
     idle = 0
     loops = 0
     feed_live = W.owns[FEED] != 0
+    lockstep = W.params[P_LOCKSTEP] != 0
+    idle_acc = 0  # idle passes not yet added to the stages' counters (added in batches: cheaper idle pass)
     while load_relaxed(ctl, C.STOP) == 0 and (max_loops <= 0 or loops < max_loops):
         loops += 1
         t0 = now_ns()
-        n, feed_live = step_all(W, feed_live)
+        n, feed_live = step_all(W, feed_live, t0)
         if n == 0:
             idle += 1
-            if _all_empty(W.rings):  # nothing of this worker in flight (see quiescent)
+            idle_acc += 1
+            if lockstep and _all_empty(W.rings):  # nothing of this worker in flight (see quiescent)
                 store_relaxed(ctl, _wword(w, C.W_IDLE_AT), load_relaxed(ctl, _wword(w, C.W_ACTIVITY)))
-            beat = (idle & 1023) == 1
-            _each_owned(W, False, t0, t0, beat)
-            if beat:
+            if (idle & 1023) == 1:
+                _each_owned(W, False, idle_acc, t0, True)
+                idle_acc = 0
                 store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t0)
+                store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
                 if W.owns[RISK]:
                     sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
             _wait(W.params, idle)
@@ -891,12 +915,18 @@ def run_loop(W, max_loops):
             idle = 0
             t1 = now_ns()
             beat = (loops & (HEARTBEAT_EVERY - 1)) == 0
+            if idle_acc:
+                _each_owned(W, False, idle_acc, t1, False)
+                idle_acc = 0
             _each_owned(W, True, t0, t1, beat)
             if beat:
                 store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t1)
+                store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
                 if W.owns[RISK]:
                     sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
-        store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
+    if idle_acc:
+        _each_owned(W, False, idle_acc, t0, False)
+    store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
     now = now_ns()
     store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), now)
     if W.owns[RISK]:

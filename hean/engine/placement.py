@@ -20,6 +20,7 @@ from hean.engine.config import STAGES, PlacementSection
 __all__ = ["WAITS", "Placement", "WorkerPlan", "auto_groups", "plan_placement"]
 
 WAITS = ("spin", "yield", "sleep")
+OVERSUBSCRIBED_SPIN = 16  # idle polls before yielding when workers outnumber CPUs (auto wait)
 
 # How the six stages are grouped for a given number of workers: the feed gets its own worker first (it
 # stands in for the NIC), then the book, then the strategy, ...; the tail (risk, router, venue) fuses last
@@ -98,6 +99,10 @@ def plan_placement(section: PlacementSection, cpus: list[int] | None = None) -> 
         oversubscribed = n > len(pool)
         cpu_list = [None] * n if oversubscribed else pool[:n]
     default_wait = section.wait if section.wait != "auto" else ("yield" if oversubscribed else "spin")
+    spin_before_yield = section.spin_before_yield
+    if oversubscribed and section.wait == "auto" and spin_before_yield == PlacementSection().spin_before_yield:
+        # sharing a CPU: every idle poll spent spinning is taken from a worker that has work
+        spin_before_yield = OVERSUBSCRIBED_SPIN
     waits = list(section.waits) if section.waits else [default_wait] * n
     workers = [WorkerPlan(i, groups[i], cpu_list[i], waits[i]) for i in range(n)]
     return Placement(
@@ -105,7 +110,7 @@ def plan_placement(section: PlacementSection, cpus: list[int] | None = None) -> 
         avail,
         oversubscribed,
         reason,
-        spin_before_yield=section.spin_before_yield,
+        spin_before_yield=spin_before_yield,
         spin_before_sleep=section.spin_before_sleep,
         sleep_ns=section.sleep_us * 1000,
     )

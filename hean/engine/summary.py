@@ -100,6 +100,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "error": result.error,
         "elapsed_s": round(result.elapsed_s, 3),
         "startup_s": round(result.startup_s, 3),
+        "feed_s": round(result.feed_s, 3),
         "events": int(tm["feed"]["counters"][B.C_EVENTS_OUT]) if "feed" in tm else 0,
         "messages": result.messages,
         "orders": int(router_c[B.C_ORDERS]),
@@ -139,8 +140,8 @@ def format_summary(s: dict) -> str:
         + "; ".join(f"[{'+'.join(w['stages'])}] cpu {w['cpu'] if w['cpu'] is not None else '-'} {w['wait']}"
                     for w in workers)
     )  # fmt: skip
-    rate = s["events"] / s["elapsed_s"] if s["elapsed_s"] else 0.0
-    mrate = s["messages"] / s["elapsed_s"] if s["elapsed_s"] else 0.0
+    rate = s["events"] / s["feed_s"] if s["feed_s"] else 0.0
+    mrate = s["messages"] / s["feed_s"] if s["feed_s"] else 0.0
     lines.append(
         f"  events in: {s['events']:,} ({rate:,.0f}/s) in {s['messages']:,} messages ({mrate:,.0f}/s)   "
         f"orders: {s['orders']:,}   fills: {s['fills']:,}"

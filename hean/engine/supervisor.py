@@ -63,6 +63,7 @@ class RunResult:
     startup_s: float = 0.0  # from run() to every worker ready (compile or cache load, warm-up)
     messages: int = 0  # feed messages published (a message = one exchange message: a group of events)
     symbols: list = field(default_factory=list)  # symbol names by id (a replay's come from the recording)
+    feed_s: float = 0.0  # from START until the feed was told to stop or finished (the rate's denominator)
     telemetry: dict = field(default_factory=dict)  # stage -> snapshot arrays (copied before unlink)
     placement: dict = field(default_factory=dict)
 
@@ -343,6 +344,7 @@ class Supervisor:
             t_start = time.monotonic()
             self.ctl[C.START] = 1
             result.reason = self._watch(t_start)
+            result.feed_s = time.monotonic() - t_start
             if result.reason == "worker-died":
                 result.exit_code, result.error = 3, self._failure
             else:
