@@ -249,3 +249,42 @@ def test_hean_top_attached_to_a_real_run_sees_every_stage_and_exits_with_it(tmp_
     screen = text.export_text()
     for stage in STAGES:
         assert stage in screen
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_that_stops_heart_beating_halts_the_run(tmp_path):
+    cfg = tmp_path / "hb.toml"
+    cfg.write_text("[engine]\nheartbeat_timeout_ms = 500\n")
+    proc, out = _spawn(["run", "--duration", "60", "--config", str(cfg)], tmp_path)
+    stopped = None
+    try:
+        m = _wait_for_run(proc)
+        stopped = next(w for w in m.workers if "risk" in w.stages).pid
+        os.kill(stopped, signal.SIGSTOP)  # alive but silent, as a hung worker would be
+        code, stdout, stderr = _finish(proc)
+    finally:
+        if stopped:
+            try:
+                os.kill(stopped, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 3, stderr
+    assert "stopped heart-beating" in stderr and "risk" in stderr, stderr
+    assert json.loads(out.read_text())["reason"] == "worker-died"
+
+
+@pytest.mark.timeout(300)
+def test_run_with_top_shows_the_live_view(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hean", "run", "--duration", "2", "--top"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for stage in STAGES:
+        assert stage in proc.stdout
+    assert "tick-to-trade" in proc.stdout  # the summary follows the live view
