@@ -376,6 +376,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     n_ev = max(4096, max_events_per_message(synth))
     act = ctl[C.worker_word(0, C.W_ACTIVITY) : C.worker_word(0, C.W_ACTIVITY) + 1]
     ctl[C.N_WORKERS] = 1
+    ctl[C.START] = 1  # no other worker to wait for
     return P.Worker(
         params=params,
         ctl=ctl,

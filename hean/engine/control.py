@@ -15,8 +15,10 @@ Layout (``CTL_WORDS`` int64 words, ``/dev/shm/hean-<run_id>-ctl``)::
     STOP         3       supervisor   1: every worker leaves its loop
     HALT         4       supervisor   1: order flow halted (a worker died): the router sends nothing more
     N_WORKERS    5       supervisor   number of workers
-    FEED_DONE    6       feed worker  1: the feed has published everything it will (end of replay/limit)
-    FEED_SENT    7       feed worker  messages published so far (relaxed; for progress and lockstep)
+    FEED_DONE    8       feed worker  1: the feed has published everything it will (end of replay/limit)
+    FEED_SENT    9       feed worker  messages published so far (relaxed; for progress)
+    (words 0-7, which every worker reads on every loop pass, are written only by the supervisor: the feed's
+    words sit on the next cache line, so a message published does not invalidate what the others poll)
     per worker w, at WORKER_BASE + w * WORKER_STRIDE:
       +0 READY           worker w     1: compiled, warmed up, waiting for START
       +1 HEARTBEAT_NS    worker w     CLOCK_MONOTONIC ns of the latest heartbeat
@@ -45,8 +47,8 @@ STOP_FEED = 2
 STOP = 3
 HALT = 4
 N_WORKERS = 5
-FEED_DONE = 6
-FEED_SENT = 7
+FEED_DONE = 8
+FEED_SENT = 9
 
 WORKER_BASE = 16
 WORKER_STRIDE = 16

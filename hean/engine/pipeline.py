@@ -482,12 +482,15 @@ def feed_step(W, now):
             break
         W.clock[FEED] = F.buf[n - 1].ts_exch
         fp[F_MSGS] += 1
-        _put_all(R.ev_venue, F.buf, n)
         if lockstep:
+            _put_all(R.ev_venue, F.buf, n)  # phase 1: the venue; the book chain once all is idle
             fp[F_PHASE] = 1
             fp[F_MSG_N] = n
         else:
+            # the book chain first: it is the tick-to-trade path (the venue, standing for the exchange,
+            # applies a message's events before any order published after them either way)
             _put_all(R.ev_book, F.buf, n)
+            _put_all(R.ev_venue, F.buf, n)
         total += n
     if total:
         store_relaxed(W.ctl, C.FEED_SENT, fp[F_MSGS])
@@ -855,7 +858,7 @@ def step_all(W, feed_live, now):
     o = W.owns
     R = W.rings
     n = 0
-    if feed_live:
+    if feed_live and load_relaxed(W.ctl, C.START) != 0:  # the feed starts once every worker is ready
         if load_relaxed(W.ctl, C.STOP_FEED) != 0:
             feed_live = False
         else:

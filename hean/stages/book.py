@@ -688,7 +688,7 @@ def _emit(book, stats, sym, ev, out, k, kind, stale_ns):
     r.vwap = trade_vwap(stats, sym, ev.ts_origin)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)  # inlined: a call would copy the book tuple
 def book_on_event(book, stats, ev, out, k, stale_ns):
     """The book stage's per-event kernel: apply ``ev`` and maybe publish one BOOK_STATE into ``out[k]``.
 

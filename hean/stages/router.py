@@ -211,7 +211,7 @@ def tops_set(tops, venue, symbol, bid_px, bid_qty, ask_px, ask_qty, now_ns):
     tops.ts_ns[venue, symbol] = now_ns
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def tops_on_book_state(tops, venue, bs, now_ns):
     """Copy one BOOK_STATE of ``venue`` into the view (a stale or crossed book shows as empty)."""
     s = bs.symbol

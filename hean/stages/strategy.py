@@ -155,7 +155,7 @@ def advance_indicators(strat, ind, bars, bs):
     return fresh
 
 
-@_hot
+@njit(cache=True, nogil=True, error_model="numpy", _nrt=False, forceinline=True)  # inlined into the loop
 def strategy_on_book(strat, ind, bars, params, position_lots, bs, out_orders, k):
     """Run the stage on one BOOK_STATE record ``bs``; write at most one ORDER into ``out_orders[k]``.
 
