@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from hean import records
-from hean.atomics import cpu_pause, load_relaxed, nanosleep, now_ns, sched_yield, store_relaxed
+from hean.atomics import cpu_pause, load_acquire, load_relaxed, nanosleep, now_ns, sched_yield, store_relaxed
 from hean.engine import control as C
 from hean.feeds.synthetic import synthetic_next
 from hean.rings.layout import CAPACITY, HDR_WORDS, MASK, READ, WRITE
@@ -289,6 +289,16 @@ def _put_all(ring, buf, n):
     for j in range(n):
         ring.slots[(seq + j) & m] = buf[j]
     publish(ring.hdr, seq + n)
+
+
+@_inl
+def _goal_if_waiting(first, then):
+    """When ``then`` has records waiting: the WRITE of ``first`` now (everything published to ``first``
+    before them -- the consumer must apply those first); else -1. Read ``then`` before ``first``."""
+    _, n = available(then.hdr)
+    if n == 0:
+        return -1
+    return load_acquire(first.hdr, WRITE)
 
 
 @_inl
@@ -604,12 +614,15 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
         _service(tm.h, t0, n)
         _release(reports, start + n)
         done += n
-    # book states: marks, staleness; owed cancel-alls out
+    # book states: marks, staleness; owed cancel-alls out. When intents wait, first every book state
+    # published before them (they were published before the intents they caused): a snapshot of the
+    # book-state ring's WRITE taken now bounds them, so a continuous flow of states cannot starve intents.
+    goal = _goal_if_waiting(bs_in, intents)
     start, n = available(bs_in.hdr)
     m = bs_in.hdr[MASK]
     k = 0
     t0 = now_ns()
-    while k < min(n, BATCH) and _room(orders, RISK_OUT, tm.c):
+    while k < min(n, max(BATCH, goal - start)) and _room(orders, RISK_OUT, tm.c):
         bs = bs_in.slots[(start + k) & m]
         clock[RISK] = bs.ts_exch
         hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
@@ -619,8 +632,8 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
         _service(tm.h, t0, k)
         _release(bs_in, start + k)
         done += k
-    # intents, only when no book state is waiting (they were published before the intents they caused)
-    if _empty(bs_in):
+    # intents, once every book state published before them is applied
+    if goal >= 0 and load_relaxed(bs_in.hdr, READ) >= goal:
         start, n = available(intents.hdr)
         m = intents.hdr[MASK]
         k = 0
@@ -646,18 +659,34 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
 
 
 @_inl
+def _sync_rejects(rejects, c):
+    """A stage's reject counts by reason into its telemetry block (codes past the block's slots share the
+    last slot)."""
+    nr = rejects.shape[0]
+    for i in range(min(N_REJECT_REASONS, nr)):
+        store_relaxed(c, C_REJECT_BASE + i, rejects[i])
+    extra = 0
+    for i in range(N_REJECT_REASONS, nr):
+        extra += rejects[i]
+    if extra:
+        last = C_REJECT_BASE + N_REJECT_REASONS - 1
+        store_relaxed(c, last, rejects[N_REJECT_REASONS - 1] + extra)
+
+
+@_inl
+def sync_views(W):
+    """Reject counts, risk state, positions and PnL into the telemetry blocks (for top and the summary)."""
+    if W.owns[RISK]:
+        sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
+    if W.owns[ROUTER]:
+        _sync_rejects(W.router.router.rejects, W.tm_router.c)
+
+
+@_inl
 def sync_risk_view(Rk, tm, now):
     """Copy risk's reject counts, trading state, positions and PnL into its telemetry block (for top)."""
     risk = Rk.risk
-    nr = risk.rejects.shape[0]
-    for i in range(min(N_REJECT_REASONS, nr)):
-        store_relaxed(tm.c, C_REJECT_BASE + i, risk.rejects[i])
-    extra = 0
-    for i in range(N_REJECT_REASONS, nr):
-        extra += risk.rejects[i]
-    if extra:  # codes beyond the block's slots share the last one
-        last = C_REJECT_BASE + N_REJECT_REASONS - 1
-        store_relaxed(tm.c, last, risk.rejects[N_REJECT_REASONS - 1] + extra)
+    _sync_rejects(risk.rejects, tm.c)
     n_sym = risk.stale.shape[0]
     worst = 0
     for s in range(n_sym):
@@ -765,11 +794,12 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
     # reports fall due only when the venue's clock moves (below); retry here only what found no room
     if V.owed[0] != 0 and not _venue_flush(V, reports, clock[VENUE], tm):
         return 0
+    goal = _goal_if_waiting(ev_in, vorders)  # see risk_step: events published before waiting orders
     start, n = available(ev_in.hdr)
     m = ev_in.hdr[MASK]
     k = 0
     t0 = now_ns()
-    while k < min(n, BATCH) and _room(reports, VENUE_OUT, tm.c):
+    while k < min(n, max(BATCH, goal - start)) and _room(reports, VENUE_OUT, tm.c):
         ev = ev_in.slots[(start + k) & m]
         clock[VENUE] = ev.ts_exch
         hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
@@ -781,7 +811,8 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
         _service(tm.h, t0, k)
         _release(ev_in, start + k)
         done += k
-    if _empty(ev_in):  # orders only once every event published before them is applied
+    # orders only once every event published before them is applied
+    if goal >= 0 and load_relaxed(ev_in.hdr, READ) >= goal:
         start, n = available(vorders.hdr)
         m = vorders.hdr[MASK]
         k = 0
@@ -911,8 +942,7 @@ def run_loop(W, max_loops):
                 idle_acc = 0
                 store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t0)
                 store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
-                if W.owns[RISK]:
-                    sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
+                sync_views(W)
             _wait(W.params, idle)
         else:
             idle = 0
@@ -925,13 +955,11 @@ def run_loop(W, max_loops):
             if beat:
                 store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t1)
                 store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
-                if W.owns[RISK]:
-                    sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
+                sync_views(W)
     if idle_acc:
         _each_owned(W, False, idle_acc, t0, False)
     store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
     now = now_ns()
     store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), now)
-    if W.owns[RISK]:
-        sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
+    sync_views(W)
     return loops

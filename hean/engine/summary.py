@@ -92,6 +92,11 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         if risk_c[B.C_REJECT_BASE + code]
     }
     router_c = tm["router"]["counters"] if "router" in tm else risk_c
+    refusals = {
+        reject_names.get(code, f"reason_{code}"): int(router_c[B.C_REJECT_BASE + code])
+        for code in range(B.N_REJECT_REASONS)
+        if router_c[B.C_REJECT_BASE + code]
+    }
     e2e = tm["router"]["hists"].get("e2e") if "router" in tm else None
     return {
         "run_id": result.run_id,
@@ -107,6 +112,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "fills": int(router_c[B.C_FILLS]),  # fill reports the router received from the venues
         "rejects": rejects,
         "rejects_total": int(sum(rejects.values())),
+        "router_refusals": refusals,  # orders the router refused after risk passed them (by reason)
         "pnl": risk_view(tm["risk"]["risk"], symbols) if "risk" in tm else {},
         "tick_to_trade_ns": hist_summary(e2e if e2e is not None else new_histogram()),
         "stages": stages,
@@ -148,6 +154,9 @@ def format_summary(s: dict) -> str:
     )
     rej = ", ".join(f"{k} {v:,}" for k, v in sorted(s["rejects"].items())) or "none"
     lines.append(f"  risk rejects: {s['rejects_total']:,} ({rej})")
+    if s["router_refusals"]:
+        ref = ", ".join(f"{k} {v:,}" for k, v in sorted(s["router_refusals"].items()))
+        lines.append(f"  router refusals: {ref}")
     pnl = s["pnl"]
     if pnl:
         lines.append(
