@@ -53,7 +53,7 @@ class EngineSection(_Section):
     ring_capacity: int = 65536  # slots per ring; a power of two
     lockstep: bool = False  # deterministic mode: the feed waits until the pipeline is idle per message
     heartbeat_timeout_ms: int = 2000  # a worker silent this long is declared dead
-    ready_timeout_s: float = 180.0  # compile + warm-up budget per worker
+    ready_timeout_s: float = 600.0  # compile + warm-up budget per worker (a cold first start compiles)
     drain_timeout_s: float = 5.0  # after the feed stops, how long the pipeline may take to drain
 
 

@@ -200,8 +200,17 @@ class Supervisor:
         return f"worker {i} (stage{'s' if len(w.stages) > 1 else ''} {', '.join(w.stages)}; pid {self.procs[i].pid})"
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.cfg.engine.ready_timeout_s
+        t0 = time.monotonic()
+        deadline = t0 + self.cfg.engine.ready_timeout_s
+        told = False
         while True:
+            if not told and time.monotonic() - t0 > 5.0:
+                told = True
+                print(
+                    "hean: workers are compiling the numba stages (the first start takes a few minutes; "
+                    "later starts load them from the cache)",
+                    file=sys.stderr,
+                )
             ready = [self.ctl[C.worker_word(i, C.W_READY)] == 1 for i in range(len(self.procs))]
             if all(ready):
                 return
