@@ -66,6 +66,7 @@ from hean.records import (
     BookStateKind,
     EventKind,
 )
+from hean.stages.hashmap import HM_EMPTY, hm_delete_at, hm_find, hm_insert
 from hean.stages.trades import TradeStats, make_trade_stats, trade_on, trade_vwap
 
 __all__ = [
@@ -133,7 +134,9 @@ class L2Book(NamedTuple):
     lo: np.ndarray  # int64[n, 2]: lowest key of the window
     best: np.ndarray  # int64[n, 2]: best (smallest) key, EMPTY when the side is empty
     nlev: np.ndarray  # int64[n, 2]: non-empty levels inside the window
-    ovf_key: np.ndarray  # int64[n, 2, H]: hash table of the keys beyond the window (all >= lo + W); EMPTY = free
+    ovf_key: (
+        np.ndarray
+    )  # int64[n, 2, H]: hash table (hean.stages.hashmap) of the keys beyond the window (all >= lo + W)
     ovf_qty: np.ndarray  # int64[n, 2, H]: their quantities
     ovf_n: np.ndarray  # int64[n, 2]: levels in the overflow (at most H / 2)
     info: np.ndarray  # int64[n, N_INFO]: I_* columns
@@ -160,7 +163,7 @@ def make_l2_book(n_symbols: int, window: int = 16384, overflow: int = 4096) -> L
         lo=np.zeros((n_symbols, 2), np.int64),
         best=np.full((n_symbols, 2), EMPTY, np.int64),
         nlev=np.zeros((n_symbols, 2), np.int64),
-        ovf_key=np.full((n_symbols, 2, table), EMPTY, np.int64),
+        ovf_key=np.full((n_symbols, 2, table), HM_EMPTY, np.int64),
         ovf_qty=np.zeros((n_symbols, 2, table), np.int64),
         ovf_n=np.zeros((n_symbols, 2), np.int64),
         info=np.zeros((n_symbols, N_INFO), np.int64),
@@ -171,73 +174,29 @@ def make_l2_book(n_symbols: int, window: int = 16384, overflow: int = 4096) -> L
 # overflow store: one open-addressing hash table per (symbol, side), linear probing, backward-shift delete
 # ---------------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, _nrt=False)
-def _hash(key, mask):
-    h = key * np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15, wrapping
-    return (h ^ (h >> 31)) & mask
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _ovf_find(keys, key):
-    """Slot of ``key`` in the table row ``keys``, or -1."""
-    mask = keys.shape[0] - 1
-    i = _hash(key, mask)
-    while True:
-        k = keys[i]
-        if k == key:
-            return i
-        if k == EMPTY:
-            return -1
-        i = (i + 1) & mask
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _ovf_delete_at(keys, vals, i):
-    """Empty slot ``i`` and shift the rest of its probe run back (no tombstones)."""
-    mask = keys.shape[0] - 1
-    j = i
-    while True:
-        j = (j + 1) & mask
-        k = keys[j]
-        if k == EMPTY:
-            break
-        h = _hash(k, mask)
-        if (j > i and (h <= i or h > j)) or (j < i and h <= i and h > j):
-            keys[i] = k
-            vals[i] = vals[j]
-            i = j
-    keys[i] = EMPTY
-    vals[i] = 0
-
-
-@njit(cache=True, nogil=True, _nrt=False)
 def _ovf_set(book, sym, s, key, q):
     keys = book.ovf_key[sym, s]
     vals = book.ovf_qty[sym, s]
-    i = _ovf_find(keys, key)
+    i = hm_find(keys, key)
     if i >= 0:
         if q > 0:
             vals[i] = q
         else:
-            _ovf_delete_at(keys, vals, i)
+            hm_delete_at(keys, vals, i)
             book.ovf_n[sym, s] -= 1
         return OK
     if q == 0:
         return OK
     if book.ovf_n[sym, s] * 2 >= keys.shape[0]:  # load factor 1/2: the capacity asked for is full
         return ERR_OVERFLOW
-    mask = keys.shape[0] - 1
-    i = _hash(key, mask)
-    while keys[i] != EMPTY:
-        i = (i + 1) & mask
-    keys[i] = key
-    vals[i] = q
+    hm_insert(keys, vals, key, q)
     book.ovf_n[sym, s] += 1
     return OK
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _ovf_get(book, sym, s, key):
-    i = _ovf_find(book.ovf_key[sym, s], key)
+    i = hm_find(book.ovf_key[sym, s], key)
     return book.ovf_qty[sym, s, i] if i >= 0 else np.int64(0)
 
 
@@ -250,7 +209,7 @@ def _ovf_min_above(book, sym, s, start):
         return best
     for i in range(keys.shape[0]):
         k = keys[i]
-        if k != EMPTY and start <= k < best:
+        if k != HM_EMPTY and start <= k < best:
             best = k
     return best
 
@@ -286,11 +245,11 @@ def _recenter(book, sym, s, new_lo):
         i = 0
         while i < keys.shape[0]:
             k = keys[i]
-            if k != EMPTY and k < end:
+            if k != HM_EMPTY and k < end:
                 row[k & mask] = vals[i]
                 book.nlev[sym, s] += 1
                 book.ovf_n[sym, s] -= 1
-                _ovf_delete_at(keys, vals, i)  # may shift an unvisited entry into slot i: look again
+                hm_delete_at(keys, vals, i)  # may shift an unvisited entry into slot i: look again
             else:
                 i += 1
     book.lo[sym, s] = new_lo
@@ -420,7 +379,7 @@ def l2_clear(book, sym):
             book.qty[sym, s, :] = 0
         book.nlev[sym, s] = 0
         if book.ovf_n[sym, s] > 0:
-            book.ovf_key[sym, s, :] = EMPTY
+            book.ovf_key[sym, s, :] = HM_EMPTY
             book.ovf_qty[sym, s, :] = 0
         book.ovf_n[sym, s] = 0
         book.best[sym, s] = EMPTY

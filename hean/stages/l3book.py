@@ -45,6 +45,7 @@ from hean.stages.book import (
     l2_set_level,
     make_l2_book,
 )
+from hean.stages.hashmap import HM_EMPTY, hm_delete_at, hm_find, hm_insert
 from hean.stages.trades import trade_on, trade_vwap
 
 __all__ = [
@@ -70,7 +71,6 @@ ERR_UNKNOWN_ORDER = -5
 ERR_DUPLICATE = -6
 ERR_FULL = -7
 
-HM_EMPTY = np.int64(np.iinfo(np.int64).min)  # empty hash-map key (never a valid order id or level key)
 _NIL = -1
 
 _ADD = int(EventKind.L3_ADD)
@@ -149,59 +149,6 @@ def make_l3_book(n_symbols: int, max_orders: int = 1 << 16, max_levels: int = 1 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# int64 -> int64 open-addressing hash map
-# ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
-def _hash(key, mask):
-    h = key * np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15, wrapping
-    h ^= h >> 29
-    return h & mask
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _hm_find(keys, key):
-    """Index of ``key`` in ``keys``, or -1."""
-    mask = keys.shape[0] - 1
-    i = _hash(key, mask)
-    while True:
-        k = keys[i]
-        if k == key:
-            return i
-        if k == HM_EMPTY:
-            return -1
-        i = (i + 1) & mask
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _hm_insert(keys, vals, key, val):
-    mask = keys.shape[0] - 1
-    i = _hash(key, mask)
-    while keys[i] != HM_EMPTY:
-        i = (i + 1) & mask
-    keys[i] = key
-    vals[i] = val
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _hm_delete_at(keys, vals, i):
-    """Remove entry ``i`` and shift later entries of its probe run back (no tombstones)."""
-    mask = keys.shape[0] - 1
-    j = i
-    while True:
-        j = (j + 1) & mask
-        k = keys[j]
-        if k == HM_EMPTY:
-            break
-        h = _hash(k, mask)
-        # move k into the hole at i unless its home h lies cyclically in (i, j]
-        if (j > i and (h <= i or h > j)) or (j < i and h <= i and h > j):
-            keys[i] = k
-            vals[i] = vals[j]
-            i = j
-    keys[i] = HM_EMPTY
-
-
-# ---------------------------------------------------------------------------------------------------------
 # orders and levels
 # ---------------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, _nrt=False)
@@ -235,15 +182,15 @@ def _unlink(b, o):
     s = b.o_side[o]
     px = b.o_px[o]
     if b.lv_count[lv] == 0:
-        i = _hm_find(b.lm_keys, b.lv_key[lv])
-        _hm_delete_at(b.lm_keys, b.lm_vals, i)
+        i = hm_find(b.lm_keys, b.lv_key[lv])
+        hm_delete_at(b.lm_keys, b.lm_vals, i)
         b.lv_free[b.counts[1]] = lv
         b.counts[1] += 1
         _publish_level(b, sym, s, px, -1)
     else:
         _publish_level(b, sym, s, px, lv)
-    i = _hm_find(b.om_keys, b.o_id[o])
-    _hm_delete_at(b.om_keys, b.om_vals, i)
+    i = hm_find(b.om_keys, b.o_id[o])
+    hm_delete_at(b.om_keys, b.om_vals, i)
     b.o_level[o] = _NIL  # marks the slot free
     b.o_free[b.counts[0]] = o
     b.counts[0] += 1
@@ -259,10 +206,10 @@ def l3_add(b, sym, side, oid, px, qty):
         return ERR_QTY
     if sym < 0 or sym >= b.n_sym[0]:
         return ERR_SYMBOL
-    if oid == HM_EMPTY or _hm_find(b.om_keys, oid) >= 0:
+    if oid == HM_EMPTY or hm_find(b.om_keys, oid) >= 0:
         return ERR_DUPLICATE
     key = _level_key(b, sym, s, px)
-    li = _hm_find(b.lm_keys, key)
+    li = hm_find(b.lm_keys, key)
     if b.counts[0] == 0 or (li < 0 and b.counts[1] == 0):
         return ERR_FULL
     if li >= 0:
@@ -275,7 +222,7 @@ def l3_add(b, sym, side, oid, px, qty):
         b.lv_qty[lv] = 0
         b.lv_count[lv] = 0
         b.lv_key[lv] = key
-        _hm_insert(b.lm_keys, b.lm_vals, key, lv)
+        hm_insert(b.lm_keys, b.lm_vals, key, lv)
     b.counts[0] -= 1
     o = b.o_free[b.counts[0]]
     b.o_id[o] = oid
@@ -294,14 +241,14 @@ def l3_add(b, sym, side, oid, px, qty):
     b.lv_tail[lv] = o
     b.lv_qty[lv] += qty
     b.lv_count[lv] += 1
-    _hm_insert(b.om_keys, b.om_vals, oid, o)
+    hm_insert(b.om_keys, b.om_vals, oid, o)
     _publish_level(b, sym, s, px, lv)
     return OK
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _slot(b, oid):
-    i = _hm_find(b.om_keys, oid)
+    i = hm_find(b.om_keys, oid)
     return b.om_vals[i] if i >= 0 else _NIL
 
 
