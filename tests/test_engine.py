@@ -288,3 +288,24 @@ def test_run_with_top_shows_the_live_view(tmp_path):
     for stage in STAGES:
         assert stage in proc.stdout
     assert "tick-to-trade" in proc.stdout  # the summary follows the live view
+
+
+@pytest.mark.timeout(300)
+def test_hean_halt_is_the_kill_switch(tmp_path):
+    proc, out = _spawn(["run", "--duration", "0"], tmp_path)
+    try:
+        m = _wait_for_run(proc)
+        halt = subprocess.run([sys.executable, "-m", "hean", "halt", m.run_id], capture_output=True, text=True)
+        assert halt.returncode == 0, halt.stderr
+        time.sleep(1.0)
+        subprocess.run([sys.executable, "-m", "hean", "stop", m.run_id], capture_output=True, text=True, check=True)
+        code, stdout, stderr = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, stderr
+    s = json.loads(out.read_text())
+    assert s["pnl"]["trading_state"] == "HALTED"
+    assert s["pnl"]["open_orders"] == 0  # HALT cancelled every open order
+    assert s["rejects"].get("STATE_HALTED", 0) > 0  # and the strategy's later intents were refused
