@@ -74,15 +74,27 @@ def test_placements_are_deterministic_in_lockstep(workers):
     assert fs["pnl"]["realized"] == pytest.approx(os_["pnl"]["realized"], rel=0, abs=1e-9)
 
 
-def _spawn(args, tmp_path):
-    out = tmp_path / "summary.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hean", *args, "--json", str(out), "--quiet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    return proc, out
+@pytest.fixture
+def spawn(tmp_path):
+    """Start ``hean ARGS --json OUT --quiet`` in a process; every one started is killed at teardown."""
+    procs = []
+
+    def start(args):
+        out = tmp_path / f"summary{len(procs)}.json"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hean", *args, "--json", str(out), "--quiet"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        return proc, out
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _wait_for_run(proc, timeout=120.0):
@@ -120,18 +132,13 @@ def _finish(proc, timeout=60.0):
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("stage", STAGES)
-def test_kill_9_of_a_worker_halts_and_names_the_stage(stage, tmp_path):
-    proc, out = _spawn(["run", "--duration", "60"], tmp_path)
-    try:
-        m = _wait_for_run(proc)
-        # one process per stage on this machine's CPUs: kill the one running `stage`
-        worker = next(w for w in m.workers if stage in w.stages)
-        os.kill(worker.pid, signal.SIGKILL)
-        code, stdout, stderr = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def test_kill_9_of_a_worker_halts_and_names_the_stage(stage, spawn):
+    proc, out = spawn(["run", "--duration", "60"])
+    m = _wait_for_run(proc)
+    # one process per stage on this machine's CPUs: kill the one running `stage`
+    worker = next(w for w in m.workers if stage in w.stages)
+    os.kill(worker.pid, signal.SIGKILL)
+    code, stdout, stderr = _finish(proc)
     assert code == 3, stderr
     assert stage in stderr and "died" in stderr and "signal 9" in stderr, stderr
     summary = json.loads(out.read_text())
@@ -139,17 +146,12 @@ def test_kill_9_of_a_worker_halts_and_names_the_stage(stage, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_hean_stop_drains_and_exits_cleanly(tmp_path):
-    proc, out = _spawn(["run", "--duration", "0"], tmp_path)
-    try:
-        m = _wait_for_run(proc)
-        stop = subprocess.run([sys.executable, "-m", "hean", "stop", m.run_id], capture_output=True, text=True)
-        assert stop.returncode == 0, stop.stderr
-        code, stdout, stderr = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def test_hean_stop_drains_and_exits_cleanly(spawn):
+    proc, out = spawn(["run", "--duration", "0"])
+    m = _wait_for_run(proc)
+    stop = subprocess.run([sys.executable, "-m", "hean", "stop", m.run_id], capture_output=True, text=True)
+    assert stop.returncode == 0, stop.stderr
+    code, stdout, stderr = _finish(proc)
     assert code == 0, stderr
     summary = json.loads(out.read_text())
     assert summary["reason"] == "signal SIGTERM"
@@ -157,16 +159,11 @@ def test_hean_stop_drains_and_exits_cleanly(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_sigint_stops_like_hean_stop(tmp_path):
-    proc, out = _spawn(["run", "--duration", "0"], tmp_path)
-    try:
-        _wait_for_run(proc)
-        proc.send_signal(signal.SIGINT)
-        code, stdout, stderr = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def test_sigint_stops_like_hean_stop(spawn):
+    proc, out = spawn(["run", "--duration", "0"])
+    _wait_for_run(proc)
+    proc.send_signal(signal.SIGINT)
+    code, stdout, stderr = _finish(proc)
     assert code == 0, stderr
     assert json.loads(out.read_text())["reason"] == "signal SIGINT"
 
@@ -216,24 +213,19 @@ def test_bad_configuration_is_one_clear_message(tmp_path, toml, message):
 
 
 @pytest.mark.timeout(300)
-def test_hean_top_attached_to_a_real_run_sees_every_stage_and_exits_with_it(tmp_path):
+def test_hean_top_attached_to_a_real_run_sees_every_stage_and_exits_with_it(spawn):
     import io
 
     from rich.console import Console
 
     from hean.telemetry.top import render, run_top
 
-    proc, out = _spawn(["run", "--duration", "4", "--rate", "50000"], tmp_path)
+    proc, out = spawn(["run", "--duration", "4", "--rate", "50000"])
     frames = []
-    try:
-        m = _wait_for_run(proc)
-        console = Console(record=True, width=200, file=io.StringIO())
-        rc = run_top(m.run_id, console=console, read_keys=False, duration=60, on_frame=frames.append)
-        code, stdout, stderr = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    m = _wait_for_run(proc)
+    console = Console(record=True, width=200, file=io.StringIO())
+    rc = run_top(m.run_id, console=console, read_keys=False, duration=60, on_frame=frames.append)
+    code, stdout, stderr = _finish(proc)
     assert rc == 0 and code == 0, stderr
     assert frames[-1].status  # it left because the engine stopped, not because of the 60 s limit
     live = [f for f in frames if not f.status and all(r.stats is not None for r in f.stages)]
@@ -252,10 +244,10 @@ def test_hean_top_attached_to_a_real_run_sees_every_stage_and_exits_with_it(tmp_
 
 
 @pytest.mark.timeout(300)
-def test_a_worker_that_stops_heart_beating_halts_the_run(tmp_path):
+def test_a_worker_that_stops_heart_beating_halts_the_run(tmp_path, spawn):
     cfg = tmp_path / "hb.toml"
     cfg.write_text("[engine]\nheartbeat_timeout_ms = 500\n")
-    proc, out = _spawn(["run", "--duration", "60", "--config", str(cfg)], tmp_path)
+    proc, out = spawn(["run", "--duration", "60", "--config", str(cfg)])
     stopped = None
     try:
         m = _wait_for_run(proc)
@@ -268,9 +260,6 @@ def test_a_worker_that_stops_heart_beating_halts_the_run(tmp_path):
                 os.kill(stopped, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert code == 3, stderr
     assert "stopped heart-beating" in stderr and "risk" in stderr, stderr
     assert json.loads(out.read_text())["reason"] == "worker-died"
@@ -291,19 +280,14 @@ def test_run_with_top_shows_the_live_view(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_hean_halt_is_the_kill_switch(tmp_path):
-    proc, out = _spawn(["run", "--duration", "0"], tmp_path)
-    try:
-        m = _wait_for_run(proc)
-        halt = subprocess.run([sys.executable, "-m", "hean", "halt", m.run_id], capture_output=True, text=True)
-        assert halt.returncode == 0, halt.stderr
-        time.sleep(1.0)
-        subprocess.run([sys.executable, "-m", "hean", "stop", m.run_id], capture_output=True, text=True, check=True)
-        code, stdout, stderr = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def test_hean_halt_is_the_kill_switch(spawn):
+    proc, out = spawn(["run", "--duration", "0"])
+    m = _wait_for_run(proc)
+    halt = subprocess.run([sys.executable, "-m", "hean", "halt", m.run_id], capture_output=True, text=True)
+    assert halt.returncode == 0, halt.stderr
+    time.sleep(1.0)
+    subprocess.run([sys.executable, "-m", "hean", "stop", m.run_id], capture_output=True, text=True, check=True)
+    code, stdout, stderr = _finish(proc)
     assert code == 0, stderr
     s = json.loads(out.read_text())
     assert s["pnl"]["trading_state"] == "HALTED"

@@ -162,6 +162,24 @@ def _int_value(buf, j, end):
     return (-v if neg else v), k
 
 
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def _member_key(buf, j, end):
+    """The packed key of the object member at ``j`` and the index of its value, or (0, -1) when malformed."""
+    if j >= end or buf[j] != 34:
+        return np.int64(0), -1
+    k = _string_end(buf, j, end)
+    if k < 0:
+        return np.int64(0), -1
+    key = _pack_span(buf, j + 1, k - 1)
+    j = _ws(buf, k, end)
+    if j >= end or buf[j] != 58:  # ':'
+        return np.int64(0), -1
+    j = _ws(buf, j + 1, end)
+    if j >= end:
+        return np.int64(0), -1
+    return key, j
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def _data_object(buf, j, end, ints, segs, line, sym_span, e_code):
     """Parse the ``data`` object of a combined-stream message; returns the index after it or -1."""
@@ -171,17 +189,8 @@ def _data_object(buf, j, end, ints, segs, line, sym_span, e_code):
     if j < end and buf[j] == 125:
         return j + 1
     while True:
-        if j >= end or buf[j] != 34:
-            return -1
-        k = _string_end(buf, j, end)
-        if k < 0:
-            return -1
-        key = _pack_span(buf, j + 1, k - 1)
-        j = _ws(buf, k, end)
-        if j >= end or buf[j] != 58:  # ':'
-            return -1
-        j = _ws(buf, j + 1, end)
-        if j >= end:
+        key, j = _member_key(buf, j, end)
+        if j < 0:
             return -1
         v_end = -2
         col = -1
@@ -260,17 +269,8 @@ def _top_object(buf, j, end, ints, segs, line, sym_span, e_code, data_seen):
     if j < end and buf[j] == 125:
         return j + 1
     while True:
-        if j >= end or buf[j] != 34:
-            return -1
-        k = _string_end(buf, j, end)
-        if k < 0:
-            return -1
-        key = _pack_span(buf, j + 1, k - 1)
-        j = _ws(buf, k, end)
-        if j >= end or buf[j] != 58:  # ':'
-            return -1
-        j = _ws(buf, j + 1, end)
-        if j >= end:
+        key, j = _member_key(buf, j, end)
+        if j < 0:
             return -1
         v_end = -2
         if key == KEY_DATA and buf[j] == 123:
