@@ -14,6 +14,8 @@ function            LLVM                   x86-64 code and use
 ``store_relaxed``   ``store atomic monotonic``plain ``mov``; never elided or sunk out of a loop (counters).
 ``fence``           ``fence seq_cst``        ``mfence`` (or a locked op); orders a store before a load.
 ``cpu_pause``       ``llvm.x86.sse2.pause``  ``pause``: spin hint, frees the sibling hyper-thread.
+``prefetch_write``  ``llvm.prefetch`` rw=1   ``prefetchw``: take a line exclusive before writing it.
+``prefetch_read``   ``llvm.prefetch`` rw=0   ``prefetcht0``: start a read miss early.
 ``rdtsc``           ``llvm.readcyclecounter`` ``rdtsc``: ~9 ns per call, *cycles*, not nanoseconds.
 ``now_ns``          ``clock_gettime``        CLOCK_MONOTONIC through the vDSO, ~20 ns per call.
 ==================  =====================  ============================================================
@@ -55,6 +57,8 @@ __all__ = [
     "nanosleep",
     "now_ns",
     "pid_alive",
+    "prefetch_read",
+    "prefetch_write",
     "rdtsc",
     "sched_yield",
     "store_relaxed",
@@ -162,6 +166,36 @@ def cpu_pause(typingctx):
         return context.get_dummy_value()
 
     return types.void(), codegen
+
+
+def _prefetch(rw: int):
+    """``llvm.prefetch(ptr, rw, locality=3, data)``: a hint, never a fault, never an ordering constraint."""
+
+    def typer(typingctx, arr, idx):
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(idx, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            i8p = ir.IntType(8).as_pointer()
+            fn = _libc(builder, "llvm.prefetch.p0i8", ir.VoidType(), [i8p, _I32, _I32, _I32])
+            builder.call(
+                fn, [builder.bitcast(ptr, i8p), ir.Constant(_I32, rw), ir.Constant(_I32, 3), ir.Constant(_I32, 1)]
+            )
+            return context.get_dummy_value()
+
+        return types.void(arr, idx), codegen
+
+    return typer
+
+
+prefetch_write = intrinsic(_prefetch(1))
+prefetch_write.__doc__ = (
+    "Hint: fetch the line holding ``arr[idx]`` in exclusive state (``prefetchw``), so a later store to it "
+    "does not wait for the other core to give the line up. Any 1-D array; an index past the end is harmless."
+)
+prefetch_read = intrinsic(_prefetch(0))
+prefetch_read.__doc__ = "Hint: start fetching the line holding ``arr[idx]`` for reading (``prefetcht0``)."
 
 
 @intrinsic

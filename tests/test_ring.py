@@ -40,7 +40,7 @@ from hean.rings import (
     try_push,
 )
 from hean.rings import layout as L
-from hean.rings.spsc import header_store
+from hean.rings.spsc import header_store, prefetch_claim
 from hean.shm import SHM_DIR, create_segment, unlink_segment
 
 FORK = mp.get_context("fork")
@@ -591,3 +591,25 @@ def test_ring_operations_inline_without_refcounting(shm_name):
     one, many = _increfs_in(_one_op), _increfs_in(_many_ops)
     assert one <= 3  # at most the loop's own array arguments, once
     assert many == one, f"{many - one} refcount increments added by ring operations"
+
+
+@njit(cache=True)
+def _prefetch_batch(hdr, slots, n):
+    prefetch_claim(hdr, slots, 0, n)
+
+
+def test_prefetch_claim_is_a_hint_that_changes_nothing(shm_name):
+    """Prefetching slots (even ones not free yet, even more than the capacity) neither writes a slot nor
+    moves a cursor, and compiles to the x86 ``prefetchw`` instruction the batching producer relies on."""
+    with create(shm_name, MARKET_EVENT, 4) as ring:
+        try:
+            assert ring.push(events(0, 3)) == 3
+            before_slots, before_stats = ring.slots.copy(), ring.stats()
+            _prefetch_batch(ring.hdr, ring.slots, 9)
+            assert ring.stats() == before_stats
+            assert ring.slots.tobytes() == before_slots.tobytes()
+            assert ring.pop_all()["seq"].tolist() == [0, 1, 2]
+        finally:
+            ring.unlink()
+    asm = next(iter(_prefetch_batch.inspect_asm().values()))
+    assert "prefetchw" in asm

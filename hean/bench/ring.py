@@ -59,6 +59,7 @@ from hean.rings import (
     try_peek,
     try_push,
 )
+from hean.rings.spsc import prefetch_claim
 from hean.shm import unlink_segment
 from hean.telemetry.histogram import hist_record, new_histogram, summary
 
@@ -139,6 +140,7 @@ def _tp_produce(hdr, slots, scratch, i, n, batch):
         else:
             w, k = claim_upto(hdr, min(batch, n - i))
             if k > 0:
+                prefetch_claim(hdr, slots, w + k, batch)  # the next batch's lines, while writing this one
                 for j in range(k):
                     slots[(w + j) & mask] = scratch[0]
                     slots[(w + j) & mask].seq = i + j
@@ -517,6 +519,30 @@ def pingpong(exe: Path, cpus, samples: int, rounds: int = 100) -> dict:
     return {"rtt_p50_ns": p50, "rtt_min_ns": lo, "rtt_p90_ns": p90, "rtt_p99_ns": p99, "rtt_max_ns": hi}
 
 
+def c_hop(exe: Path, cpus, n: int, period_ns: int, capacity: int) -> dict:
+    """The C ring's one-hop latency, paced, measured exactly as the numba ring's (``ring_floor hop``)."""
+    out = subprocess.run(
+        [str(exe), "hop", str(cpus[0]), str(cpus[1]), str(n), str(period_ns), str(capacity)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout.split()
+    assert out[0] == "hop", out
+    p50, lo, p90, p99, hi = map(int, out[1:6])
+    return {
+        "hop": {
+            "min_ns": lo,
+            "p50_ns": p50,
+            "p90_ns": p90,
+            "p99_ns": p99,
+            "p999_ns": None,
+            "p9999_ns": None,
+            "max_ns": hi,
+        }
+    }
+
+
 def c_ring(exe: Path, cpus, n: int, capacity: int) -> float:
     out = subprocess.run(
         [str(exe), "ring", str(cpus[0]), str(cpus[1]), str(n), str(capacity)],
@@ -636,6 +662,7 @@ def _pick(figs, name):
 
 def build_json(figs: list[Figure], floors, c_rates, args, machine) -> dict:
     hop = _pick(figs, f"ring hop @{args.rates[-1]:g}/s") or _pick(figs, "ring hop unpaced")
+    c_hop_fig = _pick(figs, f"C ring hop @{args.rates[-1]:g}/s")
     placement = hop.placement if hop else "mixed"
     out = {
         "placement": placement,
@@ -643,6 +670,10 @@ def build_json(figs: list[Figure], floors, c_rates, args, machine) -> dict:
         "floors_one_way_p50_ns": floors,
         "hop": {k: hop.value["hop"][k] for k in ("p50_ns", "p90_ns", "p99_ns", "p999_ns", "p9999_ns", "max_ns")}
         if hop
+        else None,
+        # the C ring of the same design, paced at the same rate and measured the same way, next to the hop
+        "c_ring_hop": {"p50_ns": c_hop_fig.value["hop"]["p50_ns"], "placement": c_hop_fig.placement}
+        if c_hop_fig
         else None,
         "throughput": {},
         "peers": {},
@@ -690,6 +721,12 @@ def check_targets(js: dict) -> list[str]:
         lines.append(f"hop p50 {hop['p50_ns']} ns <= 1.5 x C floor {fl:.0f} ns: {verdict(ratio <= 1.5)} ({ratio:.2f}x)")
     else:
         lines.append("hop p50 vs floor: not judged (hop or floor not measured in a near placement)")
+    c = js.get("c_ring_hop")
+    if hop and c and c["placement"] == js["placement"]:
+        lines.append(
+            f"  (context: a C ring of the same design, measured the same way: p50 {c['p50_ns']} ns; "
+            f"HEAN's hop is {hop['p50_ns'] / max(c['p50_ns'], 1):.2f}x it)"
+        )
     tp = js["throughput"]
     for key, target in (
         ("single_msgs_per_s", 50e6),
@@ -810,6 +847,11 @@ def run_all(args, log) -> tuple[list[Figure], dict]:
                 f"ring hop @{rate:g}/s",
                 "latency",
                 lambda n=n, p=period: ring_latency(cpus, n, p, args.capacity, args.timeout),
+            )
+            h.run(
+                f"C ring hop @{rate:g}/s",
+                "latency",
+                lambda n=n, p=period: c_hop(exe, cpus, n, p, args.capacity),
             )
         h.run("ring hop unpaced", "latency", lambda: ring_latency(cpus, args.unpaced, 0, args.capacity, args.timeout))
         for name, batch, bc in (

@@ -11,6 +11,13 @@
  *       producer on CPU_A pushes N records one at a time, the consumer on CPU_B pops them one at a time.
  *       Prints "ring msgs_per_s checksum" (the checksum is the sum of seq, checked by the caller).
  *
+ *   ring_floor hop CPU_A CPU_B N PERIOD_NS CAPACITY
+ *       One-hop latency of the same C ring, measured exactly as `hean bench ring` measures HEAN's: the
+ *       producer waits for each record's scheduled time (every PERIOD_NS), claims a slot, writes the
+ *       record, stamps CLOCK_MONOTONIC and publishes; the consumer spins on the write cursor, reads the
+ *       slot and records now - stamp. Prints "hop p50 min p90 p99 max" (ns, first 10% dropped as warm-up).
+ *       This is what the cursor design costs in C: the WRITE line and the slot's line both cross cores.
+ *
  * Why threads: a cache line moves between two CPUs the same way whether the two sides are threads or
  * processes; threads keep this file free of shared-memory setup.
  */
@@ -168,11 +175,77 @@ static int cring(int a, int b, int64_t n, int64_t capacity) {
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* C ring hop: the ring above, paced, one record at a time, stamped just before publication           */
+/* ------------------------------------------------------------------------------------------------ */
+static int64_t *hop_ns;
+
+static void *hop_consumer(void *arg) {
+    (void)arg;
+    pin(cons_cpu);
+    atomic_store(&go, 1);
+    int64_t r = 0;
+    while (r < n_msgs) {
+        if (r == cur.cached_write) {
+            cur.cached_write = atomic_load_explicit(&cur.write, memory_order_acquire);
+            if (r == cur.cached_write) continue; /* the latency loop spins without pause, as HEAN's does */
+        }
+        int64_t t = now_ns();
+        hop_ns[r] = t - slots[r & mask].f[0];
+        atomic_store_explicit(&cur.read, ++r, memory_order_release);
+    }
+    return NULL;
+}
+
+static int chop(int a, int b, int64_t n, int64_t period, int64_t capacity) {
+    cons_cpu = b;
+    n_msgs = n;
+    cap = capacity;
+    mask = capacity - 1;
+    if (capacity <= 0 || (capacity & mask) || n < 10) {
+        fprintf(stderr, "ring_floor: capacity must be a power of two and N >= 10\n");
+        return 2;
+    }
+    slots = aligned_alloc(128, sizeof(rec_t) * capacity);
+    memset(slots, 0, sizeof(rec_t) * capacity);
+    hop_ns = calloc(n, sizeof(int64_t));
+    pthread_t t;
+    pin(a);
+    pthread_create(&t, NULL, hop_consumer, NULL);
+    while (!atomic_load(&go)) pause_();
+    int64_t t_start = now_ns() + 1000000;
+    for (int64_t w = 0; w < n; w++) {
+        int64_t t_sched = t_start + w * period;
+        while (now_ns() < t_sched) {
+        }
+        while (w - cur.cached_read == cap) {
+            cur.cached_read = atomic_load_explicit(&cur.read, memory_order_acquire);
+            if (w - cur.cached_read == cap) pause_();
+        }
+        rec_t *s = &slots[w & mask];
+        s->seq = w;
+        s->f[0] = now_ns(); /* stamped just before publishing */
+        atomic_store_explicit(&cur.write, w + 1, memory_order_release);
+    }
+    pthread_join(t, NULL);
+    int64_t skip = n / 10, m = n - skip;
+    qsort(hop_ns + skip, m, sizeof(int64_t), cmp64);
+    int64_t *h = hop_ns + skip;
+    printf("hop %lld %lld %lld %lld %lld\n", (long long)h[m / 2], (long long)h[0], (long long)h[m * 9 / 10],
+           (long long)h[m * 99 / 100], (long long)h[m - 1]);
+    free(hop_ns);
+    free(slots);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 6 && strcmp(argv[1], "pingpong") == 0)
         return pingpong(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
     if (argc == 6 && strcmp(argv[1], "ring") == 0)
         return cring(atoi(argv[2]), atoi(argv[3]), atoll(argv[4]), atoll(argv[5]));
-    fprintf(stderr, "usage: ring_floor pingpong CPU_A CPU_B SAMPLES ROUNDS | ring CPU_A CPU_B N CAPACITY\n");
+    if (argc == 7 && strcmp(argv[1], "hop") == 0)
+        return chop(atoi(argv[2]), atoi(argv[3]), atoll(argv[4]), atoll(argv[5]), atoll(argv[6]));
+    fprintf(stderr, "usage: ring_floor pingpong CPU_A CPU_B SAMPLES ROUNDS | ring CPU_A CPU_B N CAPACITY"
+                    " | hop CPU_A CPU_B N PERIOD_NS CAPACITY\n");
     return 2;
 }
