@@ -25,6 +25,7 @@ from hean.stages.book import (
     ERR_SYMBOL,
     I_LOST,
     IGNORED,
+    LO_NONE,
     NO_PRICE,
     OK,
     book_on_event,
@@ -119,6 +120,11 @@ def test_status_codes():
     assert l2_apply(book, ev(EventKind.LEVEL_SET, side=BID, px=1, qty=-1)) == ERR_QTY
     assert l2_apply(book, ev(EventKind.TRADE, side=BID, px=1, qty=1)) == IGNORED
     assert l2_apply(book, ev(EventKind.TICKER, side=BID, px=1, qty=1)) == IGNORED
+    # the direct kernel checks its indices too (it would otherwise write outside the book's arrays)
+    assert l2_set_level(book, 2, 0, 1, 1) == ERR_SYMBOL
+    assert l2_set_level(book, -1, 0, 1, 1) == ERR_SYMBOL
+    assert l2_set_level(book, 0, 2, 1, 1) == ERR_SIDE
+    assert l2_set_level(book, 0, -1, 1, 1) == ERR_SIDE
     assert l2_best_bid(book, 0) == (0, 0)
     # overflow full: the third far level is lost, counted, and the book is stale until the next CLEAR
     assert l2_apply(book, ev(EventKind.LEVEL_SET, side=ASK, px=100, qty=1)) == OK
@@ -249,3 +255,45 @@ def test_batch_kernel_equals_per_event_kernel():
     assert out_a[:n_a].tobytes() == out_b[:n_b].tobytes()
     for a, b in zip(book_a, book_b, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_apply_events_equals_per_event_apply_including_info():
+    """l2_apply_events writes the info columns once per run of one symbol's level sets: the book and every
+    info column (update id, stamps, applied and error counts) end exactly as with l2_apply per event, with
+    runs broken by CLEARs, bad sides, negative quantities and symbol changes."""
+    from hean.feeds.synthetic import make_synthetic, synthetic_batch
+    from hean.stages.book import l2_apply_events
+
+    st = make_synthetic(3, 5, depth=20)
+    events = np.zeros(3000 * 41, MARKET_EVENT)
+    events = events[: synthetic_batch(st, events, 3000, 0, 11)]
+    events["update_id"] = np.arange(len(events))
+    events["ts_origin"] = np.arange(len(events)) * 7
+    events["ts_exch"] = np.arange(len(events)) * 3
+    events["side"][::211] = 5  # bad side
+    events["qty"][::307] = -1  # negative quantity
+    events["kind"][::499] = int(EventKind.CLEAR)
+    events["price"][::97] += 20_000  # far levels: the overflow path
+    book_a, book_b = make_l2_book(3, window=64, overflow=4096), make_l2_book(3, window=64, overflow=4096)
+    bad = l2_apply_events(book_a, events, -5, len(events) + 5)  # a range past either end is clipped
+    statuses = [l2_apply(book_b, e) for e in events]
+    assert bad == sum(s < 0 for s in statuses) > 0
+    for name, a, b in zip(book_a._fields, book_a, book_b, strict=True):
+        assert np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("side", [BID, ASK])
+def test_an_emptied_side_places_its_window_afresh(side):
+    """After its last level goes, a side takes its next level through the slow path, which centres the
+    window on it (best W/8 above the window's low end), wherever the old window was."""
+    book = make_l2_book(1, window=64, overflow=16)
+    s = 0 if side == BID else 1
+    for px in (1000, 5000, 100_000):
+        l2_set_level(book, 0, s, px, 3)
+        l2_set_level(book, 0, s, px, 0)
+        assert (l2_best_bid if side == BID else l2_best_ask)(book, 0) == (0, 0)
+        assert l2_n_levels(book, 0, side) == 0 and book.lo[0, s] == LO_NONE
+    l2_set_level(book, 0, s, 7777, 2)
+    key = -7777 if side == BID else 7777
+    assert book.best[0, s] == key and book.lo[0, s] == key - 64 // 8
+    assert (l2_best_bid if side == BID else l2_best_ask)(book, 0) == (7777, 2)

@@ -11,7 +11,7 @@ on the ask side (s = 1). The window of a side covers keys ``[lo, lo + W)``; key 
 ``k & (W - 1)`` (a ring, so moving the window only touches the keys that enter or leave it). Invariants:
 
 * ``best`` is the smallest key with quantity > 0, or :data:`EMPTY` when the side has no level; when the side
-  is not empty, ``best`` is inside the window;
+  is not empty, ``best`` is inside the window; when it is empty, ``lo`` is :data:`LO_NONE`;
 * every overflow key is ``>= lo + W`` (worse than anything in the window);
 * the window is placed with ``best`` about ``W/8`` slots above ``lo`` (room for the touch to improve); it
   moves when a better price arrives below ``lo`` or when ``best`` drifts past ``lo + W/2``. Keys that leave
@@ -76,6 +76,7 @@ __all__ = [
     "ERR_SIDE",
     "ERR_SYMBOL",
     "IGNORED",
+    "LO_NONE",
     "NO_PRICE",
     "OK",
     "L2Book",
@@ -97,6 +98,9 @@ __all__ = [
 ]
 
 EMPTY = np.int64(np.iinfo(np.int64).max)  # ``best`` key of an empty side
+# ``lo`` of an empty side: a window no price is inside (key - LO_NONE >= 2**62 - |key| > W for any real
+# price), so the fast path never takes an update for an empty side and the slow path places the window.
+LO_NONE = np.int64(-(1 << 62))
 NO_PRICE = np.int64(np.iinfo(np.int64).min)  # l2_next_level: no further level
 
 OK = 0
@@ -160,7 +164,7 @@ def make_l2_book(n_symbols: int, window: int = 16384, overflow: int = 4096) -> L
     table = 1 << max(1, (2 * int(overflow) - 1).bit_length())
     return L2Book(
         qty=np.zeros((n_symbols, 2, window), np.int64),
-        lo=np.zeros((n_symbols, 2), np.int64),
+        lo=np.full((n_symbols, 2), LO_NONE, np.int64),
         best=np.full((n_symbols, 2), EMPTY, np.int64),
         nlev=np.zeros((n_symbols, 2), np.int64),
         ovf_key=np.full((n_symbols, 2, table), HM_EMPTY, np.int64),
@@ -274,6 +278,8 @@ def _find_best_from(book, sym, s, start):
     k = _ovf_min_above(book, sym, s, start)
     if k != EMPTY:
         _recenter(book, sym, s, k - (W >> 3))
+    else:
+        book.lo[sym, s] = LO_NONE  # the side is empty (window and overflow)
     book.best[sym, s] = k
 
 
@@ -341,22 +347,26 @@ def _set_level_fast(book, sym, s, px, q):
     The common cases (a level inside the window that is not a deletion of the best) are a few loads and
     stores; the rest goes to :func:`_set_level_slow`. Only NRT-free callers may inline it: in a function
     compiled with the NRT, an inlined NamedTuple argument is reference-counted array by array.
+
+    Why it is written this way (each measured on the Binance recording, ``hean bench book``): one unsigned
+    compare tests ``lo <= key < lo + W``; an empty side needs no test of its own because its ``lo`` is
+    :data:`LO_NONE`, which no key is inside; the level count moves by ``(q > 0) - (old > 0)`` instead of
+    two data-dependent branches (about half the recorded updates are deletions, so those branches were
+    unpredictable); indices are unsigned, so numba emits no negative-index wraparound code (the callers
+    have checked ``0 <= sym < n`` and ``s`` is 0 or 1). Together: 16.3 -> 13.2 ns median per level update.
     """
     key = px if s == 1 else -px
     W = book.qty.shape[2]
-    lo = book.lo[sym, s]
-    best = book.best[sym, s]
-    if best != EMPTY and lo <= key and key < lo + W and q >= 0 and (q > 0 or key != best):
-        slot = key & (W - 1)
-        old = book.qty[sym, s, slot]
-        book.qty[sym, s, slot] = q
-        if q > 0:
-            if old == 0:
-                book.nlev[sym, s] += 1
-            if key < best:
-                book.best[sym, s] = key
-        elif old != 0:
-            book.nlev[sym, s] -= 1
+    u, us = np.uint64(sym), np.uint64(s)  # unsigned indices: no negative-index wraparound code
+    best = book.best[u, us]
+    if np.uint64(key - book.lo[u, us]) < np.uint64(W) and q >= 0 and (q > 0 or key != best):
+        slot = np.uint64(key) & np.uint64(W - 1)
+        row = book.qty[u, us]
+        old = row[slot]
+        row[slot] = q
+        book.nlev[u, us] += np.int64(q > 0) - np.int64(old > 0)
+        if q > 0 and key < best:
+            book.best[u, us] = key
         return OK
     return _set_level_slow(book, sym, s, px, q)
 
@@ -365,9 +375,14 @@ def _set_level_fast(book, sym, s, px, q):
 def l2_set_level(book, sym, s, px, q):
     """Set level ``px`` (ticks) of side index ``s`` (0 bid, 1 ask) to ``q`` lots; ``q == 0`` deletes it.
 
-    Returns OK, ERR_QTY (negative ``q``) or ERR_OVERFLOW. A call passes the book by value (~0.6 KB, tens
-    of ns): loops over many events should use :func:`l2_apply_events` / :func:`book_on_events`.
+    Returns OK, ERR_QTY (negative ``q``), ERR_OVERFLOW, ERR_SYMBOL or ERR_SIDE (``s`` not 0 or 1). A call
+    passes the book by value (~0.6 KB, tens of ns): loops over many events should use
+    :func:`l2_apply_events` / :func:`book_on_events`.
     """
+    if sym < 0 or sym >= book.qty.shape[0]:
+        return ERR_SYMBOL
+    if s != 0 and s != 1:
+        return ERR_SIDE
     return _set_level_fast(book, sym, s, px, q)
 
 
@@ -383,6 +398,7 @@ def l2_clear(book, sym):
             book.ovf_qty[sym, s, :] = 0
         book.ovf_n[sym, s] = 0
         book.best[sym, s] = EMPTY
+        book.lo[sym, s] = LO_NONE
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -452,35 +468,57 @@ def _apply_other(book, ev):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def l2_apply_events(book, events, start, stop):
-    """Apply ``events[start:stop]``; returns the number of events rejected with an error status.
+    """Apply ``events[start:stop]`` (clipped to the array); returns how many were rejected with an error.
 
     The batch form is the fast one: the LEVEL_SET path is expanded in this loop, so the book (a NamedTuple
     that numba passes by value, ~0.6 KB) is handed to a function call only on rare paths. One call of
-    :func:`l2_apply` per event costs that copy every time.
+    :func:`l2_apply` per event costs that copy every time. The ``info`` columns (last update id, stamps,
+    applied count) are written once per run of level sets of one symbol rather than per level: four
+    stores that LLVM cannot keep in registers (``info`` may alias the book's arrays, as far as it knows).
     """
     bad = 0
     n_sym = book.qty.shape[0]
     info = book.info
-    for i in range(start, stop):
-        e = events[i]
+    # the info columns of a run of level sets of one symbol are written once, when the run ends
+    run_sym = -1
+    upd = ts = ts_exch = n_run = np.int64(0)
+    for i in range(max(start, 0), min(stop, events.shape[0])):
+        e = events[np.uint64(i)]  # unsigned: i >= 0, no wraparound code
         sym = e.symbol
         side = e.side
         if e.kind == _LEVEL_SET and sym >= 0 and sym < n_sym and (side == 1 or side == -1):
             status = _set_level_fast(book, sym, 0 if side == 1 else 1, e.price, e.qty)
             if status == OK:
-                info[sym, I_UPDATE_ID] = e.update_id
-                info[sym, I_TS] = e.ts_origin
-                info[sym, I_TS_EXCH] = e.ts_exch
-                info[sym, I_APPLIED] += 1
+                if sym != run_sym:
+                    _end_run(info, run_sym, upd, ts, ts_exch, n_run)
+                    run_sym = sym
+                    n_run = 0
+                upd, ts, ts_exch = e.update_id, e.ts_origin, e.ts_exch
+                n_run += 1
                 continue
+            _end_run(info, run_sym, upd, ts, ts_exch, n_run)
+            run_sym = -1
             status = _apply_status(book, e, status)
         elif e.kind == _TRADE or e.kind == _TICKER:
             continue  # IGNORED by the L2 book, without a call
         else:
+            _end_run(info, run_sym, upd, ts, ts_exch, n_run)
+            run_sym = -1
             status = _apply_other(book, e)
         if status < 0:
             bad += 1
+    _end_run(info, run_sym, upd, ts, ts_exch, n_run)
     return bad
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _end_run(info, sym, upd, ts, ts_exch, n):
+    """Write the info columns of a run of ``n`` level sets of ``sym`` (nothing when ``sym`` < 0)."""
+    if sym >= 0:
+        info[sym, I_UPDATE_ID] = upd
+        info[sym, I_TS] = ts
+        info[sym, I_TS_EXCH] = ts_exch
+        info[sym, I_APPLIED] += n
 
 
 # ---------------------------------------------------------------------------------------------------------
