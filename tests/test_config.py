@@ -83,6 +83,7 @@ def test_file_holds_only_what_it_changes(tmp_path):
         ({"placement.wait": "nap"}, "'placement.wait'"),
         ({"placement.waits": ["spin", "nap"]}, "'placement.waits[1]'"),
         ({"placement.sleep_us": -1}, "'placement.sleep_us': must be >= 0"),
+        ({"placement.reserve_cpus": -1}, "'placement.reserve_cpus': must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):

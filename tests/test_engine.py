@@ -13,7 +13,8 @@ import time
 import pytest
 from conftest import data_file
 
-from hean.engine.config import STAGES, load_config
+from hean.engine.config import STAGES, PlacementSection, load_config
+from hean.engine.placement import plan_placement
 from hean.engine.summary import build_summary
 from hean.engine.supervisor import Supervisor
 from hean.stages.risk import RejectReason
@@ -24,9 +25,9 @@ SPLIT = [[s] for s in STAGES]
 TWO = [["feed"], ["book", "strategy", "risk", "router", "venue"]]
 
 
-def run(overrides: dict, cpus=None):
+def run(overrides: dict, cpus=None, progress=None):
     cfg = load_config(overrides=overrides)
-    result = Supervisor(cfg, cpus=cpus).run()
+    result = Supervisor(cfg, cpus=cpus, progress=progress).run()
     summary = build_summary(result, [s.name for s in cfg.symbols], {int(r): r.name for r in RejectReason})
     return result, summary
 
@@ -49,7 +50,29 @@ def test_default_run_trades_and_measures():
     for stage in STAGES:
         assert s["stages"][stage]["events_in"] > 0 or stage == "feed", stage
     assert s["pnl"]["trading_state"] in ("ACTIVE", "REDUCING", "HALTED")
-    assert s["placement"]["workers"][0]["stages"] == ["feed"]
+    # the default placement for this machine's CPUs (on two: everything fused on the second CPU)
+    assert s["placement"]["workers"] == plan_placement(PlacementSection()).describe()["workers"]
+    late = s["stages"]["feed"]["late_ns"]
+    assert late["count"] == s["messages"] and 0 <= late["p50"] <= late["max"]
+    assert all(st["preempted"] >= 0 for st in s["stages"].values())
+
+
+@pytest.mark.timeout(300)
+def test_supervisor_moves_off_the_workers_cpus_while_it_runs():
+    """With a CPU no worker is pinned to, the supervisor runs there during the run (its wake-ups then never
+    preempt a worker), and gets its own CPU mask back at the end."""
+    before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip(f"needs two CPUs to keep one free; this process may use {sorted(before)}")
+    seen = []
+    result, s = run(
+        {"engine.duration_s": 1.0, "placement.workers": FUSED},
+        progress=lambda sup, t: seen.append(os.sched_getaffinity(0)),
+    )
+    assert result.exit_code == 0, s["error"]
+    worker_cpu = s["placement"]["workers"][0]["cpu"]
+    assert seen and all(worker_cpu not in mask for mask in seen)
+    assert os.sched_getaffinity(0) == before
 
 
 @pytest.mark.timeout(300)

@@ -11,12 +11,13 @@ from hean.engine.placement import auto_groups, plan_placement
 @pytest.mark.parametrize(
     ("cpus", "groups", "pinned"),
     [
+        # the lowest CPU is kept for the OS and the supervisor whenever there are two or more
         ([0], [STAGES], [0]),
-        ([0, 1], [("feed",), ("book", "strategy", "risk", "router", "venue")], [0, 1]),
-        ([0, 1, 2], [("feed",), ("book", "strategy"), ("risk", "router", "venue")], [0, 1, 2]),
-        ([2, 3, 5, 7], [("feed",), ("book",), ("strategy",), ("risk", "router", "venue")], [2, 3, 5, 7]),
-        (list(range(6)), [(s,) for s in STAGES], list(range(6))),
-        # with more CPUs than stages the lowest one is kept for the supervisor and the OS
+        ([0, 1], [STAGES], [1]),
+        ([0, 1, 2], [("feed",), ("book", "strategy", "risk", "router", "venue")], [1, 2]),
+        ([2, 3, 5, 7], [("feed",), ("book", "strategy"), ("risk", "router", "venue")], [3, 5, 7]),
+        (list(range(6)), [("feed",), ("book",), ("strategy",), ("risk",), ("router", "venue")], list(range(1, 6))),
+        (list(range(7)), [(s,) for s in STAGES], list(range(1, 7))),
         (list(range(16)), [(s,) for s in STAGES], list(range(1, 7))),
     ],
 )
@@ -27,6 +28,21 @@ def test_auto_placement(cpus, groups, pinned):
     assert not p.oversubscribed
     assert {w.wait for w in p.workers} == {"spin"}
     assert [s for w in p.workers for s in w.stages] == list(STAGES)
+
+
+@pytest.mark.parametrize(
+    ("reserve", "workers", "pinned"),
+    [
+        (0, None, [0, 1]),  # nothing kept back: the feed and the rest on a CPU each
+        (1, [list(STAGES)], [1]),  # configured workers keep the reserve when they fit beside it
+        (1, [["feed"], list(STAGES[1:])], [0, 1]),  # ... and use every CPU when they do not
+        (5, None, [1]),  # never all of them: one CPU at least runs the workers
+    ],
+)
+def test_reserved_cpus(reserve, workers, pinned):
+    section = PlacementSection(reserve_cpus=reserve, workers=workers or [])
+    p = plan_placement(section, cpus=[0, 1])
+    assert [w.cpu for w in p.workers] == pinned and not p.oversubscribed
 
 
 def test_more_workers_than_cpus_is_unpinned_and_yields():

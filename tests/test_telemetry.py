@@ -303,7 +303,7 @@ def test_tm_block_module_documents_every_counter():
     doc = tb.__doc__
     for name in ("C_EVENTS_IN", "C_RING_FULL", "C_SEQ_GAPS", "C_BUSY_NS", "C_HEARTBEAT_NS", "R_TRADING_STATE"):
         assert name in doc, name
-    assert set(tb.COUNTER_NAMES.values()) == set(range(18))
+    assert set(tb.COUNTER_NAMES.values()) == set(range(19))
 
 
 def test_cleanup_run_removes_a_stale_runs_segments_only(run_id):

@@ -35,7 +35,7 @@ from hean.telemetry.histogram import HIST_LEN
 # Histogram rows of each stage's telemetry block, fixed so the loop can index them by constant
 # (hean.engine.pipeline.H_*): "age.<edge>" is now - ts_origin when the stage takes the record.
 STAGE_HISTS: dict[str, list[str]] = {
-    "feed": ["service"],
+    "feed": ["service", "late"],
     "book": ["service", "age.ev-book"],
     "strategy": ["service", "age.bs-strat"],
     "risk": ["service", "age.bs-risk", "age.intents", "age.risk-reports"],
@@ -234,17 +234,24 @@ class BuiltWorker:
                 yield getattr(self.worker, "tm_" + stage).c
 
     def started(self, cpu: int) -> None:
+        import resource
+
         from hean.telemetry.block import tm_start
 
+        self._nivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         for c in self._owned_counters():
             tm_start(c, cpu)
 
     def finished(self) -> None:
+        """Mark the stages stopped, with how often the kernel preempted this process while they ran."""
+        import resource
         import time
 
-        from hean.telemetry.block import tm_stop
+        from hean.telemetry.block import C_PREEMPTED, tm_stop
 
+        preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - getattr(self, "_nivcsw0", 0)
         for c in self._owned_counters():
+            c[C_PREEMPTED] = preempted
             tm_stop(c, time.monotonic_ns())
 
 

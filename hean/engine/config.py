@@ -93,6 +93,7 @@ class StrategySection(_Section):
 class PlacementSection(_Section):
     workers: list[list[str]] = []  # e.g. [["feed"], ["book", "strategy", "risk", "router", "venue"]]; [] = auto
     cpus: list[int] = []  # CPU per worker, same order; [] = auto from the affinity mask
+    reserve_cpus: int = 1  # lowest CPUs left to the supervisor, the OS and `hean top` (auto CPUs only)
     wait: Literal["auto", "spin", "yield", "sleep"] = "auto"  # one for all workers, or see waits
     waits: list[str] = []  # per worker override, same order as workers
     spin_before_yield: int = 2000  # idle polls before a spin-then-yield worker yields
@@ -149,6 +150,7 @@ name = "market_maker"       # market_maker | rsi_macd
 
 [placement]
 wait = "auto"               # auto | spin | yield | sleep
+reserve_cpus = 1            # the lowest CPU(s) stay free for the OS, the supervisor and `hean top`
 # workers = [["feed"], ["book", "strategy", "risk", "router", "venue"]]
 # cpus = [0, 1]
 """
@@ -257,7 +259,7 @@ def _validate_placement(p: PlacementSection) -> None:
             raise ConfigError(f"key 'placement.waits[{i}]': one of spin, yield, sleep; got {w!r}")
     if p.waits and p.workers and len(p.waits) != len(p.workers):
         raise ConfigError(f"key 'placement.waits': {len(p.waits)} entries for {len(p.workers)} workers")
-    for key in ("spin_before_yield", "spin_before_sleep", "sleep_us"):
+    for key in ("spin_before_yield", "spin_before_sleep", "sleep_us", "reserve_cpus"):
         if getattr(p, key) < 0:
             raise ConfigError(f"key 'placement.{key}': must be >= 0, got {getattr(p, key)}")
 

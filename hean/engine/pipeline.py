@@ -123,6 +123,7 @@ H_AGE1 = 1  # first input's age when the stage takes it (now - ts_origin)
 H_AGE2 = 2
 H_AGE3 = 3
 H_E2E = 3  # router: tick-to-trade, origin to the order leaving the router
+H_LATE = 1  # feed: how late each message went out (pass start minus its scheduled time)
 
 # router user counters (C_USER_BASE + i; hean.engine.build.STAGE_USER_COUNTERS): digests of every order
 # that left the router and every fill it received, so two runs can be compared exactly.
@@ -492,6 +493,7 @@ def feed_step(W, now):
             break
         W.clock[FEED] = F.buf[n - 1].ts_exch
         fp[F_MSGS] += 1
+        hist_record(tm.h[H_LATE], t0 - F.buf[0].ts_origin)  # the worker's lag behind the schedule
         if lockstep:
             _put_all(R.ev_venue, F.buf, n)  # phase 1: the venue; the book chain once all is idle
             fp[F_PHASE] = 1

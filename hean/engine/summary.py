@@ -78,7 +78,11 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
             "ring_full": int(c[B.C_RING_FULL]),
             "drops": int(c[B.C_DROPS]),
             "busy_pct": round(100.0 * busy / (busy + idle), 2) if busy + idle else 0.0,
+            # involuntary context switches of the stage's process during the run (0 when it owned its CPU)
+            "preempted": int(c[B.C_PREEMPTED]),
             "service_ns": hist_summary(tm[stage]["hists"]["service"]),
+            # feed only: how late messages went out against their schedule (the worker's lag)
+            **({"late_ns": hist_summary(tm[stage]["hists"]["late"])} if "late" in tm[stage]["hists"] else {}),
             "age_ns": {
                 name.split(".", 1)[1]: hist_summary(h)
                 for name, h in tm[stage]["hists"].items()
@@ -170,12 +174,14 @@ def format_summary(s: dict) -> str:
         f"  tick-to-trade ({t['count']:,} orders): p50 {_ns(t['p50'])}  p90 {_ns(t['p90'])}  p99 {_ns(t['p99'])}  "
         f"p99.9 {_ns(t['p999'])}  p99.99 {_ns(t['p9999'])}  max {_ns(t['max'])}"
     )
-    lines.append("  stage      records in   busy%   service p50   p99       p99.9     max   (feed: events out)")
+    lines.append(
+        "  stage      records in   busy%   service p50   p99       p99.9     max   preempted   (feed: events out)"
+    )
     for name, st in s["stages"].items():
         sv = st["service_ns"]
         count = st["events_out"] if name == "feed" else st["events_in"]
         lines.append(
             f"  {name:<10} {count:>10,}  {st['busy_pct']:>6.1f}   {_ns(sv['p50']):>10}  "
-            f"{_ns(sv['p99']):>9} {_ns(sv['p999']):>9} {_ns(sv['max']):>9}"
+            f"{_ns(sv['p99']):>9} {_ns(sv['p999']):>9} {_ns(sv['max']):>9}   {st.get('preempted', 0):>9,}"
         )
     return "\n".join(lines)

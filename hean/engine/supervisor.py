@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -76,10 +77,66 @@ def position_name(run_id: str) -> str:
     return f"hean-{run_id}-pos"
 
 
+class _Sleeper:
+    """Blocks the supervisor until a worker exits, a signal arrives, or a timeout -- instead of polling.
+
+    Why: the supervisor shares the machine's CPUs with busy-spinning workers; every wake-up takes a CPU from
+    one of them for tens of microseconds, and a message in flight then waits that long. Polling at 50 Hz
+    preempted the default two-worker placement ~60 times a second, which set the tick-to-trade p99. Here the
+    kernel wakes the supervisor: a worker's exit makes its pidfd readable (so a death still halts order
+    flow at once) and a signal writes to the wake-up pipe (``signal.set_wakeup_fd``); otherwise it sleeps
+    for :attr:`Supervisor.WATCH_S`. Without pidfds (Linux < 5.3) it falls back to ``POLL_S`` sleeps.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self.fds: list[int] = []
+        self._old_wakeup = None
+        try:
+            self.fds = [os.pidfd_open(pid) for pid in pids]
+        except (AttributeError, OSError):
+            self.close()
+            return
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        os.set_blocking(self._r, False)
+        try:
+            self._old_wakeup = signal.set_wakeup_fd(self._w)
+        except ValueError:  # not the main thread: signals are not ours to watch
+            self._old_wakeup = None
+        self.fds.append(self._r)
+
+    @property
+    def blocking(self) -> bool:
+        return bool(self.fds)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds, or until a worker exits or a signal arrives."""
+        if not self.fds:
+            time.sleep(min(timeout, Supervisor.POLL_S))
+            return
+        ready, _, _ = select.select(self.fds, [], [], max(0.0, timeout))
+        if self.fds[-1] in ready:
+            try:
+                os.read(self.fds[-1], 512)  # the signal numbers; the handlers already recorded them
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        if self._old_wakeup is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            self._old_wakeup = None
+        if self.fds:
+            os.close(self._w)
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
 class Supervisor:
     """One run of the engine. ``run()`` returns a :class:`RunResult`; segments are always unlinked."""
 
-    POLL_S = 0.02
+    POLL_S = 0.02  # start-up and drain polling, and the watch loop's fallback without pidfds
+    WATCH_S = 0.25  # the watch loop's longest sleep: heartbeats, end of feed, `hean halt` are seen this fast
 
     def __init__(self, cfg: Config, cpus: list[int] | None = None, progress=None) -> None:
         self.cfg = cfg
@@ -94,6 +151,7 @@ class Supervisor:
         self._ctl_seg = None
         self._signal: int | None = None
         self._control_seq = 0
+        self._own_affinity: set[int] | None = None  # the supervisor's own mask while it is moved off workers
 
     # ---- segments ----------------------------------------------------------------------------------------
     def _create_segments(self) -> None:
@@ -349,6 +407,7 @@ class Supervisor:
             write_manifest(self._manifest())
             self.names.append(manifest_name(self.run_id))
             self._wait_ready()
+            self._keep_off_workers()
             result.startup_s = time.monotonic() - t_start
             t_start = time.monotonic()
             self.ctl[C.START] = 1
@@ -384,13 +443,40 @@ class Supervisor:
                 shutil.rmtree(self._replay_dir, ignore_errors=True)
             for s, h in old.items():
                 signal.signal(s, h)
+            if self._own_affinity is not None:
+                os.sched_setaffinity(0, self._own_affinity)
         return result
 
+    def _keep_off_workers(self) -> None:
+        """Move the supervisor onto the CPUs no worker is pinned to, if there are any, for the run.
+
+        Done after the workers started (they inherit the mask at fork) and restored at the end; when every
+        CPU has a worker, or a worker is unpinned, the supervisor stays where the scheduler puts it.
+        """
+        used = {w.cpu for w in self.placement.workers}
+        free = set(self.placement.cpus_available) - used
+        if free and None not in used:
+            self._own_affinity = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, free)
+
     def _watch(self, t_start: float) -> str:
+        sleeper = _Sleeper([p.pid for p in self.procs])
+        try:
+            return self._watch_loop(t_start, sleeper)
+        finally:
+            sleeper.close()
+
+    def _watch_loop(self, t_start: float, sleeper: _Sleeper) -> str:
         duration = self.cfg.engine.duration_s
         last_progress = 0.0
         while True:
-            time.sleep(self.POLL_S)
+            elapsed = time.monotonic() - t_start
+            nap = self.WATCH_S
+            if duration:
+                nap = min(nap, duration - elapsed)
+            if self.progress:
+                nap = min(nap, last_progress + 0.25 - elapsed)
+            sleeper.wait(nap)
             dead = self._dead_worker()
             if dead:
                 self.ctl[C.HALT] = 1  # at once: the router sends nothing more

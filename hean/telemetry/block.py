@@ -43,6 +43,8 @@ C_CPU              14     gauge  CPU the stage is pinned to (-1: not pinned)
 C_STATE            15     gauge  ST_INIT / ST_RUNNING / ST_STOPPED
 C_START_NS         16     gauge  CLOCK_MONOTONIC ns when the stage started its loop
 C_STOP_NS          17     gauge  CLOCK_MONOTONIC ns when it stopped (0 while running)
+C_PREEMPTED        18     gauge  involuntary context switches of its process from start to stop: times
+                                 the kernel took the CPU away mid-run (0 on a quiet, well-placed run)
 C_REJECT_BASE      32-63  cum    rejects by reason code (N_REJECT_REASONS slots; codes >= 31 land in 31)
 C_USER_BASE        64-127 cum    stage-specific counters, named in the description ("user_counters")
 =================  =====  =====  ======================================================================
@@ -160,12 +162,22 @@ C_CPU = 14
 C_STATE = 15
 C_START_NS = 16
 C_STOP_NS = 17
+C_PREEMPTED = 18
 C_REJECT_BASE = 32
 N_REJECT_REASONS = 32
 C_USER_BASE = 64
 N_USER_COUNTERS = N_COUNTERS - C_USER_BASE
 
-GAUGES: tuple[int, ...] = (C_MAX_LOOP_NS, C_HEARTBEAT_NS, C_PID, C_CPU, C_STATE, C_START_NS, C_STOP_NS)
+GAUGES: tuple[int, ...] = (
+    C_MAX_LOOP_NS,
+    C_HEARTBEAT_NS,
+    C_PID,
+    C_CPU,
+    C_STATE,
+    C_START_NS,
+    C_STOP_NS,
+    C_PREEMPTED,
+)
 """Counter slots holding a current value (copied, not differenced, by interval views)."""
 
 COUNTER_NAMES: dict[str, int] = {
@@ -187,6 +199,7 @@ COUNTER_NAMES: dict[str, int] = {
     "state": C_STATE,
     "start_ns": C_START_NS,
     "stop_ns": C_STOP_NS,
+    "preempted": C_PREEMPTED,
 }
 
 ST_INIT = 0
