@@ -11,6 +11,11 @@ Placements: ``fused`` (one worker runs every stage), ``two`` (the feed alone, th
 default on two CPUs), ``split`` (one process per stage; on fewer than six CPUs they are unpinned and
 spin-then-yield). The unpaced row (rate ``max``) gives the throughput through book, indicators, risk,
 router and venue.
+
+Before each row, the machine's own noise is measured on every CPU this process may use
+(:mod:`hean.bench.noise`, ``--noise-s`` seconds per CPU): the share of time a pinned spinning process loses
+to the machine, and the *wait floor* -- what a message scheduled at a random instant waits because of those
+stalls alone, at p99 and p99.9. Tick-to-trade tails are only comparable between rows of similar noise.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import time
 
 from hean.bench.harness import machine_info
+from hean.bench.noise import machine_noise
 from hean.bench.report import fmt_ns, fmt_rate
 from hean.engine.config import STAGES
 
@@ -38,6 +44,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--placements", default="fused,two,split", help="comma list of fused, two, split")
     p.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES), help="messages/s; 0 = unpaced")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
+    p.add_argument(
+        "--noise-s", type=float, default=1.0, help="seconds of noise probe per CPU before each row (0: none)"
+    )
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     args = p.parse_args(argv)
     args.placements = [x.strip() for x in args.placements.split(",") if x.strip()]
@@ -83,6 +92,16 @@ def run_one(placement: str, rate: int, duration: float) -> dict:
     }
 
 
+def _noise_cols(noise: list[dict]) -> str:
+    """The worst CPU's share of time lost to the machine and its wait floor (see hean.bench.noise)."""
+    if not noise:
+        return ""
+    lost = max(n["lost_pct"] for n in noise)
+    f99 = max(n["wait_floor_p99_ns"] for n in noise)
+    f999 = max(n["wait_floor_p999_ns"] for n in noise)
+    return f"{lost:>10.2f}% {fmt_ns(int(f99)):>9} {fmt_ns(int(f999)):>7}"
+
+
 def _sustained(row: dict) -> bool:
     """The feed kept up with its schedule (>= 99 % of the scheduled messages went out) and nothing failed."""
     if not row["target_rate"]:
@@ -96,12 +115,15 @@ def main(argv: list[str]) -> int:
     print(f"hean bench pipeline: {len(args.placements)} placement(s) x {len(args.rates)} rate(s), "
           f"{args.duration:g} s each, CPUs {sorted(os.sched_getaffinity(0))}", file=sys.stderr)  # fmt: skip
     head = f"{'placement':<9} {'rate':>8} {'achieved':>10} {'orders':>8} {'t2t p50':>9} {'p90':>9} {'p99':>9} " \
-           f"{'p99.9':>9} {'p99.99':>9} {'max':>9} {'start':>6}"  # fmt: skip
+           f"{'p99.9':>9} {'p99.99':>9} {'max':>9} {'start':>6}  " \
+           f"{'noise: lost':>11} {'floor p99':>9} {'p99.9':>7}"  # fmt: skip
     print(head)
     for placement in args.placements:
         for rate in args.rates:
+            noise = [machine_noise(c, args.noise_s) for c in sorted(os.sched_getaffinity(0))] if args.noise_s else []
             t0 = time.monotonic()
             row = run_one(placement, rate, args.duration)
+            row["noise"] = noise
             row["wall_s"] = time.monotonic() - t0
             row["sustained"] = _sustained(row)
             rows.append(row)
@@ -109,7 +131,7 @@ def main(argv: list[str]) -> int:
             print(
                 f"{placement:<9} {fmt_rate(rate):>8} {fmt_rate(row['messages_per_s']):>10} {row['orders']:>8,} "
                 f"{fmt_ns(t['p50']):>9} {fmt_ns(t['p90']):>9} {fmt_ns(t['p99']):>9} {fmt_ns(t['p999']):>9} "
-                f"{fmt_ns(t['p9999']):>9} {fmt_ns(t['max']):>9} {row['startup_s']:>5.1f}s"
+                f"{fmt_ns(t['p9999']):>9} {fmt_ns(t['max']):>9} {row['startup_s']:>5.1f}s  {_noise_cols(noise)}"
                 + ("" if row["exit_code"] == 0 else f"  FAILED: {row['error']}")
             )
             sys.stdout.flush()
