@@ -80,8 +80,30 @@ from hean.telemetry.histogram import hist_record, hist_record_n
 _hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
 # The step functions take the stages' state tuples by value; LLVM's cost model declines to inline them, and
 # a non-inlined call copies every array descriptor of the tuple (~100+ ns). ``forceinline`` (LLVM
-# alwaysinline) makes the worker loop one function.
-_inl = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, forceinline=True)
+# alwaysinline) makes the worker loop one function. None of them is called from Python, so numba builds no
+# Python wrapper for them: a wrapper for a function taking the worker tuple unboxes hundreds of arrays, and
+# building those wrappers was a quarter of a cold start (160 -> 119 s on the development VM).
+_inl = njit(
+    cache=True,
+    nogil=True,
+    error_model="numpy",
+    _nrt=False,
+    forceinline=True,
+    no_cpython_wrapper=True,
+    no_cfunc_wrapper=True,
+)
+# Inlined by numba itself (in its IR, before LLVM): the function is never compiled on its own. For the thin
+# functions between ``run_loop`` and the step functions, each of which would otherwise be compiled, and
+# optimised and turned into machine code together with everything it calls, only to be inlined again.
+_ir = njit(
+    cache=True,
+    nogil=True,
+    error_model="numpy",
+    _nrt=False,
+    inline="always",
+    no_cpython_wrapper=True,
+    no_cfunc_wrapper=True,
+)
 
 # stage indices (hean.engine.config.STAGES order)
 FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE = 0, 1, 2, 3, 4, 5
@@ -251,7 +273,7 @@ def new_scratch(dtype, n: int) -> np.ndarray:
 @_inl
 def _room(ring, n, tmc):
     """True when ``ring`` has room for ``n`` more records (a shortage counts as a ring-full event)."""
-    _, k = claim_upto(ring.hdr, n)
+    _, k = claim_upto(ring.hdr, np.int64(n))  # not a literal: one claim_upto for every caller
     if k < n:
         tm_add(tmc, C_RING_FULL, 1)
         return False
@@ -885,34 +907,68 @@ def _wword(w, field):
     return C.WORKER_BASE + w * C.WORKER_STRIDE + field
 
 
-@_inl
+@_ir
+def do_feed(W, feed_live, now):
+    """The feed's part of a pass: (events published, feed still live)."""
+    if feed_live and load_relaxed(W.ctl, C.START) != 0:  # the feed starts once every worker is ready
+        if load_relaxed(W.ctl, C.STOP_FEED) != 0:
+            return 0, False
+        r = feed_step(W, now)
+        if r < 0:
+            store_relaxed(W.ctl, C.FEED_DONE, 1)
+            return 0, False
+        return r, True
+    return 0, feed_live
+
+
+@_ir
+def do_book(W):
+    return book_step(W.book, W.rings.ev_book, W.rings.bs_strat, W.rings.bs_risk, W.tm_book, W.params[P_STALE_NS])
+
+
+@_ir
+def do_strategy(W):
+    return strategy_step(W.strategy, W.rings.bs_strat, W.rings.intents, W.tm_strategy)
+
+
+@_ir
+def do_risk(W):
+    R = W.rings
+    return risk_step(W.risk, R.control, R.rreports, R.bs_risk, R.intents, R.orders, W.tm_risk, W.clock)
+
+
+@_ir
+def do_router(W):
+    halted = load_relaxed(W.ctl, C.HALT) != 0
+    R = W.rings
+    return router_step(W.router, R.reports, R.orders, R.vorders, R.rreports, W.tm_router, halted)
+
+
+@_ir
+def do_venue(W):
+    return venue_step(W.venue, W.rings.ev_venue, W.rings.vorders, W.rings.reports, W.tm_venue, W.clock)
+
+
+# each stage's part of a pass, by stage index: what hean.engine.warm compiles ahead, one stage at a time
+STAGE_PASSES = (do_feed, do_book, do_strategy, do_risk, do_router, do_venue)
+
+
+@_ir
 def step_all(W, feed_live, now):
     """One pass over the worker's stages in pipeline order; returns (records handled, feed still live)."""
     o = W.owns
-    R = W.rings
-    n = 0
-    if feed_live and load_relaxed(W.ctl, C.START) != 0:  # the feed starts once every worker is ready
-        if load_relaxed(W.ctl, C.STOP_FEED) != 0:
-            feed_live = False
-        else:
-            r = feed_step(W, now)
-            if r < 0:
-                feed_live = False
-                store_relaxed(W.ctl, C.FEED_DONE, 1)
-            else:
-                n += r
+    n, feed_live = do_feed(W, feed_live, now)
     if o[BOOK]:
-        n += book_step(W.book, R.ev_book, R.bs_strat, R.bs_risk, W.tm_book, W.params[P_STALE_NS])
+        n += do_book(W)
     if o[STRATEGY]:
-        n += strategy_step(W.strategy, R.bs_strat, R.intents, W.tm_strategy)
+        n += do_strategy(W)
     if o[RISK]:
-        n += risk_step(W.risk, R.control, R.rreports, R.bs_risk, R.intents, R.orders, W.tm_risk, W.clock)
+        n += do_risk(W)
     if o[ROUTER]:
-        halted = load_relaxed(W.ctl, C.HALT) != 0
-        n += router_step(W.router, R.reports, R.orders, R.vorders, R.rreports, W.tm_router, halted)
+        n += do_router(W)
     # the venue last: it stands for the exchange, off the tick-to-trade path (the order left the router)
     if o[VENUE]:
-        n += venue_step(W.venue, R.ev_venue, R.vorders, R.reports, W.tm_venue, W.clock)
+        n += do_venue(W)
     return n, feed_live
 
 

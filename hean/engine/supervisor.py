@@ -147,6 +147,7 @@ class Supervisor:
         self.rings: dict[str, Ring] = {}
         self.blocks: dict[str, TelemetrySegment] = {}
         self.procs: list[subprocess.Popen] = []
+        self.helper: subprocess.Popen | None = None  # the cold-start compile helper (hean.engine.warm)
         self.ctl: np.ndarray | None = None
         self._ctl_seg = None
         self._signal: int | None = None
@@ -243,15 +244,32 @@ class Supervisor:
             "config": msgspec.to_builtins(self.cfg),
         }
 
+    def _spare_cpus(self) -> list[int]:
+        """CPUs no worker is pinned to (none when a worker is unpinned: it may run anywhere)."""
+        used = {w.cpu for w in self.placement.workers}
+        return [] if None in used else sorted(set(self.placement.cpus_available) - used)
+
     def _start_workers(self) -> None:
+        spare = self._spare_cpus()
         for w in self.placement.workers:
-            spec = json.dumps(self._worker_spec(w))
+            spec = self._worker_spec(w)
+            # the order each process compiles the stages in on a cold start (see hean.engine.warm)
+            spec["compile_backwards"] = not spare and w.index % 2 == 1
             proc = subprocess.Popen(
                 [sys.executable, "-m", "hean.engine.worker"],
-                env={**os.environ, "HEAN_WORKER_SPEC": spec},
+                env={**os.environ, "HEAN_WORKER_SPEC": json.dumps(spec)},
                 start_new_session=False,
             )
             self.procs.append(proc)
+        if spare:
+            # a compile helper on a spare CPU takes the stages from the other end; it only ever helps
+            spec = {**self._worker_spec(self.placement.workers[0]), "cpu": spare[0]}
+            self.helper = subprocess.Popen(
+                [sys.executable, "-m", "hean.engine.warm"],
+                env={**os.environ, "HEAN_WORKER_SPEC": json.dumps(spec)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
     def _worker_desc(self, i: int) -> str:
         w = self.placement.workers[i]
@@ -311,7 +329,14 @@ class Supervisor:
                 proc.kill()
                 proc.wait(timeout=10)
 
+    def _stop_helper(self) -> None:
+        if self.helper is not None:
+            self.helper.kill()
+            self.helper.wait(timeout=10)
+            self.helper = None
+
     def _kill_workers(self) -> None:
+        self._stop_helper()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
@@ -407,6 +432,7 @@ class Supervisor:
             write_manifest(self._manifest())
             self.names.append(manifest_name(self.run_id))
             self._wait_ready()
+            self._stop_helper()  # every worker has compiled: whatever the helper still does is moot
             self._keep_off_workers()
             result.startup_s = time.monotonic() - t_start
             t_start = time.monotonic()
@@ -453,11 +479,10 @@ class Supervisor:
         Done after the workers started (they inherit the mask at fork) and restored at the end; when every
         CPU has a worker, or a worker is unpinned, the supervisor stays where the scheduler puts it.
         """
-        used = {w.cpu for w in self.placement.workers}
-        free = set(self.placement.cpus_available) - used
-        if free and None not in used:
+        free = self._spare_cpus()
+        if free:
             self._own_affinity = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, free)
+            os.sched_setaffinity(0, set(free))
 
     def _watch(self, t_start: float) -> str:
         sleeper = _Sleeper([p.pid for p in self.procs])

@@ -125,7 +125,8 @@ def _init_levels(st):
             st.ask_qty[s, i] = _qty(st)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+# inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _put(st, out, k, kind, sym, side, flags, px, qty, ts):
     r = out[k]
     st.seq[0] += 1

@@ -435,7 +435,8 @@ def risk_effective_state(risk, s):
     return st
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+# inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _reject(risk, reason):
     risk.rejects[reason] += 1
     risk.counters[C_REJECTED] += 1

@@ -290,7 +290,8 @@ def make_router(
 # ---------------------------------------------------------------------------------------------------------
 # output helpers
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+# inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, ts_venue,
                   venue, reason, liquidity):  # fmt: skip
     rep.seq = seq
@@ -312,7 +313,8 @@ def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty,
     rep.liquidity = liquidity
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+# inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _refuse(router, order, kind, reason):
     """Count a refusal and queue a REJECTED / CANCEL_REJECTED report for risk."""
     router.rejects[reason] += 1
@@ -657,7 +659,8 @@ def router_halt(router):
 # ---------------------------------------------------------------------------------------------------------
 # reports
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+# inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _forward(router, rep, p, kind, qty, price, fee, out, k):
     ot = router.ot
     router.g[G_REPORT_SEQ] += 1

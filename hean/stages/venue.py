@@ -261,7 +261,8 @@ def make_venue(
 # ---------------------------------------------------------------------------------------------------------
 # reports out
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+# inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _report(vn, v, t, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, reason, liq):
     """Queue a report made at venue time ``t``; released at ``t + report_latency``."""
     cap = vn.out_q.shape[1]

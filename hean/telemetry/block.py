@@ -388,7 +388,8 @@ def attach_block(name: str, readonly: bool = True) -> TelemetrySegment:
 # ---------------------------------------------------------------------------------------------------------
 # writers (the owning stage only)
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+# inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
+@njit(cache=True, nogil=True, inline="always")
 def tm_add(counters, idx: int, n: int) -> None:
     """``counters[idx] += n`` (single writer; relaxed store so observers see it)."""
     store_relaxed(counters, idx, counters[idx] + n)

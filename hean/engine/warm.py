@@ -1,0 +1,71 @@
+"""Cold start on every CPU at once: the worker loop's stage code compiled in parallel processes.
+
+Why: the first start compiles every stage kernel (nothing is in numba's cache yet), one function after
+another in one process -- about two minutes on the 2-vCPU development VM, while the other CPU idles. The
+loop's code splits cleanly by stage (:data:`hean.engine.pipeline.STAGE_PASSES`), and numba's on-disk cache
+is a meeting point: a process that needs a function another process has already compiled loads it instead.
+So each process walks the stages in its own order -- the worker front to back, a helper on a spare CPU
+back to front (``python -m hean.engine.warm``, started by the supervisor) -- and they meet in the middle;
+then the worker compiles ``run_loop`` itself, finding every stage in the cache. With every CPU running a
+worker, the workers take turns: even ones front to back, odd ones back to front.
+
+How a stage is compiled ahead without running anything: numba *types* the stage's pass (``do_book(W)``
+and friends) for the worker tuple's exact type, which compiles -- or loads from the cache -- every function
+it calls, with the argument types ``run_loop`` will use. Nothing is lowered or run for the pass itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numba
+from numba.core import compiler, typed_passes, types
+from numba.core.registry import cpu_target
+
+from hean.engine import pipeline as P
+
+__all__ = ["precompile", "stage_order"]
+
+N_STAGES = len(P.STAGE_PASSES)
+
+
+def stage_order(backwards: bool) -> list[int]:
+    """Stage indices front to back (feed first) or back to front (venue first)."""
+    order = list(range(N_STAGES))
+    return order[::-1] if backwards else order
+
+
+def precompile(W, order: list[int]) -> float:
+    """Compile (or load from the cache) everything the stages in ``order`` call, for worker tuple ``W``'s
+    type; returns the seconds it took."""
+    t0 = time.monotonic()
+    wt = numba.typeof(W)
+    for i in order:
+        fn = P.STAGE_PASSES[i].py_func
+        args = (wt, types.boolean, types.int64) if i == P.FEED else (wt,)
+        func_ir = compiler.run_frontend(fn)
+        typed_passes.type_inference_stage(cpu_target.typing_context, cpu_target.target_context, func_ir, args, None)
+    return time.monotonic() - t0
+
+
+def main() -> int:
+    """The compile helper: build the pipeline in this process (private rings, same types) and compile its
+    stages back to front. Exits when done; the supervisor kills it if the run ends first."""
+    import msgspec
+
+    from hean.engine.build import build_local
+    from hean.engine.config import Config
+
+    spec = json.loads(os.environ["HEAN_WORKER_SPEC"])
+    if spec.get("cpu") is not None:
+        os.sched_setaffinity(0, {int(spec["cpu"])})
+    cfg = msgspec.convert(spec["config"], Config)
+    precompile(build_local(cfg), stage_order(backwards=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
