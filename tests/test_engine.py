@@ -3,11 +3,13 @@ workers, signals, replay, and no segment left behind (the conftest fixture check
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -52,6 +54,8 @@ def test_default_run_trades_and_measures():
     assert s["pnl"]["trading_state"] in ("ACTIVE", "REDUCING", "HALTED")
     # the default placement for this machine's CPUs (on two: everything fused on the second CPU)
     assert s["placement"]["workers"] == plan_placement(PlacementSection()).describe()["workers"]
+    # the cold-start compile claims (hean.engine.warm) are removed with the run
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"hean-{result.run_id}-compile-*"))
     late = s["stages"]["feed"]["late_ns"]
     assert late["count"] == s["messages"] and 0 <= late["p50"] <= late["max"]
     assert all(st["preempted"] >= 0 for st in s["stages"].values())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from hean.engine import pipeline as P
 from hean.engine.build import build_local
 from hean.engine.config import load_config
@@ -26,3 +30,29 @@ def test_precompile_compiles_what_run_loop_uses():
     assert all(n >= 1 for n in before)
     P.run_loop(W, 3)
     assert [len(f.signatures) for f in STEPS] == before
+
+
+def test_claims_share_the_stages_between_processes(tmp_path):
+    """With a claims folder, a stage claimed by another live process is skipped (and waited for until it is
+    done); a claim left by a dead process does not hold anyone up."""
+    from hean.engine import warm
+
+    W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
+    claims = str(tmp_path)
+    # another live process (here: this test's parent) holds the venue and has finished it
+    (tmp_path / f"{P.VENUE}.claim").write_text(str(os.getppid()))
+    (tmp_path / f"{P.VENUE}.done").write_text("")
+    # a dead process claimed the router and never finished it
+    (tmp_path / f"{P.ROUTER}.claim").write_text(str(_dead_pid()))
+    warm.precompile(W, stage_order(backwards=False), claims, wait_s=30)
+    for i in (P.FEED, P.BOOK, P.STRATEGY, P.RISK):
+        assert (tmp_path / f"{i}.claim").read_text() == str(os.getpid())
+        assert (tmp_path / f"{i}.done").exists()
+    assert not (tmp_path / f"{P.ROUTER}.done").exists()  # not ours, and its owner is gone
+    assert (tmp_path / f"{P.VENUE}.claim").read_text() == str(os.getppid())
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

@@ -148,6 +148,7 @@ class Supervisor:
         self.blocks: dict[str, TelemetrySegment] = {}
         self.procs: list[subprocess.Popen] = []
         self.helper: subprocess.Popen | None = None  # the cold-start compile helper (hean.engine.warm)
+        self._claims_dir: str | None = None  # its and the workers' stage claims (hean.engine.warm)
         self.ctl: np.ndarray | None = None
         self._ctl_seg = None
         self._signal: int | None = None
@@ -250,11 +251,15 @@ class Supervisor:
         return [] if None in used else sorted(set(self.placement.cpus_available) - used)
 
     def _start_workers(self) -> None:
+        import tempfile
+
         spare = self._spare_cpus()
+        # where the processes compiling at once claim stages on a cold start (see hean.engine.warm)
+        self._claims_dir = tempfile.mkdtemp(prefix=f"hean-{self.run_id}-compile-")
         for w in self.placement.workers:
             spec = self._worker_spec(w)
-            # the order each process compiles the stages in on a cold start (see hean.engine.warm)
             spec["compile_backwards"] = not spare and w.index % 2 == 1
+            spec["compile_claims"] = self._claims_dir
             proc = subprocess.Popen(
                 [sys.executable, "-m", "hean.engine.worker"],
                 env={**os.environ, "HEAN_WORKER_SPEC": json.dumps(spec)},
@@ -264,6 +269,7 @@ class Supervisor:
         if spare:
             # a compile helper on a spare CPU takes the stages from the other end; it only ever helps
             spec = {**self._worker_spec(self.placement.workers[0]), "cpu": spare[0]}
+            spec["compile_claims"] = self._claims_dir
             self.helper = subprocess.Popen(
                 [sys.executable, "-m", "hean.engine.warm"],
                 env={**os.environ, "HEAN_WORKER_SPEC": json.dumps(spec)},
@@ -334,6 +340,11 @@ class Supervisor:
             self.helper.kill()
             self.helper.wait(timeout=10)
             self.helper = None
+        if self._claims_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._claims_dir, ignore_errors=True)
+            self._claims_dir = None
 
     def _kill_workers(self) -> None:
         self._stop_helper()

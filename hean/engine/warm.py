@@ -5,9 +5,11 @@ another in one process -- about two minutes on the 2-vCPU development VM, while 
 loop's code splits cleanly by stage (:data:`hean.engine.pipeline.STAGE_PASSES`), and numba's on-disk cache
 is a meeting point: a process that needs a function another process has already compiled loads it instead.
 So each process walks the stages in its own order -- the worker front to back, a helper on a spare CPU
-back to front (``python -m hean.engine.warm``, started by the supervisor) -- and they meet in the middle;
-then the worker compiles ``run_loop`` itself, finding every stage in the cache. With every CPU running a
-worker, the workers take turns: even ones front to back, odd ones back to front.
+back to front (``python -m hean.engine.warm``, started by the supervisor) -- taking only stages nobody
+has claimed yet (a file per stage in a folder of the run), and they meet in the middle; then the worker
+waits for the stages the helper is still on and compiles ``run_loop`` itself, finding every stage in the
+cache. With every CPU running a worker, the workers take turns: even ones front to back, odd ones back to
+front.
 
 How a stage is compiled ahead without running anything: numba *types* the stage's pass (``do_book(W)``
 and friends) for the worker tuple's exact type, which compiles -- or loads from the cache -- every function
@@ -38,17 +40,62 @@ def stage_order(backwards: bool) -> list[int]:
     return order[::-1] if backwards else order
 
 
-def precompile(W, order: list[int]) -> float:
+def precompile(W, order: list[int], claims: str | None = None, wait_s: float = 600.0) -> float:
     """Compile (or load from the cache) everything the stages in ``order`` call, for worker tuple ``W``'s
-    type; returns the seconds it took."""
+    type; returns the seconds it took.
+
+    ``claims``: a folder shared by the processes compiling at the same time. Each takes a stage only if no
+    other process has claimed it (an exclusively created file holding its pid), so two processes never
+    compile the same stage side by side; at the end it waits until every stage claimed by another live
+    process is done, so whatever comes next finds all of them in the cache.
+    """
     t0 = time.monotonic()
     wt = numba.typeof(W)
     for i in order:
-        fn = P.STAGE_PASSES[i].py_func
-        args = (wt, types.boolean, types.int64) if i == P.FEED else (wt,)
-        func_ir = compiler.run_frontend(fn)
-        typed_passes.type_inference_stage(cpu_target.typing_context, cpu_target.target_context, func_ir, args, None)
+        if claims is not None and not _claim(claims, i):
+            continue
+        _type_stage(wt, i)
+        if claims is not None:
+            with open(os.path.join(claims, f"{i}.done"), "w"):
+                pass
+    if claims is not None:
+        _wait_for_others(claims, order, t0 + wait_s)
     return time.monotonic() - t0
+
+
+def _type_stage(wt, i: int) -> None:
+    fn = P.STAGE_PASSES[i].py_func
+    args = (wt, types.boolean, types.int64) if i == P.FEED else (wt,)
+    func_ir = compiler.run_frontend(fn)
+    typed_passes.type_inference_stage(cpu_target.typing_context, cpu_target.target_context, func_ir, args, None)
+
+
+def _claim(claims: str, i: int) -> bool:
+    try:
+        fd = os.open(os.path.join(claims, f"{i}.claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def _claimant_alive(claims: str, i: int) -> bool:
+    try:
+        with open(os.path.join(claims, f"{i}.claim")) as f:
+            pid = int(f.read() or 0)
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid > 0
+
+
+def _wait_for_others(claims: str, order: list[int], deadline: float) -> None:
+    for i in order:
+        while not os.path.exists(os.path.join(claims, f"{i}.done")) and time.monotonic() < deadline:
+            if not _claimant_alive(claims, i):
+                break  # it died: whatever needs that stage compiles it
+            time.sleep(0.02)
 
 
 def main() -> int:
@@ -63,7 +110,7 @@ def main() -> int:
     if spec.get("cpu") is not None:
         os.sched_setaffinity(0, {int(spec["cpu"])})
     cfg = msgspec.convert(spec["config"], Config)
-    precompile(build_local(cfg), stage_order(backwards=True))
+    precompile(build_local(cfg), stage_order(backwards=True), spec.get("compile_claims"))
     return 0
 
 

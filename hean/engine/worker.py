@@ -50,7 +50,7 @@ def main() -> int:
         from hean.engine.warm import precompile, stage_order
 
         # stage by stage, in this worker's order (another process may be compiling from the other end)
-        precompile(built.worker, stage_order(backwards=bool(spec.get("compile_backwards"))))
+        precompile(built.worker, stage_order(bool(spec.get("compile_backwards"))), spec.get("compile_claims"))
         run_loop(built.worker, 1)  # compiles (or loads from the cache) and touches every state page
         ctl[C.worker_word(w, C.W_HEARTBEAT)] = time.monotonic_ns()
         ctl[C.worker_word(w, C.W_READY)] = 1
