@@ -105,10 +105,6 @@ class _Sleeper:
             self._old_wakeup = None
         self.fds.append(self._r)
 
-    @property
-    def blocking(self) -> bool:
-        return bool(self.fds)
-
     def wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, or until a worker exits or a signal arrives."""
         if not self.fds:
