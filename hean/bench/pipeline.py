@@ -7,10 +7,10 @@ the backlog (no coordinated omission); tick-to-trade is that stamp to the order 
 (the router's ``e2e`` histogram). "Sustained" means the feed published at least 99 % of its scheduled
 messages (it never drops: a full ring makes it fall behind, which shows up here as a shortfall).
 
-Placements: ``fused`` (one worker runs every stage), ``two`` (the feed alone, the rest fused -- the
-default on two CPUs), ``split`` (one process per stage; on fewer than six CPUs they are unpinned and
-spin-then-yield). The unpaced row (rate ``max``) gives the throughput through book, indicators, risk,
-router and venue.
+Placements: ``fused`` (one worker runs every stage -- the default on two CPUs, where it runs on the
+second and leaves the first to the OS and the supervisor), ``two`` (the feed alone, the rest fused, a CPU
+each), ``split`` (one process per stage; on fewer than six CPUs they are unpinned and spin-then-yield).
+The unpaced row (rate ``max``) gives the throughput through book, indicators, risk, router and venue.
 
 Before each row, the machine's own noise is measured on every CPU this process may use
 (:mod:`hean.bench.noise`, ``--noise-s`` seconds per CPU): the share of time a pinned spinning process loses
