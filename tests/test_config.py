@@ -22,7 +22,7 @@ def test_default_needs_no_file():
     cfg = load_config()
     assert cfg.feed.source == "synthetic"
     assert [s.name for s in cfg.symbols] == ["SYN-A", "SYN-B"]
-    assert cfg.engine.ring_capacity == 65536
+    assert cfg.engine.ring_capacity == 4096
 
 
 def test_starter_file_is_the_default():
@@ -47,6 +47,12 @@ def test_file_holds_only_what_it_changes(tmp_path):
     [
         ({"engine.ring_capacity": 1000}, "'engine.ring_capacity': must be a power of two"),
         ({"engine.ring_capacity": 1}, "'engine.ring_capacity': must be a power of two"),
+        ({"engine.ring_capacity": 128}, "'engine.ring_capacity': must be a power of two >= 256, got 128"),
+        (
+            {"engine.ring_capacity": 256, "feed.synthetic": {"depth": 80}},
+            "'engine.ring_capacity': 256 slots cannot hold two synthetic snapshots of depth 80 "
+            "(161 events each); use at least 1024",
+        ),
         ({"engine.bogus": 1}, "unknown key 'engine.bogus'"),
         ({"nonsense": {"a": 1}}, "unknown key 'nonsense'"),
         ({"engine.duration_s": "ten"}, "'engine.duration_s': Expected `float`, got `str`"),
@@ -138,3 +144,18 @@ def test_stage_table_accepts_int_for_float():
         "max_notional": 5,
         "max_qty": 3,
     }
+
+
+@pytest.mark.parametrize(
+    ("capacity", "max_message", "expected"),
+    [
+        (4096, 41, 1024),  # a quarter of the ring: the feed never waits for a ring to drain completely
+        (256, 41, 64),
+        (65536, 41, 4096),  # at most 4096 events per publish
+        (256, 81, 81),  # whole synthetic messages, always
+    ],
+)
+def test_feed_buffer_len(capacity, max_message, expected):
+    from hean.engine.config import feed_buffer_len
+
+    assert feed_buffer_len(capacity, max_message) == expected

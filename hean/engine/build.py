@@ -17,7 +17,7 @@ import numpy as np
 
 from hean import records
 from hean.engine import pipeline as P
-from hean.engine.config import STAGES, Config, ConfigError, call_factory, stage_kwargs
+from hean.engine.config import STAGES, Config, ConfigError, call_factory, feed_buffer_len, stage_kwargs
 from hean.engine.topology import EDGES
 from hean.feeds.synthetic import make_synthetic, max_events_per_message
 from hean.rings import Ring, attach
@@ -313,7 +313,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
     params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
     replay = load_replay(cfg) if "feed" in mine else np.zeros(0, records.MARKET_EVENT)
-    n_ev = max(4096, max_events_per_message(synth))
+    n_ev = feed_buffer_len(cfg.engine.ring_capacity, max_events_per_message(synth))
     worker = P.Worker(
         params=params,
         ctl=ctl,
@@ -380,7 +380,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
     params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
     cap = cfg.engine.ring_capacity
-    n_ev = max(4096, max_events_per_message(synth))
+    n_ev = feed_buffer_len(cfg.engine.ring_capacity, max_events_per_message(synth))
     act = ctl[C.worker_word(0, C.W_ACTIVITY) : C.worker_word(0, C.W_ACTIVITY) + 1]
     ctl[C.N_WORKERS] = 1
     ctl[C.START] = 1  # no other worker to wait for
