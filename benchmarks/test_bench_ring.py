@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(300)
 def harness():
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:
-        pytest.skip(f"the ring benchmark pins two processes to two CPUs; this process may use {allowed}")
+        pytest.fail(f"the ring benchmark pins two processes to two CPUs; this process may use {allowed}")
     bench._warm_up()
     with tempfile.TemporaryDirectory(prefix="hean-bench-ring-") as tmp:
         exe = bench.build_floor(Path(tmp))

@@ -64,10 +64,8 @@ def test_default_run_trades_and_measures():
 @pytest.mark.timeout(300)
 def test_supervisor_moves_off_the_workers_cpus_while_it_runs():
     """With a CPU no worker is pinned to, the supervisor runs there during the run (its wake-ups then never
-    preempt a worker), and gets its own CPU mask back at the end."""
+    preempt a worker); with none free it stays where it was. Either way it gets its own mask back."""
     before = os.sched_getaffinity(0)
-    if len(before) < 2:
-        pytest.skip(f"needs two CPUs to keep one free; this process may use {sorted(before)}")
     seen = []
     result, s = run(
         {"engine.duration_s": 1.0, "placement.workers": FUSED},
@@ -75,7 +73,8 @@ def test_supervisor_moves_off_the_workers_cpus_while_it_runs():
     )
     assert result.exit_code == 0, s["error"]
     worker_cpu = s["placement"]["workers"][0]["cpu"]
-    assert seen and all(worker_cpu not in mask for mask in seen)
+    spare = before - {worker_cpu}
+    assert seen and all(mask == (spare or before) for mask in seen)
     assert os.sched_getaffinity(0) == before
 
 

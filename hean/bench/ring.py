@@ -506,51 +506,36 @@ def build_floor(workdir: Path) -> Path:
     return exe
 
 
-def pingpong(exe: Path, cpus, samples: int, rounds: int = 100) -> dict:
-    out = subprocess.run(
-        [str(exe), "pingpong", str(cpus[0]), str(cpus[1]), str(samples), str(rounds)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout.split()
-    assert out[0] == "rtt_ns", out
+def _run_floor(exe: Path, mode: str, cpus, *args: int, timeout: float = 300) -> list[str]:
+    """Run ``ring_floor MODE CPU_A CPU_B ARGS...``; its output words, the first checked to be ``mode``'s tag."""
+    cmd = [str(exe), mode, str(cpus[0]), str(cpus[1]), *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout.split()
+    tag = {"pingpong": "rtt_ns"}.get(mode, mode)
+    if not out or out[0] != tag:
+        raise RuntimeError(f"{' '.join(cmd)}: unexpected output {out[:8]}")
+    return out
+
+
+def _pcts(out: list[str]) -> tuple[int, int, int, int, int]:
+    """The ``p50 min p90 p99 max`` a latency mode of ring_floor prints after its tag."""
     p50, lo, p90, p99, hi = map(int, out[1:6])
+    return p50, lo, p90, p99, hi
+
+
+def pingpong(exe: Path, cpus, samples: int, rounds: int = 100) -> dict:
+    p50, lo, p90, p99, hi = _pcts(_run_floor(exe, "pingpong", cpus, samples, rounds, timeout=120))
     return {"rtt_p50_ns": p50, "rtt_min_ns": lo, "rtt_p90_ns": p90, "rtt_p99_ns": p99, "rtt_max_ns": hi}
 
 
 def c_hop(exe: Path, cpus, n: int, period_ns: int, capacity: int) -> dict:
     """The C ring's one-hop latency, paced, measured exactly as the numba ring's (``ring_floor hop``)."""
-    out = subprocess.run(
-        [str(exe), "hop", str(cpus[0]), str(cpus[1]), str(n), str(period_ns), str(capacity)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout.split()
-    assert out[0] == "hop", out
-    p50, lo, p90, p99, hi = map(int, out[1:6])
-    return {
-        "hop": {
-            "min_ns": lo,
-            "p50_ns": p50,
-            "p90_ns": p90,
-            "p99_ns": p99,
-            "p999_ns": None,
-            "p9999_ns": None,
-            "max_ns": hi,
-        }
-    }
+    p50, lo, p90, p99, hi = _pcts(_run_floor(exe, "hop", cpus, n, period_ns, capacity))
+    hop = {"min_ns": lo, "p50_ns": p50, "p90_ns": p90, "p99_ns": p99, "p999_ns": None, "p9999_ns": None}
+    return {"hop": {**hop, "max_ns": hi}}
 
 
 def c_ring(exe: Path, cpus, n: int, capacity: int) -> float:
-    out = subprocess.run(
-        [str(exe), "ring", str(cpus[0]), str(cpus[1]), str(n), str(capacity)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout.split()
+    out = _run_floor(exe, "ring", cpus, n, capacity)
     if int(out[2]) != n * (n - 1) // 2:
         raise RuntimeError(f"C ring checksum {out[2]} != {n * (n - 1) // 2}")
     return float(out[1])

@@ -76,6 +76,13 @@ static int cmp64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Sort v[0..n) and print "TAG p50 min p90 p99 max": the line every latency mode ends with. */
+static void print_pcts(const char *tag, int64_t *v, int64_t n) {
+    qsort(v, n, sizeof(int64_t), cmp64);
+    printf("%s %lld %lld %lld %lld %lld\n", tag, (long long)v[n / 2], (long long)v[0], (long long)v[n * 9 / 10],
+           (long long)v[n * 99 / 100], (long long)v[n - 1]);
+}
+
 static int pingpong(int a, int b, int samples, int rounds) {
     cpu_b = b;
     total_rounds = (int64_t)samples * rounds + rounds; /* first `rounds` are a warm-up */
@@ -95,9 +102,7 @@ static int pingpong(int a, int b, int samples, int rounds) {
         if (s >= 0) rtt[s] = dt / rounds;
     }
     pthread_join(t, NULL);
-    qsort(rtt, samples, sizeof(int64_t), cmp64);
-    printf("rtt_ns %lld %lld %lld %lld %lld\n", (long long)rtt[samples / 2], (long long)rtt[0],
-           (long long)rtt[samples * 9 / 10], (long long)rtt[samples * 99 / 100], (long long)rtt[samples - 1]);
+    print_pcts("rtt_ns", rtt, samples);
     free(rtt);
     return 0;
 }
@@ -229,10 +234,7 @@ static int chop(int a, int b, int64_t n, int64_t period, int64_t capacity) {
     }
     pthread_join(t, NULL);
     int64_t skip = n / 10, m = n - skip;
-    qsort(hop_ns + skip, m, sizeof(int64_t), cmp64);
-    int64_t *h = hop_ns + skip;
-    printf("hop %lld %lld %lld %lld %lld\n", (long long)h[m / 2], (long long)h[0], (long long)h[m * 9 / 10],
-           (long long)h[m * 99 / 100], (long long)h[m - 1]);
+    print_pcts("hop", hop_ns + skip, m);
     free(hop_ns);
     free(slots);
     return 0;

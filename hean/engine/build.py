@@ -227,6 +227,7 @@ class BuiltWorker:
     worker: P.Worker
     rings: list[Ring]
     segments: list
+    preempted_at_start: int = 0  # this process's involuntary context switches when its stages started
 
     def _owned_counters(self):
         for i, stage in enumerate(STAGES):
@@ -238,7 +239,7 @@ class BuiltWorker:
 
         from hean.telemetry.block import tm_start
 
-        self._nivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+        self.preempted_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         for c in self._owned_counters():
             tm_start(c, cpu)
 
@@ -249,7 +250,7 @@ class BuiltWorker:
 
         from hean.telemetry.block import C_PREEMPTED, tm_stop
 
-        preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - getattr(self, "_nivcsw0", 0)
+        preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - self.preempted_at_start
         for c in self._owned_counters():
             c[C_PREEMPTED] = preempted
             tm_stop(c, time.monotonic_ns())
