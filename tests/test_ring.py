@@ -593,7 +593,7 @@ def test_ring_operations_inline_without_refcounting(shm_name):
     assert many == one, f"{many - one} refcount increments added by ring operations"
 
 
-@njit(cache=True)
+@njit(cache=False)  # its machine code is inspected: code loaded from numba's cache has none to show
 def _prefetch_batch(hdr, slots, n):
     prefetch_claim(hdr, slots, 0, n)
 

@@ -36,6 +36,7 @@ from hean import records
 from hean.atomics import cpu_pause, load_acquire, load_relaxed, nanosleep, now_ns, sched_yield, store_relaxed
 from hean.engine import control as C
 from hean.feeds.synthetic import synthetic_next
+from hean.jit import kernel
 from hean.rings.layout import CAPACITY, HDR_WORDS, MASK, READ, WRITE
 from hean.rings.spsc import available, claim_upto, publish, release
 from hean.stages.book import book_on_event
@@ -54,7 +55,7 @@ from hean.stages.risk import (
 )
 from hean.stages.router import router_halt, router_on_order, router_on_report, router_poll, tops_on_book_state
 from hean.stages.strategy import strategy_on_book
-from hean.stages.venue import venue_on_event, venue_on_order, venue_poll
+from hean.stages.venue import venue_accept, venue_advance, venue_apply_event, venue_release
 from hean.telemetry.block import (
     C_EVENTS_IN,
     C_EVENTS_OUT,
@@ -80,18 +81,10 @@ from hean.telemetry.histogram import hist_record, hist_record_n
 _hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
 # The step functions take the stages' state tuples by value; LLVM's cost model declines to inline them, and
 # a non-inlined call copies every array descriptor of the tuple (~100+ ns). ``forceinline`` (LLVM
-# alwaysinline) makes the worker loop one function. None of them is called from Python, so numba builds no
+# alwaysinline) makes the worker loop one function. Like every kernel (:mod:`hean.jit`), numba builds no
 # Python wrapper for them: a wrapper for a function taking the worker tuple unboxes hundreds of arrays, and
 # building those wrappers was a quarter of a cold start (160 -> 119 s on the development VM).
-_inl = njit(
-    cache=True,
-    nogil=True,
-    error_model="numpy",
-    _nrt=False,
-    forceinline=True,
-    no_cpython_wrapper=True,
-    no_cfunc_wrapper=True,
-)
+_inl = kernel(forceinline=True, error_model="numpy")
 # Inlined by numba itself (in its IR, before LLVM): the function is never compiled on its own. For the thin
 # functions between ``run_loop`` and the step functions, each of which would otherwise be compiled, and
 # optimised and turned into machine code together with everything it calls, only to be inlined again.
@@ -800,9 +793,10 @@ def _venue_out(V, reports, n, tm):
 
 @_inl
 def _venue_flush(V, reports, now, tm):
-    """Release the reports whose latency has elapsed, while the report ring has room."""
+    """Release the reports due by ``now`` while the report ring has room; False when it ran out of room (the
+    rest is owed: retried on the next pass)."""
     while _room(reports, VENUE_OUT, tm.c):
-        n = venue_poll(V.venue, now, V.out, 0)
+        n = venue_release(V.venue, now, V.out, 0)
         if n == 0:
             V.owed[0] = 0
             return True
@@ -813,47 +807,59 @@ def _venue_flush(V, reports, now, tm):
 
 @_inl
 def venue_step(V, ev_in, vorders, reports, tm, clock):
-    """Market events first (the venue's books, resting orders' fills), then orders, then due reports."""
-    done = 0
-    # reports fall due only when the venue's clock moves (below); retry here only what found no room
-    if V.owed[0] != 0 and not _venue_flush(V, reports, clock[VENUE], tm):
-        return 0
-    goal = _goal_if_waiting(ev_in, vorders)  # see risk_step: events published before waiting orders
-    start, n = available(ev_in.hdr)
-    m = ev_in.hdr[MASK]
-    k = 0
+    """Market events first (the venue's books, resting orders' fills), then orders, one at a time; after
+    each, the reports that fell due.
+
+    One loop with one call of each venue step (accept, advance, apply, release) instead of the composed
+    ``venue_on_event`` / ``venue_on_order`` / ``venue_poll``: each of those contains the order-matching code,
+    so calling all three put three copies of it into the worker loop (a third of the loop's code, and as
+    much of its compile time)."""
+    vn = V.venue
+    # orders only once every event published before them is applied: read the orders before the events
+    o0, n_ord = available(vorders.hdr)
+    goal = load_acquire(ev_in.hdr, WRITE) if n_ord > 0 else -1
+    e0, n_ev = available(ev_in.hdr)
+    n_ev = min(n_ev, max(BATCH, goal - e0))
+    n_ord = min(n_ord, BATCH)
+    em = ev_in.hdr[MASK]
+    om = vorders.hdr[MASK]
+    k_ev = 0
+    k_ord = 0
+    now = clock[VENUE]  # the venue's clock: the exchange time of the last market event it applied
+    flush = V.owed[0] != 0  # reports that found no room on an earlier pass
     t0 = now_ns()
-    while k < min(n, max(BATCH, goal - start)) and _room(reports, VENUE_OUT, tm.c):
-        ev = ev_in.slots[(start + k) & m]
-        clock[VENUE] = ev.ts_exch
-        hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
-        _venue_out(V, reports, venue_on_event(V.venue, V.venue_of[ev.symbol], ev, ev.ts_exch, V.out, 0), tm)
-        k += 1
-        if not _venue_flush(V, reports, ev.ts_exch, tm):
-            break
-    if k:
-        _service(tm.h, t0, k)
-        _release(ev_in, start + k)
-        done += k
-    # orders only once every event published before them is applied
-    if goal >= 0 and load_relaxed(ev_in.hdr, READ) >= goal:
-        start, n = available(vorders.hdr)
-        m = vorders.hdr[MASK]
-        k = 0
-        t0 = now_ns()
-        while k < min(n, BATCH) and _room(reports, VENUE_OUT, tm.c):
-            order = vorders.slots[(start + k) & m]
-            hist_record(tm.h[H_AGE2], t0 - order.ts_origin)
-            # the venue's own clock: the exchange time of the last market event it applied
-            _venue_out(V, reports, venue_on_order(V.venue, order, clock[VENUE], V.out, 0), tm)
-            k += 1
-            if not _venue_flush(V, reports, clock[VENUE], tm):
+    while True:
+        if flush:
+            if not _venue_flush(V, reports, now, tm):
                 break
-        if k:
-            _service(tm.h, t0, k)
-            _release(vorders, start + k)
-            done += k
+        elif not _room(reports, VENUE_OUT, tm.c):
+            break
+        is_event = k_ev < n_ev
+        if is_event:
+            ev = ev_in.slots[(e0 + k_ev) & em]
+            now = ev.ts_exch
+            clock[VENUE] = now
+            hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
+        elif goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord:
+            order = vorders.slots[(o0 + k_ord) & om]
+            hist_record(tm.h[H_AGE2], t0 - order.ts_origin)
+            venue_accept(vn, order, now)
+            k_ord += 1
+        else:
+            break
+        venue_advance(vn, now)
+        if is_event:
+            ev = ev_in.slots[(e0 + k_ev) & em]
+            venue_apply_event(vn, V.venue_of[ev.symbol], ev, now)
+            k_ev += 1
+        flush = True
+    done = k_ev + k_ord
+    if k_ev:
+        _release(ev_in, e0 + k_ev)
+    if k_ord:
+        _release(vorders, o0 + k_ord)
     if done:
+        _service(tm.h, t0, done)
         tm_add(tm.c, C_EVENTS_IN, done)
     return done
 

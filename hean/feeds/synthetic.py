@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from hean.jit import kernel
 from hean.records import F_LAST_IN_GROUP, F_SNAPSHOT, EventKind
 
 __all__ = ["SyntheticState", "make_synthetic", "max_events_per_message", "synthetic_batch", "synthetic_next"]
@@ -90,7 +91,7 @@ def max_events_per_message(state: SyntheticState) -> int:
     return 2 * int(state.iparams[P_DEPTH]) + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _next_u64(st):
     """splitmix64: one 64-bit word; the whole state is st.rng[0]."""
     z = st.rng[0] + np.uint64(0x9E3779B97F4A7C15)
@@ -100,24 +101,24 @@ def _next_u64(st):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _uniform(st):
     """A float in [0, 1)."""
     return np.float64(_next_u64(st) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _below(st, n):
     """An int64 in [0, n)."""
     return np.int64(_next_u64(st) >> np.uint64(1)) % n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _qty(st):
     return 1 + _below(st, st.iparams[P_MAX_QTY])
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _init_levels(st):
     for s in range(st.bid_px.shape[0]):
         for i in range(st.bid_qty.shape[1]):
@@ -144,7 +145,7 @@ def _put(st, out, k, kind, sym, side, flags, px, qty, ts):
     return k + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel(forceinline=True)  # per message, from two places: a call would copy the state tuple
 def _move(st, out, k, sym, s, toward, ts, flags):
     """Side ``s`` (0 bid, 1 ask) of ``sym``: the touch moves one tick towards the other side or away."""
     depth = st.bid_qty.shape[1]
@@ -176,7 +177,7 @@ def _move(st, out, k, sym, s, toward, ts, flags):
     return k
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _snapshot(st, out, k, sym, ts):
     depth = st.bid_qty.shape[1]
     k = _put(st, out, k, _CLEAR, sym, 0, F_SNAPSHOT, 0, 0, ts)
@@ -189,7 +190,7 @@ def _snapshot(st, out, k, sym, ts):
     return k
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel(forceinline=True)  # per message in the feed's loop
 def synthetic_next(st, out, k, ts_origin_ns):
     """Write the next message into ``out[k:]`` (room for :func:`max_events_per_message` needed).
 
@@ -244,7 +245,7 @@ def synthetic_next(st, out, k, ts_origin_ns):
     return k - k0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def synthetic_batch(st, out, n_messages, ts0, dt):
     """Write ``n_messages`` messages stamped ``ts0, ts0 + dt, ...``; returns the number of events.
 

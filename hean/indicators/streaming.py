@@ -29,6 +29,7 @@ from numba import njit
 
 from hean.indicators import kernels as K
 from hean.indicators.batch import check_period, check_real
+from hean.jit import kernel
 
 # outputs: out[sym, OUT_*]
 OUT_SMA = 0
@@ -247,7 +248,7 @@ def config_of(st: IndicatorSet) -> IndicatorConfig:
 # and with it on, every array argument (or NamedTuple field) costs an atomic incref/decref pair per call that
 # numba's refcount pruning cannot remove once the function has an early return -- measured at ~80 ns per call
 # for three arrays on the development VM, against ~3 ns without.
-_hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+_hot = kernel(error_model="numpy")
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")

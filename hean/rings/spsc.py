@@ -27,9 +27,8 @@ not notice edits to ``layout.py`` or ``atomics.py``: after changing them, delete
 
 from __future__ import annotations
 
-from numba import njit
-
 from hean.atomics import cpu_pause, load_acquire, load_relaxed, prefetch_write, store_relaxed, store_release
+from hean.jit import kernel
 from hean.rings.layout import (
     C_CACHED_WRITE,
     C_HIGH_WATER,
@@ -62,23 +61,23 @@ __all__ = [
     "try_push",
 ]
 
-# Why these options (each measured on the development VM):
-# * ``_nrt=False``: numba reference-counts every array argument (a ``lock inc``/``lock dec`` of the array's
-#   meminfo) around each call of a function that takes arrays, and does not prune those in a busy loop that
-#   calls small helpers: 150 ns per push+pop in one process instead of 8 ns. A locked instruction also drains
-#   the store buffer, which across cores stalls the producer on every record. These functions never
-#   allocate or keep an array, so they hold borrowed references and need no runtime.
+# Why every operation is ``@kernel(forceinline=True)`` (each measured on the development VM):
+# * no reference counting (``_nrt=False``, a kernel's default): numba reference-counts every array argument
+#   (a ``lock inc``/``lock dec`` of the array's meminfo) around each call of a function that takes arrays,
+#   and does not prune those in a busy loop that calls small helpers: 150 ns per push+pop in one process
+#   instead of 8 ns. A locked instruction also drains the store buffer, which across cores stalls the
+#   producer on every record. These functions never allocate or keep an array, so they hold borrowed
+#   references and need no runtime.
 # * ``forceinline=True`` (LLVM ``alwaysinline``): LLVM's cost model declines to inline a function that copies
 #   a record (``try_push``); the call (a dozen stack stores for the exploded array arguments) then sits in
 #   the producer's store buffer behind the slot and cursor stores, and across cores single-record pushes ran
 #   3-5x slower (2 M/s vs 7-40 M/s for the same loop with claim/publish inlined).
-_JIT = {"cache": True, "nogil": True, "_nrt": False, "forceinline": True}
 
 
 # ----------------------------------------------------------------------------------------------------------
 # producer
 # ----------------------------------------------------------------------------------------------------------
-@njit(**_JIT)
+@kernel(forceinline=True)
 def _refresh_read(hdr, w):
     """Producer slow path: acquire-load the consumer's READ, cache it, sample the occupancy."""
     r = load_acquire(hdr, READ)  # acquire: the consumer's reads of those slots happened before
@@ -89,12 +88,12 @@ def _refresh_read(hdr, w):
     return r
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def _count_full(hdr):
     store_relaxed(hdr, P_FULL, load_relaxed(hdr, P_FULL) + 1)
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def _claim(hdr, n):
     """Like :func:`try_claim` without counting a full event."""
     w = load_relaxed(hdr, P_WRITE)  # own cursor, private copy
@@ -106,7 +105,7 @@ def _claim(hdr, n):
     return w
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def try_claim(hdr, n):
     """Reserve ``n`` consecutive slots; return the first sequence, or -1 (and count a full event).
 
@@ -119,7 +118,7 @@ def try_claim(hdr, n):
     return seq
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def claim_upto(hdr, n):
     """Reserve up to ``n`` slots; return ``(first_sequence, k)`` with ``0 <= k <= n`` (k == 0: full).
 
@@ -136,14 +135,14 @@ def claim_upto(hdr, n):
     return w, min(n, free)
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def publish(hdr, end_seq):
     """Make every claimed slot below ``end_seq`` visible to the consumer (release store of WRITE)."""
     store_relaxed(hdr, P_WRITE, end_seq)
     store_release(hdr, WRITE, end_seq)
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def try_push(hdr, slots, rec):
     """Copy one record (an element of an array of the ring's dtype) into the ring; False when full."""
     seq = try_claim(hdr, 1)
@@ -154,7 +153,7 @@ def try_push(hdr, slots, rec):
     return True
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def push_spin(hdr, slots, rec, max_spins):
     """:func:`try_push`, retrying up to ``max_spins`` times with a ``pause`` between tries.
 
@@ -177,7 +176,7 @@ def push_spin(hdr, slots, rec, max_spins):
     return True
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def prefetch_claim(hdr, slots, seq, n):
     """Hint: start taking the slots of sequences ``seq .. seq+n-1`` exclusive for this core.
 
@@ -194,7 +193,7 @@ def prefetch_claim(hdr, slots, seq, n):
         prefetch_write(slots, (seq + j) & mask)
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def count_drop(hdr, n=1):
     """Count ``n`` records the producer dropped because the ring was full (its own decision)."""
     store_relaxed(hdr, P_DROPS, load_relaxed(hdr, P_DROPS) + n)
@@ -203,7 +202,7 @@ def count_drop(hdr, n=1):
 # ----------------------------------------------------------------------------------------------------------
 # consumer
 # ----------------------------------------------------------------------------------------------------------
-@njit(**_JIT)
+@kernel(forceinline=True)
 def _refresh_write(hdr, r):
     """Consumer slow path: acquire-load the producer's WRITE, cache it, sample the occupancy."""
     w = load_acquire(hdr, WRITE)  # acquire: the producer's slot writes below w are visible
@@ -214,7 +213,7 @@ def _refresh_write(hdr, r):
     return w
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def try_peek(hdr):
     """Sequence of the oldest unread record, or -1 when the ring is empty. Read the slot, then release."""
     r = load_relaxed(hdr, C_READ)  # own cursor, private copy
@@ -224,7 +223,7 @@ def try_peek(hdr):
     return r
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def try_pop(hdr, slots, out, i):
     """Copy the oldest unread record into ``out[i]`` and release its slot; False when empty."""
     r = try_peek(hdr)
@@ -235,7 +234,7 @@ def try_pop(hdr, slots, out, i):
     return True
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def available(hdr):
     """``(first_sequence, n)``: every record the consumer can read now (n == 0: empty).
 
@@ -250,7 +249,7 @@ def available(hdr):
     return r, w - r
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def release(hdr, end_seq):
     """Hand every slot below ``end_seq`` back to the producer (release store of READ)."""
     store_relaxed(hdr, C_READ, end_seq)
@@ -260,7 +259,7 @@ def release(hdr, end_seq):
 # ----------------------------------------------------------------------------------------------------------
 # observer
 # ----------------------------------------------------------------------------------------------------------
-@njit(**_JIT)
+@kernel(forceinline=True)
 def fill(hdr):
     """Records published and not yet released, as seen by any process (0..capacity)."""
     r = load_acquire(hdr, READ)  # READ first: WRITE read after it is >= it
@@ -272,13 +271,13 @@ def fill(hdr):
     return cap if n > cap else n
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def header_load(hdr, i):
     """``hdr[i]`` with acquire ordering (Python-side reads of header words: pids, counters, cursors)."""
     return load_acquire(hdr, i)
 
 
-@njit(**_JIT)
+@kernel(forceinline=True)
 def header_store(hdr, i, v):
     """``hdr[i] = v`` with release ordering (Python-side writes of header words: pids, magic)."""
     store_release(hdr, i, v)

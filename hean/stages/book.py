@@ -58,6 +58,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from hean.jit import kernel
 from hean.records import (
     BOOK_STATE,
     F_CROSSED,
@@ -177,7 +178,7 @@ def make_l2_book(n_symbols: int, window: int = 16384, overflow: int = 4096) -> L
 # ---------------------------------------------------------------------------------------------------------
 # overflow store: one open-addressing hash table per (symbol, side), linear probing, backward-shift delete
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _ovf_set(book, sym, s, key, q):
     keys = book.ovf_key[sym, s]
     vals = book.ovf_qty[sym, s]
@@ -198,13 +199,13 @@ def _ovf_set(book, sym, s, key, q):
     return OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _ovf_get(book, sym, s, key):
     i = hm_find(book.ovf_key[sym, s], key)
     return book.ovf_qty[sym, s, i] if i >= 0 else np.int64(0)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _ovf_min_above(book, sym, s, start):
     """Smallest overflow key >= ``start`` (EMPTY when none): a scan of the table, for rare far walks."""
     keys = book.ovf_key[sym, s]
@@ -221,7 +222,7 @@ def _ovf_min_above(book, sym, s, start):
 # ---------------------------------------------------------------------------------------------------------
 # the window
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _recenter(book, sym, s, new_lo):
     """Move the window of (sym, s) to ``[new_lo, new_lo + W)``; returns OK or ERR_OVERFLOW (levels lost)."""
     W = book.qty.shape[2]
@@ -260,7 +261,7 @@ def _recenter(book, sym, s, new_lo):
     return status
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _find_best_from(book, sym, s, start):
     """Set ``best`` to the first non-empty key >= ``start`` (window, then overflow), moving the window."""
     W = book.qty.shape[2]
@@ -283,7 +284,7 @@ def _find_best_from(book, sym, s, start):
     book.best[sym, s] = k
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _side_index(side):
     """BID (+1) -> 0, ASK (-1) -> 1, anything else -> -1."""
     if side == 1:
@@ -293,7 +294,7 @@ def _side_index(side):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _set_level_slow(book, sym, s, px, q):
     """Every case of :func:`l2_set_level` (the fast path handles only the common ones)."""
     key = px if s == 1 else -px
@@ -371,7 +372,7 @@ def _set_level_fast(book, sym, s, px, q):
     return _set_level_slow(book, sym, s, px, q)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel(forceinline=True)  # per event in the venue: a call would copy the book tuple
 def l2_set_level(book, sym, s, px, q):
     """Set level ``px`` (ticks) of side index ``s`` (0 bid, 1 ask) to ``q`` lots; ``q == 0`` deletes it.
 
@@ -386,7 +387,7 @@ def l2_set_level(book, sym, s, px, q):
     return _set_level_fast(book, sym, s, px, q)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_clear(book, sym):
     """Remove every level of ``sym`` (both sides)."""
     for s in range(2):
@@ -401,7 +402,7 @@ def l2_clear(book, sym):
         book.lo[sym, s] = LO_NONE
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_apply(book, ev):
     """Apply one MARKET_EVENT record; returns a status code (see module doc), never raises.
 
@@ -423,7 +424,7 @@ def l2_apply(book, ev):
     return _apply_other(book, ev)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _apply_status(book, ev, status):
     """Book-keeping of a LEVEL_SET that did not return OK."""
     sym = ev.symbol
@@ -441,7 +442,7 @@ def _apply_status(book, ev, status):
     return status
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _apply_other(book, ev):
     """Everything but a well-formed LEVEL_SET."""
     sym = ev.symbol
@@ -466,7 +467,7 @@ def _apply_other(book, ev):
     return IGNORED
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_apply_events(book, events, start, stop):
     """Apply ``events[start:stop]`` (clipped to the array); returns how many were rejected with an error.
 
@@ -524,7 +525,7 @@ def _end_run(info, sym, upd, ts, ts_exch, n):
 # ---------------------------------------------------------------------------------------------------------
 # reads
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_best_bid(book, sym):
     """``(px, qty)`` of the best bid; ``(0, 0)`` when there is no bid."""
     k = book.best[sym, 0]
@@ -533,7 +534,7 @@ def l2_best_bid(book, sym):
     return -k, book.qty[sym, 0, k & (book.qty.shape[2] - 1)]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_best_ask(book, sym):
     """``(px, qty)`` of the best ask; ``(0, 0)`` when there is no ask."""
     k = book.best[sym, 1]
@@ -542,7 +543,7 @@ def l2_best_ask(book, sym):
     return k, book.qty[sym, 1, k & (book.qty.shape[2] - 1)]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_level_qty(book, sym, side, px):
     """Lots resting at ``px`` on ``side`` (BID +1 / ASK -1); 0 when there is no such level."""
     s = _side_index(side)
@@ -558,7 +559,7 @@ def l2_level_qty(book, sym, side, px):
     return _ovf_get(book, sym, s, key)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_next_level(book, sym, side, px):
     """Price of the next *worse* level after ``px`` on ``side`` (lower for bids, higher for asks).
 
@@ -584,7 +585,7 @@ def l2_next_level(book, sym, side, px):
     return NO_PRICE if k == EMPTY else k * sign
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_depth(book, sym, side, n, out_px, out_qty):
     """Write the best ``n`` levels of ``side`` into ``out_px``/``out_qty`` (best first); returns the count."""
     s = _side_index(side)
@@ -619,7 +620,7 @@ def l2_depth(book, sym, side, n, out_px, out_qty):
     return c
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_n_levels(book, sym, side):
     """Number of levels on ``side`` (window plus overflow)."""
     s = _side_index(side)
@@ -628,7 +629,7 @@ def l2_n_levels(book, sym, side):
     return book.nlev[sym, s] + book.ovf_n[sym, s]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l2_fill_state(book, sym, out, k, now_ns, stale_ns):
     """Write the top of book of ``sym`` into ``out[k]`` (a BOOK_STATE array); returns the flags written.
 
@@ -672,7 +673,7 @@ def l2_fill_state(book, sym, out, k, now_ns, stale_ns):
 # ---------------------------------------------------------------------------------------------------------
 # the stage kernel
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _emit(book, stats, sym, ev, out, k, kind, stale_ns):
     l2_fill_state(book, sym, out, k, ev.ts_origin, stale_ns)
     r = out[k]
@@ -685,7 +686,7 @@ def _emit(book, stats, sym, ev, out, k, kind, stale_ns):
     r.vwap = trade_vwap(stats, sym, ev.ts_origin)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)  # inlined: a call would copy the book tuple
+@kernel(forceinline=True)  # inlined: a call would copy the book tuple
 def book_on_event(book, stats, ev, out, k, stale_ns):
     """The book stage's per-event kernel: apply ``ev`` and maybe publish one BOOK_STATE into ``out[k]``.
 
@@ -716,7 +717,7 @@ def book_on_event(book, stats, ev, out, k, stale_ns):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def book_on_events(book, stats, events, start, stop, out, k, stale_ns):
     """:func:`book_on_event` over ``events[start:stop]`` (e.g. one batch popped from a ring), writing states
     from ``out[k]`` on; returns how many were written. The fast form: the LEVEL_SET path is expanded in the
@@ -745,7 +746,7 @@ def book_on_events(book, stats, events, start, stop, out, k, stale_ns):
     return n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def book_replay_states(book, stats, events, out, stale_ns):
     """Run :func:`book_on_events` over all ``events``; returns how many states were written to ``out``.
 

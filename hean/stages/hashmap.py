@@ -10,19 +10,20 @@ never a valid price key or order id.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from hean.jit import kernel
 
 HM_EMPTY = np.int64(np.iinfo(np.int64).min)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def hm_hash(key, mask):
     """Home slot of ``key``: a Fibonacci multiply, folded so the high bits reach the low ones."""
     h = key * np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15, wrapping
     return (h ^ (h >> 31)) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def hm_find(keys, key):
     """Slot of ``key`` in ``keys``, or -1."""
     mask = keys.shape[0] - 1
@@ -36,7 +37,7 @@ def hm_find(keys, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def hm_insert(keys, vals, key, val):
     """Insert ``key`` (known to be absent; the table must have a free slot)."""
     mask = keys.shape[0] - 1
@@ -47,7 +48,7 @@ def hm_insert(keys, vals, key, val):
     vals[i] = val
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def hm_delete_at(keys, vals, i):
     """Empty slot ``i`` and shift the rest of its probe run back (no tombstones)."""
     mask = keys.shape[0] - 1

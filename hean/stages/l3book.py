@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
+from hean.jit import kernel
 from hean.records import F_LAST_IN_GROUP, F_STALE, BookStateKind, EventKind
 from hean.stages.book import (
     ERR_QTY,
@@ -151,18 +151,18 @@ def make_l3_book(n_symbols: int, max_orders: int = 1 << 16, max_levels: int = 1 
 # ---------------------------------------------------------------------------------------------------------
 # orders and levels
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _level_key(b, sym, s, px):
     return (px * b.n_sym[0] + sym) * 2 + s
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _publish_level(b, sym, s, px, lv):
     q = b.lv_qty[lv] if lv >= 0 else 0
     l2_set_level(b.l2, sym, s, px, q)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _unlink(b, o):
     """Take order slot ``o`` out of its level (freeing an emptied level) and free the slot."""
     lv = b.o_level[o]
@@ -196,7 +196,7 @@ def _unlink(b, o):
     b.counts[0] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_add(b, sym, side, oid, px, qty):
     """Append order ``oid`` (``side`` BID +1 / ASK -1) of ``qty`` lots at ``px`` to its level's queue."""
     s = _side_index(side)
@@ -246,13 +246,13 @@ def l3_add(b, sym, side, oid, px, qty):
     return OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _slot(b, oid):
     i = hm_find(b.om_keys, oid)
     return b.om_vals[i] if i >= 0 else _NIL
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_cancel(b, oid, qty):
     """Reduce order ``oid`` by ``qty`` lots (removed when nothing remains)."""
     o = _slot(b, oid)
@@ -270,13 +270,13 @@ def l3_cancel(b, oid, qty):
     return OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_execute(b, oid, qty):
     """Order ``oid`` traded ``qty`` lots: same book effect as a cancel of that qty."""
     return l3_cancel(b, oid, qty)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_delete(b, oid):
     """Remove order ``oid``."""
     o = _slot(b, oid)
@@ -286,7 +286,7 @@ def l3_delete(b, oid):
     return OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_modify(b, oid, px, qty):
     """Order ``oid`` now rests at ``px`` with ``qty``: a smaller qty at the same price keeps its place,
     anything else re-queues it at the tail of its (new) level. ``qty`` 0 deletes it."""
@@ -306,7 +306,7 @@ def l3_modify(b, oid, px, qty):
     return l3_add(b, sym, side, oid, px, qty)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_clear(b, sym):
     """Remove every order of ``sym``."""
     for o in range(b.o_id.shape[0]):
@@ -315,7 +315,7 @@ def l3_clear(b, sym):
     l2_clear(b.l2, sym)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_order(b, oid):
     """``(side, px, qty)`` of order ``oid`` (side BID +1 / ASK -1); ``(0, 0, 0)`` when unknown."""
     o = _slot(b, oid)
@@ -324,7 +324,7 @@ def l3_order(b, oid):
     return (1 if b.o_side[o] == 0 else -1), b.o_px[o], b.o_qty[o]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_queue_position(b, oid):
     """``(qty_ahead, orders_ahead)`` of order ``oid`` in its level's queue; ``(-1, -1)`` when unknown."""
     o = _slot(b, oid)
@@ -340,7 +340,7 @@ def l3_queue_position(b, oid):
     return q, n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_apply(b, ev):
     """Apply one MARKET_EVENT (L3_* kinds, CLEAR, OUT_OF_SYNC); returns a status code, never raises."""
     sym = ev.symbol
@@ -373,7 +373,7 @@ def l3_apply(b, ev):
     return st
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_on_event(b, stats, ev, out, k, stale_ns):
     """The L3 book stage kernel, like :func:`hean.stages.book.book_on_event`: returns 1 when ``out[k]``
     (BOOK_STATE) was written -- after a group ending F_LAST_IN_GROUP, a trade (TRADE or L3_EXECUTE, which
@@ -413,7 +413,7 @@ def l3_on_event(b, stats, ev, out, k, stale_ns):
     return 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def l3_replay_states(b, stats, events, out, stale_ns):
     """Run :func:`l3_on_event` over ``events``; returns how many BOOK_STATEs were written to ``out``."""
     k = 0

@@ -39,8 +39,8 @@ from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
+from hean.jit import kernel
 from hean.records import ExecType
 
 __all__ = [
@@ -249,7 +249,7 @@ def make_order_table(capacity: int = 4096) -> OrderTable:
     )
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def ot_slot(ot, order_id):
     """Slot of ``order_id``, or -1 when the id is unknown (never issued, or its slot was reused)."""
     if order_id <= 0:
@@ -260,13 +260,13 @@ def ot_slot(ot, order_id):
     return slot
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def ot_is_live(ot, slot):
     """True while the order in ``slot`` exists and is not terminal."""
     return ot.cols[slot, OC_ID] != 0 and not ot.terminal[ot.cols[slot, OC_STATE]]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, strategy, now_ns):
     """Create an order in state NEW with the next id; its slot, or -1 (counted) when the slot is live."""
     order_id = ot.meta[M_NEXT_ID]
@@ -299,13 +299,13 @@ def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, 
     return slot
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def ot_allows(ot, slot, event):
     """True when ``event`` is a valid transition from the state of ``slot`` (nothing is counted)."""
     return ot.table[ot.cols[slot, OC_STATE], event] != INVALID
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def ot_apply(ot, slot, event):
     """Apply ``event`` to the order in ``slot``: the new state, or -1 (counted, state kept) if invalid."""
     state = ot.cols[slot, OC_STATE]

@@ -25,7 +25,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+
+from hean.jit import kernel
 
 __all__ = [
     "Positions",
@@ -95,7 +96,7 @@ def make_positions(
     )
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _remark(pos, s):
     """Recompute the unrealized PnL of ``s`` and carry the change into the total."""
     upnl = 0.0
@@ -105,7 +106,7 @@ def _remark(pos, s):
     pos.unrealized[s] = upnl
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def pos_fill(pos, s, side, price, qty, fee):
     """Apply a fill of ``qty`` lots at ``price`` ticks on ``side`` (+1 buy, -1 sell) with ``fee``.
 
@@ -135,7 +136,7 @@ def pos_fill(pos, s, side, price, qty, fee):
     return realized
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def pos_mark(pos, s, mid):
     """Mark symbol ``s`` to ``mid`` (float ticks); ignored when ``mid`` is not positive."""
     if mid > 0.0:
@@ -143,7 +144,7 @@ def pos_mark(pos, s, mid):
         _remark(pos, s)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def pos_equity(pos):
     """capital + realized - fees + unrealized, quote currency."""
     t = pos.totals

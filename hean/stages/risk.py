@@ -78,6 +78,7 @@ import numpy as np
 from numba import njit
 
 from hean.atomics import store_relaxed
+from hean.jit import kernel
 from hean.records import (
     F_CROSSED,
     F_OPENS_ORDER,
@@ -426,7 +427,7 @@ def risk_reject_counts(risk: RiskState) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def risk_effective_state(risk, s):
     """The TradingState that applies to symbol ``s`` (the strictest of manual, trip and staleness)."""
     st = max(risk.g[G_STATE], risk.g[G_TRIP], risk.sym_state[s])
@@ -444,7 +445,7 @@ def _reject(risk, reason):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _enter_trip(risk):
     """Switch to the configured trip state (once); owe a CANCEL_ALL if that state is HALTED."""
     trip = risk.lim_i[LI_TRIP_STATE]
@@ -455,7 +456,7 @@ def _enter_trip(risk):
             risk.g[G_CANCEL_ALL_OWED] = 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _loss_check(risk):
     """Update the high-water mark; trip and return the reason when daily loss or drawdown is breached."""
     eq = pos_equity(risk.pos)
@@ -472,19 +473,19 @@ def _loss_check(risk):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _rate_ok(ts, head, now_ns, window_ns):
     """Sliding window of capacity len(ts): the oldest of the last len(ts) passes must be a window old."""
     return now_ns - ts[head] >= window_ns
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _worst_lots(p, ob, os_):
     """Largest |position| reachable if every open order on one side fills."""
     return max(abs(p + ob), abs(p - os_))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id, price, qty, otype, tif, strat, venue):
     o = out[k]
     o.seq = seq
@@ -504,7 +505,7 @@ def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id
     o.venue = venue
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _emit_cancel_all(risk, symbol, now_ns, out, k):
     risk.g[G_SEQ] += 1
     risk.counters[C_CANCELS] += 1
@@ -699,7 +700,7 @@ def risk_on_intent(risk, intent, now_ns, out, k):
     return 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _release(risk, s, side, qty):
     if side > 0:
         risk.open_buy[s] = max(np.int64(0), risk.open_buy[s] - qty)
@@ -707,7 +708,7 @@ def _release(risk, s, side, qty):
         risk.open_sell[s] = max(np.int64(0), risk.open_sell[s] - qty)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _close_one(risk, s):
     if risk.open_count[s] > 0:
         risk.open_count[s] -= 1
@@ -756,7 +757,7 @@ def risk_on_report(risk, rep):
     return realized
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _mark_stale(risk, s):
     """The symbol's book is unusable: HALTED for it (a CANCEL_ALL is owed unless it was halted already)."""
     if risk.stale[s] == 0:
@@ -766,7 +767,7 @@ def _mark_stale(risk, s):
         risk.counters[C_STALE_HALTS] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def risk_poll(risk, now_ns, out, k):
     """Book age and owed CANCEL_ALLs: call it when idle (the engine's loop) -- also runs on every book state.
 
@@ -855,13 +856,13 @@ def risk_on_control(risk, ctl, now_ns, out, k):
     return risk_poll(risk, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def risk_new_day(risk):
     """Start a new trading day: the daily loss counts from the current equity again."""
     risk.gf[GF_DAY_START] = pos_equity(risk.pos)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def risk_to_telemetry(risk, tm_counters, tm_risk, now_ns):
     """Publish to the risk stage's telemetry block (:mod:`hean.telemetry.block`): the strictest trading state
     over the symbols, open orders, PnL, per-symbol positions, and the reject counters by reason (copied as

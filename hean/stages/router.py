@@ -66,6 +66,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from hean.jit import kernel
 from hean.records import EXEC_REPORT, F_CROSSED, F_OPENS_ORDER, F_POST_ONLY, F_STALE
 from hean.stages.orders import (
     EV_ACK,
@@ -202,7 +203,7 @@ def make_venue_tops(n_venues: int, n_symbols: int) -> VenueTops:
     return VenueTops(*z)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def tops_set(tops, venue, symbol, bid_px, bid_qty, ask_px, ask_qty, now_ns):
     tops.bid_px[venue, symbol] = bid_px
     tops.bid_qty[venue, symbol] = bid_qty
@@ -211,7 +212,7 @@ def tops_set(tops, venue, symbol, bid_px, bid_qty, ask_px, ask_qty, now_ns):
     tops.ts_ns[venue, symbol] = now_ns
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@kernel(forceinline=True)
 def tops_on_book_state(tops, venue, bs, now_ns):
     """Copy one BOOK_STATE of ``venue`` into the view (a stale or crossed book shows as empty)."""
     s = bs.symbol
@@ -332,7 +333,7 @@ def _refuse(router, order, kind, reason):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def router_poll(router, out, k):
     """Hand queued router-generated reports to risk: writes at most ``len(out) - k``; returns how many."""
     g = router.g
@@ -349,7 +350,7 @@ def router_poll(router, out, k):
     return w
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _send(router, out, k, order, action, slot, ts_origin):
     """Write the venue ORDER for child ``slot``."""
     ot = router.ot
@@ -376,7 +377,7 @@ def _send(router, out, k, order, action, slot, ts_origin):
 # ---------------------------------------------------------------------------------------------------------
 # routing
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _rank_venues(router, tops, s, side, limit, is_market):
     """Rank the venues whose opposite best is within the limit, best first (scratch[S_RANK], rank_px)."""
     n = 0
@@ -404,7 +405,7 @@ def _rank_venues(router, tops, s, side, limit, is_market):
     return n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _plan(router, tops, order, s, side, qty):
     """Plan the children (scratch[S_VENUE], scratch[S_QTY]); their count, or -reason when it cannot route."""
     nv = router.enabled.shape[0]
@@ -448,7 +449,7 @@ def _plan(router, tops, order, s, side, qty):
     return 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _ids_free(ot, n):
     """True when the next ``n`` ids' slots are free (so a parent and its children can all be created)."""
     nxt = ot.meta[0]
@@ -459,7 +460,7 @@ def _ids_free(ot, n):
     return True
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _route_new(router, order, tops, now_ns, out, k, upsert):
     """Create the parent and its children and send them. ``upsert``: a REPLACE-by-side that found no live
     order -- refusals are CANCEL_REJECTED (risk never counted it open) and the parent's first report to risk
@@ -509,7 +510,7 @@ def _route_new(router, order, tops, now_ns, out, k, upsert):
     return m
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _parent_slot(ot, order_id):
     p = ot_slot(ot, order_id)
     if p < 0 or ot.cols[p, OC_PARENT] != -1:
@@ -517,7 +518,7 @@ def _parent_slot(ot, order_id):
     return p
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _by_side(router, order):
     """The live parent of (strategy, symbol, side) most recently routed, or -1."""
     st = order.strategy
@@ -531,7 +532,7 @@ def _by_side(router, order):
     return p
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _cancel(router, order, p, out, k):
     ot = router.ot
     if p < 0 or not ot_is_live(ot, p):
@@ -551,7 +552,7 @@ def _cancel(router, order, p, out, k):
     return w
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _replace(router, order, p, out, k):
     ot = router.ot
     if p < 0 or not ot_is_live(ot, p):
@@ -577,7 +578,7 @@ def _replace(router, order, p, out, k):
     return 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _cancel_all(router, order, out, k):
     """Cancel every live parent of the symbol (-1: all symbols): one CANCEL_ALL per venue."""
     ot = router.ot
@@ -650,7 +651,7 @@ def router_on_order(router, order, tops, now_ns, out, k):
     return _refuse(router, order, X_CANCEL_REJECTED, R_BAD_TYPE)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def router_halt(router):
     """Stop sending: every later order is refused (ROUTER_HALTED). Reports are still processed."""
     router.g[G_HALTED] = 1

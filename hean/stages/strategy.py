@@ -35,6 +35,7 @@ from numba import njit
 
 from hean import strategies
 from hean.indicators.streaming import IndicatorConfig, IndicatorSet, indicators_update, make_indicator_set
+from hean.jit import kernel
 from hean.records import F_CROSSED, F_STALE, BookStateKind
 from hean.stages.bars import (
     B_CLOSE,
@@ -92,7 +93,7 @@ class StrategyStage(NamedTuple):
     param_names: tuple[str, ...]
 
 
-_hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)  # never allocates: no refcounting
+_hot = kernel(error_model="numpy")  # never allocates: no refcounting
 _inline = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
 
 
@@ -155,7 +156,7 @@ def advance_indicators(strat, ind, bars, bs):
     return fresh
 
 
-@njit(cache=True, nogil=True, error_model="numpy", _nrt=False, forceinline=True)  # inlined into the loop
+@kernel(forceinline=True, error_model="numpy")  # inlined into the loop
 def strategy_on_book(strat, ind, bars, params, position_lots, bs, out_orders, k):
     """Run the stage on one BOOK_STATE record ``bs``; write at most one ORDER into ``out_orders[k]``.
 

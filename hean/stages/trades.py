@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+
+from hean.jit import kernel
 
 __all__ = [
     "TradeStats",
@@ -55,7 +56,7 @@ def make_trade_stats(n_symbols: int, window_ns: int = 60_000_000_000, capacity: 
     )
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _evict_oldest(st, sym):
     cap = st.ring_ts.shape[1]
     c = st.counts[sym]
@@ -65,7 +66,7 @@ def _evict_oldest(st, sym):
     c[C_COUNT] -= 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _evict_before(st, sym, now):
     """Drop prints older than ``now - window``."""
     cap = st.ring_ts.shape[1]
@@ -78,7 +79,7 @@ def _evict_before(st, sym, now):
         _evict_oldest(st, sym)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def trade_on(st, sym, ts, px, qty, side):
     """Record a print of ``qty`` lots at ``px`` ticks at time ``ts`` (ns); ``side`` = aggressor side."""
     cap = st.ring_ts.shape[1]
@@ -102,7 +103,7 @@ def trade_on(st, sym, ts, px, qty, side):
     st.sums[sym, 1] += qty
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def trade_vwap(st, sym, now):
     """VWAP in ticks of the prints in ``(now - window, now]``; 0.0 when there are none."""
     _evict_before(st, sym, now)
@@ -112,7 +113,7 @@ def trade_vwap(st, sym, now):
     return st.sums[sym, 0] / q
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def trade_last(st, sym):
     """``(px, qty)`` of the last print; ``(0, 0)`` before the first."""
     return st.last[sym, L_PX], st.last[sym, L_QTY]

@@ -36,6 +36,10 @@ Calls (all return how many EXEC_REPORTs they wrote to ``out[k:]``; each writes a
 - :func:`venue_poll` -- time passes: orders arrive, reports whose latency elapsed are released
 - :func:`venue_replay` -- a batch of MARKET_EVENTs of venue ``v``, each at its recorded ``ts_origin``
 
+Each call is a composition of four steps, public for a loop that wants one copy of each compiled into it
+(the engine's): :func:`venue_accept` (an order enters flight), :func:`venue_advance` (time passes: arrived
+orders match), :func:`venue_apply_event` (a market event) and :func:`venue_release` (due reports out).
+
 ``venue.tops`` is a :class:`hean.stages.router.VenueTops` the venue keeps current: the router's view.
 
 Usage (the engine's venue stage, or a backtest)::
@@ -46,8 +50,7 @@ Usage (the engine's venue stage, or a backtest)::
     n = venue_poll(vn, now_ns, out, k)                         # until 0: latency-delayed reports
     router_tops = vn.tops                                      # what the router routes against
 
-Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
-every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
+Every kernel here is a :func:`hean.jit.kernel`: no reference counting (none allocates), no Python wrapper.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from hean.jit import kernel
 from hean.records import EXEC_REPORT, F_POST_ONLY, ORDER, EventKind, TimeInForce
 from hean.stages.book import (
     NO_PRICE,
@@ -104,9 +108,13 @@ __all__ = [
     "VENUE_MAX_REPORTS",
     "Venue",
     "make_venue",
+    "venue_accept",
+    "venue_advance",
+    "venue_apply_event",
     "venue_on_event",
     "venue_on_order",
     "venue_poll",
+    "venue_release",
     "venue_replay",
 ]
 
@@ -294,7 +302,7 @@ def _report(vn, v, t, ts_origin, symbol, kind, side, order_id, price, qty, leave
     vn.out_ht[v, 1] = tail + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _reject_order(vn, v, t, order, reason):
     vn.rejects[reason] += 1
     vn.counters[C_REJECTS] += 1
@@ -303,8 +311,8 @@ def _reject_order(vn, v, t, order, reason):
             reason, 0)  # fmt: skip
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def _release(vn, now_ns, out, k):
+@kernel
+def venue_release(vn, now_ns, out, k):
     """Copy due reports (release time <= now) into out[k:], oldest first across venues."""
     cap = vn.out_q.shape[1]
     limit = min(VENUE_MAX_REPORTS, out.shape[0] - k)
@@ -350,7 +358,7 @@ def _release(vn, now_ns, out, k):
 # ---------------------------------------------------------------------------------------------------------
 # matching
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _rand01(vn):
     """Uniform in [0, 1) from a 64-bit LCG (int64 wrapping arithmetic; top 31 bits)."""
     x = vn.g[G_RNG] * np.int64(6364136223846793005) + np.int64(1442695040888963407)
@@ -358,7 +366,7 @@ def _rand01(vn):
     return ((x >> np.int64(33)) & np.int64(0x7FFFFFFF)) / 2147483648.0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _refresh_tops(vn, v, s, now_ns):
     row = v * vn.tops.bid_px.shape[1] + s
     bp, bq = l2_best_bid(vn.book, row)
@@ -366,21 +374,21 @@ def _refresh_tops(vn, v, s, now_ns):
     tops_set(vn.tops, v, s, bp, bq, ap, aq, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _opposite_best(vn, row, side):
     if side > 0:
         return l2_best_ask(vn.book, row)
     return l2_best_bid(vn.book, row)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _within(side, px, limit, is_market):
     if is_market:
         return True
     return px <= limit if side > 0 else px >= limit
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _available(vn, row, side, limit, is_market, want):
     """Visible lots on the opposite side within the limit, counted up to ``want``."""
     opp = -side
@@ -396,7 +404,7 @@ def _available(vn, row, side, limit, is_market, want):
     return total
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _take(vn, v, t, slot, row, limit, is_market):
     """Fill order ``slot`` against the opposite levels within the limit; returns the lots filled."""
     side = vn.o[slot, O_SIDE]
@@ -427,7 +435,7 @@ def _take(vn, v, t, slot, row, limit, is_market):
     return filled
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _rest_add(vn, slot):
     n = vn.g[G_NREST]
     vn.rest[n] = slot
@@ -436,7 +444,7 @@ def _rest_add(vn, slot):
     vn.o[slot, O_LIVE] = 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _rest_remove(vn, slot):
     n = vn.g[G_NREST] - 1
     i = vn.rest_pos[slot]
@@ -447,13 +455,13 @@ def _rest_remove(vn, slot):
     vn.o[slot, O_LIVE] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _marketable(vn, row, side, price, is_market):
     px, q = _opposite_best(vn, row, side)
     return px > 0 and q > 0 and _within(side, px, price, is_market)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _new_reason(vn, v, order, row, marketable):
     """Why a NEW is refused (0: accepted). ``row``/``marketable`` are only meaningful for valid orders."""
     ns = vn.tops.bid_px.shape[1]
@@ -483,7 +491,7 @@ def _new_reason(vn, v, order, row, marketable):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _new(vn, v, t, order):
     ns = vn.tops.bid_px.shape[1]
     s = order.symbol
@@ -526,7 +534,7 @@ def _new(vn, v, t, order):
     _rest_add(vn, slot)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _resting_slot(vn, v, order_id):
     """Slot of a live resting order with this id at venue ``v``, -1 if none."""
     if order_id <= 0:
@@ -537,12 +545,12 @@ def _resting_slot(vn, v, order_id):
     return slot
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _known(vn, order_id):
     return order_id > 0 and vn.o[order_id & (vn.o.shape[0] - 1), O_ID] == order_id
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _cancel_slot(vn, v, t, slot):
     _rest_remove(vn, slot)
     vn.o[slot, O_LEAVES] = 0
@@ -551,7 +559,7 @@ def _cancel_slot(vn, v, t, slot):
             vn.o[slot, O_PRICE], 0, 0, vn.o[slot, O_CUM], 0.0, 0, 0)  # fmt: skip
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _cancel(vn, v, t, order):
     slot = _resting_slot(vn, v, order.order_id)
     if slot < 0:
@@ -559,7 +567,7 @@ def _cancel(vn, v, t, order):
     _cancel_slot(vn, v, t, slot)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _cancel_all(vn, v, t, symbol):
     i = 0
     while i < vn.g[G_NREST]:
@@ -570,7 +578,7 @@ def _cancel_all(vn, v, t, symbol):
             i += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _replace(vn, v, t, order):
     slot = _resting_slot(vn, v, order.order_id)
     ns = vn.tops.bid_px.shape[1]
@@ -607,7 +615,7 @@ def _replace(vn, v, t, order):
         vn.o[slot, O_AHEAD] = l2_level_qty(vn.book, row, side, new_px)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _arrive(vn, v, t, order):
     vn.counters[C_ORDERS] += 1
     action = order.kind
@@ -623,21 +631,7 @@ def _arrive(vn, v, t, order):
         _reject_order(vn, v, t, order, R_BAD_TYPE)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def _process_inbound(vn, now_ns):
-    """Match every order in flight that has arrived by ``now_ns`` (per venue, in arrival order)."""
-    cap = vn.in_q.shape[1]
-    for v in range(vn.in_ht.shape[0]):
-        while vn.in_ht[v, 0] < vn.in_ht[v, 1]:
-            i = vn.in_ht[v, 0] & (cap - 1)
-            t = vn.in_t[v, i]
-            if t > now_ns:
-                break
-            vn.in_ht[v, 0] += 1
-            _arrive(vn, v, t, vn.in_q[v, i])
-
-
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _on_trade(vn, v, t, ev):
     """A print at venue ``v``: fill resting orders on the passive side per the queue model.
 
@@ -685,53 +679,66 @@ def _on_trade(vn, v, t, ev):
                 i -= 1  # the last resting order moved into position i - 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def venue_on_order(vn, order, now_ns, out, k):
-    """An ORDER from the router, sent at ``now_ns`` to venue ``order.venue``; returns reports written."""
+@kernel
+def venue_accept(vn, order, now_ns):
+    """Take an ORDER from the router, sent at ``now_ns`` to venue ``order.venue``: it arrives after the venue's
+    entry latency (or is rejected at once: unknown venue, in-flight queue full). Matches nothing yet."""
     v = order.venue
     nv = vn.in_ht.shape[0]
     if v < 0 or v >= nv:
         vn.counters[C_ORDERS] += 1
         _reject_order(vn, 0, now_ns, order, R_BAD_VENUE)  # answered through venue 0's report queue
-        return _release(vn, now_ns, out, k)
+        return
     cap = vn.in_q.shape[1]
     head = vn.in_ht[v, 0]
     tail = vn.in_ht[v, 1]
     if tail - head >= cap:
         vn.counters[C_IN_FULL] += 1
         _reject_order(vn, v, now_ns, order, R_TABLE_FULL)
-    else:
-        i = tail & (cap - 1)
-        d = vn.in_q[v, i]
-        d.seq = order.seq
-        d.ts_origin = order.ts_origin
-        d.ts_exch = order.ts_exch
-        d.symbol = order.symbol
-        d.kind = order.kind
-        d.side = order.side
-        d.flags = order.flags
-        d.order_id = order.order_id
-        d.price = order.price
-        d.qty = order.qty
-        d.order_type = order.order_type
-        d.tif = order.tif
-        d.strategy = order.strategy
-        d.reason = order.reason
-        d.venue = order.venue
-        vn.in_t[v, i] = now_ns + vn.lat[v, L_ENTRY]
-        vn.in_ht[v, 1] = tail + 1
-    _process_inbound(vn, now_ns)
-    return _release(vn, now_ns, out, k)
+        return
+    i = tail & (cap - 1)
+    d = vn.in_q[v, i]
+    d.seq = order.seq
+    d.ts_origin = order.ts_origin
+    d.ts_exch = order.ts_exch
+    d.symbol = order.symbol
+    d.kind = order.kind
+    d.side = order.side
+    d.flags = order.flags
+    d.order_id = order.order_id
+    d.price = order.price
+    d.qty = order.qty
+    d.order_type = order.order_type
+    d.tif = order.tif
+    d.strategy = order.strategy
+    d.reason = order.reason
+    d.venue = order.venue
+    vn.in_t[v, i] = now_ns + vn.lat[v, L_ENTRY]
+    vn.in_ht[v, 1] = tail + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def venue_on_event(vn, v, ev, now_ns, out, k):
-    """A MARKET_EVENT of venue ``v`` at ``now_ns``: orders that arrived first are matched first, then the
-    book is updated (LEVEL_SET / CLEAR / OUT_OF_SYNC) or resting orders fill (TRADE). Returns reports written.
-    """
+@kernel
+def venue_advance(vn, now_ns):
+    """Let time pass to ``now_ns``: match every order in flight that has arrived by then (per venue, in
+    arrival order)."""
+    cap = vn.in_q.shape[1]
+    for v in range(vn.in_ht.shape[0]):
+        while vn.in_ht[v, 0] < vn.in_ht[v, 1]:
+            i = vn.in_ht[v, 0] & (cap - 1)
+            t = vn.in_t[v, i]
+            if t > now_ns:
+                break
+            vn.in_ht[v, 0] += 1
+            _arrive(vn, v, t, vn.in_q[v, i])
+
+
+@kernel
+def venue_apply_event(vn, v, ev, now_ns):
+    """A MARKET_EVENT of venue ``v`` at ``now_ns``: the book is updated (LEVEL_SET / CLEAR / OUT_OF_SYNC) or
+    resting orders fill (TRADE). Call :func:`venue_advance` to ``now_ns`` first: orders that arrived before
+    the event are matched before it."""
     ns = vn.tops.bid_px.shape[1]
     s = ev.symbol
-    _process_inbound(vn, now_ns)
     if 0 <= v < vn.in_ht.shape[0] and 0 <= s < ns:
         row = v * ns + s
         kind = ev.kind
@@ -750,17 +757,36 @@ def venue_on_event(vn, v, ev, now_ns, out, k):
         elif kind == _TRADE:
             vn.counters[C_TRADES] += 1
             _on_trade(vn, v, now_ns, ev)
-    return _release(vn, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+# The three calls a client makes, each composed of the steps above. The engine's loop calls the steps itself,
+# so that one copy of each is compiled into it (hean.engine.pipeline.venue_step).
+@kernel
+def venue_on_order(vn, order, now_ns, out, k):
+    """An ORDER from the router, sent at ``now_ns`` to venue ``order.venue``; returns reports written."""
+    venue_accept(vn, order, now_ns)
+    venue_advance(vn, now_ns)
+    return venue_release(vn, now_ns, out, k)
+
+
+@kernel
+def venue_on_event(vn, v, ev, now_ns, out, k):
+    """A MARKET_EVENT of venue ``v`` at ``now_ns``: orders that arrived first are matched first, then the
+    book is updated (LEVEL_SET / CLEAR / OUT_OF_SYNC) or resting orders fill (TRADE). Returns reports written.
+    """
+    venue_advance(vn, now_ns)
+    venue_apply_event(vn, v, ev, now_ns)
+    return venue_release(vn, now_ns, out, k)
+
+
+@kernel
 def venue_poll(vn, now_ns, out, k):
     """Let time pass to ``now_ns``: match arrived orders, release due reports. Returns reports written."""
-    _process_inbound(vn, now_ns)
-    return _release(vn, now_ns, out, k)
+    venue_advance(vn, now_ns)
+    return venue_release(vn, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def venue_replay(vn, v, events, start, stop, out, k):
     """Apply ``events[start:stop]`` of venue ``v``, each at its own ``ts_origin``, writing reports to out[k:].
 

@@ -102,6 +102,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from hean.atomics import getpid, now_ns, store_relaxed
+from hean.jit import kernel
 from hean.shm import Segment, attach_segment, create_segment, unlink_segment
 from hean.telemetry.histogram import HIST_LEN
 
@@ -395,26 +396,26 @@ def tm_add(counters, idx: int, n: int) -> None:
     store_relaxed(counters, idx, counters[idx] + n)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def tm_set(counters, idx: int, value: int) -> None:
     """``counters[idx] = value`` (a gauge)."""
     store_relaxed(counters, idx, value)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def tm_max(counters, idx: int, value: int) -> None:
     """``counters[idx] = max(counters[idx], value)``."""
     if value > counters[idx]:
         store_relaxed(counters, idx, value)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def tm_heartbeat(counters, now: int) -> None:
     """Record that the stage is alive at ``now`` (CLOCK_MONOTONIC ns)."""
     store_relaxed(counters, C_HEARTBEAT_NS, now)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def tm_reject(counters, reason: int) -> None:
     """Count one reject, in total and by reason (codes outside 0..30 are counted in slot 31)."""
     r = reason if 0 <= reason < N_REJECT_REASONS else N_REJECT_REASONS - 1
@@ -422,13 +423,13 @@ def tm_reject(counters, reason: int) -> None:
     store_relaxed(counters, C_REJECT_BASE + r, counters[C_REJECT_BASE + r] + 1)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def tm_idle(counters) -> None:
     """One iteration that found nothing to do."""
     store_relaxed(counters, C_IDLE_LOOPS, counters[C_IDLE_LOOPS] + 1)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def tm_busy(counters, t0: int, t1: int) -> None:
     """One iteration that did work from ``t0`` to ``t1`` (ns): busy loops, busy ns, max loop, heartbeat."""
     d = t1 - t0
@@ -439,7 +440,7 @@ def tm_busy(counters, t0: int, t1: int) -> None:
     store_relaxed(counters, C_HEARTBEAT_NS, t1)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def tm_start(counters, cpu: int) -> None:
     """Mark the stage running in this process (pid, pinned CPU or -1, start time, heartbeat)."""
     t = now_ns()
@@ -451,7 +452,7 @@ def tm_start(counters, cpu: int) -> None:
     store_relaxed(counters, C_STATE, ST_RUNNING)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def tm_stop(counters, now: int) -> None:
     """Mark the stage stopped at ``now``."""
     store_relaxed(counters, C_STOP_NS, now)
@@ -472,7 +473,7 @@ def f64_bits(typingctx, x):
     return types.int64(x), codegen
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def risk_set_state(risk, trading_state: int, open_orders: int, rejects: int, now: int) -> None:
     """Trading state (TS_*), open orders and total risk rejects."""
     store_relaxed(risk, R_TRADING_STATE, trading_state)
@@ -481,7 +482,7 @@ def risk_set_state(risk, trading_state: int, open_orders: int, rejects: int, now
     store_relaxed(risk, R_UPDATED_NS, now)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def risk_set_totals(risk, realized: float, unrealized: float, fees: float) -> None:
     """Portfolio PnL and fees (quote currency)."""
     store_relaxed(risk, R_REALIZED_PNL, f64_bits(realized))
@@ -489,7 +490,7 @@ def risk_set_totals(risk, realized: float, unrealized: float, fees: float) -> No
     store_relaxed(risk, R_FEES, f64_bits(fees))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def risk_set_position(
     risk, symbol: int, position_lots: int, avg_price: float, realized: float, unrealized: float
 ) -> None:

@@ -56,6 +56,7 @@ from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
 from hean.atomics import store_relaxed
+from hean.jit import kernel
 
 __all__ = [
     "DEFAULT_PERCENTILES",
@@ -129,7 +130,7 @@ def _bucket_of(v: int) -> int:
     return top - (_SUB_BUCKET_HALF_COUNT_MAGNITUDE + 1)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_index(value: int) -> int:
     """HdrHistogram counts index of ``value`` (clamped to [0, HIST_MAX_VALUE]); add H_BASE for the slot."""
     v = np.int64(value)
@@ -142,7 +143,7 @@ def hist_index(value: int) -> int:
     return ((b + 1) << _SUB_BUCKET_HALF_COUNT_MAGNITUDE) + sub - _SUB_BUCKET_HALF_COUNT
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_value_at_index(index: int) -> int:
     """Lowest value counted by HdrHistogram counts index ``index`` (the bucket's lower boundary)."""
     b = (np.int64(index) >> _SUB_BUCKET_HALF_COUNT_MAGNITUDE) - 1
@@ -153,7 +154,7 @@ def hist_value_at_index(index: int) -> int:
     return sub << b
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_lowest_equivalent(value: int) -> int:
     """Smallest value that shares ``value``'s bucket."""
     v = np.int64(value)
@@ -161,7 +162,7 @@ def hist_lowest_equivalent(value: int) -> int:
     return (v >> b) << b
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_highest_equivalent(value: int) -> int:
     """Largest value that shares ``value``'s bucket (what HdrHistogram reports for a percentile)."""
     v = np.int64(value)
@@ -172,7 +173,7 @@ def hist_highest_equivalent(value: int) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # writer side (one writer per histogram)
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel
 def hist_record_n(counts, value: int, n: int) -> None:
     """Record ``value`` ``n`` times. O(1), no allocation; see the module docstring for clamping.
 
@@ -201,13 +202,13 @@ def hist_record_n(counts, value: int, n: int) -> None:
     store_relaxed(counts, H_TOTAL, total + n)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_record(counts, value: int) -> None:
     """Record one value (ns). O(1), no allocation. Only the histogram's owner may call it."""
     hist_record_n(counts, value, 1)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_reset(counts) -> None:
     """Zero the histogram (the owner only, e.g. after a warm-up)."""
     for i in range(counts.shape[0]):
@@ -217,7 +218,7 @@ def hist_reset(counts) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # reader side (work on copies)
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel
 def hist_count(counts) -> int:
     """Number of recorded values (H_TOTAL); 0 for an array that is not a histogram (too short)."""
     if counts.shape[0] < HIST_LEN:
@@ -225,7 +226,7 @@ def hist_count(counts) -> int:
     return counts[H_TOTAL]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_max(counts) -> int:
     """Largest recorded value (exact, unclamped); 0 when empty."""
     if counts.shape[0] < HIST_LEN:
@@ -233,7 +234,7 @@ def hist_max(counts) -> int:
     return counts[H_MAX] if counts[H_TOTAL] > 0 else 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_min(counts) -> int:
     """Smallest recorded value (exact); 0 when empty."""
     if counts.shape[0] < HIST_LEN:
@@ -241,7 +242,7 @@ def hist_min(counts) -> int:
     return counts[H_MIN] if counts[H_TOTAL] > 0 else 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_mean(counts) -> float:
     """Mean of the recorded values (exact sum / count); 0.0 when empty."""
     if counts.shape[0] < HIST_LEN or counts[H_TOTAL] <= 0:
@@ -249,7 +250,7 @@ def hist_mean(counts) -> float:
     return counts[H_SUM] / counts[H_TOTAL]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_value_at_percentile(counts, pct: float) -> int:
     """HdrHistogram's ``get_value_at_percentile``: highest equivalent value of the bucket holding the
     ``ceil``-rounded target rank (lowest equivalent value for pct == 0); 0 when empty.
@@ -279,7 +280,7 @@ def hist_value_at_percentile(counts, pct: float) -> int:
     return 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_add(dst, src) -> None:
     """``dst += src`` (merge): counters and sums add, min/max combine. No-op unless both are histograms."""
     if dst.shape[0] < HIST_LEN or src.shape[0] < HIST_LEN:
@@ -295,7 +296,7 @@ def hist_add(dst, src) -> None:
         dst[i] += src[i]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hist_sub(dst, cur, prev) -> None:
     """``dst = cur - prev``: the values recorded between two copies of one histogram (an interval view).
 
