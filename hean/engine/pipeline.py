@@ -77,8 +77,9 @@ from hean.telemetry.histogram import hist_record, hist_record_n
 
 # Every function here is compiled without numba's reference counting (``_nrt=False``): none allocates, and
 # with it each call would incref/decref every array of the (large) state tuples it is passed -- measured
-# ~58 us per loop iteration with it, and minutes more of compile time.
-_hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+# ~58 us per loop iteration with it, and minutes more of compile time. ``run_loop`` (``_hot``) is the one the
+# worker calls from Python: it keeps numba's Python wrapper (not the unused C-callable one).
+_hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrapper=True)
 # The step functions take the stages' state tuples by value; LLVM's cost model declines to inline them, and
 # a non-inlined call copies every array descriptor of the tuple (~100+ ns). ``forceinline`` (LLVM
 # alwaysinline) makes the worker loop one function. Like every kernel (:mod:`hean.jit`), numba builds no
