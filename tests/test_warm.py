@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from hean.engine import control as C
 from hean.engine import pipeline as P
 from hean.engine.build import build_local
 from hean.engine.config import load_config
@@ -50,6 +53,36 @@ def test_claims_share_the_stages_between_processes(tmp_path):
         assert (tmp_path / f"{i}.done").exists()
     assert not (tmp_path / f"{P.ROUTER}.done").exists()  # not ours, and its owner is gone
     assert (tmp_path / f"{P.VENUE}.claim").read_text() == str(os.getppid())
+
+
+@pytest.mark.timeout(300)
+def test_the_loop_is_compiled_by_one_process_per_loop_type(tmp_path):
+    """The first worker to claim the loop compiles it; another with the same loop type finds the claim done
+    and loads the loop instead (six workers on two CPUs would otherwise compile it six times at once)."""
+    from hean.engine import warm
+
+    claims = str(tmp_path)
+    first = build_local(load_config(overrides={"engine.duration_s": 1.0}))
+    assert warm.compile_loop(first) is True  # no claims folder: nothing to share
+    assert warm.compile_loop(first, claims) is True
+    name = warm._loop_claim_name(first)
+    assert (tmp_path / f"{name}.claim").read_text() == str(os.getpid())
+    assert (tmp_path / f"{name}.done").exists()
+    second = build_local(load_config(overrides={"engine.duration_s": 1.0, "feed.seed": 3}))
+    assert warm._loop_claim_name(second) == name  # same types, other values
+    assert warm.compile_loop(second, claims) is False
+    assert second.ctl[C.worker_word(0, C.W_LOOPS)] == 1  # and it ran its one warm-up pass
+
+
+@pytest.mark.timeout(300)
+def test_a_dead_loop_claimant_holds_nobody_up(tmp_path):
+    from hean.engine import warm
+
+    W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
+    name = warm._loop_claim_name(W)
+    (tmp_path / f"{name}.claim").write_text(str(_dead_pid()))
+    assert warm.compile_loop(W, str(tmp_path), wait_s=600) is False  # returns (no 600 s wait): it compiled
+    assert not (tmp_path / f"{name}.done").exists()
 
 
 def _dead_pid() -> int:

@@ -9,7 +9,9 @@ back to front (``python -m hean.engine.warm``, started by the supervisor) -- tak
 has claimed yet (a file per stage in a folder of the run), and they meet in the middle; then the worker
 waits for the stages the helper is still on and compiles ``run_loop`` itself, finding every stage in the
 cache. With every CPU running a worker, the workers take turns: even ones front to back, odd ones back to
-front.
+front. Workers whose loops have the same type (every placement's, so far) compile ``run_loop`` once: the
+first to claim it compiles, the others wait and load it (:func:`compile_loop`) -- six workers sharing two
+CPUs would otherwise compile the same ~17 s function six times over.
 
 How a stage is compiled ahead without running anything: numba *types* the stage's pass (``do_book(W)``
 and friends) for the worker tuple's exact type, which compiles -- or loads from the cache -- every function
@@ -18,6 +20,7 @@ it calls, with the argument types ``run_loop`` will use. Nothing is lowered or r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -29,7 +32,7 @@ from numba.core.registry import cpu_target
 
 from hean.engine import pipeline as P
 
-__all__ = ["precompile", "stage_order"]
+__all__ = ["compile_loop", "precompile", "stage_order"]
 
 N_STAGES = len(P.STAGE_PASSES)
 
@@ -52,15 +55,34 @@ def precompile(W, order: list[int], claims: str | None = None, wait_s: float = 6
     t0 = time.monotonic()
     wt = numba.typeof(W)
     for i in order:
-        if claims is not None and not _claim(claims, i):
+        if claims is not None and not _claim(claims, str(i)):
             continue
         _type_stage(wt, i)
         if claims is not None:
-            with open(os.path.join(claims, f"{i}.done"), "w"):
-                pass
+            _done(claims, str(i))
     if claims is not None:
-        _wait_for_others(claims, order, t0 + wait_s)
+        for i in order:
+            _wait_for(claims, str(i), t0 + wait_s)
     return time.monotonic() - t0
+
+
+def compile_loop(W, claims: str | None = None, wait_s: float = 600.0) -> bool:
+    """Compile (or load from the cache) ``run_loop`` for worker tuple ``W`` and run one pass of it (which
+    also touches every state page); returns whether this process held the loop's claim (with no claims
+    folder: True).
+
+    With ``claims``, one process per loop type compiles: the others wait until it is done (or dead) and load
+    it from numba's cache. The claim is named by a hash of the type, so workers whose loops differ in type
+    never wait for each other.
+    """
+    name = _loop_claim_name(W)
+    mine = claims is None or _claim(claims, name)
+    if not mine:
+        _wait_for(claims, name, time.monotonic() + wait_s)
+    P.run_loop(W, 1)
+    if mine and claims is not None:
+        _done(claims, name)
+    return mine
 
 
 def _type_stage(wt, i: int) -> None:
@@ -70,9 +92,14 @@ def _type_stage(wt, i: int) -> None:
     typed_passes.type_inference_stage(cpu_target.typing_context, cpu_target.target_context, func_ir, args, None)
 
 
-def _claim(claims: str, i: int) -> bool:
+def _loop_claim_name(W) -> str:
+    return "loop-" + hashlib.sha1(str(numba.typeof(W)).encode()).hexdigest()[:16]
+
+
+def _claim(claims: str, name: str) -> bool:
+    """Take ``name`` unless another process has (an exclusively created file holding the claimant's pid)."""
     try:
-        fd = os.open(os.path.join(claims, f"{i}.claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd = os.open(os.path.join(claims, f"{name}.claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return False
     os.write(fd, str(os.getpid()).encode())
@@ -80,9 +107,14 @@ def _claim(claims: str, i: int) -> bool:
     return True
 
 
-def _claimant_alive(claims: str, i: int) -> bool:
+def _done(claims: str, name: str) -> None:
+    with open(os.path.join(claims, f"{name}.done"), "w"):
+        pass
+
+
+def _claimant_alive(claims: str, name: str) -> bool:
     try:
-        with open(os.path.join(claims, f"{i}.claim")) as f:
+        with open(os.path.join(claims, f"{name}.claim")) as f:
             pid = int(f.read() or 0)
         os.kill(pid, 0)
     except (OSError, ValueError):
@@ -90,12 +122,12 @@ def _claimant_alive(claims: str, i: int) -> bool:
     return pid > 0
 
 
-def _wait_for_others(claims: str, order: list[int], deadline: float) -> None:
-    for i in order:
-        while not os.path.exists(os.path.join(claims, f"{i}.done")) and time.monotonic() < deadline:
-            if not _claimant_alive(claims, i):
-                break  # it died: whatever needs that stage compiles it
-            time.sleep(0.02)
+def _wait_for(claims: str, name: str, deadline: float) -> None:
+    """Until ``name`` is done, its claimant is gone (whoever needs it then compiles it), or ``deadline``."""
+    while not os.path.exists(os.path.join(claims, f"{name}.done")) and time.monotonic() < deadline:
+        if not _claimant_alive(claims, name):
+            return
+        time.sleep(0.02)
 
 
 def main() -> int:

@@ -47,11 +47,12 @@ def main() -> int:
 
         built = build_worker(spec, ctl)
         from hean.engine.pipeline import run_loop
-        from hean.engine.warm import precompile, stage_order
+        from hean.engine.warm import compile_loop, precompile, stage_order
 
         # stage by stage, in this worker's order (another process may be compiling from the other end)
-        precompile(built.worker, stage_order(bool(spec.get("compile_backwards"))), spec.get("compile_claims"))
-        run_loop(built.worker, 1)  # compiles (or loads from the cache) and touches every state page
+        claims = spec.get("compile_claims")
+        precompile(built.worker, stage_order(bool(spec.get("compile_backwards"))), claims)
+        compile_loop(built.worker, claims)  # compiles (or loads from the cache) and touches every state page
         ctl[C.worker_word(w, C.W_HEARTBEAT)] = time.monotonic_ns()
         ctl[C.worker_word(w, C.W_READY)] = 1
         while not ctl[C.START] and not ctl[C.STOP]:
