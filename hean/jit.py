@@ -11,7 +11,10 @@ of a cold start's stage compilation (78 -> 58 s in one process on the developmen
 Called from Python (tests, research, the odd set-up call), it does not crash -- numba would jump through a
 null wrapper -- but compiles, once, a *twin*: the same Python function compiled with the wrappers, cached
 under its own name (``<qualname>.python``) so the two never load each other's cache entries. Compiled code
-always calls the kernel itself; the twin exists only in processes that call the kernel from Python.
+always calls the kernel itself; the twin exists only in processes that call the kernel from Python. A
+Python call passes through one more Python frame (~0.2 µs: 449 vs 239 ns for ``hist_record`` on the
+development VM); code that calls a kernel per element from Python can call ``kernel.python_twin`` once it
+exists, or better, loop in compiled code.
 
 Defaults for every kernel (all of HEAN's hot code shares them):
 
