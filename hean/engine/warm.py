@@ -1,17 +1,17 @@
 """Cold start on every CPU at once: the worker loop's stage code compiled in parallel processes.
 
 Why: the first start compiles every stage kernel (nothing is in numba's cache yet), one function after
-another in one process -- about two minutes on the 2-vCPU development VM, while the other CPU idles. The
-loop's code splits cleanly by stage (:data:`hean.engine.pipeline.STAGE_PASSES`), and numba's on-disk cache
-is a meeting point: a process that needs a function another process has already compiled loads it instead.
-So each process walks the stages in its own order -- the worker front to back, a helper on a spare CPU
-back to front (``python -m hean.engine.warm``, started by the supervisor) -- taking only stages nobody
-has claimed yet (a file per stage in a folder of the run), and they meet in the middle; then the worker
-waits for the stages the helper is still on and compiles ``run_loop`` itself, finding every stage in the
-cache. With every CPU running a worker, the workers take turns: even ones front to back, odd ones back to
-front. Workers whose loops have the same type (every placement's, so far) compile ``run_loop`` once: the
-first to claim it compiles, the others wait and load it (:func:`compile_loop`) -- six workers sharing two
-CPUs would otherwise compile the same ~17 s function six times over.
+another in one process -- over a minute on the 2-vCPU development VM, while the other CPU idles. The loop's
+code splits cleanly by stage (:data:`hean.engine.pipeline.STAGE_PASSES`), and numba's on-disk cache is a
+meeting point: a process that needs a function another process has already compiled loads it instead. So
+each process walks the stages in its own order -- the worker front to back, a helper on a spare CPU back to
+front (``python -m hean.engine.warm``, started by the supervisor) -- taking only stages nobody has claimed
+yet (a file per stage in a folder of the run), and they meet in the middle; then the worker waits for the
+stages the helper is still on and compiles ``run_loop`` itself, finding every stage in the cache. With every
+CPU running a worker, the workers take turns: even ones front to back, odd ones back to front. Workers whose
+loops have the same type (every placement's, so far) compile ``run_loop`` once: the first to claim it
+compiles, the others wait and load it (:func:`compile_loop`) -- six workers sharing two CPUs would otherwise
+compile the same ~17 s function six times over.
 
 How a stage is compiled ahead without running anything: numba *types* the stage's pass (``do_book(W)``
 and friends) for the worker tuple's exact type, which compiles -- or loads from the cache -- every function
