@@ -1,0 +1,97 @@
+"""The engine's venue step (hean.engine.pipeline.venue_step), driven through the worker loop with only the
+venue stage owned: the ordering rule (market events published before an order are applied before it) and
+back-pressure on the report ring (no room: nothing is taken; room again: nothing was lost or repeated)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hean.engine import pipeline as P
+from hean.engine.build import build_local
+from hean.engine.config import load_config
+from hean.records import ASK, BUY, MARKET_EVENT, ORDER, EventKind, ExecType, OrderAction, OrderType, TimeInForce
+from hean.rings.layout import CAPACITY, MASK, P_WRITE, READ, WRITE
+from hean.telemetry.block import C_RING_FULL
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def venue_only():
+    W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
+    W.owns[:] = 0
+    W.owns[P.VENUE] = 1
+    return W
+
+
+def publish(ring, recs) -> None:
+    """What the ring's producer (another stage) would do: slots first, then the WRITE cursor."""
+    w, m = int(ring.hdr[WRITE]), int(ring.hdr[MASK])
+    for i, r in enumerate(recs):
+        ring.slots[(w + i) & m] = r
+    ring.hdr[WRITE] = w + len(recs)
+
+
+def ask(px: int, qty: int, ts: int):
+    e = np.zeros(1, MARKET_EVENT)[0]
+    e["kind"], e["side"], e["price"], e["qty"], e["ts_exch"], e["ts_origin"] = EventKind.LEVEL_SET, ASK, px, qty, ts, ts
+    return e
+
+
+def buy(order_id: int, px: int, qty: int, tif=TimeInForce.IOC):
+    o = np.zeros(1, ORDER)[0]
+    o["kind"], o["side"], o["qty"], o["price"], o["order_type"] = OrderAction.NEW, BUY, qty, px, OrderType.LIMIT
+    o["tif"], o["venue"], o["order_id"], o["symbol"] = tif, 0, order_id, 0
+    return o
+
+
+def reports(ring, start: int) -> list[tuple[str, int, int, int]]:
+    """(kind, order id, price, qty) of every report published from index ``start`` on, oldest first."""
+    m = int(ring.hdr[MASK])
+    slots = [ring.slots[i & m] for i in range(start, int(ring.hdr[WRITE]))]
+    return [(ExecType(int(r["kind"])).name, int(r["order_id"]), int(r["price"]), int(r["qty"])) for r in slots]
+
+
+@pytest.mark.parametrize(
+    ("event_first", "expected"),
+    [
+        (True, [("ACK", 7, 101, 0), ("FILL", 7, 101, 2)]),  # the ask was published first: the order takes it
+        (False, [("ACK", 7, 101, 0), ("EXPIRED", 7, 101, 0)]),  # the order went first: nothing to take yet
+    ],
+)
+def test_events_published_before_an_order_are_applied_before_it(event_first, expected):
+    W = venue_only()
+    R = W.rings
+    if event_first:
+        publish(R.ev_venue, [ask(101, 3, 1_000)])
+        publish(R.vorders, [buy(7, 101, 2)])
+        P.run_loop(W, 3)
+    else:
+        publish(R.vorders, [buy(7, 101, 2)])
+        P.run_loop(W, 3)
+        publish(R.ev_venue, [ask(101, 3, 1_000)])
+        P.run_loop(W, 3)
+    assert reports(R.reports, 0) == expected
+    assert R.ev_venue.hdr[READ] == 1 and R.vorders.hdr[READ] == 1
+
+
+def test_a_full_report_ring_holds_the_venue_back_and_loses_nothing():
+    W = venue_only()
+    R = W.rings
+    rep = R.reports
+    full = W.tm_venue.c
+    # the router has not read the reports ring: room for 65 reports, one more than a venue call may write
+    start = int(rep.hdr[CAPACITY]) - (P.VENUE_OUT + 1)
+    rep.hdr[WRITE] = rep.hdr[P_WRITE] = start  # the producer's cursor and its private copy
+    publish(R.ev_venue, [ask(101, 10, 1_000)])
+    publish(R.vorders, [buy(1, 101, 2), buy(2, 101, 3)])
+    P.run_loop(W, 5)
+    # the first order went through (2 reports) and left the ring without room for another call's worth:
+    # the second waits, and nothing is written over
+    assert reports(rep, start) == [("ACK", 1, 101, 0), ("FILL", 1, 101, 2)]
+    assert R.vorders.hdr[READ] == 1 and W.venue.owed[0] == 1
+    assert full[C_RING_FULL] > 0
+    rep.hdr[READ] = rep.hdr[WRITE]  # the router drains the ring
+    P.run_loop(W, 5)
+    assert reports(rep, start) == [("ACK", 1, 101, 0), ("FILL", 1, 101, 2), ("ACK", 2, 101, 0), ("FILL", 2, 101, 3)]
+    assert R.ev_venue.hdr[READ] == 1 and R.vorders.hdr[READ] == 2 and W.venue.owed[0] == 0
