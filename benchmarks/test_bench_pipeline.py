@@ -1,8 +1,9 @@
-"""pytest-benchmark wrappers for ``hean bench pipeline`` and ``hean bench noise``
+"""pytest-benchmark wrappers for ``hean bench pipeline``, ``hean bench startup`` and ``hean bench noise``
 (run: ``.venv/bin/pytest benchmarks/test_bench_pipeline.py``).
 
-One engine run per placement at 100k messages/s, and the machine-noise probe on every CPU; the figures
-(tick-to-trade percentiles, time lost to the machine, its wait floor) go into ``benchmark.extra_info``.
+One engine run per placement at 100k messages/s, a cold and a warm start of the default placement, and the
+machine-noise probe on every CPU; the figures (tick-to-trade percentiles, start-up seconds, time lost to the
+machine, its wait floor) go into ``benchmark.extra_info``.
 Nothing here asserts a timing: the targets are judged by the CLI benchmarks on a quiet machine
 (BENCHMARKS.md).
 """
@@ -13,7 +14,7 @@ import os
 
 import pytest
 
-from hean.bench import noise
+from hean.bench import noise, startup
 from hean.bench import pipeline as bench
 
 pytestmark = pytest.mark.timeout(900)
@@ -28,6 +29,15 @@ def test_tick_to_trade_at_100k(benchmark, placement):
     assert row["tick_to_trade_ns"]["count"] > 0
     benchmark.extra_info.update({f"t2t_{k}_ns": v for k, v in row["tick_to_trade_ns"].items()})
     benchmark.extra_info["messages_per_s"] = row["messages_per_s"]
+
+
+def test_cold_and_warm_start(benchmark):
+    box = {}
+    benchmark.pedantic(lambda: box.update(row=startup.measure("fused", 1)), rounds=1, iterations=1)
+    row = box["row"]
+    assert not row["errors"], row["errors"]
+    assert len(row["cold_s"]) == 1 and row["cold_s"][0] > 0 and row["warm_s"] > 0
+    benchmark.extra_info.update({"cold_s": row["cold_s"][0], "warm_s": row["warm_s"]})
 
 
 @pytest.mark.parametrize("cpu", sorted(os.sched_getaffinity(0)))

@@ -21,6 +21,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "indicators": ("hean.bench.indicators", "streaming indicator set and strategy stage ns/update; batch vs TA-Lib"),
     "risk": ("hean.bench.risk", "ns per full pre-trade risk check and per routed order incl. state machine"),
     "pipeline": ("hean.bench.pipeline", "whole engine: tick-to-trade at fixed rates, sustained rate, start-up"),
+    "startup": ("hean.bench.startup", "start-up to every worker ready: cold (empty numba cache) and warm"),
     "noise": ("hean.bench.noise", "the machine's own stalls on each CPU: time lost, gaps, tail-latency floor"),
 }
 
