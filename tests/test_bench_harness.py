@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -266,3 +267,33 @@ def test_pair_over_a_hean_ring(shm_name):
         ring.unlink()
     (r,) = res.results
     assert (r.attempted, r.received, r.lost) == (1000, 1000, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--placements", "fused,bogus"], "unknown placement(s) ['bogus']"),
+        (["--runs", "0"], "--runs must be >= 1, got 0"),
+    ],
+)
+def test_bench_startup_rejects_bad_options(argv, message, capsys):
+    from hean.bench import startup
+
+    with pytest.raises(SystemExit) as e:
+        startup._parse(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_startup_restores_the_callers_numba_cache_setting(monkeypatch):
+    """Each measured run points the engine's processes at a cache folder of its own, and only them."""
+    from hean.bench import startup
+
+    seen = []
+    monkeypatch.setattr(startup, "run_one", lambda placement, rate, s: seen.append(os.environ["NUMBA_CACHE_DIR"]))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere/else")
+    startup._with_cache("/tmp/hean-bench-startup-x", "fused")
+    assert seen == ["/tmp/hean-bench-startup-x"] and os.environ["NUMBA_CACHE_DIR"] == "/somewhere/else"
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    startup._with_cache("/tmp/hean-bench-startup-y", "fused")
+    assert seen[-1] == "/tmp/hean-bench-startup-y" and "NUMBA_CACHE_DIR" not in os.environ
