@@ -78,6 +78,7 @@ def _make_twin(k: Kernel) -> CPUDispatcher:
     g.__qualname__ = f.__qualname__ + ".python"  # its own cache index and object files
     g.__module__ = f.__module__
     g.__doc__ = f.__doc__
+    g.__kwdefaults__ = f.__kwdefaults__
     opts = {key: v for key, v in k.targetoptions.items() if key not in _NO_WRAPPERS and key != "nopython"}
     return njit(cache=True, **opts)(g)
 
