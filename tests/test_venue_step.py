@@ -95,3 +95,15 @@ def test_a_full_report_ring_holds_the_venue_back_and_loses_nothing():
     P.run_loop(W, 5)
     assert reports(rep, start) == [("ACK", 1, 101, 0), ("FILL", 1, 101, 2), ("ACK", 2, 101, 0), ("FILL", 2, 101, 3)]
     assert R.ev_venue.hdr[READ] == 1 and R.vorders.hdr[READ] == 2 and W.venue.owed[0] == 0
+
+
+def test_an_idle_venue_does_not_count_a_full_report_ring():
+    """Ring-full counts shortages that held something back: with nothing to take, a full ring is no event."""
+    W = venue_only()
+    rep = W.rings.reports
+    rep.hdr[WRITE] = rep.hdr[P_WRITE] = int(rep.hdr[CAPACITY])  # full: the router has read nothing
+    P.run_loop(W, 5)
+    assert W.tm_venue.c[C_RING_FULL] == 0
+    publish(W.rings.ev_venue, [ask(101, 3, 1_000)])
+    P.run_loop(W, 5)
+    assert W.tm_venue.c[C_RING_FULL] > 0 and W.rings.ev_venue.hdr[READ] == 0  # held back, and counted

@@ -830,18 +830,19 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
     flush = V.owed[0] != 0  # reports that found no room on an earlier pass
     t0 = now_ns()
     while True:
+        is_event = k_ev < n_ev
+        is_order = not is_event and goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord
         if flush:
             if not _venue_flush(V, reports, now, tm):
                 break
-        elif not _room(reports, VENUE_OUT, tm.c):
-            break
-        is_event = k_ev < n_ev
+        elif (is_event or is_order) and not _room(reports, VENUE_OUT, tm.c):
+            break  # (room is asked, and a shortage counted, only with something to take)
         if is_event:
             ev = ev_in.slots[(e0 + k_ev) & em]
             now = ev.ts_exch
             clock[VENUE] = now
             hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
-        elif goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord:
+        elif is_order:
             order = vorders.slots[(o0 + k_ord) & om]
             hist_record(tm.h[H_AGE2], t0 - order.ts_origin)
             venue_accept(vn, order, now)
