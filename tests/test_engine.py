@@ -146,6 +146,11 @@ def _wait_for_run(proc, timeout=120.0):
     raise AssertionError("the run did not start")
 
 
+def _hean(*args: str) -> subprocess.CompletedProcess:
+    """One short ``hean`` command (stop, halt, ...) against a running engine."""
+    return subprocess.run([sys.executable, "-m", "hean", *args], capture_output=True, text=True)
+
+
 def _finish(proc, timeout=60.0):
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -175,7 +180,7 @@ def test_kill_9_of_a_worker_halts_and_names_the_stage(stage, spawn):
 def test_hean_stop_drains_and_exits_cleanly(spawn):
     proc, out = spawn(["run", "--duration", "0"])
     m = _wait_for_run(proc)
-    stop = subprocess.run([sys.executable, "-m", "hean", "stop", m.run_id], capture_output=True, text=True)
+    stop = _hean("stop", m.run_id)
     assert stop.returncode == 0, stop.stderr
     code, stdout, stderr = _finish(proc)
     assert code == 0, stderr
@@ -309,10 +314,10 @@ def test_run_with_top_shows_the_live_view(tmp_path):
 def test_hean_halt_is_the_kill_switch(spawn):
     proc, out = spawn(["run", "--duration", "0"])
     m = _wait_for_run(proc)
-    halt = subprocess.run([sys.executable, "-m", "hean", "halt", m.run_id], capture_output=True, text=True)
+    halt = _hean("halt", m.run_id)
     assert halt.returncode == 0, halt.stderr
     time.sleep(1.0)
-    subprocess.run([sys.executable, "-m", "hean", "stop", m.run_id], capture_output=True, text=True, check=True)
+    _hean("stop", m.run_id).check_returncode()
     code, stdout, stderr = _finish(proc)
     assert code == 0, stderr
     s = json.loads(out.read_text())

@@ -39,6 +39,15 @@ PLACEMENTS = {
 DEFAULT_RATES = (10_000, 100_000, 1_000_000, 0)
 
 
+def parse_placements(p: argparse.ArgumentParser, text: str) -> list[str]:
+    """``--placements``' comma list, each a key of :data:`PLACEMENTS` (else the parser's usage error)."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in names if x not in PLACEMENTS]
+    if bad:
+        p.error(f"unknown placement(s) {bad}; choose from {sorted(PLACEMENTS)}")
+    return names
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hean bench pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--placements", default="fused,two,split", help="comma list of fused, two, split")
@@ -49,10 +58,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     args = p.parse_args(argv)
-    args.placements = [x.strip() for x in args.placements.split(",") if x.strip()]
-    bad = [x for x in args.placements if x not in PLACEMENTS]
-    if bad:
-        p.error(f"unknown placement(s) {bad}; choose from {sorted(PLACEMENTS)}")
+    args.placements = parse_placements(p, args.placements)
     args.rates = [int(float(x)) for x in args.rates.split(",") if x.strip()]
     return args
 

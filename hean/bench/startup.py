@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 from hean.bench.harness import machine_info
-from hean.bench.pipeline import PLACEMENTS, run_one
+from hean.bench.pipeline import parse_placements, run_one
 
 COLD_TARGET_S = 60.0
 WARM_TARGET_S = 3.0
@@ -32,10 +32,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=1, help="cold runs per placement (default 1), then one warm")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     args = p.parse_args(argv)
-    args.placements = [x.strip() for x in args.placements.split(",") if x.strip()]
-    bad = [x for x in args.placements if x not in PLACEMENTS]
-    if bad:
-        p.error(f"unknown placement(s) {bad}; choose from {sorted(PLACEMENTS)}")
+    args.placements = parse_placements(p, args.placements)
     if args.runs < 1:
         p.error(f"--runs must be >= 1, got {args.runs}")
     return args

@@ -310,12 +310,15 @@ def _put_all(ring, buf, n):
 
 @_inl
 def _goal_if_waiting(first, then):
-    """When ``then`` has records waiting: the WRITE of ``first`` now (everything published to ``first``
-    before them -- the consumer must apply those first); else -1. Read ``then`` before ``first``."""
-    _, n = available(then.hdr)
+    """``(goal, start, n)``: the records waiting in ``then`` (``start``, ``n``) and, when there are any, the
+    WRITE of ``first`` read after them (else -1). Everything published to ``first`` before those records is
+    below ``goal``: the consumer applies it first, and takes only these ``n`` -- a record of ``then``
+    published after the snapshot may follow ``first`` records above ``goal``. Reading ``then`` before
+    ``first`` is what makes the bound hold."""
+    start, n = available(then.hdr)
     if n == 0:
-        return -1
-    return load_acquire(first.hdr, WRITE)
+        return -1, start, n
+    return load_acquire(first.hdr, WRITE), start, n
 
 
 @_inl
@@ -635,29 +638,29 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
     # book states: marks, staleness; owed cancel-alls out. When intents wait, first every book state
     # published before them (they were published before the intents they caused): a snapshot of the
     # book-state ring's WRITE taken now bounds them, so a continuous flow of states cannot starve intents.
-    goal = _goal_if_waiting(bs_in, intents)
+    goal, i0, n_int = _goal_if_waiting(bs_in, intents)
     start, n = available(bs_in.hdr)
-    m = bs_in.hdr[MASK]
-    k = 0
-    t0 = now_ns()
-    while k < min(n, max(BATCH, goal - start)) and _room(orders, RISK_OUT, tm.c):
-        bs = bs_in.slots[(start + k) & m]
-        clock[RISK] = bs.ts_exch
-        hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
-        _risk_out(Rk, orders, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
-        k += 1
-    if k:
-        _service(tm.h, t0, k)
-        _release(bs_in, start + k)
-        done += k
+    if n:
+        m = bs_in.hdr[MASK]
+        k = 0
+        t0 = now_ns()
+        while k < min(n, max(BATCH, goal - start)) and _room(orders, RISK_OUT, tm.c):
+            bs = bs_in.slots[(start + k) & m]
+            clock[RISK] = bs.ts_exch
+            hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
+            _risk_out(Rk, orders, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
+            k += 1
+        if k:
+            _service(tm.h, t0, k)
+            _release(bs_in, start + k)
+            done += k
     # intents, once every book state published before them is applied
     if goal >= 0 and load_relaxed(bs_in.hdr, READ) >= goal:
-        start, n = available(intents.hdr)
         m = intents.hdr[MASK]
         k = 0
         t0 = now_ns()
-        while k < min(n, BATCH) and _room(orders, RISK_OUT, tm.c):
-            it = intents.slots[(start + k) & m]
+        while k < min(n_int, BATCH) and _room(orders, RISK_OUT, tm.c):
+            it = intents.slots[(i0 + k) & m]
             hist_record(tm.h[H_AGE2], t0 - it.ts_origin)
             w = risk_on_intent(risk, it, it.ts_exch, Rk.out, 0)
             if w == 0:
@@ -666,7 +669,7 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
             k += 1
         if k:
             _service(tm.h, t0, k)
-            _release(intents, start + k)
+            _release(intents, i0 + k)
             done += k
     # cancel-alls owed after trips (loss, drawdown, staleness): only state changes above can owe one
     if done and _room(orders, RISK_OUT, tm.c):
@@ -736,23 +739,24 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
         router_halt(router)  # a worker died: nothing more leaves the router (orders are refused to risk)
     done = 0
     start, n = available(reports.hdr)
-    m = reports.hdr[MASK]
-    k = 0
-    t0 = now_ns()
-    while k < min(n, BATCH) and _room(rreports, ROUTER_REPORTS_OUT, tm.c):
-        rep = reports.slots[(start + k) & m]
-        hist_record(tm.h[H_AGE2], t0 - rep.ts_origin)
-        if rep.kind == X_FILL or rep.kind == X_PARTIAL:
-            _digest(tm.c, U_ORDER_DIGEST + 1, rep.order_id, rep.price, rep.qty, rep.leaves_qty)
-            tm_add(tm.c, C_FILLS, 1)
-        w = router_on_report(router, rep, Rt.reports, 0)
-        w += router_poll(router, Rt.reports, w)
-        _router_reports_out(Rt, rreports, w, tm)
-        k += 1
-    if k:
-        _service(tm.h, t0, k)
-        _release(reports, start + k)
-        done += k
+    if n:
+        m = reports.hdr[MASK]
+        k = 0
+        t0 = now_ns()
+        while k < min(n, BATCH) and _room(rreports, ROUTER_REPORTS_OUT, tm.c):
+            rep = reports.slots[(start + k) & m]
+            hist_record(tm.h[H_AGE2], t0 - rep.ts_origin)
+            if rep.kind == X_FILL or rep.kind == X_PARTIAL:
+                _digest(tm.c, U_ORDER_DIGEST + 1, rep.order_id, rep.price, rep.qty, rep.leaves_qty)
+                tm_add(tm.c, C_FILLS, 1)
+            w = router_on_report(router, rep, Rt.reports, 0)
+            w += router_poll(router, Rt.reports, w)
+            _router_reports_out(Rt, rreports, w, tm)
+            k += 1
+        if k:
+            _service(tm.h, t0, k)
+            _release(reports, start + k)
+            done += k
     start, n = available(orders.hdr)
     m = orders.hdr[MASK]
     k = 0
@@ -816,9 +820,8 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
     so calling all three put three copies of it into the worker loop (a third of the loop's code, and as
     much of its compile time)."""
     vn = V.venue
-    # orders only once every event published before them is applied: read the orders before the events
-    o0, n_ord = available(vorders.hdr)
-    goal = load_acquire(ev_in.hdr, WRITE) if n_ord > 0 else -1
+    # orders only once every event published before them is applied
+    goal, o0, n_ord = _goal_if_waiting(ev_in, vorders)
     e0, n_ev = available(ev_in.hdr)
     n_ev = min(n_ev, max(BATCH, goal - e0))
     n_ord = min(n_ord, BATCH)
@@ -828,7 +831,9 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
     k_ord = 0
     now = clock[VENUE]  # the venue's clock: the exchange time of the last market event it applied
     flush = V.owed[0] != 0  # reports that found no room on an earlier pass
-    t0 = now_ns()
+    t0 = 0
+    if n_ev or n_ord:  # (an idle pass reads no clock)
+        t0 = now_ns()
     while True:
         is_event = k_ev < n_ev
         is_order = not is_event and goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord
@@ -837,8 +842,8 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
                 break
         elif (is_event or is_order) and not _room(reports, VENUE_OUT, tm.c):
             break  # (room is asked, and a shortage counted, only with something to take)
+        ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
         if is_event:
-            ev = ev_in.slots[(e0 + k_ev) & em]
             now = ev.ts_exch
             clock[VENUE] = now
             hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
@@ -851,7 +856,6 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
             break
         venue_advance(vn, now)
         if is_event:
-            ev = ev_in.slots[(e0 + k_ev) & em]
             venue_apply_event(vn, V.venue_of[ev.symbol], ev, now)
             k_ev += 1
         flush = True
