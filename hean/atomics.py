@@ -51,6 +51,7 @@ __all__ = [
     "cpu_pause",
     "fence",
     "getpid",
+    "getppid",
     "load_acquire",
     "load_relaxed",
     "measure_clock_cost_ns",
@@ -75,7 +76,7 @@ _TIMESPEC = ir.ArrayType(_I64, 2)  # struct timespec { time_t tv_sec; long tv_ns
 def _register_libc_symbols() -> None:
     """Make libc's symbols visible to the JIT linker (also for object code loaded from the cache)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    for name in ("clock_gettime", "sched_yield", "nanosleep", "kill", "getpid"):
+    for name in ("clock_gettime", "sched_yield", "nanosleep", "kill", "getpid", "getppid"):
         addr = ctypes.cast(getattr(libc, name), ctypes.c_void_p).value
         _llvm.add_symbol(name, addr)
 
@@ -261,6 +262,18 @@ def getpid(typingctx):
 
     def codegen(context, builder, sig, args):
         r = builder.call(_libc(builder, "getpid", _I32, []), [])
+        return builder.sext(r, _I64)
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def getppid(typingctx):
+    """The parent's pid: it changes (to 1 or a subreaper) the moment the parent dies, so a worker that
+    compares it with its supervisor's pid notices the supervisor's death with one syscall."""
+
+    def codegen(context, builder, sig, args):
+        r = builder.call(_libc(builder, "getppid", _I32, []), [])
         return builder.sext(r, _I64)
 
     return types.int64(), codegen

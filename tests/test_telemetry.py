@@ -304,25 +304,3 @@ def test_tm_block_module_documents_every_counter():
     for name in ("C_EVENTS_IN", "C_RING_FULL", "C_SEQ_GAPS", "C_BUSY_NS", "C_HEARTBEAT_NS", "R_TRADING_STATE"):
         assert name in doc, name
     assert set(tb.COUNTER_NAMES.values()) == set(range(19))
-
-
-def test_cleanup_run_removes_a_stale_runs_segments_only(run_id):
-    from hean.telemetry.manifest import cleanup_run
-
-    live = create_block(run_id, "feed", ["service"])
-    other = create_block(run_id + "x", "feed", ["service"])  # another run: its name only shares a prefix
-    write_manifest(_manifest(run_id, os.getpid()))
-    try:
-        with pytest.raises(ManifestError, match="is running"):
-            cleanup_run(run_id)
-        remove_manifest(run_id)
-        write_manifest(_manifest(run_id, _dead_pid()))
-        removed = cleanup_run(run_id)
-        assert sorted(removed) == sorted([manifest_name(run_id), live.name])
-        assert os.path.exists(f"/dev/shm/{other.name}")
-        assert cleanup_run(run_id) == []
-    finally:
-        for seg in (live, other):
-            seg.close()
-            seg.unlink()
-        remove_manifest(run_id)

@@ -318,7 +318,8 @@ def test_cli_top_once_and_list(capsys):
         for stage in STAGES:
             assert f"│ {stage} " in out, stage
         assert main(["top", "--list"]) == 0
-        assert f"{fab.run_id}  engine pid {os.getpid()}  running" in capsys.readouterr().out
+        me = os.getpid()
+        assert f"{fab.run_id}  a live run (supervisor pid {me}; processes {me})" in capsys.readouterr().out
     assert main(["top", fab.run_id, "--once"]) == 1
     assert f"no run '{fab.run_id}'" in capsys.readouterr().out
 
@@ -347,18 +348,34 @@ def test_layout_adapts_to_the_console_width(width, wide_only, narrow_only):
 
 
 def test_cli_top_clean_removes_only_stale_runs(capsys):
+    """A run is stale when none of its processes is left (not when its manifest says a dead pid): --list says
+    which, and --clean removes the stale one's every segment and temp folder, and nothing of the live one."""
     from hean.cli import main
 
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait(timeout=30)
-    with Fabricated() as live, Fabricated(pid=dead.pid) as stale:
-        assert main(["top", "--list"]) == 0
-        listed = capsys.readouterr().out
-        assert f"{stale.run_id}  engine pid {dead.pid}  stale" in listed and f"{live.run_id}  engine" in listed
-        assert main(["top", live.run_id, "--clean"]) == 1
-        assert "is running" in capsys.readouterr().out
-        assert main(["top", stale.run_id, "--clean"]) == 0
-        out = capsys.readouterr().out
-        assert f"{stale.run_id}: removed 7 segment(s)" in out  # manifest, 4 blocks, 2 rings
-        assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"hean-{stale.run_id}-")]
-        assert os.path.exists(f"/dev/shm/{manifest_name(live.run_id)}")
+    from dead_run import leave_dead_run
+
+    with Fabricated() as live:
+        stale_id = live.run_id + "_dead"
+        names, folder = leave_dead_run(stale_id)
+        try:
+            assert main(["top", "--list"]) == 0
+            listed = capsys.readouterr().out
+            assert f"{stale_id}  a stale run (no process of it is left)" in listed
+            assert f"{live.run_id}  a live run (supervisor pid {os.getpid()}; processes {os.getpid()})" in listed
+            assert main(["top", live.run_id, "--clean"]) == 0
+            out = capsys.readouterr().out
+            assert f"kept run {live.run_id}: a live run" in out and "nothing stale to remove" in out
+            assert main(["top", stale_id, "--clean"]) == 0
+            out = capsys.readouterr().out
+            for name in names:
+                assert f"removed /dev/shm/{name} (run {stale_id}: no process of it is left)" in out, name
+            assert f"removed {folder} " in out
+            assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"hean-{stale_id}-")]
+            assert not os.path.exists(folder)
+            assert os.path.exists(f"/dev/shm/{manifest_name(live.run_id)}")
+        finally:
+            for name in names:
+                unlink_segment(name)
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)

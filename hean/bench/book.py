@@ -49,7 +49,7 @@ from hean.stages.book import (
 )
 from hean.stages.trades import make_trade_stats
 
-DEFAULT_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "binance-usdm-btcusdt-20240808.gz"
+DEFAULT_FILE = Path(__file__).resolve().parents[2] / "tests" / "data" / "binance-usdm-btcusdt-20240808.gz"
 TICK, LOT = "0.10", "0.001"
 _LEVEL_SET = int(EventKind.LEVEL_SET)
 _CLEAR = int(EventKind.CLEAR)

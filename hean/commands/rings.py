@@ -3,8 +3,11 @@
 * ``hean rings`` (or ``hean rings list``): every ``/dev/shm/hean*`` ring with capacity, fill level,
   high-water mark, counters, and the producer/consumer pids with whether each is alive.
 * ``hean rings inspect NAME``: the full header of one ring (layout, dtype, cursors, counters).
-* ``hean rings clean [NAME...]``: unlink stale rings (every recorded owner dead), all of them or only the
-  named ones; ``--dry-run`` only lists them. ``hean rings --remove-stale`` lists, then cleans.
+* ``hean rings clean [NAME...]``: remove what no live process owns: every segment and temp folder of a run
+  none of whose processes is left (whoever holds one of its segments open or mapped is an owner), and rings
+  of no run whose recorded owners are all dead; all of them, or only the named runs or segments. A live
+  run is never touched, nor another user's. ``--dry-run`` lists what would go and why.
+  ``hean rings --remove-stale`` lists, then cleans.
 
 Reading a ring maps it read-only and never changes it. Top-level imports stay light (argparse only).
 """
@@ -33,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ip = ss.add_parser("inspect", help="show one ring's full header")
     ip.add_argument("names", nargs="*", metavar="NAME", help="ring segment name(s)")
     ip.add_argument("--json", action="store_true", help="machine-readable JSON")
-    cp = ss.add_parser("clean", help="unlink stale rings (all, or only the named ones)")
-    cp.add_argument("names", nargs="*", metavar="NAME", help="only consider these rings")
+    cp = ss.add_parser("clean", help="remove every segment and temp folder of runs with no process left")
+    cp.add_argument("names", nargs="*", metavar="NAME", help="only consider these runs (ids) or segments")
     cp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
 
 
@@ -63,10 +66,8 @@ def run(args: argparse.Namespace) -> int:
                 print(ri.format_info(info), file=out)
         return rc
 
-    infos, errors = ri.scan()
-    if args.names and action == "clean":
-        infos = [i for i in infos if i.name in set(args.names)]
     if action == "list":
+        infos, errors = ri.scan()
         if args.json:
             print(
                 json.dumps({"rings": [i.as_dict() for i in infos], "unreadable": dict(errors)}, indent=2),
@@ -76,10 +77,17 @@ def run(args: argparse.Namespace) -> int:
             print(ri.format_table(infos, errors), file=out)
         if not args.remove_stale:
             return 0
-    removed = ri.remove_stale(infos, dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
+    return clean(set(args.names) if action == "clean" and args.names else None, dry_run, out)
+
+
+def clean(only: set[str] | None, dry_run: bool, out) -> int:
+    """Remove what no live process owns (every segment and temp folder of a dead run, stale loose rings) and
+    say what went and what was kept, and why."""
+    from hean.engine.runs import clean_stale
+
+    removed, kept = clean_stale(only, dry_run=dry_run)
+    for line in removed + kept:
+        print(line, file=out)
     if not removed:
-        print("no stale HEAN rings (stale: no recorded owner alive)", file=out)
-    for name in removed:
-        print(f"{verb} stale ring {name}", file=out)
+        print("nothing stale to remove (stale: no process of the run is left)", file=out)
     return 0

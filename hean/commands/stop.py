@@ -27,13 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hean.telemetry.manifest import ManifestError, find_run
+    from hean.telemetry.manifest import BadRunId, ManifestError, find_run
 
     try:
         m = find_run(args.run_id)
     except ManifestError as e:
         print(f"hean: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, BadRunId) else 1
     os.kill(m.engine_pid, _SIGNALS[args.action])
     print(f"hean: sent {args.action} to run {m.run_id} (engine pid {m.engine_pid})")
     return 0

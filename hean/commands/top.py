@@ -3,7 +3,8 @@
 With no RUN_ID it attaches to the only running engine, and says so clearly when there is none or several.
 ``q`` quits; it also ends by itself when the engine stops. ``--once`` prints a single frame (two samples
 ``--interval`` apart) and exits, for scripts and logs; ``--list`` lists the runs found in /dev/shm and
-``--clean`` unlinks every segment of runs whose engine is gone (``hean-<run_id>-*``).
+``--clean`` removes every segment and temp folder of runs none of whose processes is left (as
+``hean rings clean``).
 Top-level imports stay light (argparse only).
 """
 
@@ -36,34 +37,25 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from hean.telemetry.manifest import ManifestError, cleanup_run, list_runs
+    from hean.telemetry.manifest import BadRunId, ManifestError
     from hean.telemetry.top import TopSource, render, run_top
 
     console = Console()
     if args.list:
-        runs = list_runs()
-        if not runs:
-            console.print("no HEAN runs in /dev/shm")
-        for r in runs:
-            what = "running" if r.alive else ("stale" if r.manifest else f"unreadable: {r.error}")
-            pid = r.manifest.engine_pid if r.manifest else "-"
-            console.print(f"{r.run_id}  engine pid {pid}  {what}")
+        from hean.engine.runs import scan_runs
+
+        found = scan_runs()
+        if not found:
+            console.print("no HEAN runs in /dev/shm", markup=False)
+        for r in found:
+            console.print(f"{r.run_id}  {r.describe()}", markup=False)
         return 0
     if args.clean:
-        stale = [r.run_id for r in list_runs() if not r.alive]
-        targets = [args.run_id] if args.run_id else stale
-        rc = 0
-        for rid in targets:
-            try:
-                removed = cleanup_run(rid)
-            except ManifestError as e:
-                console.print(f"hean top --clean: {e}")
-                rc = 1
-                continue
-            console.print(f"{rid}: removed {len(removed)} segment(s)" + (f": {', '.join(removed)}" if removed else ""))
-        if not targets:
-            console.print("no stale HEAN runs")
-        return rc
+        import sys
+
+        from hean.commands.rings import clean
+
+        return clean({args.run_id} if args.run_id else None, dry_run=False, out=sys.stdout)
     if args.refresh <= 0:
         console.print(f"hean top: --refresh must be > 0, got {args.refresh}")
         return 2
@@ -71,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             source = TopSource.attach(args.run_id)
         except ManifestError as e:
-            console.print(f"hean top: {e}")
-            return 1
+            console.print(f"hean top: {e}", markup=False)
+            return 2 if isinstance(e, BadRunId) else 1
         try:
             source.sample()
             time.sleep(max(0.0, args.interval))

@@ -43,7 +43,7 @@ STAGE_HISTS: dict[str, list[str]] = {
     "venue": ["service", "age.ev-venue", "age.venue-orders"],
 }
 # stage-specific counters (C_USER_BASE + i), see hean.engine.pipeline.U_*
-STAGE_USER_COUNTERS: dict[str, list[str]] = {"router": ["order_digest", "fill_digest"]}
+STAGE_USER_COUNTERS: dict[str, list[str]] = {"router": ["order_digest", "fill_digest", "last_order_ns", "halted_ns"]}
 _TM_FIELDS = {
     "feed": ("feed_c", "feed_h"),
     "book": ("book_c", "book_h"),
@@ -185,8 +185,17 @@ def _default_of(factory, key):
 
 
 def check_config(cfg: Config) -> None:
-    """Build every stage once in the supervisor: every key and value error surfaces before processes start."""
-    build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))
+    """Build every stage once in the supervisor: every key and value error surfaces before processes start.
+
+    Whatever a stage factory raises on a value it cannot take is a ConfigError (one line, exit 2), never a
+    traceback: :func:`call_factory` names the table; this names the configuration as the last resort.
+    """
+    try:
+        build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, KeyError, MemoryError) as e:
+        raise ConfigError(f"the configuration cannot be built: {type(e).__name__}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -313,6 +322,8 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     params[P.P_SLEEP_NS] = spec["sleep_ns"]
     params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
     params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
+    params[P.P_SUPERVISOR] = int(spec.get("supervisor_pid", 0))
+    params[P.P_SUP_TIMEOUT_NS] = cfg.engine.heartbeat_timeout_ms * 1_000_000
     replay = load_replay(cfg) if "feed" in mine else np.zeros(0, records.MARKET_EVENT)
     n_ev = feed_buffer_len(cfg.engine.ring_capacity, max_events_per_message(synth))
     worker = P.Worker(

@@ -15,10 +15,18 @@ Layout (``CTL_WORDS`` int64 words, ``/dev/shm/hean-<run_id>-ctl``)::
     STOP         3       supervisor   1: every worker leaves its loop
     HALT         4       supervisor   1: order flow halted (a worker died): the router sends nothing more
     N_WORKERS    5       supervisor   number of workers
+    SUP_PID      6       supervisor   the supervisor's pid (the workers' parent)
+    SUP_BEAT     7       supervisor   CLOCK_MONOTONIC ns of the supervisor's latest heartbeat (at least every
+                                      Supervisor.WATCH_S); a worker that finds it older than the heartbeat
+                                      timeout, or whose parent is no longer SUP_PID, has lost its supervisor
     FEED_DONE    8       feed worker  1: the feed has published everything it will (end of replay/limit)
     FEED_SENT    9       feed worker  messages published so far (relaxed; for progress)
-    (words 0-7, which every worker reads on every loop pass, are written only by the supervisor: the feed's
-    words sit on the next cache line, so a message published does not invalidate what the others poll)
+    HELPER_PID  10       supervisor   pid of the cold-start compile helper (0: none)
+    HELPER_TICKS 11      supervisor   its start time (see START_TICKS below)
+    (words 0-7, which every worker reads on every loop pass, are written only by the supervisor -- and HALT
+    and STOP_FEED by a worker that lost its supervisor, the one case with nobody else to write them; the
+    feed's words sit on the next cache line, so a message published does not invalidate what the others
+    poll)
     per worker w, at WORKER_BASE + w * WORKER_STRIDE:
       +0 READY           worker w     1: compiled, warmed up, waiting for START
       +1 HEARTBEAT_NS    worker w     CLOCK_MONOTONIC ns of the latest heartbeat
@@ -31,6 +39,13 @@ Layout (``CTL_WORDS`` int64 words, ``/dev/shm/hean-<run_id>-ctl``)::
       +8 IDLE_AT         worker w     ACTIVITY when the worker last found all its rings empty and nothing
                                       to do; ACTIVITY == IDLE_AT means "nothing of this worker in flight"
                                       (the lockstep feed reads it for every worker: see pipeline.quiescent)
+      +9 START_TICKS     supervisor   the worker process's start time (/proc/<pid>/stat field 22): with PID,
+                                      its identity, so a recycled pid is never mistaken for (or killed as) it
+      +10 ORPHANED_NS    worker w     CLOCK_MONOTONIC ns when it noticed its supervisor was gone (0: never)
+
+Every word is read and written with a relaxed atomic access (``load_relaxed`` / ``store_relaxed`` in
+compiled code; aligned int64 numpy reads and writes from Python): each word is one fact with one writer,
+and no reader infers anything about another word from it.
 """
 
 from __future__ import annotations
@@ -47,8 +62,12 @@ STOP_FEED = 2
 STOP = 3
 HALT = 4
 N_WORKERS = 5
+SUP_PID = 6
+SUP_BEAT = 7
 FEED_DONE = 8
 FEED_SENT = 9
+HELPER_PID = 10
+HELPER_TICKS = 11
 
 WORKER_BASE = 16
 WORKER_STRIDE = 16
@@ -64,6 +83,8 @@ W_IDLE = 5
 W_ERROR = 6
 W_ACTIVITY = 7
 W_IDLE_AT = 8
+W_START_TICKS = 9
+W_ORPHANED_NS = 10
 
 # why a worker left its loop
 EXIT_STOPPED = 1  # STOP was set
@@ -73,12 +94,14 @@ EXIT_ERROR = 2  # see W_ERROR
 ERR_PEER_DEAD = 1  # a ring's peer process is gone while this worker waited on it
 ERR_RING_STALLED = 2  # an output ring stayed full past the stall limit
 ERR_PYTHON = 3  # an exception in the worker's Python code (start-up, compile)
+ERR_SUPERVISOR_LOST = 4  # the supervisor died or stopped heart-beating: halted, drained, left
 
 ERROR_TEXT = {
     0: "none",
     ERR_PEER_DEAD: "a peer process died",
     ERR_RING_STALLED: "an output ring stayed full (consumer stalled)",
     ERR_PYTHON: "Python exception (see the worker's output)",
+    ERR_SUPERVISOR_LOST: "the supervisor died or stopped responding (the worker halted its router and left)",
 }
 
 

@@ -33,7 +33,16 @@ import numpy as np
 from numba import njit
 
 from hean import records
-from hean.atomics import cpu_pause, load_acquire, load_relaxed, nanosleep, now_ns, sched_yield, store_relaxed
+from hean.atomics import (
+    cpu_pause,
+    getppid,
+    load_acquire,
+    load_relaxed,
+    nanosleep,
+    now_ns,
+    sched_yield,
+    store_relaxed,
+)
 from hean.engine import control as C
 from hean.feeds.synthetic import synthetic_next
 from hean.jit import kernel
@@ -118,7 +127,12 @@ P_SLEEP_NS = 4
 P_LOCKSTEP = 5  # 1: deterministic lockstep
 P_STALE_NS = 6  # book stale window (0: off)
 P_HALTED = 7  # this worker has applied HALT to its router
-P_LEN = 8
+P_SUPERVISOR = 8  # the supervisor's pid: the worker's parent (0: no supervisor, e.g. an in-process backtest)
+P_SUP_TIMEOUT_NS = 9  # the supervisor's heartbeat older than this: it is stopped or hung
+P_LEN = 10
+# A worker that lost its supervisor halts every router at once, stops the feed, and leaves its loop once its
+# rings are empty -- or after this long, when a peer that would drain them is gone too.
+ORPHAN_DRAIN_NS = 500_000_000
 
 # feed state (int64) indices
 F_MODE = 0  # 0 synthetic, 1 replay
@@ -142,9 +156,12 @@ H_E2E = 3  # router: tick-to-trade, origin to the order leaving the router
 H_LATE = 1  # feed: how late each message went out (pass start minus its scheduled time)
 
 # router user counters (C_USER_BASE + i; hean.engine.build.STAGE_USER_COUNTERS): digests of every order
-# that left the router and every fill it received, so two runs can be compared exactly.
+# that left the router and every fill it received, so two runs can be compared exactly; when the last order
+# left, and when the router first saw HALT -- "nothing leaves after a halt" is last_order_ns < halted_ns.
 U_ORDER_DIGEST = 64
 U_FILL_DIGEST = 65
+U_LAST_ORDER_NS = 66
+U_HALTED_NS = 67
 _FNV_PRIME = 1099511628211
 
 # scratch sizes = the most records one kernel call may write (the kernels respect len(out) - k)
@@ -381,6 +398,14 @@ def quiescent(W):
     if not (_all_empty(R) and _others_idle(W.ctl, me)):
         return False
     return _all_empty(R) and _others_idle(W.ctl, me) and _writes(R) == w1 and _activity(W.ctl) == a1
+
+
+@_inl
+def _age(h, now, ts_origin):
+    """Record ``now - ts_origin`` -- unless the record has no origin (0): a CANCEL_ALL that risk issued on
+    its own (kill switch, loss trip) was caused by no market event and is not tick-to-trade."""
+    if ts_origin > 0:
+        hist_record(h, now - ts_origin)
 
 
 @_inl
@@ -737,6 +762,8 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
     router = Rt.router
     if halted:
         router_halt(router)  # a worker died: nothing more leaves the router (orders are refused to risk)
+        if load_relaxed(tm.c, U_HALTED_NS) == 0:
+            store_relaxed(tm.c, U_HALTED_NS, now_ns())
     done = 0
     start, n = available(reports.hdr)
     if n:
@@ -745,7 +772,7 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
         t0 = now_ns()
         while k < min(n, BATCH) and _room(rreports, ROUTER_REPORTS_OUT, tm.c):
             rep = reports.slots[(start + k) & m]
-            hist_record(tm.h[H_AGE2], t0 - rep.ts_origin)
+            _age(tm.h[H_AGE2], t0, rep.ts_origin)
             if rep.kind == X_FILL or rep.kind == X_PARTIAL:
                 _digest(tm.c, U_ORDER_DIGEST + 1, rep.order_id, rep.price, rep.qty, rep.leaves_qty)
                 tm_add(tm.c, C_FILLS, 1)
@@ -763,15 +790,16 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
     while k < min(n, BATCH) and _room(vorders, ROUTER_ORDERS_OUT, tm.c) and _room(rreports, ROUTER_REPORTS_OUT, tm.c):
         order = orders.slots[(start + k) & m]
         t0 = now_ns()
-        hist_record(tm.h[H_AGE1], t0 - order.ts_origin)
+        _age(tm.h[H_AGE1], t0, order.ts_origin)
         w = router_on_order(router, order, Rt.tops, order.ts_exch, Rt.orders, 0)
         t_out = now_ns()  # the order leaves the router now
         for j in range(w):
             o = Rt.orders[j]
             _put(vorders, o)
-            hist_record(tm.h[H_E2E], t_out - o.ts_origin)
+            _age(tm.h[H_E2E], t_out, o.ts_origin)
             _digest(tm.c, U_ORDER_DIGEST, o.order_id, o.kind * 4 + o.side, o.price, o.qty)
         if w:
+            store_relaxed(tm.c, U_LAST_ORDER_NS, t_out)
             tm_add(tm.c, C_ORDERS, w)
             tm_add(tm.c, C_EVENTS_OUT, w)
         _router_reports_out(Rt, rreports, router_poll(router, Rt.reports, 0), tm)
@@ -849,7 +877,7 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
             hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
         elif is_order:
             order = vorders.slots[(o0 + k_ord) & om]
-            hist_record(tm.h[H_AGE2], t0 - order.ts_origin)
+            _age(tm.h[H_AGE2], t0, order.ts_origin)
             venue_accept(vn, order, now)
             k_ord += 1
         else:
@@ -984,12 +1012,38 @@ def step_all(W, feed_live, now):
     return n, feed_live
 
 
+@_inl
+def supervisor_lost(W, now):
+    """True when this worker's supervisor is dead (the worker's parent is no longer its pid: one syscall) or
+    has not heart-beaten for longer than the timeout (stopped or hung). Checked at every heartbeat."""
+    sup = W.params[P_SUPERVISOR]
+    if sup == 0:
+        return False
+    if getppid() != sup:
+        return True
+    return now - load_relaxed(W.ctl, C.SUP_BEAT) > W.params[P_SUP_TIMEOUT_NS]
+
+
+@_inl
+def _orphaned(W, now):
+    """The supervisor is gone: nothing may trade. HALT every router (this worker's on its next pass, the
+    others' as soon as they read the control block), stop the feed, and say why; the loop then drains."""
+    ctl = W.ctl
+    w = W.params[P_WORKER]
+    store_relaxed(ctl, C.HALT, 1)
+    store_relaxed(ctl, C.STOP_FEED, 1)
+    store_relaxed(ctl, _wword(w, C.W_ERROR), C.ERR_SUPERVISOR_LOST)
+    store_relaxed(ctl, _wword(w, C.W_ORPHANED_NS), now)
+
+
 @_hot
 def run_loop(W, max_loops):
     """The worker's busy-poll loop; returns the number of iterations it ran.
 
     Leaves when STOP is set (or after ``max_loops`` iterations when > 0: warm-up and tests). HALT (a dead
-    worker elsewhere) makes the router refuse every later order: nothing more leaves it.
+    worker elsewhere) makes the router refuse every later order: nothing more leaves it. At every heartbeat
+    the worker checks its supervisor; without one it halts order flow and leaves once drained
+    (:data:`ORPHAN_DRAIN_NS` at most), with ``ERR_SUPERVISOR_LOST`` in its error word.
     """
     ctl = W.ctl
     w = W.params[P_WORKER]
@@ -998,21 +1052,26 @@ def run_loop(W, max_loops):
     feed_live = W.owns[FEED] != 0
     lockstep = W.params[P_LOCKSTEP] != 0
     idle_acc = 0  # idle passes not yet added to the stages' counters (added in batches: cheaper idle pass)
+    orphaned_at = 0  # when the supervisor was found gone (0: it is not)
     while load_relaxed(ctl, C.STOP) == 0 and (max_loops <= 0 or loops < max_loops):
         loops += 1
         t0 = now_ns()
         n, feed_live = step_all(W, feed_live, t0)
+        beat = False
         if n == 0:
             idle += 1
             idle_acc += 1
             if lockstep and _all_empty(W.rings):  # nothing of this worker in flight (see quiescent)
                 store_relaxed(ctl, _wword(w, C.W_IDLE_AT), load_relaxed(ctl, _wword(w, C.W_ACTIVITY)))
             if (idle & 1023) == 1:
+                beat = True
                 _each_owned(W, False, idle_acc, t0, True)
                 idle_acc = 0
                 store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t0)
                 store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
                 sync_views(W)
+            if orphaned_at != 0 and (_all_empty(W.rings) or t0 - orphaned_at > ORPHAN_DRAIN_NS):
+                break  # drained (or a peer that would drain it is gone): leave
             _wait(W.params, idle)
         else:
             idle = 0
@@ -1026,6 +1085,11 @@ def run_loop(W, max_loops):
                 store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t1)
                 store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
                 sync_views(W)
+            if orphaned_at != 0 and t1 - orphaned_at > ORPHAN_DRAIN_NS:
+                break
+        if beat and orphaned_at == 0 and supervisor_lost(W, t0):
+            orphaned_at = t0
+            _orphaned(W, t0)
     if idle_acc:
         _each_owned(W, False, idle_acc, t0, False)
     store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)

@@ -47,11 +47,14 @@ def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quie
     from hean.engine.build import check_config
     from hean.engine.summary import build_summary, format_summary
     from hean.engine.supervisor import Supervisor
+    from hean.paths import OutputPathError, check_output_path, write_atomic
     from hean.stages.risk import RejectReason
 
     try:
         check_config(cfg)
-    except ConfigError as e:
+        if json_out and json_out != "-":
+            check_output_path(json_out, "--json output")  # before the run: a result is never lost to a typo
+    except (ConfigError, OutputPathError) as e:
         print(f"hean: configuration error: {e}", file=sys.stderr)
         return 2
     progress = None if quiet or not sys.stderr.isatty() else _progress_line
@@ -69,16 +72,23 @@ def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quie
         view.close()
     if progress is _progress_line:
         print(file=sys.stderr)
+    if result.reason == "start-failed":  # nothing ran: the reason is the whole story
+        print(f"hean: {result.error}", file=sys.stderr)
+        return result.exit_code
     summary = build_summary(result, [s.name for s in cfg.symbols], {int(r): r.name for r in RejectReason})
     summary["wall_s"] = round(time.monotonic() - t0, 3)
-    print(format_summary(summary))
+    # with the JSON on stdout, the text summary goes to stderr: `hean run --json - | jq` works
+    print(format_summary(summary), file=sys.stderr if json_out == "-" else sys.stdout)
     if json_out:
         text = json.dumps(summary, indent=2, default=int)
         if json_out == "-":
             print(text)
         else:
-            with open(json_out, "w") as f:
-                f.write(text + "\n")
+            try:
+                write_atomic(json_out, text + "\n")
+            except OSError as e:
+                print(f"hean: cannot write {json_out}: {e}; the summary is printed above", file=sys.stderr)
+                return result.exit_code or 1
     if result.error:
         print(f"hean: {result.error}", file=sys.stderr)
     return result.exit_code

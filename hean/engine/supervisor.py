@@ -2,8 +2,11 @@
 
 The supervisor is plain Python and never on the data path. Its jobs, in order:
 
-1. plan the placement, create the control block, the rings, the shared position array, one telemetry block
-   per stage and the run manifest (every name is recorded *before* it is created, so cleanup is complete);
+1. plan the placement and claim the run id: its control block is created exclusively, so a second run of
+   the same id is one clear error naming the live run, and the leftovers of a dead one are removed first
+   (:mod:`hean.engine.runs`); then create the rings, the shared position array, one telemetry block per
+   stage and the run manifest. A name is recorded once *this* process has created it: cleanup unlinks
+   exactly what this run made, never another run's;
 2. start one worker process per placement group and wait until each has compiled, warmed up and set READY
    (a worker that exits or misses ``ready_timeout_s`` fails the start with its stage named);
 3. set START, then watch: every worker's pid and heartbeat, the duration, end of replay, SIGINT/SIGTERM
@@ -12,7 +15,9 @@ The supervisor is plain Python and never on the data path. Its jobs, in order:
 5. read the telemetry into a summary and unlink every segment -- also when anything above failed.
 
 A worker that dies or stops heart-beating sets HALT at once (the router sends nothing more), the run ends
-with a non-zero exit code and a message naming the stage.
+with a non-zero exit code and a message naming the stage. The other way round, the supervisor beats too
+(``SUP_BEAT``): a worker whose supervisor is killed or stopped halts, drains and leaves by itself
+(:mod:`hean.engine.worker`).
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import msgspec
 import numpy as np
 
 from hean.engine import control as C
+from hean.engine import runs
 from hean.engine.build import STAGE_HISTS, STAGE_USER_COUNTERS, tops_name, tops_size
 from hean.engine.config import STAGES, Config
 from hean.engine.placement import plan_placement
 from hean.engine.topology import RingSpec, ring_specs
-from hean.rings import Ring, create
-from hean.shm import create_segment, unlink_segment
+from hean.procs import start_ticks
+from hean.rings import Ring, RingError, create
+from hean.shm import SegmentError, create_segment, unlink_segment
 from hean.telemetry.block import TelemetrySegment, block_name, create_block
 from hean.telemetry.manifest import (
     Manifest,
@@ -43,7 +50,6 @@ from hean.telemetry.manifest import (
     StageInfo,
     WorkerInfo,
     manifest_name,
-    remove_manifest,
     write_manifest,
 )
 
@@ -152,27 +158,69 @@ class Supervisor:
         self._own_affinity: set[int] | None = None  # the supervisor's own mask while it is moved off workers
 
     # ---- segments ----------------------------------------------------------------------------------------
+    def _claim_run(self) -> None:
+        """Create the run's control block exclusively: the run id is this run's from now on.
+
+        A taken id is an EngineError naming the live run and its processes (or the user owning it). An id left
+        behind by a run whose processes are all gone is swept, said, and claimed.
+        """
+        rid = self.run_id
+        for attempt in range(2):
+            try:
+                self._ctl_seg, self.ctl = C.create_control(rid, len(self.placement.workers))
+            except SegmentError:
+                res = runs.find_run_resources(rid)
+                if res.live or res.foreign_uid is not None:
+                    raise EngineError(
+                        f"run id {rid!r} is taken by {res.describe()}; stop it (`hean stop {rid}`) or "
+                        "choose another engine.run_id"
+                    ) from None
+                removed = runs.sweep(res)
+                if attempt == 0:
+                    print(f"hean: removed {len(removed)} leftover(s) of an earlier run {rid!r} whose processes "
+                          "are all gone", file=sys.stderr)  # fmt: skip
+                continue
+            self.names.append(C.ctl_name(rid))
+            self.ctl[C.SUP_PID] = os.getpid()
+            self._beat()
+            return
+        raise EngineError(f"run id {rid!r}: its control block exists and could not be claimed")
+
+    def _beat(self) -> None:
+        """The supervisor's heartbeat: workers that find it older than the timeout leave (see worker.py)."""
+        if self.ctl is not None:
+            self.ctl[C.SUP_BEAT] = time.monotonic_ns()
+
+    def _create(self, name: str, make):
+        """``make()`` creates segment ``name``; recorded for cleanup only once it exists (it is ours then)."""
+        try:
+            made = make()
+        except (SegmentError, RingError) as e:
+            raise EngineError(f"run {self.run_id!r}: {e}") from None
+        self.names.append(name)
+        return made
+
     def _create_segments(self) -> None:
         run_id, cfg = self.run_id, self.cfg
-        self.names.append(C.ctl_name(run_id))
-        self._ctl_seg, self.ctl = C.create_control(run_id, len(self.placement.workers))
         self.ring_specs: list[RingSpec] = ring_specs(run_id, self.placement, cfg.engine.ring_capacity)
         for spec in self.ring_specs:
-            self.names.append(spec.name)
-            self.rings[spec.edge.key] = create(spec.name, spec.edge.dtype, spec.capacity)
+            self.rings[spec.edge.key] = self._create(
+                spec.name, lambda spec=spec: create(spec.name, spec.edge.dtype, spec.capacity)
+            )
         n_sym = len(cfg.symbols)
-        self.names.append(position_name(run_id))
-        self._pos_seg = create_segment(position_name(run_id), max(64, 8 * n_sym))
-        self.names.append(tops_name(run_id))
-        self._tops_seg = create_segment(tops_name(run_id), tops_size(len(cfg.venues), n_sym))
+        pos, tops = position_name(run_id), tops_name(run_id)
+        self._pos_seg = self._create(pos, lambda: create_segment(pos, max(64, 8 * n_sym)))
+        self._tops_seg = self._create(tops, lambda: create_segment(tops, tops_size(len(cfg.venues), n_sym)))
         for stage in STAGES:
-            self.names.append(block_name(run_id, stage))
-            self.blocks[stage] = create_block(
-                run_id,
-                stage,
-                STAGE_HISTS[stage],
-                user_counters=STAGE_USER_COUNTERS.get(stage, []),
-                risk_symbols=n_sym if stage == "risk" else 0,
+            self.blocks[stage] = self._create(
+                block_name(run_id, stage),
+                lambda stage=stage: create_block(
+                    run_id,
+                    stage,
+                    STAGE_HISTS[stage],
+                    user_counters=STAGE_USER_COUNTERS.get(stage, []),
+                    risk_symbols=n_sym if stage == "risk" else 0,
+                ),
             )
 
     def _manifest(self) -> Manifest:
@@ -223,7 +271,6 @@ class Supervisor:
                 seg.close()
         for name in self.names:
             unlink_segment(name)
-        remove_manifest(self.run_id)
 
     # ---- workers -----------------------------------------------------------------------------------------
     def _worker_spec(self, w) -> dict:
@@ -239,6 +286,7 @@ class Supervisor:
             "owner": self.placement.owner,
             "rings": {r.edge.key: r.name for r in self.ring_specs},
             "config": msgspec.to_builtins(self.cfg),
+            "supervisor_pid": os.getpid(),
         }
 
     def _spare_cpus(self) -> list[int]:
@@ -247,11 +295,10 @@ class Supervisor:
         return [] if None in used else sorted(set(self.placement.cpus_available) - used)
 
     def _start_workers(self) -> None:
-        import tempfile
-
         spare = self._spare_cpus()
         # where the processes compiling at once claim stages on a cold start (see hean.engine.warm)
-        self._claims_dir = tempfile.mkdtemp(prefix=f"hean-{self.run_id}-compile-")
+        self._claims_dir = runs.run_temp_dir(self.run_id, "compile")
+        self._spawned_ns = time.monotonic_ns()
         for w in self.placement.workers:
             spec = self._worker_spec(w)
             spec["compile_backwards"] = not spare and w.index % 2 == 1
@@ -262,6 +309,10 @@ class Supervisor:
                 start_new_session=False,
             )
             self.procs.append(proc)
+            # who the run's processes are (pid and start time), for the cleanup of a run that lost its
+            # supervisor: a recycled pid is never mistaken for a worker
+            self.ctl[C.worker_word(w.index, C.W_PID)] = proc.pid
+            self.ctl[C.worker_word(w.index, C.W_START_TICKS)] = start_ticks(proc.pid)
         if spare:
             # a compile helper on a spare CPU takes the stages from the other end; it only ever helps
             spec = {**self._worker_spec(self.placement.workers[0]), "cpu": spare[0]}
@@ -272,6 +323,8 @@ class Supervisor:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+            self.ctl[C.HELPER_PID] = self.helper.pid
+            self.ctl[C.HELPER_TICKS] = start_ticks(self.helper.pid)
 
     def _worker_desc(self, i: int) -> str:
         w = self.placement.workers[i]
@@ -289,18 +342,35 @@ class Supervisor:
                     "later starts load them from the cache)",
                     file=sys.stderr,
                 )
+            self._beat()
             ready = [self.ctl[C.worker_word(i, C.W_READY)] == 1 for i in range(len(self.procs))]
             if all(ready):
                 return
             for i, proc in enumerate(self.procs):
                 if proc.poll() is not None:
                     raise EngineError(f"{self._worker_desc(i)} exited with code {proc.returncode} during start-up")
+                silent = self._silent_at_start(i)
+                if silent:
+                    raise EngineError(f"{self._worker_desc(i)} stopped responding during start-up ({silent})")
             if self._signal is not None:
                 raise EngineError(f"interrupted by signal {self._signal} during start-up")
             if time.monotonic() > deadline:
                 late = [self._worker_desc(i) for i, r in enumerate(ready) if not r]
                 raise EngineError(f"not ready after {self.cfg.engine.ready_timeout_s:.0f} s: {'; '.join(late)}")
             time.sleep(self.POLL_S)
+
+    START_GRACE_S = 30.0  # how long a new worker process may take to its first heartbeat (imports)
+
+    def _silent_at_start(self, i: int) -> str:
+        """Why worker ``i`` looks stopped or hung during start-up ("" when it does not): its watchdog thread
+        beats every 50 ms while it compiles."""
+        now = time.monotonic_ns()
+        hb = int(self.ctl[C.worker_word(i, C.W_HEARTBEAT)])
+        if hb == 0:
+            late = now - self._spawned_ns > self.START_GRACE_S * 1e9
+            return f"no heartbeat {self.START_GRACE_S:.0f} s after it was started" if late else ""
+        limit = self.cfg.engine.heartbeat_timeout_ms * 1_000_000
+        return f"{(now - hb) / 1e6:.0f} ms without a heartbeat" if now - hb > limit else ""
 
     def _dead_worker(self) -> str | None:
         """A message naming the first dead or silent worker, else None."""
@@ -309,13 +379,12 @@ class Supervisor:
         for i, proc in enumerate(self.procs):
             code = proc.poll()
             exited = self.ctl[C.worker_word(i, C.W_EXIT)]
+            err = C.ERROR_TEXT.get(int(self.ctl[C.worker_word(i, C.W_ERROR)]), "unknown")
+            if exited == C.EXIT_ERROR:
+                return f"{self._worker_desc(i)} stopped on an error: {err}"
             if code is not None and exited != C.EXIT_STOPPED:
-                err = C.ERROR_TEXT.get(int(self.ctl[C.worker_word(i, C.W_ERROR)]), "unknown")
                 sig = f" (killed by signal {-code})" if code < 0 else ""
                 return f"{self._worker_desc(i)} died with exit code {code}{sig}; cause: {err}"
-            if exited == C.EXIT_ERROR:
-                err = C.ERROR_TEXT.get(int(self.ctl[C.worker_word(i, C.W_ERROR)]), "unknown")
-                return f"{self._worker_desc(i)} stopped on an error: {err}"
             hb = int(self.ctl[C.worker_word(i, C.W_HEARTBEAT)])
             if code is None and hb and now - hb > limit:
                 return f"{self._worker_desc(i)} stopped heart-beating ({(now - hb) / 1e6:.0f} ms silent)"
@@ -382,6 +451,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout_s
         last = None
         while time.monotonic() < deadline:
+            self._beat()
             if self._dead_worker():
                 return False
             snap = tuple((r.stats()["write"], len(r)) for r in self.rings.values())
@@ -398,8 +468,6 @@ class Supervisor:
         f = self.cfg.feed
         if f.source != "replay":
             return
-        import tempfile
-
         from hean.feeds import load_events
         from hean.feeds.native import write_native
 
@@ -410,7 +478,7 @@ class Supervisor:
         print(f"hean: {report.summary()}", file=sys.stderr)
         if len(events) == 0:
             raise EngineError(f"cannot replay {f.path}: no events")
-        self._replay_dir = tempfile.mkdtemp(prefix="hean-replay-")
+        self._replay_dir = runs.run_temp_dir(self.run_id, "replay")
         path = os.path.join(self._replay_dir, "replay.hev")
         write_native(path, events, report.symbols, source=f.path)
         venue = self.cfg.venues[0].name if self.cfg.venues else "sim"
@@ -432,12 +500,13 @@ class Supervisor:
             self.run_id, 0, "", placement=self.placement.describe(), symbols=[x.name for x in self.cfg.symbols]
         )
         try:
+            self._claim_run()
             self._prepare_replay()
+            self._beat()
             result.symbols = [x.name for x in self.cfg.symbols]
             self._create_segments()
             self._start_workers()
-            write_manifest(self._manifest())
-            self.names.append(manifest_name(self.run_id))
+            self._create(manifest_name(self.run_id), lambda: write_manifest(self._manifest()))
             self._wait_ready()
             self._stop_helper()  # every worker has compiled: whatever the helper still does is moot
             self._keep_off_workers()
@@ -509,6 +578,7 @@ class Supervisor:
             if self.progress:
                 nap = min(nap, last_progress + 0.25 - elapsed)
             sleeper.wait(nap)
+            self._beat()
             dead = self._dead_worker()
             if dead:
                 self.ctl[C.HALT] = 1  # at once: the router sends nothing more

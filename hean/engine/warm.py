@@ -113,13 +113,17 @@ def _done(claims: str, name: str) -> None:
 
 
 def _claimant_alive(claims: str, name: str) -> bool:
+    """The claimant exists and can make progress: a dead, zombie or stopped (SIGSTOP) claimant is not waited
+    for -- whoever needs the stage compiles it."""
     try:
         with open(os.path.join(claims, f"{name}.claim")) as f:
             pid = int(f.read() or 0)
-        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
     except (OSError, ValueError):
         return False
-    return pid > 0
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return pid > 0 and state not in (b"Z", b"T", b"t", b"X")
 
 
 def _wait_for(claims: str, name: str, deadline: float) -> None:
@@ -128,6 +132,19 @@ def _wait_for(claims: str, name: str, deadline: float) -> None:
         if not _claimant_alive(claims, name):
             return
         time.sleep(0.02)
+
+
+def _die_with_parent(parent: int) -> None:
+    """The helper only ever helps: when the supervisor dies, the kernel kills it (PR_SET_PDEATHSIG), and if
+    the supervisor died before that was set, it leaves at once."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG = 1, SIGKILL = 9
+    except (OSError, AttributeError):
+        pass
+    if parent and os.getppid() != parent:
+        sys.exit(5)
 
 
 def main() -> int:
@@ -139,6 +156,7 @@ def main() -> int:
     from hean.engine.config import Config
 
     spec = json.loads(os.environ["HEAN_WORKER_SPEC"])
+    _die_with_parent(int(spec.get("supervisor_pid", 0)))
     if spec.get("cpu") is not None:
         os.sched_setaffinity(0, {int(spec["cpu"])})
     cfg = msgspec.convert(spec["config"], Config)

@@ -7,6 +7,13 @@ real ones, so warm-up runs the loop with ``max_loops`` before START: the feed is
 set READY -> wait for START -> run until STOP -> exit 0. Any Python exception is reported in the control
 block (``ERR_PYTHON``) and printed, and the process exits 1: the supervisor names the stage.
 
+A worker never outlives its supervisor. Until START a watchdog thread beats the worker's heartbeat (the
+supervisor sees a stopped or hung start-up) and checks the supervisor (the worker's parent pid, and the
+supervisor's heartbeat in the control block); from START the loop itself checks at every heartbeat
+(:func:`hean.engine.pipeline.supervisor_lost`). Without a supervisor nothing may trade: the router is
+halted, the worker drains and exits with code 5 -- and the last process of the run removes its segments and
+temp folders (:func:`hean.engine.runs.leave_orphaned_run`).
+
 SIGINT is ignored here: Ctrl-C in a terminal reaches the whole process group, and the supervisor -- not the
 workers -- decides how to stop (drain first).
 """
@@ -33,12 +40,70 @@ def _set_timer_slack_ns(ns: int) -> None:
         pass
 
 
+EXIT_ORPHANED = 5  # the worker's exit code when it left because its supervisor was gone
+
+
+class _Watchdog:
+    """Start-up's heartbeat and supervisor check, in a thread (the main thread is busy compiling).
+
+    Why a thread: compiling takes up to a minute of Python the main thread cannot interrupt, and during it
+    the supervisor must see the worker alive, and the worker must see the supervisor gone. Stopped before the
+    loop starts: its wake-ups would preempt a spinning worker, and the loop checks by itself.
+    """
+
+    PERIOD_S = 0.05
+
+    def __init__(self, spec: dict, ctl, w: int) -> None:
+        import threading
+
+        self.spec, self.ctl, self.w = spec, ctl, w
+        self.sup = int(spec.get("supervisor_pid", 0))
+        self.timeout_ns = int(spec["config"]["engine"]["heartbeat_timeout_ms"]) * 1_000_000
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hean-watchdog", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.PERIOD_S):
+            now = time.monotonic_ns()
+            self.ctl[C.worker_word(self.w, C.W_HEARTBEAT)] = now
+            if self.sup and (os.getppid() != self.sup or now - int(self.ctl[C.SUP_BEAT]) > self.timeout_ns):
+                _leave_orphaned(self.spec, self.ctl, self.w, "during start-up")
+                os._exit(EXIT_ORPHANED)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _leave_orphaned(spec: dict, ctl, w: int, when: str) -> None:
+    """The supervisor is gone: say so, mark this worker, and clean the run up if this is its last process."""
+    from hean.engine.runs import leave_orphaned_run
+
+    ctl[C.HALT] = 1
+    ctl[C.worker_word(w, C.W_ERROR)] = C.ERR_SUPERVISOR_LOST
+    if not ctl[C.worker_word(w, C.W_ORPHANED_NS)]:
+        ctl[C.worker_word(w, C.W_ORPHANED_NS)] = time.monotonic_ns()
+    ctl[C.worker_word(w, C.W_EXIT)] = C.EXIT_ERROR
+    print(
+        f"hean worker {w} ({', '.join(spec['stages'])}): supervisor pid {spec.get('supervisor_pid')} is gone "
+        f"{when}; order flow halted, leaving",
+        file=sys.stderr,
+        flush=True,
+    )
+    leave_orphaned_run(spec["run_id"], ctl, w)
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(os.environ["HEAN_WORKER_SPEC"])
     w = int(spec["index"])
+    sup = int(spec.get("supervisor_pid", 0))
+    if sup and os.getppid() != sup:  # the supervisor died before this process got here
+        return EXIT_ORPHANED
     seg, ctl = C.attach_control(spec["run_id"])
     ctl[C.worker_word(w, C.W_PID)] = os.getpid()
+    watchdog = _Watchdog(spec, ctl, w)
     try:
         if spec["cpu"] is not None:
             os.sched_setaffinity(0, {int(spec["cpu"])})
@@ -57,12 +122,15 @@ def main() -> int:
         ctl[C.worker_word(w, C.W_READY)] = 1
         while not ctl[C.START] and not ctl[C.STOP]:
             time.sleep(0.0005)
-            ctl[C.worker_word(w, C.W_HEARTBEAT)] = time.monotonic_ns()
+        watchdog.stop()
         built.started(-1 if spec["cpu"] is None else int(spec["cpu"]))
         if not ctl[C.STOP]:
             run_loop(built.worker, 0)
         built.finished()
         err = int(ctl[C.worker_word(w, C.W_ERROR)])
+        if err == C.ERR_SUPERVISOR_LOST:
+            _leave_orphaned(spec, ctl, w, "while running")
+            return EXIT_ORPHANED
         ctl[C.worker_word(w, C.W_EXIT)] = C.EXIT_ERROR if err else C.EXIT_STOPPED
         return 4 if err else 0
     except BaseException:
@@ -72,6 +140,7 @@ def main() -> int:
         ctl[C.worker_word(w, C.W_EXIT)] = C.EXIT_ERROR
         return 1
     finally:
+        watchdog.stop()
         del ctl
         seg.close()
 

@@ -13,10 +13,10 @@ import time
 from typing import Literal
 
 import numpy as np
-import psutil
 from numpy.lib import format as npy_format
 
 from hean import records
+from hean.procs import process_alive as peer_alive  # a ring's peer: one notion of "alive" everywhere
 from hean.rings import layout as L
 from hean.rings import spsc
 from hean.shm import Segment, SegmentError, attach_segment, create_segment, unlink_segment
@@ -36,18 +36,6 @@ class PeerDeadError(RingError):
     def __init__(self, ring: str, role: str, pid: int):
         super().__init__(f"ring {ring!r}: {role} pid {pid} is dead (ring stays full; nobody will drain it)")
         self.ring, self.role, self.pid = ring, role, pid
-
-
-def peer_alive(pid: int) -> bool:
-    """True while ``pid`` is a running process. A zombie (exited, not yet reaped) counts as dead."""
-    if pid <= 0:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.AccessDenied:
-        return True  # exists, owned by someone else
 
 
 def _dtype_text(dtype: np.dtype) -> bytes:

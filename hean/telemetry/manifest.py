@@ -27,19 +27,19 @@ import re
 import msgspec
 import numpy as np
 
-from hean.atomics import pid_alive
+from hean.procs import process_alive as pid_alive
 from hean.shm import SegmentError, attach_segment, create_segment, list_segment_names, unlink_segment
-from hean.telemetry.block import validate_id
+from hean.telemetry.block import BlockError, validate_id
 
 __all__ = [
     "MANIFEST_VERSION",
+    "BadRunId",
     "Manifest",
     "ManifestError",
     "RingInfo",
     "RunStatus",
     "StageInfo",
     "WorkerInfo",
-    "cleanup_run",
     "find_run",
     "list_runs",
     "manifest_name",
@@ -54,6 +54,10 @@ _NAME_RE = re.compile(r"^hean-([A-Za-z0-9_]{1,48})-manifest$")
 
 class ManifestError(RuntimeError):
     """No such run, several runs, or an unreadable manifest; the message says which and what to do."""
+
+
+class BadRunId(ManifestError):
+    """A run id that cannot name a run (a usage error: exit code 2)."""
 
 
 class StageInfo(msgspec.Struct, kw_only=True):
@@ -177,6 +181,10 @@ def find_run(run_id: str | None = None) -> Manifest:
     Raises ManifestError with an operator-facing message when there is none, several, or the run is stale.
     """
     if run_id is not None:
+        try:
+            validate_id(run_id, "run id")
+        except BlockError as e:
+            raise BadRunId(str(e)) from None
         m = read_manifest(run_id)
         if not pid_alive(m.engine_pid):
             raise ManifestError(
@@ -193,24 +201,3 @@ def find_run(run_id: str | None = None) -> Manifest:
         ids = ", ".join(r.run_id for r in alive)
         raise ManifestError(f"{len(alive)} engines are running ({ids}); name one: `hean top RUN_ID`")
     return alive[0].manifest
-
-
-def cleanup_run(run_id: str, force: bool = False) -> list[str]:
-    """Unlink every ``hean-<run_id>-*`` segment (manifest, telemetry blocks, run-scoped rings).
-
-    For the engine at shutdown (``force=True``) and for removing a crashed run's leftovers: without
-    ``force`` a run whose engine is alive is refused with ManifestError. Returns the names removed.
-    """
-    prefix = f"hean-{validate_id(run_id, 'run id')}-"
-    if not force:
-        try:
-            m = read_manifest(run_id)
-        except ManifestError:
-            m = None
-        if m is not None and pid_alive(m.engine_pid):
-            raise ManifestError(f"run {run_id!r} is running (engine pid {m.engine_pid}); not removing it")
-    removed = []
-    for name in list_segment_names(prefix):
-        if unlink_segment(name):
-            removed.append(name)
-    return removed

@@ -37,7 +37,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from hean.atomics import pid_alive
+from hean.procs import process_alive as pid_alive
 from hean.shm import SHM_DIR
 from hean.telemetry.block import (
     C_REJECT_BASE,
