@@ -324,3 +324,6 @@ def test_hean_halt_is_the_kill_switch(spawn):
     assert s["pnl"]["trading_state"] == "HALTED"
     assert s["pnl"]["open_orders"] == 0  # HALT cancelled every open order
     assert s["rejects"].get("STATE_HALTED", 0) > 0  # and the strategy's later intents were refused
+    # the CANCEL_ALL a halt sends was caused by no market event: not a tick-to-trade sample (it was once
+    # timed from 0, and the maximum became the machine's uptime)
+    assert 0 < s["tick_to_trade_ns"]["max"] < 10**9

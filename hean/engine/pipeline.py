@@ -1088,8 +1088,8 @@ def run_loop(W, max_loops):
             if orphaned_at != 0 and t1 - orphaned_at > ORPHAN_DRAIN_NS:
                 break
         if beat and orphaned_at == 0 and supervisor_lost(W, t0):
-            orphaned_at = t0
-            _orphaned(W, t0)
+            orphaned_at = now_ns()  # after this pass's orders: none leaves from here on
+            _orphaned(W, orphaned_at)
     if idle_acc:
         _each_owned(W, False, idle_acc, t0, False)
     store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)

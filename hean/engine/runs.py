@@ -3,9 +3,9 @@ removing what nobody uses any more.
 
 Why this module: a run is live while any of its processes is, and only then. That is decided from the
 processes themselves, never from a file that may be missing (a manifest written late, a control block
-already unlinked): the owners of a run are the processes that hold one of its segments open or mapped
-writable, or a file in one of its temp folders mapped (``/proc/<pid>/fd`` and ``/proc/<pid>/maps``).
-Read-only maps (``hean top``) are observers, not owners. Every process of a run maps the run's control
+already unlinked): the owners of a run are the processes that hold one of its segments open or mapped for
+writing, or a file in one of its temp folders (``/proc/<pid>/fd`` and ``/proc/<pid>/maps``).
+Read-only maps and descriptors (``hean top``) are observers, not owners. Every process of a run maps the run's control
 block for its whole life, and a segment is opened before it exists (``shm_open(O_CREAT)`` returns the
 descriptor it is created with) and mapped before the descriptor is closed, so a segment is never without
 its owner in between: reading a process's descriptors before its maps sees it either way.
@@ -83,8 +83,18 @@ def run_temp_dir(run_id: str, what: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # processes
 # ---------------------------------------------------------------------------------------------------------
+def _writable_fd(base: Path, fd: str) -> bool:
+    """Whether descriptor ``fd`` of the process was opened for writing (``/proc/<pid>/fdinfo``): Python's
+    ``mmap`` keeps a duplicate of the descriptor it maps, so observers hold read-only ones."""
+    with open(base / "fdinfo" / fd) as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY
+    return False
+
+
 def _owned_paths(pid: str, tmp: str) -> set[str]:
-    """Paths under /dev/shm/hean* and <tmp>/hean-* that process ``pid`` holds open, or maps writable.
+    """Paths under /dev/shm/hean* and <tmp>/hean-* that process ``pid`` holds open or maps, for writing.
 
     Descriptors are read before maps: a segment goes from "open" to "mapped" by mapping it before closing the
     descriptor, so a process in the middle is seen one way or the other.
@@ -97,10 +107,10 @@ def _owned_paths(pid: str, tmp: str) -> set[str]:
         for fd in os.listdir(base / "fd"):
             try:
                 target = os.readlink(base / "fd" / fd)
+                if target.startswith((shm, mine)) and _writable_fd(base, fd):
+                    found.add(target)
             except OSError:
                 continue
-            if target.startswith((shm, mine)):
-                found.add(target)
         with open(base / "maps", "rb") as f:
             for line in f:
                 parts = line.split(None, 5)

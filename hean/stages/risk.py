@@ -311,17 +311,17 @@ def make_risk(
     price_increment: int | np.ndarray = 1,
     qty_increment: int | np.ndarray = 1,
     min_qty: int | np.ndarray = 1,
-    max_order_qty: int | np.ndarray = 0,
-    max_notional: float | np.ndarray = 0.0,
-    max_position: int | np.ndarray = 0,
+    max_order_qty: int | np.ndarray = 1_000,
+    max_notional: float | np.ndarray = 1_000_000.0,
+    max_position: int | np.ndarray = 1_000,
     max_gross_exposure: float = 0.0,
     max_leverage: float = 0.0,
-    daily_loss_limit: float = 0.0,
+    daily_loss_limit: float = 100_000.0,
     max_drawdown: float = 0.0,
-    rate_per_symbol: int | np.ndarray = 0,
-    rate_total: int = 0,
+    rate_per_symbol: int | np.ndarray = 25_000,
+    rate_total: int = 50_000,
     rate_window_ns: int = 1_000_000_000,
-    max_open_orders: int = 0,
+    max_open_orders: int = 50,
     max_open_orders_symbol: int | np.ndarray = 0,
     collar_ticks: int | np.ndarray = 0,
     collar_frac: float | np.ndarray = 0.0,
@@ -507,9 +507,12 @@ def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id
 
 @kernel
 def _emit_cancel_all(risk, symbol, now_ns, out, k):
+    """A CANCEL_ALL risk decided on its own (kill switch, trip, stale book): stamped with risk's exchange
+    clock (``ts_exch``) and no origin (``ts_origin`` 0) -- no market event caused it, so it is not a
+    tick-to-trade sample."""
     risk.g[G_SEQ] += 1
     risk.counters[C_CANCELS] += 1
-    _emit(out, k, risk.g[G_SEQ], now_ns, 0, symbol, A_CANCEL_ALL, 0, 0, 0, 0, 0, 0, 0, 0, -1)
+    _emit(out, k, risk.g[G_SEQ], 0, now_ns, symbol, A_CANCEL_ALL, 0, 0, 0, 0, 0, 0, 0, 0, -1)
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
