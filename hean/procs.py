@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["process_alive", "same_process", "start_ticks"]
+__all__ = ["process_alive", "process_state", "same_process", "start_ticks"]
 
 _PROC = Path("/proc")
 
@@ -50,3 +50,9 @@ def start_ticks(pid: int) -> int:
 def same_process(pid: int, ticks: int) -> bool:
     """True while the process ``pid`` that started at ``ticks`` runs (not a zombie, not a recycled pid)."""
     return pid > 0 and ticks > 0 and start_ticks(pid) == ticks
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of ``pid`` (R running, S sleeping, T stopped, Z zombie, ...); "" if gone."""
+    fields = _stat_fields(pid) if pid > 0 else []
+    return fields[0].decode() if fields else ""

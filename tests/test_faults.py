@@ -221,6 +221,22 @@ def test_kill_9_of_the_supervisor_halts_drains_and_removes_the_run(engines, plac
 
 
 @pytest.mark.timeout(180)
+def test_kill_9_of_a_replays_supervisor_removes_its_native_copy(engines):
+    from conftest import data_file
+
+    rec = str(data_file("binance-usdm-btcusdt-20240808.gz"))
+    e = engines(_run_id("rep9"), args=["replay", rec, "--format", "binance-usdm", "--rate", "2000"])
+    assert e.attach() is not None and e.wait_for(C.START), e.output()
+    copies = [p for p in _leftovers(e.run_id) if "-replay-" in p]
+    assert len(copies) == 1 and os.listdir(copies[0]) == ["replay.hev"]
+    procs = e.processes()
+    os.kill(e.proc.pid, signal.SIGKILL)
+    e.proc.wait(timeout=10)
+    assert e.wait_gone(procs, 10.0) == []
+    assert _leftovers(e.run_id) == []
+
+
+@pytest.mark.timeout(180)
 def test_sigstop_of_the_supervisor_stops_trading_and_the_run_ends_when_it_continues(engines):
     e = engines(_run_id("supstop"), placement="two-workers")
     assert e.attach() is not None and e.wait_for(C.START), e.output()

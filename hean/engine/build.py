@@ -173,8 +173,20 @@ def _venue_params(cfg: Config) -> dict:
         sample = next(v.params[key] for v in cfg.venues if key in v.params)
         default = _default_of(make_venue, key)
         vals = [v.params.get(key, default) for v in cfg.venues]
+        if not _per_venue(key):  # one value for all venues (seed, capacities)
+            if len(set(vals)) > 1:
+                raise ConfigError(f"key 'venues.params.{key}': one value for every venue, got {vals}")
+            out[key] = vals[0]
+            continue
         out[key] = np.array(vals, np.float64 if isinstance(sample, float) else np.int64)
     return out
+
+
+def _per_venue(key: str) -> bool:
+    """Does make_venue take ``key`` per venue (annotated to accept an array) or once for all venues?"""
+    import inspect
+
+    return "ndarray" in str(inspect.signature(make_venue).parameters[key].annotation)
 
 
 def _default_of(factory, key):
@@ -324,6 +336,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
     params[P.P_SUPERVISOR] = int(spec.get("supervisor_pid", 0))
     params[P.P_SUP_TIMEOUT_NS] = cfg.engine.heartbeat_timeout_ms * 1_000_000
+    params[P.P_SUP_TID] = int(spec.get("supervisor_tid", 0))
     replay = load_replay(cfg) if "feed" in mine else np.zeros(0, records.MARKET_EVENT)
     n_ev = feed_buffer_len(cfg.engine.ring_capacity, max_events_per_message(synth))
     worker = P.Worker(

@@ -8,11 +8,17 @@ Stage tables (``[book]``, ``[indicators]``, ``[strategy.params]``, ``[risk]``, `
 parameters) are passed as keyword arguments to the stage's ``make_*`` function; their keys are checked
 against that function's signature when the engine builds the stage (:func:`stage_kwargs`), so the schema of
 a stage lives next to the stage's code and cannot drift from it.
+
+Every number is finite and in range (a NaN duration ran forever, a NaN rate crashed a worker), every path
+is checked for what it must be before anything starts, and every way a file can fail to load -- missing, a
+directory, unreadable, not UTF-8, not TOML -- is one ConfigError naming the file.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import math
 import os
 import re
 import tomllib
@@ -29,6 +35,7 @@ __all__ = [
     "DEFAULT_TOML",
     "load_config",
     "dump_toml",
+    "factory_defaults",
     "stage_kwargs",
 ]
 
@@ -66,7 +73,8 @@ class FeedSection(_Section):
     path: str = ""  # replay: the recording
     format: str = ""  # replay: binance-usdm | binance-spot | bybit | lobster | native
     symbol: str = ""  # replay: the symbol's name where the recording cannot tell (LOBSTER)
-    lenient: bool = False  # replay: skip (and count) malformed lines instead of stopping
+    # replay: true skips (and counts) malformed lines, up to 1 % of the file; a number is that largest share
+    lenient: bool | float = False
     pace: Literal["rate", "recorded", "fast"] = "rate"  # replay speed; synthetic: rate or fast
     rate: float = 100_000.0  # messages per second when pace = "rate"
     seed: int = 1  # synthetic feed seed
@@ -133,6 +141,7 @@ source = "synthetic"        # synthetic | replay
 pace = "rate"               # rate | recorded (replay only) | fast
 rate = 100000               # messages per second when pace = "rate"
 seed = 1                    # synthetic feed seed (same seed, same market)
+lenient = false             # replay: true skips bad lines up to 1 % of the file (a number: that share)
 
 [[symbols]]
 name = "SYN-A"
@@ -151,6 +160,17 @@ name = "sim"
 
 [strategy]
 name = "market_maker"       # market_maker | rsi_macd
+
+# Pre-trade risk limits (hean.stages.risk.make_risk): on by default, so a strategy that runs away is stopped;
+# loosen them on purpose, per venue and instrument (0 disables a limit). Lots and ticks are the symbol's.
+[risk]
+max_order_qty = 1000        # lots per order
+max_notional = 1000000.0    # quote currency per order (price x quantity x tick/lot value)
+max_position = 1000         # |lots| per symbol after the order, open orders counted
+max_open_orders = 50        # open orders over all symbols
+rate_per_symbol = 25000     # orders (NEW and REPLACE) per second and symbol, in exchange time
+rate_total = 50000          # orders per second over all symbols
+daily_loss_limit = 100000.0 # quote currency; when lost, the trading state becomes REDUCING
 
 [placement]
 wait = "auto"               # auto | spin | yield | sleep
@@ -186,7 +206,12 @@ def _decimal(value: str | int | float, key: str) -> Decimal:
         raise ConfigError(f"key '{key}': {value!r} is not a decimal number") from None
     if not d.is_finite() or d <= 0:
         raise ConfigError(f"key '{key}': must be a positive decimal number, got {value!r}")
+    if d >= MAX_STEP:
+        raise ConfigError(f"key '{key}': must be below {MAX_STEP:.0e}, got {value!r}")
     return d
+
+
+MAX_STEP = Decimal(10) ** 15  # a tick or lot size this big is a typo (and its int64 arithmetic overflows)
 
 
 def _next_pow2(n: int) -> int:
@@ -210,39 +235,94 @@ def feed_buffer_len(ring_capacity: int, max_message: int) -> int:
     return max(max_message, min(4096, ring_capacity // 4))
 
 
+# Upper bounds: far above any sensible value, low enough that nothing downstream overflows or allocates
+# without limit (a duration or timeout in ns must stay an int64; a ring's slots are allocated up front).
+MAX_RING_CAPACITY = 1 << 24
+MAX_SECONDS = 1e9  # ~31 years: every duration/timeout in ns stays far inside int64
+MAX_HEARTBEAT_MS = 3_600_000
+MIN_RATE, MAX_RATE = 1e-3, 1e9  # messages per second: the feed's period (1e9 / rate ns) is >= 1 ns, < 2**62
+MAX_COUNT = 1 << 62  # message counts, spin counts, seeds
+MAX_SLEEP_US = 1_000_000
+MAX_SYNTHETIC_DEPTH = 100_000
+
+
+def _number(key: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    """``value`` must be finite and in ``[low, high]`` (``(low, high]`` with ``low_open``); else ConfigError."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"key '{key}': must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low):
+        raise ConfigError(f"key '{key}': must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if value > high:
+        raise ConfigError(f"key '{key}': must be <= {high}, got {value!r}")
+
+
 def _validate(cfg: Config) -> None:
-    e = cfg.engine
+    _validate_engine(cfg.engine)
+    _validate_feed(cfg)
+    _validate_symbols(cfg)
+    _validate_placement(cfg.placement)
+
+
+def _validate_engine(e: EngineSection) -> None:
     cap = e.ring_capacity
     if cap < MIN_RING_CAPACITY or cap & (cap - 1):
         raise ConfigError(f"key 'engine.ring_capacity': must be a power of two >= {MIN_RING_CAPACITY}, got {cap}")
-    depth = int(cfg.feed.synthetic.get("depth", SYNTHETIC_DEPTH))
-    if cfg.feed.source == "synthetic" and feed_buffer_len(cap, 2 * depth + 1) > cap // 2:
+    _number("engine.ring_capacity", cap, MIN_RING_CAPACITY, MAX_RING_CAPACITY)
+    for key in ("duration_s", "ready_timeout_s", "drain_timeout_s"):
+        _number(f"engine.{key}", getattr(e, key), 0, MAX_SECONDS)
+    _number("engine.heartbeat_timeout_ms", e.heartbeat_timeout_ms, 0, MAX_HEARTBEAT_MS, low_open=True)
+    if e.run_id and not re.fullmatch(r"[A-Za-z0-9_]{1,48}", e.run_id):
+        raise ConfigError(f"key 'engine.run_id': use 1-48 letters, digits or '_', got {e.run_id!r}")
+
+
+def _validate_feed(cfg: Config) -> None:
+    f = cfg.feed
+    if not (isinstance(f.rate, float) and math.isnan(f.rate)) and f.rate <= 0:
+        raise ConfigError(f"key 'feed.rate': must be > 0 messages per second, got {f.rate}")
+    _number("feed.rate", f.rate, MIN_RATE, MAX_RATE)
+    _number("feed.max_messages", f.max_messages, 0, MAX_COUNT)
+    _number("feed.seed", f.seed, 0, MAX_COUNT)
+    if not isinstance(f.lenient, bool):
+        _number("feed.lenient", f.lenient, 0.0, 1.0)
+    depth = f.synthetic.get("depth", SYNTHETIC_DEPTH)
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ConfigError(f"key 'feed.synthetic.depth': expected int, got {type(depth).__name__} {depth!r}")
+    _number("feed.synthetic.depth", depth, 2, MAX_SYNTHETIC_DEPTH)
+    cap = cfg.engine.ring_capacity
+    if f.source == "synthetic" and feed_buffer_len(cap, 2 * depth + 1) > cap // 2:
         raise ConfigError(
             f"key 'engine.ring_capacity': {cap} slots cannot hold two synthetic snapshots of depth {depth} "
             f"({2 * depth + 1} events each); use at least {_next_pow2(4 * (2 * depth + 1))}"
         )
-    for key in ("duration_s", "ready_timeout_s", "drain_timeout_s"):
-        if getattr(e, key) < 0:
-            raise ConfigError(f"key 'engine.{key}': must be >= 0, got {getattr(e, key)}")
-    if e.heartbeat_timeout_ms <= 0:
-        raise ConfigError(f"key 'engine.heartbeat_timeout_ms': must be > 0, got {e.heartbeat_timeout_ms}")
-    if e.run_id and not re.fullmatch(r"[A-Za-z0-9_]{1,48}", e.run_id):
-        raise ConfigError(f"key 'engine.run_id': use 1-48 letters, digits or '_', got {e.run_id!r}")
-
-    f = cfg.feed
-    if f.rate <= 0:
-        raise ConfigError(f"key 'feed.rate': must be > 0 messages per second, got {f.rate}")
-    if f.max_messages < 0:
-        raise ConfigError(f"key 'feed.max_messages': must be >= 0, got {f.max_messages}")
     if f.source == "replay" and not f.path:
         raise ConfigError("key 'feed.path': a replay needs the recording's path")
     if f.source == "replay" and f.format not in REPLAY_FORMATS:
         raise ConfigError(f"key 'feed.format': one of {', '.join(REPLAY_FORMATS)}; got {f.format!r}")
+    if f.source == "replay":
+        _check_recording(f.path)
     if f.source == "synthetic" and f.pace == "recorded":
         raise ConfigError("key 'feed.pace': 'recorded' needs a replay source")
 
+
+def _check_recording(path: str) -> None:
+    """A replay's recording must be an existing, readable file (checked before anything starts)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"key 'feed.path': {path} is a directory, not a recording")
+    try:
+        with open(p, "rb"):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(f"key 'feed.path': {path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"key 'feed.path': {path}: cannot read it: {e.strerror or e}") from None
+
+
+def _validate_symbols(cfg: Config) -> None:
     if not cfg.symbols:
         raise ConfigError("key 'symbols': at least one [[symbols]] entry is needed")
+    from hean.symbols import SymbolTable
+
     seen: set[str] = set()
     venue_names = [v.name for v in cfg.venues]
     if len(set(venue_names)) != len(venue_names):
@@ -255,8 +335,10 @@ def _validate(cfg: Config) -> None:
         _decimal(s.lot_size, f"symbols[{i}].lot_size")
         if s.venue not in venue_names:
             raise ConfigError(f"key 'symbols[{i}].venue': unknown venue {s.venue!r} (venues: {venue_names})")
-
-    _validate_placement(cfg.placement)
+        try:  # the steps the engine can represent exactly (hean.symbols)
+            SymbolTable([{"name": s.name, "tick_size": str(s.tick_size), "lot_size": str(s.lot_size)}])
+        except (ValueError, ArithmeticError) as e:
+            raise ConfigError(f"key 'symbols[{i}]': {e}") from None
 
 
 def _validate_placement(p: PlacementSection) -> None:
@@ -270,8 +352,8 @@ def _validate_placement(p: PlacementSection) -> None:
                 "key 'placement.workers': must list every stage exactly once, in pipeline order, grouping only "
                 f"adjacent stages ({' -> '.join(STAGES)}); got {p.workers}"
             )
+    avail = _available_cpus()
     if p.cpus:
-        avail = _available_cpus()
         bad = [c for c in p.cpus if c not in avail]
         if bad:
             raise ConfigError(
@@ -286,9 +368,53 @@ def _validate_placement(p: PlacementSection) -> None:
             raise ConfigError(f"key 'placement.waits[{i}]': one of spin, yield, sleep; got {w!r}")
     if p.waits and p.workers and len(p.waits) != len(p.workers):
         raise ConfigError(f"key 'placement.waits': {len(p.waits)} entries for {len(p.workers)} workers")
-    for key in ("spin_before_yield", "spin_before_sleep", "sleep_us", "reserve_cpus"):
-        if getattr(p, key) < 0:
-            raise ConfigError(f"key 'placement.{key}': must be >= 0, got {getattr(p, key)}")
+    for key in ("spin_before_yield", "spin_before_sleep"):
+        _number(f"placement.{key}", getattr(p, key), 0, MAX_COUNT)
+    _number("placement.sleep_us", p.sleep_us, 0, MAX_SLEEP_US)
+    _number("placement.reserve_cpus", p.reserve_cpus, 0, MAX_COUNT)
+    # every CPU but one may be reserved; on a single CPU the default reserve of 1 keeps nothing back
+    most = max(1, len(avail) - 1)
+    if p.reserve_cpus > most:
+        raise ConfigError(
+            f"key 'placement.reserve_cpus': {p.reserve_cpus} would leave no CPU for the workers: this process may "
+            f"use {len(avail)} CPU(s) {avail}, so at most {most}"
+        )
+
+
+def _read_toml(path: str | os.PathLike) -> dict:
+    """The TOML file at ``path`` as a dict; every way it can fail is one ConfigError naming the file."""
+    source = str(path)
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{source}: is a directory, not a configuration file")
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read it: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {e.start}); TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML: nested too deeply") from None
+
+
+def _apply_overrides(data: dict, overrides: dict[str, Any], source: str) -> None:
+    """Set each dotted key of ``overrides`` in ``data``; a key whose parent is not a table is a ConfigError."""
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: key '{'.'.join(parents[: i + 1])}' must be a table")
+        node[leaf] = value
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -303,20 +429,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         data, source = default, "default configuration"
     else:
         source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: no such file") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{source}: not valid TOML: {e}") from None
+        data = _read_toml(path)
         data.setdefault("symbols", default["symbols"])
         data.setdefault("venues", default["venues"])
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    _apply_overrides(data, overrides or {}, source)
     try:
         cfg = msgspec.convert(data, Config)
     except msgspec.ValidationError as e:
@@ -345,10 +461,55 @@ def stage_kwargs(section: str, table: dict[str, Any], factory) -> dict[str, Any]
             raise ConfigError(
                 f"key '{section}.{key}': expected {expected.__name__}, got {type(value).__name__} {value!r}"
             )
+        _stage_value_ok(f"{section}.{key}", key, value)
     return table
 
 
+# Stage parameters that size an array allocated when the stage is built: bounded, so that a typo costs an
+# error message rather than all the machine's memory.
+MAX_SIZES = {
+    "window": 1 << 22,  # L2 book price window (slots per symbol and side)
+    "overflow": 1 << 22,
+    "trades_capacity": 1 << 22,
+    "capacity": 1 << 24,  # router / venue order tables
+    "queue_capacity": 1 << 24,
+    "book_window": 1 << 22,
+    "book_overflow": 1 << 22,
+    "rate_per_symbol": 1_000_000,  # risk keeps one timestamp per order in the rate window
+    "rate_total": 1_000_000,
+}
+
+
+def _stage_value_ok(full: str, key: str, value: Any) -> None:
+    """Every stage value is finite and fits an int64 with room; size parameters stay below MAX_SIZES."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"key '{full}': must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -MAX_COUNT <= value <= MAX_COUNT:
+            raise ConfigError(f"key '{full}': {value} is out of range (|value| <= 2**62)")
+        if key in MAX_SIZES and value > MAX_SIZES[key]:
+            raise ConfigError(f"key '{full}': must be <= {MAX_SIZES[key]}, got {value}")
+
+
+def factory_defaults(factory, skip: tuple[str, ...] = ()) -> dict[str, Scalar]:
+    """The keyword parameters of ``factory`` that a configuration table may set, with their defaults: the
+    effective value of every key a table leaves out (``hean config show`` prints them). Parameters whose
+    default is not a TOML scalar (None, arrays) and those in ``skip`` (derived by the engine) are left out."""
+    out: dict[str, Scalar] = {}
+    for name, p in inspect.signature(factory).parameters.items():
+        if name in skip or p.default is p.empty or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            continue
+        d = p.default
+        if isinstance(d, bool | str | float):
+            out[name] = d
+        elif isinstance(d, int):  # an IntEnum default is configured by its number
+            out[name] = int(d)
+    return out
+
+
 def _type_ok(value: Any, expected: type) -> bool:
+    if issubclass(expected, int) and expected not in (int, bool):  # an IntEnum parameter takes its number
+        return isinstance(value, int) and not isinstance(value, bool)
     if expected is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if expected is int:
@@ -360,7 +521,7 @@ def call_factory(section: str, factory, *args, **kwargs):
     """Call a stage factory, turning its ValueError into a ConfigError that names the section."""
     try:
         return factory(*args, **kwargs)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ArithmeticError, KeyError, MemoryError) as e:
         raise ConfigError(f"[{section}]: {e}") from None
 
 
@@ -373,7 +534,7 @@ def dump_toml(cfg: Config) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return json.dumps(v)  # JSON's string escapes are TOML's basic-string escapes (control chars too)
         if isinstance(v, list):
             return "[" + ", ".join(scalar(x) for x in v) + "]"
         if isinstance(v, dict):

@@ -42,6 +42,12 @@ Layout (``CTL_WORDS`` int64 words, ``/dev/shm/hean-<run_id>-ctl``)::
       +9 START_TICKS     supervisor   the worker process's start time (/proc/<pid>/stat field 22): with PID,
                                       its identity, so a recycled pid is never mistaken for (or killed as) it
       +10 ORPHANED_NS    worker w     CLOCK_MONOTONIC ns when it noticed its supervisor was gone (0: never)
+    LIFE_LOCK   1040..1047  supervisor  a process-shared *robust* pthread mutex the supervisor's main thread
+                                      holds for the whole run (its first word: the owner's thread id). When
+                                      the supervisor dies, the kernel marks it FUTEX_OWNER_DIED (the id goes)
+                                      while it takes the process down -- before it frees the process's
+                                      memory, which on this VM takes 10-35 ms more, after which the parent pid
+                                      changes. The workers read its first word at every heartbeat.
 
 Every word is read and written with a relaxed atomic access (``load_relaxed`` / ``store_relaxed`` in
 compiled code; aligned int64 numpy reads and writes from Python): each word is one fact with one writer,
@@ -72,7 +78,11 @@ HELPER_TICKS = 11
 WORKER_BASE = 16
 WORKER_STRIDE = 16
 MAX_WORKERS = 64
-CTL_WORDS = WORKER_BASE + WORKER_STRIDE * MAX_WORKERS
+LIFE_LOCK = WORKER_BASE + WORKER_STRIDE * MAX_WORKERS  # 64-byte aligned (word 1040 = byte 8320)
+LIFE_LOCK_WORDS = 8  # glibc's pthread_mutex_t is 40 bytes on x86-64
+CTL_WORDS = LIFE_LOCK + LIFE_LOCK_WORDS
+FUTEX_TID_MASK = 0x3FFFFFFF  # the owner's thread id in a robust futex word (linux/futex.h)
+assert LIFE_LOCK * 8 % 64 == 0
 
 W_READY = 0
 W_HEARTBEAT = 1
@@ -131,3 +141,46 @@ def attach_control(run_id: str, readonly: bool = False) -> tuple[Segment, np.nda
         seg.close()
         raise ValueError(f"segment {ctl_name(run_id)!r} is not a HEAN control block")
     return seg, ctl
+
+
+class LifeLock:
+    """The supervisor's robust mutex in the control block (see ``LIFE_LOCK`` above): held from the claim of
+    the run to its end, by the thread that runs it.
+
+    Why a robust futex: it is the one thing the kernel releases at the very start of a process's exit --
+    with it, a worker notices a killed supervisor within microseconds of the kill instead of after the
+    kernel has torn down the supervisor's address space (what a parent-death signal, a pidfd or the parent
+    pid wait for). Without glibc's robust mutexes the word stays 0 and the workers rely on the parent pid.
+    """
+
+    def __init__(self, ctl: np.ndarray) -> None:
+        import ctypes
+        import threading
+
+        self._addr = ctl.ctypes.data + LIFE_LOCK * 8
+        self._ctl = ctl  # keeps the mapping alive while the lock is held
+        self.held = False
+        self.tid = threading.get_native_id()  # the owner the lock's word names while it lives
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            attr = ctypes.create_string_buffer(64)
+            ok = (
+                libc.pthread_mutexattr_init(attr) == 0
+                and libc.pthread_mutexattr_setpshared(attr, 1) == 0  # PTHREAD_PROCESS_SHARED
+                and libc.pthread_mutexattr_setrobust(attr, 1) == 0  # PTHREAD_MUTEX_ROBUST
+                and libc.pthread_mutex_init(ctypes.c_void_p(self._addr), attr) == 0
+                and libc.pthread_mutex_lock(ctypes.c_void_p(self._addr)) == 0
+            )
+        except (OSError, AttributeError):
+            ok = False
+        self._libc = libc if ok else None
+        self.held = ok
+
+    def release(self) -> None:
+        """Unlock (from the thread that locked): the kernel's robust list must not point into a mapping that
+        is about to go away."""
+        if self.held:
+            import ctypes
+
+            self._libc.pthread_mutex_unlock(ctypes.c_void_p(self._addr))
+            self.held = False

@@ -129,7 +129,8 @@ P_STALE_NS = 6  # book stale window (0: off)
 P_HALTED = 7  # this worker has applied HALT to its router
 P_SUPERVISOR = 8  # the supervisor's pid: the worker's parent (0: no supervisor, e.g. an in-process backtest)
 P_SUP_TIMEOUT_NS = 9  # the supervisor's heartbeat older than this: it is stopped or hung
-P_LEN = 10
+P_SUP_TID = 10  # the thread id holding the supervisor's life lock (0: the lock is not used)
+P_LEN = 11
 # A worker that lost its supervisor halts every router at once, stops the feed, and leaves its loop once its
 # rings are empty -- or after this long, when a peer that would drain them is gone too.
 ORPHAN_DRAIN_NS = 500_000_000
@@ -1014,11 +1015,16 @@ def step_all(W, feed_live, now):
 
 @_inl
 def supervisor_lost(W, now):
-    """True when this worker's supervisor is dead (the worker's parent is no longer its pid: one syscall) or
-    has not heart-beaten for longer than the timeout (stopped or hung). Checked at every heartbeat."""
+    """True when this worker's supervisor is dead -- its life lock lost its owner (the kernel marks it at the
+    start of the supervisor's exit), or the worker's parent is no longer its pid (one syscall; the kernel
+    reparents once the supervisor's memory is freed) -- or has not heart-beaten for longer than the timeout
+    (stopped or hung). Checked at every heartbeat."""
     sup = W.params[P_SUPERVISOR]
     if sup == 0:
         return False
+    tid = W.params[P_SUP_TID]
+    if tid != 0 and (load_relaxed(W.ctl, C.LIFE_LOCK) & C.FUTEX_TID_MASK) != tid:
+        return True  # the robust mutex's word holds its owner's thread id until the owner dies
     if getppid() != sup:
         return True
     return now - load_relaxed(W.ctl, C.SUP_BEAT) > W.params[P_SUP_TIMEOUT_NS]

@@ -89,7 +89,9 @@ def auto_groups(n_workers: int) -> list[tuple[str, ...]]:
 def plan_placement(section: PlacementSection, cpus: list[int] | None = None) -> Placement:
     """Turn the ``[placement]`` table and the CPUs this process may use into a concrete plan."""
     avail = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-    # The lowest CPU(s) stay free for the OS, the supervisor and `hean top` (never all of them).
+    # The lowest CPU(s) stay free for the OS, the supervisor and `hean top` (never all of them). A configuration
+    # that asks for more than this machine can give is refused by hean.engine.config (reserve_cpus = 5 on two
+    # CPUs is an error there); the clamp covers a CPU list given here directly and the single-CPU machine.
     reserve = min(section.reserve_cpus, len(avail) - 1)
     if section.workers:
         groups = [tuple(w) for w in section.workers]

@@ -40,7 +40,7 @@ from hean.engine.build import STAGE_HISTS, STAGE_USER_COUNTERS, tops_name, tops_
 from hean.engine.config import STAGES, Config
 from hean.engine.placement import plan_placement
 from hean.engine.topology import RingSpec, ring_specs
-from hean.procs import start_ticks
+from hean.procs import process_state, start_ticks
 from hean.rings import Ring, RingError, create
 from hean.shm import SegmentError, create_segment, unlink_segment
 from hean.telemetry.block import TelemetrySegment, block_name, create_block
@@ -153,6 +153,8 @@ class Supervisor:
         self._claims_dir: str | None = None  # its and the workers' stage claims (hean.engine.warm)
         self.ctl: np.ndarray | None = None
         self._ctl_seg = None
+        self._life: C.LifeLock | None = None
+        self._stopped_since: dict[int, int] = {}  # worker pid -> when start-up first found it stopped
         self._signal: int | None = None
         self._control_seq = 0
         self._own_affinity: set[int] | None = None  # the supervisor's own mask while it is moved off workers
@@ -165,6 +167,7 @@ class Supervisor:
         behind by a run whose processes are all gone is swept, said, and claimed.
         """
         rid = self.run_id
+        self._sweep_dead_runs()
         for attempt in range(2):
             try:
                 self._ctl_seg, self.ctl = C.create_control(rid, len(self.placement.workers))
@@ -181,10 +184,22 @@ class Supervisor:
                           "are all gone", file=sys.stderr)  # fmt: skip
                 continue
             self.names.append(C.ctl_name(rid))
+            self._life = C.LifeLock(self.ctl)  # the workers see this thread's death at once (control.py)
             self.ctl[C.SUP_PID] = os.getpid()
             self._beat()
             return
         raise EngineError(f"run id {rid!r}: its control block exists and could not be claimed")
+
+    def _sweep_dead_runs(self) -> None:
+        """Remove what earlier runs left when every one of their processes died at once (kill -9 of a whole
+        run, a crash during start-up): each removal re-checks that no process owns it."""
+        for res in runs.scan_runs():
+            if res.live or res.foreign_uid is not None or res.run_id == self.run_id:
+                continue
+            removed = runs.sweep(res)
+            if removed:
+                print(f"hean: removed {len(removed)} leftover(s) of run {res.run_id!r}, whose processes are all "
+                      "gone", file=sys.stderr)  # fmt: skip
 
     def _beat(self) -> None:
         """The supervisor's heartbeat: workers that find it older than the timeout leave (see worker.py)."""
@@ -259,6 +274,8 @@ class Supervisor:
         )  # fmt: skip
 
     def _cleanup(self) -> None:
+        if self._life is not None:
+            self._life.release()  # every worker is gone by now
         for ring in self.rings.values():
             ring.close()
         for block in self.blocks.values():
@@ -287,6 +304,7 @@ class Supervisor:
             "rings": {r.edge.key: r.name for r in self.ring_specs},
             "config": msgspec.to_builtins(self.cfg),
             "supervisor_pid": os.getpid(),
+            "supervisor_tid": self._life.tid if self._life is not None and self._life.held else 0,
         }
 
     def _spare_cpus(self) -> list[int]:
@@ -359,18 +377,27 @@ class Supervisor:
                 raise EngineError(f"not ready after {self.cfg.engine.ready_timeout_s:.0f} s: {'; '.join(late)}")
             time.sleep(self.POLL_S)
 
-    START_GRACE_S = 30.0  # how long a new worker process may take to its first heartbeat (imports)
+    START_SILENCE_S = 30.0  # a starting worker may go this long without a heartbeat (imports, long compiles)
 
     def _silent_at_start(self, i: int) -> str:
-        """Why worker ``i`` looks stopped or hung during start-up ("" when it does not): its watchdog thread
-        beats every 50 ms while it compiles."""
+        """Why worker ``i`` looks stopped or hung during start-up ("" when it does not).
+
+        Its watchdog thread beats every 50 ms, but numba holds the GIL for long stretches of a cold compile, so
+        silence alone counts only after START_SILENCE_S; a worker the kernel shows stopped (SIGSTOP) counts
+        after the heartbeat timeout.
+        """
         now = time.monotonic_ns()
-        hb = int(self.ctl[C.worker_word(i, C.W_HEARTBEAT)])
-        if hb == 0:
-            late = now - self._spawned_ns > self.START_GRACE_S * 1e9
-            return f"no heartbeat {self.START_GRACE_S:.0f} s after it was started" if late else ""
-        limit = self.cfg.engine.heartbeat_timeout_ms * 1_000_000
-        return f"{(now - hb) / 1e6:.0f} ms without a heartbeat" if now - hb > limit else ""
+        pid = self.procs[i].pid
+        if process_state(pid) in ("T", "t"):
+            since = self._stopped_since.setdefault(pid, now)
+            if now - since > self.cfg.engine.heartbeat_timeout_ms * 1_000_000:
+                return f"stopped (SIGSTOP) for {(now - since) / 1e6:.0f} ms"
+        else:
+            self._stopped_since.pop(pid, None)
+        hb = int(self.ctl[C.worker_word(i, C.W_HEARTBEAT)]) or self._spawned_ns
+        if now - hb > self.START_SILENCE_S * 1e9:
+            return f"{(now - hb) / 1e9:.0f} s without a heartbeat"
+        return ""
 
     def _dead_worker(self) -> str | None:
         """A message naming the first dead or silent worker, else None."""

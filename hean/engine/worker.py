@@ -58,6 +58,7 @@ class _Watchdog:
 
         self.spec, self.ctl, self.w = spec, ctl, w
         self.sup = int(spec.get("supervisor_pid", 0))
+        self.tid = int(spec.get("supervisor_tid", 0))
         self.timeout_ns = int(spec["config"]["engine"]["heartbeat_timeout_ms"]) * 1_000_000
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hean-watchdog", daemon=True)
@@ -67,9 +68,15 @@ class _Watchdog:
         while not self._done.wait(self.PERIOD_S):
             now = time.monotonic_ns()
             self.ctl[C.worker_word(self.w, C.W_HEARTBEAT)] = now
-            if self.sup and (os.getppid() != self.sup or now - int(self.ctl[C.SUP_BEAT]) > self.timeout_ns):
+            if self.sup and self._lost(now):
                 _leave_orphaned(self.spec, self.ctl, self.w, "during start-up")
                 os._exit(EXIT_ORPHANED)
+
+    def _lost(self, now: int) -> bool:
+        """The same three checks as the loop's (hean.engine.pipeline.supervisor_lost)."""
+        if self.tid and int(self.ctl[C.LIFE_LOCK]) & C.FUTEX_TID_MASK != self.tid:
+            return True
+        return os.getppid() != self.sup or now - int(self.ctl[C.SUP_BEAT]) > self.timeout_ns
 
     def stop(self) -> None:
         self._done.set()
