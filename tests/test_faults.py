@@ -220,6 +220,50 @@ def test_kill_9_of_the_supervisor_halts_drains_and_removes_the_run(engines, plac
     assert _leftovers(e.run_id) == []  # the last worker out removed every segment and temp folder
 
 
+def _loop_without(sup_pid: int, tid: int, lock_word: int, beat_age_ns: int):
+    """Run the worker loop in this process (the whole pipeline, nothing to trade) with the supervisor checks
+    set up as given; returns (loops run, HALT, this worker's error, ORPHANED_NS)."""
+    from hean.engine import pipeline as P
+    from hean.engine.build import build_local
+    from hean.engine.config import load_config
+
+    W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
+    W.params[P.P_SUPERVISOR] = sup_pid
+    W.params[P.P_SUP_TID] = tid
+    W.params[P.P_SUP_TIMEOUT_NS] = 10**9
+    W.ctl[C.LIFE_LOCK] = lock_word
+    W.ctl[C.SUP_BEAT] = time.monotonic_ns() - beat_age_ns
+    loops = P.run_loop(W, 5000)
+    return (
+        loops,
+        int(W.ctl[C.HALT]),
+        int(W.ctl[C.worker_word(0, C.W_ERROR)]),
+        int(W.ctl[C.worker_word(0, C.W_ORPHANED_NS)]),
+    )
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("case", "sup", "tid", "lock", "beat_age", "lost"),
+    [
+        ("alive, life lock held", "parent", 4242, 4242, 0, False),
+        ("alive, no life lock", "parent", 0, 0, 0, False),
+        ("life lock: owner died", "parent", 4242, 0x40000000, 0, True),  # the kernel's FUTEX_OWNER_DIED
+        ("no life lock, another parent", "other", 0, 0, 0, True),  # the parent pid changed: reparented
+        ("heartbeat 2 s old (stopped)", "parent", 4242, 4242, 2 * 10**9, True),
+    ],
+)
+def test_the_loop_leaves_without_its_supervisor(case, sup, tid, lock, beat_age, lost):
+    """The checks at every heartbeat of the worker loop (pipeline.supervisor_lost), each path on its own:
+    a lost supervisor means HALT for every router, the error word says why, and the loop leaves early."""
+    pid = os.getppid() if sup == "parent" else os.getppid() + 1
+    loops, halt, err, orphaned = _loop_without(pid, tid, lock, beat_age)
+    if lost:
+        assert (halt, err) == (1, C.ERR_SUPERVISOR_LOST) and orphaned > 0 and loops < 5000, case
+    else:
+        assert (loops, halt, err, orphaned) == (5000, 0, 0, 0), case
+
+
 @pytest.mark.timeout(180)
 def test_kill_9_of_a_replays_supervisor_removes_its_native_copy(engines):
     from conftest import data_file

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hean.procs import process_alive, same_process
+from hean.procs import process_alive, process_state, same_process
 from hean.shm import SHM_DIR, list_segment_names, unlink_segment
 
 __all__ = [
@@ -260,6 +260,18 @@ def sweep(res: RunResources, dry_run: bool = False, ignore_pids: set[int] | froz
 # ---------------------------------------------------------------------------------------------------------
 # a worker without its supervisor
 # ---------------------------------------------------------------------------------------------------------
+def _supervisor_gone(pid: int, wait_s: float) -> bool:
+    """True once the supervisor has exited; False when it is stopped (SIGSTOP: it cleans up itself when it
+    continues) or still there after ``wait_s``. A killed supervisor is noticed (its life lock) while the
+    kernel is still taking it down, which takes milliseconds: wait for that."""
+    deadline = time.monotonic() + wait_s
+    while process_alive(pid):
+        if process_state(pid) in ("T", "t") or time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def leave_orphaned_run(run_id: str, ctl, me: int, wait_s: float = 2.0) -> list[str]:
     """Called by a worker that lost its supervisor, after it left its loop: clean up the run if it is the one
     to do so. Returns what it removed.
@@ -297,7 +309,7 @@ def leave_orphaned_run(run_id: str, ctl, me: int, wait_s: float = 2.0) -> list[s
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-        if process_alive(int(ctl[C.SUP_PID])):
+        if not _supervisor_gone(int(ctl[C.SUP_PID]), wait_s):
             return []
         deadline = time.monotonic() + wait_s
         while any(same_process(p, t) for p, t in others) and time.monotonic() < deadline:
