@@ -77,6 +77,10 @@ def test_errors_name_file_and_line(tmp_path, capsys):
     src.write_text('123 {"stream":"x","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"1"}}\n123 {oops\n')
     assert main(["book", str(src), "--format", "binance-usdm", "--top-csv", str(tmp_path / "o.csv")]) == 1
     assert "bad.txt:2: bad JSON" in capsys.readouterr().err
-    assert main(["convert", str(src), "--format", "binance-usdm", "--lenient", "-o", str(tmp_path / "o.hev")]) == 0
+    # half the file is bad: more than lenient mode's default 1 %, within an explicit 50 %
+    assert main(["convert", str(src), "--format", "binance-usdm", "--lenient", "-o", str(tmp_path / "o.hev")]) == 1
+    assert "bad.txt: 1 of 2 lines skipped (50.0%), more than the 1.0%" in capsys.readouterr().err
+    assert main(["convert", str(src), "--format", "binance-usdm", "--lenient", "0.5", "-o",
+                 str(tmp_path / "o.hev")]) == 0  # fmt: skip
     assert "1 lines skipped" in capsys.readouterr().err
     assert main(["book", str(src), "--format", "nope", "--top-csv", "-"]) == 2

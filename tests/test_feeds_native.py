@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -10,9 +11,9 @@ from conftest import data_file
 
 from hean.feeds import FORMATS, load_events
 from hean.feeds.common import FeedError
-from hean.feeds.native import open_native, write_native
+from hean.feeds.native import open_native, validate_events, write_native
 from hean.feeds.synthetic import make_synthetic, synthetic_batch
-from hean.records import MARKET_EVENT
+from hean.records import MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
 TABLE = SymbolTable([{"name": f"S{i}", "tick_size": "0.5", "lot_size": "0.01", "venue": "sim"} for i in range(3)])
@@ -83,3 +84,119 @@ def test_dispatcher_rejects_unknown_format(tmp_path):
     assert "native" in FORMATS
     with pytest.raises(ValueError, match="unknown format"):
         load_events(tmp_path / "x", "csv")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every record validated at load: (field, value, kind or None to keep, message)
+# ---------------------------------------------------------------------------------------------------------
+I64_MIN = np.iinfo(np.int64).min
+BAD_RECORDS = [
+    ("kind", 0, None, "kind 0 not a known record kind (1..11)"),
+    ("kind", 200, None, "kind 200 not a known record kind"),
+    ("symbol", 3, None, "symbol 3 out of range [0, 3)"),
+    ("symbol", -1, None, "symbol -1 out of range [0, 3)"),
+    ("side", 2, None, "side 2 not a valid side"),
+    ("side", 0, EventKind.LEVEL_SET, "side 0 not a valid side for its kind for kind LEVEL_SET"),
+    ("side", 0, EventKind.L3_ADD, "side 0 not a valid side for its kind for kind L3_ADD"),
+    ("price", -460_000_000_000_000_000, EventKind.LEVEL_SET, "price -460000000000000000 out of range [1, 2**53)"),
+    ("price", 0, EventKind.TRADE, "price 0 out of range [1, 2**53) for kind TRADE"),
+    ("price", 2**53, EventKind.LEVEL_SET, "price 9007199254740992 out of range"),
+    ("price", -1, EventKind.TICKER, "price -1 out of range [0, 2**53) for kind TICKER"),
+    ("qty", -1, None, "qty -1 out of range [0, 2**53)"),
+    ("qty", 2**53, None, "qty 9007199254740992 out of range"),
+    ("flags", 8, None, "flags 8 has bits a market event may not carry"),  # F_STALE: a book-state flag
+    ("order_id", I64_MIN, None, f"order_id {I64_MIN} is int64's minimum"),
+    ("update_id", -5, None, "update_id -5 is negative"),
+    ("seq", -1, None, "seq -1 is negative"),
+    ("ts_origin", -1, None, "ts_origin -1 is negative"),
+    ("ts_exch", -2, None, "ts_exch -2 is negative"),
+]
+
+
+def with_record(tmp_path, field, value, kind=None, index=3):
+    """A valid native file whose record ``index`` has ``field = value`` (and ``kind``), bypassing the writer."""
+    ev = synthetic_events(10)
+    ev["kind"][index] = ev["kind"][index] if kind is None else kind
+    ev["side"][index] = 1
+    ev["price"][index] = max(int(ev["price"][index]), 1)
+    ev[field][index] = value
+    p = tmp_path / "v.hev"
+    good = ev.copy()
+    good[index] = ev[0]
+    write_native(p, good, TABLE)
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) - ev.nbytes] + ev.tobytes())
+    return p, ev
+
+
+@pytest.mark.parametrize(("field", "value", "kind", "message"), BAD_RECORDS)
+def test_every_record_is_validated_naming_file_record_field_value(tmp_path, field, value, kind, message):
+    p, ev = with_record(tmp_path, field, value, kind)
+    with pytest.raises(FeedError, match=re.escape(f"v.hev: record 3: {message}")) as e:
+        open_native(p)
+    assert "\n" not in str(e.value)
+    with pytest.raises(FeedError, match="record 3"):  # the writer refuses what the reader would refuse
+        write_native(tmp_path / "w.hev", ev, TABLE)
+    assert not (tmp_path / "w.hev").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "kind"),
+    [
+        ("price", 0, EventKind.TICKER),  # an empty side of the exchange's own top
+        ("side", 0, EventKind.TRADE),  # LOBSTER cross trades have no aggressor
+        ("price", -1, EventKind.HALT),  # LOBSTER's halt indicator
+        ("qty", 0, EventKind.LEVEL_SET),  # a deletion
+        ("order_id", -(1 << 40), EventKind.L3_ADD),  # LOBSTER phantom orders
+        ("flags", 7, None),  # every bit a market event may carry
+        ("price", 2**53 - 1, EventKind.LEVEL_SET),
+    ],
+)
+def test_valid_edge_values_are_accepted(tmp_path, field, value, kind):
+    p, ev = with_record(tmp_path, field, value, kind)
+    got, _ = open_native(p)
+    assert got.tobytes() == ev.tobytes()
+
+
+def test_validation_is_vectorised_and_finds_the_first_bad_record(tmp_path):
+    ev = np.tile(synthetic_events(10), 20_000)  # 200k+ records: several chunks
+    ev["symbol"][150_001] = 9
+    ev["symbol"][190_000] = 9
+    with pytest.raises(FeedError, match=r"record 150001: symbol 9 out of range"):
+        validate_events(ev, 3, "big.hev")
+    validate_events(ev[:150_000], 3, "big.hev")
+
+
+@pytest.mark.parametrize(
+    ("fn", "reason"),
+    [
+        # a negative record count whose size arithmetic adds up
+        (lambda b: b[:16] + struct.pack("<q", -1) + struct.pack("<q", len(b) + 64) + b[32:], "does not match"),
+        (lambda b: b[:24] + struct.pack("<q", 0) + b[32:], "does not match"),  # data offset inside the header
+        (lambda b: b[:32] + struct.pack("<I", 10**6) + b[36:], "header metadata truncated"),
+        (lambda b: b.replace(b'{"dtype"', b'["dtype"', 1), "unreadable header metadata|not a JSON object"),
+        (lambda b: b.replace(b'"tick_size": "0.5"', b'"tick_size": "abc"', 1), "bad symbol table"),
+        (lambda b: b.replace(b'"symbols": [{"name"', b'"symbols": [{"nome"', 1), "bad symbol table"),
+    ],
+)
+def test_header_corruption_is_one_feed_error(tmp_path, fn, reason):
+    with pytest.raises(FeedError, match=rf"c.hev: .*({reason})"):
+        open_native(corrupt(tmp_path, fn))
+
+
+def test_path_problems_are_one_feed_error(tmp_path):
+    with pytest.raises(FeedError, match="is a directory"):
+        open_native(tmp_path)
+    with pytest.raises(FeedError, match="no such file"):
+        open_native(tmp_path / "missing.hev")
+
+
+def test_hean_book_refuses_a_crossed_native_file(tmp_path, capsys):
+    """Issue 12: a record with ask -4.6e17 made ``hean book`` write crossed books and exit 0."""
+    from hean.cli import main
+
+    p, _ = with_record(tmp_path, "price", -460_000_000_000_000_000, EventKind.LEVEL_SET)
+    out = tmp_path / "top.csv"
+    assert main(["book", str(p), "--format", "native", "--top-csv", str(out)]) == 1
+    assert "v.hev: record 3: price -460000000000000000 out of range" in capsys.readouterr().err
+    assert not out.exists()

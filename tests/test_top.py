@@ -350,9 +350,9 @@ def test_layout_adapts_to_the_console_width(width, wide_only, narrow_only):
 def test_cli_top_clean_removes_only_stale_runs(capsys):
     """A run is stale when none of its processes is left (not when its manifest says a dead pid): --list says
     which, and --clean removes the stale one's every segment and temp folder, and nothing of the live one."""
-    from hean.cli import main
-
     from dead_run import leave_dead_run
+
+    from hean.cli import main
 
     with Fabricated() as live:
         stale_id = live.run_id + "_dead"

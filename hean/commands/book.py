@@ -9,15 +9,74 @@ Prices and quantities are decimal numbers in the exchange's units (an empty side
 empty); ``recv_ns`` is the recorded receive time (the exchange time where the recording has none);
 ``update_id`` is the exchange's last applied update id, or the message number for LOBSTER. L3 recordings
 (LOBSTER) go through the L3 order-by-order book, the others through the L2 book. Out-of-sync markers and
-the reader's report go to stderr. Top-level imports stay light (argparse only).
+the reader's report go to stderr. The output is checked before the recording is read (a directory, a missing
+folder, a place that cannot be written: one line, exit 2) and written atomically (a temp file beside it,
+renamed over it), so a failed run never leaves a partial CSV. Top-level imports stay light (argparse only).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 FORMAT_HELP = "binance-usdm, binance-spot, bybit, lobster (the message file) or native"
+LENIENT_HELP = (
+    "skip and count malformed lines instead of failing, up to SHARE of the lines (default 0.01 = 1 %%; "
+    "e.g. 0.05 or 5%%); more is a failure"
+)
+
+
+def parse_share(text: str) -> float:
+    """``--lenient SHARE``: a share of lines in [0, 1], as ``0.05`` or ``5%``."""
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a share of lines: {text!r} (e.g. 0.05 or 5%; a bare --lenient goes after the recording)"
+        ) from None
+    if not 0.0 <= share <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"share of lines must be in [0, 1], got {text!r}")
+    return share
+
+
+def add_lenient(p: argparse.ArgumentParser) -> None:
+    """``--lenient [SHARE]``: bare, the default share (True); with a number, that share."""
+    p.add_argument("--lenient", nargs="?", const=True, default=False, type=parse_share, metavar="SHARE",
+                   help=LENIENT_HELP)  # fmt: skip
+
+
+def output_problem(path: str) -> str | None:
+    """Why ``path`` cannot take an output file (checked before any work), or None. The check creates and
+    removes a file beside it: the only test that holds for every file system and for root."""
+    p = Path(path)
+    if p.is_dir():
+        return "is a directory"
+    if not p.parent.is_dir():
+        return f"folder {p.parent} does not exist"
+    if p.exists() and not p.is_file():
+        return "exists and is not a regular file"
+    probe = p.with_name(f".{p.name}.{os.getpid()}.probe")
+    try:
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as e:
+        return f"cannot write there: {e.strerror or e}"
+    return None
+
+
+def write_atomically(path: str, write) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``: a reader never sees
+    a partial file, and a failure leaves the old one (or none)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            write(f)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-csv", "-o", required=True, help="output CSV ('-' for stdout)")
     p.add_argument("--tick-size", help="tick size of --symbol (default: the finest step in the file)")
     p.add_argument("--lot-size", help="lot size of --symbol (default: the finest step in the file)")
-    p.add_argument("--lenient", action="store_true", help="skip and count malformed lines instead of failing")
+    add_lenient(p)
     p.set_defaults(func=run)
 
 
@@ -42,10 +101,33 @@ def symbol_table(args: argparse.Namespace):
     if not (args.tick_size or args.lot_size):
         return None
     if not (args.symbol and args.tick_size and args.lot_size):
-        raise SystemExit("hean: --tick-size/--lot-size need --symbol, --tick-size and --lot-size together")
+        raise ValueError("--tick-size/--lot-size need --symbol, --tick-size and --lot-size together")
     from hean.symbols import SymbolTable
 
-    return SymbolTable([{"name": args.symbol, "tick_size": args.tick_size, "lot_size": args.lot_size}])
+    try:
+        return SymbolTable([{"name": args.symbol, "tick_size": args.tick_size, "lot_size": args.lot_size}])
+    except (ValueError, ArithmeticError) as e:
+        raise ValueError(f"--tick-size/--lot-size: {e}") from None
+
+
+def prepare(args: argparse.Namespace, command: str, output: str) -> tuple[int, object]:
+    """The checks before any work, shared by book and convert: ``(0, symbol table or None)``, or ``(2, None)``
+    after printing one line (unknown format, bad --tick-size/--lot-size, an output that cannot be written)."""
+    from hean.feeds import FORMATS
+
+    if args.format not in FORMATS:
+        print(f"hean {command}: unknown --format {args.format!r} ({FORMAT_HELP})", file=sys.stderr)
+        return 2, None
+    try:
+        table = symbol_table(args)
+    except ValueError as e:
+        print(f"hean {command}: {e}", file=sys.stderr)
+        return 2, None
+    problem = None if output == "-" else output_problem(output)
+    if problem:
+        print(f"hean {command}: output {output}: {problem}", file=sys.stderr)
+        return 2, None
+    return 0, table
 
 
 def replay_top(events, n_symbols: int):
@@ -69,14 +151,14 @@ def replay_top(events, n_symbols: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from hean.feeds import FORMATS, load_events
+    from hean.feeds import load_events
     from hean.feeds.common import FeedError
 
-    if args.format not in FORMATS:
-        print(f"hean book: unknown --format {args.format!r} ({FORMAT_HELP})", file=sys.stderr)
-        return 2
+    code, table = prepare(args, "book", args.top_csv)
+    if code:
+        return code
     try:
-        events, report = load_events(args.file, args.format, symbol_table(args), args.lenient, args.symbol)
+        events, report = load_events(args.file, args.format, table, args.lenient, args.symbol)
     except FeedError as e:
         print(f"hean book: {e}", file=sys.stderr)
         return 1
@@ -92,12 +174,14 @@ def run(args: argparse.Namespace) -> int:
         states = states[states["symbol"] == table.id_of(args.symbol)]
     if n_stale:
         print(f"hean book: {n_stale} out-of-sync markers (book stale until the next snapshot)", file=sys.stderr)
-    out = sys.stdout if args.top_csv == "-" else open(args.top_csv, "w")
-    try:
-        write_top_csv(out, states, table)
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    if args.top_csv == "-":
+        write_top_csv(sys.stdout, states, table)
+    else:
+        try:
+            write_atomically(args.top_csv, lambda f: write_top_csv(f, states, table))
+        except OSError as e:
+            print(f"hean book: cannot write {args.top_csv}: {e.strerror or e}", file=sys.stderr)
+            return 2
     print(f"hean book: {len(states)} rows -> {args.top_csv}", file=sys.stderr)
     return 0
 

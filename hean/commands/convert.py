@@ -2,7 +2,9 @@
 
 The native file (see :mod:`hean.feeds.native`) holds the MARKET_EVENT records and the symbol table and is
 memory-mapped on replay, so a recording is parsed once. The reader's report (lines, messages, events,
-skipped lines, sync counters) and the conversion speed go to stderr. Top-level imports stay light.
+skipped lines, sync counters) and the conversion speed go to stderr. The output is checked before the
+recording is read and written atomically (temp file + rename; see :mod:`hean.commands.book`). Top-level
+imports stay light.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hean.commands.book import FORMAT_HELP, symbol_table
+from hean.commands.book import FORMAT_HELP, add_lenient, prepare
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,28 +28,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbol", "-s", help="symbol of Binance REST snapshots / LOBSTER files")
     p.add_argument("--tick-size", help="tick size of --symbol (default: the finest step in the file)")
     p.add_argument("--lot-size", help="lot size of --symbol (default: the finest step in the file)")
-    p.add_argument("--lenient", action="store_true", help="skip and count malformed lines instead of failing")
+    add_lenient(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from hean.feeds import FORMATS, load_events
+    from hean.feeds import load_events
     from hean.feeds.common import FeedError
     from hean.feeds.native import write_native
 
-    if args.format not in FORMATS:
-        print(f"hean convert: unknown --format {args.format!r} ({FORMAT_HELP})", file=sys.stderr)
-        return 2
+    code, table = prepare(args, "convert", args.output)
+    if code:
+        return code
     t0 = time.perf_counter()
     try:
-        events, report = load_events(args.file, args.format, symbol_table(args), args.lenient, args.symbol)
+        events, report = load_events(args.file, args.format, table, args.lenient, args.symbol)
     except FeedError as e:
         print(f"hean convert: {e}", file=sys.stderr)
         return 1
     dt = time.perf_counter() - t0
-    size = write_native(args.output, events, report.symbols, source=f"{args.format}:{args.file}")
+    try:
+        size = write_native(args.output, events, report.symbols, source=f"{args.format}:{args.file}")
+    except OSError as e:
+        print(f"hean convert: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(report.summary(), file=sys.stderr)
     for r in report.reasons:
         print(f"  skipped {r}", file=sys.stderr)

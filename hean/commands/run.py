@@ -33,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--format", "-f", required=True, choices=["binance-usdm", "binance-spot", "bybit", "lobster", "native"]
     )
     rep.add_argument("--symbol", help="the symbol's name where the recording cannot tell (LOBSTER)")
-    rep.add_argument("--lenient", action="store_true", help="skip (and count) malformed lines")
+    from hean.commands.book import add_lenient
+
+    add_lenient(rep)  # --lenient [SHARE]: skip (and count) malformed lines, up to a share of the file
     _common(rep)
     pace = rep.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, metavar="R", help="messages per second")
@@ -67,8 +69,8 @@ def replay_command(args: argparse.Namespace) -> int:
     o.update({"feed.source": "replay", "feed.path": args.file, "feed.format": args.format})
     if args.symbol:
         o["feed.symbol"] = args.symbol
-    if args.lenient:
-        o["feed.lenient"] = True
+    if args.lenient is not False:
+        o["feed.lenient"] = args.lenient  # True (the default share) or the share given
     if args.pace == "recorded":
         o["feed.pace"] = "recorded"
     elif args.rate is None:

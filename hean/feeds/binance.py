@@ -33,6 +33,7 @@ from __future__ import annotations
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 import numpy as np
@@ -63,23 +64,26 @@ __all__ = ["read_binance"]
 
 _NONE = -1
 _EMPTY = msgspec.Raw(b"")
+# integers of a message: int64 with room (an update id or a time beyond this is a bad line, not an overflow)
+_Int = Annotated[int, msgspec.Meta(ge=-(2**62), le=2**62)]
+_MAX_MS = (2**63 - 1) // 1_000_000  # the largest event time in ms whose ns still fits in int64
 
 
 class _Data(msgspec.Struct):
     """The ``data`` of any combined-stream message we read (fields absent from a type keep defaults)."""
 
     e: str = ""
-    E: int = 0
-    T: int = 0
+    E: _Int = 0
+    T: _Int = 0
     s: str = ""
-    U: int = _NONE
-    u: int = _NONE
-    pu: int = _NONE
+    U: _Int = _NONE
+    u: _Int = _NONE
+    pu: _Int = _NONE
     b: msgspec.Raw = _EMPTY
     a: msgspec.Raw = _EMPTY
     B: msgspec.Raw = _EMPTY
     A: msgspec.Raw = _EMPTY
-    t: int = _NONE
+    t: _Int = _NONE
     p: msgspec.Raw = _EMPTY
     q: msgspec.Raw = _EMPTY
     m: bool = False
@@ -88,9 +92,9 @@ class _Data(msgspec.Struct):
 class _Line(msgspec.Struct):
     stream: str = ""
     data: _Data | None = None
-    lastUpdateId: int = _NONE
-    E: int = 0
-    T: int = 0
+    lastUpdateId: _Int = _NONE
+    E: _Int = 0
+    T: _Int = 0
     bids: msgspec.Raw = _EMPTY
     asks: msgspec.Raw = _EMPTY
 
@@ -344,6 +348,15 @@ def _fast_columns(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, spot: b
     return (good + 1, np.ascontiguousarray(recv[good]), mk, *col, mside, msym, names, tokens)
 
 
+def _check_times(lines, recv, mE, mT, mok, errors: LineErrors) -> None:
+    """Receive times must be >= 0 (a 19-digit prefix can wrap) and event times E/T in [0, _MAX_MS] ms, so
+    every timestamp is a non-negative int64 in ns; a message outside is a bad line."""
+    bad = (recv < 0) | (mE < 0) | (mE > _MAX_MS) | (mT < 0) | (mT > _MAX_MS)
+    for i in np.flatnonzero(bad & mok):
+        errors.bad(int(lines[i]), f"time out of range: receive {recv[i]} ns, E {mE[i]} ms, T {mT[i]} ms")
+    mok &= ~bad
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def _same_names(buf, span, rows, reps):
     """Is every row's symbol name byte-identical to its representative's (no hash collision)?"""
@@ -486,6 +499,7 @@ def read_binance(
         for i in sorted(bad_reason):
             errors.bad(int(lines[i]), bad_reason[i])
 
+    _check_times(lines, recv, mE, mT, mok, errors)
     if snap.any():
         if symbol is not None:
             if symbol not in names:

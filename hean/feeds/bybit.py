@@ -26,6 +26,7 @@ from hean.feeds.common import (
     ROLE_PAIRS,
     ROLE_PRICE,
     ROLE_QTY,
+    FeedError,
     LineErrors,
     ReadReport,
     convert_all,
@@ -75,6 +76,19 @@ K_SNAPSHOT, K_DELTA, K_TRADE = 1, 2, 3
 _COUNTERS = ["snapshots", "deltas_applied", "deltas_before_snapshot", "deltas_unsynced", "gaps", "trades"]
 
 
+_MAX_MS = (2**63 - 1) // 1_000_000  # the largest time in ms whose ns still fits in int64
+
+
+def _check_ranges(parsed: list[tuple]) -> None:
+    """Times in [0, _MAX_MS] ms and update ids in [0, 2**62]: every stamp a non-negative int64 in ns (msgspec
+    hands back any integer JSON holds, up to 2**64)."""
+    for _kind, _s, ts, u, _side, _tid in parsed:
+        if not 0 <= ts <= _MAX_MS:
+            raise ValueError(f"time {ts} ms out of range")
+        if not 0 <= u <= 2**62:
+            raise ValueError(f"update id {u} out of range")
+
+
 def _split_recv(line: bytes) -> tuple[int | None, bytes]:
     """``(receive ns, json)`` when the line starts with ``<digits> ``, else ``(None, line)``."""
     head, sep, rest = line.partition(b" ")
@@ -108,6 +122,8 @@ def read_bybit(
             continue
         recv, body = _split_recv(raw)
         try:
+            if recv is not None and recv >= 2**63:
+                raise ValueError(f"receive time {recv} ns is beyond int64")
             msg = _LINE.decode(body)
             topic = msg.topic
             if topic.startswith("orderbook."):
@@ -132,6 +148,9 @@ def read_bybit(
             else:
                 errors.bad(li, f"unsupported topic {topic!r}")
                 continue
+            _check_ranges(parsed)
+        except FeedError:
+            raise  # strict mode's own error for this line (errors.bad above): already names file and line
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
             errors.bad(li, f"bad message: {e}")
             continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ __all__ = [
     "FeedError",
     "LineErrors",
     "ReadReport",
+    "check_input",
     "infer_symbols",
     "read_bytes",
     "split_lines",
@@ -65,6 +67,23 @@ class ReadReport:
     reasons: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
 
+    def skipped_share(self) -> float:
+        """Skipped lines as a share of all lines (0 for an empty file)."""
+        return self.skipped / self.lines if self.lines else 0.0
+
+    def check_skipped(self, max_share: float) -> None:
+        """Lenient mode's limit: raise :class:`FeedError` when more than ``max_share`` of the lines were
+        skipped, naming the share and the first few reasons (a file that is mostly garbage is not a run)."""
+        share = self.skipped_share()
+        if share > max_share:
+            first = "; ".join(self.reasons[:3])
+            raise FeedError(
+                self.path,
+                None,
+                f"{self.skipped} of {self.lines} lines skipped ({share:.1%}), more than the {max_share:.1%} "
+                f"lenient mode allows (feed.lenient / --lenient SHARE); first: {first}",
+            )
+
     def summary(self) -> str:
         parts = [f"{self.path} ({self.format}): {self.lines} lines, {self.messages} messages, {self.events} events"]
         if self.skipped:
@@ -92,24 +111,51 @@ class LineErrors:
             self.report.reasons.append(f"line {line}: {reason}")
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The whole file as bytes; ``.gz`` is gunzipped, a ``.zip`` must hold exactly one member."""
+def check_input(path: str | Path) -> Path:
+    """``path`` as a Path when it names an existing file that is not a directory, else a FeedError."""
     p = Path(path)
     if not p.exists():
         raise FeedError(p, None, "no such file")
-    raw = p.read_bytes()
+    if p.is_dir():
+        raise FeedError(p, None, "is a directory, not a recording")
+    return p
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The whole file as bytes; ``.gz`` is gunzipped, a ``.zip`` must hold exactly one member.
+
+    Every way a path or an archive can fail (missing, a directory, unreadable, truncated or corrupt
+    archive) is one :class:`FeedError` naming the file.
+    """
+    p = check_input(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise FeedError(p, None, f"cannot read: {e.strerror or e}") from None
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise FeedError(p, None, f"corrupt gzip: {e}") from None
     if raw[:4] == b"PK\x03\x04":
+        return _unzip(p, raw)
+    return raw
+
+
+def _unzip(p: Path, raw: bytes) -> bytes:
+    """The one member of a zip archive; a truncated or corrupt archive is a FeedError."""
+    try:
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
             names = [n for n in z.namelist() if not n.endswith("/")]
             if len(names) != 1:
-                raise FeedError(p, None, f"zip must hold exactly one file, holds {names}")
+                raise FeedError(p, None, f"zip must hold exactly one file, holds {names[:5]}")
             return z.read(names[0])
-    return raw
+    except FeedError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, ValueError) as e:
+        raise FeedError(p, None, f"corrupt or truncated zip: {e}") from None
+    except (RuntimeError, NotImplementedError) as e:  # encrypted member, unsupported compression
+        raise FeedError(p, None, f"unsupported zip: {e}") from None
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -271,6 +317,16 @@ CONV_OK = 0
 CONV_OFF_GRID = 1  # not a whole number of ticks/lots
 CONV_NEGATIVE = 2  # a negative quantity
 CONV_ODD = 3  # a level array with an odd number of strings
+CONV_PRICE = 4  # a price that is not in (0, MAX_UNITS) ticks
+CONV_QTY = 5  # a quantity that is not below MAX_UNITS lots
+MAX_UNITS = 1 << 53  # hean.feeds.native.MAX_UNITS: the bound every event's price and qty must keep
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _too_big(value, nfrac, scale):
+    """Is ``value * 10**-nfrac`` at least MAX_UNITS steps of ``10**-scale`` (so a failed conversion was an
+    overflow, not an off-grid value)? Float arithmetic is exact enough to tell at this magnitude."""
+    return abs(np.float64(value)) * 10.0 ** (scale - nfrac) >= MAX_UNITS
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -280,8 +336,10 @@ def convert_tokens(
 ):  # fmt: skip
     """Convert every token to ticks (prices) or lots (quantities) of its message's symbol, exactly.
 
-    ``units[t]`` gets token ``t``'s value. A message with a token off its grid gets ``msg_status`` !=
-    CONV_OK and ``msg_bad_tok`` = that token (the reader reports it and skips the message).
+    ``units[t]`` gets token ``t``'s value. Prices must be in ``(0, MAX_UNITS)`` ticks and quantities in
+    ``[0, MAX_UNITS)`` lots (the bounds :mod:`hean.feeds.native` validates), so a bad value is a bad line
+    here, named and skippable, rather than a refused file later. A message with a bad token gets
+    ``msg_status`` != CONV_OK and ``msg_bad_tok`` = that token (the reader reports it and skips the message).
     """
     for i in range(seg_msg.shape[0]):
         m = seg_msg[i]
@@ -300,12 +358,18 @@ def convert_tokens(
             if is_price:
                 u, ok = to_units(val[t], nfrac[t], tick_mant[sym], tick_scale[sym])
                 code = CONV_OFF_GRID
+                if (ok and (u <= 0 or u >= MAX_UNITS)) or (not ok and _too_big(val[t], nfrac[t], tick_scale[sym])):
+                    ok = False
+                    code = CONV_PRICE
             else:
                 u, ok = to_units(val[t], nfrac[t], lot_mant[sym], lot_scale[sym])
                 code = CONV_OFF_GRID
                 if ok and u < 0:
                     ok = False
                     code = CONV_NEGATIVE
+                elif (ok and u >= MAX_UNITS) or (not ok and _too_big(val[t], nfrac[t], lot_scale[sym])):
+                    ok = False
+                    code = CONV_QTY
             if not ok:
                 if msg_status[m] == CONV_OK:
                     msg_status[m] = code
@@ -334,6 +398,8 @@ _CONV_REASON = {
     CONV_OFF_GRID: "is not a whole number of ticks/lots of",
     CONV_NEGATIVE: "is a negative quantity for",
     CONV_ODD: "starts a level array with an odd number of strings for",
+    CONV_PRICE: "is not a price in (0, 2**53) ticks of",
+    CONV_QTY: "is not a quantity below 2**53 lots of",
 }
 
 

@@ -20,8 +20,10 @@ consistent data).
 Events per message (one group, the last flagged F_LAST_IN_GROUP; ``update_id`` = 1-based message number):
 type 1 -> L3_ADD, 2 -> L3_CANCEL (qty = cancelled size), 3 -> L3_DELETE, 4 -> L3_EXECUTE, 5 -> TRADE
 flagged F_HIDDEN (side = aggressor = opposite of the hidden order's direction), 6 -> TRADE (side 0),
-7 -> HALT; then the fix-ups. ``ts_exch`` = ``ts_origin`` = the message time as ns since the epoch (midnight
-America/New_York of the date in the file name; ns after midnight when the name has no date).
+7 -> HALT (price = LOBSTER's halt indicator: -1 halt, 0 quote resume, 1 trade resume); then the fix-ups.
+``ts_exch`` = ``ts_origin`` = the message time as ns since the epoch (midnight America/New_York of the date
+in the file name; ns after midnight when the name has no date). Times, sizes, prices and order ids outside
+the bounds every event keeps (:mod:`hean.feeds.native`) make the row a bad line.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from hean.feeds.common import FeedError, LineErrors, ReadReport, read_bytes
+from hean.feeds.common import FeedError, LineErrors, ReadReport, check_input, read_bytes
 from hean.records import F_HIDDEN, F_LAST_IN_GROUP, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable, units_from_str
 
@@ -41,6 +43,7 @@ __all__ = ["PHANTOM_BASE", "read_lobster"]
 
 PHANTOM_BASE = -(1 << 40)  # phantom order ids count down from here (LOBSTER ids are positive)
 EMPTY_PX = 9999999999
+MAX_UNITS = 1 << 53  # hean.feeds.native.MAX_UNITS: prices, sizes and order ids stay below it
 _COUNTERS = [
     "messages",
     "adds",
@@ -60,17 +63,34 @@ _NAME_RE = re.compile(r"([A-Za-z][A-Za-z.]*)[_-](\d{4}-\d{2}-\d{2})")
 
 
 def _parse_time_ns(text: str) -> int:
+    """Seconds after midnight (up to ns precision) as ns; at most 9 integer digits, so that midnight plus
+    the time stays an int64."""
     whole, _, frac = text.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > 9:
+    if not _digits(whole) or len(whole) > 9 or (frac and not _digits(frac)) or len(frac) > 9:
         raise ValueError(f"bad time {text!r}")
     return int(whole) * 1_000_000_000 + int(frac.ljust(9, "0") or 0)
 
 
-def _midnight_ns(date: str | None) -> int:
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes other scripts' digits and superscripts)."""
+    return text.isascii() and text.isdigit()
+
+
+def _bounded(name: str, value: int, low: int, high: int = MAX_UNITS) -> int:
+    """``value`` when ``low <= value < high`` (the bounds every event must keep), else ValueError naming it."""
+    if not low <= value < high:
+        raise ValueError(f"{name} {value} out of range [{low}, {high})")
+    return value
+
+
+def _midnight_ns(path: Path, date: str | None) -> int:
     if date is None:
         return 0
-    d = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=ZoneInfo("America/New_York"))
-    return int(d.timestamp()) * 1_000_000_000
+    try:
+        d = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=ZoneInfo("America/New_York"))
+    except ValueError:
+        raise FeedError(path, None, f"the date {date} in the file name is not a calendar date") from None
+    return max(0, int(d.timestamp())) * 1_000_000_000
 
 
 def _rows(path: Path, errors: LineErrors, ncols: int | None):
@@ -166,6 +186,7 @@ def read_lobster(
     ``symbols`` default: one symbol named from the file name (or ``symbol``), tick 0.01, lot 1.
     """
     mpath = Path(message_path)
+    check_input(mpath)
     bpath = Path(book_path) if book_path is not None else mpath.with_name(mpath.name.replace("message", "orderbook"))
     if bpath == mpath or not bpath.exists():
         raise FeedError(mpath, None, f"orderbook file {bpath.name} not found (pass book_path)")
@@ -176,7 +197,7 @@ def read_lobster(
     sym = symbols[name] if name in symbols else symbols.by_id(0)
     report = ReadReport(str(mpath), "lobster", symbols=symbols)
     errors = LineErrors(report, lenient)
-    midnight = _midnight_ns(m.group(2) if m else None)
+    midnight = _midnight_ns(mpath, m.group(2) if m else None)
 
     def px_ticks(raw: str) -> int:
         return units_from_str(_dollars(raw), sym.tick_mant, sym.tick_scale, f"{sym.name} price")
@@ -196,12 +217,13 @@ def read_lobster(
     for idx, (li, c) in enumerate(mrows, 1):
         try:
             ts = midnight + _parse_time_ns(c[0].strip())
-            typ, oid, size, _, direction = (int(x) for x in c[1:6])
+            typ, oid, size, raw_px, direction = (int(x) for x in c[1:6])
             if direction not in (1, -1):
                 raise ValueError(f"direction {direction} is not 1 or -1")
-            if size < 0:
-                raise ValueError(f"negative size {size}")
-            px = px_ticks(c[4].strip())
+            _bounded("size", size, 0)
+            _bounded("order id", oid, 0)
+            # a halt's price is its indicator (-1 halt, 0 quote resume, 1 trade resume), not a price
+            px = _bounded("price", px_ticks(c[4].strip()), 1) if typ != 7 else _bounded("halt", raw_px, -1, 2)
             row = book_by_line.get(li)
             if row is None or len(row) < 4 * n_levels:
                 raise ValueError("no matching orderbook row")
@@ -244,7 +266,7 @@ def read_lobster(
             out.append((EventKind.TRADE, 0, 0, px, size, oid))
         elif typ == 7:
             counts["halts"] += 1
-            out.append((EventKind.HALT, 0, 0, px, 0, 0))
+            out.append((EventKind.HALT, 0, 0, px, 0, 0))  # price: the halt indicator
         else:
             errors.bad(li, f"unknown message type {typ}")
             continue
@@ -314,10 +336,10 @@ def _row_levels(row: list[str], n_levels: int, px_ticks) -> dict[int, list[tuple
     for i in range(n_levels):
         for side, off in ((-1, 0), (1, 2)):
             p = int(row[4 * i + off])
-            q = int(row[4 * i + off + 1])
+            q = _bounded("orderbook size", int(row[4 * i + off + 1]), 0)
             if abs(p) == EMPTY_PX or q == 0:
                 continue
-            out[side].append((px_ticks(row[4 * i + off].strip()), q))
+            out[side].append((_bounded("orderbook price", px_ticks(row[4 * i + off].strip()), 1), q))
     return out
 
 

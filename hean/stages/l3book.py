@@ -209,6 +209,8 @@ def l3_add(b, sym, side, oid, px, qty):
     if oid == HM_EMPTY or hm_find(b.om_keys, oid) >= 0:
         return ERR_DUPLICATE
     key = _level_key(b, sym, s, px)
+    if key == HM_EMPTY:  # a price whose level key wraps onto the hash map's empty marker: cannot be stored
+        return ERR_FULL
     li = hm_find(b.lm_keys, key)
     if b.counts[0] == 0 or (li < 0 and b.counts[1] == 0):
         return ERR_FULL
@@ -248,6 +250,10 @@ def l3_add(b, sym, side, oid, px, qty):
 
 @kernel
 def _slot(b, oid):
+    """Order slot of ``oid``, or _NIL. HM_EMPTY is never an order: hm_find would match a free hash slot and
+    return a stale slot number (a cancel of id int64-min reduced whichever order sat in slot 0)."""
+    if oid == HM_EMPTY:
+        return _NIL
     i = hm_find(b.om_keys, oid)
     return b.om_vals[i] if i >= 0 else _NIL
 
