@@ -2,47 +2,60 @@
 
 Why: a result written at the end of a long run must not be lost to a typo in its path, and a crash in the
 middle of writing must not leave a truncated file that looks complete. So every output path is checked up
-front (:func:`check_output_path`: not a directory, its folder exists and is writable) and every output is
-written to a temporary file beside it and renamed over it (:func:`write_atomic`: ``rename`` is atomic
-within a file system).
+front (:func:`output_problem`: not a directory, its folder exists, a file can really be created there --
+tried, because permission bits say nothing for root or for read-only mounts) and every output is written to
+a temporary file beside it and renamed over it (:func:`write_atomically`: ``rename`` is atomic within a
+file system).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["OutputPathError", "check_output_path", "write_atomic"]
+__all__ = ["OutputPathError", "check_output_path", "output_problem", "write_atomically"]
 
 
 class OutputPathError(ValueError):
     """An output path that cannot be written; the message names the path and why."""
 
 
-def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
-    """``path`` as a Path if a file can be written there, else :class:`OutputPathError` saying why."""
+def output_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot take an output file (checked before any work), or None. The check creates and
+    removes a file beside it: the only test that holds for every file system and for root."""
     p = Path(path)
     if p.is_dir():
-        raise OutputPathError(f"{what} {str(p)!r} is a directory; give a file name")
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputPathError(f"{what} {str(p)!r}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what} {str(p)!r}: folder {str(folder)!r} is not writable")
-    if p.exists() and not os.access(p, os.W_OK):
-        raise OutputPathError(f"{what} {str(p)!r} exists and is not writable")
-    return p
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+        return "is a directory"
+    if not p.parent.is_dir():
+        return f"folder {p.parent} does not exist"
+    if p.exists() and not p.is_file():
+        return "exists and is not a regular file"
+    probe = p.with_name(f".{p.name}.{os.getpid()}.probe")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as e:
+        return f"cannot write there: {e.strerror or e}"
+    return None
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
+    """``path`` as a Path if an output file can be written there, else :class:`OutputPathError` saying why."""
+    problem = output_problem(path)
+    if problem:
+        raise OutputPathError(f"{what} {os.fspath(path)}: {problem}")
+    return Path(path)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable) -> None:
+    """Call ``write(file)`` on a temp file beside ``path`` (text mode), then rename it over ``path``: a reader
+    never sees a partial file, and a failure leaves the old one (or none)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            write(f)
         os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)

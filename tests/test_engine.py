@@ -327,3 +327,15 @@ def test_hean_halt_is_the_kill_switch(spawn):
     # the CANCEL_ALL a halt sends was caused by no market event: not a tick-to-trade sample (it was once
     # timed from 0, and the maximum became the machine's uptime)
     assert 0 < s["tick_to_trade_ns"]["max"] < 10**9
+
+
+@pytest.mark.timeout(300)
+def test_json_to_stdout_is_pure_json():
+    """`hean run --json -` pipes into jq: the JSON alone on stdout, the text summary on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hean", "run", "--duration", "0.5", "--json", "-", "--quiet"],
+        capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["reason"] == "duration"
+    assert "HEAN run" in done.stderr and "tick-to-trade" in done.stderr

@@ -60,22 +60,17 @@ def test_unreadable_input_is_one_feed_error(tmp_path, monkeypatch):
         load_events(p, "binance-usdm")
 
 
-@pytest.mark.parametrize("keep", [0.05, 0.5, 0.9, 0.999])
-def test_truncated_zip_recording_is_one_feed_error(tmp_path, keep):
-    raw = data_file(BYBIT).read_bytes()
-    p = tmp_path / "t.zip"
+@pytest.mark.parametrize(
+    ("recording", "fmt", "name", "error", "keep"),
+    [(BYBIT, "bybit", "t.zip", r"t\.zip: corrupt or truncated zip", k) for k in (0.05, 0.5, 0.9, 0.999)]
+    + [(BINANCE, "binance-usdm", "t.gz", r"t\.gz: corrupt gzip", k) for k in (0.1, 0.5, 0.99)],
+)
+def test_truncated_compressed_recording_is_one_feed_error(tmp_path, recording, fmt, name, error, keep):
+    raw = data_file(recording).read_bytes()
+    p = tmp_path / name
     p.write_bytes(raw[: int(len(raw) * keep)])
-    with pytest.raises(FeedError, match=r"t\.zip: corrupt or truncated zip"):
-        load_events(p, "bybit")
-
-
-@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
-def test_truncated_gzip_recording_is_one_feed_error(tmp_path, keep):
-    raw = data_file(BINANCE).read_bytes()
-    p = tmp_path / "t.gz"
-    p.write_bytes(raw[: int(len(raw) * keep)])
-    with pytest.raises(FeedError, match=r"t\.gz: corrupt gzip"):
-        load_events(p, "binance-usdm")
+    with pytest.raises(FeedError, match=error):
+        load_events(p, fmt)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -551,3 +546,20 @@ def test_default_limits_reach_the_risk_stage():
     cfg = load_config()
     risk = build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))[5]
     assert risk.max_order_qty.tolist() == [1000, 1000] and risk.max_notional.tolist() == [1e6, 1e6]
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [("dir", "is a directory"), ("missing/x.json", "does not exist"), ("/proc/x.json", "cannot write there")],
+)
+def test_run_json_output_is_checked_before_the_run(tmp_path, capsys, where, problem):
+    """An unwritable --json path is one line and exit 2 before anything starts (it was noticed only after
+    the whole run, and the result was lost)."""
+    from hean.cli import main
+
+    (tmp_path / "dir").mkdir()
+    path = where if where.startswith("/") else str(tmp_path / where)
+    assert main(["run", "--json", path, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hean: configuration error: --json output {path}: ")
+    assert problem in err[0]

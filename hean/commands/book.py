@@ -17,9 +17,7 @@ renamed over it), so a failed run never leaves a partial CSV. Top-level imports 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 FORMAT_HELP = "binance-usdm, binance-spot, bybit, lobster (the message file) or native"
 LENIENT_HELP = (
@@ -45,38 +43,6 @@ def add_lenient(p: argparse.ArgumentParser) -> None:
     """``--lenient [SHARE]``: bare, the default share (True); with a number, that share."""
     p.add_argument("--lenient", nargs="?", const=True, default=False, type=parse_share, metavar="SHARE",
                    help=LENIENT_HELP)  # fmt: skip
-
-
-def output_problem(path: str) -> str | None:
-    """Why ``path`` cannot take an output file (checked before any work), or None. The check creates and
-    removes a file beside it: the only test that holds for every file system and for root."""
-    p = Path(path)
-    if p.is_dir():
-        return "is a directory"
-    if not p.parent.is_dir():
-        return f"folder {p.parent} does not exist"
-    if p.exists() and not p.is_file():
-        return "exists and is not a regular file"
-    probe = p.with_name(f".{p.name}.{os.getpid()}.probe")
-    try:
-        probe.open("xb").close()
-        probe.unlink()
-    except OSError as e:
-        return f"cannot write there: {e.strerror or e}"
-    return None
-
-
-def write_atomically(path: str, write) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``: a reader never sees
-    a partial file, and a failure leaves the old one (or none)."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            write(f)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -123,6 +89,8 @@ def prepare(args: argparse.Namespace, command: str, output: str) -> tuple[int, o
     except ValueError as e:
         print(f"hean {command}: {e}", file=sys.stderr)
         return 2, None
+    from hean.paths import output_problem
+
     problem = None if output == "-" else output_problem(output)
     if problem:
         print(f"hean {command}: output {output}: {problem}", file=sys.stderr)
@@ -178,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         write_top_csv(sys.stdout, states, table)
     else:
         try:
+            from hean.paths import write_atomically
+
             write_atomically(args.top_csv, lambda f: write_top_csv(f, states, table))
         except OSError as e:
             print(f"hean book: cannot write {args.top_csv}: {e.strerror or e}", file=sys.stderr)

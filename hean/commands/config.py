@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _init(path: Path, force: bool, text: str) -> int:
     """Write the starter file atomically, after checking the place can take it."""
-    from hean.commands.book import output_problem, write_atomically
+    from hean.paths import output_problem, write_atomically
 
     if path.exists() and not path.is_dir() and not force:
         print(f"hean: {path} exists; use --force to overwrite it", file=sys.stderr)

@@ -47,7 +47,7 @@ def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quie
     from hean.engine.build import check_config
     from hean.engine.summary import build_summary, format_summary
     from hean.engine.supervisor import Supervisor
-    from hean.paths import OutputPathError, check_output_path, write_atomic
+    from hean.paths import OutputPathError, check_output_path, write_atomically
     from hean.stages.risk import RejectReason
 
     try:
@@ -85,7 +85,7 @@ def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quie
             print(text)
         else:
             try:
-                write_atomic(json_out, text + "\n")
+                write_atomically(json_out, lambda f: f.write(text + "\n"))
             except OSError as e:
                 print(f"hean: cannot write {json_out}: {e}; the summary is printed above", file=sys.stderr)
                 return result.exit_code or 1

@@ -501,7 +501,8 @@ class Supervisor:
         try:
             events, report = load_events(f.path, f.format, lenient=f.lenient, symbol=f.symbol or None)
         except (OSError, ValueError) as e:
-            raise EngineError(f"cannot replay {f.path}: {e}") from None
+            why = str(e)  # a FeedError names the file itself
+            raise EngineError(why if f.path in why else f"cannot replay {f.path}: {why}") from None
         print(f"hean: {report.summary()}", file=sys.stderr)
         if len(events) == 0:
             raise EngineError(f"cannot replay {f.path}: no events")
