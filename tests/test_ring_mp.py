@@ -315,7 +315,7 @@ def test_killed_consumer_is_detected_and_its_ring_cleaned(shm_name, capsys):
         assert "STALE" in line and f"{proc.pid} (dead)" in line
 
         assert hean_main(["rings", "clean", shm_name]) == 0
-        assert f"removed stale ring {shm_name}" in capsys.readouterr().out
+        assert f"removed /dev/shm/{shm_name} (ring of no run: no recorded owner alive)" in capsys.readouterr().out
         assert not (SHM_DIR / shm_name).exists()
     finally:
         if proc is not None:
