@@ -563,3 +563,30 @@ def test_run_json_output_is_checked_before_the_run(tmp_path, capsys, where, prob
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"hean: configuration error: --json output {path}: ")
     assert problem in err[0]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("symbol", 3, r"record 7: symbol 3 out of range \[0, 1\)"),  # once a SIGSEGV in the worker
+        ("kind", 99, r"record 7: kind 99"),
+        ("price", -(2**62), r"record 7: price"),  # once a crossed book, ask -4.6e17
+    ],
+)
+def test_replay_of_a_corrupt_native_file_is_one_error_before_any_worker(tmp_path, capsys, field, value, message):
+    """A native file whose records were changed behind HEAN's back: the replay stops at load, naming the file,
+    the record and the field; no worker ever maps it."""
+    from hean.feeds.native import write_native
+
+    events, report = load_events(data_file(BYBIT), "bybit")
+    good = tmp_path / "good.hev"
+    write_native(good, events, report.symbols)
+    raw = bytearray(good.read_bytes())
+    offset = len(raw) - events.nbytes + 7 * events.dtype.itemsize + events.dtype.fields[field][1]
+    size = events.dtype.fields[field][0].itemsize
+    raw[offset : offset + size] = int(value).to_bytes(size, "little", signed=True)
+    bad = tmp_path / "bad.hev"
+    bad.write_bytes(bytes(raw))
+    assert main(["replay", str(bad), "--format", "native", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and re.search(message, err[0]), err
