@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hean.bench.harness import DEFAULT_RATES, PCTS_REPORTED, BenchResult, RateResult
+from hean.bench.harness import DEFAULT_RATES, PCTS_REPORTED, BenchResult
 from hean.bench.hlog import write_hlog
 from hean.telemetry.histogram import H_BASE, HIST_COUNTS_LEN, hist_value_at_index
 
@@ -245,10 +245,3 @@ def emit(result: BenchResult, args: argparse.Namespace, out=None) -> int:
             return 2
         print(f"wrote {args.plot}", file=out)
     return 0
-
-
-def rate_summary(r: RateResult) -> str:
-    """One line per rate, for logs."""
-    p = r.percentiles()
-    parts = [f"{_PCT_LABELS.get(k, k)}={fmt_ns(v)}" for k, v in p.items()]
-    return f"{fmt_rate(r.target_rate)}: {r.received:,} msgs, lost {r.lost}, " + " ".join(parts)

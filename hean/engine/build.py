@@ -44,14 +44,6 @@ STAGE_HISTS: dict[str, list[str]] = {
 }
 # stage-specific counters (C_USER_BASE + i), see hean.engine.pipeline.U_*
 STAGE_USER_COUNTERS: dict[str, list[str]] = {"router": ["order_digest", "fill_digest", "last_order_ns", "halted_ns"]}
-_TM_FIELDS = {
-    "feed": ("feed_c", "feed_h"),
-    "book": ("book_c", "book_h"),
-    "strategy": ("strat_c", "strat_h"),
-    "risk": ("risk_c", "risk_h"),
-    "router": ("router_c", "router_h"),
-    "venue": ("venue_c", "venue_h"),
-}
 _RING_FIELDS = {
     "ev-book": "ev_book",
     "ev-venue": "ev_venue",
@@ -378,10 +370,6 @@ def _attach_tops(run_id: str, n_venues: int, n_symbols: int, segments: list):
     arr = seg.array(np.int64, TOPS_FIELDS * nv * n_symbols, 0).reshape(TOPS_FIELDS, nv, n_symbols)
     template = make_venue_tops(nv, n_symbols)
     return type(template)(*[arr[i] for i in range(TOPS_FIELDS)])
-
-
-def describe_error(e: Exception) -> str:
-    return str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
 
 
 def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:

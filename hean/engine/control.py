@@ -57,6 +57,7 @@ and no reader infers anything about another word from it.
 from __future__ import annotations
 
 import numpy as np
+from numba.extending import register_jitable
 
 from hean.shm import Segment, attach_segment, create_segment
 
@@ -102,21 +103,20 @@ EXIT_ERROR = 2  # see W_ERROR
 
 # worker error codes
 ERR_PEER_DEAD = 1  # a ring's peer process is gone while this worker waited on it
-ERR_RING_STALLED = 2  # an output ring stayed full past the stall limit
 ERR_PYTHON = 3  # an exception in the worker's Python code (start-up, compile)
 ERR_SUPERVISOR_LOST = 4  # the supervisor died or stopped heart-beating: halted, drained, left
 
 ERROR_TEXT = {
     0: "none",
     ERR_PEER_DEAD: "a peer process died",
-    ERR_RING_STALLED: "an output ring stayed full (consumer stalled)",
     ERR_PYTHON: "Python exception (see the worker's output)",
     ERR_SUPERVISOR_LOST: "the supervisor died or stopped responding (the worker halted its router and left)",
 }
 
 
+@register_jitable
 def worker_word(w: int, field: int) -> int:
-    """Index of ``field`` (W_*) of worker ``w`` in the control block."""
+    """Index of ``field`` (W_*) of worker ``w`` in the control block (from Python and from compiled code)."""
     return WORKER_BASE + w * WORKER_STRIDE + field
 
 

@@ -49,18 +49,15 @@ from hean.jit import kernel
 from hean.rings.layout import CAPACITY, HDR_WORDS, MASK, READ, WRITE
 from hean.rings.spsc import available, claim_upto, publish, release
 from hean.stages.book import book_on_event
-from hean.stages.positions import T_FEES, T_REALIZED, T_UNREALIZED
-from hean.stages.risk import C_REJECTED as RC_REJECTED
 from hean.stages.risk import (
-    G_OPEN_TOTAL,
     X_FILL,
     X_PARTIAL,
-    risk_effective_state,
     risk_on_book,
     risk_on_control,
     risk_on_intent,
     risk_on_report,
     risk_poll,
+    risk_to_telemetry,
 )
 from hean.stages.router import router_halt, router_on_order, router_on_report, router_poll, tops_on_book_state
 from hean.stages.strategy import strategy_on_book
@@ -71,15 +68,10 @@ from hean.telemetry.block import (
     C_FILLS,
     C_IDLE_LOOPS,
     C_ORDERS,
-    C_REJECT_BASE,
-    C_REJECTS,
     C_RING_FULL,
-    N_REJECT_REASONS,
-    risk_set_position,
-    risk_set_state,
-    risk_set_totals,
     tm_add,
     tm_busy,
+    tm_copy_rejects,
     tm_heartbeat,
 )
 from hean.telemetry.histogram import hist_record, hist_record_n
@@ -275,10 +267,6 @@ def private_ring(dtype, capacity: int, act: np.ndarray) -> Ring:
     return Ring(hdr, np.zeros(capacity, dtype), act)
 
 
-def new_scratch(dtype, n: int) -> np.ndarray:
-    return np.zeros(n, dtype)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # ring helpers
 # ---------------------------------------------------------------------------------------------------------
@@ -327,6 +315,15 @@ def _put_all(ring, buf, n):
 
 
 @_inl
+def _out(ring, buf, n, tm):
+    """Publish what a kernel wrote to ``buf[0:n]`` (the caller checked the room) and count it."""
+    for j in range(n):
+        _put(ring, buf[j])
+    if n:
+        tm_add(tm.c, C_EVENTS_OUT, n)
+
+
+@_inl
 def _goal_if_waiting(first, then):
     """``(goal, start, n)``: the records waiting in ``then`` (``start``, ``n``) and, when there are any, the
     WRITE of ``first`` read after them (else -1). Everything published to ``first`` before those records is
@@ -369,7 +366,9 @@ def _all_empty(R):
 def _others_idle(ctl, me):
     """Every other worker has done nothing since it last found all its rings empty."""
     for w in range(ctl[C.N_WORKERS]):
-        if w != me and load_relaxed(ctl, _wword(w, C.W_ACTIVITY)) != load_relaxed(ctl, _wword(w, C.W_IDLE_AT)):
+        if w == me:
+            continue
+        if load_relaxed(ctl, C.worker_word(w, C.W_ACTIVITY)) != load_relaxed(ctl, C.worker_word(w, C.W_IDLE_AT)):
             return False
     return True
 
@@ -378,7 +377,7 @@ def _others_idle(ctl, me):
 def _activity(ctl):
     total = 0
     for w in range(ctl[C.N_WORKERS]):
-        total += load_relaxed(ctl, _wword(w, C.W_ACTIVITY))
+        total += load_relaxed(ctl, C.worker_word(w, C.W_ACTIVITY))
     return total
 
 
@@ -625,12 +624,6 @@ def strategy_step(S, bs_in, intents, tm):
 # ---------------------------------------------------------------------------------------------------------
 # risk
 # ---------------------------------------------------------------------------------------------------------
-@_inl
-def _risk_out(Rk, orders, n, tm):
-    for j in range(n):
-        _put(orders, Rk.out[j])
-    if n:
-        tm_add(tm.c, C_EVENTS_OUT, n)
 
 
 @_inl
@@ -643,7 +636,7 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
     k = 0
     while k < n and _room(orders, RISK_OUT, tm.c):
         rec = control.slots[(start + k) & control.hdr[MASK]]
-        _risk_out(Rk, orders, risk_on_control(risk, rec, clock[RISK], Rk.out, 0), tm)
+        _out(orders, Rk.out, risk_on_control(risk, rec, clock[RISK], Rk.out, 0), tm)
         k += 1
     if k:
         _release(control, start + k)
@@ -674,7 +667,7 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
             bs = bs_in.slots[(start + k) & m]
             clock[RISK] = bs.ts_exch
             hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
-            _risk_out(Rk, orders, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
+            _out(orders, Rk.out, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
             k += 1
         if k:
             _service(tm.h, t0, k)
@@ -689,9 +682,7 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
             it = intents.slots[(i0 + k) & m]
             hist_record(tm.h[H_AGE2], t0 - it.ts_origin)
             w = risk_on_intent(risk, it, it.ts_exch, Rk.out, 0)
-            if w == 0:
-                tm_add(tm.c, C_REJECTS, 1)
-            _risk_out(Rk, orders, w, tm)
+            _out(orders, Rk.out, w, tm)
             k += 1
         if k:
             _service(tm.h, t0, k)
@@ -699,62 +690,24 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
             done += k
     # cancel-alls owed after trips (loss, drawdown, staleness): only state changes above can owe one
     if done and _room(orders, RISK_OUT, tm.c):
-        _risk_out(Rk, orders, risk_poll(risk, clock[RISK], Rk.out, 0), tm)
+        _out(orders, Rk.out, risk_poll(risk, clock[RISK], Rk.out, 0), tm)
     if done:
         tm_add(tm.c, C_EVENTS_IN, done)
     return done
 
 
 @_inl
-def _sync_rejects(rejects, c):
-    """A stage's reject counts by reason into its telemetry block (codes past the block's slots share the
-    last slot)."""
-    nr = rejects.shape[0]
-    for i in range(min(N_REJECT_REASONS, nr)):
-        store_relaxed(c, C_REJECT_BASE + i, rejects[i])
-    extra = 0
-    for i in range(N_REJECT_REASONS, nr):
-        extra += rejects[i]
-    if extra:
-        last = C_REJECT_BASE + N_REJECT_REASONS - 1
-        store_relaxed(c, last, rejects[N_REJECT_REASONS - 1] + extra)
-
-
-@_inl
 def sync_views(W):
     """Reject counts, risk state, positions and PnL into the telemetry blocks (for top and the summary)."""
     if W.owns[RISK]:
-        sync_risk_view(W.risk, W.tm_risk, W.clock[RISK])
+        risk_to_telemetry(W.risk.risk, W.tm_risk.c, W.risk.state, W.clock[RISK])
     if W.owns[ROUTER]:
-        _sync_rejects(W.router.router.rejects, W.tm_router.c)
-
-
-@_inl
-def sync_risk_view(Rk, tm, now):
-    """Copy risk's reject counts, trading state, positions and PnL into its telemetry block (for top)."""
-    risk = Rk.risk
-    _sync_rejects(risk.rejects, tm.c)
-    n_sym = risk.stale.shape[0]
-    worst = 0
-    for s in range(n_sym):
-        worst = max(worst, risk_effective_state(risk, s))
-    pos = risk.pos
-    # telemetry's trading states are TradingState + 1 (0 there means 'not yet reported')
-    risk_set_state(Rk.state, worst + 1, risk.g[G_OPEN_TOTAL], risk.counters[RC_REJECTED], now)
-    risk_set_totals(Rk.state, pos.totals[T_REALIZED], pos.totals[T_UNREALIZED], pos.totals[T_FEES])
-    for s in range(n_sym):
-        risk_set_position(Rk.state, s, pos.position_lots[s], pos.avg_px[s], pos.realized[s], pos.unrealized[s])
+        tm_copy_rejects(W.tm_router.c, W.router.router.rejects)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # router
 # ---------------------------------------------------------------------------------------------------------
-@_inl
-def _router_reports_out(Rt, rreports, n, tm):
-    for j in range(n):
-        _put(rreports, Rt.reports[j])
-    if n:
-        tm_add(tm.c, C_EVENTS_OUT, n)
 
 
 @_inl
@@ -779,7 +732,7 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
                 tm_add(tm.c, C_FILLS, 1)
             w = router_on_report(router, rep, Rt.reports, 0)
             w += router_poll(router, Rt.reports, w)
-            _router_reports_out(Rt, rreports, w, tm)
+            _out(rreports, Rt.reports, w, tm)
             k += 1
         if k:
             _service(tm.h, t0, k)
@@ -803,7 +756,7 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
             store_relaxed(tm.c, U_LAST_ORDER_NS, t_out)
             tm_add(tm.c, C_ORDERS, w)
             tm_add(tm.c, C_EVENTS_OUT, w)
-        _router_reports_out(Rt, rreports, router_poll(router, Rt.reports, 0), tm)
+        _out(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
         hist_record(tm.h[H_SERVICE], t_out - t0)
         k += 1
     if k:
@@ -817,12 +770,6 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
 # ---------------------------------------------------------------------------------------------------------
 # venue
 # ---------------------------------------------------------------------------------------------------------
-@_inl
-def _venue_out(V, reports, n, tm):
-    for j in range(n):
-        _put(reports, V.out[j])
-    if n:
-        tm_add(tm.c, C_EVENTS_OUT, n)
 
 
 @_inl
@@ -834,7 +781,7 @@ def _venue_flush(V, reports, now, tm):
         if n == 0:
             V.owed[0] = 0
             return True
-        _venue_out(V, reports, n, tm)
+        _out(reports, V.out, n, tm)
     V.owed[0] = 1
     return False
 
@@ -942,12 +889,6 @@ def _each_owned(W, busy, t0, t1, beat):
             tm_heartbeat(c, t1)
 
 
-@_inl
-def _wword(w, field):
-    """Index of worker ``w``'s word ``field`` in the control block (hean.engine.control.worker_word)."""
-    return C.WORKER_BASE + w * C.WORKER_STRIDE + field
-
-
 @_ir
 def do_feed(W, feed_live, now):
     """The feed's part of a pass: (events published, feed still live)."""
@@ -1039,8 +980,8 @@ def _orphaned(W, now):
     w = W.params[P_WORKER]
     store_relaxed(ctl, C.HALT, 1)
     store_relaxed(ctl, C.STOP_FEED, 1)
-    store_relaxed(ctl, _wword(w, C.W_ERROR), C.ERR_SUPERVISOR_LOST)
-    store_relaxed(ctl, _wword(w, C.W_ORPHANED_NS), now)
+    store_relaxed(ctl, C.worker_word(w, C.W_ERROR), C.ERR_SUPERVISOR_LOST)
+    store_relaxed(ctl, C.worker_word(w, C.W_ORPHANED_NS), now)
 
 
 @_hot
@@ -1069,13 +1010,13 @@ def run_loop(W, max_loops):
             idle += 1
             idle_acc += 1
             if lockstep and _all_empty(W.rings):  # nothing of this worker in flight (see quiescent)
-                store_relaxed(ctl, _wword(w, C.W_IDLE_AT), load_relaxed(ctl, _wword(w, C.W_ACTIVITY)))
+                store_relaxed(ctl, C.worker_word(w, C.W_IDLE_AT), load_relaxed(ctl, C.worker_word(w, C.W_ACTIVITY)))
             if (idle & 1023) == 1:
                 beat = True
                 _each_owned(W, False, idle_acc, t0, True)
                 idle_acc = 0
-                store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t0)
-                store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
+                store_relaxed(ctl, C.worker_word(w, C.W_HEARTBEAT), t0)
+                store_relaxed(ctl, C.worker_word(w, C.W_LOOPS), loops)
                 sync_views(W)
             if orphaned_at != 0 and (_all_empty(W.rings) or t0 - orphaned_at > ORPHAN_DRAIN_NS):
                 break  # drained (or a peer that would drain it is gone): leave
@@ -1089,8 +1030,8 @@ def run_loop(W, max_loops):
                 idle_acc = 0
             _each_owned(W, True, t0, t1, beat)
             if beat:
-                store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), t1)
-                store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
+                store_relaxed(ctl, C.worker_word(w, C.W_HEARTBEAT), t1)
+                store_relaxed(ctl, C.worker_word(w, C.W_LOOPS), loops)
                 sync_views(W)
             if orphaned_at != 0 and t1 - orphaned_at > ORPHAN_DRAIN_NS:
                 break
@@ -1099,8 +1040,8 @@ def run_loop(W, max_loops):
             _orphaned(W, orphaned_at)
     if idle_acc:
         _each_owned(W, False, idle_acc, t0, False)
-    store_relaxed(ctl, _wword(w, C.W_LOOPS), loops)
+    store_relaxed(ctl, C.worker_word(w, C.W_LOOPS), loops)
     now = now_ns()
-    store_relaxed(ctl, _wword(w, C.W_HEARTBEAT), now)
+    store_relaxed(ctl, C.worker_word(w, C.W_HEARTBEAT), now)
     sync_views(W)
     return loops

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from hean.records import MARKET_EVENT
 from hean.symbols import SymbolTable, format_units, parse_decimal, to_units
 
 __all__ = [
@@ -302,10 +301,6 @@ def infer_symbols(names: list[str], price_frac: dict[str, int], qty_frac: dict[s
             for n in names
         ]
     )
-
-
-def new_events(n: int) -> np.ndarray:
-    return np.zeros(n, MARKET_EVENT)
 
 
 # segment roles for :func:`convert_tokens`

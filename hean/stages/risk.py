@@ -92,12 +92,11 @@ from hean.records import (
 )
 from hean.stages.positions import Positions, make_positions, pos_equity, pos_fill, pos_mark
 from hean.telemetry.block import (
-    C_REJECT_BASE,
     C_REJECTS,
-    N_REJECT_REASONS,
     risk_set_position,
     risk_set_state,
     risk_set_totals,
+    tm_copy_rejects,
 )
 
 __all__ = [
@@ -884,12 +883,5 @@ def risk_to_telemetry(risk, tm_counters, tm_risk, now_ns):
     for s in range(n):
         p = risk.pos
         risk_set_position(tm_risk, s, p.position_lots[s], p.avg_px[s], p.realized[s], p.unrealized[s])
-    last = N_REJECT_REASONS - 1
-    tail = np.int64(0)
-    for r in range(risk.rejects.shape[0]):
-        if r < last:
-            store_relaxed(tm_counters, C_REJECT_BASE + r, risk.rejects[r])
-        else:
-            tail += risk.rejects[r]
-    store_relaxed(tm_counters, C_REJECT_BASE + last, tail)
+    tm_copy_rejects(tm_counters, risk.rejects)
     store_relaxed(tm_counters, C_REJECTS, risk.counters[C_REJECTED])

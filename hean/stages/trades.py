@@ -19,7 +19,6 @@ from hean.jit import kernel
 __all__ = [
     "TradeStats",
     "make_trade_stats",
-    "trade_last",
     "trade_on",
     "trade_vwap",
 ]
@@ -111,9 +110,3 @@ def trade_vwap(st, sym, now):
     if q <= 0:
         return 0.0
     return st.sums[sym, 0] / q
-
-
-@kernel
-def trade_last(st, sym):
-    """``(px, qty)`` of the last print; ``(0, 0)`` before the first."""
-    return st.last[sym, L_PX], st.last[sym, L_QTY]

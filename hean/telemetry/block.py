@@ -125,12 +125,11 @@ __all__ = [
     "risk_set_state",
     "risk_set_totals",
     "tm_add",
+    "tm_copy_rejects",
     "tm_busy",
     "tm_heartbeat",
     "tm_idle",
-    "tm_max",
     "tm_reject",
-    "tm_set",
     "tm_start",
     "tm_stop",
     "validate_id",
@@ -386,6 +385,21 @@ def attach_block(name: str, readonly: bool = True) -> TelemetrySegment:
     )  # fmt: skip
 
 
+@kernel
+def tm_copy_rejects(counters, rejects) -> None:
+    """A stage's reject counts by reason (cumulative) into ``C_REJECT_BASE + reason``; reasons past the
+    block's slots share the last one. The stage's own array is the truth; this copies it for observers."""
+    nr = rejects.shape[0]
+    for i in range(min(N_REJECT_REASONS, nr)):
+        store_relaxed(counters, C_REJECT_BASE + i, rejects[i])
+    extra = 0
+    for i in range(N_REJECT_REASONS, nr):
+        extra += rejects[i]
+    if extra:
+        last = C_REJECT_BASE + N_REJECT_REASONS - 1
+        store_relaxed(counters, last, rejects[N_REJECT_REASONS - 1] + extra)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # writers (the owning stage only)
 # ---------------------------------------------------------------------------------------------------------
@@ -394,19 +408,6 @@ def attach_block(name: str, readonly: bool = True) -> TelemetrySegment:
 def tm_add(counters, idx: int, n: int) -> None:
     """``counters[idx] += n`` (single writer; relaxed store so observers see it)."""
     store_relaxed(counters, idx, counters[idx] + n)
-
-
-@kernel
-def tm_set(counters, idx: int, value: int) -> None:
-    """``counters[idx] = value`` (a gauge)."""
-    store_relaxed(counters, idx, value)
-
-
-@kernel
-def tm_max(counters, idx: int, value: int) -> None:
-    """``counters[idx] = max(counters[idx], value)``."""
-    if value > counters[idx]:
-        store_relaxed(counters, idx, value)
 
 
 @kernel
