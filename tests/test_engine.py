@@ -249,7 +249,7 @@ def test_hean_top_attached_to_a_real_run_sees_every_stage_and_exits_with_it(spaw
 
     from rich.console import Console
 
-    from hean.telemetry.top import render, run_top
+    from hean.commands.views.top import render, run_top
 
     proc, out = spawn(["run", "--duration", "4", "--rate", "50000"])
     frames = []

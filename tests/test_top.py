@@ -18,6 +18,8 @@ from numba import njit
 from rich.console import Console
 
 from hean.atomics import now_ns
+from hean.commands.views.top import pcts, render, run_top
+from hean.commands.views.units import fmt_rate
 from hean.records import BOOK_STATE, MARKET_EVENT
 from hean.rings import create as create_ring
 from hean.shm import unlink_segment
@@ -47,7 +49,7 @@ from hean.telemetry.manifest import (
     remove_manifest,
     write_manifest,
 )
-from hean.telemetry.top import TopSource, _pcts, _rate, render, run_top
+from hean.telemetry.top import TopSource
 
 _ids = itertools.count()
 STAGES = {  # stage -> histograms
@@ -172,11 +174,11 @@ def test_render_from_fabricated_segments_shows_every_row():
         assert s.events_in == 5_050 and s.in_rate > 0 and s.out_rate > 0
         assert s.interval_hists["service"].count == 50
         assert list(s.interval_hists["service"].percentiles) == [50.0, 90.0]
-        assert _rate(s.in_rate) in rows[stage] and " run " in rows[stage]
-        assert _pcts(s.interval_hists["service"]) in rows[stage]  # p50 / - / - / max
-        assert _pcts(s.interval_hists["service"]).split(" / ")[1:3] == ["-", "-"]
+        assert fmt_rate(s.in_rate) in rows[stage] and " run " in rows[stage]
+        assert pcts(s.interval_hists["service"]) in rows[stage]  # p50 / - / - / max
+        assert pcts(s.interval_hists["service"]).split(" / ")[1:3] == ["-", "-"]
         assert str(os.getpid()) in rows[stage]
-    assert _pcts(by_stage["feed"].stats.total_hists["service"]).count("-") == 0  # 5,050 samples: p99.9 shown
+    assert pcts(by_stage["feed"].stats.total_hists["service"]).count("-") == 0  # 5,050 samples: p99.9 shown
     assert "no telemetry block yet" in rows["venue"]
     assert by_stage["book"].stats.drops == 4
     # rings: the real one with its fill, the missing one with a reason

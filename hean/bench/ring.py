@@ -2,8 +2,9 @@
 
 Every figure runs between two processes pinned to two different CPUs (``--cpus A,B``; the producer on A):
 
-* **floor**: a cache-line ping-pong between the same two CPUs, in C (``ring_floor.c``, built now with
-  ``cc -O3 -march=native``); one-way = round trip / 2. Nothing crossing CPUs can be faster.
+* **floor**: a cache-line ping-pong between the same two CPUs, in C (``tools/ring_floor.c`` of the source
+  tree, built now with ``cc -O3 -march=native``); one-way = round trip / 2. Nothing crossing CPUs can be
+  faster.
 * **hop**: the producer claims a slot, writes a 64-byte MARKET_EVENT in place, stamps it with
   CLOCK_MONOTONIC just before publishing; the consumer busy-polls, and records now minus stamp into an
   HDR histogram (:mod:`hean.telemetry.histogram`). Paced at fixed rates (``--rates``) -- each record also
@@ -64,7 +65,9 @@ from hean.shm import unlink_segment
 from hean.telemetry.histogram import hist_record, new_histogram, summary
 
 FORK = mp.get_context("fork")
-C_SOURCE = Path(__file__).with_name("ring_floor.c")
+# The C floor is a tool of the source tree, not part of the installed package: it is found beside hean/ in a
+# checkout or an editable install (`pip install -e .`), and compiled at run time.
+C_SOURCE = Path(__file__).resolve().parents[2] / "tools" / "ring_floor.c"
 PCTS = (50.0, 90.0, 99.0, 99.9, 99.99, 100.0)
 STALL_SPINS = 1 << 24  # a loop returns to Python after this many fruitless polls to check its peer
 BATCH = 64
@@ -494,15 +497,25 @@ def peer_figures(kind: str, cpus, n_lat: int, period_ns: int, n_tp: int, timeout
 # ==========================================================================================================
 # the C floor and the placement probe
 # ==========================================================================================================
+def floor_source() -> Path:
+    """``tools/ring_floor.c``; FileNotFoundError with a one-line reason where this install has no source tree."""
+    if not C_SOURCE.is_file():
+        raise FileNotFoundError(
+            f"the C peer needs HEAN's source tree: no {C_SOURCE} (install from a checkout: pip install -e .)"
+        )
+    return C_SOURCE
+
+
 def build_floor(workdir: Path) -> Path:
+    source = floor_source()
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise RuntimeError("no C compiler (cc/gcc) found: the floor and the placement probe need one")
     exe = workdir / "ring_floor"
-    cmd = [cc, "-O3", "-march=native", "-pthread", "-o", str(exe), str(C_SOURCE)]
+    cmd = [cc, "-O3", "-march=native", "-pthread", "-o", str(exe), str(source)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        raise RuntimeError(f"building {C_SOURCE.name} failed: {' '.join(cmd)}\n{res.stderr}")
+        raise RuntimeError(f"building {source.name} failed: {' '.join(cmd)}\n{res.stderr}")
     return exe
 
 
@@ -891,6 +904,11 @@ def run_all(args, log) -> tuple[list[Figure], dict]:
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
+    try:
+        floor_source()  # before the loops compile: a missing C peer is one line, not a traceback minutes later
+    except FileNotFoundError as e:
+        print(f"hean bench ring: {e}", file=sys.stderr)
+        return 2
 
     def log(msg):
         if not args.quiet:

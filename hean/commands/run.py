@@ -1,13 +1,21 @@
 """``hean run`` and ``hean replay``: start the engine, print (or write) the summary.
 
 ``hean run`` uses the configuration's feed (by default the synthetic feed and the simulated venue);
-``hean replay FILE --format F`` runs a recording through the same pipeline.
+``hean replay FILE --format F`` runs a recording through the same pipeline. :func:`run_engine` is the
+process around a run -- the checks before it, the progress line or the live view during it, the summary
+after it -- kept here, in the CLI layer, because it prints; the engine below only runs and returns data.
+Top-level imports stay light (argparse only).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hean.engine.config import Config
+    from hean.engine.supervisor import Supervisor
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -82,7 +90,6 @@ def replay_command(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, overrides: dict) -> int:
     from hean.engine.config import ConfigError, load_config
-    from hean.engine.run import run_engine
 
     try:
         cfg = load_config(args.config, overrides)
@@ -90,3 +97,129 @@ def _run(args: argparse.Namespace, overrides: dict) -> int:
         print(f"hean: configuration error: {e}", file=sys.stderr)
         return 2
     return run_engine(cfg, json_out=args.json, top=args.top, quiet=args.quiet)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the process around a run
+# ---------------------------------------------------------------------------------------------------------
+def _progress_line(sup: Supervisor, elapsed: float) -> None:
+    from hean.engine import control as C
+
+    sent = int(sup.ctl[C.FEED_SENT]) if sup.ctl is not None else 0
+    print(f"\r  {elapsed:6.1f} s  {sent:,} messages", end="", file=sys.stderr, flush=True)
+
+
+class _TopThread:
+    """``hean run --top``: the live view in a thread (the supervisor keeps the main thread for signals)."""
+
+    def __init__(self) -> None:
+        self.thread = None
+        self.done = False
+
+    def __call__(self, sup: Supervisor, elapsed: float) -> None:
+        if self.thread is None:  # first progress call: the run is started and its manifest written
+            import threading
+
+            from hean.commands.views.top import run_top
+
+            self.thread = threading.Thread(
+                target=run_top,
+                kwargs={"run_id": sup.run_id, "read_keys": False, "stop": lambda: self.done},
+                daemon=True,
+            )
+            self.thread.start()
+
+    def close(self) -> None:
+        self.done = True
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+
+def _check(cfg: Config, json_out: str | None) -> bool:
+    """The configuration and the ``--json`` path, before anything starts (a result is never lost to a typo)."""
+    from hean.engine.build import check_config
+    from hean.engine.config import ConfigError
+    from hean.paths import OutputPathError, check_output_path
+
+    try:
+        check_config(cfg)
+        if json_out and json_out != "-":
+            check_output_path(json_out, "--json output")
+    except (ConfigError, OutputPathError) as e:
+        print(f"hean: configuration error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
+def _announce(sup: Supervisor) -> None:
+    workers = "; ".join(f"[{w.name}] cpu {w.cpu if w.cpu is not None else '-'} {w.wait}"
+                        for w in sup.placement.workers)  # fmt: skip
+    print(f"hean: run {sup.run_id}: {len(sup.placement.workers)} worker(s): {workers}", file=sys.stderr)
+
+
+def print_summary(summary: dict, file: IO[str]) -> None:
+    """The run summary drawn with rich (plain text, no colours, when ``file`` is not a terminal)."""
+    from rich.console import Console
+
+    from hean.commands.views.summary import summary_view
+
+    Console(file=file, highlight=False).print(summary_view(summary))
+
+
+def _write_json(summary: dict, json_out: str) -> bool:
+    """``--json OUT``: the summary as JSON (``-``: stdout, alone); False when the file cannot be written."""
+    import json
+
+    from hean.paths import write_atomically
+
+    text = json.dumps(summary, indent=2, default=int)
+    if json_out == "-":
+        print(text)
+        return True
+    try:
+        write_atomically(json_out, lambda f: f.write(text + "\n"))
+    except OSError as e:
+        print(f"hean: cannot write {json_out}: {e}; the summary is printed above", file=sys.stderr)
+        return False
+    return True
+
+
+def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quiet: bool = False) -> int:
+    """Check the configuration, run, print the summary; returns the process exit code.
+
+    Exit codes: 0 ok, 2 configuration or start-up error, 3 a worker failed (the supervisor's), 1 when the
+    ``--json`` file could not be written after a good run. With ``--json -`` the JSON alone goes to stdout
+    and the text summary to stderr, so ``hean run --json - | jq`` works.
+    """
+    import time
+
+    from hean.engine.summary import build_summary
+    from hean.engine.supervisor import Supervisor
+    from hean.stages.risk import RejectReason
+
+    if not _check(cfg, json_out):
+        return 2
+    progress = None if quiet or not sys.stderr.isatty() else _progress_line
+    view = None
+    if top:
+        progress = view = _TopThread()
+    sup = Supervisor(cfg, progress=progress)
+    t0 = time.monotonic()
+    if not quiet:
+        _announce(sup)
+    result = sup.run()
+    if view is not None:
+        view.close()
+    if progress is _progress_line:
+        print(file=sys.stderr)
+    if result.reason == "start-failed":  # nothing ran: the reason is the whole story
+        print(f"hean: {result.error}", file=sys.stderr)
+        return result.exit_code
+    summary = build_summary(result, [s.name for s in cfg.symbols], {int(r): r.name for r in RejectReason})
+    summary["wall_s"] = round(time.monotonic() - t0, 3)
+    print_summary(summary, sys.stderr if json_out == "-" else sys.stdout)
+    if json_out and not _write_json(summary, json_out):
+        return result.exit_code or 1
+    if result.error:
+        print(f"hean: {result.error}", file=sys.stderr)
+    return result.exit_code

@@ -33,12 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # sampling the run is hean.telemetry.top's (TopSource); drawing it is hean.commands.views.top's
     import time
 
     from rich.console import Console
 
+    from hean.commands.views.top import render, run_top
     from hean.telemetry.manifest import BadRunId, ManifestError
-    from hean.telemetry.top import TopSource, render, run_top
+    from hean.telemetry.top import TopSource
 
     console = Console()
     if args.list:

@@ -1,7 +1,8 @@
-"""The end-of-run summary: what ``hean run`` prints and what ``--json`` writes.
+"""The end-of-run summary's figures: the dict ``hean run --json`` writes and its screen shows.
 
 Built only from the telemetry snapshot the supervisor copied before unlinking the segments, so the summary
-says exactly what the stages counted -- nothing is re-derived or estimated here.
+says exactly what the stages counted -- nothing is re-derived or estimated here. Drawing it is the CLI's
+(:mod:`hean.commands.views.summary`): this layer returns data only.
 """
 
 from __future__ import annotations
@@ -122,66 +123,3 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "stages": stages,
         "placement": result.placement,
     }
-
-
-def _ns(v) -> str:
-    if v is None:
-        return "-"
-    if v >= 1_000_000:
-        return f"{v / 1e6:.2f} ms"
-    if v >= 1_000:
-        return f"{v / 1e3:.2f} us"
-    return f"{v} ns"
-
-
-def format_summary(s: dict) -> str:
-    """Human-readable summary (plain text, fixed-width columns)."""
-    lines = []
-    status = "OK" if s["exit_code"] == 0 else f"FAILED (exit {s['exit_code']})"
-    lines.append(
-        f"HEAN run {s['run_id']}: {status}, ended by {s['reason']} after {s['elapsed_s']:.2f} s "
-        f"(start-up {s['startup_s']:.2f} s)"
-    )
-    if s["error"]:
-        lines.append(f"  error: {s['error']}")
-    workers = s["placement"].get("workers", [])
-    lines.append(
-        "  placement: "
-        + "; ".join(f"[{'+'.join(w['stages'])}] cpu {w['cpu'] if w['cpu'] is not None else '-'} {w['wait']}"
-                    for w in workers)
-    )  # fmt: skip
-    rate = s["events"] / s["feed_s"] if s["feed_s"] else 0.0
-    mrate = s["messages"] / s["feed_s"] if s["feed_s"] else 0.0
-    lines.append(
-        f"  events in: {s['events']:,} ({rate:,.0f}/s) in {s['messages']:,} messages ({mrate:,.0f}/s)   "
-        f"orders: {s['orders']:,}   fills: {s['fills']:,}"
-    )
-    rej = ", ".join(f"{k} {v:,}" for k, v in sorted(s["rejects"].items())) or "none"
-    lines.append(f"  risk rejects: {s['rejects_total']:,} ({rej})")
-    if s["router_refusals"]:
-        ref = ", ".join(f"{k} {v:,}" for k, v in sorted(s["router_refusals"].items()))
-        lines.append(f"  router refusals: {ref}")
-    pnl = s["pnl"]
-    if pnl:
-        lines.append(
-            f"  PnL: total {pnl['total']:,.2f} = realized {pnl['realized']:,.2f} + unrealized "
-            f"{pnl['unrealized']:,.2f} - fees {pnl['fees']:,.2f}; trading state {pnl['trading_state']}"
-        )
-        pos = ", ".join(f"{k} {v['lots']:+,} lots" for k, v in pnl["positions"].items())
-        lines.append(f"  positions: {pos}")
-    t = s["tick_to_trade_ns"]
-    lines.append(
-        f"  tick-to-trade ({t['count']:,} orders): p50 {_ns(t['p50'])}  p90 {_ns(t['p90'])}  p99 {_ns(t['p99'])}  "
-        f"p99.9 {_ns(t['p999'])}  p99.99 {_ns(t['p9999'])}  max {_ns(t['max'])}"
-    )
-    lines.append(
-        "  stage      records in   busy%   service p50   p99       p99.9     max   preempted   (feed: events out)"
-    )
-    for name, st in s["stages"].items():
-        sv = st["service_ns"]
-        count = st["events_out"] if name == "feed" else st["events_in"]
-        lines.append(
-            f"  {name:<10} {count:>10,}  {st['busy_pct']:>6.1f}   {_ns(sv['p50']):>10}  "
-            f"{_ns(sv['p99']):>9} {_ns(sv['p999']):>9} {_ns(sv['max']):>9}   {st.get('preempted', 0):>9,}"
-        )
-    return "\n".join(lines)
