@@ -209,7 +209,7 @@ def test_parse_rates_rejects(bad):
 
 
 @pytest.mark.parametrize(
-    ("ns", "text"), [(850, "850ns"), (12_345, "12.3us"), (4_560_000, "4.56ms"), (1.2e9, "1.20s"), (None, "")]
+    ("ns", "text"), [(850, "850ns"), (12_345, "12.3us"), (4_560_000, "4.56ms"), (1.2e9, "1.20s"), (None, "-")]
 )
 def test_fmt_ns(ns, text):
     assert fmt_ns(ns) == text

@@ -18,6 +18,7 @@ import numpy as np
 
 from hean.bench.harness import DEFAULT_RATES, PCTS_REPORTED, BenchResult
 from hean.bench.hlog import write_hlog
+from hean.commands.views.units import fmt_ns
 from hean.telemetry.histogram import H_BASE, HIST_COUNTS_LEN, hist_value_at_index
 
 __all__ = [
@@ -34,20 +35,6 @@ __all__ = [
 ]
 
 _PCT_LABELS = {50.0: "p50", 90.0: "p90", 99.0: "p99", 99.9: "p99.9", 99.99: "p99.99", 100.0: "max"}
-
-
-def fmt_ns(ns: float | None) -> str:
-    """A latency with a unit a human reads at a glance: 850ns, 12.3us, 4.56ms, 1.20s."""
-    if ns is None:
-        return ""
-    ns = float(ns)
-    if ns < 1_000:
-        return f"{ns:.0f}ns"
-    if ns < 1_000_000:
-        return f"{ns / 1e3:.3g}us" if ns < 100_000 else f"{ns / 1e3:.0f}us"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:.3g}ms" if ns < 100_000_000 else f"{ns / 1e6:.0f}ms"
-    return f"{ns / 1e9:.2f}s"
 
 
 def fmt_rate(rate: float) -> str:
@@ -69,7 +56,7 @@ def _rows(result: BenchResult) -> tuple[list[str], list[list[str]]]:
             pct[100.0] = int(r.as_dict()["max_ns"])  # the exact max, not its bucket's upper bound
         rows.append(
             [fmt_rate(r.target_rate), fmt_rate(r.achieved_rate), f"{r.received:,}", f"{r.loss_pct:.2f}%"]
-            + [fmt_ns(pct.get(p)) for p in PCTS_REPORTED]
+            + [fmt_ns(pct.get(p), missing="") for p in PCTS_REPORTED]
         )
     return head, rows
 

@@ -6,10 +6,12 @@ One place for both screens (the run summary and ``hean top``), so the same laten
 from __future__ import annotations
 
 
-def fmt_ns(ns: float | None) -> str:
-    """850ns, 12.3us, 4.56ms, 1.20s (three significant digits); ``-`` for a figure that is not there."""
+def fmt_ns(ns: float | None, missing: str = "-") -> str:
+    """850ns, 12.3us, 4.56ms, 1.20s (three significant digits); ``missing`` for a figure that is not there.
+    Every screen and bench table shows latencies through this one function."""
     if ns is None:
-        return "-"
+        return missing
+    ns = float(ns)
     if ns < 1_000:
         return f"{ns:.0f}ns"
     if ns < 1_000_000:
