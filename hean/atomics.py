@@ -13,6 +13,10 @@ function            LLVM                   x86-64 code and use
 ``load_relaxed``    ``load atomic monotonic`` plain ``mov``; a value someone else writes (counters).
 ``store_relaxed``   ``store atomic monotonic``plain ``mov``; never elided or sunk out of a loop (counters).
 ``fence``           ``fence seq_cst``        ``mfence`` (or a locked op); orders a store before a load.
+``fence_release``   ``fence release``        no instruction; no earlier access moves below a later store
+                                             (a seqlock writer: odd sequence, fence, payload).
+``fence_acquire``   ``fence acquire``        no instruction; no later access moves above an earlier load
+                                             (a seqlock reader: payload, fence, sequence again).
 ``cpu_pause``       ``llvm.x86.sse2.pause``  ``pause``: spin hint, frees the sibling hyper-thread.
 ``prefetch_write``  ``llvm.prefetch`` rw=1   ``prefetchw``: take a line exclusive before writing it.
 ``prefetch_read``   ``llvm.prefetch`` rw=0   ``prefetcht0``: start a read miss early.
@@ -50,6 +54,8 @@ __all__ = [
     "CLOCK_MONOTONIC",
     "cpu_pause",
     "fence",
+    "fence_acquire",
+    "fence_release",
     "getpid",
     "getppid",
     "load_acquire",
@@ -156,6 +162,29 @@ def fence(typingctx):
         return context.get_dummy_value()
 
     return types.void(), codegen
+
+
+def _fence(ordering: str):
+    def typer(typingctx):
+        def codegen(context, builder, sig, args):
+            builder.fence(ordering)
+            return context.get_dummy_value()
+
+        return types.void(), codegen
+
+    return typer
+
+
+fence_release = intrinsic(_fence("release"))
+fence_release.__doc__ = (
+    "Release fence: no read or write before it moves past a store after it. On x86-64 no instruction "
+    "(TSO already orders stores), only a compiler barrier -- unlike :func:`fence`, which is an ``mfence``."
+)
+fence_acquire = intrinsic(_fence("acquire"))
+fence_acquire.__doc__ = (
+    "Acquire fence: no read or write after it moves before a load before it. On x86-64 no instruction, "
+    "only a compiler barrier. With :func:`fence_release`, the two halves of a seqlock (:mod:`hean.rings.seqlock`)."
+)
 
 
 @intrinsic

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hean.stages.positions import make_positions, pos_equity, pos_fill, pos_mark
+from hean.stages.positions import make_positions, pos_equity, pos_fill, pos_mark, position_bytes, position_view
 
 BUY, SELL = 1, -1
 
@@ -68,3 +68,15 @@ def test_make_positions_validates():
         make_positions(2, value_per_tick_lot=-1.0)
     with pytest.raises(ValueError):
         make_positions(2, position_lots=np.zeros(3, dtype=np.int64))
+
+
+def test_shared_position_words():
+    """The segment risk and the strategy share: one int64 per symbol, at least a cache line; fills land there."""
+    assert position_bytes(1) == 64 and position_bytes(20) == 160
+    words = np.zeros(8, np.int64)
+    shared = position_view(words, 3)
+    pos = make_positions(3, position_lots=shared)
+    pos_fill(pos, 1, -1, 100, 4, 0.0)
+    assert words.tolist()[:3] == [0, -4, 0]
+    with pytest.raises(ValueError):
+        position_view(np.zeros(2, np.int64), 3)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hean.records import BUY, EXEC_REPORT, F_POST_ONLY, ORDER, SELL, ExecType, OrderAction, OrderType, TimeInForce
+from hean.rings.seqlock import SEQ
 from hean.stages.orders import (
     M_INVALID,
     OC_ID,
@@ -21,16 +22,16 @@ from hean.stages.orders import (
 from hean.stages.risk import RejectReason, make_risk, risk_on_book, risk_on_intent, risk_on_report
 from hean.stages.router import (
     C_SPLITS,
+    C_TOPS_UNAVAILABLE,
     C_UNKNOWN_REPORTS,
     ROUTER_MAX_ORDERS,
     make_router,
-    make_venue_tops,
     router_halt,
     router_on_order,
     router_on_report,
     router_poll,
-    tops_set,
 )
+from hean.stages.tops import make_venue_tops, tops_set
 
 R = RejectReason
 X = ExecType
@@ -137,6 +138,16 @@ def test_routing_choice(name, books, maker, taker, kw, expected):
 def test_disabled_venue_is_skipped():
     router, tops = setup([(99, 5, 100, 9), (99, 5, 99, 9)], enabled=np.array([[1, 1], [0, 1]]))
     assert [int(o["venue"]) for o in route(router, tops, order(price=100))] == [0]
+
+
+def test_venue_quote_mid_write_counts_as_no_quote():
+    """A venue whose top-of-book entry stays mid-write (its writer died between the two sequence stores) is
+    routed around as if it had no quote, and counted; the split uses the sizes of one consistent read."""
+    router, tops = setup([(99, 5, 100, 9), (99, 5, 101, 2), (99, 5, 102, 9)])
+    tops.entries[0, 0, SEQ] += 1  # venue 0's entry, odd for ever
+    sent = route(router, tops, order(price=102, qty=5))
+    assert [(int(o["venue"]), int(o["qty"])) for o in sent] == [(1, 2), (2, 3)]
+    assert router.counters[C_TOPS_UNAVAILABLE] == 1
 
 
 def _parent(router, child):

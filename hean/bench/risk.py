@@ -33,7 +33,8 @@ from numba import njit
 from hean.atomics import now_ns
 from hean.records import BOOK_STATE, BUY, EXEC_REPORT, ORDER, SELL, ExecType, OrderAction, OrderType, TimeInForce
 from hean.stages.risk import make_risk, risk_on_book, risk_on_intent, risk_on_report
-from hean.stages.router import make_router, make_venue_tops, router_on_order, router_on_report, tops_set
+from hean.stages.router import make_router, router_on_order, router_on_report
+from hean.stages.tops import make_venue_tops, tops_set
 from hean.telemetry.histogram import hist_record, new_histogram, summary
 
 N_SYMBOLS = 4

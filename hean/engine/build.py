@@ -18,13 +18,14 @@ import numpy as np
 from hean import records
 from hean.engine import pipeline as P
 from hean.engine.config import STAGES, Config, ConfigError, call_factory, feed_buffer_len, stage_kwargs
-from hean.engine.topology import EDGES
+from hean.engine.topology import EDGES, SHARED_VIEWS, private_views, view_dims, view_name
 from hean.feeds.synthetic import make_synthetic, max_events_per_message
 from hean.rings import Ring, attach
 from hean.shm import attach_segment
 from hean.stages.book import make_l2_book
+from hean.stages.ports import Port, StageTm, private_port
 from hean.stages.risk import make_risk
-from hean.stages.router import make_router, make_venue_tops
+from hean.stages.router import make_router
 from hean.stages.strategy import make_strategy_stage
 from hean.stages.trades import make_trade_stats
 from hean.stages.venue import make_venue
@@ -229,10 +230,10 @@ def load_replay(cfg: Config) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # one worker
 # ---------------------------------------------------------------------------------------------------------
-def _dummy_tm(stage: str) -> P.StageTm:
+def _dummy_tm(stage: str) -> StageTm:
     from hean.telemetry.block import N_COUNTERS
 
-    return P.StageTm(np.zeros(N_COUNTERS, np.int64), np.zeros((len(STAGE_HISTS[stage]), HIST_LEN), np.int64))
+    return StageTm(np.zeros(N_COUNTERS, np.int64), np.zeros((len(STAGE_HISTS[stage]), HIST_LEN), np.int64))
 
 
 @dataclass
@@ -279,11 +280,9 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     n_sym = len(cfg.symbols)
     segments: list = []
 
-    pos_seg = attach_segment(f"hean-{run_id}-pos")
-    segments.append(pos_seg)
-    position = pos_seg.array(np.int64, n_sym, 0)
+    views = _attach_views(run_id, cfg, segments)
+    position, tops = views["pos"], views["tops"]
     table, venue_of, synth, book, trades, risk, router, venue, strategy = build_stages(cfg, position, mine)
-    tops = _attach_tops(run_id, len(cfg.venues), n_sym, segments)
 
     rings: list[Ring] = []
     edge_rings = {}
@@ -297,18 +296,18 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
         if name and (edge.src in mine or edge.dst in mine):
             ring = attach(name, role="producer" if edge.src in mine else "consumer")
             rings.append(ring)
-            edge_rings[_RING_FIELDS[edge.key]] = P.Ring(ring.hdr, ring.slots, act)
+            edge_rings[_RING_FIELDS[edge.key]] = Port(ring.hdr, ring.slots, act)
         elif edge.src in mine and edge.dst in mine:
-            edge_rings[_RING_FIELDS[edge.key]] = P.private_ring(edge.dtype, cap, act)
+            edge_rings[_RING_FIELDS[edge.key]] = private_port(edge.dtype, cap, act)
         else:
-            edge_rings[_RING_FIELDS[edge.key]] = P.private_ring(edge.dtype, 2, act)  # never used here
+            edge_rings[_RING_FIELDS[edge.key]] = private_port(edge.dtype, 2, act)  # never used here
     tms = {}
     risk_view = None
     for stage in STAGES:
         if stage in mine:
             seg = attach_block(block_name(run_id, stage), readonly=False)
             segments.append(seg)
-            tms[stage] = P.StageTm(seg.block.counters, seg.block.hists)
+            tms[stage] = StageTm(seg.block.counters, seg.block.hists)
             if stage == "risk":
                 risk_view = seg.block.risk
         else:
@@ -351,25 +350,15 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     return BuiltWorker(worker, rings, segments)
 
 
-TOPS_FIELDS = 5  # VenueTops: bid_px, bid_qty, ask_px, ask_qty, ts_ns
-
-
-def tops_name(run_id: str) -> str:
-    return f"hean-{run_id}-tops"
-
-
-def tops_size(n_venues: int, n_symbols: int) -> int:
-    return TOPS_FIELDS * max(1, n_venues) * n_symbols * 8
-
-
-def _attach_tops(run_id: str, n_venues: int, n_symbols: int, segments: list):
-    """The router's view of each venue's top of book, shared: the book stage writes, the router reads."""
-    seg = attach_segment(tops_name(run_id))
-    segments.append(seg)
-    nv = max(1, n_venues)
-    arr = seg.array(np.int64, TOPS_FIELDS * nv * n_symbols, 0).reshape(TOPS_FIELDS, nv, n_symbols)
-    template = make_venue_tops(nv, n_symbols)
-    return type(template)(*[arr[i] for i in range(TOPS_FIELDS)])
+def _attach_views(run_id: str, cfg: Config, segments: list) -> dict[str, object]:
+    """Every shared view of the topology (the router's top of book, the positions) over its run segment."""
+    nv, ns = view_dims(cfg)
+    views = {}
+    for v in SHARED_VIEWS:
+        seg = attach_segment(view_name(run_id, v))
+        segments.append(seg)
+        views[v.key] = v.view(seg.array(np.int64), nv, ns)
+    return views
 
 
 def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
@@ -379,9 +368,9 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     worker process runs (without segments, processes or a supervisor).
     """
     n_sym = len(cfg.symbols)
-    position = np.zeros(n_sym, np.int64)
+    views = private_views(cfg)
+    position, tops = views["pos"], views["tops"]
     table, venue_of, synth, book, trades, risk, router, venue, strategy = build_stages(cfg, position)
-    tops = make_venue_tops(max(1, len(cfg.venues)), n_sym)
     from hean.engine import control as C
 
     if ctl is None:
@@ -402,7 +391,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
         ctl=ctl,
         owns=np.ones(len(STAGES), np.int64),
         clock=np.zeros(len(STAGES), np.int64),
-        rings=P.Rings(**{_RING_FIELDS[e.key]: P.private_ring(e.dtype, cap, act) for e in EDGES}),
+        rings=P.Rings(**{_RING_FIELDS[e.key]: private_port(e.dtype, cap, act) for e in EDGES}),
         feed=P.FeedState(feed_params(cfg), synth, load_replay(cfg), np.zeros(n_ev, records.MARKET_EVENT)),
         book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
         strategy=strategy,

@@ -36,7 +36,6 @@ from hean import records
 from hean.atomics import (
     cpu_pause,
     getppid,
-    load_acquire,
     load_relaxed,
     nanosleep,
     now_ns,
@@ -46,9 +45,24 @@ from hean.atomics import (
 from hean.engine import control as C
 from hean.feeds.synthetic import synthetic_next
 from hean.jit import kernel
-from hean.rings.layout import CAPACITY, HDR_WORDS, MASK, READ, WRITE
-from hean.rings.spsc import available, claim_upto, publish, release
+from hean.rings.layout import MASK, READ, WRITE
+from hean.rings.spsc import available
 from hean.stages.book import book_on_event
+from hean.stages.ports import (
+    BATCH,
+    H_SERVICE,
+    Port,
+    StageTm,
+    age,
+    empty,
+    goal_if_waiting,
+    out,
+    put,
+    put_all,
+    release_to,
+    room,
+    service,
+)
 from hean.stages.risk import (
     X_FILL,
     X_PARTIAL,
@@ -59,8 +73,9 @@ from hean.stages.risk import (
     risk_poll,
     risk_to_telemetry,
 )
-from hean.stages.router import router_halt, router_on_order, router_on_report, router_poll, tops_on_book_state
+from hean.stages.router import router_halt, router_on_order, router_on_report, router_poll
 from hean.stages.strategy import strategy_on_book
+from hean.stages.tops import tops_on_book_state
 from hean.stages.venue import venue_accept, venue_advance, venue_apply_event, venue_release
 from hean.telemetry.block import (
     C_EVENTS_IN,
@@ -68,13 +83,12 @@ from hean.telemetry.block import (
     C_FILLS,
     C_IDLE_LOOPS,
     C_ORDERS,
-    C_RING_FULL,
     tm_add,
     tm_busy,
     tm_copy_rejects,
     tm_heartbeat,
 )
-from hean.telemetry.histogram import hist_record, hist_record_n
+from hean.telemetry.histogram import hist_record
 
 # Every function here is compiled without numba's reference counting (``_nrt=False``): none allocates, and
 # with it each call would incref/decref every array of the (large) state tuples it is passed -- measured
@@ -107,7 +121,6 @@ FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE = 0, 1, 2, 3, 4, 5
 W_SPIN, W_YIELD, W_SLEEP = 0, 1, 2
 WAIT_CODES = {"spin": W_SPIN, "yield": W_YIELD, "sleep": W_SLEEP}
 HEARTBEAT_EVERY = 256  # busy loop iterations between heartbeats (idle ones beat every 1024)
-BATCH = 256  # records one step takes from one input per call: bounds how long other inputs wait
 FEED_BURST = 64  # messages the feed publishes per call when it is behind schedule (or unpaced)
 
 # params (int64) indices
@@ -141,7 +154,6 @@ F_MSG_N = 9  # events in the current message (in the feed's buffer)
 F_LEN = 16
 
 # histogram rows of each stage's telemetry block (hean.engine.build.STAGE_HISTS)
-H_SERVICE = 0  # time in the stage's kernel per input record
 H_AGE1 = 1  # first input's age when the stage takes it (now - ts_origin)
 H_AGE2 = 2
 H_AGE3 = 3
@@ -164,35 +176,19 @@ ROUTER_REPORTS_OUT = 16
 VENUE_OUT = 64  # hean.stages.venue.VENUE_MAX_REPORTS
 
 
-class Ring(NamedTuple):
-    """One edge as the loop sees it. ``act`` is this worker's ACTIVITY word in the control block (every
-    ring of a worker shares it): bumped before each publish and release, for the lockstep idle check."""
-
-    hdr: np.ndarray
-    slots: np.ndarray
-    act: np.ndarray
-
-
 class Rings(NamedTuple):
     """Every edge of the topology (shared-memory, private, or an unused stand-in)."""
 
-    ev_book: Ring
-    ev_venue: Ring
-    bs_strat: Ring
-    bs_risk: Ring
-    intents: Ring
-    orders: Ring
-    vorders: Ring
-    reports: Ring
-    rreports: Ring
-    control: Ring
-
-
-class StageTm(NamedTuple):
-    """One stage's telemetry: counters and histogram rows (views of its block, or private stand-ins)."""
-
-    c: np.ndarray
-    h: np.ndarray
+    ev_book: Port
+    ev_venue: Port
+    bs_strat: Port
+    bs_risk: Port
+    intents: Port
+    orders: Port
+    vorders: Port
+    reports: Port
+    rreports: Port
+    control: Port
 
 
 class FeedState(NamedTuple):
@@ -205,7 +201,7 @@ class FeedState(NamedTuple):
 class BookStage(NamedTuple):
     book: object
     trades: object
-    tops: object  # hean.stages.router.VenueTops, shared with the router
+    tops: object  # hean.stages.tops.VenueTops, shared with the router
     venue_of: np.ndarray  # int64[n_symbols]
     out: np.ndarray  # BOOK_STATE[1]
 
@@ -259,88 +255,6 @@ class Worker(NamedTuple):
     tm_venue: StageTm
 
 
-def private_ring(dtype, capacity: int, act: np.ndarray) -> Ring:
-    """A ring in process-local memory: the edge between two stages fused into one worker."""
-    hdr = np.zeros(HDR_WORDS, np.int64)
-    hdr[CAPACITY] = capacity
-    hdr[MASK] = capacity - 1
-    return Ring(hdr, np.zeros(capacity, dtype), act)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# ring helpers
-# ---------------------------------------------------------------------------------------------------------
-@_inl
-def _room(ring, n, tmc):
-    """True when ``ring`` has room for ``n`` more records (a shortage counts as a ring-full event)."""
-    _, k = claim_upto(ring.hdr, np.int64(n))  # not a literal: one claim_upto for every caller
-    if k < n:
-        tm_add(tmc, C_RING_FULL, 1)
-        return False
-    return True
-
-
-@_inl
-def _bump(ring):
-    store_relaxed(ring.act, 0, ring.act[0] + 1)
-
-
-@_inl
-def _release(ring, end):
-    """Hand consumed slots back (after their outputs were published)."""
-    _bump(ring)
-    release(ring.hdr, end)
-
-
-@_inl
-def _put(ring, rec):
-    """Publish one record; the caller checked the room."""
-    _bump(ring)
-    seq, _ = claim_upto(ring.hdr, 1)
-    ring.slots[seq & ring.hdr[MASK]] = rec
-    publish(ring.hdr, seq + 1)
-
-
-@_inl
-def _put_all(ring, buf, n):
-    """Publish ``buf[0:n]`` with one release store; the caller checked the room."""
-    if n == 0:
-        return
-    _bump(ring)
-    seq, _ = claim_upto(ring.hdr, n)
-    m = ring.hdr[MASK]
-    for j in range(n):
-        ring.slots[(seq + j) & m] = buf[j]
-    publish(ring.hdr, seq + n)
-
-
-@_inl
-def _out(ring, buf, n, tm):
-    """Publish what a kernel wrote to ``buf[0:n]`` (the caller checked the room) and count it."""
-    for j in range(n):
-        _put(ring, buf[j])
-    if n:
-        tm_add(tm.c, C_EVENTS_OUT, n)
-
-
-@_inl
-def _goal_if_waiting(first, then):
-    """``(goal, start, n)``: the records waiting in ``then`` (``start``, ``n``) and, when there are any, the
-    WRITE of ``first`` read after them (else -1). Everything published to ``first`` before those records is
-    below ``goal``: the consumer applies it first, and takes only these ``n`` -- a record of ``then``
-    published after the snapshot may follow ``first`` records above ``goal``. Reading ``then`` before
-    ``first`` is what makes the bound hold."""
-    start, n = available(then.hdr)
-    if n == 0:
-        return -1, start, n
-    return load_acquire(first.hdr, WRITE), start, n
-
-
-@_inl
-def _empty(ring):
-    return load_relaxed(ring.hdr, WRITE) == load_relaxed(ring.hdr, READ)
-
-
 @_inl
 def _writes(R):
     """Sum of every ring's WRITE cursor: changes whenever anything is published anywhere."""
@@ -356,9 +270,9 @@ def _writes(R):
 @_inl
 def _all_empty(R):
     return (
-        _empty(R.ev_book) and _empty(R.ev_venue) and _empty(R.bs_strat) and _empty(R.bs_risk)
-        and _empty(R.intents) and _empty(R.orders) and _empty(R.vorders) and _empty(R.reports)
-        and _empty(R.rreports)
+        empty(R.ev_book) and empty(R.ev_venue) and empty(R.bs_strat) and empty(R.bs_risk)
+        and empty(R.intents) and empty(R.orders) and empty(R.vorders) and empty(R.reports)
+        and empty(R.rreports)
     )  # fmt: skip
 
 
@@ -398,26 +312,6 @@ def quiescent(W):
     if not (_all_empty(R) and _others_idle(W.ctl, me)):
         return False
     return _all_empty(R) and _others_idle(W.ctl, me) and _writes(R) == w1 and _activity(W.ctl) == a1
-
-
-@_inl
-def _age(h, now, ts_origin):
-    """Record ``now - ts_origin`` -- unless the record has no origin (0): a CANCEL_ALL that risk issued on
-    its own (kill switch, loss trip) was caused by no market event and is not tick-to-trade."""
-    if ts_origin > 0:
-        hist_record(h, now - ts_origin)
-
-
-@_inl
-def _service(h, t0, n):
-    """Service time of a batch of ``n`` records, recorded as ``n`` samples of the per-record average.
-
-    Two clock reads per batch, not per record: under load batches grow, and the measurement's own cost
-    (22 ns per CLOCK_MONOTONIC read) shrinks per record instead of growing with the load.
-    """
-    if n > 0:
-        t1 = now_ns()
-        hist_record_n(h[H_SERVICE], (t1 - t0) // n, n)
 
 
 @_inl
@@ -515,9 +409,9 @@ def feed_step(W, now):
         return 0
     if fp[F_PHASE] == 1:  # lockstep, second phase: the same message to the book chain
         n = fp[F_MSG_N]
-        if not _room(R.ev_book, n, tm.c):
+        if not room(R.ev_book, n, tm.c):
             return 0
-        _put_all(R.ev_book, F.buf, n)
+        put_all(R.ev_book, F.buf, n)
         fp[F_PHASE] = 0
         return n
     if not feed_exhausted(F) and _next_due(F, now) > now:
@@ -530,7 +424,7 @@ def feed_step(W, now):
             if total == 0:
                 return -1
             break
-        if not _room(R.ev_venue, cap, tm.c) or (not lockstep and not _room(R.ev_book, cap, tm.c)):
+        if not room(R.ev_venue, cap, tm.c) or (not lockstep and not room(R.ev_book, cap, tm.c)):
             break
         n = _load_message(F, t0)
         if n == 0:
@@ -539,19 +433,19 @@ def feed_step(W, now):
         fp[F_MSGS] += 1
         hist_record(tm.h[H_LATE], t0 - F.buf[0].ts_origin)  # the worker's lag behind the schedule
         if lockstep:
-            _put_all(R.ev_venue, F.buf, n)  # phase 1: the venue; the book chain once all is idle
+            put_all(R.ev_venue, F.buf, n)  # phase 1: the venue; the book chain once all is idle
             fp[F_PHASE] = 1
             fp[F_MSG_N] = n
         else:
             # the book chain first: it is the tick-to-trade path (the venue, standing for the exchange,
             # applies a message's events before any order published after them either way)
-            _put_all(R.ev_book, F.buf, n)
-            _put_all(R.ev_venue, F.buf, n)
+            put_all(R.ev_book, F.buf, n)
+            put_all(R.ev_venue, F.buf, n)
         total += n
     if total:
         store_relaxed(W.ctl, C.FEED_SENT, fp[F_MSGS])
         tm_add(tm.c, C_EVENTS_OUT, total)  # events published (each goes to the venue and the book)
-        _service(tm.h, t0, total)
+        service(tm.h, t0, total)
     return total
 
 
@@ -566,9 +460,9 @@ def book_step(B, ev_in, bs_strat, bs_risk, tm, stale_ns):
         return 0
     m = ev_in.hdr[MASK]
     n = min(n, BATCH)
-    if not (_room(bs_risk, n, tm.c) and _room(bs_strat, n, tm.c)):  # at most one state per event
+    if not (room(bs_risk, n, tm.c) and room(bs_strat, n, tm.c)):  # at most one state per event
         n = 1
-        if not (_room(bs_risk, 1, tm.c) and _room(bs_strat, 1, tm.c)):
+        if not (room(bs_risk, 1, tm.c) and room(bs_strat, 1, tm.c)):
             return 0
     t0 = now_ns()
     out = 0
@@ -578,11 +472,11 @@ def book_step(B, ev_in, bs_strat, bs_risk, tm, stale_ns):
         if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
             bs = B.out[0]
             tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
-            _put(bs_risk, bs)
-            _put(bs_strat, bs)
+            put(bs_risk, bs)
+            put(bs_strat, bs)
             out += 2
-    _service(tm.h, t0, n)
-    _release(ev_in, start + n)
+    service(tm.h, t0, n)
+    release_to(ev_in, start + n)
     tm_add(tm.c, C_EVENTS_IN, n)
     if out:
         tm_add(tm.c, C_EVENTS_OUT, out)
@@ -600,9 +494,9 @@ def strategy_step(S, bs_in, intents, tm):
         return 0
     m = bs_in.hdr[MASK]
     n = min(n, BATCH)
-    if not _room(intents, n, tm.c):  # at most one intent per state
+    if not room(intents, n, tm.c):  # at most one intent per state
         n = 1
-        if not _room(intents, 1, tm.c):
+        if not room(intents, 1, tm.c):
             return 0
     t0 = now_ns()
     out = 0
@@ -610,10 +504,10 @@ def strategy_step(S, bs_in, intents, tm):
         bs = bs_in.slots[(start + j) & m]
         hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
         if strategy_on_book(S.strat, S.ind, S.bars, S.params, S.position, bs, S.out, 0):
-            _put(intents, S.out[0])
+            put(intents, S.out[0])
             out += 1
-    _service(tm.h, t0, n)
-    _release(bs_in, start + n)
+    service(tm.h, t0, n)
+    release_to(bs_in, start + n)
     tm_add(tm.c, C_EVENTS_IN, n)
     if out:
         tm_add(tm.c, C_ORDERS, out)
@@ -634,12 +528,12 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
     # control (the kill switch): cancel-alls out
     start, n = available(control.hdr)
     k = 0
-    while k < n and _room(orders, RISK_OUT, tm.c):
+    while k < n and room(orders, RISK_OUT, tm.c):
         rec = control.slots[(start + k) & control.hdr[MASK]]
-        _out(orders, Rk.out, risk_on_control(risk, rec, clock[RISK], Rk.out, 0), tm)
+        out(orders, Rk.out, risk_on_control(risk, rec, clock[RISK], Rk.out, 0), tm)
         k += 1
     if k:
-        _release(control, start + k)
+        release_to(control, start + k)
         done += k
     # execution reports: positions, PnL, open orders (no output)
     start, n = available(reports.hdr)
@@ -651,46 +545,46 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
             rep = reports.slots[(start + j) & m]
             hist_record(tm.h[H_AGE3], t0 - rep.ts_origin)
             risk_on_report(risk, rep)
-        _service(tm.h, t0, n)
-        _release(reports, start + n)
+        service(tm.h, t0, n)
+        release_to(reports, start + n)
         done += n
     # book states: marks, staleness; owed cancel-alls out. When intents wait, first every book state
     # published before them (they were published before the intents they caused): a snapshot of the
     # book-state ring's WRITE taken now bounds them, so a continuous flow of states cannot starve intents.
-    goal, i0, n_int = _goal_if_waiting(bs_in, intents)
+    goal, i0, n_int = goal_if_waiting(bs_in, intents)
     start, n = available(bs_in.hdr)
     if n:
         m = bs_in.hdr[MASK]
         k = 0
         t0 = now_ns()
-        while k < min(n, max(BATCH, goal - start)) and _room(orders, RISK_OUT, tm.c):
+        while k < min(n, max(BATCH, goal - start)) and room(orders, RISK_OUT, tm.c):
             bs = bs_in.slots[(start + k) & m]
             clock[RISK] = bs.ts_exch
             hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
-            _out(orders, Rk.out, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
+            out(orders, Rk.out, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
             k += 1
         if k:
-            _service(tm.h, t0, k)
-            _release(bs_in, start + k)
+            service(tm.h, t0, k)
+            release_to(bs_in, start + k)
             done += k
     # intents, once every book state published before them is applied
     if goal >= 0 and load_relaxed(bs_in.hdr, READ) >= goal:
         m = intents.hdr[MASK]
         k = 0
         t0 = now_ns()
-        while k < min(n_int, BATCH) and _room(orders, RISK_OUT, tm.c):
+        while k < min(n_int, BATCH) and room(orders, RISK_OUT, tm.c):
             it = intents.slots[(i0 + k) & m]
             hist_record(tm.h[H_AGE2], t0 - it.ts_origin)
             w = risk_on_intent(risk, it, it.ts_exch, Rk.out, 0)
-            _out(orders, Rk.out, w, tm)
+            out(orders, Rk.out, w, tm)
             k += 1
         if k:
-            _service(tm.h, t0, k)
-            _release(intents, i0 + k)
+            service(tm.h, t0, k)
+            release_to(intents, i0 + k)
             done += k
     # cancel-alls owed after trips (loss, drawdown, staleness): only state changes above can owe one
-    if done and _room(orders, RISK_OUT, tm.c):
-        _out(orders, Rk.out, risk_poll(risk, clock[RISK], Rk.out, 0), tm)
+    if done and room(orders, RISK_OUT, tm.c):
+        out(orders, Rk.out, risk_poll(risk, clock[RISK], Rk.out, 0), tm)
     if done:
         tm_add(tm.c, C_EVENTS_IN, done)
     return done
@@ -724,43 +618,43 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
         m = reports.hdr[MASK]
         k = 0
         t0 = now_ns()
-        while k < min(n, BATCH) and _room(rreports, ROUTER_REPORTS_OUT, tm.c):
+        while k < min(n, BATCH) and room(rreports, ROUTER_REPORTS_OUT, tm.c):
             rep = reports.slots[(start + k) & m]
-            _age(tm.h[H_AGE2], t0, rep.ts_origin)
+            age(tm.h[H_AGE2], t0, rep.ts_origin)
             if rep.kind == X_FILL or rep.kind == X_PARTIAL:
                 _digest(tm.c, U_ORDER_DIGEST + 1, rep.order_id, rep.price, rep.qty, rep.leaves_qty)
                 tm_add(tm.c, C_FILLS, 1)
             w = router_on_report(router, rep, Rt.reports, 0)
             w += router_poll(router, Rt.reports, w)
-            _out(rreports, Rt.reports, w, tm)
+            out(rreports, Rt.reports, w, tm)
             k += 1
         if k:
-            _service(tm.h, t0, k)
-            _release(reports, start + k)
+            service(tm.h, t0, k)
+            release_to(reports, start + k)
             done += k
     start, n = available(orders.hdr)
     m = orders.hdr[MASK]
     k = 0
-    while k < min(n, BATCH) and _room(vorders, ROUTER_ORDERS_OUT, tm.c) and _room(rreports, ROUTER_REPORTS_OUT, tm.c):
+    while k < min(n, BATCH) and room(vorders, ROUTER_ORDERS_OUT, tm.c) and room(rreports, ROUTER_REPORTS_OUT, tm.c):
         order = orders.slots[(start + k) & m]
         t0 = now_ns()
-        _age(tm.h[H_AGE1], t0, order.ts_origin)
+        age(tm.h[H_AGE1], t0, order.ts_origin)
         w = router_on_order(router, order, Rt.tops, order.ts_exch, Rt.orders, 0)
         t_out = now_ns()  # the order leaves the router now
         for j in range(w):
             o = Rt.orders[j]
-            _put(vorders, o)
-            _age(tm.h[H_E2E], t_out, o.ts_origin)
+            put(vorders, o)
+            age(tm.h[H_E2E], t_out, o.ts_origin)
             _digest(tm.c, U_ORDER_DIGEST, o.order_id, o.kind * 4 + o.side, o.price, o.qty)
         if w:
             store_relaxed(tm.c, U_LAST_ORDER_NS, t_out)
             tm_add(tm.c, C_ORDERS, w)
             tm_add(tm.c, C_EVENTS_OUT, w)
-        _out(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
+        out(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
         hist_record(tm.h[H_SERVICE], t_out - t0)
         k += 1
     if k:
-        _release(orders, start + k)
+        release_to(orders, start + k)
         done += k
     if done:
         tm_add(tm.c, C_EVENTS_IN, done)
@@ -776,12 +670,12 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
 def _venue_flush(V, reports, now, tm):
     """Release the reports due by ``now`` while the report ring has room; False when it ran out of room (the
     rest is owed: retried on the next pass)."""
-    while _room(reports, VENUE_OUT, tm.c):
+    while room(reports, VENUE_OUT, tm.c):
         n = venue_release(V.venue, now, V.out, 0)
         if n == 0:
             V.owed[0] = 0
             return True
-        _out(reports, V.out, n, tm)
+        out(reports, V.out, n, tm)
     V.owed[0] = 1
     return False
 
@@ -797,7 +691,7 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
     much of its compile time)."""
     vn = V.venue
     # orders only once every event published before them is applied
-    goal, o0, n_ord = _goal_if_waiting(ev_in, vorders)
+    goal, o0, n_ord = goal_if_waiting(ev_in, vorders)
     e0, n_ev = available(ev_in.hdr)
     n_ev = min(n_ev, max(BATCH, goal - e0))
     n_ord = min(n_ord, BATCH)
@@ -816,7 +710,7 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
         if flush:
             if not _venue_flush(V, reports, now, tm):
                 break
-        elif (is_event or is_order) and not _room(reports, VENUE_OUT, tm.c):
+        elif (is_event or is_order) and not room(reports, VENUE_OUT, tm.c):
             break  # (room is asked, and a shortage counted, only with something to take)
         ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
         if is_event:
@@ -825,7 +719,7 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
             hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
         elif is_order:
             order = vorders.slots[(o0 + k_ord) & om]
-            _age(tm.h[H_AGE2], t0, order.ts_origin)
+            age(tm.h[H_AGE2], t0, order.ts_origin)
             venue_accept(vn, order, now)
             k_ord += 1
         else:
@@ -837,11 +731,11 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
         flush = True
     done = k_ev + k_ord
     if k_ev:
-        _release(ev_in, e0 + k_ev)
+        release_to(ev_in, e0 + k_ev)
     if k_ord:
-        _release(vorders, o0 + k_ord)
+        release_to(vorders, o0 + k_ord)
     if done:
-        _service(tm.h, t0, done)
+        service(tm.h, t0, done)
         tm_add(tm.c, C_EVENTS_IN, done)
     return done
 

@@ -61,9 +61,9 @@ _PROC = Path("/proc")
 
 def run_suffixes() -> set[str]:
     """The segment suffixes a run creates (``hean-<run>-<suffix>``); ``tm-*`` covers the telemetry blocks."""
-    from hean.engine.topology import EDGES
+    from hean.engine.topology import EDGES, SHARED_VIEWS
 
-    return {"ctl", "manifest", "pos", "tops"} | {e.key for e in EDGES}
+    return {"ctl", "manifest"} | {v.key for v in SHARED_VIEWS} | {e.key for e in EDGES}
 
 
 def run_id_of(segment: str) -> str | None:

@@ -4,7 +4,7 @@ The supervisor is plain Python and never on the data path. Its jobs, in order:
 
 1. plan the placement and claim the run id: its control block is created exclusively, so a second run of
    the same id is one clear error naming the live run, and the leftovers of a dead one are removed first
-   (:mod:`hean.engine.runs`); then create the rings, the shared position array, one telemetry block per
+   (:mod:`hean.engine.runs`); then create the rings, the shared views (topology), one telemetry block per
    stage and the run manifest. A name is recorded once *this* process has created it: cleanup unlinks
    exactly what this run made, never another run's;
 2. start one worker process per placement group and wait until each has compiled, warmed up and set READY
@@ -36,10 +36,10 @@ import numpy as np
 
 from hean.engine import control as C
 from hean.engine import runs
-from hean.engine.build import STAGE_HISTS, STAGE_USER_COUNTERS, tops_name, tops_size
+from hean.engine.build import STAGE_HISTS, STAGE_USER_COUNTERS
 from hean.engine.config import STAGES, Config
 from hean.engine.placement import plan_placement
-from hean.engine.topology import RingSpec, ring_specs
+from hean.engine.topology import SHARED_VIEWS, RingSpec, ring_specs, view_dims, view_name
 from hean.procs import process_state, start_ticks
 from hean.rings import Ring, RingError, create
 from hean.shm import SegmentError, create_segment, unlink_segment
@@ -77,10 +77,6 @@ class RunResult:
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d_%H%M%S") + f"_{os.getpid()}"
-
-
-def position_name(run_id: str) -> str:
-    return f"hean-{run_id}-pos"
 
 
 class _Sleeper:
@@ -223,9 +219,11 @@ class Supervisor:
                 spec.name, lambda spec=spec: create(spec.name, spec.edge.dtype, spec.capacity)
             )
         n_sym = len(cfg.symbols)
-        pos, tops = position_name(run_id), tops_name(run_id)
-        self._pos_seg = self._create(pos, lambda: create_segment(pos, max(64, 8 * n_sym)))
-        self._tops_seg = self._create(tops, lambda: create_segment(tops, tops_size(len(cfg.venues), n_sym)))
+        nv, ns = view_dims(cfg)
+        self._view_segs = []  # the topology's shared views: top of book, positions
+        for v in SHARED_VIEWS:
+            name = view_name(run_id, v)
+            self._view_segs.append(self._create(name, lambda name=name, v=v: create_segment(name, v.nbytes(nv, ns))))
         for stage in STAGES:
             self.blocks[stage] = self._create(
                 block_name(run_id, stage),
@@ -283,9 +281,8 @@ class Supervisor:
         if self._ctl_seg is not None:
             self.ctl = None
             self._ctl_seg.close()
-        for seg in (getattr(self, "_pos_seg", None), getattr(self, "_tops_seg", None)):
-            if seg is not None:
-                seg.close()
+        for seg in getattr(self, "_view_segs", ()):
+            seg.close()
         for name in self.names:
             unlink_segment(name)
 

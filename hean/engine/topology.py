@@ -1,30 +1,43 @@
-"""The pipeline's graph: which stage sends which record type to which stage.
+"""The pipeline's graph: which stage sends which record type to which stage, and which views stages share.
 
     feed --events--> book --states--> strategy --intents--> risk --orders--> router --orders--> venue
       |                 \\--states------------------------->  risk <--reports-- router <--reports--/
       \\--events------------------------------------------------------------------------> venue
     supervisor --control--> risk
 
-Every edge whose two stages run in different workers becomes an SPSC ring named
-``hean-<run_id>-<edge>``; an edge inside one worker is a direct function call (no ring, no copy). The
-control edge always is a ring: the supervisor (plain Python) is its producer.
+Every edge whose two stages run in different workers becomes an SPSC ring in shared memory named
+``hean-<run_id>-<edge>``; an edge inside one worker is a *private* ring, the same layout and operations over
+process-local memory (so fused and split placements order records identically). The control edge always is
+a shared ring: the supervisor (plain Python) is its producer.
+
+Besides the edges, stages share two *views* (:data:`SHARED_VIEWS`): state one stage overwrites in place and
+another reads when it needs the latest value, not a stream of records -- the router's top of book per
+(venue, symbol), written by the book stage, and the position per symbol, written by risk and read by the
+strategy. Each is one segment ``hean-<run_id>-<key>``, created by the supervisor for every placement and
+attached by every worker; its layout and the memory order of every access are documented beside the code
+that reads and writes it (:mod:`hean.stages.tops` over :mod:`hean.rings.seqlock`,
+:mod:`hean.stages.positions`).
 
 Cycles and back-pressure: orders flow risk -> router -> venue and reports flow back venue -> router -> risk,
-so a worker blocked on a full ring could wait on a worker blocked on it. The order and report rings are
-therefore sized for far more records than the risk limits let be outstanding (max open orders times a few
-reports each): a full order or report ring can only mean a stalled peer, which the worker reports
-(``ERR_RING_STALLED``) instead of waiting forever. Market data (events, states) is acyclic and simply
-applies back-pressure to the feed.
+so a worker that waited on a full ring could wait on a worker waiting on it. No step waits: a step takes an
+input record only when its output rings have room for everything that record can produce, and otherwise
+leaves it where it is while the worker runs its other stages, so a full ring back-pressures its producer and
+the cycle never deadlocks. Market data (events, states) is acyclic and back-pressures the feed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from hean import records
+from hean.engine.config import Config
 from hean.engine.placement import Placement
+from hean.rings.seqlock import aligned_words
+from hean.stages.positions import position_bytes, position_view
+from hean.stages.tops import tops_bytes, tops_view
 
 
 @dataclass(frozen=True)
@@ -33,22 +46,70 @@ class Edge:
     src: str  # producing stage ("supervisor" for control)
     dst: str  # consuming stage
     dtype: np.dtype
-    feedback: bool  # True for the report path (sized for outstanding orders, never back-pressures)
 
 
 EDGES: tuple[Edge, ...] = (
-    Edge("ev-book", "feed", "book", records.MARKET_EVENT, False),
-    Edge("ev-venue", "feed", "venue", records.MARKET_EVENT, False),
-    Edge("bs-strat", "book", "strategy", records.BOOK_STATE, False),
-    Edge("bs-risk", "book", "risk", records.BOOK_STATE, False),
-    Edge("intents", "strategy", "risk", records.ORDER, False),
-    Edge("orders", "risk", "router", records.ORDER, False),
-    Edge("venue-orders", "router", "venue", records.ORDER, False),
-    Edge("reports", "venue", "router", records.EXEC_REPORT, True),
-    Edge("risk-reports", "router", "risk", records.EXEC_REPORT, True),
-    Edge("control", "supervisor", "risk", records.CONTROL, False),
+    Edge("ev-book", "feed", "book", records.MARKET_EVENT),
+    Edge("ev-venue", "feed", "venue", records.MARKET_EVENT),
+    Edge("bs-strat", "book", "strategy", records.BOOK_STATE),
+    Edge("bs-risk", "book", "risk", records.BOOK_STATE),
+    Edge("intents", "strategy", "risk", records.ORDER),
+    Edge("orders", "risk", "router", records.ORDER),
+    Edge("venue-orders", "router", "venue", records.ORDER),
+    Edge("reports", "venue", "router", records.EXEC_REPORT),
+    Edge("risk-reports", "router", "risk", records.EXEC_REPORT),
+    Edge("control", "supervisor", "risk", records.CONTROL),
 )
-EDGE_INDEX = {e.key: i for i, e in enumerate(EDGES)}
+
+
+@dataclass(frozen=True)
+class SharedView:
+    """State shared between stages in place (not a stream): one segment per run, whatever the placement."""
+
+    key: str  # segment suffix: hean-<run_id>-<key>
+    writers: tuple[str, ...]  # the stage that stores into it (one writer per word or entry)
+    readers: tuple[str, ...]  # stages that load from it
+    nbytes: Callable[[int, int], int]  # (n_venues, n_symbols) -> segment size in bytes
+    view: Callable[[np.ndarray, int, int], object]  # (int64 words of the segment, n_venues, n_symbols) -> view
+    order: str  # the memory-order summary; the layout is documented where ``view`` is defined
+
+
+SHARED_VIEWS: tuple[SharedView, ...] = (
+    SharedView(
+        "tops",
+        writers=("book",),
+        readers=("router",),
+        nbytes=tops_bytes,
+        view=tops_view,
+        order="a seqlock entry (one cache line) per (venue, symbol): the book stage stores SEQ odd (relaxed), "
+        "a release fence, the five payload words (relaxed), SEQ even (release); the router loads SEQ "
+        "(acquire), its two words (relaxed), an acquire fence, SEQ again (relaxed) and retries a torn copy, "
+        "a bounded number of times (then: no quote)",
+    ),
+    SharedView(
+        "pos",
+        writers=("risk",),
+        readers=("strategy",),
+        nbytes=lambda n_venues, n_symbols: position_bytes(n_symbols),
+        view=lambda words, n_venues, n_symbols: position_view(words, n_symbols),
+        order="one aligned int64 per symbol (cannot tear): risk stores it relaxed, the strategy loads it relaxed",
+    ),
+)
+
+
+def view_name(run_id: str, view: SharedView) -> str:
+    return f"hean-{run_id}-{view.key}"
+
+
+def view_dims(cfg: Config) -> tuple[int, int]:
+    """(n_venues, n_symbols) the shared views are sized for: at least one venue (the default simulated one)."""
+    return max(1, len(cfg.venues)), len(cfg.symbols)
+
+
+def private_views(cfg: Config) -> dict[str, object]:
+    """Every shared view over process-local memory (one process runs the whole pipeline: tests, research)."""
+    nv, ns = view_dims(cfg)
+    return {v.key: v.view(aligned_words(v.nbytes(nv, ns) // 8), nv, ns) for v in SHARED_VIEWS}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,17 @@ worth ``value_per_tick_lot[s] = tick_size * lot_size * contract_multiplier`` of 
 Unrealized PnL is marked to the mid (``mark``, float ticks) that risk receives from the book stage. The
 totals (``totals[T_*]``) are kept incrementally so reading equity is O(1) on the hot path.
 
+Shared with the strategy: ``position_lots`` may be the segment ``hean-<run>-pos`` (declared in
+:data:`hean.engine.topology.SHARED_VIEWS`), which risk writes and the strategy stage reads from another
+process. Each symbol's position is one aligned int64 word, and an aligned 8-byte access is a single
+indivisible access on x86-64 (and atomic in LLVM's model when it is an atomic access): it cannot tear, so no
+seqlock is needed. Risk, the only writer, stores it with :func:`~hean.atomics.store_relaxed`
+(:func:`pos_fill`) and the strategy loads it with :func:`~hean.atomics.load_relaxed`. Relaxed is enough:
+the strategy uses the number on its own -- no other data is published with it that a reader would need to
+see first -- and a relaxed atomic access still may not be elided, merged or cached in a register across
+loop iterations, so the strategy sees each new position as soon as the store reaches it. Risk reads its own
+word back with plain loads: no other process writes it (:func:`position_bytes` gives the segment's size).
+
 Kernels are compiled with ``_nrt=False``: they never allocate, and numba would otherwise reference-count
 every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hean.stages.book`).
 """
@@ -26,11 +37,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hean.atomics import store_relaxed
 from hean.jit import kernel
 
 __all__ = [
     "Positions",
     "make_positions",
+    "position_bytes",
+    "position_view",
     "pos_equity",
     "pos_fill",
     "pos_mark",
@@ -44,7 +58,8 @@ T_LEN = 4
 
 
 class Positions(NamedTuple):
-    position_lots: np.ndarray  # int64[n]: signed position; may live in shared memory (the strategy reads it)
+    position_lots: np.ndarray  # int64[n]: signed position; may be shared (relaxed store here, relaxed load in
+    # the strategy: see the module docstring)
     avg_px: np.ndarray  # float64[n]: average entry price, ticks (0 when flat)
     realized: np.ndarray  # float64[n]: realized PnL, quote ccy, gross of fees
     fees: np.ndarray  # float64[n]: fees paid, quote ccy
@@ -53,6 +68,20 @@ class Positions(NamedTuple):
     volume_lots: np.ndarray  # int64[n]: traded volume
     value_per_tick_lot: np.ndarray  # float64[n]: quote currency per (1 tick x 1 lot)
     totals: np.ndarray  # float64[T_LEN]
+
+
+def position_bytes(n_symbols: int) -> int:
+    """Bytes of a shared position array of ``n_symbols`` int64 words (at least one cache line)."""
+    if n_symbols < 1:
+        raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
+    return max(64, 8 * n_symbols)
+
+
+def position_view(words: np.ndarray, n_symbols: int) -> np.ndarray:
+    """The int64[n_symbols] position array over ``words`` (e.g. a shared segment's int64 view)."""
+    if words.dtype != np.int64 or words.ndim != 1 or words.shape[0] < n_symbols:
+        raise ValueError(f"need int64[>= {n_symbols}] for the positions, got {words.dtype}{words.shape}")
+    return words[:n_symbols]
 
 
 def make_positions(
@@ -126,7 +155,7 @@ def pos_fill(pos, s, side, price, qty, fee):
             pos.avg_px[s] = float(price)  # the remainder opens a new position at the fill price
         elif qty == abs(p):
             pos.avg_px[s] = 0.0
-    pos.position_lots[s] = p + q
+    store_relaxed(pos.position_lots, s, p + q)  # the strategy may read it from another process
     pos.realized[s] += realized
     pos.fees[s] += fee
     pos.volume_lots[s] += qty

@@ -15,9 +15,13 @@ Routing a NEW (``order.venue >= 0`` sends it to that venue as is):
   and MARKET, the venue expires it). A market order with no opposite price anywhere is rejected.
 - *passive*: the venue with the lowest maker fee (the lowest index on a tie).
 
-The router's view of the venues is :class:`VenueTops`: per (venue, symbol) best bid/ask price and size.
-The engine keeps it current from each venue's BOOK_STATE (:func:`tops_on_book_state`); in a fused engine
-the simulated venue's own ``tops`` (:mod:`hean.stages.venue`) can be passed directly.
+The router's view of the venues is a :class:`hean.stages.tops.VenueTops`: per (venue, symbol) best bid/ask
+price and size, which the book stage keeps current from each venue's BOOK_STATE
+(:func:`~hean.stages.tops.tops_on_book_state`), possibly from another process. The router reads each venue's
+opposite side through the view's seqlock (:func:`~hean.stages.tops.tops_opposite`: price and size from one
+update, never torn); a venue whose entry stays mid-write for every try counts as having no quote
+(``counters[C_TOPS_UNAVAILABLE]``). A backtest may pass the simulated venue's own ``tops``
+(:mod:`hean.stages.venue`) directly.
 
 Reports forwarded to risk (``router_on_report``, at most :data:`ROUTER_MAX_REPORTS` per call):
 
@@ -45,8 +49,8 @@ Output bounds: ``router_on_order`` writes at most :data:`ROUTER_MAX_ORDERS` reco
 Usage in the engine's router stage::
 
     router = make_router(n_symbols, n_venues, maker_fee=[...], taker_fee=[...])
-    tops = make_venue_tops(n_venues, n_symbols)        # or venue.tops of the simulated venues
-    tops_on_book_state(tops, v, book_state, now_ns())  # per venue book state
+    tops = make_venue_tops(n_venues, n_symbols)        # hean.stages.tops; or venue.tops of the simulated venues
+    tops_on_book_state(tops, v, book_state, now_ns())  # the book stage, per venue book state
     n = router_on_order(router, order_from_risk, tops, now_ns(), out_venue_orders, k)   # <= 8 ORDERs
     n = router_on_report(router, venue_report, out_reports_to_risk, k)                  # <= 2 reports
     n = router_poll(router, out_reports_to_risk, k)    # the router's own rejects, when idle
@@ -67,7 +71,7 @@ import numpy as np
 from numba import njit
 
 from hean.jit import kernel
-from hean.records import EXEC_REPORT, F_CROSSED, F_OPENS_ORDER, F_POST_ONLY, F_STALE
+from hean.records import EXEC_REPORT, F_OPENS_ORDER, F_POST_ONLY
 from hean.stages.orders import (
     EV_ACK,
     EV_CANCEL_REJECT,
@@ -140,24 +144,19 @@ from hean.stages.risk import (
     X_REJECTED,
     X_REPLACED,
 )
+from hean.stages.tops import MAX_VENUES, tops_opposite
 
 __all__ = [
-    "MAX_VENUES",
     "ROUTER_MAX_ORDERS",
     "ROUTER_MAX_REPORTS",
     "Router",
-    "VenueTops",
     "make_router",
-    "make_venue_tops",
     "router_halt",
     "router_on_order",
     "router_on_report",
     "router_poll",
-    "tops_on_book_state",
-    "tops_set",
 ]
 
-MAX_VENUES = MAX_CHILDREN  # a parent has at most one child per venue
 ROUTER_MAX_ORDERS = MAX_CHILDREN  # most ORDER records one router_on_order call writes
 ROUTER_MAX_REPORTS = 2  # most EXEC_REPORT records one router_on_report call writes (a fill + the end)
 MAX_STRATEGIES = 16  # strategies whose CANCEL/REPLACE may name their order by side (order_id 0)
@@ -182,50 +181,12 @@ C_REPORTS_OUT = 7  # reports forwarded to risk
 C_UNKNOWN_REPORTS = 8  # reports naming no known child order
 C_REFUSED = 9  # orders the router refused (sum of rejects[])
 C_PEND_DROPPED = 10  # router-generated reports lost because the pending queue was full
+C_TOPS_UNAVAILABLE = 11  # venue quotes read as unavailable (every try overlapped a write): routed as no quote
 C_LEN = 16
 
 
-class VenueTops(NamedTuple):
-    """Best bid/ask per (venue, symbol): what smart routing sees. Prices ticks (0 = side empty), sizes lots."""
-
-    bid_px: np.ndarray  # int64[n_venues, n_symbols]
-    bid_qty: np.ndarray
-    ask_px: np.ndarray
-    ask_qty: np.ndarray
-    ts_ns: np.ndarray  # int64: when the row was last updated
-
-
-def make_venue_tops(n_venues: int, n_symbols: int) -> VenueTops:
-    """An empty view: every side empty."""
-    if not 1 <= n_venues <= MAX_VENUES or n_symbols < 1:
-        raise ValueError(f"need 1..{MAX_VENUES} venues and >= 1 symbol, got {n_venues}, {n_symbols}")
-    z = [np.zeros((n_venues, n_symbols), dtype=np.int64) for _ in range(5)]
-    return VenueTops(*z)
-
-
-@kernel
-def tops_set(tops, venue, symbol, bid_px, bid_qty, ask_px, ask_qty, now_ns):
-    tops.bid_px[venue, symbol] = bid_px
-    tops.bid_qty[venue, symbol] = bid_qty
-    tops.ask_px[venue, symbol] = ask_px
-    tops.ask_qty[venue, symbol] = ask_qty
-    tops.ts_ns[venue, symbol] = now_ns
-
-
-@kernel(forceinline=True)
-def tops_on_book_state(tops, venue, bs, now_ns):
-    """Copy one BOOK_STATE of ``venue`` into the view (a stale or crossed book shows as empty)."""
-    s = bs.symbol
-    if venue < 0 or venue >= tops.bid_px.shape[0] or s < 0 or s >= tops.bid_px.shape[1]:
-        return
-    if (bs.flags & (F_STALE | F_CROSSED)) != 0:  # nothing to route against
-        tops_set(tops, venue, s, 0, 0, 0, 0, now_ns)
-    else:
-        tops_set(tops, venue, s, bs.bid_px, bs.bid_qty, bs.ask_px, bs.ask_qty, now_ns)
-
-
 F_MAKER, F_TAKER = 0, 1  # fees[] rows
-S_RANK, S_VENUE, S_QTY = 0, 1, 2  # scratch[] rows
+S_RANK, S_VENUE, S_QTY, S_AVAIL = 0, 1, 2, 3  # scratch[] rows
 
 
 class Router(NamedTuple):
@@ -236,7 +197,8 @@ class Router(NamedTuple):
     pending: np.ndarray  # EXEC_REPORT[PENDING_CAPACITY]
     rejects: np.ndarray  # int64[N_REASONS]: router refusals by RejectReason
     counters: np.ndarray  # int64[C_LEN]
-    scratch: np.ndarray  # int64[3, MAX_VENUES]: S_RANK venues in routing order; S_VENUE / S_QTY the children
+    scratch: np.ndarray  # int64[4, MAX_VENUES]: S_RANK venues in routing order and S_AVAIL their size at the
+    # price ranked (one consistent read of the view per venue); S_VENUE / S_QTY the children
     rank_px: np.ndarray  # float64[MAX_VENUES] scratch: effective prices of the ranked venues
     by_side: np.ndarray  # int64[MAX_STRATEGIES, n_symbols, 2]: last parent slot per (strategy, symbol, buy/sell)
 
@@ -282,7 +244,7 @@ def make_router(
         pending=np.zeros(PENDING_CAPACITY, dtype=EXEC_REPORT),
         rejects=np.zeros(N_REASONS, dtype=np.int64),
         counters=np.zeros(C_LEN, dtype=np.int64),
-        scratch=np.zeros((3, MAX_VENUES), dtype=np.int64),
+        scratch=np.zeros((4, MAX_VENUES), dtype=np.int64),
         rank_px=np.zeros(MAX_VENUES, dtype=np.float64),
         by_side=np.full((MAX_STRATEGIES, n_symbols, 2), -1, dtype=np.int64),
     )
@@ -379,28 +341,35 @@ def _send(router, out, k, order, action, slot, ts_origin):
 # ---------------------------------------------------------------------------------------------------------
 @kernel
 def _rank_venues(router, tops, s, side, limit, is_market):
-    """Rank the venues whose opposite best is within the limit, best first (scratch[S_RANK], rank_px)."""
+    """Rank the venues whose opposite best is within the limit, best first (scratch[S_RANK], rank_px), with
+    the size at that price (scratch[S_AVAIL]): price and size from one consistent read of the view."""
     n = 0
     for v in range(router.enabled.shape[0]):
         if router.enabled[v, s] == 0:
             continue
+        ok, px, qty = tops_opposite(tops, v, s, side)
+        if not ok:
+            router.counters[C_TOPS_UNAVAILABLE] += 1
+            continue
+        if px <= 0 or qty <= 0:
+            continue
         if side > 0:
-            px = tops.ask_px[v, s]
-            if px <= 0 or tops.ask_qty[v, s] <= 0 or (not is_market and px > limit):
+            if not is_market and px > limit:
                 continue
             eff = px * (1.0 + router.fees[F_TAKER, v])
         else:
-            px = tops.bid_px[v, s]
-            if px <= 0 or tops.bid_qty[v, s] <= 0 or (not is_market and px < limit):
+            if not is_market and px < limit:
                 continue
             eff = -px * (1.0 - router.fees[F_TAKER, v])  # negate: lower is better for both sides
         i = n  # insertion sort (n <= 8)
         while i > 0 and router.rank_px[i - 1] > eff:
             router.rank_px[i] = router.rank_px[i - 1]
             router.scratch[S_RANK, i] = router.scratch[S_RANK, i - 1]
+            router.scratch[S_AVAIL, i] = router.scratch[S_AVAIL, i - 1]
             i -= 1
         router.rank_px[i] = eff
         router.scratch[S_RANK, i] = v
+        router.scratch[S_AVAIL, i] = qty
         n += 1
     return n
 
@@ -428,8 +397,7 @@ def _plan(router, tops, order, s, side, qty):
                 if remaining <= 0:
                     break
                 w = router.scratch[S_RANK, i]
-                avail = tops.ask_qty[w, s] if side > 0 else tops.bid_qty[w, s]
-                take = min(remaining, avail)
+                take = min(remaining, router.scratch[S_AVAIL, i])
                 router.scratch[S_VENUE, m] = w
                 router.scratch[S_QTY, m] = take
                 remaining -= take

@@ -7,7 +7,8 @@ Per BOOK_STATE record :func:`strategy_on_book` (one ``@njit`` kernel, cached)
    ``"tick"`` mode every trade (``tick_source = "trades"``: last trade price and quantity) or every sound
    quote (``"mid"``: the mid, volume 0) is a sample. Prices are in ticks (float64).
 2. calls the configured strategy (``decide_by_id``) with the strategy's state, its parameters, the
-   indicators, the record, the symbol's position (``position_lots[symbol]``, kept current by the risk stage)
+   indicators, the record, the symbol's position (``position_lots[symbol]``, kept current by the risk stage,
+   possibly from another process: read with a relaxed atomic load, see :mod:`hean.stages.positions`)
    and ``fresh`` (the indicators took a sample on this event);
 3. writes the intent, if any, into ``out_orders[k]`` (ts_origin/ts_exch/symbol copied from the record, a
    gap-free ``seq`` per stage, ``order_id`` 0, ``venue`` -1, ``strategy`` = the configured index) and
@@ -34,6 +35,7 @@ import numpy as np
 from numba import njit
 
 from hean import strategies
+from hean.atomics import load_relaxed
 from hean.indicators.streaming import IndicatorConfig, IndicatorSet, indicators_update, make_indicator_set
 from hean.jit import kernel
 from hean.records import F_CROSSED, F_STALE, BookStateKind
@@ -165,8 +167,8 @@ def strategy_on_book(strat, ind, bars, params, position_lots, bs, out_orders, k)
     fresh = advance_indicators(strat, ind, bars, bs)
     sym = bs.symbol
     action, side, qty, price, order_type, tif, flags = decide_by_id(
-        strat.cfg[C_STRATEGY], strat, params, ind, sym, bs, position_lots[sym], fresh
-    )
+        strat.cfg[C_STRATEGY], strat, params, ind, sym, bs, load_relaxed(position_lots, sym), fresh
+    )  # the position risk stores, maybe from another process: one int64, relaxed (hean.stages.positions)
     if action == 0:
         return 0
     seq = strat.cfg[C_SEQ] + 1

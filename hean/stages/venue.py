@@ -40,7 +40,8 @@ Each call is a composition of four steps, public for a loop that wants one copy 
 (the engine's): :func:`venue_accept` (an order enters flight), :func:`venue_advance` (time passes: arrived
 orders match), :func:`venue_apply_event` (a market event) and :func:`venue_release` (due reports out).
 
-``venue.tops`` is a :class:`hean.stages.router.VenueTops` the venue keeps current: the router's view.
+``venue.tops`` is a :class:`hean.stages.tops.VenueTops` the venue keeps current (its only writer): the
+router's view of these venues, for a backtest that routes against them directly.
 
 Usage (the engine's venue stage, or a backtest)::
 
@@ -102,7 +103,7 @@ from hean.stages.risk import (
     X_REJECTED,
     X_REPLACED,
 )
-from hean.stages.router import MAX_VENUES, VenueTops, make_venue_tops, tops_set
+from hean.stages.tops import MAX_VENUES, VenueTops, make_venue_tops, tops_set
 
 __all__ = [
     "VENUE_MAX_REPORTS",
@@ -368,7 +369,7 @@ def _rand01(vn):
 
 @kernel
 def _refresh_tops(vn, v, s, now_ns):
-    row = v * vn.tops.bid_px.shape[1] + s
+    row = v * vn.tops.entries.shape[1] + s
     bp, bq = l2_best_bid(vn.book, row)
     ap, aq = l2_best_ask(vn.book, row)
     tops_set(vn.tops, v, s, bp, bq, ap, aq, now_ns)
@@ -464,7 +465,7 @@ def _marketable(vn, row, side, price, is_market):
 @kernel
 def _new_reason(vn, v, order, row, marketable):
     """Why a NEW is refused (0: accepted). ``row``/``marketable`` are only meaningful for valid orders."""
-    ns = vn.tops.bid_px.shape[1]
+    ns = vn.tops.entries.shape[1]
     s = order.symbol
     side = order.side
     if s < 0 or s >= ns:
@@ -493,7 +494,7 @@ def _new_reason(vn, v, order, row, marketable):
 
 @kernel
 def _new(vn, v, t, order):
-    ns = vn.tops.bid_px.shape[1]
+    ns = vn.tops.entries.shape[1]
     s = order.symbol
     side = np.int64(order.side)
     is_market = order.order_type == T_MARKET
@@ -581,7 +582,7 @@ def _cancel_all(vn, v, t, symbol):
 @kernel
 def _replace(vn, v, t, order):
     slot = _resting_slot(vn, v, order.order_id)
-    ns = vn.tops.bid_px.shape[1]
+    ns = vn.tops.entries.shape[1]
     s = vn.o[max(slot, 0), O_SYMBOL]
     row = v * ns + s
     side = vn.o[max(slot, 0), O_SIDE]
@@ -737,7 +738,7 @@ def venue_apply_event(vn, v, ev, now_ns):
     """A MARKET_EVENT of venue ``v`` at ``now_ns``: the book is updated (LEVEL_SET / CLEAR / OUT_OF_SYNC) or
     resting orders fill (TRADE). Call :func:`venue_advance` to ``now_ns`` first: orders that arrived before
     the event are matched before it."""
-    ns = vn.tops.bid_px.shape[1]
+    ns = vn.tops.entries.shape[1]
     s = ev.symbol
     if 0 <= v < vn.in_ht.shape[0] and 0 <= s < ns:
         row = v * ns + s

@@ -13,7 +13,8 @@ A strategy is a module with
   :data:`hean.strategies.intent.strategy_kernel`, returning :func:`~hean.strategies.intent.no_order` or an
   :func:`~hean.strategies.intent.intent` tuple. ``strat.f[sym]``/``strat.i[sym]`` is its state,
   ``params`` a float64 array in ``PARAMS`` order, ``ind`` the :class:`~hean.indicators.streaming.IndicatorSet`
-  (``ind.out[sym, OUT_*]``), ``bs`` the BOOK_STATE record, ``position`` the symbol's position in lots and
+  (``ind.out[sym, OUT_*]``), ``bs`` the BOOK_STATE record, ``position`` the symbol's position in lots (a
+  value the stage loads, relaxed, from the array risk writes: :mod:`hean.stages.positions`) and
   ``fresh`` True when the indicators took a new sample on this event.
 
 and an entry in :data:`REGISTRY` plus one branch in :func:`hean.stages.strategy.decide_by_id` (the compiled

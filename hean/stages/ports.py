@@ -1,0 +1,173 @@
+"""A stage's ports: the rings it takes records from and publishes to, as its step function sees them.
+
+Why a module of its own: every stage's step uses the same few moves -- is there room for what this record
+can produce, publish one or a batch, hand consumed slots back, take only what was published before a
+snapshot of another ring -- and they must be the same moves in every stage, so that the fused placement and
+the one-process-per-stage placement order records identically.
+
+A :class:`Port` is one edge of the topology: a shared-memory ring when its two stages run in different
+workers, a *private* ring (:func:`private_port`: the same layout and operations over process-local memory)
+when they run in the same worker. ``act`` is the worker's ACTIVITY word in the control block (every port of
+a worker shares it): bumped before each publish and release, so "ACTIVITY == IDLE_AT" means nothing of that
+worker is in flight (the lockstep check, :func:`hean.engine.pipeline.quiescent`).
+
+Memory order: the cursors are read and written by :mod:`hean.rings.spsc` (acquire loads of the peer's
+cursor, release stores of one's own); ``act`` is a relaxed counter -- it orders nothing, it only changes.
+Every function here is a forceinline kernel: the worker loop is one function.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from hean.atomics import load_acquire, load_relaxed, now_ns, store_relaxed
+from hean.jit import kernel
+from hean.rings.layout import CAPACITY, HDR_WORDS, MASK, READ, WRITE
+from hean.rings.spsc import available, claim_upto, publish, release
+from hean.telemetry.block import C_EVENTS_OUT, C_RING_FULL, tm_add
+from hean.telemetry.histogram import hist_record, hist_record_n
+
+__all__ = [
+    "BATCH",
+    "H_SERVICE",
+    "Port",
+    "StageTm",
+    "age",
+    "empty",
+    "goal_if_waiting",
+    "out",
+    "private_port",
+    "put",
+    "put_all",
+    "release_to",
+    "room",
+    "service",
+    "written",
+]
+
+_inl = kernel(forceinline=True, error_model="numpy")
+
+BATCH = 256  # records one step takes from one input per call: bounds how long other inputs wait
+H_SERVICE = 0  # every stage's first histogram row: time in the stage's kernel per input record
+
+
+class Port(NamedTuple):
+    """One edge as a stage sees it (see the module docstring)."""
+
+    hdr: np.ndarray
+    slots: np.ndarray
+    act: np.ndarray
+
+
+class StageTm(NamedTuple):
+    """One stage's telemetry: counters and histogram rows (views of its block, or private stand-ins)."""
+
+    c: np.ndarray
+    h: np.ndarray
+
+
+def private_port(dtype, capacity: int, act: np.ndarray) -> Port:
+    """A ring in process-local memory: the edge between two stages fused into one worker."""
+    hdr = np.zeros(HDR_WORDS, np.int64)
+    hdr[CAPACITY] = capacity
+    hdr[MASK] = capacity - 1
+    return Port(hdr, np.zeros(capacity, dtype), act)
+
+
+@_inl
+def room(port, n, tmc):
+    """True when ``port`` has room for ``n`` more records (a shortage counts as a ring-full event)."""
+    _, k = claim_upto(port.hdr, np.int64(n))  # not a literal: one claim_upto for every caller
+    if k < n:
+        tm_add(tmc, C_RING_FULL, 1)
+        return False
+    return True
+
+
+@_inl
+def _bump(port):
+    store_relaxed(port.act, 0, port.act[0] + 1)
+
+
+@_inl
+def release_to(port, end):
+    """Hand consumed slots back, up to ``end`` (after their outputs were published)."""
+    _bump(port)
+    release(port.hdr, end)
+
+
+@_inl
+def put(port, rec):
+    """Publish one record; the caller checked the room."""
+    _bump(port)
+    seq, _ = claim_upto(port.hdr, 1)
+    port.slots[seq & port.hdr[MASK]] = rec
+    publish(port.hdr, seq + 1)
+
+
+@_inl
+def put_all(port, buf, n):
+    """Publish ``buf[0:n]`` with one release store; the caller checked the room."""
+    if n == 0:
+        return
+    _bump(port)
+    seq, _ = claim_upto(port.hdr, n)
+    m = port.hdr[MASK]
+    for j in range(n):
+        port.slots[(seq + j) & m] = buf[j]
+    publish(port.hdr, seq + n)
+
+
+@_inl
+def out(port, buf, n, tm):
+    """Publish what a kernel wrote to ``buf[0:n]`` (the caller checked the room) and count it."""
+    for j in range(n):
+        put(port, buf[j])
+    if n:
+        tm_add(tm.c, C_EVENTS_OUT, n)
+
+
+@_inl
+def goal_if_waiting(first, then):
+    """``(goal, start, n)``: the records waiting in ``then`` (``start``, ``n``) and, when there are any, the
+    WRITE of ``first`` read after them (else -1). Everything published to ``first`` before those records is
+    below ``goal``: the consumer applies it first, and takes only these ``n`` -- a record of ``then``
+    published after the snapshot may follow ``first`` records above ``goal``. Reading ``then`` before
+    ``first`` is what makes the bound hold."""
+    start, n = available(then.hdr)
+    if n == 0:
+        return -1, start, n
+    return load_acquire(first.hdr, WRITE), start, n
+
+
+@_inl
+def empty(port):
+    return load_relaxed(port.hdr, WRITE) == load_relaxed(port.hdr, READ)
+
+
+@_inl
+def written(port):
+    """The port's WRITE cursor: it changes whenever anything is published to it."""
+    return load_relaxed(port.hdr, WRITE)
+
+
+@_inl
+def age(h, now, ts_origin):
+    """Record ``now - ts_origin`` -- unless the record has no origin (0): a CANCEL_ALL that risk issued on
+    its own (kill switch, loss trip) was caused by no market event and is not tick-to-trade."""
+    if ts_origin > 0:
+        hist_record(h, now - ts_origin)
+
+
+@_inl
+def service(h, t0, n):
+    """Service time of a batch of ``n`` records, recorded as ``n`` samples of the per-record average.
+
+    Two clock reads per batch, not per record: under load batches grow, and the measurement's own cost
+    (22 ns per CLOCK_MONOTONIC read) shrinks per record instead of growing with the load.
+    """
+    if n > 0:
+        t1 = now_ns()
+        hist_record_n(h[H_SERVICE], (t1 - t0) // n, n)
