@@ -1,4 +1,4 @@
-"""Memory-ordering and clock intrinsics for numba ``@njit(cache=True)`` code.
+"""Memory-ordering and clock intrinsics for numba code compiled with ``cache=True`` (:mod:`hean.jit`).
 
 Why this module exists: a busy-poll loop such as ``while hdr[W] == r: pass`` compiles, under LLVM, to a
 jump to itself -- the load of the peer's cursor is hoisted out of the loop because nothing in the loop can
@@ -26,7 +26,7 @@ function            LLVM                   x86-64 code and use
 
 Clock source: :func:`now_ns` is ``clock_gettime(CLOCK_MONOTONIC)``. CLOCK_MONOTONIC is a single system-wide
 clock, so a stamp taken in one process is directly comparable with a stamp taken in another process on the
-same host -- which is what cross-stage latency needs. Measured cost from ``@njit`` on the development VM:
+same host -- which is what cross-stage latency needs. Measured cost from compiled code on the development VM:
 about 20 ns per call (see ``hean bench clock``). The TSC is cheaper but ticks in cycles and, on a VM, the two
 vCPUs' TSCs disagree by tens of ns, so HEAN stamps with CLOCK_MONOTONIC.
 
@@ -46,9 +46,11 @@ import time
 
 import llvmlite.binding as _llvm
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from hean.jit import entry, kernel
 
 __all__ = [
     "CLOCK_MONOTONIC",
@@ -321,7 +323,7 @@ def _kill0(typingctx, pid):
     return types.int64(pid), codegen
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def pid_alive(pid: int) -> bool:
     """True while a process with this pid exists (``kill(pid, 0) == 0``).
 
@@ -333,7 +335,7 @@ def pid_alive(pid: int) -> bool:
     return _kill0(pid) == 0
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _clock_loop(n: int) -> int:
     acc = 0
     for _ in range(n):
@@ -341,7 +343,7 @@ def _clock_loop(n: int) -> int:
     return acc
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _tsc_loop(n: int) -> int:
     acc = 0
     for _ in range(n):
@@ -350,7 +352,7 @@ def _tsc_loop(n: int) -> int:
 
 
 def measure_clock_cost_ns(n: int = 2_000_000) -> dict[str, float]:
-    """Measured cost per call, from ``@njit``, of :func:`now_ns` and :func:`rdtsc` (ns)."""
+    """Measured cost per call, from compiled code, of :func:`now_ns` and :func:`rdtsc` (ns)."""
     out = {}
     for name, fn in (("clock_monotonic", _clock_loop), ("rdtsc", _tsc_loop)):
         fn(1000)

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 import numpy as np
-from numba import njit
+
+from hean.jit import kernel
 
 __all__ = [
     "MAX_DIGITS",
@@ -277,7 +278,7 @@ class SymbolTable:
 # ---------------------------------------------------------------------------------------------------------
 # numba side: the readers' hot loop over raw bytes
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def parse_decimal(buf, start, end):
     """Parse ``buf[start:end]`` (uint8 ASCII) as ``-?digits(.digits)?``.
 
@@ -321,7 +322,7 @@ def parse_decimal(buf, start, end):
     return v, np.int64(last_nz - f0), True
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _parse_decimal_general(buf, start, end):
     """:func:`parse_decimal` for every input (signs, long digit strings, leading zeros)."""
     i = start
@@ -373,7 +374,7 @@ def _parse_decimal_general(buf, start, end):
     return value, nfrac, True
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def to_units(value, nfrac, mant, scale):
     """Exact ``value * 10**-nfrac / (mant * 10**-scale)``: returns ``(units, ok)``; ok False when off-grid.
 

@@ -11,15 +11,14 @@ import os
 import sys
 import time
 
-from numba import njit
-
 from hean.atomics import nanosleep, now_ns
+from hean.jit import entry
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, create_block, tm_add, tm_busy, tm_start, tm_stop
 from hean.telemetry.histogram import hist_record
 from hean.telemetry.manifest import Manifest, StageInfo, remove_manifest, write_manifest
 
 
-@njit(cache=True, nogil=True)
+@entry
 def loop(a, b, duration_ns):
     """Stage a ("feed") publishes, stage b ("router") consumes: 50 events per ms."""
     tm_start(a.counters, -1)

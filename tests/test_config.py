@@ -156,6 +156,6 @@ def test_stage_table_accepts_int_for_float():
     ],
 )
 def test_feed_buffer_len(capacity, max_message, expected):
-    from hean.engine.config import feed_buffer_len
+    from hean.stages.feed import buffer_len as feed_buffer_len
 
     assert feed_buffer_len(capacity, max_message) == expected

@@ -134,11 +134,11 @@ def _wait_for_run(proc, timeout=120.0):
         except ManifestError:
             runs = []
         if runs and all(w.pid for w in runs[0].manifest.workers):
-            from hean.engine.control import FEED_SENT, attach_control
+            from hean.stages.feed import U_MESSAGES
+            from hean.telemetry.block import attach_block, block_name
 
-            seg, ctl = attach_control(runs[0].run_id, readonly=True)
-            sent = int(ctl[FEED_SENT])
-            del ctl
+            seg = attach_block(block_name(runs[0].run_id, "feed"))
+            sent = int(seg.block.counters[U_MESSAGES])
             seg.close()
             if sent > 100:
                 return runs[0].manifest

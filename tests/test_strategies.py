@@ -12,6 +12,7 @@ from test_indicators import btc_trades
 
 from hean import indicators as hi
 from hean.indicators import streaming as S
+from hean.jit import kernel
 from hean.records import BOOK_STATE, BUY, F_CROSSED, F_POST_ONLY, F_REDUCE_ONLY, F_STALE, ORDER, SELL, BookStateKind
 from hean.stages import strategy as SS
 from hean.strategies.intent import (
@@ -25,7 +26,6 @@ from hean.strategies.intent import (
     REPLACE,
     intent,
     no_order,
-    strategy_kernel,
 )
 
 QUOTE, TRADE, STATUS = int(BookStateKind.QUOTE), int(BookStateKind.TRADE), int(BookStateKind.STATUS)
@@ -347,7 +347,7 @@ def test_bad_stage_config_is_a_clear_error(build, match):
 # ---------------------------------------------------------------------------------------------------------
 # the example of docs/strategies.md (keep the two in sync)
 # ---------------------------------------------------------------------------------------------------------
-@strategy_kernel
+@kernel(inline=True, error_model="numpy")
 def breakout_decide(strat, params, ind, sym, bs, position, fresh):
     if not fresh:
         return no_order()

@@ -8,7 +8,7 @@ and the receiver records ``now - scheduled``. A late sender sends immediately, s
 Unpaced runs (rate 0) schedule each message when the previous one was handed over: the latency then
 includes queueing behind earlier messages (saturation).
 
-Two ways to plug a system in (both numba functions; the harness loops are ``@njit(nogil=True)``):
+Two ways to plug a system in (both numba functions; the harness loops are ``@entry`` functions of :mod:`hean.jit`):
 
 * a **kernel** ``kernel(state, i) -> anything``, timed in place: latency = completion - scheduled time
   (:func:`bench_kernel`; e.g. a book update, a risk check, an indicator step). One thread.
@@ -21,7 +21,7 @@ Two ways to plug a system in (both numba functions; the harness loops are ``@nji
 A send/receive pair over a HEAN ring (``state = (ring.hdr, ring.slots)``; the scheduled time travels in
 ``ts_origin``; see ``tests/test_bench_harness.py::test_pair_over_a_hean_ring``)::
 
-    @njit(cache=True, nogil=True)
+    @kernel
     def send(st, i, sched):
         hdr, slots = st
         seq = try_claim(hdr, 1)
@@ -31,7 +31,7 @@ A send/receive pair over a HEAN ring (``state = (ring.hdr, ring.slots)``; the sc
         publish(hdr, seq + 1)
         return 1
 
-    @njit(cache=True, nogil=True)
+    @kernel
     def recv(st):
         hdr, slots = st
         r = try_peek(hdr)
@@ -77,9 +77,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from hean.atomics import cpu_pause, load_acquire, load_relaxed, now_ns, store_relaxed, store_release
+from hean.jit import entry, kernel
 from hean.telemetry.histogram import (
     DEFAULT_PERCENTILES,
     H_BASE,
@@ -127,7 +127,7 @@ def new_ctl() -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # the measuring loops
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel
 def _wait_until(t: int) -> int:
     now = now_ns()
     while now < t:
@@ -136,7 +136,7 @@ def _wait_until(t: int) -> int:
     return now
 
 
-@njit(cache=True, nogil=True)
+@entry
 def paced_kernel(kernel, state, ctl, hist, n: int, period_ns: int, t0: int, t_stop: int) -> int:
     """Call ``kernel(state, i)`` for i < n at ``t0 + i * period_ns`` and record completion - scheduled.
 
@@ -168,7 +168,7 @@ def paced_kernel(kernel, state, ctl, hist, n: int, period_ns: int, t0: int, t_st
     return i
 
 
-@njit(cache=True, nogil=True)
+@entry
 def paced_producer(send, state, ctl, n: int, period_ns: int, t0: int, t_stop: int) -> int:
     """Send message i at ``t0 + i * period_ns`` (retrying while the transport is full, same scheduled
     time); unpaced when period is 0. Gives up at ``t_stop`` (the rest count as lost). Returns sent."""
@@ -211,7 +211,7 @@ def paced_producer(send, state, ctl, n: int, period_ns: int, t0: int, t_stop: in
     return sent
 
 
-@njit(cache=True, nogil=True)
+@entry
 def timed_consumer(recv, state, ctl, hist, t_stop: int) -> int:
     """Receive until the producer is done and everything it sent arrived (or ``t_stop``), recording
     ``now - scheduled`` per message. Returns the messages received."""
@@ -235,7 +235,7 @@ def timed_consumer(recv, state, ctl, hist, t_stop: int) -> int:
     return received
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _drain(recv, state) -> int:
     n = 0
     while recv(state) >= 0:

@@ -22,12 +22,12 @@ import json
 import time
 
 import numpy as np
-from numba import njit
 
 from hean import indicators as hi
 from hean.bench.harness import bench_kernel, machine_info
 from hean.bench.report import add_harness_args, emit
 from hean.indicators.streaming import indicators_update, make_indicator_set
+from hean.jit import entry, kernel
 from hean.records import BOOK_STATE, ORDER, BookStateKind
 from hean.stages.strategy import make_strategy_stage, run_book_states
 
@@ -42,7 +42,7 @@ def walk(n: int, seed: int = 7) -> np.ndarray:
     return 618_000.0 + np.cumsum(rng.integers(-3, 4, n)).astype(np.float64)
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _stream_loop(st, price, volume, n_symbols, reps):
     ok = 0
     sym = 0
@@ -98,7 +98,7 @@ def stage_ns(name: str, samples: int) -> tuple[float, int]:
     return best, n
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _latency_kernel(state, i):
     st, price = state
     p = price[i % price.shape[0]]

@@ -24,16 +24,16 @@ import os
 import sys
 
 import numpy as np
-from numba import njit
 
 from hean.atomics import now_ns
+from hean.jit import entry
 
 __all__ = ["machine_noise", "wait_floor"]
 
 MAX_GAPS = 1 << 20
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _probe(duration_ns, threshold_ns, gaps):
     """Spin for ``duration_ns``; store every step > ``threshold_ns`` in ``gaps``; (gaps seen, ns lost)."""
     t0 = now_ns()

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from hean.atomics import cpu_pause, now_ns
+from hean.jit import entry
 from hean.records import MARKET_EVENT
 from hean.rings import (
     MASK,
@@ -77,7 +77,7 @@ BATCH = 64
 # ==========================================================================================================
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _lat_produce(hdr, slots, i, n, period_ns, t_start):
     """Send records i..n-1: wait for the scheduled time (if paced), claim, fill, stamp, publish."""
     mask = hdr[MASK]
@@ -104,7 +104,7 @@ def _lat_produce(hdr, slots, i, n, period_ns, t_start):
     return i
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _lat_consume(hdr, slots, got, n, warmup, hop, sched):
     """Receive until n records: record now - stamp (and now - scheduled time when paced)."""
     mask = hdr[MASK]
@@ -128,7 +128,7 @@ def _lat_consume(hdr, slots, got, n, warmup, hop, sched):
     return got
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _tp_produce(hdr, slots, scratch, i, n, batch):
     """Unpaced: batch == 1 pushes each record with try_push; else claim up to ``batch``, publish once."""
     mask = hdr[MASK]
@@ -158,7 +158,7 @@ def _tp_produce(hdr, slots, scratch, i, n, batch):
     return i
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _tp_consume(hdr, slots, got, n, batched, acc, t_first):
     """Unpaced: pop one at a time (try_peek/release) or take whole batches (available/release once)."""
     mask = hdr[MASK]
@@ -192,7 +192,7 @@ def _tp_consume(hdr, slots, got, n, batched, acc, t_first):
     return got, acc, t_first, now_ns()
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _hist_from(values, hist):
     for v in values:
         hist_record(hist, v)

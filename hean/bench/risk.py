@@ -28,9 +28,9 @@ import json
 import sys
 
 import numpy as np
-from numba import njit
 
 from hean.atomics import now_ns
+from hean.jit import entry
 from hean.records import BOOK_STATE, BUY, EXEC_REPORT, ORDER, SELL, ExecType, OrderAction, OrderType, TimeInForce
 from hean.stages.risk import make_risk, risk_on_book, risk_on_intent, risk_on_report
 from hean.stages.router import make_router, router_on_order, router_on_report
@@ -88,7 +88,7 @@ def _intents(n: int = 1024, symbol_offset: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # timed loops (no NRT, like the engine's stage loops, so the inlined kernels cost what their bodies cost)
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def _risk_loop(risk, intents, out, n, t_start, hist, per_call):
     passed = 0
     t0 = now_ns()
@@ -103,7 +103,7 @@ def _risk_loop(risk, intents, out, n, t_start, hist, per_call):
     return now_ns() - t0, passed
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def _report_loop(risk, reports, n, hist, per_call):
     t0 = now_ns()
     acc = 0.0
@@ -117,7 +117,7 @@ def _report_loop(risk, reports, n, hist, per_call):
     return now_ns() - t0, acc
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def _route_loop(router, tops, orders, out, rep, to_risk, n, cycle, hist, per_call):
     """Route each order; with ``cycle`` also feed the child's ACK and FILL back (frees the table slots)."""
     sent = 0
@@ -148,7 +148,7 @@ def _route_loop(router, tops, orders, out, rep, to_risk, n, cycle, hist, per_cal
     return now_ns() - t0, sent
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def _clock_floor(n):
     t0 = now_ns()
     x = np.int64(0)

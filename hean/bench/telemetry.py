@@ -14,49 +14,49 @@ import argparse
 import time
 
 import numpy as np
-from numba import njit
 
 from hean.atomics import now_ns
 from hean.bench.harness import bench_kernel
 from hean.bench.report import add_harness_args, emit
+from hean.jit import entry, kernel
 from hean.telemetry.block import C_EVENTS_IN, N_COUNTERS, tm_add, tm_busy
 from hean.telemetry.histogram import HIST_LEN, hist_record
 
 RATES = (1_000_000, 0)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _empty(state, i):
     pass
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _record(state, i):
     hist, _ = state
     hist_record(hist, 100 + (i * 7919) % 100_000)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _counters(state, i):
     _, counters = state
     tm_add(counters, C_EVENTS_IN, 1)
     tm_busy(counters, i, i + 100)
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _loop_record(hist, n):
     for i in range(n):
         hist_record(hist, 100 + (i * 7919) % 100_000)
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _loop_counters(counters, n):
     for i in range(n):
         tm_add(counters, C_EVENTS_IN, 1)
         tm_busy(counters, i, i + 100)
 
 
-@njit(cache=True, nogil=True)
+@entry
 def _loop_clock(n):
     acc = 0
     for _ in range(n):
@@ -90,9 +90,9 @@ def main(argv: list[str]) -> int:
     print("per call (tight loop, mean): " + ", ".join(f"{k} {v:.1f} ns" for k, v in costs.items()))
     state = (np.zeros(HIST_LEN, np.int64), np.zeros(N_COUNTERS, np.int64))
     rc = 0
-    for slug, name, kernel in (("floor", "harness floor (empty kernel)", _empty), ("record", "hist_record", _record),
-                               ("counters", "tm_add+tm_busy", _counters)):  # fmt: skip
-        res = bench_kernel(name, kernel, state, rates=args.rates, duration_s=args.duration, warmup_s=args.warmup)
+    for slug, name, fn in (("floor", "harness floor (empty kernel)", _empty), ("record", "hist_record", _record),
+                           ("counters", "tm_add+tm_busy", _counters)):  # fmt: skip
+        res = bench_kernel(name, fn, state, rates=args.rates, duration_s=args.duration, warmup_s=args.warmup)
         res.config["per_call_ns"] = costs
         # one set of output files per kernel: out.json -> out.floor.json, out.record.json, ...
         per = argparse.Namespace(**vars(args))

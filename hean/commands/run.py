@@ -103,9 +103,7 @@ def _run(args: argparse.Namespace, overrides: dict) -> int:
 # the process around a run
 # ---------------------------------------------------------------------------------------------------------
 def _progress_line(sup: Supervisor, elapsed: float) -> None:
-    from hean.engine import control as C
-
-    sent = int(sup.ctl[C.FEED_SENT]) if sup.ctl is not None else 0
+    sent = sup.messages()
     print(f"\r  {elapsed:6.1f} s  {sent:,} messages", end="", file=sys.stderr, flush=True)
 
 

@@ -17,12 +17,13 @@ import numpy as np
 
 from hean import records
 from hean.engine import pipeline as P
-from hean.engine.config import STAGES, Config, ConfigError, call_factory, feed_buffer_len, stage_kwargs
+from hean.engine.config import STAGES, Config, ConfigError, call_factory, stage_kwargs
 from hean.engine.topology import EDGES, SHARED_VIEWS, private_views, view_dims, view_name
-from hean.feeds.synthetic import make_synthetic, max_events_per_message
 from hean.rings import Ring, attach
 from hean.shm import attach_segment
 from hean.stages.book import make_l2_book
+from hean.stages.declare import BuildContext
+from hean.stages.feed import make_feed
 from hean.stages.ports import Port, StageTm, private_port
 from hean.stages.risk import make_risk
 from hean.stages.router import make_router
@@ -44,7 +45,10 @@ STAGE_HISTS: dict[str, list[str]] = {
     "venue": ["service", "age.ev-venue", "age.venue-orders"],
 }
 # stage-specific counters (C_USER_BASE + i), see hean.engine.pipeline.U_*
-STAGE_USER_COUNTERS: dict[str, list[str]] = {"router": ["order_digest", "fill_digest", "last_order_ns", "halted_ns"]}
+STAGE_USER_COUNTERS: dict[str, list[str]] = {
+    "feed": ["messages"],  # hean.stages.feed.U_MESSAGES
+    "router": ["order_digest", "fill_digest", "last_order_ns", "halted_ns"],
+}
 _RING_FIELDS = {
     "ev-book": "ev_book",
     "ev-venue": "ev_venue",
@@ -109,8 +113,7 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
     book_kw = stage_kwargs("book", dict(cfg.book), book_factory) if real["book"] else {}
     book, trades = call_factory("book", book_factory, n, **book_kw)
 
-    synth_kw = stage_kwargs("feed.synthetic", dict(cfg.feed.synthetic), make_synthetic) if real["feed"] else {}
-    synth = call_factory("feed.synthetic", make_synthetic, n, cfg.feed.seed, **synth_kw)
+    make_feed(_context(cfg, real["feed"]))  # checks [feed.synthetic] (the workers build the feed for real)
 
     risk_kw = dict(cfg.risk) if real["risk"] else {}
     stage_kwargs("risk", risk_kw, make_risk)
@@ -143,7 +146,7 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
     strategy = P.StrategyStage(
         strategy.strat, strategy.ind, strategy.bars, strategy.params, position, np.zeros(1, records.ORDER)
     )
-    return table, venue_of, synth, book, trades, risk, router, venue, strategy
+    return table, venue_of, book, trades, risk, router, venue, strategy
 
 
 def _venue_fees(cfg: Config) -> dict[str, np.ndarray]:
@@ -206,13 +209,10 @@ def check_config(cfg: Config) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # the feed
 # ---------------------------------------------------------------------------------------------------------
-def feed_params(cfg: Config) -> np.ndarray:
-    fp = np.zeros(P.F_LEN, np.int64)
-    fp[P.F_MODE] = 0 if cfg.feed.source == "synthetic" else 1
-    fp[P.F_PACE] = PACES[cfg.feed.pace]
-    fp[P.F_PERIOD_NS] = max(1, int(round(1e9 / cfg.feed.rate)))
-    fp[P.F_MAX_MSGS] = cfg.feed.max_messages
-    return fp
+def _context(cfg: Config, real: bool, replay: np.ndarray | None = None) -> BuildContext:
+    """What a stage's build gets from the engine (hean.stages.declare.BuildContext)."""
+    return BuildContext(cfg=cfg, symbols=symbol_table(cfg), venue_of=np.zeros(0, np.int64), views={}, real=real,
+                        kwargs=stage_kwargs, call=call_factory, replay=replay)  # fmt: skip
 
 
 def load_replay(cfg: Config) -> np.ndarray:
@@ -282,7 +282,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
 
     views = _attach_views(run_id, cfg, segments)
     position, tops = views["pos"], views["tops"]
-    table, venue_of, synth, book, trades, risk, router, venue, strategy = build_stages(cfg, position, mine)
+    table, venue_of, book, trades, risk, router, venue, strategy = build_stages(cfg, position, mine)
 
     rings: list[Ring] = []
     edge_rings = {}
@@ -329,14 +329,13 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     params[P.P_SUP_TIMEOUT_NS] = cfg.engine.heartbeat_timeout_ms * 1_000_000
     params[P.P_SUP_TID] = int(spec.get("supervisor_tid", 0))
     replay = load_replay(cfg) if "feed" in mine else np.zeros(0, records.MARKET_EVENT)
-    n_ev = feed_buffer_len(cfg.engine.ring_capacity, max_events_per_message(synth))
     worker = P.Worker(
         params=params,
         ctl=ctl,
         owns=np.array([1 if s in mine else 0 for s in STAGES], np.int64),
         clock=np.zeros(len(STAGES), np.int64),
         rings=P.Rings(**edge_rings),
-        feed=P.FeedState(feed_params(cfg), synth, replay, np.zeros(n_ev, records.MARKET_EVENT)),
+        feed=make_feed(_context(cfg, "feed" in mine, replay)),
         book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
         strategy=strategy,
         risk=P.RiskStage(risk, np.zeros(P.RISK_OUT, records.ORDER), risk_view),
@@ -370,7 +369,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     n_sym = len(cfg.symbols)
     views = private_views(cfg)
     position, tops = views["pos"], views["tops"]
-    table, venue_of, synth, book, trades, risk, router, venue, strategy = build_stages(cfg, position)
+    table, venue_of, book, trades, risk, router, venue, strategy = build_stages(cfg, position)
     from hean.engine import control as C
 
     if ctl is None:
@@ -382,7 +381,6 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
     params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
     cap = cfg.engine.ring_capacity
-    n_ev = feed_buffer_len(cfg.engine.ring_capacity, max_events_per_message(synth))
     act = ctl[C.worker_word(0, C.W_ACTIVITY) : C.worker_word(0, C.W_ACTIVITY) + 1]
     ctl[C.N_WORKERS] = 1
     ctl[C.START] = 1  # no other worker to wait for
@@ -392,7 +390,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
         owns=np.ones(len(STAGES), np.int64),
         clock=np.zeros(len(STAGES), np.int64),
         rings=P.Rings(**{_RING_FIELDS[e.key]: private_port(e.dtype, cap, act) for e in EDGES}),
-        feed=P.FeedState(feed_params(cfg), synth, load_replay(cfg), np.zeros(n_ev, records.MARKET_EVENT)),
+        feed=make_feed(_context(cfg, True, load_replay(cfg))),
         book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
         strategy=strategy,
         risk=P.RiskStage(risk, np.zeros(P.RISK_OUT, records.ORDER), np.zeros(risk_len(n_sym), np.int64)),

@@ -228,13 +228,6 @@ MIN_RING_CAPACITY = 256
 SYNTHETIC_DEPTH = 20  # hean.feeds.synthetic.make_synthetic's default depth
 
 
-def feed_buffer_len(ring_capacity: int, max_message: int) -> int:
-    """Events the feed stages per publish: whole messages of up to ``max_message`` events (a recording's
-    bigger groups go out in pieces of this size), and at most a quarter of a ring, so the feed never waits
-    for a ring to drain completely before it publishes again."""
-    return max(max_message, min(4096, ring_capacity // 4))
-
-
 # Upper bounds: far above any sensible value, low enough that nothing downstream overflows or allocates
 # without limit (a duration or timeout in ns must stay an int64; a ring's slots are allocated up front).
 MAX_RING_CAPACITY = 1 << 24
@@ -289,7 +282,9 @@ def _validate_feed(cfg: Config) -> None:
         raise ConfigError(f"key 'feed.synthetic.depth': expected int, got {type(depth).__name__} {depth!r}")
     _number("feed.synthetic.depth", depth, 2, MAX_SYNTHETIC_DEPTH)
     cap = cfg.engine.ring_capacity
-    if f.source == "synthetic" and feed_buffer_len(cap, 2 * depth + 1) > cap // 2:
+    from hean.stages.feed import buffer_len
+
+    if f.source == "synthetic" and buffer_len(cap, 2 * depth + 1) > cap // 2:
         raise ConfigError(
             f"key 'engine.ring_capacity': {cap} slots cannot hold two synthetic snapshots of depth {depth} "
             f"({2 * depth + 1} events each); use at least {_next_pow2(4 * (2 * depth + 1))}"

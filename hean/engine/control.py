@@ -20,7 +20,6 @@ Layout (``CTL_WORDS`` int64 words, ``/dev/shm/hean-<run_id>-ctl``)::
                                       Supervisor.WATCH_S); a worker that finds it older than the heartbeat
                                       timeout, or whose parent is no longer SUP_PID, has lost its supervisor
     FEED_DONE    8       feed worker  1: the feed has published everything it will (end of replay/limit)
-    FEED_SENT    9       feed worker  messages published so far (relaxed; for progress)
     HELPER_PID  10       supervisor   pid of the cold-start compile helper (0: none)
     HELPER_TICKS 11      supervisor   its start time (see START_TICKS below)
     (words 0-7, which every worker reads on every loop pass, are written only by the supervisor -- and HALT
@@ -72,7 +71,6 @@ N_WORKERS = 5
 SUP_PID = 6
 SUP_BEAT = 7
 FEED_DONE = 8
-FEED_SENT = 9
 HELPER_PID = 10
 HELPER_TICKS = 11
 

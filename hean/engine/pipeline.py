@@ -30,9 +30,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
-from hean import records
 from hean.atomics import (
     cpu_pause,
     getppid,
@@ -43,11 +41,12 @@ from hean.atomics import (
     store_relaxed,
 )
 from hean.engine import control as C
-from hean.feeds.synthetic import synthetic_next
-from hean.jit import kernel
+from hean.jit import entry, kernel
 from hean.rings.layout import MASK, READ, WRITE
 from hean.rings.spsc import available
 from hean.stages.book import book_on_event
+from hean.stages.declare import F_LOCKSTEP
+from hean.stages.feed import feed_step
 from hean.stages.ports import (
     BATCH,
     H_SERVICE,
@@ -58,7 +57,6 @@ from hean.stages.ports import (
     goal_if_waiting,
     out,
     put,
-    put_all,
     release_to,
     room,
     service,
@@ -90,29 +88,11 @@ from hean.telemetry.block import (
 )
 from hean.telemetry.histogram import hist_record
 
-# Every function here is compiled without numba's reference counting (``_nrt=False``): none allocates, and
-# with it each call would incref/decref every array of the (large) state tuples it is passed -- measured
-# ~58 us per loop iteration with it, and minutes more of compile time. ``run_loop`` (``_hot``) is the one the
-# worker calls from Python: it keeps numba's Python wrapper (not the unused C-callable one).
-_hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrapper=True)
-# The step functions take the stages' state tuples by value; LLVM's cost model declines to inline them, and
-# a non-inlined call copies every array descriptor of the tuple (~100+ ns). ``forceinline`` (LLVM
-# alwaysinline) makes the worker loop one function. Like every kernel (:mod:`hean.jit`), numba builds no
-# Python wrapper for them: a wrapper for a function taking the worker tuple unboxes hundreds of arrays, and
-# building those wrappers was a quarter of a cold start (160 -> 119 s on the development VM).
-_inl = kernel(forceinline=True, error_model="numpy")
-# Inlined by numba itself (in its IR, before LLVM): the function is never compiled on its own. For the thin
-# functions between ``run_loop`` and the step functions, each of which would otherwise be compiled, and
-# optimised and turned into machine code together with everything it calls, only to be inlined again.
-_ir = njit(
-    cache=True,
-    nogil=True,
-    error_model="numpy",
-    _nrt=False,
-    inline="always",
-    no_cpython_wrapper=True,
-    no_cfunc_wrapper=True,
-)
+# How each function here is compiled (hean.jit): ``run_loop`` is the one the worker calls from Python
+# (``entry``); the step functions take the stages' state tuples by value, and a non-inlined call copies every
+# array descriptor of the tuple (~100+ ns), so they are LLVM-inlined (``forceinline``) and the worker loop is
+# one function; the thin functions between ``run_loop`` and the steps are inlined by numba itself
+# (``inline``), never compiled on their own. ``error_model="numpy"``: no ZeroDivisionError checks.
 
 # stage indices (hean.engine.config.STAGES order)
 FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE = 0, 1, 2, 3, 4, 5
@@ -121,7 +101,6 @@ FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE = 0, 1, 2, 3, 4, 5
 W_SPIN, W_YIELD, W_SLEEP = 0, 1, 2
 WAIT_CODES = {"spin": W_SPIN, "yield": W_YIELD, "sleep": W_SLEEP}
 HEARTBEAT_EVERY = 256  # busy loop iterations between heartbeats (idle ones beat every 1024)
-FEED_BURST = 64  # messages the feed publishes per call when it is behind schedule (or unpaced)
 
 # params (int64) indices
 P_WORKER = 0  # this worker's index
@@ -140,25 +119,11 @@ P_LEN = 11
 # rings are empty -- or after this long, when a peer that would drain them is gone too.
 ORPHAN_DRAIN_NS = 500_000_000
 
-# feed state (int64) indices
-F_MODE = 0  # 0 synthetic, 1 replay
-F_PACE = 1  # 0 rate, 1 recorded, 2 fast
-F_PERIOD_NS = 2  # ns between messages at the configured rate
-F_MAX_MSGS = 3  # 0 = unlimited
-F_POS = 4  # replay: next event index
-F_MSGS = 5  # messages published
-F_T0 = 6  # CLOCK_MONOTONIC ns of the first message
-F_REC_T0 = 7  # replay: recorded receive time of the first message
-F_PHASE = 8  # lockstep: 1 = the current message still has to go to the book chain
-F_MSG_N = 9  # events in the current message (in the feed's buffer)
-F_LEN = 16
-
 # histogram rows of each stage's telemetry block (hean.engine.build.STAGE_HISTS)
 H_AGE1 = 1  # first input's age when the stage takes it (now - ts_origin)
 H_AGE2 = 2
 H_AGE3 = 3
 H_E2E = 3  # router: tick-to-trade, origin to the order leaving the router
-H_LATE = 1  # feed: how late each message went out (pass start minus its scheduled time)
 
 # router user counters (C_USER_BASE + i; hean.engine.build.STAGE_USER_COUNTERS): digests of every order
 # that left the router and every fill it received, so two runs can be compared exactly; when the last order
@@ -189,13 +154,6 @@ class Rings(NamedTuple):
     reports: Port
     rreports: Port
     control: Port
-
-
-class FeedState(NamedTuple):
-    fp: np.ndarray  # int64[F_LEN]
-    synth: object  # hean.feeds.synthetic.SyntheticState
-    replay: np.ndarray  # MARKET_EVENT[]: the recording (empty for the synthetic feed)
-    buf: np.ndarray  # MARKET_EVENT[]: the message being published
 
 
 class BookStage(NamedTuple):
@@ -241,7 +199,7 @@ class Worker(NamedTuple):
     owns: np.ndarray  # int64[6]
     clock: np.ndarray  # int64[6]: each stage's simulated exchange clock (the latest ts_exch it applied)
     rings: Rings
-    feed: FeedState
+    feed: object  # hean.stages.feed.FeedState
     book: BookStage
     strategy: StrategyStage
     risk: RiskStage
@@ -255,7 +213,7 @@ class Worker(NamedTuple):
     tm_venue: StageTm
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _writes(R):
     """Sum of every ring's WRITE cursor: changes whenever anything is published anywhere."""
     return (
@@ -267,7 +225,7 @@ def _writes(R):
     )  # fmt: skip
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _all_empty(R):
     return (
         empty(R.ev_book) and empty(R.ev_venue) and empty(R.bs_strat) and empty(R.bs_risk)
@@ -276,7 +234,7 @@ def _all_empty(R):
     )  # fmt: skip
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _others_idle(ctl, me):
     """Every other worker has done nothing since it last found all its rings empty."""
     for w in range(ctl[C.N_WORKERS]):
@@ -287,7 +245,7 @@ def _others_idle(ctl, me):
     return True
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _activity(ctl):
     total = 0
     for w in range(ctl[C.N_WORKERS]):
@@ -295,7 +253,7 @@ def _activity(ctl):
     return total
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def quiescent(W):
     """Nothing in flight anywhere: this worker's rings empty and every other worker idle, twice, with no
     activity anywhere in between.
@@ -314,7 +272,7 @@ def quiescent(W):
     return _all_empty(R) and _others_idle(W.ctl, me) and _writes(R) == w1 and _activity(W.ctl) == a1
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _digest(counters, idx, a, b, c, d):
     """Fold four int64 values into a running FNV-style digest (wrapping arithmetic)."""
     h = load_relaxed(counters, idx)
@@ -326,133 +284,9 @@ def _digest(counters, idx, a, b, c, d):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# feed
-# ---------------------------------------------------------------------------------------------------------
-@_hot
-def _message_end(events, start):
-    """One past the last event of the message starting at ``start`` (its F_LAST_IN_GROUP event)."""
-    n = events.shape[0]
-    i = start
-    while i < n and (events[i].flags & records.F_LAST_IN_GROUP) == 0:
-        i += 1
-    return min(i + 1, n)
-
-
-@_inl
-def _load_message(F, now):
-    """The next message into ``F.buf[0:n]``, stamped with its scheduled send time; n (0: not due yet)."""
-    fp = F.fp
-    buf = F.buf
-    if fp[F_MODE] == 0:
-        if fp[F_MSGS] == 0:
-            fp[F_T0] = now
-        sched = now if fp[F_PACE] == 2 else fp[F_T0] + fp[F_MSGS] * fp[F_PERIOD_NS]
-        if now < sched:
-            return 0
-        n = synthetic_next(F.synth, buf, 0, sched)
-        sim = (fp[F_MSGS] + 1) * fp[F_PERIOD_NS]  # the synthetic market's own (deterministic) clock
-        for j in range(n):
-            buf[j].ts_exch = sim
-    else:
-        ev = F.replay
-        start = fp[F_POS]
-        end = min(_message_end(ev, start), start + buf.shape[0])  # a huge group goes out in pieces
-        if fp[F_MSGS] == 0:
-            fp[F_T0] = now
-            fp[F_REC_T0] = ev[start].ts_origin
-        if fp[F_PACE] == 0:
-            sched = fp[F_T0] + fp[F_MSGS] * fp[F_PERIOD_NS]
-        elif fp[F_PACE] == 1:
-            sched = fp[F_T0] + (ev[start].ts_origin - fp[F_REC_T0])
-        else:
-            sched = now
-        if now < sched:
-            return 0
-        n = end - start
-        for j in range(n):
-            buf[j] = ev[start + j]
-        fp[F_POS] = end
-    for j in range(n):
-        buf[j].ts_origin = sched  # latency counts from the scheduled time: no coordinated omission
-    return n
-
-
-@_inl
-def _next_due(F, now):
-    """Scheduled send time of the next message (without generating it): cheap enough for every idle pass."""
-    fp = F.fp
-    if fp[F_PACE] == 2 or fp[F_MSGS] == 0:
-        return now
-    if fp[F_PACE] == 0:
-        return fp[F_T0] + fp[F_MSGS] * fp[F_PERIOD_NS]
-    return fp[F_T0] + (F.replay[min(fp[F_POS], F.replay.shape[0] - 1)].ts_origin - fp[F_REC_T0])
-
-
-@_inl
-def feed_exhausted(F):
-    fp = F.fp
-    if fp[F_MAX_MSGS] > 0 and fp[F_MSGS] >= fp[F_MAX_MSGS]:
-        return True
-    return fp[F_MODE] == 1 and fp[F_POS] >= F.replay.shape[0]
-
-
-@_inl
-def feed_step(W, now):
-    """Publish the messages due at ``now`` (at most FEED_BURST; one in lockstep): events published, 0 when
-    none is due, -1 when the feed is finished."""
-    F = W.feed
-    fp = F.fp
-    R = W.rings
-    tm = W.tm_feed
-    lockstep = W.params[P_LOCKSTEP] != 0
-    if lockstep and not quiescent(W):
-        return 0
-    if fp[F_PHASE] == 1:  # lockstep, second phase: the same message to the book chain
-        n = fp[F_MSG_N]
-        if not room(R.ev_book, n, tm.c):
-            return 0
-        put_all(R.ev_book, F.buf, n)
-        fp[F_PHASE] = 0
-        return n
-    if not feed_exhausted(F) and _next_due(F, now) > now:
-        return 0
-    cap = F.buf.shape[0]
-    total = 0
-    t0 = now
-    for _ in range(1 if lockstep else FEED_BURST):
-        if feed_exhausted(F):
-            if total == 0:
-                return -1
-            break
-        if not room(R.ev_venue, cap, tm.c) or (not lockstep and not room(R.ev_book, cap, tm.c)):
-            break
-        n = _load_message(F, t0)
-        if n == 0:
-            break
-        W.clock[FEED] = F.buf[n - 1].ts_exch
-        fp[F_MSGS] += 1
-        hist_record(tm.h[H_LATE], t0 - F.buf[0].ts_origin)  # the worker's lag behind the schedule
-        if lockstep:
-            put_all(R.ev_venue, F.buf, n)  # phase 1: the venue; the book chain once all is idle
-            fp[F_PHASE] = 1
-            fp[F_MSG_N] = n
-        else:
-            # the book chain first: it is the tick-to-trade path (the venue, standing for the exchange,
-            # applies a message's events before any order published after them either way)
-            put_all(R.ev_book, F.buf, n)
-            put_all(R.ev_venue, F.buf, n)
-        total += n
-    if total:
-        store_relaxed(W.ctl, C.FEED_SENT, fp[F_MSGS])
-        tm_add(tm.c, C_EVENTS_OUT, total)  # events published (each goes to the venue and the book)
-        service(tm.h, t0, total)
-    return total
-
-
-# ---------------------------------------------------------------------------------------------------------
 # book
 # ---------------------------------------------------------------------------------------------------------
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def book_step(B, ev_in, bs_strat, bs_risk, tm, stale_ns):
     """Market events in; a book state per consistent group out, to risk first, then the strategy."""
     start, n = available(ev_in.hdr)
@@ -486,7 +320,7 @@ def book_step(B, ev_in, bs_strat, bs_risk, tm, stale_ns):
 # ---------------------------------------------------------------------------------------------------------
 # strategy
 # ---------------------------------------------------------------------------------------------------------
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def strategy_step(S, bs_in, intents, tm):
     """Book states in; at most one intent per state out."""
     start, n = available(bs_in.hdr)
@@ -520,7 +354,7 @@ def strategy_step(S, bs_in, intents, tm):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
     """Control, reports, book states, then intents (only once every given book state is applied)."""
     risk = Rk.risk
@@ -590,7 +424,7 @@ def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
     return done
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def sync_views(W):
     """Reject counts, risk state, positions and PnL into the telemetry blocks (for top and the summary)."""
     if W.owns[RISK]:
@@ -604,7 +438,7 @@ def sync_views(W):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
     """Venue reports first (state machine, forwarded to risk), then orders from risk (routed to venues)."""
     router = Rt.router
@@ -666,7 +500,7 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _venue_flush(V, reports, now, tm):
     """Release the reports due by ``now`` while the report ring has room; False when it ran out of room (the
     rest is owed: retried on the next pass)."""
@@ -680,7 +514,7 @@ def _venue_flush(V, reports, now, tm):
     return False
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def venue_step(V, ev_in, vorders, reports, tm, clock):
     """Market events first (the venue's books, resting orders' fills), then orders, one at a time; after
     each, the reports that fell due.
@@ -743,7 +577,7 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
 # ---------------------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------------------
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _wait(params, idle):
     """One idle step of the worker's wait strategy, after ``idle`` consecutive idle polls."""
     mode = params[P_WAIT]
@@ -755,7 +589,7 @@ def _wait(params, idle):
         nanosleep(params[P_SLEEP_NS])
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _each_owned(W, busy, t0, t1, beat):
     """Loop statistics and heartbeats into the block of every stage this worker runs (busy: one busy
     pass from t0 to t1; idle: ``t0`` idle passes)."""
@@ -783,13 +617,18 @@ def _each_owned(W, busy, t0, t1, beat):
             tm_heartbeat(c, t1)
 
 
-@_ir
+@kernel(inline=True, error_model="numpy")
 def do_feed(W, feed_live, now):
     """The feed's part of a pass: (events published, feed still live)."""
     if feed_live and load_relaxed(W.ctl, C.START) != 0:  # the feed starts once every worker is ready
         if load_relaxed(W.ctl, C.STOP_FEED) != 0:
             return 0, False
-        r = feed_step(W, now)
+        lockstep = W.params[P_LOCKSTEP] != 0
+        if lockstep and not quiescent(W):  # lockstep: one message in flight at a time
+            return 0, True
+        flags = F_LOCKSTEP if lockstep else np.int64(0)
+        R = W.rings
+        r = feed_step(W.feed, (), ((R.ev_book,), (R.ev_venue,)), W.tm_feed, now, flags)
         if r < 0:
             store_relaxed(W.ctl, C.FEED_DONE, 1)
             return 0, False
@@ -797,30 +636,30 @@ def do_feed(W, feed_live, now):
     return 0, feed_live
 
 
-@_ir
+@kernel(inline=True, error_model="numpy")
 def do_book(W):
     return book_step(W.book, W.rings.ev_book, W.rings.bs_strat, W.rings.bs_risk, W.tm_book, W.params[P_STALE_NS])
 
 
-@_ir
+@kernel(inline=True, error_model="numpy")
 def do_strategy(W):
     return strategy_step(W.strategy, W.rings.bs_strat, W.rings.intents, W.tm_strategy)
 
 
-@_ir
+@kernel(inline=True, error_model="numpy")
 def do_risk(W):
     R = W.rings
     return risk_step(W.risk, R.control, R.rreports, R.bs_risk, R.intents, R.orders, W.tm_risk, W.clock)
 
 
-@_ir
+@kernel(inline=True, error_model="numpy")
 def do_router(W):
     halted = load_relaxed(W.ctl, C.HALT) != 0
     R = W.rings
     return router_step(W.router, R.reports, R.orders, R.vorders, R.rreports, W.tm_router, halted)
 
 
-@_ir
+@kernel(inline=True, error_model="numpy")
 def do_venue(W):
     return venue_step(W.venue, W.rings.ev_venue, W.rings.vorders, W.rings.reports, W.tm_venue, W.clock)
 
@@ -829,7 +668,7 @@ def do_venue(W):
 STAGE_PASSES = (do_feed, do_book, do_strategy, do_risk, do_router, do_venue)
 
 
-@_ir
+@kernel(inline=True, error_model="numpy")
 def step_all(W, feed_live, now):
     """One pass over the worker's stages in pipeline order; returns (records handled, feed still live)."""
     o = W.owns
@@ -848,7 +687,7 @@ def step_all(W, feed_live, now):
     return n, feed_live
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def supervisor_lost(W, now):
     """True when this worker's supervisor is dead -- its life lock lost its owner (the kernel marks it at the
     start of the supervisor's exit), or, where no life lock could be taken, the worker's parent is no longer
@@ -866,7 +705,7 @@ def supervisor_lost(W, now):
     return now - load_relaxed(W.ctl, C.SUP_BEAT) > W.params[P_SUP_TIMEOUT_NS]
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _orphaned(W, now):
     """The supervisor is gone: nothing may trade. HALT every router (this worker's on its next pass, the
     others' as soon as they read the control block), stop the feed, and say why; the loop then drains."""
@@ -878,7 +717,7 @@ def _orphaned(W, now):
     store_relaxed(ctl, C.worker_word(w, C.W_ORPHANED_NS), now)
 
 
-@_hot
+@entry(error_model="numpy")
 def run_loop(W, max_loops):
     """The worker's busy-poll loop; returns the number of iterations it ran.
 

@@ -554,7 +554,7 @@ class Supervisor:
                 if dead and not result.error:
                     result.exit_code, result.error, result.reason = 3, dead, "worker-died"
             result.elapsed_s = time.monotonic() - t_start
-            result.messages = int(self.ctl[C.FEED_SENT])
+            result.messages = self.messages()
             result.telemetry = self.snapshot()
         except EngineError as e:
             result.exit_code, result.error, result.reason = 2, str(e), "start-failed"
@@ -621,6 +621,13 @@ class Supervisor:
             if self.progress and elapsed - last_progress >= 0.25:
                 last_progress = elapsed
                 self.progress(self, elapsed)
+
+    def messages(self) -> int:
+        """Messages the feed has published so far (its telemetry's ``messages`` counter)."""
+        from hean.stages.feed import U_MESSAGES
+
+        feed = self.blocks.get("feed")
+        return int(feed.block.counters[U_MESSAGES]) if feed is not None else 0
 
     def snapshot(self) -> dict:
         """Copies of every stage's counters, histograms and risk state (taken before unlinking)."""

@@ -37,7 +37,6 @@ from typing import Annotated
 
 import msgspec
 import numpy as np
-from numba import njit
 
 from hean.feeds import binance_fast as bf
 from hean.feeds.common import (
@@ -57,6 +56,7 @@ from hean.feeds.common import (
 from hean.feeds.common import (
     split_zero as _split_zero,
 )
+from hean.jit import entry, kernel
 from hean.records import F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
@@ -133,7 +133,7 @@ _COUNTER_NAMES = [
 S_UNSYNCED, S_WAIT_FIRST, S_SYNCED = 0, 1, 2
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def _strip_recv(buf, starts, ends, out, json_start, recv, ok):
     """Parse each line's leading receive time; copy the JSON parts, one per line, into ``out``.
 
@@ -167,7 +167,7 @@ def _strip_recv(buf, starts, ends, out, json_start, recv, ok):
     return w
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _put(out, n, kind, sym, side, flags, px, qty, oid, uid, ts, tsx):
     r = out[n]
     r.kind = kind
@@ -183,7 +183,7 @@ def _put(out, n, kind, sym, side, flags, px, qty, oid, uid, ts, tsx):
     return n + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _put_levels(out, n, sym, msg, seg0, tok_first, tok_count, units, uid, ts, tsx, flags):
     """The bid then ask level sets of a depth message/snapshot; the last one gets F_LAST_IN_GROUP."""
     start = n
@@ -198,7 +198,7 @@ def _put_levels(out, n, sym, msg, seg0, tok_first, tok_count, units, uid, ts, ts
     return n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _apply_diff(j, ts, spot, mU, mu, mpu, msym, mexch, seg0, tok_first, tok_count, units,
                 state, last_u, snap_id, pending, out, n, cnt):  # fmt: skip
     """Run diff message ``j`` through its symbol's sync state; returns the new event count."""
@@ -233,7 +233,7 @@ def _apply_diff(j, ts, spot, mU, mu, mpu, msym, mexch, seg0, tok_first, tok_coun
     return n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def _events(mk, mrecv, mexch, mU, mu, mpu, msym, mtid, mside, mok, seg0, tok_first, tok_count, units,
             n_sym, spot, out, cnt, state, last_u, snap_id, pending):  # fmt: skip
     """The sync state machine over all messages in stream order; returns the number of events written.
@@ -357,7 +357,7 @@ def _check_times(lines, recv, mE, mT, mok, errors: LineErrors) -> None:
     mok &= ~bad
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def _same_names(buf, span, rows, reps):
     """Is every row's symbol name byte-identical to its representative's (no hash collision)?"""
     for i in range(rows.shape[0]):

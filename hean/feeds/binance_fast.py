@@ -18,8 +18,8 @@ not read are skipped with bracket matching.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from hean.jit import entry, kernel
 from hean.symbols import parse_decimal
 
 __all__ = ["F_COUNT", "SEG_COUNT", "parse_segments", "scan"]
@@ -51,14 +51,14 @@ KEY_b, KEY_a, KEY_B, KEY_A, KEY_t, KEY_p, KEY_q, KEY_m = (_pack(k) for k in ("b"
 E_DEPTH, E_TRADE, E_TICKER = (_pack(k) for k in ("depthUpdate", "trade", "bookTicker"))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _ws(buf, j, end):
     while j < end and (buf[j] == 32 or buf[j] == 9 or buf[j] == 13):
         j += 1
     return j
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _string_end(buf, j, end):
     """``buf[j]`` is '"': index after the closing quote, or -1."""
     j += 1
@@ -75,7 +75,7 @@ def _string_end(buf, j, end):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _pack_span(buf, a, b):
     """Key code of the string contents ``buf[a:b]``."""
     v = np.int64(0)
@@ -85,7 +85,7 @@ def _pack_span(buf, a, b):
     return v | (np.int64(n) << 56)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _skip_value(buf, j, end):
     """Index after the JSON value starting at ``j`` (containers by bracket matching), or -1."""
     c = buf[j]
@@ -127,7 +127,7 @@ def _skip_value(buf, j, end):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _level_array_end(buf, j, end):
     """End of a level array ``[["p","q"],...]`` at ``j``: after the first ``]]`` (or ``[]``). Only a guess
     for anything else -- :func:`parse_segments` validates the span strictly, and a wrong guess fails there
@@ -144,7 +144,7 @@ def _level_array_end(buf, j, end):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _int_value(buf, j, end):
     """A JSON integer at ``j``: (value, next index) or (0, -1) for anything else."""
     k = j
@@ -162,7 +162,7 @@ def _int_value(buf, j, end):
     return (-v if neg else v), k
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@kernel(forceinline=True)
 def _member_key(buf, j, end):
     """The packed key of the object member at ``j`` and the index of its value, or (0, -1) when malformed."""
     if j >= end or buf[j] != 34:
@@ -180,7 +180,7 @@ def _member_key(buf, j, end):
     return key, j
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _data_object(buf, j, end, ints, segs, line, sym_span, e_code):
     """Parse the ``data`` object of a combined-stream message; returns the index after it or -1."""
     if j >= end or buf[j] != 123:
@@ -259,7 +259,7 @@ def _data_object(buf, j, end, ints, segs, line, sym_span, e_code):
         return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _top_object(buf, j, end, ints, segs, line, sym_span, e_code, data_seen):
     """Parse the message object at ``j``; returns the index after it or -1. Fields HEAN reads land in
     ``ints[line]``, ``segs[line]``, ``sym_span[line]``, ``e_code[line]``."""
@@ -305,7 +305,7 @@ def _top_object(buf, j, end, ints, segs, line, sym_span, e_code, data_seen):
         return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def scan(buf, starts, ends, spot, status, recv, kind, ints, segs, sym_span, sym_hash, e_code, data_seen):
     """Scan every line; returns the number of lines not understood (0: the fast path can be used).
     ``e_code``/``data_seen``: zeroed int64 scratch, one per line."""
@@ -379,7 +379,7 @@ def scan(buf, starts, ends, spot, status, recv, kind, ints, segs, sym_span, sym_
     return bad
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _decimal_string(buf, j, end):
     """A quoted decimal at ``j``: (value, nfrac, next index) or next index -1."""
     if j >= end or buf[j] != 34:
@@ -395,7 +395,7 @@ def _decimal_string(buf, j, end):
     return v, nf, k + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def parse_segments(buf, seg_start, seg_end, seg_role, tok_first, tok_count, status, val, nfrac):
     """Strictly parse each segment in place: role 0 ``[["p","q"], ...]``, roles 1/2 ``"x"``; an empty span
     has no tokens. ``status[i]`` 0 ok, 1 malformed. Returns the number of tokens."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
+from hean.jit import entry, kernel
 from hean.symbols import SymbolTable, format_units, parse_decimal, to_units
 
 __all__ = [
@@ -157,7 +157,7 @@ def _unzip(p: Path, raw: bytes) -> bytes:
         raise FeedError(p, None, f"unsupported zip: {e}") from None
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def _line_bounds(buf, starts, ends):
     n = 0
     start = 0
@@ -194,7 +194,7 @@ TOK_BAD_NUMBER = 1  # a quoted string that is not a plain decimal
 TOK_NOT_STRING = 2  # a bare JSON number/literal where a decimal string was expected
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def tokenise_segments(buf, seg_start, seg_end, tok_first, tok_count, seg_status, val, nfrac):
     """Parse every quoted decimal string of each segment ``buf[seg_start[i]:seg_end[i]]``.
 
@@ -240,7 +240,7 @@ _TOK_REASON = {
 }
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def split_zero(buf, seg_start, seg_end):
     """Segments of ``buf`` separated by NUL bytes (raw JSON fragments joined with ``b"\\x00"``: a NUL
     cannot occur inside valid JSON). Returns the number of segments."""
@@ -317,14 +317,14 @@ CONV_QTY = 5  # a quantity that is not below MAX_UNITS lots
 MAX_UNITS = 1 << 53  # hean.feeds.native.MAX_UNITS: the bound every event's price and qty must keep
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _too_big(value, nfrac, scale):
     """Is ``value * 10**-nfrac`` at least MAX_UNITS steps of ``10**-scale`` (so a failed conversion was an
     overflow, not an off-grid value)? Float arithmetic is exact enough to tell at this magnitude."""
     return abs(np.float64(value)) * 10.0 ** (scale - nfrac) >= MAX_UNITS
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def convert_tokens(
     seg_msg, seg_role, tok_first, tok_count, val, nfrac, msg_sym,
     tick_mant, tick_scale, lot_mant, lot_scale, units, msg_status, msg_bad_tok,
@@ -374,7 +374,7 @@ def convert_tokens(
                 units[t] = u
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@entry
 def frac_digits_by_msg(seg_msg, seg_role, tok_first, tok_count, nfrac, price_frac, qty_frac):
     """Most fraction digits of the prices and of the quantities in each message (for tick/lot inference)."""
     for i in range(seg_msg.shape[0]):

@@ -1,6 +1,6 @@
 """A synthetic L2 feed for ``hean run`` without a recording: numba, deterministic by seed.
 
-Why its own generator instead of numpy's: the feed runs inside a busy-poll ``@njit`` loop, in whichever
+Why its own generator instead of numpy's: the feed runs inside a busy-poll compiled loop, in whichever
 process the placement puts it, and must produce the same stream for the same seed no matter how the caller
 batches calls. The state (a splitmix64 PRNG word plus a small book model per symbol) lives in a
 :class:`SyntheticState` NamedTuple of numpy arrays and advances only through :func:`synthetic_next`.
@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from hean.jit import kernel
 from hean.records import F_LAST_IN_GROUP, F_SNAPSHOT, EventKind
@@ -127,7 +126,7 @@ def _init_levels(st):
 
 
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def _put(st, out, k, kind, sym, side, flags, px, qty, ts):
     r = out[k]
     st.seq[0] += 1

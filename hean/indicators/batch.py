@@ -19,21 +19,19 @@ import math
 import numbers
 
 import numpy as np
-from numba import njit
 
 from hean.indicators import kernels as K
+from hean.jit import entry
 
 __all__ = ["atr", "bbands", "ema", "macd", "rsi", "sma", "vwap"]
 
 MAX_PERIOD = 100_000  # TA-Lib's upper bound for every period here
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
-
 
 # ---------------------------------------------------------------------------------------------------------
 # compiled loops (contiguous float64 in, preallocated NaN outputs)
 # ---------------------------------------------------------------------------------------------------------
-@_jit
+@entry(error_model="numpy")
 def _sma_loop(x, period, out):
     total = 0.0
     for n in range(x.shape[0]):
@@ -44,7 +42,7 @@ def _sma_loop(x, period, out):
     return False
 
 
-@_jit
+@entry(error_model="numpy")
 def _ema_loop(x, period, out):
     k = K.ema_k(period)
     ema = 0.0
@@ -56,7 +54,7 @@ def _ema_loop(x, period, out):
     return False
 
 
-@_jit
+@entry(error_model="numpy")
 def _rsi_loop(x, period, out):
     inv_period = 1.0 / period
     prev = 0.0
@@ -70,7 +68,7 @@ def _rsi_loop(x, period, out):
     return False
 
 
-@_jit
+@entry(error_model="numpy")
 def _macd_loop(x, fastp, slowp, signalp, out):
     kf = K.ema_k(fastp)
     ks = K.ema_k(slowp)
@@ -88,7 +86,7 @@ def _macd_loop(x, fastp, slowp, signalp, out):
     return False
 
 
-@_jit
+@entry(error_model="numpy")
 def _atr_loop(high, low, close, period, out):
     keep = (period - 1.0) / period
     take = 1.0 - keep
@@ -104,7 +102,7 @@ def _atr_loop(high, low, close, period, out):
     return False
 
 
-@_jit
+@entry(nrt=True, error_model="numpy")
 def _bbands_loop(x, period, nbdevup, nbdevdn, out):
     ring = np.empty((1, period), np.float64)
     inv_period = 1.0 / period
@@ -129,7 +127,7 @@ def _bbands_loop(x, period, nbdevup, nbdevdn, out):
     return False
 
 
-@_jit
+@entry(nrt=True, error_model="numpy")
 def _vwap_loop(price, volume, period, out):
     pv_ring = np.empty((1, period), np.float64)
     v_ring = np.empty((1, period), np.float64)

@@ -40,14 +40,13 @@ from __future__ import annotations
 import math
 
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-NAN = math.nan
+from hean.jit import kernel
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
-_step = njit(cache=True, nogil=True, error_model="numpy", inline="always")
+NAN = math.nan
 
 
 @intrinsic
@@ -67,7 +66,7 @@ def fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@_jit
+@kernel(error_model="numpy")
 def ema_k(period: int) -> float:
     """TA-Lib's smoothing factor ``PER_TO_K``: ``2 / (period + 1)``."""
     return 2.0 / float(period + 1)
@@ -76,7 +75,7 @@ def ema_k(period: int) -> float:
 # ---------------------------------------------------------------------------------------------------------
 # SMA (ring of the last `period` samples; the caller owns the ring)
 # ---------------------------------------------------------------------------------------------------------
-@_step
+@kernel(inline=True, error_model="numpy")
 def sma_step(total, n, x, leaving, period):
     """Return (total, out): add ``x``, divide, then subtract ``leaving`` -- TA-Lib's order of operations.
 
@@ -95,7 +94,7 @@ def sma_step(total, n, x, leaving, period):
 # ---------------------------------------------------------------------------------------------------------
 # EMA (while seeding, `ema` holds the running sum)
 # ---------------------------------------------------------------------------------------------------------
-@_step
+@kernel(inline=True, error_model="numpy")
 def ema_step(ema, n, x, period, k):
     """Return (ema, out); out is NaN before sample ``period - 1``."""
     if n < period:
@@ -111,7 +110,7 @@ def ema_step(ema, n, x, period, k):
 # ---------------------------------------------------------------------------------------------------------
 # RSI (Wilder)
 # ---------------------------------------------------------------------------------------------------------
-@_step
+@kernel(inline=True, error_model="numpy")
 def _rsi_value(gain, loss):
     total = gain + loss
     if total != 0.0:
@@ -119,7 +118,7 @@ def _rsi_value(gain, loss):
     return 0.0
 
 
-@_step
+@kernel(inline=True, error_model="numpy")
 def rsi_step(prev, gain, loss, n, x, period, inv_period):
     """Return (prev, gain, loss, out); out is NaN before sample ``period``.
 
@@ -152,7 +151,7 @@ def rsi_step(prev, gain, loss, n, x, period, inv_period):
 # ---------------------------------------------------------------------------------------------------------
 # MACD (fast/slow/signal EMAs; each holds its running sum while it seeds)
 # ---------------------------------------------------------------------------------------------------------
-@_step
+@kernel(inline=True, error_model="numpy")
 def macd_step(fast, slow, signal, n, x, fastp, slowp, signalp, kf, ks, kg):
     """Return (fast, slow, signal, macd, macdsignal, macdhist); outputs NaN before ``slow + signal - 2``.
 
@@ -184,13 +183,13 @@ def macd_step(fast, slow, signal, n, x, fastp, slowp, signalp, kf, ks, kg):
 # ---------------------------------------------------------------------------------------------------------
 # ATR (Wilder)
 # ---------------------------------------------------------------------------------------------------------
-@_step
+@kernel(inline=True, error_model="numpy")
 def true_range(high, low, prev_close):
     """TA-Lib's TRANGE: the greatest of high - low, |prev_close - high|, |low - prev_close|."""
     return max(max(high - low, abs(prev_close - high)), abs(low - prev_close))
 
 
-@_step
+@kernel(inline=True, error_model="numpy")
 def atr_step(prev_close, atr, n, high, low, close, period, keep, take):
     """Return (prev_close, atr, out); out is NaN before sample ``period``.
 
@@ -213,7 +212,7 @@ def atr_step(prev_close, atr, n, high, low, close, period, keep, take):
 # ---------------------------------------------------------------------------------------------------------
 # Bollinger Bands (SMA middle, population standard deviation)
 # ---------------------------------------------------------------------------------------------------------
-@_step
+@kernel(inline=True, error_model="numpy")
 def _anchored_sums(ring, row, anchor):
     s = 0.0
     s2 = 0.0
@@ -224,7 +223,7 @@ def _anchored_sums(ring, row, anchor):
     return s, s2
 
 
-@_step
+@kernel(inline=True, error_model="numpy")
 def bbands_step(total, anchor, s, s2, run, prev, n, x, ring, row, pos, period, inv_period, nbdevup, nbdevdn):
     """Return (total, anchor, s, s2, run, upper, middle, lower); outputs NaN before ``period - 1``.
 
@@ -260,7 +259,7 @@ def bbands_step(total, anchor, s, s2, run, prev, n, x, ring, row, pos, period, i
 # ---------------------------------------------------------------------------------------------------------
 # rolling VWAP
 # ---------------------------------------------------------------------------------------------------------
-@_step
+@kernel(inline=True, error_model="numpy")
 def _window_sums(pv_ring, v_ring, row):
     pv = 0.0
     v = 0.0
@@ -270,7 +269,7 @@ def _window_sums(pv_ring, v_ring, row):
     return pv, v
 
 
-@_step
+@kernel(inline=True, error_model="numpy")
 def vwap_step(pv_sum, v_sum, n, price, volume, pv_ring, v_ring, row, pos, period):
     """Return (pv_sum, v_sum, out); out is NaN before ``period - 1`` and while the window's volume is 0."""
     pv = price * volume

@@ -1,7 +1,7 @@
 """Streaming indicators: the whole configured set, for every symbol, advanced one sample at a time in O(1).
 
 State is an :class:`IndicatorSet` -- a NamedTuple of numpy arrays with one row per symbol, allocated once by
-:func:`make_indicator_set` -- and :func:`indicators_update` is the one ``@njit`` entry point the engine calls
+:func:`make_indicator_set` -- and :func:`indicators_update` is the one kernel the engine calls
 per tick or per closed bar. It runs the step functions of :mod:`hean.indicators.kernels` (the same ones the
 batch API runs), so a series fed one value at a time equals :mod:`hean.indicators`' batch output on the whole
 series, bit for bit, and TA-Lib to ~1e-13.
@@ -25,11 +25,10 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from hean.indicators import kernels as K
 from hean.indicators.batch import check_period, check_real
-from hean.jit import kernel
+from hean.jit import entry, kernel
 
 # outputs: out[sym, OUT_*]
 OUT_SMA = 0
@@ -247,17 +246,14 @@ def config_of(st: IndicatorSet) -> IndicatorConfig:
 # The hot-path kernels are compiled without numba's reference counting (``_nrt=False``): they never allocate,
 # and with it on, every array argument (or NamedTuple field) costs an atomic incref/decref pair per call that
 # numba's refcount pruning cannot remove once the function has an early return -- measured at ~80 ns per call
-# for three arrays on the development VM, against ~3 ns without.
-_hot = kernel(error_model="numpy")
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+# for three arrays on the development VM, against ~3 ns without (hean.jit's default).
+@kernel(inline=True, error_model="numpy")
 def _advance(pos, period):
     pos += 1
     return 0 if pos == period else pos
 
 
-@njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
+@kernel(inline=True, error_model="numpy")
 def update_inline(st, sym, price, high, low, close, volume):
     """The body of :func:`indicators_update`, inlined into the caller's IR (for fused ``_nrt=False`` loops).
 
@@ -362,7 +358,7 @@ def update_inline(st, sym, price, high, low, close, volume):
     return True
 
 
-@_hot
+@kernel(error_model="numpy")
 def indicators_update(st, sym, price, high, low, close, volume):
     """Advance symbol ``sym`` by one sample; True if accepted (False: NaN/inf input or negative volume).
 
@@ -372,7 +368,7 @@ def indicators_update(st, sym, price, high, low, close, volume):
     return update_inline(st, sym, price, high, low, close, volume)
 
 
-@_hot
+@entry(error_model="numpy")
 def feed_series(st, sym, price, high, low, close, volume, out):
     """Feed whole arrays to ``sym`` one sample at a time, copying ``st.out[sym]`` into ``out[t]`` after each.
 

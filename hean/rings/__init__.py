@@ -19,10 +19,10 @@ Python side (create, attach, close, unlink, cold-path push/pop)::
     cons.pop()                   # one record copy or None;  cons.pop_all() -> array copy
     len(cons), cons.high_water, cons.stats()
 
-Hot path: pass ``ring.hdr`` (int64 header words) and ``ring.slots`` (structured array) into an ``@njit``
-loop and use :mod:`hean.rings.spsc`::
+Hot path: pass ``ring.hdr`` (int64 header words) and ``ring.slots`` (structured array) into a compiled
+loop (:mod:`hean.jit`: a ``@kernel``, or an ``@entry`` when Python calls it) and use :mod:`hean.rings.spsc`::
 
-    @njit(cache=True, nogil=True)
+    @kernel
     def consume(hdr, slots):
         start, n = available(hdr)
         for j in range(n):

@@ -1,7 +1,7 @@
 """The :class:`Ring` Python object: create, attach, close and unlink a ring; Python-speed push/pop wrappers.
 
 The hot path does not use these wrappers: a stage passes :attr:`Ring.hdr` and :attr:`Ring.slots` into its
-``@njit`` loop and calls :mod:`hean.rings.spsc` there. The wrappers are for tests, tools and cold paths;
+compiled loop and calls :mod:`hean.rings.spsc` there. The wrappers are for tests, tools and cold paths;
 each call costs a few microseconds of interpreter and dispatch time.
 """
 

@@ -1,4 +1,4 @@
-"""The ring's operations as ``@njit`` functions over ``(hdr, slots)``, callable from any numba loop.
+"""The ring's operations as ``@kernel`` functions over ``(hdr, slots)``, callable from any numba loop.
 
 ``hdr`` is the ring's int64 header view (:attr:`hean.rings.Ring.hdr`) and ``slots`` its structured slot
 array (:attr:`hean.rings.Ring.slots`); capacity and mask are read from ``hdr``, so these two arrays are all

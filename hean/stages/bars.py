@@ -2,7 +2,7 @@
 
 Why bars live in the strategy stage: indicators configured "on bar close" must see exactly one sample per
 interval, in the same process that runs the strategy, with no allocation. The state is a :class:`BarState`
-(NamedTuple of numpy arrays, one row per symbol); two ``@njit`` kernels advance it:
+(NamedTuple of numpy arrays, one row per symbol); two kernels, inlined into the caller's IR, advance it:
 
 * :func:`bar_roll` ``(bars, sym, ts)`` -- called with the time of *every* event of the symbol: if ``ts`` has
   reached the end of the open bar's interval, the bar closes (it is copied to ``last``) and 1 is returned.
@@ -25,7 +25,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+
+from hean.jit import entry, kernel
 
 SOURCE_TRADES = 0
 SOURCE_MID = 1
@@ -103,12 +104,9 @@ def make_bar_state(n_symbols: int, config: BarConfig | None = None) -> BarState:
     )
 
 
-# No allocation, so no reference counting (``_nrt=False``), and inlined into the caller (the strategy stage):
-# the NamedTuple is not copied per call. Call them from functions compiled with ``_nrt=False`` too.
-_hot = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
-
-
-@_hot
+# No allocation, so no reference counting, and inlined into the caller's IR (the strategy stage): the
+# NamedTuple is not copied per call. Call them from functions compiled without reference counting too.
+@kernel(inline=True, error_model="numpy")
 def bar_roll(bars, sym, ts):
     """Close the open bar of ``sym`` if ``ts`` (ns) is at or past its end; 1 if a bar closed, else 0."""
     start = bars.cur_i[sym, J_START]
@@ -126,7 +124,7 @@ def bar_roll(bars, sym, ts):
     return 1
 
 
-@_hot
+@kernel(inline=True, error_model="numpy")
 def bar_add(bars, sym, ts, price, qty):
     """Add one tick to the open bar of ``sym`` (opening one aligned to the interval if none is open)."""
     if bars.cur_i[sym, J_START] < 0:
@@ -148,7 +146,7 @@ def bar_add(bars, sym, ts, price, qty):
     bars.cur_i[sym, J_TICKS] += 1
 
 
-@njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+@entry(error_model="numpy")
 def build_bars(bars, sym, ts, price, qty, out, out_start):
     """Feed arrays of ticks of one symbol; write each closed bar to ``out[i]`` (open, high, low, close, volume,
     vwap) and its start to ``out_start[i]``; returns the number of closed bars (the bar still open at the

@@ -56,7 +56,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from hean.jit import kernel
 from hean.records import (
@@ -341,7 +340,7 @@ def _set_level_slow(book, sym, s, px, q):
     return _ovf_set(book, sym, s, key, q)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def _set_level_fast(book, sym, s, px, q):
     """:func:`l2_set_level`, expanded in place by numba into the NRT-free batch kernels of this module.
 
@@ -512,7 +511,7 @@ def l2_apply_events(book, events, start, stop):
     return bad
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def _end_run(info, sym, upd, ts, ts_exch, n):
     """Write the info columns of a run of ``n`` level sets of ``sym`` (nothing when ``sym`` < 0)."""
     if sym >= 0:

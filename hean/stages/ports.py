@@ -47,7 +47,6 @@ __all__ = [
     "written",
 ]
 
-_inl = kernel(forceinline=True, error_model="numpy")
 
 BATCH = 256  # records one step takes from one input per call: bounds how long other inputs wait
 H_SERVICE = 0  # every stage's first histogram row: time in the stage's kernel per input record
@@ -76,7 +75,7 @@ def private_port(dtype, capacity: int, act: np.ndarray) -> Port:
     return Port(hdr, np.zeros(capacity, dtype), act)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def room(port, n, tmc):
     """True when ``port`` has room for ``n`` more records (a shortage counts as a ring-full event)."""
     _, k = claim_upto(port.hdr, np.int64(n))  # not a literal: one claim_upto for every caller
@@ -86,19 +85,19 @@ def room(port, n, tmc):
     return True
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def _bump(port):
     store_relaxed(port.act, 0, port.act[0] + 1)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def release_to(port, end):
     """Hand consumed slots back, up to ``end`` (after their outputs were published)."""
     _bump(port)
     release(port.hdr, end)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def put(port, rec):
     """Publish one record; the caller checked the room."""
     _bump(port)
@@ -107,7 +106,7 @@ def put(port, rec):
     publish(port.hdr, seq + 1)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def put_all(port, buf, n):
     """Publish ``buf[0:n]`` with one release store; the caller checked the room."""
     if n == 0:
@@ -120,7 +119,7 @@ def put_all(port, buf, n):
     publish(port.hdr, seq + n)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def out(port, buf, n, tm):
     """Publish what a kernel wrote to ``buf[0:n]`` (the caller checked the room) and count it."""
     for j in range(n):
@@ -129,7 +128,7 @@ def out(port, buf, n, tm):
         tm_add(tm.c, C_EVENTS_OUT, n)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def goal_if_waiting(first, then):
     """``(goal, start, n)``: the records waiting in ``then`` (``start``, ``n``) and, when there are any, the
     WRITE of ``first`` read after them (else -1). Everything published to ``first`` before those records is
@@ -142,18 +141,18 @@ def goal_if_waiting(first, then):
     return load_acquire(first.hdr, WRITE), start, n
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def empty(port):
     return load_relaxed(port.hdr, WRITE) == load_relaxed(port.hdr, READ)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def written(port):
     """The port's WRITE cursor: it changes whenever anything is published to it."""
     return load_relaxed(port.hdr, WRITE)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def age(h, now, ts_origin):
     """Record ``now - ts_origin`` -- unless the record has no origin (0): a CANCEL_ALL that risk issued on
     its own (kill switch, loss trip) was caused by no market event and is not tick-to-trade."""
@@ -161,7 +160,7 @@ def age(h, now, ts_origin):
         hist_record(h, now - ts_origin)
 
 
-@_inl
+@kernel(forceinline=True, error_model="numpy")
 def service(h, t0, n):
     """Service time of a batch of ``n`` records, recorded as ``n`` samples of the per-record average.
 

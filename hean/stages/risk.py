@@ -75,7 +75,6 @@ from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from hean.atomics import store_relaxed
 from hean.jit import kernel
@@ -436,7 +435,7 @@ def risk_effective_state(risk, s):
 
 
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def _reject(risk, reason):
     risk.rejects[reason] += 1
     risk.counters[C_REJECTED] += 1
@@ -514,7 +513,7 @@ def _emit_cancel_all(risk, symbol, now_ns, out, k):
     _emit(out, k, risk.g[G_SEQ], 0, now_ns, symbol, A_CANCEL_ALL, 0, 0, 0, 0, 0, 0, 0, 0, -1)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def risk_on_intent(risk, intent, now_ns, out, k):
     """Check one ORDER intent; on pass write the ORDER for the router to ``out[k]`` and return 1, else 0.
 
@@ -718,7 +717,7 @@ def _close_one(risk, s):
         risk.g[G_OPEN_TOTAL] -= 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def risk_on_report(risk, rep):
     """Apply one EXEC_REPORT forwarded by the router: positions, PnL, open orders, loss trips.
 
@@ -800,7 +799,7 @@ def risk_poll(risk, now_ns, out, k):
     return w
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def risk_on_book(risk, bs, now_ns, out, k):
     """Apply one BOOK_STATE: mark to mid, staleness (-> symbol HALTED), loss/drawdown trips.
 
@@ -823,7 +822,7 @@ def risk_on_book(risk, bs, now_ns, out, k):
     return risk_poll(risk, now_ns, out, k)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def risk_on_control(risk, ctl, now_ns, out, k):
     """Apply one CONTROL (kill switch etc.); returns how many CANCEL_ALLs it wrote to ``out[k:]``.
 

@@ -68,7 +68,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from hean.jit import kernel
 from hean.records import EXEC_REPORT, F_OPENS_ORDER, F_POST_ONLY
@@ -254,7 +253,7 @@ def make_router(
 # output helpers
 # ---------------------------------------------------------------------------------------------------------
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, ts_venue,
                   venue, reason, liquidity):  # fmt: skip
     rep.seq = seq
@@ -277,7 +276,7 @@ def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty,
 
 
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def _refuse(router, order, kind, reason):
     """Count a refusal and queue a REJECTED / CANCEL_REJECTED report for risk."""
     router.rejects[reason] += 1
@@ -590,7 +589,7 @@ def _cancel_all(router, order, out, k):
     return w
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def router_on_order(router, order, tops, now_ns, out, k):
     """Route one ORDER from risk; writes the venue ORDERs to ``out[k:]`` and returns how many.
 
@@ -629,7 +628,7 @@ def router_halt(router):
 # reports
 # ---------------------------------------------------------------------------------------------------------
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def _forward(router, rep, p, kind, qty, price, fee, out, k):
     ot = router.ot
     router.g[G_REPORT_SEQ] += 1
@@ -658,7 +657,7 @@ def _forward(router, rep, p, kind, qty, price, fee, out, k):
     return 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def router_on_report(router, rep, out, k):
     """Apply one venue EXEC_REPORT to its child and parent; forward to risk in ``out[k:]``; returns how many.
 

@@ -1,6 +1,6 @@
 """The strategy stage: BOOK_STATE in, at most one ORDER intent out, per event, with no interpreter in between.
 
-Per BOOK_STATE record :func:`strategy_on_book` (one ``@njit`` kernel, cached)
+Per BOOK_STATE record :func:`strategy_on_book` (one ``@kernel``, cached)
 
 1. advances the symbol's bars and indicators -- in ``"bar"`` mode the bar closes on the first event at or
    after its interval's end and the closed bar (vwap, high, low, close, volume) is the indicator sample; in
@@ -32,12 +32,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from hean import strategies
 from hean.atomics import load_relaxed
 from hean.indicators.streaming import IndicatorConfig, IndicatorSet, indicators_update, make_indicator_set
-from hean.jit import kernel
+from hean.jit import entry, kernel
 from hean.records import F_CROSSED, F_STALE, BookStateKind
 from hean.stages.bars import (
     B_CLOSE,
@@ -95,15 +94,11 @@ class StrategyStage(NamedTuple):
     param_names: tuple[str, ...]
 
 
-_hot = kernel(error_model="numpy")  # never allocates: no refcounting
-_inline = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
-
-
 # the branch ids decide_by_id has; make_strategy_stage refuses a registered strategy without one
 DECIDE_BRANCHES = {0: rsi_macd, 1: market_maker}
 
 
-@_inline
+@kernel(inline=True, error_model="numpy")
 def decide_by_id(sid, strat, params, ind, sym, bs, position, fresh):
     """The registered strategies, by branch id (``hean.strategies.REGISTRY[name].id``)."""
     if sid == 0:
@@ -113,7 +108,7 @@ def decide_by_id(sid, strat, params, ind, sym, bs, position, fresh):
     return no_order()
 
 
-@_inline
+@kernel(inline=True, error_model="numpy")
 def advance_indicators(strat, ind, bars, bs):
     """Feed the record to bars/indicators per the stage mode; True if the indicators took a new sample.
 
@@ -193,7 +188,7 @@ def strategy_on_book(strat, ind, bars, params, position_lots, bs, out_orders, k)
     return 1
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@entry(error_model="numpy")
 def run_book_states(strat, ind, bars, params, position_lots, records, out_orders):
     """Run the stage over an array of BOOK_STATE records (replay, research, tests); returns orders written.
 

@@ -1,6 +1,6 @@
 """Trade statistics per symbol: the last print and a rolling VWAP over a time window.
 
-State is a :class:`TradeStats` NamedTuple of numpy arrays; logic is ``@njit`` kernels that never allocate.
+State is a :class:`TradeStats` NamedTuple of numpy arrays; logic is ``@kernel`` functions that never allocate.
 The VWAP window is a per-symbol ring of the prints inside the window with running integer sums
 (``sum(px * qty)`` in tick-lots and ``sum(qty)`` in lots), so adding and evicting a print is O(1) and exact:
 float sums would drift as prints are subtracted again. When more prints fall inside the window than the

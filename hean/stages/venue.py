@@ -59,7 +59,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from hean.jit import kernel
 from hean.records import EXEC_REPORT, F_POST_ONLY, ORDER, EventKind, TimeInForce
@@ -271,7 +270,7 @@ def make_venue(
 # reports out
 # ---------------------------------------------------------------------------------------------------------
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def _report(vn, v, t, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, reason, liq):
     """Queue a report made at venue time ``t``; released at ``t + report_latency``."""
     cap = vn.out_q.shape[1]

@@ -10,12 +10,12 @@ A strategy is a module with
 * ``STATE_F`` / ``STATE_I`` -- how many float64 / int64 state columns it keeps per symbol,
 * ``validate(params: dict) -> None`` -- raise ValueError on a parameter set it cannot trade with,
 * ``decide(strat, params, ind, sym, bs, position, fresh) -> intent`` -- decorated with
-  :data:`hean.strategies.intent.strategy_kernel`, returning :func:`~hean.strategies.intent.no_order` or an
-  :func:`~hean.strategies.intent.intent` tuple. ``strat.f[sym]``/``strat.i[sym]`` is its state,
-  ``params`` a float64 array in ``PARAMS`` order, ``ind`` the :class:`~hean.indicators.streaming.IndicatorSet`
-  (``ind.out[sym, OUT_*]``), ``bs`` the BOOK_STATE record, ``position`` the symbol's position in lots (a
-  value the stage loads, relaxed, from the array risk writes: :mod:`hean.stages.positions`) and
-  ``fresh`` True when the indicators took a new sample on this event.
+  ``@kernel(inline=True, error_model="numpy")`` (:mod:`hean.jit`: inlined into the stage), returning
+  :func:`~hean.strategies.intent.no_order` or an :func:`~hean.strategies.intent.intent` tuple.
+  ``strat.f[sym]``/``strat.i[sym]`` is its state, ``params`` a float64 array in ``PARAMS`` order, ``ind`` the
+  :class:`~hean.indicators.streaming.IndicatorSet` (``ind.out[sym, OUT_*]``), ``bs`` the BOOK_STATE record,
+  ``position`` the symbol's position in lots (a value the stage loads, relaxed, from the array risk writes:
+  :mod:`hean.stages.positions`) and ``fresh`` True when the indicators took a new sample on this event.
 
 and an entry in :data:`REGISTRY` plus one branch in :func:`hean.stages.strategy.decide_by_id` (the compiled
 switch that makes selection by name work inside one cached, fused loop).

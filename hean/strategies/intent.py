@@ -20,8 +20,8 @@ not see router ids; the router resolves the target (the lead's router contract).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from hean.jit import kernel
 from hean.records import OrderAction, OrderType, TimeInForce
 
 NEW = int(OrderAction.NEW)
@@ -34,19 +34,20 @@ GTC = int(TimeInForce.GTC)
 IOC = int(TimeInForce.IOC)
 FOK = int(TimeInForce.FOK)
 
-# Strategy functions are inlined into the stage's IR and, like it, compiled without reference counting
-# (``_nrt=False``): a strategy must not allocate. Inlining saves passing its NamedTuples by value per event.
-strategy_kernel = njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
+# A strategy's functions are ``@kernel(inline=True, error_model="numpy")`` (hean.jit): inlined into the
+# stage's IR, which saves passing its NamedTuples by value per event, and so compiled like the stage, without
+# reference counting (a strategy must not allocate) and with numpy's division (x / 0 is inf or nan, no
+# exception path). These helpers are inlined the same way.
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def no_order():
     """The empty intent."""
     z = np.int64(0)
     return (z, z, z, z, z, z, z)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def intent(action, side, qty, price, order_type, tif, flags):
     """An intent tuple with every field int64 (numba unifies the return type of all branches on this)."""
     return (
@@ -60,7 +61,7 @@ def intent(action, side, qty, price, order_type, tif, flags):
     )
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def event_time(bs):
     """The event's time in ns: the exchange's when known (deterministic in replay), else the origin stamp."""
     return bs.ts_exch if bs.ts_exch > 0 else bs.ts_origin

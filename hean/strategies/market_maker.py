@@ -37,8 +37,9 @@ import math
 import numpy as np
 
 from hean.indicators.streaming import OUT_ATR
+from hean.jit import kernel
 from hean.records import BUY, F_CROSSED, F_POST_ONLY, F_STALE, SELL
-from hean.strategies.intent import CANCEL, CANCEL_ALL, GTC, LIMIT, NEW, REPLACE, intent, no_order, strategy_kernel
+from hean.strategies.intent import CANCEL, CANCEL_ALL, GTC, LIMIT, NEW, REPLACE, intent, no_order
 
 PARAMS: dict[str, float] = {
     "half_spread_ticks": 1.0,
@@ -74,7 +75,7 @@ def validate(params: dict[str, float]) -> None:
         raise ValueError("market_maker: use_microprice must be 0 or 1")
 
 
-@strategy_kernel
+@kernel(inline=True, error_model="numpy")
 def desired_quotes(params, ind, sym, bs, position):
     """(bid, ask) prices in ticks the quoter wants now; 0 for a side it must not quote."""
     fair = bs.microprice if params[P_MICRO] == 1.0 else bs.mid
@@ -94,7 +95,7 @@ def desired_quotes(params, ind, sym, bs, position):
     return bid, ask
 
 
-@strategy_kernel
+@kernel(inline=True, error_model="numpy")
 def _side_intent(strat, sym, col, side, want, qty, requote):
     """The intent that moves the resting quote in column ``col`` to ``want`` (0 = none); records it."""
     have = strat.i[sym, col]
@@ -109,7 +110,7 @@ def _side_intent(strat, sym, col, side, want, qty, requote):
     return intent(REPLACE, side, qty, want, LIMIT, GTC, F_POST_ONLY)
 
 
-@strategy_kernel
+@kernel(inline=True, error_model="numpy")
 def decide(strat, params, ind, sym, bs, position, fresh):
     """The strategy function (see :mod:`hean.strategies` for the contract)."""
     i = strat.i

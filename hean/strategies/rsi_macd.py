@@ -30,8 +30,9 @@ import math
 import numpy as np
 
 from hean.indicators.streaming import OUT_MACD_HIST, OUT_RSI
+from hean.jit import kernel
 from hean.records import BUY, F_CROSSED, F_REDUCE_ONLY, F_STALE, SELL
-from hean.strategies.intent import IOC, LIMIT, MARKET, NEW, event_time, intent, no_order, strategy_kernel
+from hean.strategies.intent import IOC, LIMIT, MARKET, NEW, event_time, intent, no_order
 
 PARAMS: dict[str, float] = {
     "rsi_oversold": 30.0,
@@ -71,7 +72,7 @@ def validate(params: dict[str, float]) -> None:
             raise ValueError(f"rsi_macd: {flag} must be 0 or 1")
 
 
-@strategy_kernel
+@kernel(inline=True, error_model="numpy")
 def _track_turn(strat, sym, hist):
     """Record ``hist``; return +1 when the histogram just turned up, -1 when it just turned down, else 0."""
     f = strat.f
@@ -93,7 +94,7 @@ def _track_turn(strat, sym, hist):
     return turn
 
 
-@strategy_kernel
+@kernel(inline=True, error_model="numpy")
 def decide(strat, params, ind, sym, bs, position, fresh):
     """The strategy function (see :mod:`hean.strategies` for the contract)."""
     if not fresh:

@@ -70,7 +70,7 @@ per symbol s        8+4s   int    position, lots (signed)
                     11+4s  f64    unrealized PnL of the symbol
 ==================  =====  =====  ==================================================================
 
-Usage in a stage kernel (all ``@njit(cache=True, nogil=True)``; ``tm`` is the :class:`TelemetryBlock`)::
+Usage in a stage kernel (all :mod:`hean.jit` kernels; ``tm`` is the :class:`TelemetryBlock`)::
 
     tm_start(tm.counters, cpu)                       # once, in the worker, before the loop
     while running:
@@ -98,7 +98,7 @@ from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
 from hean.atomics import getpid, now_ns, store_relaxed
@@ -404,7 +404,7 @@ def tm_copy_rejects(counters, rejects) -> None:
 # writers (the owning stage only)
 # ---------------------------------------------------------------------------------------------------------
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def tm_add(counters, idx: int, n: int) -> None:
     """``counters[idx] += n`` (single writer; relaxed store so observers see it)."""
     store_relaxed(counters, idx, counters[idx] + n)

@@ -52,7 +52,6 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
-from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
 from hean.atomics import store_relaxed
@@ -124,7 +123,7 @@ DEFAULT_PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9, 99.99)
 # ---------------------------------------------------------------------------------------------------------
 # bucket arithmetic
 # ---------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline=True)
 def _bucket_of(v: int) -> int:
     top = 64 - leading_zeros(np.int64(v) | np.int64(_SUB_BUCKET_MASK))
     return top - (_SUB_BUCKET_HALF_COUNT_MAGNITUDE + 1)

@@ -1,0 +1,95 @@
+"""A stage's declaration: what the engine needs to know to put a stage into the pipeline.
+
+Why declarations: the engine composes the pipeline -- its rings, workers, compiled loop, telemetry blocks and
+summary -- from the ordered registry of these (:mod:`hean.stages.registry`); a stage is wired in nowhere
+else. Adding a stage is one module holding its state, kernels, step and :class:`Stage`, plus one line in
+the registry.
+
+**Streams and edges.** A stage names the streams it takes and publishes (``"events"``, ``"states"``, ...).
+The engine joins them into edges by pipeline order: a stage takes stream S from the nearest stage *before*
+it that publishes S -- or, for a feedback stream (the reports flowing back), the nearest one after it. One
+edge per (producer, consumer): a stream two stages take is published to both, in the order of the
+producer's outputs. So a pass-through stage placed between two others takes over their stream without
+either changing. A stream no stage publishes comes from outside the pipeline (``external``: the
+supervisor's control records).
+
+**The step.** ``step(state, ins, outs, tm, now, flags) -> int``, a forceinline kernel: ``ins``/``outs`` are
+tuples of :class:`hean.stages.ports.Port` in the order declared, ``tm`` the stage's
+:class:`hean.stages.ports.StageTm`, ``now`` the pass's CLOCK_MONOTONIC ns, ``flags`` the engine's
+``F_*`` bits. It returns how many records it took (a *source* -- a stage with no inputs -- returns -1 once
+it has nothing more to publish). It never blocks: it takes an input only when its outputs have room for
+everything that input can produce.
+
+**The view.** Optionally ``view(state, tm, now)``, called at every heartbeat of the worker: what the stage
+shows observers in its telemetry block (risk state, reject counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["F_HALTED", "F_LOCKSTEP", "BuildContext", "Stage", "Stream"]
+
+F_HALTED = 1  # flags bit: the run is halted -- nothing more may leave the router
+F_LOCKSTEP = 2  # flags bit: deterministic lockstep mode (the source publishes one message at a time)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """What flows on an edge: a name the stages agree on and the record dtype."""
+
+    name: str
+    dtype: np.dtype
+    external: bool = False  # published from outside the pipeline (the supervisor)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a stage's ``build`` gets: the configuration, the symbol table, the shared views, and whether this
+    worker runs the stage (a stage it does not run gets a small stand-in of the same types: one compiled loop
+    serves every placement)."""
+
+    cfg: Any  # hean.engine.config.Config
+    symbols: Any  # hean.symbols.SymbolTable
+    venue_of: np.ndarray  # int64[n_symbols]: each symbol's venue index
+    views: dict[str, Any]  # shared views by name (hean.engine.topology.SHARED_VIEWS)
+    real: bool  # this worker runs the stage
+    # the engine's checks of a configuration table, so a stage names its keys' errors the engine's way:
+    # kwargs(section, table, factory) -> the table, checked against the factory's keyword parameters;
+    # call(section, factory, *args, **kwargs) -> the factory's result (its ValueError names the section)
+    kwargs: Callable[..., dict[str, Any]]
+    call: Callable[..., Any]
+    replay: np.ndarray | None = None  # the recording's events (for the feed, when it is real)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline (see the module docstring)."""
+
+    name: str
+    module: str  # the module holding ``step`` and ``view`` (imported by the generated loop)
+    step: str  # name of the step kernel in ``module``
+    inputs: tuple[Stream, ...]
+    outputs: tuple[Stream, ...]
+    build: Callable[[BuildContext], Any]  # the stage's state (a NamedTuple of numpy arrays and tuples)
+    hists: tuple[str, ...]  # histogram rows of its telemetry block; the first is "service"
+    user_counters: tuple[str, ...] = ()
+    view: str | None = None  # name of the view kernel in ``module``
+    feedback: frozenset[str] = field(default_factory=frozenset)  # input streams that flow back (reports)
+    config: str | None = None  # the configuration table it reads (for messages and `config show`)
+
+    def __post_init__(self) -> None:
+        if not self.hists or self.hists[0] != "service":
+            raise ValueError(f"stage {self.name!r}: the first histogram row must be 'service'")
+        names = [s.name for s in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage {self.name!r}: an input stream twice: {names}")
+
+    @property
+    def source(self) -> bool:
+        """A stage with no inputs: the engine starts it at START, stops it at STOP_FEED."""
+        return not self.inputs
