@@ -516,7 +516,7 @@ def test_config_show_prints_every_stage_default(capsys):
     import tomllib
 
     from hean import strategies
-    from hean.engine.build import book_factory
+    from hean.stages.book import book_tables as book_factory
 
     assert main(["config", "show"]) == 0
     shown = tomllib.loads(capsys.readouterr().out)
@@ -544,7 +544,7 @@ def test_default_limits_reach_the_risk_stage():
     from hean.engine.build import build_stages
 
     cfg = load_config()
-    risk = build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))[4]
+    risk = build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))[2]
     assert risk.max_order_qty.tolist() == [1000, 1000] and risk.max_notional.tolist() == [1e6, 1e6]
 
 

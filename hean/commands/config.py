@@ -30,11 +30,11 @@ def with_defaults(cfg):
     import msgspec
 
     from hean import strategies
-    from hean.engine.build import book_factory
     from hean.engine.config import factory_defaults
     from hean.feeds.synthetic import make_synthetic
     from hean.indicators.streaming import IndicatorConfig
     from hean.stages.bars import BarConfig
+    from hean.stages.book import book_tables as book_factory
     from hean.stages.risk import make_risk
     from hean.stages.router import make_router
     from hean.stages.venue import make_venue

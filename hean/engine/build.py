@@ -21,14 +21,13 @@ from hean.engine.config import STAGES, Config, ConfigError, call_factory, stage_
 from hean.engine.topology import EDGES, SHARED_VIEWS, private_views, view_dims, view_name
 from hean.rings import Ring, attach
 from hean.shm import attach_segment
-from hean.stages.book import make_l2_book
+from hean.stages.book import make_book_stage
 from hean.stages.declare import BuildContext
 from hean.stages.feed import make_feed
 from hean.stages.ports import Port, StageTm, private_port
 from hean.stages.risk import make_risk
 from hean.stages.router import make_router
 from hean.stages.strategy import make_strategy_stage
-from hean.stages.trades import make_trade_stats
 from hean.stages.venue import make_venue
 from hean.symbols import SymbolTable
 from hean.telemetry.block import attach_block, block_name
@@ -67,21 +66,6 @@ PACES = {"rate": 0, "recorded": 1, "fast": 2}
 # ---------------------------------------------------------------------------------------------------------
 # factories of the engine-level tables (their keyword parameters are the valid keys)
 # ---------------------------------------------------------------------------------------------------------
-def book_factory(
-    n_symbols: int,
-    *,
-    window: int = 4096,
-    overflow: int = 8192,
-    stale_ns: int = 0,
-    vwap_window_ns: int = 60_000_000_000,
-    trades_capacity: int = 4096,
-):
-    """``[book]``: price window and overflow per side (levels), stale window (0 off), VWAP window."""
-    if stale_ns < 0 or vwap_window_ns <= 0:
-        raise ValueError("stale_ns must be >= 0 and vwap_window_ns > 0")
-    return make_l2_book(n_symbols, window, overflow), make_trade_stats(n_symbols, vwap_window_ns, trades_capacity)
-
-
 def venue_index(cfg: Config) -> dict[str, int]:
     return {v.name: i for i, v in enumerate(cfg.venues)}
 
@@ -110,8 +94,7 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
     venue_of = np.array([vidx[s.venue] for s in cfg.symbols], np.int64)
     real = {s: (s in owns) for s in STAGES}
 
-    book_kw = stage_kwargs("book", dict(cfg.book), book_factory) if real["book"] else {}
-    book, trades = call_factory("book", book_factory, n, **book_kw)
+    make_book_stage(_context(cfg, real["book"], views={"tops": None}))  # checks [book]
 
     make_feed(_context(cfg, real["feed"]))  # checks [feed.synthetic] (the workers build the feed for real)
 
@@ -146,7 +129,7 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
     strategy = P.StrategyStage(
         strategy.strat, strategy.ind, strategy.bars, strategy.params, position, np.zeros(1, records.ORDER)
     )
-    return table, venue_of, book, trades, risk, router, venue, strategy
+    return table, venue_of, risk, router, venue, strategy
 
 
 def _venue_fees(cfg: Config) -> dict[str, np.ndarray]:
@@ -209,9 +192,13 @@ def check_config(cfg: Config) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # the feed
 # ---------------------------------------------------------------------------------------------------------
-def _context(cfg: Config, real: bool, replay: np.ndarray | None = None) -> BuildContext:
+def _context(cfg: Config, real: bool, replay: np.ndarray | None = None, views: dict | None = None,
+             venue_of: np.ndarray | None = None) -> BuildContext:
     """What a stage's build gets from the engine (hean.stages.declare.BuildContext)."""
-    return BuildContext(cfg=cfg, symbols=symbol_table(cfg), venue_of=np.zeros(0, np.int64), views={}, real=real,
+    if venue_of is None:
+        vidx = venue_index(cfg)
+        venue_of = np.array([vidx[s.venue] for s in cfg.symbols], np.int64)
+    return BuildContext(cfg=cfg, symbols=symbol_table(cfg), venue_of=venue_of, views=views or {}, real=real,
                         kwargs=stage_kwargs, call=call_factory, replay=replay)  # fmt: skip
 
 
@@ -282,7 +269,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
 
     views = _attach_views(run_id, cfg, segments)
     position, tops = views["pos"], views["tops"]
-    table, venue_of, book, trades, risk, router, venue, strategy = build_stages(cfg, position, mine)
+    table, venue_of, risk, router, venue, strategy = build_stages(cfg, position, mine)
 
     rings: list[Ring] = []
     edge_rings = {}
@@ -324,7 +311,6 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     params[P.P_SPIN_SLEEP] = spec["spin_before_sleep"]
     params[P.P_SLEEP_NS] = spec["sleep_ns"]
     params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
-    params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
     params[P.P_SUPERVISOR] = int(spec.get("supervisor_pid", 0))
     params[P.P_SUP_TIMEOUT_NS] = cfg.engine.heartbeat_timeout_ms * 1_000_000
     params[P.P_SUP_TID] = int(spec.get("supervisor_tid", 0))
@@ -336,7 +322,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
         clock=np.zeros(len(STAGES), np.int64),
         rings=P.Rings(**edge_rings),
         feed=make_feed(_context(cfg, "feed" in mine, replay)),
-        book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
+        book=make_book_stage(_context(cfg, "book" in mine, views={"tops": tops}, venue_of=venue_of)),
         strategy=strategy,
         risk=P.RiskStage(risk, np.zeros(P.RISK_OUT, records.ORDER), risk_view),
         router=P.RouterStage(
@@ -369,7 +355,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     n_sym = len(cfg.symbols)
     views = private_views(cfg)
     position, tops = views["pos"], views["tops"]
-    table, venue_of, book, trades, risk, router, venue, strategy = build_stages(cfg, position)
+    table, venue_of, risk, router, venue, strategy = build_stages(cfg, position)
     from hean.engine import control as C
 
     if ctl is None:
@@ -379,7 +365,6 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     params = np.zeros(P.P_LEN, np.int64)
     params[P.P_WAIT] = P.W_SPIN
     params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
-    params[P.P_STALE_NS] = int(cfg.book.get("stale_ns", 0))
     cap = cfg.engine.ring_capacity
     act = ctl[C.worker_word(0, C.W_ACTIVITY) : C.worker_word(0, C.W_ACTIVITY) + 1]
     ctl[C.N_WORKERS] = 1
@@ -391,7 +376,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
         clock=np.zeros(len(STAGES), np.int64),
         rings=P.Rings(**{_RING_FIELDS[e.key]: private_port(e.dtype, cap, act) for e in EDGES}),
         feed=make_feed(_context(cfg, True, load_replay(cfg))),
-        book=P.BookStage(book, trades, tops, venue_of, np.zeros(1, records.BOOK_STATE)),
+        book=make_book_stage(_context(cfg, True, views={"tops": tops}, venue_of=venue_of)),
         strategy=strategy,
         risk=P.RiskStage(risk, np.zeros(P.RISK_OUT, records.ORDER), np.zeros(risk_len(n_sym), np.int64)),
         router=P.RouterStage(

@@ -44,7 +44,7 @@ from hean.engine import control as C
 from hean.jit import entry, kernel
 from hean.rings.layout import MASK, READ, WRITE
 from hean.rings.spsc import available
-from hean.stages.book import book_on_event
+from hean.stages.book import book_step
 from hean.stages.declare import F_LOCKSTEP
 from hean.stages.feed import feed_step
 from hean.stages.ports import (
@@ -73,7 +73,6 @@ from hean.stages.risk import (
 )
 from hean.stages.router import router_halt, router_on_order, router_on_report, router_poll
 from hean.stages.strategy import strategy_on_book
-from hean.stages.tops import tops_on_book_state
 from hean.stages.venue import venue_accept, venue_advance, venue_apply_event, venue_release
 from hean.telemetry.block import (
     C_EVENTS_IN,
@@ -109,7 +108,7 @@ P_SPIN_YIELD = 2  # idle polls before yielding
 P_SPIN_SLEEP = 3  # idle polls before sleeping
 P_SLEEP_NS = 4
 P_LOCKSTEP = 5  # 1: deterministic lockstep
-P_STALE_NS = 6  # book stale window (0: off)
+# 6: free (the book's stale window is the book stage's own state)
 P_HALTED = 7  # this worker has applied HALT to its router
 P_SUPERVISOR = 8  # the supervisor's pid: the worker's parent (0: no supervisor, e.g. an in-process backtest)
 P_SUP_TIMEOUT_NS = 9  # the supervisor's heartbeat older than this: it is stopped or hung
@@ -156,14 +155,6 @@ class Rings(NamedTuple):
     control: Port
 
 
-class BookStage(NamedTuple):
-    book: object
-    trades: object
-    tops: object  # hean.stages.tops.VenueTops, shared with the router
-    venue_of: np.ndarray  # int64[n_symbols]
-    out: np.ndarray  # BOOK_STATE[1]
-
-
 class StrategyStage(NamedTuple):
     strat: object
     ind: object
@@ -200,7 +191,7 @@ class Worker(NamedTuple):
     clock: np.ndarray  # int64[6]: each stage's simulated exchange clock (the latest ts_exch it applied)
     rings: Rings
     feed: object  # hean.stages.feed.FeedState
-    book: BookStage
+    book: object  # hean.stages.book.BookStage
     strategy: StrategyStage
     risk: RiskStage
     router: RouterStage
@@ -286,37 +277,6 @@ def _digest(counters, idx, a, b, c, d):
 # ---------------------------------------------------------------------------------------------------------
 # book
 # ---------------------------------------------------------------------------------------------------------
-@kernel(forceinline=True, error_model="numpy")
-def book_step(B, ev_in, bs_strat, bs_risk, tm, stale_ns):
-    """Market events in; a book state per consistent group out, to risk first, then the strategy."""
-    start, n = available(ev_in.hdr)
-    if n == 0:
-        return 0
-    m = ev_in.hdr[MASK]
-    n = min(n, BATCH)
-    if not (room(bs_risk, n, tm.c) and room(bs_strat, n, tm.c)):  # at most one state per event
-        n = 1
-        if not (room(bs_risk, 1, tm.c) and room(bs_strat, 1, tm.c)):
-            return 0
-    t0 = now_ns()
-    out = 0
-    for j in range(n):
-        ev = ev_in.slots[(start + j) & m]
-        hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
-        if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
-            bs = B.out[0]
-            tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
-            put(bs_risk, bs)
-            put(bs_strat, bs)
-            out += 2
-    service(tm.h, t0, n)
-    release_to(ev_in, start + n)
-    tm_add(tm.c, C_EVENTS_IN, n)
-    if out:
-        tm_add(tm.c, C_EVENTS_OUT, out)
-    return n
-
-
 # ---------------------------------------------------------------------------------------------------------
 # strategy
 # ---------------------------------------------------------------------------------------------------------
@@ -638,7 +598,8 @@ def do_feed(W, feed_live, now):
 
 @kernel(inline=True, error_model="numpy")
 def do_book(W):
-    return book_step(W.book, W.rings.ev_book, W.rings.bs_strat, W.rings.bs_risk, W.tm_book, W.params[P_STALE_NS])
+    R = W.rings
+    return book_step(W.book, (R.ev_book,), ((R.bs_strat, R.bs_risk),), W.tm_book, np.int64(0), np.int64(0))
 
 
 @kernel(inline=True, error_model="numpy")

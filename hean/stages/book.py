@@ -57,17 +57,26 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hean.atomics import now_ns
 from hean.jit import kernel
 from hean.records import (
     BOOK_STATE,
     F_CROSSED,
     F_LAST_IN_GROUP,
     F_STALE,
+    MARKET_EVENT,
     BookStateKind,
     EventKind,
 )
+from hean.rings.layout import MASK
+from hean.rings.spsc import available
+from hean.stages.declare import Stage, Stream
 from hean.stages.hashmap import HM_EMPTY, hm_delete_at, hm_find, hm_insert
+from hean.stages.ports import BATCH, put_each, release_to, room_each, service
+from hean.stages.tops import tops_on_book_state
 from hean.stages.trades import TradeStats, make_trade_stats, trade_on, trade_vwap
+from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, tm_add
+from hean.telemetry.histogram import hist_record
 
 __all__ = [
     "EMPTY",
@@ -761,3 +770,89 @@ def new_states(n: int) -> np.ndarray:
 
 
 __all__ += ["TradeStats", "make_trade_stats", "new_states"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------------------
+class BookStage(NamedTuple):
+    """The book stage's state: the books, trade statistics, the router's top-of-book view it writes."""
+
+    book: L2Book
+    trades: TradeStats
+    tops: object  # hean.stages.tops.VenueTops: a view shared with the router (written here)
+    venue_of: np.ndarray  # int64[n_symbols]: each symbol's venue
+    out: np.ndarray  # BOOK_STATE[1]: the state book_on_event writes
+    stale_ns: np.ndarray  # int64[1]: a book older than this is stale (0: off)
+
+
+H_AGE_EVENTS = 1  # histogram row: an event's age when the book takes it
+
+
+@kernel(forceinline=True, error_model="numpy")
+def book_step(B, ins, outs, tm, now, flags):
+    """Market events in; a book state per consistent group out, to every consumer of ``states``."""
+    ev_in = ins[0]
+    states = outs[0]
+    start, n = available(ev_in.hdr)
+    if n == 0:
+        return 0
+    m = ev_in.hdr[MASK]
+    n = min(n, BATCH)
+    if not room_each(states, n, tm.c):  # at most one state per event
+        n = 1
+        if not room_each(states, 1, tm.c):
+            return 0
+    t0 = now_ns()
+    out = 0
+    stale_ns = B.stale_ns[0]
+    for j in range(n):
+        ev = ev_in.slots[(start + j) & m]
+        hist_record(tm.h[H_AGE_EVENTS], t0 - ev.ts_origin)
+        if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
+            bs = B.out[0]
+            tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
+            put_each(states, bs)
+            out += len(states)
+    service(tm.h, t0, n)
+    release_to(ev_in, start + n)
+    tm_add(tm.c, C_EVENTS_IN, n)
+    if out:
+        tm_add(tm.c, C_EVENTS_OUT, out)
+    return n
+
+
+def book_tables(
+    n_symbols: int,
+    *,
+    window: int = 4096,
+    overflow: int = 8192,
+    stale_ns: int = 0,
+    vwap_window_ns: int = 60_000_000_000,
+    trades_capacity: int = 4096,
+):
+    """``[book]``: price window and overflow per side (levels), stale window (0 off), VWAP window; its keyword
+    parameters are the table's keys."""
+    if stale_ns < 0 or vwap_window_ns <= 0:
+        raise ValueError("stale_ns must be >= 0 and vwap_window_ns > 0")
+    return make_l2_book(n_symbols, window, overflow), make_trade_stats(n_symbols, vwap_window_ns, trades_capacity)
+
+
+def make_book_stage(ctx) -> BookStage:
+    """The book stage from the configuration's ``[book]`` table (a small stand-in where it does not run)."""
+    table = ctx.kwargs("book", dict(ctx.cfg.book), book_tables) if ctx.real else {}
+    book, trades = ctx.call("book", book_tables, len(ctx.symbols), **table)
+    stale = np.array([int(table.get("stale_ns", 0))], np.int64)
+    return BookStage(book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale)
+
+
+BOOK = Stage(
+    name="book",
+    module=__name__,
+    step="book_step",
+    inputs=(Stream("events", MARKET_EVENT),),
+    outputs=(Stream("states", BOOK_STATE),),
+    build=make_book_stage,
+    hists=("service", "age:events"),
+    config="book",
+)

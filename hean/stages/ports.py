@@ -41,6 +41,8 @@ __all__ = [
     "private_port",
     "put",
     "put_all",
+    "put_each",
+    "room_each",
     "release_to",
     "room",
     "service",
@@ -117,6 +119,23 @@ def put_all(port, buf, n):
     for j in range(n):
         port.slots[(seq + j) & m] = buf[j]
     publish(port.hdr, seq + n)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def room_each(ports, n, tmc):
+    """Room for ``n`` records in every port of a stream's consumers."""
+    for p in ports:
+        if not room(p, n, tmc):
+            return False
+    return True
+
+
+@kernel(forceinline=True, error_model="numpy")
+def put_each(ports, rec):
+    """Publish one record to every consumer of a stream, the furthest downstream first: a consumer never
+    holds the effect of a record (an intent caused by a book state) before a later stage holds its cause."""
+    for i in range(len(ports) - 1, -1, -1):
+        put(ports[i], rec)
 
 
 @kernel(forceinline=True, error_model="numpy")
