@@ -302,10 +302,11 @@ def test_stage_from_config():
         "bars": {"interval_ms": 250},
     }
     stage = SS.stage_from_config(cfg, 3)
-    assert stage.name == "market_maker" and stage.strat.cfg[SS.C_INDEX] == 2
+    spec = SS.strategies.get("market_maker")
+    assert stage.strat.cfg[SS.C_STRATEGY] == spec.id and stage.strat.cfg[SS.C_INDEX] == 2
     assert stage.strat.cfg[SS.C_MODE] == SS.MODE_TICK and stage.ind.iparams[S.P_ATR] == 5
     assert stage.bars.params[0] == 250_000_000 and stage.strat.i.shape[0] == 3
-    assert stage.param_names[0] == "half_spread_ticks" and stage.params[0] == 1.0
+    assert tuple(spec.module.PARAMS)[0] == "half_spread_ticks" and stage.params[0] == 1.0
 
 
 BAD_STAGES = [

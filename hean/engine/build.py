@@ -27,7 +27,7 @@ from hean.stages.feed import make_feed
 from hean.stages.ports import Port, StageTm, private_port
 from hean.stages.risk import make_risk
 from hean.stages.router import make_router
-from hean.stages.strategy import make_strategy_stage
+from hean.stages.strategy import make_strategy
 from hean.stages.venue import make_venue
 from hean.symbols import SymbolTable
 from hean.telemetry.block import attach_block, block_name
@@ -113,22 +113,7 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
     venue_kw = _venue_params(cfg) if real["venue"] else {}
     venue = call_factory("venues", make_venue, n, nv, **venue_kw)
 
-    st = cfg.strategy
-    strategy = call_factory(
-        "strategy",
-        make_strategy_stage,
-        st.name,
-        n,
-        dict(st.params),
-        mode=st.mode,
-        tick_source=st.tick_source,
-        indicators=dict(cfg.indicators),
-        bars=dict(cfg.bars),
-        index=st.index,
-    )
-    strategy = P.StrategyStage(
-        strategy.strat, strategy.ind, strategy.bars, strategy.params, position, np.zeros(1, records.ORDER)
-    )
+    strategy = make_strategy(_context(cfg, real["strategy"], views={"pos": position}))
     return table, venue_of, risk, router, venue, strategy
 
 

@@ -72,7 +72,7 @@ from hean.stages.risk import (
     risk_to_telemetry,
 )
 from hean.stages.router import router_halt, router_on_order, router_on_report, router_poll
-from hean.stages.strategy import strategy_on_book
+from hean.stages.strategy import strategy_step
 from hean.stages.venue import venue_accept, venue_advance, venue_apply_event, venue_release
 from hean.telemetry.block import (
     C_EVENTS_IN,
@@ -155,15 +155,6 @@ class Rings(NamedTuple):
     control: Port
 
 
-class StrategyStage(NamedTuple):
-    strat: object
-    ind: object
-    bars: object
-    params: np.ndarray
-    position: np.ndarray  # int64[n_symbols], written by risk
-    out: np.ndarray  # ORDER[1]
-
-
 class RiskStage(NamedTuple):
     risk: object
     out: np.ndarray  # ORDER[RISK_OUT]
@@ -192,7 +183,7 @@ class Worker(NamedTuple):
     rings: Rings
     feed: object  # hean.stages.feed.FeedState
     book: object  # hean.stages.book.BookStage
-    strategy: StrategyStage
+    strategy: object  # hean.stages.strategy.StrategyStage
     risk: RiskStage
     router: RouterStage
     venue: VenueStage
@@ -280,35 +271,6 @@ def _digest(counters, idx, a, b, c, d):
 # ---------------------------------------------------------------------------------------------------------
 # strategy
 # ---------------------------------------------------------------------------------------------------------
-@kernel(forceinline=True, error_model="numpy")
-def strategy_step(S, bs_in, intents, tm):
-    """Book states in; at most one intent per state out."""
-    start, n = available(bs_in.hdr)
-    if n == 0:
-        return 0
-    m = bs_in.hdr[MASK]
-    n = min(n, BATCH)
-    if not room(intents, n, tm.c):  # at most one intent per state
-        n = 1
-        if not room(intents, 1, tm.c):
-            return 0
-    t0 = now_ns()
-    out = 0
-    for j in range(n):
-        bs = bs_in.slots[(start + j) & m]
-        hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
-        if strategy_on_book(S.strat, S.ind, S.bars, S.params, S.position, bs, S.out, 0):
-            put(intents, S.out[0])
-            out += 1
-    service(tm.h, t0, n)
-    release_to(bs_in, start + n)
-    tm_add(tm.c, C_EVENTS_IN, n)
-    if out:
-        tm_add(tm.c, C_ORDERS, out)
-        tm_add(tm.c, C_EVENTS_OUT, out)
-    return n
-
-
 # ---------------------------------------------------------------------------------------------------------
 # risk
 # ---------------------------------------------------------------------------------------------------------
@@ -604,7 +566,8 @@ def do_book(W):
 
 @kernel(inline=True, error_model="numpy")
 def do_strategy(W):
-    return strategy_step(W.strategy, W.rings.bs_strat, W.rings.intents, W.tm_strategy)
+    R = W.rings
+    return strategy_step(W.strategy, (R.bs_strat,), ((R.intents,),), W.tm_strategy, np.int64(0), np.int64(0))
 
 
 @kernel(inline=True, error_model="numpy")

@@ -34,10 +34,12 @@ from typing import NamedTuple
 import numpy as np
 
 from hean import strategies
-from hean.atomics import load_relaxed
+from hean.atomics import load_relaxed, now_ns
 from hean.indicators.streaming import IndicatorConfig, IndicatorSet, indicators_update, make_indicator_set
 from hean.jit import entry, kernel
-from hean.records import F_CROSSED, F_STALE, BookStateKind
+from hean.records import BOOK_STATE, F_CROSSED, F_STALE, ORDER, BookStateKind
+from hean.rings.layout import MASK
+from hean.rings.spsc import available
 from hean.stages.bars import (
     B_CLOSE,
     B_HIGH,
@@ -54,8 +56,13 @@ from hean.stages.bars import (
     bar_roll,
     make_bar_state,
 )
+from hean.stages.declare import Stage, Stream
+from hean.stages.ports import BATCH, put_each, release_to, room_each, service
 from hean.strategies import market_maker, rsi_macd
 from hean.strategies.intent import event_time, no_order
+from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, tm_add
+from hean.telemetry.block import C_ORDERS as TM_ORDERS
+from hean.telemetry.histogram import hist_record
 
 MODE_TICK = 0
 MODE_BAR = 1
@@ -84,14 +91,15 @@ class StrategyState(NamedTuple):
 
 
 class StrategyStage(NamedTuple):
-    """Everything :func:`strategy_on_book` needs besides the records and positions, built by name."""
+    """The strategy stage's state: everything :func:`strategy_on_book` needs besides the records, built by
+    the strategy's name."""
 
-    name: str
     strat: StrategyState
     ind: IndicatorSet
     bars: BarState
     params: np.ndarray  # float64, in the strategy's PARAMS order
-    param_names: tuple[str, ...]
+    position: np.ndarray  # int64[n_symbols]: the positions risk writes (a shared view across processes)
+    out: np.ndarray  # ORDER[1]: the intent strategy_on_book writes
 
 
 # the branch ids decide_by_id has; make_strategy_stage refuses a registered strategy without one
@@ -212,6 +220,7 @@ def make_strategy_stage(
     indicators: IndicatorConfig | dict | None = None,
     bars: BarConfig | dict | None = None,
     index: int = 0,
+    position: np.ndarray | None = None,
 ) -> StrategyStage:
     """Build the stage for strategy ``name`` with ``params`` over ``n_symbols`` symbols (all checked).
 
@@ -244,12 +253,12 @@ def make_strategy_stage(
     )
     names = tuple(spec.module.PARAMS)
     return StrategyStage(
-        name=name,
         strat=strat,
         ind=ind,
         bars=bar_state,
         params=np.array([resolved[n] for n in names], dtype=np.float64),
-        param_names=names,
+        position=np.zeros(n_symbols, np.int64) if position is None else position,
+        out=np.zeros(1, ORDER),
     )
 
 
@@ -275,3 +284,70 @@ def stage_from_config(cfg: dict, n_symbols: int) -> StrategyStage:
         bars=cfg.get("bars"),
         index=s.get("index", 0),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------------------
+H_AGE_STATES = 1  # histogram row: a book state's age when the strategy takes it
+
+
+@kernel(forceinline=True, error_model="numpy")
+def strategy_step(S, ins, outs, tm, now, flags):
+    """Book states in; at most one intent per state out, to every consumer of ``intents``."""
+    bs_in = ins[0]
+    intents = outs[0]
+    start, n = available(bs_in.hdr)
+    if n == 0:
+        return 0
+    m = bs_in.hdr[MASK]
+    n = min(n, BATCH)
+    if not room_each(intents, n, tm.c):  # at most one intent per state
+        n = 1
+        if not room_each(intents, 1, tm.c):
+            return 0
+    t0 = now_ns()
+    out = 0
+    for j in range(n):
+        bs = bs_in.slots[(start + j) & m]
+        hist_record(tm.h[H_AGE_STATES], t0 - bs.ts_origin)
+        if strategy_on_book(S.strat, S.ind, S.bars, S.params, S.position, bs, S.out, 0):
+            put_each(intents, S.out[0])
+            out += 1
+    service(tm.h, t0, n)
+    release_to(bs_in, start + n)
+    tm_add(tm.c, C_EVENTS_IN, n)
+    if out:
+        tm_add(tm.c, TM_ORDERS, out)
+        tm_add(tm.c, C_EVENTS_OUT, out)
+    return n
+
+
+def make_strategy(ctx) -> StrategyStage:
+    """The strategy stage from ``[strategy]``, ``[indicators]`` and ``[bars]``, over the shared positions."""
+    st = ctx.cfg.strategy
+    return ctx.call(
+        "strategy",
+        make_strategy_stage,
+        st.name,
+        len(ctx.symbols),
+        dict(st.params),
+        mode=st.mode,
+        tick_source=st.tick_source,
+        indicators=dict(ctx.cfg.indicators),
+        bars=dict(ctx.cfg.bars),
+        index=st.index,
+        position=ctx.views["pos"],
+    )
+
+
+STRATEGY = Stage(
+    name="strategy",
+    module=__name__,
+    step="strategy_step",
+    inputs=(Stream("states", BOOK_STATE),),
+    outputs=(Stream("intents", ORDER),),
+    build=make_strategy,
+    hists=("service", "age:states"),
+    config="strategy",
+)
