@@ -79,7 +79,7 @@ def test_a_full_report_ring_holds_the_venue_back_and_loses_nothing():
     W = venue_only()
     R = W.rings
     rep = R.reports
-    full = W.tm_venue.c
+    full = W.tm_venue.counters
     # the router has not read the reports ring: room for 65 reports, one more than a venue call may write
     start = int(rep.hdr[CAPACITY]) - (P.VENUE_OUT + 1)
     rep.hdr[WRITE] = rep.hdr[P_WRITE] = start  # the producer's cursor and its private copy
@@ -103,7 +103,7 @@ def test_an_idle_venue_does_not_count_a_full_report_ring():
     rep = W.rings.reports
     rep.hdr[WRITE] = rep.hdr[P_WRITE] = int(rep.hdr[CAPACITY])  # full: the router has read nothing
     P.run_loop(W, 5)
-    assert W.tm_venue.c[C_RING_FULL] == 0
+    assert W.tm_venue.counters[C_RING_FULL] == 0
     publish(W.rings.ev_venue, [ask(101, 3, 1_000)])
     P.run_loop(W, 5)
-    assert W.tm_venue.c[C_RING_FULL] > 0 and W.rings.ev_venue.hdr[READ] == 0  # held back, and counted
+    assert W.tm_venue.counters[C_RING_FULL] > 0 and W.rings.ev_venue.hdr[READ] == 0  # held back, and counted

@@ -25,7 +25,7 @@ from hean.stages.book import make_book_stage
 from hean.stages.declare import BuildContext
 from hean.stages.feed import make_feed
 from hean.stages.ports import Port, StageTm, private_port
-from hean.stages.risk import make_risk
+from hean.stages.risk import make_risk_stage
 from hean.stages.router import make_router
 from hean.stages.strategy import make_strategy
 from hean.stages.venue import make_venue
@@ -98,10 +98,7 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
 
     make_feed(_context(cfg, real["feed"]))  # checks [feed.synthetic] (the workers build the feed for real)
 
-    risk_kw = dict(cfg.risk) if real["risk"] else {}
-    stage_kwargs("risk", risk_kw, make_risk)
-    risk_kw.setdefault("value_per_tick_lot", _value_per_tick_lot(table))
-    risk = call_factory("risk", make_risk, n, position_lots=position if real["risk"] else None, **risk_kw)
+    risk = make_risk_stage(_context(cfg, real["risk"], views={"pos": position}))
 
     fees = _venue_fees(cfg)
     router_kw = dict(cfg.router) if real["router"] else {}
@@ -202,10 +199,13 @@ def load_replay(cfg: Config) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # one worker
 # ---------------------------------------------------------------------------------------------------------
-def _dummy_tm(stage: str) -> StageTm:
-    from hean.telemetry.block import N_COUNTERS
+def _dummy_tm(stage: str, n_symbols: int) -> StageTm:
+    """Private telemetry of the same shape as the stage's block (a stage this worker does not run, or the
+    whole in-process pipeline)."""
+    from hean.telemetry.block import N_COUNTERS, risk_len
 
-    return StageTm(np.zeros(N_COUNTERS, np.int64), np.zeros((len(STAGE_HISTS[stage]), HIST_LEN), np.int64))
+    hists = np.zeros((len(STAGE_HISTS[stage]), HIST_LEN), np.int64)
+    return StageTm(np.zeros(N_COUNTERS, np.int64), hists, np.zeros(risk_len(n_symbols), np.int64))
 
 
 @dataclass
@@ -218,7 +218,7 @@ class BuiltWorker:
     def _owned_counters(self):
         for i, stage in enumerate(STAGES):
             if self.worker.owns[i]:
-                yield getattr(self.worker, "tm_" + stage).c
+                yield getattr(self.worker, "tm_" + stage).counters
 
     def started(self, cpu: int) -> None:
         import resource
@@ -274,20 +274,13 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
         else:
             edge_rings[_RING_FIELDS[edge.key]] = private_port(edge.dtype, 2, act)  # never used here
     tms = {}
-    risk_view = None
     for stage in STAGES:
         if stage in mine:
             seg = attach_block(block_name(run_id, stage), readonly=False)
             segments.append(seg)
-            tms[stage] = StageTm(seg.block.counters, seg.block.hists)
-            if stage == "risk":
-                risk_view = seg.block.risk
+            tms[stage] = seg.block
         else:
-            tms[stage] = _dummy_tm(stage)
-    if risk_view is None:
-        from hean.telemetry.block import risk_len
-
-        risk_view = np.zeros(risk_len(n_sym), np.int64)
+            tms[stage] = _dummy_tm(stage, n_sym)
 
     params = np.zeros(P.P_LEN, np.int64)
     params[P.P_WORKER] = spec["index"]
@@ -309,7 +302,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
         feed=make_feed(_context(cfg, "feed" in mine, replay)),
         book=make_book_stage(_context(cfg, "book" in mine, views={"tops": tops}, venue_of=venue_of)),
         strategy=strategy,
-        risk=P.RiskStage(risk, np.zeros(P.RISK_OUT, records.ORDER), risk_view),
+        risk=risk,
         router=P.RouterStage(
             router, tops, np.zeros(P.ROUTER_ORDERS_OUT, records.ORDER),
             np.zeros(P.ROUTER_REPORTS_OUT, records.EXEC_REPORT),
@@ -345,7 +338,6 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
 
     if ctl is None:
         ctl = np.zeros(C.CTL_WORDS, np.int64)
-    from hean.telemetry.block import risk_len
 
     params = np.zeros(P.P_LEN, np.int64)
     params[P.P_WAIT] = P.W_SPIN
@@ -363,11 +355,11 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
         feed=make_feed(_context(cfg, True, load_replay(cfg))),
         book=make_book_stage(_context(cfg, True, views={"tops": tops}, venue_of=venue_of)),
         strategy=strategy,
-        risk=P.RiskStage(risk, np.zeros(P.RISK_OUT, records.ORDER), np.zeros(risk_len(n_sym), np.int64)),
+        risk=risk,
         router=P.RouterStage(
             router, tops, np.zeros(P.ROUTER_ORDERS_OUT, records.ORDER),
             np.zeros(P.ROUTER_REPORTS_OUT, records.EXEC_REPORT),
         ),
         venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT), np.zeros(1, np.int64)),
-        **{"tm_" + s: _dummy_tm(s) for s in STAGES},
+        **{"tm_" + s: _dummy_tm(s, n_sym) for s in STAGES},
     )  # fmt: skip

@@ -42,7 +42,7 @@ from hean.atomics import (
 )
 from hean.engine import control as C
 from hean.jit import entry, kernel
-from hean.rings.layout import MASK, READ, WRITE
+from hean.rings.layout import MASK, WRITE
 from hean.rings.spsc import available
 from hean.stages.book import book_step
 from hean.stages.declare import F_LOCKSTEP
@@ -61,16 +61,7 @@ from hean.stages.ports import (
     room,
     service,
 )
-from hean.stages.risk import (
-    X_FILL,
-    X_PARTIAL,
-    risk_on_book,
-    risk_on_control,
-    risk_on_intent,
-    risk_on_report,
-    risk_poll,
-    risk_to_telemetry,
-)
+from hean.stages.risk import X_FILL, X_PARTIAL, risk_step, risk_view
 from hean.stages.router import router_halt, router_on_order, router_on_report, router_poll
 from hean.stages.strategy import strategy_step
 from hean.stages.venue import venue_accept, venue_advance, venue_apply_event, venue_release
@@ -134,7 +125,6 @@ U_HALTED_NS = 67
 _FNV_PRIME = 1099511628211
 
 # scratch sizes = the most records one kernel call may write (the kernels respect len(out) - k)
-RISK_OUT = 16
 ROUTER_ORDERS_OUT = 8  # hean.stages.router.ROUTER_MAX_ORDERS
 ROUTER_REPORTS_OUT = 16
 VENUE_OUT = 64  # hean.stages.venue.VENUE_MAX_REPORTS
@@ -153,12 +143,6 @@ class Rings(NamedTuple):
     reports: Port
     rreports: Port
     control: Port
-
-
-class RiskStage(NamedTuple):
-    risk: object
-    out: np.ndarray  # ORDER[RISK_OUT]
-    state: np.ndarray  # risk-state region of its telemetry block (what `hean top` shows)
 
 
 class RouterStage(NamedTuple):
@@ -184,7 +168,7 @@ class Worker(NamedTuple):
     feed: object  # hean.stages.feed.FeedState
     book: object  # hean.stages.book.BookStage
     strategy: object  # hean.stages.strategy.StrategyStage
-    risk: RiskStage
+    risk: object  # hean.stages.risk.RiskStage
     router: RouterStage
     venue: VenueStage
     tm_feed: StageTm
@@ -277,82 +261,12 @@ def _digest(counters, idx, a, b, c, d):
 
 
 @kernel(forceinline=True, error_model="numpy")
-def risk_step(Rk, control, reports, bs_in, intents, orders, tm, clock):
-    """Control, reports, book states, then intents (only once every given book state is applied)."""
-    risk = Rk.risk
-    done = 0
-    # control (the kill switch): cancel-alls out
-    start, n = available(control.hdr)
-    k = 0
-    while k < n and room(orders, RISK_OUT, tm.c):
-        rec = control.slots[(start + k) & control.hdr[MASK]]
-        out(orders, Rk.out, risk_on_control(risk, rec, clock[RISK], Rk.out, 0), tm)
-        k += 1
-    if k:
-        release_to(control, start + k)
-        done += k
-    # execution reports: positions, PnL, open orders (no output)
-    start, n = available(reports.hdr)
-    m = reports.hdr[MASK]
-    n = min(n, BATCH)
-    if n:
-        t0 = now_ns()
-        for j in range(n):
-            rep = reports.slots[(start + j) & m]
-            hist_record(tm.h[H_AGE3], t0 - rep.ts_origin)
-            risk_on_report(risk, rep)
-        service(tm.h, t0, n)
-        release_to(reports, start + n)
-        done += n
-    # book states: marks, staleness; owed cancel-alls out. When intents wait, first every book state
-    # published before them (they were published before the intents they caused): a snapshot of the
-    # book-state ring's WRITE taken now bounds them, so a continuous flow of states cannot starve intents.
-    goal, i0, n_int = goal_if_waiting(bs_in, intents)
-    start, n = available(bs_in.hdr)
-    if n:
-        m = bs_in.hdr[MASK]
-        k = 0
-        t0 = now_ns()
-        while k < min(n, max(BATCH, goal - start)) and room(orders, RISK_OUT, tm.c):
-            bs = bs_in.slots[(start + k) & m]
-            clock[RISK] = bs.ts_exch
-            hist_record(tm.h[H_AGE1], t0 - bs.ts_origin)
-            out(orders, Rk.out, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
-            k += 1
-        if k:
-            service(tm.h, t0, k)
-            release_to(bs_in, start + k)
-            done += k
-    # intents, once every book state published before them is applied
-    if goal >= 0 and load_relaxed(bs_in.hdr, READ) >= goal:
-        m = intents.hdr[MASK]
-        k = 0
-        t0 = now_ns()
-        while k < min(n_int, BATCH) and room(orders, RISK_OUT, tm.c):
-            it = intents.slots[(i0 + k) & m]
-            hist_record(tm.h[H_AGE2], t0 - it.ts_origin)
-            w = risk_on_intent(risk, it, it.ts_exch, Rk.out, 0)
-            out(orders, Rk.out, w, tm)
-            k += 1
-        if k:
-            service(tm.h, t0, k)
-            release_to(intents, i0 + k)
-            done += k
-    # cancel-alls owed after trips (loss, drawdown, staleness): only state changes above can owe one
-    if done and room(orders, RISK_OUT, tm.c):
-        out(orders, Rk.out, risk_poll(risk, clock[RISK], Rk.out, 0), tm)
-    if done:
-        tm_add(tm.c, C_EVENTS_IN, done)
-    return done
-
-
-@kernel(forceinline=True, error_model="numpy")
 def sync_views(W):
     """Reject counts, risk state, positions and PnL into the telemetry blocks (for top and the summary)."""
     if W.owns[RISK]:
-        risk_to_telemetry(W.risk.risk, W.tm_risk.c, W.risk.state, W.clock[RISK])
+        risk_view(W.risk, W.tm_risk, np.int64(0))
     if W.owns[ROUTER]:
-        tm_copy_rejects(W.tm_router.c, W.router.router.rejects)
+        tm_copy_rejects(W.tm_router.counters, W.router.router.rejects)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -366,54 +280,55 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
     router = Rt.router
     if halted:
         router_halt(router)  # a worker died: nothing more leaves the router (orders are refused to risk)
-        if load_relaxed(tm.c, U_HALTED_NS) == 0:
-            store_relaxed(tm.c, U_HALTED_NS, now_ns())
+        if load_relaxed(tm.counters, U_HALTED_NS) == 0:
+            store_relaxed(tm.counters, U_HALTED_NS, now_ns())
     done = 0
     start, n = available(reports.hdr)
     if n:
         m = reports.hdr[MASK]
         k = 0
         t0 = now_ns()
-        while k < min(n, BATCH) and room(rreports, ROUTER_REPORTS_OUT, tm.c):
+        while k < min(n, BATCH) and room(rreports, ROUTER_REPORTS_OUT, tm.counters):
             rep = reports.slots[(start + k) & m]
-            age(tm.h[H_AGE2], t0, rep.ts_origin)
+            age(tm.hists[H_AGE2], t0, rep.ts_origin)
             if rep.kind == X_FILL or rep.kind == X_PARTIAL:
-                _digest(tm.c, U_ORDER_DIGEST + 1, rep.order_id, rep.price, rep.qty, rep.leaves_qty)
-                tm_add(tm.c, C_FILLS, 1)
+                _digest(tm.counters, U_ORDER_DIGEST + 1, rep.order_id, rep.price, rep.qty, rep.leaves_qty)
+                tm_add(tm.counters, C_FILLS, 1)
             w = router_on_report(router, rep, Rt.reports, 0)
             w += router_poll(router, Rt.reports, w)
             out(rreports, Rt.reports, w, tm)
             k += 1
         if k:
-            service(tm.h, t0, k)
+            service(tm.hists, t0, k)
             release_to(reports, start + k)
             done += k
     start, n = available(orders.hdr)
     m = orders.hdr[MASK]
     k = 0
-    while k < min(n, BATCH) and room(vorders, ROUTER_ORDERS_OUT, tm.c) and room(rreports, ROUTER_REPORTS_OUT, tm.c):
+    tmc = tm.counters
+    while k < min(n, BATCH) and room(vorders, ROUTER_ORDERS_OUT, tmc) and room(rreports, ROUTER_REPORTS_OUT, tmc):
         order = orders.slots[(start + k) & m]
         t0 = now_ns()
-        age(tm.h[H_AGE1], t0, order.ts_origin)
+        age(tm.hists[H_AGE1], t0, order.ts_origin)
         w = router_on_order(router, order, Rt.tops, order.ts_exch, Rt.orders, 0)
         t_out = now_ns()  # the order leaves the router now
         for j in range(w):
             o = Rt.orders[j]
             put(vorders, o)
-            age(tm.h[H_E2E], t_out, o.ts_origin)
-            _digest(tm.c, U_ORDER_DIGEST, o.order_id, o.kind * 4 + o.side, o.price, o.qty)
+            age(tm.hists[H_E2E], t_out, o.ts_origin)
+            _digest(tm.counters, U_ORDER_DIGEST, o.order_id, o.kind * 4 + o.side, o.price, o.qty)
         if w:
-            store_relaxed(tm.c, U_LAST_ORDER_NS, t_out)
-            tm_add(tm.c, C_ORDERS, w)
-            tm_add(tm.c, C_EVENTS_OUT, w)
+            store_relaxed(tm.counters, U_LAST_ORDER_NS, t_out)
+            tm_add(tm.counters, C_ORDERS, w)
+            tm_add(tm.counters, C_EVENTS_OUT, w)
         out(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
-        hist_record(tm.h[H_SERVICE], t_out - t0)
+        hist_record(tm.hists[H_SERVICE], t_out - t0)
         k += 1
     if k:
         release_to(orders, start + k)
         done += k
     if done:
-        tm_add(tm.c, C_EVENTS_IN, done)
+        tm_add(tm.counters, C_EVENTS_IN, done)
     return done
 
 
@@ -426,7 +341,7 @@ def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
 def _venue_flush(V, reports, now, tm):
     """Release the reports due by ``now`` while the report ring has room; False when it ran out of room (the
     rest is owed: retried on the next pass)."""
-    while room(reports, VENUE_OUT, tm.c):
+    while room(reports, VENUE_OUT, tm.counters):
         n = venue_release(V.venue, now, V.out, 0)
         if n == 0:
             V.owed[0] = 0
@@ -466,16 +381,16 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
         if flush:
             if not _venue_flush(V, reports, now, tm):
                 break
-        elif (is_event or is_order) and not room(reports, VENUE_OUT, tm.c):
+        elif (is_event or is_order) and not room(reports, VENUE_OUT, tm.counters):
             break  # (room is asked, and a shortage counted, only with something to take)
         ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
         if is_event:
             now = ev.ts_exch
             clock[VENUE] = now
-            hist_record(tm.h[H_AGE1], t0 - ev.ts_origin)
+            hist_record(tm.hists[H_AGE1], t0 - ev.ts_origin)
         elif is_order:
             order = vorders.slots[(o0 + k_ord) & om]
-            age(tm.h[H_AGE2], t0, order.ts_origin)
+            age(tm.hists[H_AGE2], t0, order.ts_origin)
             venue_accept(vn, order, now)
             k_ord += 1
         else:
@@ -491,8 +406,8 @@ def venue_step(V, ev_in, vorders, reports, tm, clock):
     if k_ord:
         release_to(vorders, o0 + k_ord)
     if done:
-        service(tm.h, t0, done)
-        tm_add(tm.c, C_EVENTS_IN, done)
+        service(tm.hists, t0, done)
+        tm_add(tm.counters, C_EVENTS_IN, done)
     return done
 
 
@@ -520,17 +435,17 @@ def _each_owned(W, busy, t0, t1, beat):
         if o[i] == 0:
             continue
         if i == FEED:
-            c = W.tm_feed.c
+            c = W.tm_feed.counters
         elif i == BOOK:
-            c = W.tm_book.c
+            c = W.tm_book.counters
         elif i == STRATEGY:
-            c = W.tm_strategy.c
+            c = W.tm_strategy.counters
         elif i == RISK:
-            c = W.tm_risk.c
+            c = W.tm_risk.counters
         elif i == ROUTER:
-            c = W.tm_router.c
+            c = W.tm_router.counters
         else:
-            c = W.tm_venue.c
+            c = W.tm_venue.counters
         if busy:
             tm_busy(c, t0, t1)
         else:
@@ -573,7 +488,8 @@ def do_strategy(W):
 @kernel(inline=True, error_model="numpy")
 def do_risk(W):
     R = W.rings
-    return risk_step(W.risk, R.control, R.rreports, R.bs_risk, R.intents, R.orders, W.tm_risk, W.clock)
+    return risk_step(W.risk, (R.bs_risk, R.intents, R.rreports, R.control), ((R.orders,),), W.tm_risk,
+                     np.int64(0), np.int64(0))  # fmt: skip
 
 
 @kernel(inline=True, error_model="numpy")

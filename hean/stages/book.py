@@ -799,26 +799,26 @@ def book_step(B, ins, outs, tm, now, flags):
         return 0
     m = ev_in.hdr[MASK]
     n = min(n, BATCH)
-    if not room_each(states, n, tm.c):  # at most one state per event
+    if not room_each(states, n, tm.counters):  # at most one state per event
         n = 1
-        if not room_each(states, 1, tm.c):
+        if not room_each(states, 1, tm.counters):
             return 0
     t0 = now_ns()
     out = 0
     stale_ns = B.stale_ns[0]
     for j in range(n):
         ev = ev_in.slots[(start + j) & m]
-        hist_record(tm.h[H_AGE_EVENTS], t0 - ev.ts_origin)
+        hist_record(tm.hists[H_AGE_EVENTS], t0 - ev.ts_origin)
         if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
             bs = B.out[0]
             tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
             put_each(states, bs)
             out += len(states)
-    service(tm.h, t0, n)
+    service(tm.hists, t0, n)
     release_to(ev_in, start + n)
-    tm_add(tm.c, C_EVENTS_IN, n)
+    tm_add(tm.counters, C_EVENTS_IN, n)
     if out:
-        tm_add(tm.c, C_EVENTS_OUT, out)
+        tm_add(tm.counters, C_EVENTS_OUT, out)
     return n
 
 

@@ -146,7 +146,7 @@ def feed_step(F, ins, outs, tm, now, flags):
     lockstep = (flags & F_LOCKSTEP) != 0
     if fp[F_PHASE] == 1:  # lockstep, second phase: the same message to the book chain
         n = fp[F_MSG_N]
-        if not _room_all(chain, n, tm.c):
+        if not _room_all(chain, n, tm.counters):
             return 0
         _publish_all(chain, F.buf, n)
         fp[F_PHASE] = 0
@@ -161,13 +161,13 @@ def feed_step(F, ins, outs, tm, now, flags):
             if total == 0:
                 return -1
             break
-        if not _room_all(market, cap, tm.c) or (not lockstep and not _room_all(chain, cap, tm.c)):
+        if not _room_all(market, cap, tm.counters) or (not lockstep and not _room_all(chain, cap, tm.counters)):
             break
         n = _load_message(F, t0)
         if n == 0:
             break
         fp[F_MSGS] += 1
-        hist_record(tm.h[H_LATE], t0 - F.buf[0].ts_origin)  # the worker's lag behind the schedule
+        hist_record(tm.hists[H_LATE], t0 - F.buf[0].ts_origin)  # the worker's lag behind the schedule
         if lockstep:
             _publish_all(market, F.buf, n)  # phase 1: the venue; the book chain once all is idle
             fp[F_PHASE] = 1
@@ -179,9 +179,9 @@ def feed_step(F, ins, outs, tm, now, flags):
             _publish_all(market, F.buf, n)
         total += n
     if total:
-        store_relaxed(tm.c, U_MESSAGES, fp[F_MSGS])
-        tm_add(tm.c, C_EVENTS_OUT, total)  # events published (each goes to the venue and the book)
-        service(tm.h, t0, total)
+        store_relaxed(tm.counters, U_MESSAGES, fp[F_MSGS])
+        tm_add(tm.counters, C_EVENTS_OUT, total)  # events published (each goes to the venue and the book)
+        service(tm.hists, t0, total)
     return total
 
 

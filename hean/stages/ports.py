@@ -26,7 +26,7 @@ from hean.atomics import load_acquire, load_relaxed, now_ns, store_relaxed
 from hean.jit import kernel
 from hean.rings.layout import CAPACITY, HDR_WORDS, MASK, READ, WRITE
 from hean.rings.spsc import available, claim_upto, publish, release
-from hean.telemetry.block import C_EVENTS_OUT, C_RING_FULL, tm_add
+from hean.telemetry.block import C_EVENTS_OUT, C_RING_FULL, TelemetryBlock, tm_add
 from hean.telemetry.histogram import hist_record, hist_record_n
 
 __all__ = [
@@ -62,11 +62,7 @@ class Port(NamedTuple):
     act: np.ndarray
 
 
-class StageTm(NamedTuple):
-    """One stage's telemetry: counters and histogram rows (views of its block, or private stand-ins)."""
-
-    c: np.ndarray
-    h: np.ndarray
+StageTm = TelemetryBlock  # a stage's telemetry as its step sees it: counters, histogram rows, risk region
 
 
 def private_port(dtype, capacity: int, act: np.ndarray) -> Port:
@@ -144,7 +140,7 @@ def out(port, buf, n, tm):
     for j in range(n):
         put(port, buf[j])
     if n:
-        tm_add(tm.c, C_EVENTS_OUT, n)
+        tm_add(tm.counters, C_EVENTS_OUT, n)
 
 
 @kernel(forceinline=True, error_model="numpy")

@@ -76,27 +76,38 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hean.atomics import store_relaxed
+from hean.atomics import load_relaxed, now_ns, store_relaxed
 from hean.jit import kernel
 from hean.records import (
+    BOOK_STATE,
+    CONTROL,
+    EXEC_REPORT,
     F_CROSSED,
     F_OPENS_ORDER,
     F_POST_ONLY,
     F_REDUCE_ONLY,
     F_STALE,
+    ORDER,
     ControlCommand,
     ExecType,
     OrderAction,
     OrderType,
 )
+from hean.rings.layout import MASK, READ
+from hean.rings.spsc import available
+from hean.stages.declare import Stage, Stream
+from hean.stages.ports import BATCH, goal_if_waiting, out, release_to, room, service
 from hean.stages.positions import Positions, make_positions, pos_equity, pos_fill, pos_mark
 from hean.telemetry.block import (
+    C_EVENTS_IN,
     C_REJECTS,
     risk_set_position,
     risk_set_state,
     risk_set_totals,
+    tm_add,
     tm_copy_rejects,
 )
+from hean.telemetry.histogram import hist_record
 
 __all__ = [
     "RejectReason",
@@ -884,3 +895,135 @@ def risk_to_telemetry(risk, tm_counters, tm_risk, now_ns):
         risk_set_position(tm_risk, s, p.position_lots[s], p.avg_px[s], p.realized[s], p.unrealized[s])
     tm_copy_rejects(tm_counters, risk.rejects)
     store_relaxed(tm_counters, C_REJECTS, risk.counters[C_REJECTED])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------------------
+RISK_OUT = 16  # the most ORDER records one risk kernel call may write
+
+
+class RiskStage(NamedTuple):
+    """The risk stage's state: its limits, positions and counters, the orders it writes, its clock."""
+
+    risk: RiskState
+    out: np.ndarray  # ORDER[RISK_OUT]
+    clock: np.ndarray  # int64[1]: risk's exchange clock, the latest book state's ts_exch it applied
+
+
+# histogram rows: an input's age when risk takes it
+H_AGE_STATES = 1
+H_AGE_INTENTS = 2
+H_AGE_REPORTS = 3
+
+
+@kernel(forceinline=True, error_model="numpy")
+def risk_step(Rk, ins, outs, tm, now, flags):
+    """Control, reports, book states, then intents (only once every given book state is applied).
+
+    ``ins``: (states, intents, reports, control); ``outs``: (orders,).
+    """
+    bs_in, intents, reports, control = ins
+    orders = outs[0][0]
+    risk = Rk.risk
+    clock = Rk.clock
+    done = 0
+    # control (the kill switch): cancel-alls out
+    start, n = available(control.hdr)
+    k = 0
+    while k < n and room(orders, RISK_OUT, tm.counters):
+        rec = control.slots[(start + k) & control.hdr[MASK]]
+        out(orders, Rk.out, risk_on_control(risk, rec, clock[0], Rk.out, 0), tm)
+        k += 1
+    if k:
+        release_to(control, start + k)
+        done += k
+    # execution reports: positions, PnL, open orders (no output)
+    start, n = available(reports.hdr)
+    m = reports.hdr[MASK]
+    n = min(n, BATCH)
+    if n:
+        t0 = now_ns()
+        for j in range(n):
+            rep = reports.slots[(start + j) & m]
+            hist_record(tm.hists[H_AGE_REPORTS], t0 - rep.ts_origin)
+            risk_on_report(risk, rep)
+        service(tm.hists, t0, n)
+        release_to(reports, start + n)
+        done += n
+    # book states: marks, staleness; owed cancel-alls out. When intents wait, first every book state
+    # published before them (they were published before the intents they caused): a snapshot of the
+    # book-state ring's WRITE taken now bounds them, so a continuous flow of states cannot starve intents.
+    goal, i0, n_int = goal_if_waiting(bs_in, intents)
+    start, n = available(bs_in.hdr)
+    if n:
+        m = bs_in.hdr[MASK]
+        k = 0
+        t0 = now_ns()
+        while k < min(n, max(BATCH, goal - start)) and room(orders, RISK_OUT, tm.counters):
+            bs = bs_in.slots[(start + k) & m]
+            clock[0] = bs.ts_exch
+            hist_record(tm.hists[H_AGE_STATES], t0 - bs.ts_origin)
+            out(orders, Rk.out, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
+            k += 1
+        if k:
+            service(tm.hists, t0, k)
+            release_to(bs_in, start + k)
+            done += k
+    # intents, once every book state published before them is applied
+    if goal >= 0 and load_relaxed(bs_in.hdr, READ) >= goal:
+        m = intents.hdr[MASK]
+        k = 0
+        t0 = now_ns()
+        while k < min(n_int, BATCH) and room(orders, RISK_OUT, tm.counters):
+            it = intents.slots[(i0 + k) & m]
+            hist_record(tm.hists[H_AGE_INTENTS], t0 - it.ts_origin)
+            w = risk_on_intent(risk, it, it.ts_exch, Rk.out, 0)
+            out(orders, Rk.out, w, tm)
+            k += 1
+        if k:
+            service(tm.hists, t0, k)
+            release_to(intents, i0 + k)
+            done += k
+    # cancel-alls owed after trips (loss, drawdown, staleness): only state changes above can owe one
+    if done and room(orders, RISK_OUT, tm.counters):
+        out(orders, Rk.out, risk_poll(risk, clock[0], Rk.out, 0), tm)
+    if done:
+        tm_add(tm.counters, C_EVENTS_IN, done)
+    return done
+
+
+@kernel(forceinline=True, error_model="numpy")
+def risk_view(Rk, tm, now):
+    """What risk shows observers: its trading state, PnL, positions and rejects (hean top, the summary)."""
+    risk_to_telemetry(Rk.risk, tm.counters, tm.risk, Rk.clock[0])
+
+
+def make_risk_stage(ctx) -> RiskStage:
+    """The risk stage from ``[risk]``; positions live in the shared view the strategy reads."""
+    table = dict(ctx.cfg.risk) if ctx.real else {}
+    ctx.kwargs("risk", table, make_risk)
+    if "value_per_tick_lot" not in table:  # quote currency per tick x lot of each symbol (linear contracts)
+        table["value_per_tick_lot"] = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
+    position = ctx.views["pos"] if ctx.real else None
+    risk = ctx.call("risk", make_risk, len(ctx.symbols), position_lots=position, **table)
+    return RiskStage(risk, np.zeros(RISK_OUT, ORDER), np.zeros(1, np.int64))
+
+
+RISK = Stage(
+    name="risk",
+    module=__name__,
+    step="risk_step",
+    view="risk_view",
+    inputs=(
+        Stream("states", BOOK_STATE),
+        Stream("intents", ORDER),
+        Stream("reports", EXEC_REPORT),
+        Stream("control", CONTROL, external=True),
+    ),
+    outputs=(Stream("orders", ORDER),),
+    build=make_risk_stage,
+    hists=("service", "age:states", "age:intents", "age:reports"),
+    feedback=frozenset({"reports"}),
+    config="risk",
+)

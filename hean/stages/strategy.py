@@ -302,24 +302,24 @@ def strategy_step(S, ins, outs, tm, now, flags):
         return 0
     m = bs_in.hdr[MASK]
     n = min(n, BATCH)
-    if not room_each(intents, n, tm.c):  # at most one intent per state
+    if not room_each(intents, n, tm.counters):  # at most one intent per state
         n = 1
-        if not room_each(intents, 1, tm.c):
+        if not room_each(intents, 1, tm.counters):
             return 0
     t0 = now_ns()
     out = 0
     for j in range(n):
         bs = bs_in.slots[(start + j) & m]
-        hist_record(tm.h[H_AGE_STATES], t0 - bs.ts_origin)
+        hist_record(tm.hists[H_AGE_STATES], t0 - bs.ts_origin)
         if strategy_on_book(S.strat, S.ind, S.bars, S.params, S.position, bs, S.out, 0):
             put_each(intents, S.out[0])
             out += 1
-    service(tm.h, t0, n)
+    service(tm.hists, t0, n)
     release_to(bs_in, start + n)
-    tm_add(tm.c, C_EVENTS_IN, n)
+    tm_add(tm.counters, C_EVENTS_IN, n)
     if out:
-        tm_add(tm.c, TM_ORDERS, out)
-        tm_add(tm.c, C_EVENTS_OUT, out)
+        tm_add(tm.counters, TM_ORDERS, out)
+        tm_add(tm.counters, C_EVENTS_OUT, out)
     return n
 
 
