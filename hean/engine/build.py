@@ -26,7 +26,7 @@ from hean.stages.declare import BuildContext
 from hean.stages.feed import make_feed
 from hean.stages.ports import Port, StageTm, private_port
 from hean.stages.risk import make_risk_stage
-from hean.stages.router import make_router
+from hean.stages.router import make_router_stage
 from hean.stages.strategy import make_strategy
 from hean.stages.venue import make_venue
 from hean.symbols import SymbolTable
@@ -84,7 +84,7 @@ def _value_per_tick_lot(table: SymbolTable) -> np.ndarray:
     return np.array([float(s.tick_size) * float(s.lot_size) for s in table], np.float64)
 
 
-def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None = None):
+def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None = None, tops=None):
     """The stage states for this configuration (``owns``: stages to build for real; others get stand-ins)."""
     owns = set(STAGES) if owns is None else owns
     table = symbol_table(cfg)
@@ -100,26 +100,13 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
 
     risk = make_risk_stage(_context(cfg, real["risk"], views={"pos": position}))
 
-    fees = _venue_fees(cfg)
-    router_kw = dict(cfg.router) if real["router"] else {}
-    stage_kwargs("router", router_kw, make_router)
-    router_kw.setdefault("maker_fee", fees["maker_fee"])
-    router_kw.setdefault("taker_fee", fees["taker_fee"])
-    router = call_factory("router", make_router, n, nv, **router_kw)
+    router = make_router_stage(_context(cfg, real["router"], views={"tops": tops}))
 
     venue_kw = _venue_params(cfg) if real["venue"] else {}
     venue = call_factory("venues", make_venue, n, nv, **venue_kw)
 
     strategy = make_strategy(_context(cfg, real["strategy"], views={"pos": position}))
     return table, venue_of, risk, router, venue, strategy
-
-
-def _venue_fees(cfg: Config) -> dict[str, np.ndarray]:
-    out = {"maker_fee": [], "taker_fee": []}
-    for v in cfg.venues or []:
-        for key in out:
-            out[key].append(float(v.params.get(key, 0.0)))
-    return {k: np.array(v or [0.0], np.float64) for k, v in out.items()}
 
 
 def _venue_params(cfg: Config) -> dict:
@@ -254,7 +241,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
 
     views = _attach_views(run_id, cfg, segments)
     position, tops = views["pos"], views["tops"]
-    table, venue_of, risk, router, venue, strategy = build_stages(cfg, position, mine)
+    table, venue_of, risk, router, venue, strategy = build_stages(cfg, position, mine, tops)
 
     rings: list[Ring] = []
     edge_rings = {}
@@ -303,10 +290,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
         book=make_book_stage(_context(cfg, "book" in mine, views={"tops": tops}, venue_of=venue_of)),
         strategy=strategy,
         risk=risk,
-        router=P.RouterStage(
-            router, tops, np.zeros(P.ROUTER_ORDERS_OUT, records.ORDER),
-            np.zeros(P.ROUTER_REPORTS_OUT, records.EXEC_REPORT),
-        ),
+        router=router,
         venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT), np.zeros(1, np.int64)),
         **{"tm_" + s: tms[s] for s in STAGES},
     )  # fmt: skip
@@ -333,7 +317,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
     n_sym = len(cfg.symbols)
     views = private_views(cfg)
     position, tops = views["pos"], views["tops"]
-    table, venue_of, risk, router, venue, strategy = build_stages(cfg, position)
+    table, venue_of, risk, router, venue, strategy = build_stages(cfg, position, tops=tops)
     from hean.engine import control as C
 
     if ctl is None:
@@ -356,10 +340,7 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
         book=make_book_stage(_context(cfg, True, views={"tops": tops}, venue_of=venue_of)),
         strategy=strategy,
         risk=risk,
-        router=P.RouterStage(
-            router, tops, np.zeros(P.ROUTER_ORDERS_OUT, records.ORDER),
-            np.zeros(P.ROUTER_REPORTS_OUT, records.EXEC_REPORT),
-        ),
+        router=router,
         venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT), np.zeros(1, np.int64)),
         **{"tm_" + s: _dummy_tm(s, n_sym) for s in STAGES},
     )  # fmt: skip

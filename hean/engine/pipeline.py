@@ -45,35 +45,29 @@ from hean.jit import entry, kernel
 from hean.rings.layout import MASK, WRITE
 from hean.rings.spsc import available
 from hean.stages.book import book_step
-from hean.stages.declare import F_LOCKSTEP
+from hean.stages.declare import F_HALTED, F_LOCKSTEP
 from hean.stages.feed import feed_step
 from hean.stages.ports import (
     BATCH,
-    H_SERVICE,
     Port,
     StageTm,
     age,
     empty,
     goal_if_waiting,
     out,
-    put,
     release_to,
     room,
     service,
 )
-from hean.stages.risk import X_FILL, X_PARTIAL, risk_step, risk_view
-from hean.stages.router import router_halt, router_on_order, router_on_report, router_poll
+from hean.stages.risk import risk_step, risk_view
+from hean.stages.router import router_step, router_view
 from hean.stages.strategy import strategy_step
 from hean.stages.venue import venue_accept, venue_advance, venue_apply_event, venue_release
 from hean.telemetry.block import (
     C_EVENTS_IN,
-    C_EVENTS_OUT,
-    C_FILLS,
     C_IDLE_LOOPS,
-    C_ORDERS,
     tm_add,
     tm_busy,
-    tm_copy_rejects,
     tm_heartbeat,
 )
 from hean.telemetry.histogram import hist_record
@@ -115,18 +109,8 @@ H_AGE2 = 2
 H_AGE3 = 3
 H_E2E = 3  # router: tick-to-trade, origin to the order leaving the router
 
-# router user counters (C_USER_BASE + i; hean.engine.build.STAGE_USER_COUNTERS): digests of every order
-# that left the router and every fill it received, so two runs can be compared exactly; when the last order
-# left, and when the router first saw HALT -- "nothing leaves after a halt" is last_order_ns < halted_ns.
-U_ORDER_DIGEST = 64
-U_FILL_DIGEST = 65
-U_LAST_ORDER_NS = 66
-U_HALTED_NS = 67
-_FNV_PRIME = 1099511628211
 
 # scratch sizes = the most records one kernel call may write (the kernels respect len(out) - k)
-ROUTER_ORDERS_OUT = 8  # hean.stages.router.ROUTER_MAX_ORDERS
-ROUTER_REPORTS_OUT = 16
 VENUE_OUT = 64  # hean.stages.venue.VENUE_MAX_REPORTS
 
 
@@ -143,13 +127,6 @@ class Rings(NamedTuple):
     reports: Port
     rreports: Port
     control: Port
-
-
-class RouterStage(NamedTuple):
-    router: object
-    tops: object
-    orders: np.ndarray  # ORDER[ROUTER_ORDERS_OUT]
-    reports: np.ndarray  # EXEC_REPORT[ROUTER_REPORTS_OUT]
 
 
 class VenueStage(NamedTuple):
@@ -169,7 +146,7 @@ class Worker(NamedTuple):
     book: object  # hean.stages.book.BookStage
     strategy: object  # hean.stages.strategy.StrategyStage
     risk: object  # hean.stages.risk.RiskStage
-    router: RouterStage
+    router: object  # hean.stages.router.RouterStage
     venue: VenueStage
     tm_feed: StageTm
     tm_book: StageTm
@@ -238,17 +215,6 @@ def quiescent(W):
     return _all_empty(R) and _others_idle(W.ctl, me) and _writes(R) == w1 and _activity(W.ctl) == a1
 
 
-@kernel(forceinline=True, error_model="numpy")
-def _digest(counters, idx, a, b, c, d):
-    """Fold four int64 values into a running FNV-style digest (wrapping arithmetic)."""
-    h = load_relaxed(counters, idx)
-    h = (h ^ a) * _FNV_PRIME
-    h = (h ^ b) * _FNV_PRIME
-    h = (h ^ c) * _FNV_PRIME
-    h = (h ^ d) * _FNV_PRIME
-    store_relaxed(counters, idx, h)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # book
 # ---------------------------------------------------------------------------------------------------------
@@ -266,70 +232,12 @@ def sync_views(W):
     if W.owns[RISK]:
         risk_view(W.risk, W.tm_risk, np.int64(0))
     if W.owns[ROUTER]:
-        tm_copy_rejects(W.tm_router.counters, W.router.router.rejects)
+        router_view(W.router, W.tm_router, np.int64(0))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # router
 # ---------------------------------------------------------------------------------------------------------
-
-
-@kernel(forceinline=True, error_model="numpy")
-def router_step(Rt, reports, orders, vorders, rreports, tm, halted):
-    """Venue reports first (state machine, forwarded to risk), then orders from risk (routed to venues)."""
-    router = Rt.router
-    if halted:
-        router_halt(router)  # a worker died: nothing more leaves the router (orders are refused to risk)
-        if load_relaxed(tm.counters, U_HALTED_NS) == 0:
-            store_relaxed(tm.counters, U_HALTED_NS, now_ns())
-    done = 0
-    start, n = available(reports.hdr)
-    if n:
-        m = reports.hdr[MASK]
-        k = 0
-        t0 = now_ns()
-        while k < min(n, BATCH) and room(rreports, ROUTER_REPORTS_OUT, tm.counters):
-            rep = reports.slots[(start + k) & m]
-            age(tm.hists[H_AGE2], t0, rep.ts_origin)
-            if rep.kind == X_FILL or rep.kind == X_PARTIAL:
-                _digest(tm.counters, U_ORDER_DIGEST + 1, rep.order_id, rep.price, rep.qty, rep.leaves_qty)
-                tm_add(tm.counters, C_FILLS, 1)
-            w = router_on_report(router, rep, Rt.reports, 0)
-            w += router_poll(router, Rt.reports, w)
-            out(rreports, Rt.reports, w, tm)
-            k += 1
-        if k:
-            service(tm.hists, t0, k)
-            release_to(reports, start + k)
-            done += k
-    start, n = available(orders.hdr)
-    m = orders.hdr[MASK]
-    k = 0
-    tmc = tm.counters
-    while k < min(n, BATCH) and room(vorders, ROUTER_ORDERS_OUT, tmc) and room(rreports, ROUTER_REPORTS_OUT, tmc):
-        order = orders.slots[(start + k) & m]
-        t0 = now_ns()
-        age(tm.hists[H_AGE1], t0, order.ts_origin)
-        w = router_on_order(router, order, Rt.tops, order.ts_exch, Rt.orders, 0)
-        t_out = now_ns()  # the order leaves the router now
-        for j in range(w):
-            o = Rt.orders[j]
-            put(vorders, o)
-            age(tm.hists[H_E2E], t_out, o.ts_origin)
-            _digest(tm.counters, U_ORDER_DIGEST, o.order_id, o.kind * 4 + o.side, o.price, o.qty)
-        if w:
-            store_relaxed(tm.counters, U_LAST_ORDER_NS, t_out)
-            tm_add(tm.counters, C_ORDERS, w)
-            tm_add(tm.counters, C_EVENTS_OUT, w)
-        out(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
-        hist_record(tm.hists[H_SERVICE], t_out - t0)
-        k += 1
-    if k:
-        release_to(orders, start + k)
-        done += k
-    if done:
-        tm_add(tm.counters, C_EVENTS_IN, done)
-    return done
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -494,9 +402,9 @@ def do_risk(W):
 
 @kernel(inline=True, error_model="numpy")
 def do_router(W):
-    halted = load_relaxed(W.ctl, C.HALT) != 0
     R = W.rings
-    return router_step(W.router, R.reports, R.orders, R.vorders, R.rreports, W.tm_router, halted)
+    flags = F_HALTED if load_relaxed(W.ctl, C.HALT) != 0 else np.int64(0)
+    return router_step(W.router, (R.orders, R.reports), ((R.vorders,), (R.rreports,)), W.tm_router, np.int64(0), flags)
 
 
 @kernel(inline=True, error_model="numpy")

@@ -69,8 +69,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hean.atomics import load_relaxed, now_ns, store_relaxed
 from hean.jit import kernel
-from hean.records import EXEC_REPORT, F_OPENS_ORDER, F_POST_ONLY
+from hean.records import EXEC_REPORT, F_OPENS_ORDER, F_POST_ONLY, ORDER
+from hean.rings.layout import MASK
+from hean.rings.spsc import available
+from hean.stages.declare import F_HALTED, Stage, Stream
 from hean.stages.orders import (
     EV_ACK,
     EV_CANCEL_REJECT,
@@ -115,6 +119,7 @@ from hean.stages.orders import (
     ot_new,
     ot_slot,
 )
+from hean.stages.ports import BATCH, H_SERVICE, age, out, put, release_to, room, service
 from hean.stages.risk import (
     A_CANCEL,
     A_CANCEL_ALL,
@@ -144,6 +149,9 @@ from hean.stages.risk import (
     X_REPLACED,
 )
 from hean.stages.tops import MAX_VENUES, tops_opposite
+from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_FILLS, C_USER_BASE, tm_add, tm_copy_rejects
+from hean.telemetry.block import C_ORDERS as TM_ORDERS
+from hean.telemetry.histogram import hist_record
 
 __all__ = [
     "ROUTER_MAX_ORDERS",
@@ -740,3 +748,151 @@ def router_on_report(router, rep, out, k):
             else:
                 router.counters[C_PEND_DROPPED] += 1
     return w
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------------------
+ROUTER_REPORTS_OUT = 16  # the most reports one router kernel call may write
+
+# histogram rows
+H_AGE_ORDERS = 1  # an order's age when the router takes it
+H_AGE_REPORTS = 2  # a venue report's age when the router takes it
+H_E2E = 3  # tick-to-trade: origin to the order leaving the router
+# user counters (C_USER_BASE + i): digests of every order that left the router and every fill it received,
+# so two runs can be compared exactly; when the last order left, and when the router first saw the halt --
+# "nothing leaves after a halt" is last_order_ns < halted_ns
+U_ORDER_DIGEST = C_USER_BASE
+U_FILL_DIGEST = C_USER_BASE + 1
+U_LAST_ORDER_NS = C_USER_BASE + 2
+U_HALTED_NS = C_USER_BASE + 3
+_FNV_PRIME = 1099511628211
+
+
+class RouterStage(NamedTuple):
+    """The router stage's state: the order table and routing state, the tops view it reads, its buffers."""
+
+    router: Router
+    tops: object  # hean.stages.tops.VenueTops: the view the book stage writes
+    orders: np.ndarray  # ORDER[ROUTER_MAX_ORDERS]
+    reports: np.ndarray  # EXEC_REPORT[ROUTER_REPORTS_OUT]
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _digest(counters, idx, a, b, c, d):
+    """Fold four int64 values into a running FNV-style digest (wrapping arithmetic)."""
+    h = load_relaxed(counters, idx)
+    h = (h ^ a) * _FNV_PRIME
+    h = (h ^ b) * _FNV_PRIME
+    h = (h ^ c) * _FNV_PRIME
+    h = (h ^ d) * _FNV_PRIME
+    store_relaxed(counters, idx, h)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def router_step(Rt, ins, outs, tm, now, flags):
+    """Venue reports first (state machine, forwarded to risk), then orders from risk (routed to venues).
+
+    ``ins``: (orders, venue reports); ``outs``: (venue orders, reports to risk). Halted (``F_HALTED``: a
+    worker died, or the supervisor is gone), nothing more leaves: every later order is refused to risk.
+    """
+    orders, reports = ins
+    vorders = outs[0][0]
+    rreports = outs[1][0]
+    router = Rt.router
+    tmc = tm.counters
+    if (flags & F_HALTED) != 0:
+        router_halt(router)
+        if load_relaxed(tmc, U_HALTED_NS) == 0:
+            store_relaxed(tmc, U_HALTED_NS, now_ns())
+    done = 0
+    start, n = available(reports.hdr)
+    if n:
+        m = reports.hdr[MASK]
+        k = 0
+        t0 = now_ns()
+        while k < min(n, BATCH) and room(rreports, ROUTER_REPORTS_OUT, tmc):
+            rep = reports.slots[(start + k) & m]
+            age(tm.hists[H_AGE_REPORTS], t0, rep.ts_origin)
+            if rep.kind == X_FILL or rep.kind == X_PARTIAL:
+                _digest(tmc, U_FILL_DIGEST, rep.order_id, rep.price, rep.qty, rep.leaves_qty)
+                tm_add(tmc, C_FILLS, 1)
+            w = router_on_report(router, rep, Rt.reports, 0)
+            w += router_poll(router, Rt.reports, w)
+            out(rreports, Rt.reports, w, tm)
+            k += 1
+        if k:
+            service(tm.hists, t0, k)
+            release_to(reports, start + k)
+            done += k
+    start, n = available(orders.hdr)
+    m = orders.hdr[MASK]
+    k = 0
+    while k < min(n, BATCH) and room(vorders, ROUTER_MAX_ORDERS, tmc) and room(rreports, ROUTER_REPORTS_OUT, tmc):
+        order = orders.slots[(start + k) & m]
+        t0 = now_ns()
+        age(tm.hists[H_AGE_ORDERS], t0, order.ts_origin)
+        w = router_on_order(router, order, Rt.tops, order.ts_exch, Rt.orders, 0)
+        t_out = now_ns()  # the order leaves the router now
+        for j in range(w):
+            o = Rt.orders[j]
+            put(vorders, o)
+            age(tm.hists[H_E2E], t_out, o.ts_origin)
+            _digest(tmc, U_ORDER_DIGEST, o.order_id, o.kind * 4 + o.side, o.price, o.qty)
+        if w:
+            store_relaxed(tmc, U_LAST_ORDER_NS, t_out)
+            tm_add(tmc, TM_ORDERS, w)
+            tm_add(tmc, C_EVENTS_OUT, w)
+        out(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
+        hist_record(tm.hists[H_SERVICE], t_out - t0)
+        k += 1
+    if k:
+        release_to(orders, start + k)
+        done += k
+    if done:
+        tm_add(tmc, C_EVENTS_IN, done)
+    return done
+
+
+@kernel(forceinline=True, error_model="numpy")
+def router_view(Rt, tm, now):
+    """The router's refusals by reason, for observers."""
+    tm_copy_rejects(tm.counters, Rt.router.rejects)
+
+
+def _venue_fees(cfg) -> dict[str, np.ndarray]:
+    """Each venue's maker and taker fee (the router's defaults): from the venues' own parameters."""
+    out_ = {"maker_fee": [], "taker_fee": []}
+    for v in cfg.venues or []:
+        for key in out_:
+            out_[key].append(float(v.params.get(key, 0.0)))
+    return {k: np.array(v or [0.0], np.float64) for k, v in out_.items()}
+
+
+def make_router_stage(ctx) -> RouterStage:
+    """The router stage from ``[router]`` (fees default to the venues'), over the shared tops view."""
+    table = dict(ctx.cfg.router) if ctx.real else {}
+    ctx.kwargs("router", table, make_router)
+    fees = _venue_fees(ctx.cfg)
+    table.setdefault("maker_fee", fees["maker_fee"])
+    table.setdefault("taker_fee", fees["taker_fee"])
+    n_venues = max(1, len(ctx.cfg.venues))
+    router = ctx.call("router", make_router, len(ctx.symbols), n_venues, **table)
+    return RouterStage(
+        router, ctx.views["tops"], np.zeros(ROUTER_MAX_ORDERS, ORDER), np.zeros(ROUTER_REPORTS_OUT, EXEC_REPORT)
+    )
+
+
+ROUTER = Stage(
+    name="router",
+    module=__name__,
+    step="router_step",
+    view="router_view",
+    inputs=(Stream("orders", ORDER), Stream("venue_reports", EXEC_REPORT)),
+    outputs=(Stream("venue_orders", ORDER), Stream("reports", EXEC_REPORT)),
+    build=make_router_stage,
+    hists=("service", "age:orders", "age:venue_reports", "e2e"),
+    user_counters=("order_digest", "fill_digest", "last_order_ns", "halted_ns"),
+    feedback=frozenset({"venue_reports"}),
+    config="router",
+)
