@@ -544,7 +544,7 @@ def test_default_limits_reach_the_risk_stage():
     from hean.engine.build import build_stages
 
     cfg = load_config()
-    risk = build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))[2]
+    risk = build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))[2].risk
     assert risk.max_order_qty.tolist() == [1000, 1000] and risk.max_notional.tolist() == [1e6, 1e6]
 
 

@@ -12,6 +12,7 @@ from hean.engine.build import build_local
 from hean.engine.config import load_config
 from hean.records import ASK, BUY, MARKET_EVENT, ORDER, EventKind, ExecType, OrderAction, OrderType, TimeInForce
 from hean.rings.layout import CAPACITY, MASK, P_WRITE, READ, WRITE
+from hean.stages.venue import VENUE_MAX_REPORTS
 from hean.telemetry.block import C_RING_FULL
 
 pytestmark = pytest.mark.timeout(300)
@@ -81,7 +82,7 @@ def test_a_full_report_ring_holds_the_venue_back_and_loses_nothing():
     rep = R.reports
     full = W.tm_venue.counters
     # the router has not read the reports ring: room for 65 reports, one more than a venue call may write
-    start = int(rep.hdr[CAPACITY]) - (P.VENUE_OUT + 1)
+    start = int(rep.hdr[CAPACITY]) - (VENUE_MAX_REPORTS + 1)
     rep.hdr[WRITE] = rep.hdr[P_WRITE] = start  # the producer's cursor and its private copy
     publish(R.ev_venue, [ask(101, 10, 1_000)])
     publish(R.vorders, [buy(1, 101, 2), buy(2, 101, 3)])

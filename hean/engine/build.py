@@ -28,7 +28,7 @@ from hean.stages.ports import Port, StageTm, private_port
 from hean.stages.risk import make_risk_stage
 from hean.stages.router import make_router_stage
 from hean.stages.strategy import make_strategy
-from hean.stages.venue import make_venue
+from hean.stages.venue import make_venue_stage
 from hean.symbols import SymbolTable
 from hean.telemetry.block import attach_block, block_name
 from hean.telemetry.histogram import HIST_LEN
@@ -88,8 +88,6 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
     """The stage states for this configuration (``owns``: stages to build for real; others get stand-ins)."""
     owns = set(STAGES) if owns is None else owns
     table = symbol_table(cfg)
-    n = len(table)
-    nv = max(1, len(cfg.venues))
     vidx = venue_index(cfg)
     venue_of = np.array([vidx[s.venue] for s in cfg.symbols], np.int64)
     real = {s: (s in owns) for s in STAGES}
@@ -102,46 +100,10 @@ def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None
 
     router = make_router_stage(_context(cfg, real["router"], views={"tops": tops}))
 
-    venue_kw = _venue_params(cfg) if real["venue"] else {}
-    venue = call_factory("venues", make_venue, n, nv, **venue_kw)
+    venue = make_venue_stage(_context(cfg, real["venue"], venue_of=venue_of))
 
     strategy = make_strategy(_context(cfg, real["strategy"], views={"pos": position}))
     return table, venue_of, risk, router, venue, strategy
-
-
-def _venue_params(cfg: Config) -> dict:
-    """Per-venue keyword arguments of make_venue: each key becomes an array with one value per venue."""
-    keys: set[str] = set()
-    for v in cfg.venues:
-        keys.update(v.params)
-    for i, v in enumerate(cfg.venues):
-        stage_kwargs(f"venues[{i}].params", dict(v.params), make_venue)
-    out = {}
-    for key in sorted(keys):
-        sample = next(v.params[key] for v in cfg.venues if key in v.params)
-        default = _default_of(make_venue, key)
-        vals = [v.params.get(key, default) for v in cfg.venues]
-        if not _per_venue(key):  # one value for all venues (seed, capacities)
-            if len(set(vals)) > 1:
-                raise ConfigError(f"key 'venues.params.{key}': one value for every venue, got {vals}")
-            out[key] = vals[0]
-            continue
-        out[key] = np.array(vals, np.float64 if isinstance(sample, float) else np.int64)
-    return out
-
-
-def _per_venue(key: str) -> bool:
-    """Does make_venue take ``key`` per venue (annotated to accept an array) or once for all venues?"""
-    import inspect
-
-    return "ndarray" in str(inspect.signature(make_venue).parameters[key].annotation)
-
-
-def _default_of(factory, key):
-    import inspect
-
-    d = inspect.signature(factory).parameters[key].default
-    return np.asarray(d).reshape(-1)[0] if isinstance(d, np.ndarray) else d
 
 
 def check_config(cfg: Config) -> None:
@@ -168,7 +130,7 @@ def _context(cfg: Config, real: bool, replay: np.ndarray | None = None, views: d
         vidx = venue_index(cfg)
         venue_of = np.array([vidx[s.venue] for s in cfg.symbols], np.int64)
     return BuildContext(cfg=cfg, symbols=symbol_table(cfg), venue_of=venue_of, views=views or {}, real=real,
-                        kwargs=stage_kwargs, call=call_factory, replay=replay)  # fmt: skip
+                        kwargs=stage_kwargs, call=call_factory, error=ConfigError, replay=replay)  # fmt: skip
 
 
 def load_replay(cfg: Config) -> np.ndarray:
@@ -291,7 +253,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
         strategy=strategy,
         risk=risk,
         router=router,
-        venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT), np.zeros(1, np.int64)),
+        venue=venue,
         **{"tm_" + s: tms[s] for s in STAGES},
     )  # fmt: skip
     return BuiltWorker(worker, rings, segments)
@@ -341,6 +303,6 @@ def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
         strategy=strategy,
         risk=risk,
         router=router,
-        venue=P.VenueStage(venue, venue_of, np.zeros(P.VENUE_OUT, records.EXEC_REPORT), np.zeros(1, np.int64)),
+        venue=venue,
         **{"tm_" + s: _dummy_tm(s, n_sym) for s in STAGES},
     )  # fmt: skip

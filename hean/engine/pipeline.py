@@ -42,35 +42,25 @@ from hean.atomics import (
 )
 from hean.engine import control as C
 from hean.jit import entry, kernel
-from hean.rings.layout import MASK, WRITE
-from hean.rings.spsc import available
+from hean.rings.layout import WRITE
 from hean.stages.book import book_step
 from hean.stages.declare import F_HALTED, F_LOCKSTEP
 from hean.stages.feed import feed_step
 from hean.stages.ports import (
-    BATCH,
     Port,
     StageTm,
-    age,
     empty,
-    goal_if_waiting,
-    out,
-    release_to,
-    room,
-    service,
 )
 from hean.stages.risk import risk_step, risk_view
 from hean.stages.router import router_step, router_view
 from hean.stages.strategy import strategy_step
-from hean.stages.venue import venue_accept, venue_advance, venue_apply_event, venue_release
+from hean.stages.venue import venue_step
 from hean.telemetry.block import (
-    C_EVENTS_IN,
     C_IDLE_LOOPS,
     tm_add,
     tm_busy,
     tm_heartbeat,
 )
-from hean.telemetry.histogram import hist_record
 
 # How each function here is compiled (hean.jit): ``run_loop`` is the one the worker calls from Python
 # (``entry``); the step functions take the stages' state tuples by value, and a non-inlined call copies every
@@ -103,15 +93,6 @@ P_LEN = 11
 # rings are empty -- or after this long, when a peer that would drain them is gone too.
 ORPHAN_DRAIN_NS = 500_000_000
 
-# histogram rows of each stage's telemetry block (hean.engine.build.STAGE_HISTS)
-H_AGE1 = 1  # first input's age when the stage takes it (now - ts_origin)
-H_AGE2 = 2
-H_AGE3 = 3
-H_E2E = 3  # router: tick-to-trade, origin to the order leaving the router
-
-
-# scratch sizes = the most records one kernel call may write (the kernels respect len(out) - k)
-VENUE_OUT = 64  # hean.stages.venue.VENUE_MAX_REPORTS
 
 
 class Rings(NamedTuple):
@@ -129,13 +110,6 @@ class Rings(NamedTuple):
     control: Port
 
 
-class VenueStage(NamedTuple):
-    venue: object
-    venue_of: np.ndarray
-    out: np.ndarray  # EXEC_REPORT[VENUE_OUT]
-    owed: np.ndarray  # int64[1]: 1 while due reports wait for room in the report ring
-
-
 class Worker(NamedTuple):
     params: np.ndarray
     ctl: np.ndarray
@@ -147,7 +121,7 @@ class Worker(NamedTuple):
     strategy: object  # hean.stages.strategy.StrategyStage
     risk: object  # hean.stages.risk.RiskStage
     router: object  # hean.stages.router.RouterStage
-    venue: VenueStage
+    venue: object  # hean.stages.venue.VenueStage
     tm_feed: StageTm
     tm_book: StageTm
     tm_strategy: StageTm
@@ -245,80 +219,6 @@ def sync_views(W):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@kernel(forceinline=True, error_model="numpy")
-def _venue_flush(V, reports, now, tm):
-    """Release the reports due by ``now`` while the report ring has room; False when it ran out of room (the
-    rest is owed: retried on the next pass)."""
-    while room(reports, VENUE_OUT, tm.counters):
-        n = venue_release(V.venue, now, V.out, 0)
-        if n == 0:
-            V.owed[0] = 0
-            return True
-        out(reports, V.out, n, tm)
-    V.owed[0] = 1
-    return False
-
-
-@kernel(forceinline=True, error_model="numpy")
-def venue_step(V, ev_in, vorders, reports, tm, clock):
-    """Market events first (the venue's books, resting orders' fills), then orders, one at a time; after
-    each, the reports that fell due.
-
-    One loop with one call of each venue step (accept, advance, apply, release) instead of the composed
-    ``venue_on_event`` / ``venue_on_order`` / ``venue_poll``: each of those contains the order-matching code,
-    so calling all three put three copies of it into the worker loop (a third of the loop's code, and as
-    much of its compile time)."""
-    vn = V.venue
-    # orders only once every event published before them is applied
-    goal, o0, n_ord = goal_if_waiting(ev_in, vorders)
-    e0, n_ev = available(ev_in.hdr)
-    n_ev = min(n_ev, max(BATCH, goal - e0))
-    n_ord = min(n_ord, BATCH)
-    em = ev_in.hdr[MASK]
-    om = vorders.hdr[MASK]
-    k_ev = 0
-    k_ord = 0
-    now = clock[VENUE]  # the venue's clock: the exchange time of the last market event it applied
-    flush = V.owed[0] != 0  # reports that found no room on an earlier pass
-    t0 = 0
-    if n_ev or n_ord:  # (an idle pass reads no clock)
-        t0 = now_ns()
-    while True:
-        is_event = k_ev < n_ev
-        is_order = not is_event and goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord
-        if flush:
-            if not _venue_flush(V, reports, now, tm):
-                break
-        elif (is_event or is_order) and not room(reports, VENUE_OUT, tm.counters):
-            break  # (room is asked, and a shortage counted, only with something to take)
-        ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
-        if is_event:
-            now = ev.ts_exch
-            clock[VENUE] = now
-            hist_record(tm.hists[H_AGE1], t0 - ev.ts_origin)
-        elif is_order:
-            order = vorders.slots[(o0 + k_ord) & om]
-            age(tm.hists[H_AGE2], t0, order.ts_origin)
-            venue_accept(vn, order, now)
-            k_ord += 1
-        else:
-            break
-        venue_advance(vn, now)
-        if is_event:
-            venue_apply_event(vn, V.venue_of[ev.symbol], ev, now)
-            k_ev += 1
-        flush = True
-    done = k_ev + k_ord
-    if k_ev:
-        release_to(ev_in, e0 + k_ev)
-    if k_ord:
-        release_to(vorders, o0 + k_ord)
-    if done:
-        service(tm.hists, t0, done)
-        tm_add(tm.counters, C_EVENTS_IN, done)
-    return done
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------------------
@@ -409,7 +309,8 @@ def do_router(W):
 
 @kernel(inline=True, error_model="numpy")
 def do_venue(W):
-    return venue_step(W.venue, W.rings.ev_venue, W.rings.vorders, W.rings.reports, W.tm_venue, W.clock)
+    R = W.rings
+    return venue_step(W.venue, (R.ev_venue, R.vorders), ((R.reports,),), W.tm_venue, np.int64(0), np.int64(0))
 
 
 # each stage's part of a pass, by stage index: what hean.engine.warm compiles ahead, one stage at a time

@@ -63,6 +63,7 @@ class BuildContext:
     # call(section, factory, *args, **kwargs) -> the factory's result (its ValueError names the section)
     kwargs: Callable[..., dict[str, Any]]
     call: Callable[..., Any]
+    error: Callable[[str], Exception]  # the engine's configuration error, for a message naming a key
     replay: np.ndarray | None = None  # the recording's events (for the feed, when it is real)
 
 

@@ -60,8 +60,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hean.atomics import now_ns
 from hean.jit import kernel
-from hean.records import EXEC_REPORT, F_POST_ONLY, ORDER, EventKind, TimeInForce
+from hean.records import EXEC_REPORT, F_POST_ONLY, MARKET_EVENT, ORDER, EventKind, TimeInForce
+from hean.rings.layout import MASK
+from hean.rings.spsc import available
 from hean.stages.book import (
     NO_PRICE,
     L2Book,
@@ -73,6 +76,8 @@ from hean.stages.book import (
     l2_set_level,
     make_l2_book,
 )
+from hean.stages.declare import Stage, Stream
+from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service
 from hean.stages.risk import (
     A_CANCEL,
     A_CANCEL_ALL,
@@ -103,6 +108,8 @@ from hean.stages.risk import (
     X_REPLACED,
 )
 from hean.stages.tops import MAX_VENUES, VenueTops, make_venue_tops, tops_set
+from hean.telemetry.block import C_EVENTS_IN, tm_add
+from hean.telemetry.histogram import hist_record
 
 __all__ = [
     "VENUE_MAX_REPORTS",
@@ -799,3 +806,150 @@ def venue_replay(vn, v, events, start, stop, out, k):
         w += venue_on_event(vn, v, events[i], events[i].ts_origin, out, k + w)
         i += 1
     return i, w
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------------------
+H_AGE_MARKET = 1  # histogram row: a market event's age when the venue takes it
+H_AGE_ORDERS = 2  # histogram row: an order's age when the venue takes it
+
+
+class VenueStage(NamedTuple):
+    """The simulated venue stage's state: the venues, each symbol's venue, its report buffer, its clock."""
+
+    venue: Venue
+    venue_of: np.ndarray  # int64[n_symbols]
+    out: np.ndarray  # EXEC_REPORT[VENUE_MAX_REPORTS]
+    owed: np.ndarray  # int64[1]: 1 while due reports wait for room in the report ring
+    clock: np.ndarray  # int64[1]: the exchange time of the last market event it applied
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _venue_flush(V, reports, now, tm):
+    """Release the reports due by ``now`` while the report ring has room; False when it ran out of room (the
+    rest is owed: retried on the next pass)."""
+    while room(reports, VENUE_MAX_REPORTS, tm.counters):
+        n = venue_release(V.venue, now, V.out, 0)
+        if n == 0:
+            V.owed[0] = 0
+            return True
+        out(reports, V.out, n, tm)
+    V.owed[0] = 1
+    return False
+
+
+@kernel(forceinline=True, error_model="numpy")
+def venue_step(V, ins, outs, tm, now_pass, flags):
+    """Market events first (the venue's books, resting orders' fills), then orders, one at a time; after
+    each, the reports that fell due. ``ins``: (market, venue orders); ``outs``: (venue reports,).
+
+    One loop with one call of each venue step (accept, advance, apply, release) instead of the composed
+    ``venue_on_event`` / ``venue_on_order`` / ``venue_poll``: each of those contains the order-matching code,
+    so calling all three put three copies of it into the worker loop (a third of the loop's code, and as
+    much of its compile time)."""
+    ev_in, vorders = ins
+    reports = outs[0][0]
+    vn = V.venue
+    # orders only once every event published before them is applied
+    goal, o0, n_ord = goal_if_waiting(ev_in, vorders)
+    e0, n_ev = available(ev_in.hdr)
+    n_ev = min(n_ev, max(BATCH, goal - e0))
+    n_ord = min(n_ord, BATCH)
+    em = ev_in.hdr[MASK]
+    om = vorders.hdr[MASK]
+    k_ev = 0
+    k_ord = 0
+    now = V.clock[0]  # the venue's clock: the exchange time of the last market event it applied
+    flush = V.owed[0] != 0  # reports that found no room on an earlier pass
+    t0 = 0
+    if n_ev or n_ord:  # (an idle pass reads no clock)
+        t0 = now_ns()
+    while True:
+        is_event = k_ev < n_ev
+        is_order = not is_event and goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord
+        if flush:
+            if not _venue_flush(V, reports, now, tm):
+                break
+        elif (is_event or is_order) and not room(reports, VENUE_MAX_REPORTS, tm.counters):
+            break  # (room is asked, and a shortage counted, only with something to take)
+        ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
+        if is_event:
+            now = ev.ts_exch
+            V.clock[0] = now
+            hist_record(tm.hists[H_AGE_MARKET], t0 - ev.ts_origin)
+        elif is_order:
+            order = vorders.slots[(o0 + k_ord) & om]
+            age(tm.hists[H_AGE_ORDERS], t0, order.ts_origin)
+            venue_accept(vn, order, now)
+            k_ord += 1
+        else:
+            break
+        venue_advance(vn, now)
+        if is_event:
+            venue_apply_event(vn, V.venue_of[ev.symbol], ev, now)
+            k_ev += 1
+        flush = True
+    done = k_ev + k_ord
+    if k_ev:
+        release_to(ev_in, e0 + k_ev)
+    if k_ord:
+        release_to(vorders, o0 + k_ord)
+    if done:
+        service(tm.hists, t0, done)
+        tm_add(tm.counters, C_EVENTS_IN, done)
+    return done
+
+
+def _param_per_venue(key: str) -> bool:
+    """Does make_venue take ``key`` per venue (annotated to accept an array) or once for all venues?"""
+    import inspect
+
+    return "ndarray" in str(inspect.signature(make_venue).parameters[key].annotation)
+
+
+def _param_default(key: str):
+    import inspect
+
+    d = inspect.signature(make_venue).parameters[key].default
+    return np.asarray(d).reshape(-1)[0] if isinstance(d, np.ndarray) else d
+
+
+def venue_tables(ctx) -> dict:
+    """make_venue's keyword arguments from every ``[[venues]]`` table's params: a per-venue key becomes an
+    array with one value per venue; a key taken once (seed, capacities) must be the same for every venue."""
+    venues = ctx.cfg.venues
+    for i, v in enumerate(venues):
+        ctx.kwargs(f"venues[{i}].params", dict(v.params), make_venue)
+    out_ = {}
+    for key in sorted({k for v in venues for k in v.params}):
+        sample = next(v.params[key] for v in venues if key in v.params)
+        vals = [v.params.get(key, _param_default(key)) for v in venues]
+        if not _param_per_venue(key):
+            if len(set(vals)) > 1:
+                raise ctx.error(f"key 'venues.params.{key}': one value for every venue, got {vals}")
+            out_[key] = vals[0]
+            continue
+        out_[key] = np.array(vals, np.float64 if isinstance(sample, float) else np.int64)
+    return out_
+
+
+def make_venue_stage(ctx) -> VenueStage:
+    """The simulated venues from ``[[venues]]``."""
+    table = venue_tables(ctx) if ctx.real else {}
+    venue = ctx.call("venues", make_venue, len(ctx.symbols), max(1, len(ctx.cfg.venues)), **table)
+    return VenueStage(
+        venue, ctx.venue_of, np.zeros(VENUE_MAX_REPORTS, EXEC_REPORT), np.zeros(1, np.int64), np.zeros(1, np.int64)
+    )
+
+
+VENUE = Stage(
+    name="venue",
+    module=__name__,
+    step="venue_step",
+    inputs=(Stream("market", MARKET_EVENT), Stream("venue_orders", ORDER)),
+    outputs=(Stream("venue_reports", EXEC_REPORT),),
+    build=make_venue_stage,
+    hists=("service", "age:market", "age:venue_orders"),
+    config="venues",
+)
