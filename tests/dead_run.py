@@ -14,7 +14,7 @@ from hean.shm import create_segment
 from hean.telemetry.block import create_block
 from hean.telemetry.manifest import Manifest, write_manifest
 rid = sys.argv[1]
-segs = [create_segment(f"hean-{rid}-{s}", 4096) for s in ("ctl", "pos", "tops", "orders")]
+segs = [create_segment(f"hean-{rid}-{s}", 4096) for s in ("ctl", "pos", "tops", "orders-router")]
 blk = create_block(rid, "feed", ["service"])
 write_manifest(Manifest(run_id=rid, engine_pid=12345678, start_ns=0, start_unix=0.0))
 d = tempfile.mkdtemp(prefix=f"hean-{rid}-replay-")
@@ -23,7 +23,7 @@ print("ready", d, flush=True)
 sys.stdin.read()
 """
 
-SEGMENTS = ("ctl", "pos", "tops", "orders", "tm-feed", "manifest")
+SEGMENTS = ("ctl", "pos", "tops", "orders-router", "tm-feed", "manifest")
 
 
 def leave_dead_run(run_id: str) -> tuple[list[str], str]:

@@ -234,7 +234,10 @@ def _loop_without(sup_pid: int, tid: int, lock_word: int, beat_age_ns: int):
     W.params[P.P_SUP_TIMEOUT_NS] = 10**9
     W.ctl[C.LIFE_LOCK] = lock_word
     W.ctl[C.SUP_BEAT] = time.monotonic_ns() - beat_age_ns
-    loops = P.run_loop(W, 5000)
+    from hean.engine.loopgen import loop_module
+    from hean.stages.registry import PIPELINE
+
+    loops = loop_module(PIPELINE).run_loop(W, 5000)
     return (
         loops,
         int(W.ctl[C.HALT]),

@@ -12,7 +12,6 @@ import re
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import data_file
 
@@ -542,9 +541,10 @@ def test_config_show_loads_back_as_the_same_configuration(tmp_path, capsys):
 
 def test_default_limits_reach_the_risk_stage():
     from hean.engine.build import build_stages
+    from hean.engine.topology import private_views
 
     cfg = load_config()
-    risk = build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))[2].risk
+    risk = build_stages(cfg, private_views(cfg))["risk"].risk
     assert risk.max_order_qty.tolist() == [1000, 1000] and risk.max_notional.tolist() == [1e6, 1e6]
 
 

@@ -7,21 +7,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hean.engine import pipeline as P
 from hean.engine.build import build_local
 from hean.engine.config import load_config
+from hean.engine.loopgen import loop_module
 from hean.records import ASK, BUY, MARKET_EVENT, ORDER, EventKind, ExecType, OrderAction, OrderType, TimeInForce
 from hean.rings.layout import CAPACITY, MASK, P_WRITE, READ, WRITE
+from hean.stages.registry import PIPELINE
 from hean.stages.venue import VENUE_MAX_REPORTS
 from hean.telemetry.block import C_RING_FULL
 
 pytestmark = pytest.mark.timeout(300)
+LOOP = loop_module(PIPELINE)
 
 
 def venue_only():
     W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
     W.owns[:] = 0
-    W.owns[P.VENUE] = 1
+    W.owns[len(PIPELINE) - 1] = 1  # the venue: the pipeline's last stage
     return W
 
 
@@ -64,47 +66,47 @@ def test_events_published_before_an_order_are_applied_before_it(event_first, exp
     W = venue_only()
     R = W.rings
     if event_first:
-        publish(R.ev_venue, [ask(101, 3, 1_000)])
-        publish(R.vorders, [buy(7, 101, 2)])
-        P.run_loop(W, 3)
+        publish(R.market_venue, [ask(101, 3, 1_000)])
+        publish(R.venue_orders_venue, [buy(7, 101, 2)])
+        LOOP.run_loop(W, 3)
     else:
-        publish(R.vorders, [buy(7, 101, 2)])
-        P.run_loop(W, 3)
-        publish(R.ev_venue, [ask(101, 3, 1_000)])
-        P.run_loop(W, 3)
-    assert reports(R.reports, 0) == expected
-    assert R.ev_venue.hdr[READ] == 1 and R.vorders.hdr[READ] == 1
+        publish(R.venue_orders_venue, [buy(7, 101, 2)])
+        LOOP.run_loop(W, 3)
+        publish(R.market_venue, [ask(101, 3, 1_000)])
+        LOOP.run_loop(W, 3)
+    assert reports(R.venue_reports_router, 0) == expected
+    assert R.market_venue.hdr[READ] == 1 and R.venue_orders_venue.hdr[READ] == 1
 
 
 def test_a_full_report_ring_holds_the_venue_back_and_loses_nothing():
     W = venue_only()
     R = W.rings
-    rep = R.reports
+    rep = R.venue_reports_router
     full = W.tm_venue.counters
     # the router has not read the reports ring: room for 65 reports, one more than a venue call may write
     start = int(rep.hdr[CAPACITY]) - (VENUE_MAX_REPORTS + 1)
     rep.hdr[WRITE] = rep.hdr[P_WRITE] = start  # the producer's cursor and its private copy
-    publish(R.ev_venue, [ask(101, 10, 1_000)])
-    publish(R.vorders, [buy(1, 101, 2), buy(2, 101, 3)])
-    P.run_loop(W, 5)
+    publish(R.market_venue, [ask(101, 10, 1_000)])
+    publish(R.venue_orders_venue, [buy(1, 101, 2), buy(2, 101, 3)])
+    LOOP.run_loop(W, 5)
     # the first order went through (2 reports) and left the ring without room for another call's worth:
     # the second waits, and nothing is written over
     assert reports(rep, start) == [("ACK", 1, 101, 0), ("FILL", 1, 101, 2)]
-    assert R.vorders.hdr[READ] == 1 and W.venue.owed[0] == 1
+    assert R.venue_orders_venue.hdr[READ] == 1 and W.st_venue.owed[0] == 1
     assert full[C_RING_FULL] > 0
     rep.hdr[READ] = rep.hdr[WRITE]  # the router drains the ring
-    P.run_loop(W, 5)
+    LOOP.run_loop(W, 5)
     assert reports(rep, start) == [("ACK", 1, 101, 0), ("FILL", 1, 101, 2), ("ACK", 2, 101, 0), ("FILL", 2, 101, 3)]
-    assert R.ev_venue.hdr[READ] == 1 and R.vorders.hdr[READ] == 2 and W.venue.owed[0] == 0
+    assert R.market_venue.hdr[READ] == 1 and R.venue_orders_venue.hdr[READ] == 2 and W.st_venue.owed[0] == 0
 
 
 def test_an_idle_venue_does_not_count_a_full_report_ring():
     """Ring-full counts shortages that held something back: with nothing to take, a full ring is no event."""
     W = venue_only()
-    rep = W.rings.reports
+    rep = W.rings.venue_reports_router
     rep.hdr[WRITE] = rep.hdr[P_WRITE] = int(rep.hdr[CAPACITY])  # full: the router has read nothing
-    P.run_loop(W, 5)
+    LOOP.run_loop(W, 5)
     assert W.tm_venue.counters[C_RING_FULL] == 0
-    publish(W.rings.ev_venue, [ask(101, 3, 1_000)])
-    P.run_loop(W, 5)
-    assert W.tm_venue.counters[C_RING_FULL] > 0 and W.rings.ev_venue.hdr[READ] == 0  # held back, and counted
+    publish(W.rings.market_venue, [ask(101, 3, 1_000)])
+    LOOP.run_loop(W, 5)
+    assert W.tm_venue.counters[C_RING_FULL] > 0 and W.rings.market_venue.hdr[READ] == 0  # held back, and counted

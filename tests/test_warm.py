@@ -9,29 +9,39 @@ import sys
 import pytest
 
 from hean.engine import control as C
-from hean.engine import pipeline as P
 from hean.engine.build import build_local
 from hean.engine.config import load_config
+from hean.engine.loopgen import loop_module
 from hean.engine.warm import precompile, stage_order
+from hean.stages.book import book_step
+from hean.stages.feed import feed_step
+from hean.stages.registry import PIPELINE
+from hean.stages.risk import risk_step
+from hean.stages.router import router_step
+from hean.stages.strategy import strategy_step
+from hean.stages.venue import venue_step
 
-STEPS = (P.feed_step, P.book_step, P.strategy_step, P.risk_step, P.router_step, P.venue_step)
+STEPS = (feed_step, book_step, strategy_step, risk_step, router_step, venue_step)
+LOOP = loop_module(PIPELINE)
+N = len(PIPELINE)
+FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE = range(N)
 
 
 def test_stage_orders_cover_every_stage_once():
-    assert stage_order(backwards=False) == [P.FEED, P.BOOK, P.STRATEGY, P.RISK, P.ROUTER, P.VENUE]
-    assert stage_order(backwards=True) == stage_order(backwards=False)[::-1]
+    assert stage_order(N, backwards=False) == [FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE]
+    assert stage_order(N, backwards=True) == stage_order(N, backwards=False)[::-1]
 
 
 def test_precompile_compiles_what_run_loop_uses():
     """Compiling the stages ahead gives each step function exactly the signature the worker loop calls it
     with: the loop then adds no specialization of its own (nothing is compiled twice)."""
     W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
-    precompile(W, [P.VENUE])
-    assert len(P.venue_step.signatures) >= 1
-    precompile(W, stage_order(backwards=False))
+    precompile(LOOP, W, [VENUE])
+    assert len(venue_step.signatures) >= 1
+    precompile(LOOP, W, stage_order(N, backwards=False))
     before = [len(f.signatures) for f in STEPS]
     assert all(n >= 1 for n in before)
-    P.run_loop(W, 3)
+    LOOP.run_loop(W, 3)
     assert [len(f.signatures) for f in STEPS] == before
 
 
@@ -43,16 +53,16 @@ def test_claims_share_the_stages_between_processes(tmp_path):
     W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
     claims = str(tmp_path)
     # another live process (here: this test's parent) holds the venue and has finished it
-    (tmp_path / f"{P.VENUE}.claim").write_text(str(os.getppid()))
-    (tmp_path / f"{P.VENUE}.done").write_text("")
+    (tmp_path / f"{VENUE}.claim").write_text(str(os.getppid()))
+    (tmp_path / f"{VENUE}.done").write_text("")
     # a dead process claimed the router and never finished it
-    (tmp_path / f"{P.ROUTER}.claim").write_text(str(_dead_pid()))
-    warm.precompile(W, stage_order(backwards=False), claims, wait_s=30)
-    for i in (P.FEED, P.BOOK, P.STRATEGY, P.RISK):
+    (tmp_path / f"{ROUTER}.claim").write_text(str(_dead_pid()))
+    warm.precompile(LOOP, W, stage_order(N, backwards=False), claims, wait_s=30)
+    for i in (FEED, BOOK, STRATEGY, RISK):
         assert (tmp_path / f"{i}.claim").read_text() == str(os.getpid())
         assert (tmp_path / f"{i}.done").exists()
-    assert not (tmp_path / f"{P.ROUTER}.done").exists()  # not ours, and its owner is gone
-    assert (tmp_path / f"{P.VENUE}.claim").read_text() == str(os.getppid())
+    assert not (tmp_path / f"{ROUTER}.done").exists()  # not ours, and its owner is gone
+    assert (tmp_path / f"{VENUE}.claim").read_text() == str(os.getppid())
 
 
 @pytest.mark.timeout(300)
@@ -63,14 +73,14 @@ def test_the_loop_is_compiled_by_one_process_per_loop_type(tmp_path):
 
     claims = str(tmp_path)
     first = build_local(load_config(overrides={"engine.duration_s": 1.0}))
-    assert warm.compile_loop(first) is True  # no claims folder: nothing to share
-    assert warm.compile_loop(first, claims) is True
+    assert warm.compile_loop(LOOP, first) is True  # no claims folder: nothing to share
+    assert warm.compile_loop(LOOP, first, claims) is True
     name = warm._loop_claim_name(first)
     assert (tmp_path / f"{name}.claim").read_text() == str(os.getpid())
     assert (tmp_path / f"{name}.done").exists()
     second = build_local(load_config(overrides={"engine.duration_s": 1.0, "feed.seed": 3}))
     assert warm._loop_claim_name(second) == name  # same types, other values
-    assert warm.compile_loop(second, claims) is False
+    assert warm.compile_loop(LOOP, second, claims) is False
     assert second.ctl[C.worker_word(0, C.W_LOOPS)] == 1  # and it ran its one warm-up pass
 
 
@@ -81,7 +91,7 @@ def test_a_dead_loop_claimant_holds_nobody_up(tmp_path):
     W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
     name = warm._loop_claim_name(W)
     (tmp_path / f"{name}.claim").write_text(str(_dead_pid()))
-    assert warm.compile_loop(W, str(tmp_path), wait_s=600) is False  # returns (no 600 s wait): it compiled
+    assert warm.compile_loop(LOOP, W, str(tmp_path), wait_s=600) is False  # returns (no 600 s wait): it compiled
     assert not (tmp_path / f"{name}.done").exists()
 
 

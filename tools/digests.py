@@ -15,11 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PLACEMENTS = {
-    "fused": [["feed", "book", "strategy", "risk", "router", "venue"]],
-    "two": [["feed"], ["book", "strategy", "risk", "router", "venue"]],
-    "split": [["feed"], ["book"], ["strategy"], ["risk"], ["router"], ["venue"]],
-}
+PLACEMENTS = ("fused", "two", "split")
 SYNTHETIC = {"feed.max_messages": 20_000, "feed.seed": 11, "feed.pace": "fast"}
 BINANCE = {
     "feed.source": "replay",
@@ -29,17 +25,42 @@ BINANCE = {
 }
 
 
-def digests(feed: dict, placement: str) -> dict:
-    """Run lockstep to the end of the feed; the router's order and fill digests and the counts."""
+def groups(placement: str, stages: list[str]) -> list[list[str]]:
+    """The workers of a placement: every stage in one (fused), the source alone and the rest in one (two),
+    or one worker per stage (split)."""
+    if placement == "fused":
+        return [list(stages)]
+    if placement == "two":
+        return [stages[:1], stages[1:]]
+    if placement == "split":
+        return [[s] for s in stages]
+    raise ValueError(f"placement {placement!r}: one of {PLACEMENTS}")
+
+
+def run_lockstep(feed: dict, placement: str, pipeline=None):
+    """Run ``pipeline`` (the registry's by default) in lockstep to the end of the feed; the run's result."""
+    import msgspec
+
     from hean.engine.config import load_config
     from hean.engine.supervisor import Supervisor
-    from hean.telemetry.block import C_FILLS, C_ORDERS, C_USER_BASE
+    from hean.stages.registry import PIPELINE
 
-    over = {**feed, "engine.lockstep": True, "engine.duration_s": 0.0, "placement.workers": PLACEMENTS[placement]}
-    result = Supervisor(load_config(overrides=over)).run()
+    pipeline = PIPELINE if pipeline is None else pipeline
+    cfg = load_config(overrides={**feed, "engine.lockstep": True, "engine.duration_s": 0.0})
+    # set after loading: the configuration's own check knows the registry's stages, not ``pipeline``'s
+    workers = groups(placement, [s.name for s in pipeline])
+    cfg = msgspec.structs.replace(cfg, placement=msgspec.structs.replace(cfg.placement, workers=workers))
+    result = Supervisor(cfg, pipeline=pipeline).run()
     if result.exit_code:
         raise SystemExit(f"{placement}: {result.error}")
-    c = result.telemetry["router"]["counters"]
+    return result
+
+
+def digests(feed: dict, placement: str, pipeline=None) -> dict:
+    """The router's order and fill digests and counts of a lockstep run (:func:`run_lockstep`)."""
+    from hean.telemetry.block import C_FILLS, C_ORDERS, C_USER_BASE
+
+    c = run_lockstep(feed, placement, pipeline).telemetry["router"]["counters"]
     return {
         "orders": int(c[C_ORDERS]),
         "fills": int(c[C_FILLS]),

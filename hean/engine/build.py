@@ -1,71 +1,39 @@
-"""Building a worker's state from the configuration: the one place config keys meet the stages' factories.
+"""Building a worker's state from the configuration and the pipeline's registry.
 
-Each stage table of the configuration is checked against the keyword parameters of the factory it feeds
-(:func:`hean.engine.config.stage_kwargs`), so an unknown or mistyped key is an error naming the key. The
-factories' own validation (negative limits, impossible sizes) becomes a :class:`ConfigError` naming the
-table. :func:`check_config` runs all of it in the supervisor before any process starts.
+Each stage builds its own state from its configuration table (its declaration's ``build``, given a
+:class:`hean.stages.declare.BuildContext`); the engine gives it the symbol table, the shared views and its
+checks of a table against the stage factory's keyword parameters (:func:`hean.engine.config.stage_kwargs`:
+an unknown or mistyped key is an error naming the key; a factory's ValueError a :class:`ConfigError` naming
+the table). :func:`check_config` builds every stage once in the supervisor before any process starts.
 
-Stages this worker does not run get small private stand-ins of the same types (numba compiles one loop for
-every placement, so every argument must exist); they are never touched.
+A worker builds every stage: the ones it runs for real, the others as small private stand-ins of the same
+types -- so every placement's loop has one type, compiled once (:mod:`hean.engine.warm`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from hean import records
 from hean.engine import pipeline as P
-from hean.engine.config import STAGES, Config, ConfigError, call_factory, stage_kwargs
-from hean.engine.topology import EDGES, SHARED_VIEWS, private_views, view_dims, view_name
+from hean.engine.config import Config, ConfigError, call_factory, stage_kwargs
+from hean.engine.loopgen import edges, loop_module, stage_hists
+from hean.engine.topology import SHARED_VIEWS, private_views, view_dims, view_name
 from hean.rings import Ring, attach
 from hean.shm import attach_segment
-from hean.stages.book import make_book_stage
-from hean.stages.declare import BuildContext
-from hean.stages.feed import make_feed
+from hean.stages.declare import BuildContext, Stage
 from hean.stages.ports import Port, StageTm, private_port
-from hean.stages.risk import make_risk_stage
-from hean.stages.router import make_router_stage
-from hean.stages.strategy import make_strategy
-from hean.stages.venue import make_venue_stage
+from hean.stages.registry import PIPELINE
 from hean.symbols import SymbolTable
 from hean.telemetry.block import attach_block, block_name
 from hean.telemetry.histogram import HIST_LEN
 
-# Histogram rows of each stage's telemetry block, fixed so the loop can index them by constant
-# (hean.engine.pipeline.H_*): "age.<edge>" is now - ts_origin when the stage takes the record.
-STAGE_HISTS: dict[str, list[str]] = {
-    "feed": ["service", "late"],
-    "book": ["service", "age.ev-book"],
-    "strategy": ["service", "age.bs-strat"],
-    "risk": ["service", "age.bs-risk", "age.intents", "age.risk-reports"],
-    "router": ["service", "age.orders", "age.reports", "e2e"],
-    "venue": ["service", "age.ev-venue", "age.venue-orders"],
-}
-# stage-specific counters (C_USER_BASE + i), see hean.engine.pipeline.U_*
-STAGE_USER_COUNTERS: dict[str, list[str]] = {
-    "feed": ["messages"],  # hean.stages.feed.U_MESSAGES
-    "router": ["order_digest", "fill_digest", "last_order_ns", "halted_ns"],
-}
-_RING_FIELDS = {
-    "ev-book": "ev_book",
-    "ev-venue": "ev_venue",
-    "bs-strat": "bs_strat",
-    "bs-risk": "bs_risk",
-    "intents": "intents",
-    "orders": "orders",
-    "venue-orders": "vorders",
-    "reports": "reports",
-    "risk-reports": "rreports",
-    "control": "control",
-}
-PACES = {"rate": 0, "recorded": 1, "fast": 2}
+__all__ = ["BuiltWorker", "build_local", "build_stages", "build_worker", "check_config", "load_replay"]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# factories of the engine-level tables (their keyword parameters are the valid keys)
-# ---------------------------------------------------------------------------------------------------------
 def venue_index(cfg: Config) -> dict[str, int]:
     return {v.name: i for i, v in enumerate(cfg.venues)}
 
@@ -79,58 +47,39 @@ def symbol_table(cfg: Config) -> SymbolTable:
     )
 
 
-def _value_per_tick_lot(table: SymbolTable) -> np.ndarray:
-    """Quote currency per (1 tick x 1 lot) of each symbol: tick size x lot size (linear contracts)."""
-    return np.array([float(s.tick_size) * float(s.lot_size) for s in table], np.float64)
-
-
-def build_stages(cfg: Config, position: np.ndarray | None, owns: set[str] | None = None, tops=None):
-    """The stage states for this configuration (``owns``: stages to build for real; others get stand-ins)."""
-    owns = set(STAGES) if owns is None else owns
-    table = symbol_table(cfg)
+def _context(cfg: Config, real: bool, views: dict, replay: np.ndarray | None = None) -> BuildContext:
+    """What a stage's build gets from the engine (hean.stages.declare.BuildContext)."""
     vidx = venue_index(cfg)
     venue_of = np.array([vidx[s.venue] for s in cfg.symbols], np.int64)
-    real = {s: (s in owns) for s in STAGES}
-
-    make_book_stage(_context(cfg, real["book"], views={"tops": None}))  # checks [book]
-
-    make_feed(_context(cfg, real["feed"]))  # checks [feed.synthetic] (the workers build the feed for real)
-
-    risk = make_risk_stage(_context(cfg, real["risk"], views={"pos": position}))
-
-    router = make_router_stage(_context(cfg, real["router"], views={"tops": tops}))
-
-    venue = make_venue_stage(_context(cfg, real["venue"], venue_of=venue_of))
-
-    strategy = make_strategy(_context(cfg, real["strategy"], views={"pos": position}))
-    return table, venue_of, risk, router, venue, strategy
+    return BuildContext(cfg=cfg, symbols=symbol_table(cfg), venue_of=venue_of, views=views, real=real,
+                        kwargs=stage_kwargs, call=call_factory, error=ConfigError, replay=replay)  # fmt: skip
 
 
-def check_config(cfg: Config) -> None:
+def build_stages(
+    cfg: Config,
+    views: dict,
+    owns: set[str] | None = None,
+    pipeline: tuple[Stage, ...] = PIPELINE,
+    replay: np.ndarray | None = None,
+) -> dict[str, object]:
+    """Every stage's state by name, in pipeline order (``owns``: the stages built for real; the others get
+    stand-ins). ``replay``: the recording's events, for the source when it is real."""
+    owns = {s.name for s in pipeline} if owns is None else owns
+    return {s.name: s.build(_context(cfg, s.name in owns, views, replay)) for s in pipeline}
+
+
+def check_config(cfg: Config, pipeline: tuple[Stage, ...] = PIPELINE) -> None:
     """Build every stage once in the supervisor: every key and value error surfaces before processes start.
 
     Whatever a stage factory raises on a value it cannot take is a ConfigError (one line, exit 2), never a
     traceback: :func:`call_factory` names the table; this names the configuration as the last resort.
     """
     try:
-        build_stages(cfg, np.zeros(len(cfg.symbols), np.int64))
+        build_stages(cfg, private_views(cfg), pipeline=pipeline)
     except ConfigError:
         raise
     except (ValueError, TypeError, ArithmeticError, KeyError, MemoryError) as e:
         raise ConfigError(f"the configuration cannot be built: {type(e).__name__}: {e}") from None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the feed
-# ---------------------------------------------------------------------------------------------------------
-def _context(cfg: Config, real: bool, replay: np.ndarray | None = None, views: dict | None = None,
-             venue_of: np.ndarray | None = None) -> BuildContext:
-    """What a stage's build gets from the engine (hean.stages.declare.BuildContext)."""
-    if venue_of is None:
-        vidx = venue_index(cfg)
-        venue_of = np.array([vidx[s.venue] for s in cfg.symbols], np.int64)
-    return BuildContext(cfg=cfg, symbols=symbol_table(cfg), venue_of=venue_of, views=views or {}, real=real,
-                        kwargs=stage_kwargs, call=call_factory, error=ConfigError, replay=replay)  # fmt: skip
 
 
 def load_replay(cfg: Config) -> np.ndarray:
@@ -148,26 +97,28 @@ def load_replay(cfg: Config) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # one worker
 # ---------------------------------------------------------------------------------------------------------
-def _dummy_tm(stage: str, n_symbols: int) -> StageTm:
+def _dummy_tm(stage: Stage, n_symbols: int) -> StageTm:
     """Private telemetry of the same shape as the stage's block (a stage this worker does not run, or the
     whole in-process pipeline)."""
     from hean.telemetry.block import N_COUNTERS, risk_len
 
-    hists = np.zeros((len(STAGE_HISTS[stage]), HIST_LEN), np.int64)
+    hists = np.zeros((len(stage_hists(stage)), HIST_LEN), np.int64)
     return StageTm(np.zeros(N_COUNTERS, np.int64), hists, np.zeros(risk_len(n_symbols), np.int64))
 
 
 @dataclass
 class BuiltWorker:
-    worker: P.Worker
+    worker: object  # the generated loop module's Worker
+    loop: ModuleType  # the generated loop module (run_loop, PASSES; hean.engine.loopgen)
+    pipeline: tuple[Stage, ...]
     rings: list[Ring]
     segments: list
     preempted_at_start: int = 0  # this process's involuntary context switches when its stages started
 
     def _owned_counters(self):
-        for i, stage in enumerate(STAGES):
+        for i, stage in enumerate(self.pipeline):
             if self.worker.owns[i]:
-                yield getattr(self.worker, "tm_" + stage).counters
+                yield getattr(self.worker, "tm_" + stage.name).counters
 
     def started(self, cpu: int) -> None:
         import resource
@@ -191,72 +142,77 @@ class BuiltWorker:
             tm_stop(c, time.monotonic_ns())
 
 
+def _params(cfg: Config) -> np.ndarray:
+    params = np.zeros(P.P_LEN, np.int64)
+    params[P.P_WAIT] = P.W_SPIN
+    params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
+    return params
+
+
+def _assemble(loop: ModuleType, pipeline, params, ctl, owns, rings: dict, states: dict, tms: dict):
+    return loop.Worker(
+        params=params,
+        ctl=ctl,
+        owns=np.array([1 if s.name in owns else 0 for s in pipeline], np.int64),
+        rings=loop.Rings(**rings),
+        **{"st_" + s.name: states[s.name] for s in pipeline},
+        **{"tm_" + s.name: tms[s.name] for s in pipeline},
+    )
+
+
 def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     """Attach this worker's rings and telemetry, build its stages, and assemble the loop's state."""
     import msgspec
 
+    from hean.engine import control as C
+    from hean.stages.registry import load
+
     cfg = msgspec.convert(spec["config"], Config)
+    pipeline = load(spec["pipeline"]) if spec.get("pipeline") else PIPELINE
+    loop = loop_module(pipeline)
     mine = set(spec["stages"])
     run_id = spec["run_id"]
     n_sym = len(cfg.symbols)
     segments: list = []
-
     views = _attach_views(run_id, cfg, segments)
-    position, tops = views["pos"], views["tops"]
-    table, venue_of, risk, router, venue, strategy = build_stages(cfg, position, mine, tops)
+    source_real = any(s.source and s.name in mine for s in pipeline)
+    states = build_stages(cfg, views, mine, pipeline, load_replay(cfg) if source_real else None)
 
     rings: list[Ring] = []
-    edge_rings = {}
+    ports = {}
     cap = cfg.engine.ring_capacity
-    from hean.engine import control as C
-
     w_act = C.worker_word(int(spec["index"]), C.W_ACTIVITY)
     act = ctl[w_act : w_act + 1]  # this worker's ACTIVITY word, shared by all its rings
-    for edge in EDGES:
+    for edge in edges(pipeline):
         name = spec["rings"].get(edge.key)
         if name and (edge.src in mine or edge.dst in mine):
             ring = attach(name, role="producer" if edge.src in mine else "consumer")
             rings.append(ring)
-            edge_rings[_RING_FIELDS[edge.key]] = Port(ring.hdr, ring.slots, act)
+            ports[edge.field] = Port(ring.hdr, ring.slots, act)
         elif edge.src in mine and edge.dst in mine:
-            edge_rings[_RING_FIELDS[edge.key]] = private_port(edge.dtype, cap, act)
+            ports[edge.field] = private_port(edge.dtype, cap, act)
         else:
-            edge_rings[_RING_FIELDS[edge.key]] = private_port(edge.dtype, 2, act)  # never used here
+            ports[edge.field] = private_port(edge.dtype, 2, act)  # never used here
     tms = {}
-    for stage in STAGES:
-        if stage in mine:
-            seg = attach_block(block_name(run_id, stage), readonly=False)
+    for stage in pipeline:
+        if stage.name in mine:
+            seg = attach_block(block_name(run_id, stage.name), readonly=False)
             segments.append(seg)
-            tms[stage] = seg.block
+            tms[stage.name] = seg.block
         else:
-            tms[stage] = _dummy_tm(stage, n_sym)
+            tms[stage.name] = _dummy_tm(stage, n_sym)
 
-    params = np.zeros(P.P_LEN, np.int64)
+    params = _params(cfg)
     params[P.P_WORKER] = spec["index"]
     params[P.P_WAIT] = P.WAIT_CODES[spec["wait"]]
     params[P.P_SPIN_YIELD] = spec["spin_before_yield"]
     params[P.P_SPIN_SLEEP] = spec["spin_before_sleep"]
     params[P.P_SLEEP_NS] = spec["sleep_ns"]
-    params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
     params[P.P_SUPERVISOR] = int(spec.get("supervisor_pid", 0))
     params[P.P_SUP_TIMEOUT_NS] = cfg.engine.heartbeat_timeout_ms * 1_000_000
     params[P.P_SUP_TID] = int(spec.get("supervisor_tid", 0))
-    replay = load_replay(cfg) if "feed" in mine else np.zeros(0, records.MARKET_EVENT)
-    worker = P.Worker(
-        params=params,
-        ctl=ctl,
-        owns=np.array([1 if s in mine else 0 for s in STAGES], np.int64),
-        clock=np.zeros(len(STAGES), np.int64),
-        rings=P.Rings(**edge_rings),
-        feed=make_feed(_context(cfg, "feed" in mine, replay)),
-        book=make_book_stage(_context(cfg, "book" in mine, views={"tops": tops}, venue_of=venue_of)),
-        strategy=strategy,
-        risk=risk,
-        router=router,
-        venue=venue,
-        **{"tm_" + s: tms[s] for s in STAGES},
-    )  # fmt: skip
-    return BuiltWorker(worker, rings, segments)
+    worker = _assemble(loop, pipeline, params, ctl, mine, ports, states, tms)
+    return BuiltWorker(worker, loop, pipeline, rings, segments)
 
 
 def _attach_views(run_id: str, cfg: Config, segments: list) -> dict[str, object]:
@@ -270,39 +226,23 @@ def _attach_views(run_id: str, cfg: Config, segments: list) -> dict[str, object]
     return views
 
 
-def build_local(cfg: Config, ctl: np.ndarray | None = None) -> P.Worker:
+def build_local(cfg: Config, ctl: np.ndarray | None = None, pipeline: tuple[Stage, ...] = PIPELINE):
     """The whole pipeline in this process, every edge a private ring, telemetry in private arrays.
 
-    For tests, research and benchmarks: ``run_loop(worker, n)`` runs ``n`` iterations of the same loop a
-    worker process runs (without segments, processes or a supervisor).
+    For tests, research and benchmarks: ``loop_module(pipeline).run_loop(worker, n)`` runs ``n`` iterations
+    of the same loop a worker process runs (without segments, processes or a supervisor).
     """
-    n_sym = len(cfg.symbols)
-    views = private_views(cfg)
-    position, tops = views["pos"], views["tops"]
-    table, venue_of, risk, router, venue, strategy = build_stages(cfg, position, tops=tops)
     from hean.engine import control as C
 
+    loop = loop_module(pipeline)
     if ctl is None:
         ctl = np.zeros(C.CTL_WORDS, np.int64)
-
-    params = np.zeros(P.P_LEN, np.int64)
-    params[P.P_WAIT] = P.W_SPIN
-    params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
-    cap = cfg.engine.ring_capacity
     act = ctl[C.worker_word(0, C.W_ACTIVITY) : C.worker_word(0, C.W_ACTIVITY) + 1]
     ctl[C.N_WORKERS] = 1
     ctl[C.START] = 1  # no other worker to wait for
-    return P.Worker(
-        params=params,
-        ctl=ctl,
-        owns=np.ones(len(STAGES), np.int64),
-        clock=np.zeros(len(STAGES), np.int64),
-        rings=P.Rings(**{_RING_FIELDS[e.key]: private_port(e.dtype, cap, act) for e in EDGES}),
-        feed=make_feed(_context(cfg, True, load_replay(cfg))),
-        book=make_book_stage(_context(cfg, True, views={"tops": tops}, venue_of=venue_of)),
-        strategy=strategy,
-        risk=risk,
-        router=router,
-        venue=venue,
-        **{"tm_" + s: _dummy_tm(s, n_sym) for s in STAGES},
-    )  # fmt: skip
+    names = {s.name for s in pipeline}
+    states = build_stages(cfg, private_views(cfg), names, pipeline, load_replay(cfg))
+    cap = cfg.engine.ring_capacity
+    ports = {e.field: private_port(e.dtype, cap, act) for e in edges(pipeline)}
+    tms = {s.name: _dummy_tm(s, len(cfg.symbols)) for s in pipeline}
+    return _assemble(loop, pipeline, _params(cfg), ctl, names, ports, states, tms)

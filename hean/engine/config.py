@@ -29,7 +29,6 @@ from typing import Any, Literal
 import msgspec
 
 __all__ = [
-    "STAGES",
     "Config",
     "ConfigError",
     "DEFAULT_TOML",
@@ -39,8 +38,22 @@ __all__ = [
     "stage_kwargs",
 ]
 
+
 # The pipeline's stages in data-flow order. Placement fuses only *adjacent* stages.
-STAGES: tuple[str, ...] = ("feed", "book", "strategy", "risk", "router", "venue")
+def _stages() -> tuple[str, ...]:
+    """The pipeline's stage names, from the stage registry (imported when first needed: it compiles)."""
+    from hean.stages.registry import PIPELINE
+
+    return tuple(s.name for s in PIPELINE)
+
+
+def __getattr__(name: str):
+    """``STAGES``: the pipeline's stage names in order (hean.stages.registry), looked up lazily so that
+    loading a configuration does not import the stages."""
+    if name == "STAGES":
+        return _stages()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Scalar = bool | int | float | str
 REPLAY_FORMATS = ("binance-usdm", "binance-spot", "bybit", "lobster", "native")  # hean.feeds.FORMATS
@@ -338,14 +351,15 @@ def _validate_symbols(cfg: Config) -> None:
 
 def _validate_placement(p: PlacementSection) -> None:
     if p.workers:
+        stages = _stages()
         flat = [s for w in p.workers for s in w]
-        unknown = [s for s in flat if s not in STAGES]
+        unknown = [s for s in flat if s not in stages]
         if unknown:
-            raise ConfigError(f"key 'placement.workers': unknown stage(s) {unknown}; stages are {list(STAGES)}")
-        if flat != list(STAGES) or any(not w for w in p.workers):
+            raise ConfigError(f"key 'placement.workers': unknown stage(s) {unknown}; stages are {list(stages)}")
+        if flat != list(stages) or any(not w for w in p.workers):
             raise ConfigError(
                 "key 'placement.workers': must list every stage exactly once, in pipeline order, grouping only "
-                f"adjacent stages ({' -> '.join(STAGES)}); got {p.workers}"
+                f"adjacent stages ({' -> '.join(stages)}); got {p.workers}"
             )
     avail = _available_cpus()
     if p.cpus:

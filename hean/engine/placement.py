@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from hean.engine.config import STAGES, PlacementSection
+from hean.engine.config import ConfigError, PlacementSection, _stages
 
 __all__ = ["WAITS", "Placement", "WorkerPlan", "auto_groups", "plan_placement"]
 
@@ -33,12 +33,12 @@ OVERSUBSCRIBED_SPIN = 16  # idle polls before yielding when workers outnumber CP
 # stands in for the NIC), then the book, then the strategy, ...; the tail (risk, router, venue) fuses last
 # because it sees only order flow, which is orders of magnitude sparser than market data.
 _AUTO_GROUPS: dict[int, list[tuple[str, ...]]] = {
-    1: [STAGES],
+    1: [("feed", "book", "strategy", "risk", "router", "venue")],
     2: [("feed",), ("book", "strategy", "risk", "router", "venue")],
     3: [("feed",), ("book", "strategy"), ("risk", "router", "venue")],
     4: [("feed",), ("book",), ("strategy",), ("risk", "router", "venue")],
     5: [("feed",), ("book",), ("strategy",), ("risk",), ("router", "venue")],
-    6: [(s,) for s in STAGES],
+    6: [("feed",), ("book",), ("strategy",), ("risk",), ("router",), ("venue",)],
 }
 
 
@@ -81,13 +81,35 @@ class Placement:
         }
 
 
-def auto_groups(n_workers: int) -> list[tuple[str, ...]]:
-    """The default grouping of the stages into ``n_workers`` (clamped to 1..6) workers."""
-    return list(_AUTO_GROUPS[max(1, min(len(STAGES), n_workers))])
+def auto_groups(n_workers: int, stages: tuple[str, ...] | None = None) -> list[tuple[str, ...]]:
+    """The default grouping of ``stages`` (the registry's) into ``n_workers`` workers (clamped to 1..stages).
+
+    The built-in pipeline uses the table above; any other pipeline gives the first stages a worker each, in
+    order, and fuses the tail into the last one (the same idea: the tail sees the sparsest flow).
+    """
+    stages = tuple(stages or _stages())
+    k = max(1, min(len(stages), n_workers))
+    if stages == _AUTO_GROUPS[1][0]:
+        return list(_AUTO_GROUPS[k])
+    return [(s,) for s in stages[: k - 1]] + [stages[k - 1 :]]
 
 
-def plan_placement(section: PlacementSection, cpus: list[int] | None = None) -> Placement:
-    """Turn the ``[placement]`` table and the CPUs this process may use into a concrete plan."""
+def check_groups(groups: list[tuple[str, ...]], stages: tuple[str, ...]) -> None:
+    """Every stage exactly once, in pipeline order, only adjacent ones together; ConfigError otherwise."""
+    flat = [s for g in groups for s in g]
+    if flat != list(stages) or any(not g for g in groups):
+        raise ConfigError(
+            "key 'placement.workers': must list every stage exactly once, in pipeline order, grouping only "
+            f"adjacent stages ({' -> '.join(stages)}); got {[list(g) for g in groups]}"
+        )
+
+
+def plan_placement(
+    section: PlacementSection, cpus: list[int] | None = None, stages: tuple[str, ...] | None = None
+) -> Placement:
+    """Turn the ``[placement]`` table and the CPUs this process may use into a concrete plan for the pipeline's
+    ``stages`` (the registry's by default)."""
+    stages = tuple(stages or _stages())
     avail = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
     # The lowest CPU(s) stay free for the OS, the supervisor and `hean top` (never all of them). A configuration
     # that asks for more than this machine can give is refused by hean.engine.config (reserve_cpus = 5 on two
@@ -95,9 +117,10 @@ def plan_placement(section: PlacementSection, cpus: list[int] | None = None) -> 
     reserve = min(section.reserve_cpus, len(avail) - 1)
     if section.workers:
         groups = [tuple(w) for w in section.workers]
+        check_groups(groups, stages)
         reason = "configured workers"
     else:
-        groups = auto_groups(len(avail) - reserve)
+        groups = auto_groups(len(avail) - reserve, stages)
         reason = f"auto: {len(groups)} worker(s) for {len(avail)} CPU(s), {reserve} kept for the OS and supervisor"
     n = len(groups)
     if section.cpus:

@@ -72,7 +72,10 @@ def run_id_of(segment: str) -> str | None:
     if not m:
         return None
     suffix = m.group(2)
-    return m.group(1) if suffix.startswith("tm-") or suffix in run_suffixes() else None
+    if suffix.startswith("tm-") or suffix in run_suffixes():
+        return m.group(1)
+    # a ring of another pipeline's registry (a stage added by a user): a run's while its control block exists
+    return m.group(1) if (SHM_DIR / f"hean-{m.group(1)}-ctl").exists() else None
 
 
 def run_temp_dir(run_id: str, what: str) -> str:

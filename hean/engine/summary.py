@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from hean.engine.config import STAGES
 from hean.telemetry import block as B
 from hean.telemetry.histogram import (
     hist_count,
@@ -68,7 +67,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
     tm = result.telemetry
     symbols = list(getattr(result, "symbols", None) or symbols)
     stages = {}
-    for stage in STAGES:
+    for stage in tm:  # the stages in pipeline order (the supervisor's snapshot)
         if stage not in tm:
             continue
         c = tm[stage]["counters"]

@@ -36,13 +36,14 @@ import numpy as np
 
 from hean.engine import control as C
 from hean.engine import runs
-from hean.engine.build import STAGE_HISTS, STAGE_USER_COUNTERS
-from hean.engine.config import STAGES, Config
+from hean.engine.config import Config
+from hean.engine.loopgen import edges, stage_hists
 from hean.engine.placement import plan_placement
 from hean.engine.topology import SHARED_VIEWS, RingSpec, ring_specs, view_dims, view_name
 from hean.procs import process_state, start_ticks
 from hean.rings import Ring, RingError, create
 from hean.shm import SegmentError, create_segment, unlink_segment
+from hean.stages.registry import refs
 from hean.telemetry.block import TelemetrySegment, block_name, create_block
 from hean.telemetry.manifest import (
     Manifest,
@@ -136,10 +137,13 @@ class Supervisor:
     POLL_S = 0.02  # start-up and drain polling, and the watch loop's fallback without pidfds
     WATCH_S = 0.25  # the watch loop's longest sleep: heartbeats, end of feed, `hean halt` are seen this fast
 
-    def __init__(self, cfg: Config, cpus: list[int] | None = None, progress=None) -> None:
+    def __init__(self, cfg: Config, cpus: list[int] | None = None, progress=None, pipeline=None) -> None:
+        from hean.stages.registry import PIPELINE
+
+        self.pipeline = PIPELINE if pipeline is None else tuple(pipeline)  # the stages, in order
         self.cfg = cfg
         self.run_id = cfg.engine.run_id or new_run_id()
-        self.placement = plan_placement(cfg.placement, cpus)
+        self.placement = plan_placement(cfg.placement, cpus, tuple(s.name for s in self.pipeline))
         self.progress = progress  # callable(supervisor, elapsed_s) for live output, or None
         self.names: list[str] = []  # every segment this run created (unlinked at the end)
         self.rings: dict[str, Ring] = {}
@@ -197,6 +201,9 @@ class Supervisor:
                 print(f"hean: removed {len(removed)} leftover(s) of run {res.run_id!r}, whose processes are all "
                       "gone", file=sys.stderr)  # fmt: skip
 
+    def _stage(self, name: str):
+        return next(s for s in self.pipeline if s.name == name)
+
     def _beat(self) -> None:
         """The supervisor's heartbeat: workers that find it older than the timeout leave (see worker.py)."""
         if self.ctl is not None:
@@ -213,7 +220,9 @@ class Supervisor:
 
     def _create_segments(self) -> None:
         run_id, cfg = self.run_id, self.cfg
-        self.ring_specs: list[RingSpec] = ring_specs(run_id, self.placement, cfg.engine.ring_capacity)
+        self.ring_specs: list[RingSpec] = ring_specs(
+            run_id, self.placement, cfg.engine.ring_capacity, edges(self.pipeline)
+        )
         for spec in self.ring_specs:
             self.rings[spec.edge.key] = self._create(
                 spec.name, lambda spec=spec: create(spec.name, spec.edge.dtype, spec.capacity)
@@ -224,15 +233,15 @@ class Supervisor:
         for v in SHARED_VIEWS:
             name = view_name(run_id, v)
             self._view_segs.append(self._create(name, lambda name=name, v=v: create_segment(name, v.nbytes(nv, ns))))
-        for stage in STAGES:
+        for stage in (s.name for s in self.pipeline):
             self.blocks[stage] = self._create(
                 block_name(run_id, stage),
                 lambda stage=stage: create_block(
                     run_id,
                     stage,
-                    STAGE_HISTS[stage],
-                    user_counters=STAGE_USER_COUNTERS.get(stage, []),
-                    risk_symbols=n_sym if stage == "risk" else 0,
+                    stage_hists(self._stage(stage)),
+                    user_counters=list(self._stage(stage).user_counters),
+                    risk_symbols=n_sym if self._stage(stage).risk_region else 0,
                 ),
             )
 
@@ -259,14 +268,14 @@ class Supervisor:
                     inputs=[r.edge.key for r in self.ring_specs if r.edge.dst == s],
                     outputs=[r.edge.key for r in self.ring_specs if r.edge.src == s],
                 )
-                for s in STAGES
+                for s in (x.name for x in self.pipeline)
             ],
             rings=[
                 RingInfo(name=r.edge.key, segment=r.name, producer=r.edge.src, consumer=r.edge.dst,
                          capacity=r.capacity)
                 for r in self.ring_specs
             ],
-            risk_block=self.blocks["risk"].name,
+            risk_block=next((self.blocks[s.name].name for s in self.pipeline if s.risk_region), None),
             symbols=[s.name for s in self.cfg.symbols],
             config=p.reason,
         )  # fmt: skip
@@ -299,6 +308,7 @@ class Supervisor:
             "sleep_ns": self.placement.sleep_ns,
             "owner": self.placement.owner,
             "rings": {r.edge.key: r.name for r in self.ring_specs},
+            "pipeline": refs(self.pipeline),
             "config": msgspec.to_builtins(self.cfg),
             "supervisor_pid": os.getpid(),
             "supervisor_tid": self._life.tid if self._life is not None and self._life.held else 0,
@@ -458,7 +468,8 @@ class Supervisor:
         rec["symbol"] = symbol
         rec["issued_ns"] = time.monotonic_ns()
         rec["ts_origin"] = rec["issued_ns"]
-        self.rings["control"].push(rec)
+        control = next(r for r in self.ring_specs if r.edge.src == "supervisor")
+        self.rings[control.edge.key].push(rec)
 
     def _on_signal(self, signum, frame) -> None:
         from hean.records import ControlCommand

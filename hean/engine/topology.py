@@ -1,9 +1,11 @@
 """The pipeline's graph: which stage sends which record type to which stage, and which views stages share.
 
-    feed --events--> book --states--> strategy --intents--> risk --orders--> router --orders--> venue
-      |                 \\--states------------------------->  risk <--reports-- router <--reports--/
-      \\--events------------------------------------------------------------------------> venue
+    feed --events--> book --states--> strategy --intents--> risk --orders--> router --venue_orders--> venue
+      |                 \\--states------------------------->  risk <--reports-- router <--venue_reports--/
+      \\--market-------------------------------------------------------------------------------> venue
     supervisor --control--> risk
+
+(derived from the stage registry: :mod:`hean.stages.registry`, :func:`hean.engine.loopgen.edges`)
 
 Every edge whose two stages run in different workers becomes an SPSC ring in shared memory named
 ``hean-<run_id>-<edge>``; an edge inside one worker is a *private* ring, the same layout and operations over
@@ -32,34 +34,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hean import records
 from hean.engine.config import Config
+from hean.engine.loopgen import Edge, edges
 from hean.engine.placement import Placement
 from hean.rings.seqlock import aligned_words
 from hean.stages.positions import position_bytes, position_view
+from hean.stages.registry import PIPELINE
 from hean.stages.tops import tops_bytes, tops_view
 
-
-@dataclass(frozen=True)
-class Edge:
-    key: str  # short name, part of the ring name
-    src: str  # producing stage ("supervisor" for control)
-    dst: str  # consuming stage
-    dtype: np.dtype
-
-
-EDGES: tuple[Edge, ...] = (
-    Edge("ev-book", "feed", "book", records.MARKET_EVENT),
-    Edge("ev-venue", "feed", "venue", records.MARKET_EVENT),
-    Edge("bs-strat", "book", "strategy", records.BOOK_STATE),
-    Edge("bs-risk", "book", "risk", records.BOOK_STATE),
-    Edge("intents", "strategy", "risk", records.ORDER),
-    Edge("orders", "risk", "router", records.ORDER),
-    Edge("venue-orders", "router", "venue", records.ORDER),
-    Edge("reports", "venue", "router", records.EXEC_REPORT),
-    Edge("risk-reports", "router", "risk", records.EXEC_REPORT),
-    Edge("control", "supervisor", "risk", records.CONTROL),
-)
+# The edges between stages: derived from the stage registry by the streams each stage declares
+# (hean.engine.loopgen.edges), one per (stream, consumer), named "<stream>-<consumer>".
+EDGES: tuple[Edge, ...] = edges(PIPELINE)
 
 
 @dataclass(frozen=True)
@@ -130,12 +115,12 @@ def crosses(edge: Edge, placement: Placement) -> bool:
     return not placement.fused(edge.src, edge.dst)
 
 
-def ring_specs(run_id: str, placement: Placement, capacity: int) -> list[RingSpec]:
+def ring_specs(run_id: str, placement: Placement, capacity: int, all_edges: tuple[Edge, ...] = EDGES) -> list[RingSpec]:
     """The rings this run needs: one per edge that crosses workers."""
-    return [RingSpec(e, ring_name(run_id, e), _capacity(e, capacity)) for e in EDGES if crosses(e, placement)]
+    return [RingSpec(e, ring_name(run_id, e), _capacity(e, capacity)) for e in all_edges if crosses(e, placement)]
 
 
 def _capacity(edge: Edge, capacity: int) -> int:
-    if edge.key == "control":
+    if edge.src == "supervisor":  # control records: a few per run
         return 64
     return capacity

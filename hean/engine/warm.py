@@ -2,8 +2,9 @@
 
 Why: the first start compiles every stage kernel (nothing is in numba's cache yet), one function after
 another in one process -- over a minute on the 2-vCPU development VM, while the other CPU idles. The loop's
-code splits cleanly by stage (:data:`hean.engine.pipeline.STAGE_PASSES`), and numba's on-disk cache is a
-meeting point: a process that needs a function another process has already compiled loads it instead. So
+code splits cleanly by stage (the generated loop module's ``PASSES``, :mod:`hean.engine.loopgen`), and
+numba's on-disk cache is a meeting point: a process that needs a function another process has already
+compiled loads it instead. So
 each process walks the stages in its own order -- the worker front to back, a helper on a spare CPU back to
 front (``python -m hean.engine.warm``, started by the supervisor) -- taking only stages nobody has claimed
 yet (a file per stage in a folder of the run), and they meet in the middle; then the worker waits for the
@@ -13,7 +14,7 @@ loops have the same type (every placement's, so far) compile ``run_loop`` once: 
 compiles, the others wait and load it (:func:`compile_loop`) -- six workers sharing two CPUs would otherwise
 compile the same ~17 s function six times over.
 
-How a stage is compiled ahead without running anything: numba *types* the stage's pass (``do_book(W)``
+How a stage is compiled ahead without running anything: numba *types* the stage's pass (``pass_book(W)``
 and friends) for the worker tuple's exact type, which compiles -- or loads from the cache -- every function
 it calls, with the argument types ``run_loop`` will use. Nothing is lowered or run for the pass itself.
 """
@@ -30,22 +31,18 @@ import numba
 from numba.core import compiler, typed_passes, types
 from numba.core.registry import cpu_target
 
-from hean.engine import pipeline as P
-
 __all__ = ["compile_loop", "precompile", "stage_order"]
 
-N_STAGES = len(P.STAGE_PASSES)
 
-
-def stage_order(backwards: bool) -> list[int]:
-    """Stage indices front to back (feed first) or back to front (venue first)."""
-    order = list(range(N_STAGES))
+def stage_order(n_stages: int, backwards: bool) -> list[int]:
+    """Stage indices front to back (the source first) or back to front."""
+    order = list(range(n_stages))
     return order[::-1] if backwards else order
 
 
-def precompile(W, order: list[int], claims: str | None = None, wait_s: float = 600.0) -> float:
+def precompile(loop, W, order: list[int], claims: str | None = None, wait_s: float = 600.0) -> float:
     """Compile (or load from the cache) everything the stages in ``order`` call, for worker tuple ``W``'s
-    type; returns the seconds it took.
+    type (``loop``: the pipeline's generated loop module, hean.engine.loopgen); returns the seconds it took.
 
     ``claims``: a folder shared by the processes compiling at the same time. Each takes a stage only if no
     other process has claimed it (an exclusively created file holding its pid), so two processes never
@@ -57,7 +54,7 @@ def precompile(W, order: list[int], claims: str | None = None, wait_s: float = 6
     for i in order:
         if claims is not None and not _claim(claims, str(i)):
             continue
-        _type_stage(wt, i)
+        _type_stage(loop, wt, i)
         if claims is not None:
             _done(claims, str(i))
     if claims is not None:
@@ -66,7 +63,7 @@ def precompile(W, order: list[int], claims: str | None = None, wait_s: float = 6
     return time.monotonic() - t0
 
 
-def compile_loop(W, claims: str | None = None, wait_s: float = 600.0) -> bool:
+def compile_loop(loop, W, claims: str | None = None, wait_s: float = 600.0) -> bool:
     """Compile (or load from the cache) ``run_loop`` for worker tuple ``W`` and run one pass of it (which
     also touches every state page); returns whether this process held the loop's claim (with no claims
     folder: True).
@@ -79,15 +76,15 @@ def compile_loop(W, claims: str | None = None, wait_s: float = 600.0) -> bool:
     mine = claims is None or _claim(claims, name)
     if not mine:
         _wait_for(claims, name, time.monotonic() + wait_s)
-    P.run_loop(W, 1)
+    loop.run_loop(W, 1)
     if mine and claims is not None:
         _done(claims, name)
     return mine
 
 
-def _type_stage(wt, i: int) -> None:
-    fn = P.STAGE_PASSES[i].py_func
-    args = (wt, types.boolean, types.int64) if i == P.FEED else (wt,)
+def _type_stage(loop, wt, i: int) -> None:
+    fn = loop.PASSES[i].py_func
+    args = (wt, types.int64, types.int64)
     func_ir = compiler.run_frontend(fn)
     typed_passes.type_inference_stage(cpu_target.typing_context, cpu_target.target_context, func_ir, args, None)
 
@@ -154,13 +151,18 @@ def main() -> int:
 
     from hean.engine.build import build_local
     from hean.engine.config import Config
+    from hean.engine.loopgen import loop_module
+    from hean.stages.registry import PIPELINE, load
 
     spec = json.loads(os.environ["HEAN_WORKER_SPEC"])
     _die_with_parent(int(spec.get("supervisor_pid", 0)))
     if spec.get("cpu") is not None:
         os.sched_setaffinity(0, {int(spec["cpu"])})
     cfg = msgspec.convert(spec["config"], Config)
-    precompile(build_local(cfg), stage_order(backwards=True), spec.get("compile_claims"))
+    pipeline = load(spec["pipeline"]) if spec.get("pipeline") else PIPELINE
+    loop = loop_module(pipeline)
+    W = build_local(cfg, pipeline=pipeline)
+    precompile(loop, W, stage_order(len(pipeline), backwards=True), spec.get("compile_claims"))
     return 0
 
 

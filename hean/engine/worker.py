@@ -1,4 +1,4 @@
-"""A worker process: runs one placement group of stages in :func:`hean.engine.pipeline.run_loop`.
+"""A worker process: runs one placement group of stages in the pipeline's loop (:mod:`hean.engine.pipeline`).
 
 Started by the supervisor as ``python -m hean.engine.worker`` with its spec (JSON) in ``HEAN_WORKER_SPEC``.
 Life cycle: pin to its CPU -> attach the control block, its rings and the stages' telemetry blocks -> build
@@ -118,13 +118,13 @@ def main() -> int:
         from hean.engine.build import build_worker  # heavy imports (numpy, numba) after pinning
 
         built = build_worker(spec, ctl)
-        from hean.engine.pipeline import run_loop
         from hean.engine.warm import compile_loop, precompile, stage_order
 
         # stage by stage, in this worker's order (another process may be compiling from the other end)
         claims = spec.get("compile_claims")
-        precompile(built.worker, stage_order(bool(spec.get("compile_backwards"))), claims)
-        compile_loop(built.worker, claims)  # compiles (or loads from the cache) and touches every state page
+        order = stage_order(len(built.pipeline), bool(spec.get("compile_backwards")))
+        precompile(built.loop, built.worker, order, claims)
+        compile_loop(built.loop, built.worker, claims)  # compiles (or loads) and touches every state page
         ctl[C.worker_word(w, C.W_HEARTBEAT)] = time.monotonic_ns()
         ctl[C.worker_word(w, C.W_READY)] = 1
         while not ctl[C.START] and not ctl[C.STOP]:
@@ -132,7 +132,7 @@ def main() -> int:
         watchdog.stop()
         built.started(-1 if spec["cpu"] is None else int(spec["cpu"]))
         if not ctl[C.STOP]:
-            run_loop(built.worker, 0)
+            built.loop.run_loop(built.worker, 0)
         built.finished()
         err = int(ctl[C.worker_word(w, C.W_ERROR)])
         if err == C.ERR_SUPERVISOR_LOST:

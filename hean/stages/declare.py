@@ -82,6 +82,7 @@ class Stage:
     view: str | None = None  # name of the view kernel in ``module``
     feedback: frozenset[str] = field(default_factory=frozenset)  # input streams that flow back (reports)
     config: str | None = None  # the configuration table it reads (for messages and `config show`)
+    risk_region: bool = False  # its telemetry block has the per-symbol risk region its view fills (`hean top`)
 
     def __post_init__(self) -> None:
         if not self.hists or self.hists[0] != "service":

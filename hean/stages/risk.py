@@ -1026,4 +1026,5 @@ RISK = Stage(
     hists=("service", "age:states", "age:intents", "age:reports"),
     feedback=frozenset({"reports"}),
     config="risk",
+    risk_region=True,
 )

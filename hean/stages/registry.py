@@ -1,0 +1,51 @@
+"""The pipeline: its stages, in order. The one place the pipeline is written down.
+
+The engine derives everything else from this list (:mod:`hean.engine.loopgen`): the edges between stages
+(by the streams each stage declares), the rings, the telemetry blocks and their histogram rows, the worker
+loop, the placements' stage groups, warm-up and the summary. Adding a stage is one module -- its state,
+kernels, step and :class:`hean.stages.declare.Stage` -- and one line here.
+
+Order matters: it is the order in which a worker runs its stages in every pass (the data flow: the venue,
+standing for the exchange, last), and the order that joins streams (a stage takes a stream from the nearest
+stage before it that publishes it).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hean.stages.book import BOOK
+from hean.stages.declare import Stage
+from hean.stages.feed import FEED
+from hean.stages.risk import RISK
+from hean.stages.router import ROUTER
+from hean.stages.strategy import STRATEGY
+from hean.stages.venue import VENUE
+
+__all__ = ["PIPELINE", "load", "refs"]
+
+PIPELINE: tuple[Stage, ...] = (FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE)
+
+
+def refs(pipeline: tuple[Stage, ...]) -> list[str]:
+    """``module:NAME`` of each stage's declaration: how a worker process finds the same pipeline."""
+    out = []
+    for stage in pipeline:
+        module = importlib.import_module(stage.module)
+        names = [k for k, v in vars(module).items() if v is stage]
+        if not names:
+            raise ValueError(f"stage {stage.name!r}: its declaration is not a name in {stage.module}")
+        out.append(f"{stage.module}:{names[0]}")
+    return out
+
+
+def load(references: list[str]) -> tuple[Stage, ...]:
+    """The pipeline named by :func:`refs` (imported in this process)."""
+    stages = []
+    for ref in references:
+        module, _, name = ref.partition(":")
+        stage = getattr(importlib.import_module(module), name)
+        if not isinstance(stage, Stage):
+            raise TypeError(f"{ref} is not a hean.stages.declare.Stage")
+        stages.append(stage)
+    return tuple(stages)
