@@ -6,6 +6,7 @@ and the orders and fills are exactly those of the pipeline without it (the diges
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,3 +57,15 @@ def test_the_toy_stage_runs_in_every_placement_and_changes_nothing(placement, mo
     assert int(toy[C_EVENTS_IN]) == book_states == int(toy[U_PASSED])
     assert int(toy[C_EVENTS_OUT]) == 2 * book_states  # to the strategy and to risk
     assert int(tm["toy"]["hists"]["age.states-toy"].sum()) > 0
+
+
+@pytest.mark.timeout(300)
+def test_a_run_without_the_toys_module_still_works_after_the_toy_ran(tmp_path):
+    """numba's cache index of a module is unpickled whole: had an engine kernel been compiled for the toy
+    pipeline's worker type, every later run would need the toy's module to load it. Runs after the toys."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hean", "run", "--duration", "0.3", "--quiet"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]

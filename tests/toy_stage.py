@@ -13,11 +13,9 @@ import numpy as np
 
 from hean.jit import kernel
 from hean.records import BOOK_STATE
-from hean.rings.layout import MASK
-from hean.rings.spsc import available
 from hean.stages.declare import Stage, Stream
-from hean.stages.ports import BATCH, age, put_each, release_to, room_each, service
-from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_USER_BASE, tm_add
+from hean.stages.ports import age, put_each, slot, take, taken
+from hean.telemetry.block import C_USER_BASE
 
 H_AGE_STATES = 1  # histogram row: a state's age when the toy takes it
 U_PASSED = C_USER_BASE  # user counter: states passed on
@@ -34,23 +32,15 @@ def toy_step(S, ins, outs, tm, now, flags):
     """Every state in, the same state out to every consumer of ``states``."""
     src = ins[0]
     dst = outs[0]
-    start, n = available(src.hdr)
+    start, n = take(src, dst, tm.counters)
     if n == 0:
         return 0
-    n = min(n, BATCH)
-    if not room_each(dst, n, tm.counters):
-        return 0
-    m = src.hdr[MASK]
-    t0 = now
     for j in range(n):
-        rec = src.slots[(start + j) & m]
-        age(tm.hists[H_AGE_STATES], t0, rec.ts_origin)
+        rec = slot(src, start + j)
+        age(tm.hists[H_AGE_STATES], now, rec.ts_origin)
         put_each(dst, rec)
-    service(tm.hists, t0, n)
-    release_to(src, start + n)
+    taken(src, start, n, tm, now, n * len(dst))
     S.passed[0] += n
-    tm_add(tm.counters, C_EVENTS_IN, n)
-    tm_add(tm.counters, C_EVENTS_OUT, n * len(dst))
     return n
 
 

@@ -120,29 +120,32 @@ def source_done(ctl):
 
 
 @kernel(forceinline=True, error_model="numpy")
-def supervisor_lost(W, now):
+def supervisor_lost(params, ctl, now):
     """True when this worker's supervisor is dead -- its life lock lost its owner (the kernel marks it at the
     start of the supervisor's exit), or, where no life lock could be taken, the worker's parent is no longer
     its pid (the kernel reparents once the supervisor's memory is freed: 10-35 ms later here) -- or has not
-    heart-beaten for longer than the timeout (stopped or hung). Checked at every heartbeat."""
-    sup = W.params[P_SUPERVISOR]
+    heart-beaten for longer than the timeout (stopped or hung). Checked at every heartbeat.
+
+    Takes the worker's arrays, never the worker tuple: a function compiled here for a pipeline's ``Worker``
+    type would put that type -- and so its stages' modules -- into this module's numba cache index, which
+    every later run unpickles whole (a run of another pipeline would then need those modules)."""
+    sup = params[P_SUPERVISOR]
     if sup == 0:
         return False
-    tid = W.params[P_SUP_TID]
+    tid = params[P_SUP_TID]
     if tid != 0:  # the robust mutex's word holds its owner's thread id until the owner dies: one load
-        if (load_relaxed(W.ctl, C.LIFE_LOCK) & C.FUTEX_TID_MASK) != tid:
+        if (load_relaxed(ctl, C.LIFE_LOCK) & C.FUTEX_TID_MASK) != tid:
             return True
     elif getppid() != sup:  # without the lock: a syscall (222 ns on the development VM)
         return True
-    return now - load_relaxed(W.ctl, C.SUP_BEAT) > W.params[P_SUP_TIMEOUT_NS]
+    return now - load_relaxed(ctl, C.SUP_BEAT) > params[P_SUP_TIMEOUT_NS]
 
 
 @kernel(forceinline=True, error_model="numpy")
-def orphaned(W, now):
+def orphaned(params, ctl, now):
     """The supervisor is gone: nothing may trade. HALT every router (this worker's on its next pass, the
     others' as soon as they read the control block), stop the feed, and say why; the loop then drains."""
-    ctl = W.ctl
-    w = W.params[P_WORKER]
+    w = params[P_WORKER]
     store_relaxed(ctl, C.HALT, 1)
     store_relaxed(ctl, C.STOP_FEED, 1)
     store_relaxed(ctl, C.worker_word(w, C.W_ERROR), C.ERR_SUPERVISOR_LOST)
@@ -225,9 +228,9 @@ def run_loop(W, max_loops):
                 views(W, t1)
             if orphaned_at != 0 and t1 - orphaned_at > ORPHAN_DRAIN_NS:
                 break
-        if beat and orphaned_at == 0 and supervisor_lost(W, t0):
+        if beat and orphaned_at == 0 and supervisor_lost(W.params, ctl, t0):
             orphaned_at = now_ns()  # after this pass's orders: none leaves from here on
-            orphaned(W, orphaned_at)
+            orphaned(W.params, ctl, orphaned_at)
     if idle_acc:
         each_owned(W, False, idle_acc, t0, False)
     store_relaxed(ctl, C.worker_word(w, C.W_LOOPS), loops)

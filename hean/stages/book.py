@@ -68,14 +68,11 @@ from hean.records import (
     BookStateKind,
     EventKind,
 )
-from hean.rings.layout import MASK
-from hean.rings.spsc import available
 from hean.stages.declare import Stage, Stream
 from hean.stages.hashmap import HM_EMPTY, hm_delete_at, hm_find, hm_insert
-from hean.stages.ports import BATCH, put_each, release_to, room_each, service
+from hean.stages.ports import put_each, slot, take, taken
 from hean.stages.tops import tops_on_book_state
 from hean.stages.trades import TradeStats, make_trade_stats, trade_on, trade_vwap
-from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, tm_add
 from hean.telemetry.histogram import hist_record
 
 __all__ = [
@@ -794,31 +791,21 @@ def book_step(B, ins, outs, tm, now, flags):
     """Market events in; a book state per consistent group out, to every consumer of ``states``."""
     ev_in = ins[0]
     states = outs[0]
-    start, n = available(ev_in.hdr)
+    start, n = take(ev_in, states, tm.counters)  # at most one state per event
     if n == 0:
         return 0
-    m = ev_in.hdr[MASK]
-    n = min(n, BATCH)
-    if not room_each(states, n, tm.counters):  # at most one state per event
-        n = 1
-        if not room_each(states, 1, tm.counters):
-            return 0
     t0 = now_ns()
-    out = 0
+    published = 0
     stale_ns = B.stale_ns[0]
     for j in range(n):
-        ev = ev_in.slots[(start + j) & m]
+        ev = slot(ev_in, start + j)
         hist_record(tm.hists[H_AGE_EVENTS], t0 - ev.ts_origin)
         if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
             bs = B.out[0]
             tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
             put_each(states, bs)
-            out += len(states)
-    service(tm.hists, t0, n)
-    release_to(ev_in, start + n)
-    tm_add(tm.counters, C_EVENTS_IN, n)
-    if out:
-        tm_add(tm.counters, C_EVENTS_OUT, out)
+            published += len(states)
+    taken(ev_in, start, n, tm, t0, published)
     return n
 
 

@@ -21,7 +21,7 @@ from hean.atomics import store_relaxed
 from hean.feeds.synthetic import make_synthetic, max_events_per_message, synthetic_next
 from hean.jit import kernel
 from hean.stages.declare import F_LOCKSTEP, BuildContext, Stage, Stream
-from hean.stages.ports import put_all, room, service
+from hean.stages.ports import put_all_each, room_each, service
 from hean.telemetry.block import C_EVENTS_OUT, C_USER_BASE, tm_add
 from hean.telemetry.histogram import hist_record
 
@@ -124,20 +124,6 @@ def feed_exhausted(F):
 
 
 @kernel(forceinline=True, error_model="numpy")
-def _publish_all(ports, buf, n):
-    for p in ports:
-        put_all(p, buf, n)
-
-
-@kernel(forceinline=True, error_model="numpy")
-def _room_all(ports, n, tmc):
-    for p in ports:
-        if not room(p, n, tmc):
-            return False
-    return True
-
-
-@kernel(forceinline=True, error_model="numpy")
 def feed_step(F, ins, outs, tm, now, flags):
     """Publish the messages due at ``now`` (at most FEED_BURST; one in lockstep): events published, 0 when
     none is due, -1 when the feed is finished. ``outs``: (book chain ports, venue ports)."""
@@ -146,9 +132,9 @@ def feed_step(F, ins, outs, tm, now, flags):
     lockstep = (flags & F_LOCKSTEP) != 0
     if fp[F_PHASE] == 1:  # lockstep, second phase: the same message to the book chain
         n = fp[F_MSG_N]
-        if not _room_all(chain, n, tm.counters):
+        if not room_each(chain, n, tm.counters):
             return 0
-        _publish_all(chain, F.buf, n)
+        put_all_each(chain, F.buf, n)
         fp[F_PHASE] = 0
         return n
     if not feed_exhausted(F) and _next_due(F, now) > now:
@@ -161,7 +147,7 @@ def feed_step(F, ins, outs, tm, now, flags):
             if total == 0:
                 return -1
             break
-        if not _room_all(market, cap, tm.counters) or (not lockstep and not _room_all(chain, cap, tm.counters)):
+        if not room_each(market, cap, tm.counters) or (not lockstep and not room_each(chain, cap, tm.counters)):
             break
         n = _load_message(F, t0)
         if n == 0:
@@ -169,14 +155,14 @@ def feed_step(F, ins, outs, tm, now, flags):
         fp[F_MSGS] += 1
         hist_record(tm.hists[H_LATE], t0 - F.buf[0].ts_origin)  # the worker's lag behind the schedule
         if lockstep:
-            _publish_all(market, F.buf, n)  # phase 1: the venue; the book chain once all is idle
+            put_all_each(market, F.buf, n)  # phase 1: the venue; the book chain once all is idle
             fp[F_PHASE] = 1
             fp[F_MSG_N] = n
         else:
             # the book chain first: it is the tick-to-trade path (the venue, standing for the exchange,
             # applies a message's events before any order published after them either way)
-            _publish_all(chain, F.buf, n)
-            _publish_all(market, F.buf, n)
+            put_all_each(chain, F.buf, n)
+            put_all_each(market, F.buf, n)
         total += n
     if total:
         store_relaxed(tm.counters, U_MESSAGES, fp[F_MSGS])

@@ -26,7 +26,7 @@ from hean.atomics import load_acquire, load_relaxed, now_ns, store_relaxed
 from hean.jit import kernel
 from hean.rings.layout import CAPACITY, HDR_WORDS, MASK, READ, WRITE
 from hean.rings.spsc import available, claim_upto, publish, release
-from hean.telemetry.block import C_EVENTS_OUT, C_RING_FULL, TelemetryBlock, tm_add
+from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_RING_FULL, TelemetryBlock, tm_add
 from hean.telemetry.histogram import hist_record, hist_record_n
 
 __all__ = [
@@ -41,11 +41,15 @@ __all__ = [
     "private_port",
     "put",
     "put_all",
+    "put_all_each",
     "put_each",
     "room_each",
     "release_to",
     "room",
     "service",
+    "slot",
+    "take",
+    "taken",
     "written",
 ]
 
@@ -132,6 +136,46 @@ def put_each(ports, rec):
     holds the effect of a record (an intent caused by a book state) before a later stage holds its cause."""
     for i in range(len(ports) - 1, -1, -1):
         put(ports[i], rec)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def put_all_each(ports, buf, n):
+    """Publish ``buf[0:n]`` to every consumer of a stream (the furthest downstream first, as put_each)."""
+    for i in range(len(ports) - 1, -1, -1):
+        put_all(ports[i], buf, n)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def slot(port, seq):
+    """The record at sequence ``seq`` of an input port (from ``take``'s ``start``)."""
+    return port.slots[seq & port.hdr[MASK]]
+
+
+@kernel(forceinline=True, error_model="numpy")
+def take(src, dst, tmc):
+    """``(start, n)``: the records of ``src`` a step that writes at most one record per input to every port
+    of ``dst`` takes now -- up to BATCH when they all have room for that many, else one, else none (the
+    shortage counted as a ring-full event)."""
+    start, n = available(src.hdr)
+    if n == 0:
+        return start, 0
+    n = min(n, BATCH)
+    if room_each(dst, n, tmc):
+        return start, n
+    if room_each(dst, 1, tmc):
+        return start, 1
+    return start, 0
+
+
+@kernel(forceinline=True, error_model="numpy")
+def taken(src, start, n, tm, t0, published):
+    """Close a batch ``take`` gave: its service time, the slots handed back (their outputs are published),
+    records in and out counted."""
+    service(tm.hists, t0, n)
+    release_to(src, start + n)
+    tm_add(tm.counters, C_EVENTS_IN, n)
+    if published:
+        tm_add(tm.counters, C_EVENTS_OUT, published)
 
 
 @kernel(forceinline=True, error_model="numpy")

@@ -38,8 +38,6 @@ from hean.atomics import load_relaxed, now_ns
 from hean.indicators.streaming import IndicatorConfig, IndicatorSet, indicators_update, make_indicator_set
 from hean.jit import entry, kernel
 from hean.records import BOOK_STATE, F_CROSSED, F_STALE, ORDER, BookStateKind
-from hean.rings.layout import MASK
-from hean.rings.spsc import available
 from hean.stages.bars import (
     B_CLOSE,
     B_HIGH,
@@ -57,11 +55,11 @@ from hean.stages.bars import (
     make_bar_state,
 )
 from hean.stages.declare import Stage, Stream
-from hean.stages.ports import BATCH, put_each, release_to, room_each, service
+from hean.stages.ports import put_each, slot, take, taken
 from hean.strategies import market_maker, rsi_macd
 from hean.strategies.intent import event_time, no_order
-from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, tm_add
 from hean.telemetry.block import C_ORDERS as TM_ORDERS
+from hean.telemetry.block import tm_add
 from hean.telemetry.histogram import hist_record
 
 MODE_TICK = 0
@@ -297,29 +295,20 @@ def strategy_step(S, ins, outs, tm, now, flags):
     """Book states in; at most one intent per state out, to every consumer of ``intents``."""
     bs_in = ins[0]
     intents = outs[0]
-    start, n = available(bs_in.hdr)
+    start, n = take(bs_in, intents, tm.counters)  # at most one intent per state
     if n == 0:
         return 0
-    m = bs_in.hdr[MASK]
-    n = min(n, BATCH)
-    if not room_each(intents, n, tm.counters):  # at most one intent per state
-        n = 1
-        if not room_each(intents, 1, tm.counters):
-            return 0
     t0 = now_ns()
-    out = 0
+    published = 0
     for j in range(n):
-        bs = bs_in.slots[(start + j) & m]
+        bs = slot(bs_in, start + j)
         hist_record(tm.hists[H_AGE_STATES], t0 - bs.ts_origin)
         if strategy_on_book(S.strat, S.ind, S.bars, S.params, S.position, bs, S.out, 0):
             put_each(intents, S.out[0])
-            out += 1
-    service(tm.hists, t0, n)
-    release_to(bs_in, start + n)
-    tm_add(tm.counters, C_EVENTS_IN, n)
-    if out:
-        tm_add(tm.counters, TM_ORDERS, out)
-        tm_add(tm.counters, C_EVENTS_OUT, out)
+            published += 1
+    taken(bs_in, start, n, tm, t0, published)
+    if published:
+        tm_add(tm.counters, TM_ORDERS, published)
     return n
 
 
