@@ -19,7 +19,7 @@ from hean.engine.config import STAGES, PlacementSection, load_config
 from hean.engine.placement import plan_placement
 from hean.engine.summary import build_summary
 from hean.engine.supervisor import Supervisor
-from hean.stages.risk import RejectReason
+from hean.records import RejectReason
 from hean.telemetry.block import C_USER_BASE
 
 FUSED = [list(STAGES)]

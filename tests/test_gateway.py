@@ -25,8 +25,7 @@ from hean.gateway.wire import (
     decode,
     encode,
 )
-from hean.records import ASK, BID, BUY, MARKET_EVENT, ORDER, SELL, EventKind, ExecType, OrderAction
-from hean.stages.risk import RejectReason
+from hean.records import ASK, BID, BUY, MARKET_EVENT, ORDER, SELL, EventKind, ExecType, OrderAction, RejectReason
 
 MESSAGES = [
     NewOrder(7, 0, -1, 1, 2, 64, 6180020, 15, 123),

@@ -20,13 +20,13 @@ from hean.records import (
     ExecType,
     OrderAction,
     OrderType,
+    RejectReason,
     TimeInForce,
 )
 from hean.stages.positions import pos_equity
 from hean.stages.risk import (
     C_PASSED,
     C_REJECTED,
-    RejectReason,
     TradingState,
     make_risk,
     risk_effective_state,

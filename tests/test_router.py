@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hean.records import BUY, EXEC_REPORT, F_POST_ONLY, ORDER, SELL, ExecType, OrderAction, OrderType, TimeInForce
+from hean.records import (
+    BUY,
+    EXEC_REPORT,
+    F_POST_ONLY,
+    ORDER,
+    SELL,
+    ExecType,
+    OrderAction,
+    OrderType,
+    RejectReason,
+    TimeInForce,
+)
 from hean.rings.seqlock import SEQ
 from hean.stages.orders import (
     M_INVALID,
@@ -19,7 +30,7 @@ from hean.stages.orders import (
     OrderState,
     ot_slot,
 )
-from hean.stages.risk import RejectReason, make_risk, risk_on_book, risk_on_intent, risk_on_report
+from hean.stages.risk import make_risk, risk_on_book, risk_on_intent, risk_on_report
 from hean.stages.router import (
     C_SPLITS,
     C_TOPS_UNAVAILABLE,

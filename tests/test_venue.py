@@ -23,10 +23,10 @@ from hean.records import (
     ExecType,
     OrderAction,
     OrderType,
+    RejectReason,
     TimeInForce,
 )
 from hean.stages.book import l2_apply_events, l2_depth, make_l2_book
-from hean.stages.risk import RejectReason
 from hean.stages.venue import (
     VENUE_MAX_REPORTS,
     make_venue,

@@ -68,7 +68,7 @@ def run_one(placement: str, rate: int, duration: float) -> dict:
     from hean.engine.config import load_config
     from hean.engine.summary import build_summary
     from hean.engine.supervisor import Supervisor
-    from hean.stages.risk import RejectReason
+    from hean.records import RejectReason
 
     overrides = {"engine.duration_s": duration, "placement.workers": PLACEMENTS[placement]}
     if rate > 0:

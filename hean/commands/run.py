@@ -193,7 +193,7 @@ def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quie
 
     from hean.engine.summary import build_summary
     from hean.engine.supervisor import Supervisor
-    from hean.stages.risk import RejectReason
+    from hean.records import RejectReason
 
     if not _check(cfg, json_out):
         return 2

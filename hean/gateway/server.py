@@ -36,8 +36,7 @@ from hean.gateway.wire import (
     encode,
     peek_type,
 )
-from hean.records import EXEC_REPORT, ORDER, ExecType, OrderAction
-from hean.stages.risk import RejectReason
+from hean.records import EXEC_REPORT, ORDER, ExecType, OrderAction, RejectReason
 from hean.stages.venue import VENUE_MAX_REPORTS, make_venue, venue_on_event, venue_on_order, venue_poll
 
 __all__ = ["GatewayServer", "report_to_message"]

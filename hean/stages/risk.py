@@ -79,6 +79,10 @@ import numpy as np
 from hean.atomics import load_relaxed, now_ns, store_relaxed
 from hean.jit import kernel
 from hean.records import (
+    A_CANCEL,
+    A_CANCEL_ALL,
+    A_NEW,
+    A_REPLACE,
     BOOK_STATE,
     CONTROL,
     EXEC_REPORT,
@@ -87,11 +91,47 @@ from hean.records import (
     F_POST_ONLY,
     F_REDUCE_ONLY,
     F_STALE,
+    K_HALT,
+    K_REDUCE,
+    K_RESUME,
+    K_STOP,
+    N_REASONS,
     ORDER,
-    ControlCommand,
-    ExecType,
-    OrderAction,
-    OrderType,
+    R_BAD_ORDER_ID,
+    R_BAD_PRICE,
+    R_BAD_QTY,
+    R_BAD_SIDE,
+    R_BAD_SYMBOL,
+    R_BAD_TYPE,
+    R_BOOK_STALE,
+    R_DAILY_LOSS,
+    R_DRAWDOWN,
+    R_LOT_SIZE,
+    R_MAX_GROSS_EXPOSURE,
+    R_MAX_LEVERAGE,
+    R_MAX_NOTIONAL,
+    R_MAX_OPEN_ORDERS,
+    R_MAX_ORDER_QTY,
+    R_MAX_POSITION,
+    R_MIN_QTY,
+    R_PRICE_COLLAR,
+    R_RATE_SYMBOL,
+    R_RATE_TOTAL,
+    R_REDUCE_ONLY,
+    R_STATE_HALTED,
+    R_STATE_REDUCING,
+    R_TICK_SIZE,
+    T_LIMIT,
+    T_MARKET,
+    X_ACK,
+    X_CANCEL_REJECTED,
+    X_CANCELED,
+    X_EXPIRED,
+    X_FILL,
+    X_PARTIAL,
+    X_REJECTED,
+    X_REPLACED,
+    RejectReason,
 )
 from hean.rings.layout import MASK, READ
 from hean.rings.spsc import available
@@ -110,7 +150,6 @@ from hean.telemetry.block import (
 from hean.telemetry.histogram import hist_record
 
 __all__ = [
-    "RejectReason",
     "RiskState",
     "TradingState",
     "make_risk",
@@ -124,88 +163,6 @@ __all__ = [
     "risk_reject_counts",
     "risk_to_telemetry",
 ]
-
-
-class RejectReason(IntEnum):
-    """Why an order was refused: ORDER.reason / EXEC_REPORT.reason. Used by risk, router, venue, gateway."""
-
-    NONE = 0
-    BAD_SYMBOL = 1  # symbol id outside the table
-    BAD_SIDE = 2  # side not +1/-1
-    BAD_QTY = 3  # qty <= 0
-    BAD_PRICE = 4  # LIMIT price <= 0
-    BAD_TYPE = 5  # unknown action / order type / tif, or an impossible combination (MARKET + POST_ONLY)
-    TICK_SIZE = 6  # price not a multiple of the price increment
-    LOT_SIZE = 7  # qty not a multiple of the qty increment
-    MIN_QTY = 8  # qty below the minimum
-    MAX_ORDER_QTY = 9
-    MAX_NOTIONAL = 10
-    MAX_POSITION = 11  # position after the order (with open orders) beyond the limit
-    MAX_GROSS_EXPOSURE = 12
-    MAX_LEVERAGE = 13  # gross exposure / equity beyond the limit (or equity <= 0)
-    DAILY_LOSS = 14
-    DRAWDOWN = 15
-    RATE_SYMBOL = 16  # too many orders per second on the symbol
-    RATE_TOTAL = 17  # too many orders per second in total
-    MAX_OPEN_ORDERS = 18
-    PRICE_COLLAR = 19  # limit price too far from mid
-    STATE_REDUCING = 20  # trading state REDUCING and the order does not reduce
-    STATE_HALTED = 21  # trading state HALTED
-    BOOK_STALE = 22  # no usable book: stale, crossed, too old, or never seen
-    REDUCE_ONLY = 23  # F_REDUCE_ONLY order that would not reduce
-    BAD_ORDER_ID = 24  # CANCEL/REPLACE without an order id
-    UNKNOWN_ORDER = 25  # router/venue: no such live order
-    ROUTER_HALTED = 26  # the router was halted (a worker died)
-    TABLE_FULL = 27  # the order table has no free slot
-    NO_LIQUIDITY = 28  # router/venue: a market order with no price on any venue
-    VENUE_REJECT = 29  # the simulated venue's random reject
-    POST_ONLY_CROSS = 30  # a post-only order would have taken liquidity
-    TOO_LATE = 31  # cancel/replace of an order that is no longer open at the venue
-    INVALID_TRANSITION = 32  # the order state machine does not allow the request (e.g. a second cancel)
-    REPLACE_SPLIT = 33  # replace of an order split across venues (not supported: cancel and re-send)
-    MALFORMED = 34  # gateway: a datagram that does not decode
-    BAD_VENUE = 35  # venue index outside the configured venues
-
-
-# int constants for the kernels (numba folds module globals)
-R_NONE = int(RejectReason.NONE)
-R_BAD_SYMBOL = int(RejectReason.BAD_SYMBOL)
-R_BAD_SIDE = int(RejectReason.BAD_SIDE)
-R_BAD_QTY = int(RejectReason.BAD_QTY)
-R_BAD_PRICE = int(RejectReason.BAD_PRICE)
-R_BAD_TYPE = int(RejectReason.BAD_TYPE)
-R_TICK_SIZE = int(RejectReason.TICK_SIZE)
-R_LOT_SIZE = int(RejectReason.LOT_SIZE)
-R_MIN_QTY = int(RejectReason.MIN_QTY)
-R_MAX_ORDER_QTY = int(RejectReason.MAX_ORDER_QTY)
-R_MAX_NOTIONAL = int(RejectReason.MAX_NOTIONAL)
-R_MAX_POSITION = int(RejectReason.MAX_POSITION)
-R_MAX_GROSS_EXPOSURE = int(RejectReason.MAX_GROSS_EXPOSURE)
-R_MAX_LEVERAGE = int(RejectReason.MAX_LEVERAGE)
-R_DAILY_LOSS = int(RejectReason.DAILY_LOSS)
-R_DRAWDOWN = int(RejectReason.DRAWDOWN)
-R_RATE_SYMBOL = int(RejectReason.RATE_SYMBOL)
-R_RATE_TOTAL = int(RejectReason.RATE_TOTAL)
-R_MAX_OPEN_ORDERS = int(RejectReason.MAX_OPEN_ORDERS)
-R_PRICE_COLLAR = int(RejectReason.PRICE_COLLAR)
-R_STATE_REDUCING = int(RejectReason.STATE_REDUCING)
-R_STATE_HALTED = int(RejectReason.STATE_HALTED)
-R_BOOK_STALE = int(RejectReason.BOOK_STALE)
-R_REDUCE_ONLY = int(RejectReason.REDUCE_ONLY)
-R_BAD_ORDER_ID = int(RejectReason.BAD_ORDER_ID)
-R_UNKNOWN_ORDER = int(RejectReason.UNKNOWN_ORDER)
-R_ROUTER_HALTED = int(RejectReason.ROUTER_HALTED)
-R_TABLE_FULL = int(RejectReason.TABLE_FULL)
-R_NO_LIQUIDITY = int(RejectReason.NO_LIQUIDITY)
-R_VENUE_REJECT = int(RejectReason.VENUE_REJECT)
-R_POST_ONLY_CROSS = int(RejectReason.POST_ONLY_CROSS)
-R_TOO_LATE = int(RejectReason.TOO_LATE)
-R_INVALID_TRANSITION = int(RejectReason.INVALID_TRANSITION)
-R_REPLACE_SPLIT = int(RejectReason.REPLACE_SPLIT)
-R_MALFORMED = int(RejectReason.MALFORMED)
-R_BAD_VENUE = int(RejectReason.BAD_VENUE)
-
-N_REASONS = 64  # length of every per-reason counter array
 
 
 class TradingState(IntEnum):
@@ -241,14 +198,6 @@ C_BOOKS = 10  # book states applied
 C_LEN = 16
 
 _ACTIVE, _REDUCING, _HALTED = int(TradingState.ACTIVE), int(TradingState.REDUCING), int(TradingState.HALTED)
-A_NEW, A_CANCEL = int(OrderAction.NEW), int(OrderAction.CANCEL)
-A_REPLACE, A_CANCEL_ALL = int(OrderAction.REPLACE), int(OrderAction.CANCEL_ALL)
-T_LIMIT, T_MARKET = int(OrderType.LIMIT), int(OrderType.MARKET)
-X_ACK, X_PARTIAL, X_FILL = int(ExecType.ACK), int(ExecType.PARTIAL_FILL), int(ExecType.FILL)
-X_CANCELED, X_REJECTED, X_EXPIRED = int(ExecType.CANCELED), int(ExecType.REJECTED), int(ExecType.EXPIRED)
-X_REPLACED, X_CANCEL_REJECTED = int(ExecType.REPLACED), int(ExecType.CANCEL_REJECTED)
-K_STOP, K_HALT = int(ControlCommand.STOP), int(ControlCommand.HALT)
-K_RESUME, K_REDUCE = int(ControlCommand.RESUME), int(ControlCommand.REDUCE)
 _NO_TS = np.iinfo(np.int64).min // 2  # "never" in the rate windows (now - _NO_TS cannot overflow)
 
 

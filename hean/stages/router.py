@@ -71,7 +71,38 @@ import numpy as np
 
 from hean.atomics import load_relaxed, now_ns, store_relaxed
 from hean.jit import kernel
-from hean.records import EXEC_REPORT, F_OPENS_ORDER, F_POST_ONLY, ORDER
+from hean.records import (
+    A_CANCEL,
+    A_CANCEL_ALL,
+    A_NEW,
+    A_REPLACE,
+    EXEC_REPORT,
+    F_OPENS_ORDER,
+    F_POST_ONLY,
+    N_REASONS,
+    ORDER,
+    R_BAD_QTY,
+    R_BAD_SIDE,
+    R_BAD_SYMBOL,
+    R_BAD_TYPE,
+    R_BAD_VENUE,
+    R_INVALID_TRANSITION,
+    R_NO_LIQUIDITY,
+    R_REPLACE_SPLIT,
+    R_ROUTER_HALTED,
+    R_TABLE_FULL,
+    R_UNKNOWN_ORDER,
+    T_LIMIT,
+    T_MARKET,
+    X_ACK,
+    X_CANCEL_REJECTED,
+    X_CANCELED,
+    X_EXPIRED,
+    X_FILL,
+    X_PARTIAL,
+    X_REJECTED,
+    X_REPLACED,
+)
 from hean.rings.layout import MASK
 from hean.rings.spsc import available
 from hean.stages.declare import F_HALTED, Stage, Stream
@@ -120,34 +151,6 @@ from hean.stages.orders import (
     ot_slot,
 )
 from hean.stages.ports import BATCH, H_SERVICE, age, out, put, release_to, room, service
-from hean.stages.risk import (
-    A_CANCEL,
-    A_CANCEL_ALL,
-    A_NEW,
-    A_REPLACE,
-    N_REASONS,
-    R_BAD_QTY,
-    R_BAD_SIDE,
-    R_BAD_SYMBOL,
-    R_BAD_TYPE,
-    R_BAD_VENUE,
-    R_INVALID_TRANSITION,
-    R_NO_LIQUIDITY,
-    R_REPLACE_SPLIT,
-    R_ROUTER_HALTED,
-    R_TABLE_FULL,
-    R_UNKNOWN_ORDER,
-    T_LIMIT,
-    T_MARKET,
-    X_ACK,
-    X_CANCEL_REJECTED,
-    X_CANCELED,
-    X_EXPIRED,
-    X_FILL,
-    X_PARTIAL,
-    X_REJECTED,
-    X_REPLACED,
-)
 from hean.stages.tops import MAX_VENUES, tops_opposite
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_FILLS, C_USER_BASE, tm_add, tm_copy_rejects
 from hean.telemetry.block import C_ORDERS as TM_ORDERS

@@ -62,28 +62,16 @@ import numpy as np
 
 from hean.atomics import now_ns
 from hean.jit import kernel
-from hean.records import EXEC_REPORT, F_POST_ONLY, MARKET_EVENT, ORDER, EventKind, TimeInForce
-from hean.rings.layout import MASK
-from hean.rings.spsc import available
-from hean.stages.book import (
-    NO_PRICE,
-    L2Book,
-    l2_best_ask,
-    l2_best_bid,
-    l2_clear,
-    l2_level_qty,
-    l2_next_level,
-    l2_set_level,
-    make_l2_book,
-)
-from hean.stages.declare import Stage, Stream
-from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service
-from hean.stages.risk import (
+from hean.records import (
     A_CANCEL,
     A_CANCEL_ALL,
     A_NEW,
     A_REPLACE,
+    EXEC_REPORT,
+    F_POST_ONLY,
+    MARKET_EVENT,
     N_REASONS,
+    ORDER,
     R_BAD_PRICE,
     R_BAD_QTY,
     R_BAD_SIDE,
@@ -106,7 +94,24 @@ from hean.stages.risk import (
     X_PARTIAL,
     X_REJECTED,
     X_REPLACED,
+    EventKind,
+    TimeInForce,
 )
+from hean.rings.layout import MASK
+from hean.rings.spsc import available
+from hean.stages.book import (
+    NO_PRICE,
+    L2Book,
+    l2_best_ask,
+    l2_best_bid,
+    l2_clear,
+    l2_level_qty,
+    l2_next_level,
+    l2_set_level,
+    make_l2_book,
+)
+from hean.stages.declare import Stage, Stream
+from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service
 from hean.stages.tops import MAX_VENUES, VenueTops, make_venue_tops, tops_set
 from hean.telemetry.block import C_EVENTS_IN, tm_add
 from hean.telemetry.histogram import hist_record
