@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import IO, TYPE_CHECKING
 
+from hean.feeds import FORMATS
+
 if TYPE_CHECKING:
     from hean.engine.config import Config
     from hean.engine.supervisor import Supervisor
@@ -37,9 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     rep = sub.add_parser("replay", help="replay a recording through the pipeline")
     rep.add_argument("file", help="the recording")
-    rep.add_argument(
-        "--format", "-f", required=True, choices=["binance-usdm", "binance-spot", "bybit", "lobster", "native"]
-    )
+    rep.add_argument("--format", "-f", required=True, choices=FORMATS)
     rep.add_argument("--symbol", help="the symbol's name where the recording cannot tell (LOBSTER)")
     from hean.commands.book import add_lenient
 

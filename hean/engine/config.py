@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from hean.feeds import FORMATS  # light: the readers are imported when a recording is loaded
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -56,7 +58,6 @@ def __getattr__(name: str):
 
 
 Scalar = bool | int | float | str
-REPLAY_FORMATS = ("binance-usdm", "binance-spot", "bybit", "lobster", "native")  # hean.feeds.FORMATS
 
 
 class ConfigError(ValueError):
@@ -304,8 +305,8 @@ def _validate_feed(cfg: Config) -> None:
         )
     if f.source == "replay" and not f.path:
         raise ConfigError("key 'feed.path': a replay needs the recording's path")
-    if f.source == "replay" and f.format not in REPLAY_FORMATS:
-        raise ConfigError(f"key 'feed.format': one of {', '.join(REPLAY_FORMATS)}; got {f.format!r}")
+    if f.source == "replay" and f.format not in FORMATS:
+        raise ConfigError(f"key 'feed.format': one of {', '.join(FORMATS)}; got {f.format!r}")
     if f.source == "replay":
         _check_recording(f.path)
     if f.source == "synthetic" and f.pace == "recorded":
