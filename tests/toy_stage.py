@@ -14,7 +14,7 @@ import numpy as np
 from hean.jit import kernel
 from hean.records import BOOK_STATE
 from hean.stages.declare import Stage, Stream
-from hean.stages.ports import age, put_each, slot, take, taken
+from hean.stages.ports import age, put_each, slot
 from hean.telemetry.block import C_USER_BASE
 
 H_AGE_STATES = 1  # histogram row: a state's age when the toy takes it
@@ -28,20 +28,14 @@ class ToyStage(NamedTuple):
 
 
 @kernel(forceinline=True, error_model="numpy")
-def toy_step(S, ins, outs, tm, now, flags):
-    """Every state in, the same state out to every consumer of ``states``."""
-    src = ins[0]
-    dst = outs[0]
-    start, n = take(src, dst, tm.counters)
-    if n == 0:
-        return 0
+def toy_batch(S, src, dst, start, n, tm, t0):
+    """Every state in, the same state out to every consumer of ``states``; returns the records published."""
     for j in range(n):
         rec = slot(src, start + j)
-        age(tm.hists[H_AGE_STATES], now, rec.ts_origin)
+        age(tm.hists[H_AGE_STATES], t0, rec.ts_origin)
         put_each(dst, rec)
-    taken(src, start, n, tm, now, n * len(dst))
     S.passed[0] += n
-    return n
+    return n * len(dst)
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -56,7 +50,7 @@ def make_toy(ctx) -> ToyStage:
 TOY = Stage(
     name="toy",
     module=__name__,
-    step="toy_step",
+    batch="toy_batch",
     view="toy_view",
     inputs=(Stream("states", BOOK_STATE),),
     outputs=(Stream("states", BOOK_STATE),),

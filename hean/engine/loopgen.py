@@ -93,7 +93,7 @@ def _producer(pipeline: tuple[Stage, ...], i: int, stream: str, feedback: bool) 
     after = [j for j in publishes if j > i]
     if feedback and after:
         return pipeline[after[0]].name
-    what = "a stage after it (declared feedback)" if feedback else "a stage before it"
+    what = "stage after it (it is declared feedback)" if feedback else "stage before it"
     raise ValueError(f"stage {pipeline[i].name!r} takes {stream!r}, which no {what} publishes")
 
 
@@ -118,13 +118,20 @@ def _pass(i: int, stage: Stage, all_edges: tuple[Edge, ...]) -> str:
     for s in stage.outputs:
         consumers = [e.field for e in all_edges if e.src == stage.name and e.stream == s.name]
         outs.append(_ports(consumers))
+    head = f'@kernel(inline=True, error_model="numpy")\ndef pass_{stage.name}(W, now, flags):\n    R = W.rings\n'
+    if stage.batch is not None:  # the one step skeleton of every batch stage (hean.stages.declare)
+        return head + (
+            f"    src = R.{ins[0]}\n"
+            f"    dst = {outs[0]}\n"
+            f"    tm = W.tm_{stage.name}\n"
+            "    start, n = take(src, dst, tm.counters)\n"
+            "    if n:\n"
+            "        t0 = now_ns()\n"
+            f"        taken(src, start, n, tm, t0, step_{i}(W.st_{stage.name}, src, dst, start, n, tm, t0))\n"
+            "    return n\n"
+        )
     outs_expr = "(" + ", ".join(outs) + ("," if len(outs) == 1 else "") + ")" if outs else "()"
-    return (
-        f'@kernel(inline=True, error_model="numpy")\n'
-        f"def pass_{stage.name}(W, now, flags):\n"
-        f"    R = W.rings\n"
-        f"    return step_{i}(W.st_{stage.name}, {_ports(ins)}, {outs_expr}, W.tm_{stage.name}, now, flags)\n"
-    )
+    return head + f"    return step_{i}(W.st_{stage.name}, {_ports(ins)}, {outs_expr}, W.tm_{stage.name}, now, flags)\n"
 
 
 def source(pipeline: tuple[Stage, ...]) -> str:
@@ -149,10 +156,10 @@ def source(pipeline: tuple[Stage, ...]) -> str:
         ")",
         "from hean.jit import entry, kernel",
         "from hean.stages.declare import F_HALTED, F_LOCKSTEP",
-        "from hean.stages.ports import Port, StageTm, empty, written",
+        "from hean.stages.ports import Port, StageTm, empty, take, taken, written",
     ]
     for i, s in enumerate(pipeline):
-        L.append(f"from {s.module} import {s.step} as step_{i}")
+        L.append(f"from {s.module} import {s.step or s.batch} as step_{i}")
         if s.view:
             L.append(f"from {s.module} import {s.view} as view_{i}")
     L += ["", f"STAGES = {tuple(s.name for s in pipeline)!r}", f"EDGES = {tuple(e.key for e in all_edges)!r}", ""]

@@ -57,7 +57,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hean.atomics import now_ns
 from hean.jit import kernel
 from hean.records import (
     BOOK_STATE,
@@ -70,7 +69,7 @@ from hean.records import (
 )
 from hean.stages.declare import Stage, Stream
 from hean.stages.hashmap import HM_EMPTY, hm_delete_at, hm_find, hm_insert
-from hean.stages.ports import put_each, slot, take, taken
+from hean.stages.ports import put_each, slot
 from hean.stages.tops import tops_on_book_state
 from hean.stages.trades import TradeStats, make_trade_stats, trade_on, trade_vwap
 from hean.telemetry.histogram import hist_record
@@ -787,26 +786,19 @@ H_AGE_EVENTS = 1  # histogram row: an event's age when the book takes it
 
 
 @kernel(forceinline=True, error_model="numpy")
-def book_step(B, ins, outs, tm, now, flags):
-    """Market events in; a book state per consistent group out, to every consumer of ``states``."""
-    ev_in = ins[0]
-    states = outs[0]
-    start, n = take(ev_in, states, tm.counters)  # at most one state per event
-    if n == 0:
-        return 0
-    t0 = now_ns()
+def book_batch(B, src, states, start, n, tm, t0):
+    """Market events in; a book state per consistent group out, to every consumer of ``states`` (a batch
+    kernel: hean.stages.declare). Returns the records published."""
     published = 0
-    stale_ns = B.stale_ns[0]
     for j in range(n):
-        ev = slot(ev_in, start + j)
+        ev = slot(src, start + j)
         hist_record(tm.hists[H_AGE_EVENTS], t0 - ev.ts_origin)
-        if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
+        if book_on_event(B.book, B.trades, ev, B.out, 0, B.stale_ns[0]):
             bs = B.out[0]
             tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
             put_each(states, bs)
             published += len(states)
-    taken(ev_in, start, n, tm, t0, published)
-    return n
+    return published
 
 
 def book_tables(
@@ -836,7 +828,7 @@ def make_book_stage(ctx) -> BookStage:
 BOOK = Stage(
     name="book",
     module=__name__,
-    step="book_step",
+    batch="book_batch",
     inputs=(Stream("events", MARKET_EVENT),),
     outputs=(Stream("states", BOOK_STATE),),
     build=make_book_stage,

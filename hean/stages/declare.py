@@ -20,6 +20,15 @@ tuples of :class:`hean.stages.ports.Port` in the order declared, ``tm`` the stag
 it has nothing more to publish). It never blocks: it takes an input only when its outputs have room for
 everything that input can produce.
 
+**The batch.** Most stages take one stream and publish at most one record per input to every consumer of one
+stream (the book, the strategy). Such a stage may declare ``batch`` instead of ``step``:
+``batch(state, src, dst, start, n, tm, t0) -> int`` applies the ``n`` records of port ``src`` from sequence
+``start`` (:func:`hean.stages.ports.slot`), publishes to ``dst`` (the consumers' ports:
+:func:`hean.stages.ports.put_each`) and returns how many records it published. The engine writes the step
+around it, the same for every such stage: take a batch the outputs have room for
+(:func:`hean.stages.ports.take`), call ``batch``, close the batch (:func:`hean.stages.ports.taken`: service
+time, slots released, records counted).
+
 **The view.** Optionally ``view(state, tm, now)``, called at every heartbeat of the worker: what the stage
 shows observers in its telemetry block (risk state, reject counts).
 """
@@ -72,12 +81,13 @@ class Stage:
     """One stage of the pipeline (see the module docstring)."""
 
     name: str
-    module: str  # the module holding ``step`` and ``view`` (imported by the generated loop)
-    step: str  # name of the step kernel in ``module``
+    module: str  # the module holding ``step`` (or ``batch``) and ``view`` (imported by the generated loop)
     inputs: tuple[Stream, ...]
     outputs: tuple[Stream, ...]
     build: Callable[[BuildContext], Any]  # the stage's state (a NamedTuple of numpy arrays and tuples)
     hists: tuple[str, ...]  # histogram rows of its telemetry block; the first is "service"
+    step: str | None = None  # name of the step kernel in ``module``
+    batch: str | None = None  # or: name of its batch kernel (one input, one output; see the module docstring)
     user_counters: tuple[str, ...] = ()
     view: str | None = None  # name of the view kernel in ``module``
     feedback: frozenset[str] = field(default_factory=frozenset)  # input streams that flow back (reports)
@@ -87,6 +97,10 @@ class Stage:
     def __post_init__(self) -> None:
         if not self.hists or self.hists[0] != "service":
             raise ValueError(f"stage {self.name!r}: the first histogram row must be 'service'")
+        if (self.step is None) == (self.batch is None):
+            raise ValueError(f"stage {self.name!r}: declare exactly one of step and batch")
+        if self.batch is not None and (len(self.inputs) != 1 or len(self.outputs) != 1):
+            raise ValueError(f"stage {self.name!r}: a batch stage takes one stream and publishes one")
         names = [s.name for s in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"stage {self.name!r}: an input stream twice: {names}")

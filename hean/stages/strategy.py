@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hean import strategies
-from hean.atomics import load_relaxed, now_ns
+from hean.atomics import load_relaxed
 from hean.indicators.streaming import IndicatorConfig, IndicatorSet, indicators_update, make_indicator_set
 from hean.jit import entry, kernel
 from hean.records import BOOK_STATE, F_CROSSED, F_STALE, ORDER, BookStateKind
@@ -55,7 +55,7 @@ from hean.stages.bars import (
     make_bar_state,
 )
 from hean.stages.declare import Stage, Stream
-from hean.stages.ports import put_each, slot, take, taken
+from hean.stages.ports import put_each, slot
 from hean.strategies import market_maker, rsi_macd
 from hean.strategies.intent import event_time, no_order
 from hean.telemetry.block import C_ORDERS as TM_ORDERS
@@ -291,25 +291,19 @@ H_AGE_STATES = 1  # histogram row: a book state's age when the strategy takes it
 
 
 @kernel(forceinline=True, error_model="numpy")
-def strategy_step(S, ins, outs, tm, now, flags):
-    """Book states in; at most one intent per state out, to every consumer of ``intents``."""
-    bs_in = ins[0]
-    intents = outs[0]
-    start, n = take(bs_in, intents, tm.counters)  # at most one intent per state
-    if n == 0:
-        return 0
-    t0 = now_ns()
-    published = 0
+def strategy_batch(S, src, intents, start, n, tm, t0):
+    """Book states in; at most one intent per state out, to every consumer of ``intents`` (a batch kernel:
+    hean.stages.declare). Returns the intents published."""
+    decided = 0
     for j in range(n):
-        bs = slot(bs_in, start + j)
+        bs = slot(src, start + j)
         hist_record(tm.hists[H_AGE_STATES], t0 - bs.ts_origin)
         if strategy_on_book(S.strat, S.ind, S.bars, S.params, S.position, bs, S.out, 0):
             put_each(intents, S.out[0])
-            published += 1
-    taken(bs_in, start, n, tm, t0, published)
-    if published:
-        tm_add(tm.counters, TM_ORDERS, published)
-    return n
+            decided += 1
+    if decided:
+        tm_add(tm.counters, TM_ORDERS, decided)
+    return decided
 
 
 def make_strategy(ctx) -> StrategyStage:
@@ -333,7 +327,7 @@ def make_strategy(ctx) -> StrategyStage:
 STRATEGY = Stage(
     name="strategy",
     module=__name__,
-    step="strategy_step",
+    batch="strategy_batch",
     inputs=(Stream("states", BOOK_STATE),),
     outputs=(Stream("intents", ORDER),),
     build=make_strategy,

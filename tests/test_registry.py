@@ -1,0 +1,86 @@
+"""The pipeline's composition (hean.stages.declare, hean.stages.registry, hean.engine.loopgen): a declaration
+or a pipeline that cannot work is one error naming the stage and what is wrong, before anything is built."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from toy_stage import TOY
+
+from hean.engine.loopgen import edges, source
+from hean.records import BOOK_STATE
+from hean.stages.declare import Stage, Stream
+from hean.stages.registry import PIPELINE, load, refs
+
+FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE = PIPELINE
+STATES = Stream("states", BOOK_STATE)
+
+
+def _toy(**changes) -> dict:
+    fields = {f.name: getattr(TOY, f.name) for f in dataclasses.fields(TOY)}
+    return {**fields, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"step": "toy_batch"}, "exactly one of step and batch"),
+        ({"batch": None}, "exactly one of step and batch"),
+        ({"inputs": (STATES, Stream("intents", BOOK_STATE))}, "a batch stage takes one stream and publishes one"),
+        ({"outputs": ()}, "a batch stage takes one stream and publishes one"),
+        ({"hists": ("age:states", "service")}, "the first histogram row must be 'service'"),
+        ({"batch": None, "step": "x", "inputs": (STATES, STATES)}, "an input stream twice"),
+    ],
+)
+def test_a_declaration_that_cannot_work_is_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        Stage(**_toy(**changes))
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "message"),
+    [
+        ((FEED, BOOK, TOY, TOY, STRATEGY, RISK, ROUTER, VENUE), "a stage name twice"),
+        ((BOOK, STRATEGY, RISK, ROUTER, VENUE), "exactly one source"),
+        (
+            (FEED, TOY, BOOK, STRATEGY, RISK, ROUTER, VENUE),
+            "stage 'toy' takes 'states', which no stage before it publishes",
+        ),
+        ((*PIPELINE, TOY), "stage 'toy' publishes 'states', which no stage takes"),
+        ((FEED, BOOK, Stage(**_toy(name="Toy")), STRATEGY, RISK, ROUTER, VENUE), "lower-case letters"),
+    ],
+    ids=["twice", "no-source", "no-producer", "no-consumer", "bad-name"],
+)
+def test_a_pipeline_that_cannot_work_is_refused(pipeline, message):
+    with pytest.raises(ValueError, match=message):
+        edges(pipeline)
+
+
+def test_the_registry_pipeline_joins_as_documented():
+    joined = [(e.src, e.stream, e.dst) for e in edges(PIPELINE)]
+    assert joined == [
+        ("feed", "events", "book"),
+        ("book", "states", "strategy"),
+        ("book", "states", "risk"),
+        ("strategy", "intents", "risk"),
+        ("router", "reports", "risk"),  # feedback: from the stage after it
+        ("supervisor", "control", "risk"),  # external
+        ("risk", "orders", "router"),
+        ("venue", "venue_reports", "router"),
+        ("feed", "market", "venue"),
+        ("router", "venue_orders", "venue"),
+    ]
+
+
+def test_workers_load_the_same_pipeline_by_reference():
+    assert load(refs(PIPELINE)) == PIPELINE
+    with pytest.raises(TypeError, match="is not a hean.stages.declare.Stage"):
+        load(["hean.stages.registry:PIPELINE"])
+
+
+def test_a_batch_stage_gets_the_one_generated_step_skeleton():
+    text = source((FEED, BOOK, TOY, STRATEGY, RISK, ROUTER, VENUE))
+    assert "def pass_toy(W, now, flags):" in text
+    assert "taken(src, start, n, tm, t0, step_2(W.st_toy, src, dst, start, n, tm, t0))" in text
+    assert "dst = (R.states_strategy, R.states_risk)" in text
