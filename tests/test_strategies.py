@@ -380,3 +380,16 @@ def test_doc_example_strategy():
     assert _call_breakout(stage.strat, params, stage.ind, 0, recs[0], 0, False)[0] == 0, "not a fresh sample"
     assert _call_breakout(stage.strat, params, stage.ind, 0, recs[1], 0, True)[0] == 0, "not above the band"
     assert stage.strat.i[0, 0] == 3
+
+
+def test_a_registered_strategy_without_a_branch_says_what_to_add(monkeypatch):
+    """The docs' recipe has three steps; forgetting the branch is one message naming both places to edit."""
+    from hean import strategies
+    from hean.stages.strategy import make_strategy_stage
+    from hean.strategies import market_maker
+
+    monkeypatch.setitem(strategies.REGISTRY, "copy", strategies.StrategySpec(2, market_maker, "a copy"))
+    with pytest.raises(
+        ValueError, match=r"id 2, which decide_by_id does not run: .* 2: market_maker to DECIDE_BRANCHES"
+    ):
+        make_strategy_stage("copy", 1, {})

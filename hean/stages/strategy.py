@@ -227,7 +227,11 @@ def make_strategy_stage(
     """
     spec = strategies.get(name)
     if DECIDE_BRANCHES.get(spec.id) is not spec.module:
-        raise ValueError(f"strategy {name!r} is registered as id {spec.id}, which decide_by_id does not run")
+        raise ValueError(
+            f"strategy {name!r} is registered as id {spec.id}, which decide_by_id does not run: add its branch "
+            f"to decide_by_id and {spec.id}: {spec.module.__name__.rsplit('.', 1)[-1]} to DECIDE_BRANCHES "
+            "(hean/stages/strategy.py; docs/strategies.md)"
+        )
     resolved = strategies.resolve_params(name, params)
     if mode not in MODES:
         raise ValueError(f"strategy mode must be one of {sorted(MODES)}, got {mode!r}")
