@@ -4,6 +4,8 @@ or a pipeline that cannot work is one error naming the stage and what is wrong, 
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import pytest
 from toy_stage import TOY
@@ -84,3 +86,28 @@ def test_a_batch_stage_gets_the_one_generated_step_skeleton():
     assert "def pass_toy(W, now, flags):" in text
     assert "taken(src, start, n, tm, t0, step_2(W.st_toy, src, dst, start, n, tm, t0))" in text
     assert "dst = (R.states_strategy, R.states_risk)" in text
+
+
+def test_the_loop_file_is_rewritten_when_a_stage_module_changes(tmp_path, monkeypatch):
+    """numba checks only a function's own file: the generated loop carries the stamps of the files it
+    inlines, so an edit of a stage's module rewrites it (same name) and the loop recompiles."""
+    import shutil
+    import sys
+
+    from hean.engine.loopgen import loop_module
+
+    shutil.copy(Path(__file__).with_name("toy_stage.py"), tmp_path / "toy_copy.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import toy_copy
+
+    pipeline = (FEED, BOOK, toy_copy.TOY, STRATEGY, RISK, ROUTER, VENUE)
+    first = loop_module(pipeline)
+    path = Path(first.__file__)
+    before = path.read_text()
+    st = (tmp_path / "toy_copy.py").stat()
+    os.utime(tmp_path / "toy_copy.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # an edit
+    monkeypatch.delitem(sys.modules, first.__name__)
+    second = loop_module(pipeline)
+    assert second.__name__ == first.__name__  # the same pipeline: the same module
+    after = path.read_text()
+    assert after != before and after.splitlines()[1:] == before.splitlines()[1:]  # only the stamp line
