@@ -790,10 +790,11 @@ def book_batch(B, src, states, start, n, tm, t0):
     """Market events in; a book state per consistent group out, to every consumer of ``states`` (a batch
     kernel: hean.stages.declare). Returns the records published."""
     published = 0
+    stale_ns = B.stale_ns[0]  # once per batch
     for j in range(n):
         ev = slot(src, start + j)
         hist_record(tm.hists[H_AGE_EVENTS], t0 - ev.ts_origin)
-        if book_on_event(B.book, B.trades, ev, B.out, 0, B.stale_ns[0]):
+        if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
             bs = B.out[0]
             tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
             put_each(states, bs)
