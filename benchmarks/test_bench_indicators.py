@@ -12,8 +12,7 @@ import pytest
 from hean import indicators as hi
 from hean.bench.indicators import _stream_loop, stage_ns, trade_records, walk
 from hean.indicators.streaming import make_indicator_set
-from hean.records import ORDER
-from hean.stages.strategy import make_strategy_stage, run_book_states
+from hean.stages.strategy import StrategyDriver
 
 talib = pytest.importorskip("talib", reason="TA-Lib (the [bench] extra) is the peer")
 
@@ -51,15 +50,14 @@ def test_streaming_update(benchmark, n_symbols):
 
 @pytest.mark.parametrize("strategy", ["rsi_macd", "market_maker"])
 def test_strategy_stage(benchmark, strategy):
-    """100k TRADE book states through strategy_on_book in tick mode."""
+    """100k TRADE book states through the strategy stage (the shipped strategy as a plug-in) in tick mode."""
     recs = trade_records(100_000)
-    out = np.zeros(len(recs), ORDER)
-    pos = np.zeros(1, np.int64)
     stage_ns(strategy, 1_000)  # compile or load the cache
 
     def run():
-        s = make_strategy_stage(strategy, 1, None, mode="tick")
-        return run_book_states(s.strat, s.ind, s.bars, s.params, pos, recs, out)
+        d = StrategyDriver([(strategy, [0], None)], 1, mode="tick", capacity=1 << 20)
+        d.states(recs)
+        return int(d.slot().cfg[0])
 
     benchmark.group = "strategy stage 100k events"
     assert benchmark(run) > 0

@@ -22,8 +22,9 @@ flags      uint16  bit set; the ``F_*`` constants below
 Prices are int64 *ticks* and quantities int64 *lots* of the symbol (see :mod:`hean.symbols` for the exact
 decimal conversion); money (PnL, fees, notional) is float64 in the quote currency.
 
-Bump :data:`RECORDS_VERSION` whenever a layout changes: rings and native event files store it and refuse
-to attach across versions.
+Bump :data:`RECORDS_VERSION` whenever a layout changes: rings store it and refuse to attach across versions.
+Native event files hold only MARKET_EVENT records and store :data:`EVENTS_VERSION`, bumped only when that
+layout changes (so a new ORDER layout does not make users convert their recordings again).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from enum import IntEnum
 
 import numpy as np
 
-RECORDS_VERSION = 1
+RECORDS_VERSION = 2  # 2: ORDER.client_id (ORDER is 128 bytes), EXEC_REPORT.client_id and .strategy
+EVENTS_VERSION = 1  # the MARKET_EVENT layout (native event files)
 CACHE_LINE = 64
 
 HEADER_FIELDS: list[tuple[str, str]] = [
@@ -177,10 +179,17 @@ ORDER = with_header(
         ("reason", "u1"),  # RejectReason when risk rejected it (telemetry copies), else 0
         ("venue", "<i2"),  # venue index chosen by the router (-1: router decides)
         ("_res", "<u2"),
+        ("client_id", "<i8"),  # the strategy's own id of the order (>0), echoed in every report; 0: none
     ],
     "ORDER",
 )
-"""An order intent or order, 64 bytes. kind: :class:`OrderAction`; side: BUY/SELL."""
+"""An order intent or order, 128 bytes. kind: :class:`OrderAction`; side: BUY/SELL.
+
+``client_id`` is how a strategy knows its orders: it names a NEW (ids from 1, per strategy), and the router
+copies it from the parent into every EXEC_REPORT of that order, so a strategy sees its fills without knowing
+router ids. For a CANCEL/REPLACE, ``order_id`` names the target (the router's id, from the reports) and
+``client_id`` repeats the target's client id.
+"""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,9 +217,11 @@ EXEC_REPORT = with_header(
         ("cum_qty", "<i8"),  # total filled so far
         ("fee", "<f8"),  # fee of this fill in quote currency (negative = rebate)
         ("ts_venue", "<i8"),  # venue-side time of the event (simulated clock for the simulated venue)
+        ("client_id", "<i8"),  # ORDER.client_id of the order (0 for orders without one)
         ("venue", "<i2"),
         ("reason", "u1"),  # RejectReason / venue reject code for REJECTED
         ("liquidity", "u1"),  # 1 = maker, 2 = taker
+        ("strategy", "u1"),  # ORDER.strategy of the order
     ],
     "EXEC_REPORT",
 )
@@ -242,11 +253,13 @@ ALL_DTYPES: dict[str, np.dtype] = {
 }
 
 for _name, _dt in ALL_DTYPES.items():
+    for _f, (_ft, _off) in _dt.fields.items():  # every field naturally aligned (atomic-free, one load each)
+        assert _off % min(_ft.itemsize if _ft.subdtype is None else _ft.base.itemsize, 8) == 0, (_name, _f)
     assert _dt.itemsize % CACHE_LINE == 0, _name
     assert _dt.names[: len(HEADER_FIELDS)] == tuple(n for n, _ in HEADER_FIELDS), _name
     assert _dt.fields["flags"][1] + 2 == HEADER_SIZE, _name
-assert MARKET_EVENT.itemsize == 64 and ORDER.itemsize == 64 and CONTROL.itemsize == 64
-assert BOOK_STATE.itemsize == 128 and EXEC_REPORT.itemsize == 128
+assert MARKET_EVENT.itemsize == 64 and CONTROL.itemsize == 64
+assert BOOK_STATE.itemsize == 128 and ORDER.itemsize == 128 and EXEC_REPORT.itemsize == 128
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ INVALID_SAMPLE = [
 
 def _order_in(state, cum=0):
     ot = make_order_table(8)
-    slot = ot_new(ot, -1, 0, 1, 100, 5, 0, 1, 1, 0, 0, 123)
+    slot = ot_new(ot, -1, 0, 1, 100, 5, 0, 1, 1, 0, 0, 0, 123)
     ot.cols[slot, OC_STATE] = state
     ot.cols[slot, OC_CUM] = cum
     return ot, slot
@@ -141,7 +141,7 @@ def test_exec_type_maps_to_events():
 
 def test_lifecycle_through_fills():
     ot = make_order_table(8)
-    slot = ot_new(ot, -1, 1, -1, 250, 10, 2, 1, 1, 0, 3, 5)
+    slot = ot_new(ot, -1, 1, -1, 250, 10, 2, 1, 1, 0, 3, 0, 5)
     for ev, st in ((E.SUBMIT, S.SENT), (E.ACK, S.ACKNOWLEDGED), (E.PARTIAL_FILL, S.PARTIALLY_FILLED),
                    (E.CANCEL_REQUEST, S.CANCEL_PENDING), (E.PARTIAL_FILL, S.CANCEL_PENDING),
                    (E.FILL, S.FILLED)):  # fmt: skip
@@ -152,16 +152,16 @@ def test_lifecycle_through_fills():
 
 def test_ids_are_sequential_and_slots_direct_mapped():
     ot = make_order_table(4)
-    slots = [ot_new(ot, -1, 0, 1, 100, 1, 0, 1, 1, 0, 0, 0) for _ in range(4)]
+    slots = [ot_new(ot, -1, 0, 1, 100, 1, 0, 1, 1, 0, 0, 0, 0) for _ in range(4)]
     ids = [int(ot.cols[s, OC_ID]) for s in slots]
     assert ids == [1, 2, 3, 4] and slots == [1, 2, 3, 0]
     assert [ot_slot(ot, i) for i in ids] == slots
     assert ot_slot(ot, 0) == -1 and ot_slot(ot, 5) == -1 and ot_slot(ot, -3) == -1
     # id 5 maps to the slot of id 1, which is live (NEW): refused and counted, the id is not consumed
-    assert ot_new(ot, -1, 0, 1, 100, 1, 0, 1, 1, 0, 0, 0) == -1
+    assert ot_new(ot, -1, 0, 1, 100, 1, 0, 1, 1, 0, 0, 0, 0) == -1
     assert ot.meta[M_FULL] == 1
     ot_apply(ot, slots[0], E.CANCEL_REQUEST)  # NEW -> CANCELED: terminal, the slot may be reused
-    s5 = ot_new(ot, -1, 0, 1, 100, 1, 0, 1, 1, 0, 0, 0)
+    s5 = ot_new(ot, -1, 0, 1, 100, 1, 0, 1, 1, 0, 0, 0, 0)
     assert s5 == slots[0] and ot.cols[s5, OC_ID] == 5 and ot_slot(ot, 1) == -1 and ot_slot(ot, 5) == s5
 
 

@@ -4,7 +4,8 @@ Three measurements, side by side in one run (the machine's speed moves from run 
 
 1. **Streaming**: mean ns per :func:`~hean.indicators.streaming.indicators_update` of the full set (SMA, EMA,
    RSI, MACD, ATR, Bollinger, VWAP) in a tight compiled loop, one symbol and 8 symbols round-robin; and per
-   BOOK_STATE through :func:`~hean.stages.strategy.strategy_on_book` (tick mode, each shipped strategy).
+   BOOK_STATE through the strategy stage (:class:`~hean.stages.strategy.StrategyDriver`; tick mode, each shipped
+   strategy as the plug-in it is).
    Target: <= 100 ns per tick for the whole set.
 2. **Latency** of one update through the shared harness (:func:`hean.bench.harness.bench_kernel`), with its
    percentiles; its floor (two clock reads, ~40 ns here) is included.
@@ -28,8 +29,8 @@ from hean.bench.harness import bench_kernel, machine_info
 from hean.bench.report import add_harness_args, emit
 from hean.indicators.streaming import indicators_update, make_indicator_set
 from hean.jit import entry, kernel
-from hean.records import BOOK_STATE, ORDER, BookStateKind
-from hean.stages.strategy import make_strategy_stage, run_book_states
+from hean.records import BOOK_STATE, BookStateKind
+from hean.stages.strategy import StrategyDriver
 
 STREAM_TARGET_NS = 100.0
 BATCH_RATIO_TARGET = 1.5
@@ -85,15 +86,14 @@ def trade_records(samples: int) -> np.ndarray:
 
 
 def stage_ns(name: str, samples: int) -> tuple[float, int]:
-    """Mean ns per BOOK_STATE through strategy_on_book in tick mode (best of 3 fresh stages) and orders."""
+    """Mean ns per BOOK_STATE through the strategy stage in tick mode (best of 3 fresh stages) and the intents
+    sent."""
     recs = trade_records(samples)
-    out = np.zeros(samples, ORDER)
-    pos = np.zeros(1, np.int64)
     best, n = float("inf"), 0
     for _ in range(4):  # the first pass compiles or loads the cache
-        s = make_strategy_stage(name, 1, None, mode="tick")
+        d = StrategyDriver([(name, [0], None)], 1, mode="tick", capacity=1 << 20)
         t0 = time.perf_counter_ns()
-        n = run_book_states(s.strat, s.ind, s.bars, s.params, pos, recs, out)
+        n = len(d.states(recs))
         best = min(best, (time.perf_counter_ns() - t0) / samples)
     return best, n
 

@@ -29,7 +29,6 @@ def with_defaults(cfg):
     """``cfg`` with every stage table completed by its factory's defaults (keys it sets win)."""
     import msgspec
 
-    from hean import strategies
     from hean.engine.config import factory_defaults
     from hean.feeds.synthetic import make_synthetic
     from hean.indicators.streaming import IndicatorConfig
@@ -38,6 +37,7 @@ def with_defaults(cfg):
     from hean.stages.risk import make_risk
     from hean.stages.router import make_router
     from hean.stages.venue import make_venue
+    from hean.strategies.plugin import declaration, resolve_params
 
     def fill(defaults: dict, table: dict) -> dict:
         return {**defaults, **table}
@@ -53,8 +53,12 @@ def with_defaults(cfg):
         venues=[msgspec.structs.replace(v, params=fill(venue, v.params)) for v in cfg.venues],
         feed=msgspec.structs.replace(cfg.feed, synthetic=fill(factory_defaults(make_synthetic), cfg.feed.synthetic)),
         strategy=msgspec.structs.replace(
-            cfg.strategy, params=strategies.resolve_params(cfg.strategy.name, dict(cfg.strategy.params))
+            cfg.strategy, params=resolve_params(declaration(cfg.strategy.name), dict(cfg.strategy.params))
         ),
+        strategies=[
+            msgspec.structs.replace(e, params=resolve_params(declaration(e.path), dict(e.params)))
+            for e in cfg.strategies
+        ],
     )
 
 

@@ -80,6 +80,7 @@ class EngineSection(_Section):
     heartbeat_timeout_ms: int = 2000  # a worker silent this long is declared dead
     ready_timeout_s: float = 600.0  # compile + warm-up budget per worker (a cold first start compiles)
     drain_timeout_s: float = 5.0  # after the feed stops, how long the pipeline may take to drain
+    debug: bool = False  # strategies compiled with bounds checking (an index error names the callback)
 
 
 class FeedSection(_Section):
@@ -109,11 +110,26 @@ class VenueSection(_Section):
 
 
 class StrategySection(_Section):
-    name: str = "market_maker"  # market_maker | rsi_macd (hean.strategies.REGISTRY)
-    mode: str = "bar"  # indicators on bar closes ("bar") or on every sample ("tick")
-    tick_source: str = "trades"  # tick mode: "trades" (last trade) or "mid"
-    index: int = 0  # written to ORDER.strategy
-    params: dict[str, Scalar] = {}  # the strategy's PARAMS
+    """``[strategy]``: the one-strategy shorthand -- a built-in by name (or a path), on every symbol."""
+
+    name: str = "market_maker"  # market_maker | rsi_macd, or a path "file.py:NAME" / "module:NAME"
+    mode: str = ""  # "" = the strategy's own; "bar" (indicators on bar closes) or "tick" (every sample)
+    tick_source: str = ""  # "" = the strategy's own; tick mode: "trades" (last trade) or "mid"
+    params: dict[str, Scalar] = {}  # the strategy's params
+
+
+class StrategyEntry(_Section):
+    """One ``[[strategies]]`` entry: a strategy module, its symbols, its parameters (hean.api)."""
+
+    path: str  # "file.py:NAME" (relative to the working directory) or "package.module:NAME", or a built-in name
+    symbols: list[str] = []  # names from [[symbols]]; [] = every symbol
+    params: dict[str, Scalar] = {}  # [strategies.params]: overrides of the strategy's declared params
+    indicators: dict[str, Scalar] = {}  # [strategies.indicators]: periods (over [indicators] and the code's)
+    mode: str = ""  # "" = the strategy's own; "tick" | "bar"
+    tick_source: str = ""  # "" = the strategy's own; "trades" | "mid"
+    bar_ms: int = 0  # 0 = [bars] interval_ms, else the strategy's own
+    bar_source: str = ""  # "" = [bars] source, else the strategy's own
+    timer_ms: int = -1  # -1 = the strategy's own; on_timer's period in event time
 
 
 class PlacementSection(_Section):
@@ -136,6 +152,7 @@ class Config(_Section):
     indicators: dict[str, Scalar] = {}  # hean.indicators.streaming.IndicatorConfig
     bars: dict[str, Scalar] = {}  # hean.stages.bars.BarConfig
     strategy: StrategySection = msgspec.field(default_factory=StrategySection)
+    strategies: list[StrategyEntry] = []  # several strategies; when given, [strategy] is not used
     risk: dict[str, Scalar] = {}
     router: dict[str, Scalar] = {}
     placement: PlacementSection = msgspec.field(default_factory=PlacementSection)
@@ -173,7 +190,8 @@ venue = "sim"
 name = "sim"
 
 [strategy]
-name = "market_maker"       # market_maker | rsi_macd
+name = "market_maker"       # market_maker | rsi_macd | "file.py:NAME" (docs/strategies.md)
+# Several strategies, each on its symbols: [[strategies]] entries (path, symbols, [strategies.params]) instead
 
 # Pre-trade risk limits (hean.stages.risk.make_risk): on by default, so a strategy that runs away is stopped;
 # loosen them on purpose, per venue and instrument (0 disables a limit). Lots and ticks are the symbol's.
@@ -267,7 +285,53 @@ def _validate(cfg: Config) -> None:
     _validate_engine(cfg.engine)
     _validate_feed(cfg)
     _validate_symbols(cfg)
+    _validate_strategies(cfg)
     _validate_placement(cfg.placement)
+
+
+def strategy_entries(cfg: Config) -> list[StrategyEntry]:
+    """The run's strategies: ``[[strategies]]``, or the ``[strategy]`` shorthand as one entry. ``[indicators]``
+    and ``[bars]`` apply to each unless the entry sets its own."""
+    if cfg.strategies:
+        entries = list(cfg.strategies)
+    else:
+        st = cfg.strategy
+        entries = [StrategyEntry(path=st.name, params=dict(st.params), mode=st.mode, tick_source=st.tick_source)]
+    bars = dict(cfg.bars)
+    return [
+        msgspec.structs.replace(
+            e,
+            indicators={**dict(cfg.indicators), **dict(e.indicators)},
+            bar_ms=e.bar_ms or int(bars.get("interval_ms", 0) or 0),
+            bar_source=e.bar_source or str(bars.get("source", "") or ""),
+        )
+        for e in entries
+    ]
+
+
+def _validate_strategies(cfg: Config) -> None:
+    from hean.stages.strategy import MAX_STRATEGIES
+
+    if len(cfg.strategies) > MAX_STRATEGIES:
+        raise ConfigError(f"key 'strategies': at most {MAX_STRATEGIES} strategies, got {len(cfg.strategies)}")
+    names = {s.name for s in cfg.symbols}
+    for j, e in enumerate(cfg.strategies):
+        for sym in e.symbols:
+            if cfg.symbols and sym not in names:
+                raise ConfigError(f"key 'strategies[{j}].symbols': no symbol {sym!r} in [[symbols]] {sorted(names)}")
+        if len(set(e.symbols)) != len(e.symbols):
+            raise ConfigError(f"key 'strategies[{j}].symbols': a symbol twice: {e.symbols}")
+        for key, ok in (
+            ("mode", ("", "tick", "bar")),
+            ("tick_source", ("", "trades", "mid")),
+            ("bar_source", ("", "trades", "mid")),
+        ):
+            if getattr(e, key) not in ok:
+                raise ConfigError(
+                    f"key 'strategies[{j}].{key}': one of {[v for v in ok if v]}, got {getattr(e, key)!r}"
+                )
+        if e.timer_ms < -1 or e.bar_ms < 0:
+            raise ConfigError(f"key 'strategies[{j}]': timer_ms >= 0 (or -1: the strategy's own), bar_ms >= 0")
 
 
 def _validate_engine(e: EngineSection) -> None:

@@ -8,7 +8,7 @@ Layout (little-endian)::
     offset  size  field
     0       8     magic b"HEANEVT1"
     8       4     file format version (FORMAT_VERSION)
-    12      4     records version (hean.records.RECORDS_VERSION)
+    12      4     MARKET_EVENT layout version (hean.records.EVENTS_VERSION)
     16      8     number of records
     24      8     data offset (header size, a multiple of 64)
     32      4     length J of the JSON metadata
@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from hean.feeds.common import FeedError, ReadReport
-from hean.records import F_HIDDEN, F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, RECORDS_VERSION, EventKind
+from hean.records import EVENTS_VERSION, F_HIDDEN, F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "MAX_UNITS", "open_native", "read_native", "validate_events", "write_native"]
@@ -166,7 +166,7 @@ def write_native(path: str | Path, events: np.ndarray, symbols: SymbolTable, sou
         }
     ).encode()
     offset = -(-(_FIXED.size + len(meta)) // 64) * 64
-    header = _FIXED.pack(MAGIC, FORMAT_VERSION, RECORDS_VERSION, len(events), offset, len(meta)) + meta
+    header = _FIXED.pack(MAGIC, FORMAT_VERSION, EVENTS_VERSION, len(events), offset, len(meta)) + meta
     header += b"\0" * (offset - len(header))
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -192,11 +192,11 @@ def _read_header(path: Path) -> tuple[int, int, int, dict]:
             magic, fver, rver, n, offset, jlen = _FIXED.unpack(fixed)
             if magic != MAGIC:
                 raise FeedError(path, None, f"not a HEAN event file (magic {magic!r})")
-            if fver != FORMAT_VERSION or rver != RECORDS_VERSION:
+            if fver != FORMAT_VERSION or rver != EVENTS_VERSION:
                 raise FeedError(
                     path,
                     None,
-                    f"event file format {fver}/records {rver}; this HEAN reads {FORMAT_VERSION}/{RECORDS_VERSION}"
+                    f"event file format {fver}/records {rver}; this HEAN reads {FORMAT_VERSION}/{EVENTS_VERSION}"
                     " (convert the recording again)",
                 )
             raw = f.read(jlen)

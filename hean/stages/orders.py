@@ -208,7 +208,8 @@ OC_N_CHILDREN = 16
 OC_ANY_REJECTED = 17  # children rejected (parents; decides REJECTED vs CANCELED at the end)
 OC_TS_CREATED = 18  # ns
 OC_RISK_UNSEEN = 19  # 1 until the first report about this parent is forwarded to risk (F_OPENS_ORDER)
-OC_LEN = 20
+OC_CLIENT = 20  # ORDER.client_id (parents and their children): echoed in every report
+OC_LEN = 21
 
 
 class OrderTable(NamedTuple):
@@ -267,7 +268,7 @@ def ot_is_live(ot, slot):
 
 
 @kernel
-def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, strategy, now_ns):
+def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, strategy, client_id, now_ns):
     """Create an order in state NEW with the next id; its slot, or -1 (counted) when the slot is live."""
     order_id = ot.meta[M_NEXT_ID]
     slot = order_id & (ot.cols.shape[0] - 1)
@@ -290,6 +291,7 @@ def ot_new(ot, parent, symbol, side, price, qty, venue, order_type, tif, flags, 
     ot.cols[slot, OC_TIF] = tif
     ot.cols[slot, OC_FLAGS] = flags
     ot.cols[slot, OC_STRATEGY] = strategy
+    ot.cols[slot, OC_CLIENT] = client_id
     ot.cols[slot, OC_LIVE_CHILDREN] = 0
     ot.cols[slot, OC_N_CHILDREN] = 0
     ot.cols[slot, OC_ANY_REJECTED] = 0

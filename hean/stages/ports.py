@@ -38,6 +38,7 @@ __all__ = [
     "empty",
     "goal_if_waiting",
     "out",
+    "out_each",
     "private_port",
     "put",
     "put_all",
@@ -143,6 +144,15 @@ def put_all_each(ports, buf, n):
     """Publish ``buf[0:n]`` to every consumer of a stream (the furthest downstream first, as put_each)."""
     for i in range(len(ports) - 1, -1, -1):
         put_all(ports[i], buf, n)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def out_each(ports, buf, n, tm):
+    """Publish what a kernel wrote to ``buf[0:n]`` to every consumer of a stream (the caller checked the room
+    in each) and count it once."""
+    if n:
+        put_all_each(ports, buf, n)
+        tm_add(tm.counters, C_EVENTS_OUT, n)
 
 
 @kernel(forceinline=True, error_model="numpy")

@@ -136,7 +136,7 @@ from hean.records import (
 from hean.rings.layout import MASK, READ
 from hean.rings.spsc import available
 from hean.stages.declare import Stage, Stream
-from hean.stages.ports import BATCH, goal_if_waiting, out, release_to, room, service
+from hean.stages.ports import BATCH, goal_if_waiting, out, put_each, release_to, room, room_each, service
 from hean.stages.positions import Positions, make_positions, pos_equity, pos_fill, pos_mark
 from hean.telemetry.block import (
     C_EVENTS_IN,
@@ -444,7 +444,8 @@ def _worst_lots(p, ob, os_):
 
 
 @kernel
-def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id, price, qty, otype, tif, strat, venue):
+def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id, price, qty, otype, tif, strat, venue,
+          client_id):  # fmt: skip
     o = out[k]
     o.seq = seq
     o.ts_origin = ts_origin
@@ -461,6 +462,7 @@ def _emit(out, k, seq, ts_origin, ts_exch, symbol, action, side, flags, order_id
     o.strategy = strat
     o.reason = 0
     o.venue = venue
+    o.client_id = client_id
 
 
 @kernel
@@ -470,7 +472,7 @@ def _emit_cancel_all(risk, symbol, now_ns, out, k):
     tick-to-trade sample."""
     risk.g[G_SEQ] += 1
     risk.counters[C_CANCELS] += 1
-    _emit(out, k, risk.g[G_SEQ], 0, now_ns, symbol, A_CANCEL_ALL, 0, 0, 0, 0, 0, 0, 0, 0, -1)
+    _emit(out, k, risk.g[G_SEQ], 0, now_ns, symbol, A_CANCEL_ALL, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0)
 
 
 @kernel(inline=True)
@@ -508,6 +510,7 @@ def risk_on_intent(risk, intent, now_ns, out, k):
             intent.tif,
             intent.strategy,
             intent.venue,
+            intent.client_id,
         )
         return 1
     if action != A_NEW and action != A_REPLACE:
@@ -657,6 +660,7 @@ def risk_on_intent(risk, intent, now_ns, out, k):
         tif,
         intent.strategy,
         intent.venue,
+        intent.client_id,
     )
     return 1
 
@@ -857,6 +861,7 @@ class RiskStage(NamedTuple):
 
     risk: RiskState
     out: np.ndarray  # ORDER[RISK_OUT]
+    rej: np.ndarray  # EXEC_REPORT[1]: the REJECTED report of an intent risk refused (to its strategy)
     clock: np.ndarray  # int64[1]: risk's exchange clock, the latest book state's ts_exch it applied
 
 
@@ -867,13 +872,41 @@ H_AGE_REPORTS = 3
 
 
 @kernel(forceinline=True, error_model="numpy")
+def risk_reject_report(buf, k, intent, reason):
+    """``buf[k]``: the REJECTED report of an intent risk refused, for the strategy that sent it."""
+    r = buf[k]
+    r.seq = intent.seq
+    r.ts_origin = intent.ts_origin
+    r.ts_exch = intent.ts_exch
+    r.symbol = intent.symbol
+    r.kind = X_REJECTED if intent.kind == A_NEW else X_CANCEL_REJECTED
+    r.side = intent.side
+    r.flags = 0
+    r.order_id = intent.order_id
+    r.price = intent.price
+    r.qty = intent.qty
+    r.leaves_qty = 0
+    r.cum_qty = 0
+    r.fee = 0.0
+    r.ts_venue = 0
+    r.client_id = intent.client_id
+    r.venue = -1
+    r.reason = reason
+    r.liquidity = 0
+    r.strategy = intent.strategy
+
+
+@kernel(forceinline=True, error_model="numpy")
 def risk_step(Rk, ins, outs, tm, now, flags):
     """Control, reports, book states, then intents (only once every given book state is applied).
 
-    ``ins``: (states, intents, reports, control); ``outs``: (orders,).
+    ``ins``: (states, intents, reports, control); ``outs``: (orders, rejects). An intent risk refuses goes
+    back to its strategy as a REJECTED report on ``rejects`` (reason and client id), so the strategy's order
+    table never waits for an order that was never sent.
     """
     bs_in, intents, reports, control = ins
     orders = outs[0][0]
+    rejects = outs[1]
     risk = Rk.risk
     clock = Rk.clock
     done = 0
@@ -924,11 +957,14 @@ def risk_step(Rk, ins, outs, tm, now, flags):
         m = intents.hdr[MASK]
         k = 0
         t0 = now_ns()
-        while k < min(n_int, BATCH) and room(orders, RISK_OUT, tm.counters):
+        while k < min(n_int, BATCH) and room(orders, RISK_OUT, tm.counters) and room_each(rejects, 1, tm.counters):
             it = intents.slots[(i0 + k) & m]
             hist_record(tm.hists[H_AGE_INTENTS], t0 - it.ts_origin)
             w = risk_on_intent(risk, it, it.ts_exch, Rk.out, 0)
             out(orders, Rk.out, w, tm)
+            if w == 0:
+                risk_reject_report(Rk.rej, 0, it, risk.counters[C_LAST_REASON])
+                put_each(rejects, Rk.rej[0])
             k += 1
         if k:
             service(tm.hists, t0, k)
@@ -956,7 +992,7 @@ def make_risk_stage(ctx) -> RiskStage:
         table["value_per_tick_lot"] = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
     position = ctx.views["pos"] if ctx.real else None
     risk = ctx.call("risk", make_risk, len(ctx.symbols), position_lots=position, **table)
-    return RiskStage(risk, np.zeros(RISK_OUT, ORDER), np.zeros(1, np.int64))
+    return RiskStage(risk, np.zeros(RISK_OUT, ORDER), np.zeros(1, EXEC_REPORT), np.zeros(1, np.int64))
 
 
 RISK = Stage(
@@ -970,7 +1006,7 @@ RISK = Stage(
         Stream("reports", EXEC_REPORT),
         Stream("control", CONTROL, external=True),
     ),
-    outputs=(Stream("orders", ORDER),),
+    outputs=(Stream("orders", ORDER), Stream("rejects", EXEC_REPORT)),
     build=make_risk_stage,
     hists=("service", "age:states", "age:intents", "age:reports"),
     feedback=frozenset({"reports"}),

@@ -121,6 +121,7 @@ from hean.stages.orders import (
     EXEC_TO_EVENT,
     MAX_CHILDREN,
     OC_ANY_REJECTED,
+    OC_CLIENT,
     OC_CUM,
     OC_FLAGS,
     OC_ID,
@@ -150,7 +151,7 @@ from hean.stages.orders import (
     ot_new,
     ot_slot,
 )
-from hean.stages.ports import BATCH, H_SERVICE, age, out, put, release_to, room, service
+from hean.stages.ports import BATCH, H_SERVICE, age, out_each, put, release_to, room, room_each, service
 from hean.stages.tops import MAX_VENUES, tops_opposite
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_FILLS, C_USER_BASE, tm_add, tm_copy_rejects
 from hean.telemetry.block import C_ORDERS as TM_ORDERS
@@ -266,7 +267,7 @@ def make_router(
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
 @kernel(inline=True)
 def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty, leaves, cum, fee, ts_venue,
-                  venue, reason, liquidity):  # fmt: skip
+                  venue, reason, liquidity, strategy, client_id):  # fmt: skip
     rep.seq = seq
     rep.ts_origin = ts_origin
     rep.ts_exch = 0
@@ -284,6 +285,8 @@ def _write_report(rep, seq, ts_origin, symbol, kind, side, order_id, price, qty,
     rep.venue = venue
     rep.reason = reason
     rep.liquidity = liquidity
+    rep.strategy = strategy
+    rep.client_id = client_id
 
 
 # inlined by numba: tiny, and called with literal constants (one compile per constant otherwise)
@@ -301,7 +304,7 @@ def _refuse(router, order, kind, reason):
     rep = router.pending[g[G_PEND_TAIL] % cap]
     g[G_PEND_TAIL] += 1
     _write_report(rep, 0, order.ts_origin, order.symbol, kind, order.side, order.order_id, order.price, qty, 0, 0,
-                  0.0, 0, -1, reason, 0)  # fmt: skip
+                  0.0, 0, -1, reason, 0, order.strategy, order.client_id)  # fmt: skip
     return 0
 
 
@@ -316,7 +319,7 @@ def router_poll(router, out, k):
         g[G_PEND_HEAD] += 1
         g[G_REPORT_SEQ] += 1
         _write_report(out[k + w], g[G_REPORT_SEQ], src.ts_origin, src.symbol, src.kind, src.side, src.order_id,
-                      src.price, src.qty, 0, 0, 0.0, 0, -1, src.reason, 0)  # fmt: skip
+                      src.price, src.qty, 0, 0, 0.0, 0, -1, src.reason, 0, src.strategy, src.client_id)  # fmt: skip
         router.counters[C_REPORTS_OUT] += 1
         w += 1
     return w
@@ -344,6 +347,7 @@ def _send(router, out, k, order, action, slot, ts_origin):
     o.reason = 0
     o.venue = ot.cols[slot, OC_VENUE]
     o._res = 0
+    o.client_id = ot.cols[slot, OC_CLIENT]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -466,12 +470,13 @@ def _route_new(router, order, tops, now_ns, out, k, upsert):
     if reason != 0:
         return _refuse(router, order, X_CANCEL_REJECTED if upsert else X_REJECTED, reason)
     price = order.price if order.order_type == T_LIMIT else 0
-    p = ot_new(ot, -1, s, side, price, qty, -1, order.order_type, order.tif, order.flags, order.strategy, now_ns)
+    typ, tif, fl, st, cid = order.order_type, order.tif, order.flags, order.strategy, order.client_id
+    p = ot_new(ot, -1, s, side, price, qty, -1, typ, tif, fl, st, cid, now_ns)
     ot_apply(ot, p, EV_SUBMIT)
     for i in range(m):
         q = router.scratch[S_QTY, i]
         v = router.scratch[S_VENUE, i]
-        c = ot_new(ot, p, s, side, price, q, v, order.order_type, order.tif, order.flags, order.strategy, now_ns)
+        c = ot_new(ot, p, s, side, price, q, v, typ, tif, fl, st, cid, now_ns)
         ot_apply(ot, c, EV_SUBMIT)
         ot.children[p, i] = c
         _send(router, out, k + i, order, A_NEW, c, order.ts_origin)
@@ -595,6 +600,7 @@ def _cancel_all(router, order, out, k):
         o.strategy = order.strategy
         o.reason = 0
         o.venue = v
+        o.client_id = 0
         w += 1
     router.counters[C_CANCEL_ALLS] += 1
     return w
@@ -661,6 +667,8 @@ def _forward(router, rep, p, kind, qty, price, fee, out, k):
         rep.venue,
         rep.reason,
         rep.liquidity,
+        ot.cols[p, OC_STRATEGY],
+        ot.cols[p, OC_CLIENT],
     )
     if ot.cols[p, OC_RISK_UNSEEN] != 0:
         ot.cols[p, OC_RISK_UNSEEN] = 0
@@ -796,12 +804,13 @@ def _digest(counters, idx, a, b, c, d):
 def router_step(Rt, ins, outs, tm, now, flags):
     """Venue reports first (state machine, forwarded to risk), then orders from risk (routed to venues).
 
-    ``ins``: (orders, venue reports); ``outs``: (venue orders, reports to risk). Halted (``F_HALTED``: a
-    worker died, or the supervisor is gone), nothing more leaves: every later order is refused to risk.
+    ``ins``: (orders, venue reports); ``outs``: (venue orders, reports to their consumers: risk and the
+    strategy). Halted (``F_HALTED``: a worker died, or the supervisor is gone), nothing more leaves: every
+    later order is refused to risk.
     """
     orders, reports = ins
     vorders = outs[0][0]
-    rreports = outs[1][0]
+    rreports = outs[1]  # every consumer: risk and the strategy
     router = Rt.router
     tmc = tm.counters
     if (flags & F_HALTED) != 0:
@@ -814,7 +823,7 @@ def router_step(Rt, ins, outs, tm, now, flags):
         m = reports.hdr[MASK]
         k = 0
         t0 = now_ns()
-        while k < min(n, BATCH) and room(rreports, ROUTER_REPORTS_OUT, tmc):
+        while k < min(n, BATCH) and room_each(rreports, ROUTER_REPORTS_OUT, tmc):
             rep = reports.slots[(start + k) & m]
             age(tm.hists[H_AGE_REPORTS], t0, rep.ts_origin)
             if rep.kind == X_FILL or rep.kind == X_PARTIAL:
@@ -822,7 +831,7 @@ def router_step(Rt, ins, outs, tm, now, flags):
                 tm_add(tmc, C_FILLS, 1)
             w = router_on_report(router, rep, Rt.reports, 0)
             w += router_poll(router, Rt.reports, w)
-            out(rreports, Rt.reports, w, tm)
+            out_each(rreports, Rt.reports, w, tm)
             k += 1
         if k:
             service(tm.hists, t0, k)
@@ -831,7 +840,7 @@ def router_step(Rt, ins, outs, tm, now, flags):
     start, n = available(orders.hdr)
     m = orders.hdr[MASK]
     k = 0
-    while k < min(n, BATCH) and room(vorders, ROUTER_MAX_ORDERS, tmc) and room(rreports, ROUTER_REPORTS_OUT, tmc):
+    while k < min(n, BATCH) and room(vorders, ROUTER_MAX_ORDERS, tmc) and room_each(rreports, ROUTER_REPORTS_OUT, tmc):
         order = orders.slots[(start + k) & m]
         t0 = now_ns()
         age(tm.hists[H_AGE_ORDERS], t0, order.ts_origin)
@@ -846,7 +855,7 @@ def router_step(Rt, ins, outs, tm, now, flags):
             store_relaxed(tmc, U_LAST_ORDER_NS, t_out)
             tm_add(tmc, TM_ORDERS, w)
             tm_add(tmc, C_EVENTS_OUT, w)
-        out(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
+        out_each(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
         hist_record(tm.hists[H_SERVICE], t_out - t0)
         k += 1
     if k:

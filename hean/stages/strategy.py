@@ -1,43 +1,58 @@
-"""The strategy stage: BOOK_STATE in, at most one ORDER intent out, per event, with no interpreter in between.
+"""The strategy stage: hosts the run's strategies -- book states and their own execution reports in, orders out.
 
-Per BOOK_STATE record :func:`strategy_on_book` (one ``@kernel``, cached)
+Each strategy is a plug-in (:mod:`hean.api`, loaded by :mod:`hean.strategies.plugin`) in one of
+:data:`MAX_STRATEGIES` *slots*; its id is its slot, written to ``ORDER.strategy`` and echoed in every report.
+Per record, with no interpreter in between:
 
-1. advances the symbol's bars and indicators -- in ``"bar"`` mode the bar closes on the first event at or
-   after its interval's end and the closed bar (vwap, high, low, close, volume) is the indicator sample; in
-   ``"tick"`` mode every trade (``tick_source = "trades"``: last trade price and quantity) or every sound
-   quote (``"mid"``: the mid, volume 0) is a sample. Prices are in ticks (float64).
-2. calls the configured strategy (``decide_by_id``) with the strategy's state, its parameters, the
-   indicators, the record, the symbol's position (``position_lots[symbol]``, kept current by the risk stage,
-   possibly from another process: read with a relaxed atomic load, see :mod:`hean.stages.positions`)
-   and ``fresh`` (the indicators took a sample on this event);
-3. writes the intent, if any, into ``out_orders[k]`` (ts_origin/ts_exch/symbol copied from the record, a
-   gap-free ``seq`` per stage, ``order_id`` 0, ``venue`` -1, ``strategy`` = the configured index) and
-   returns 1, else 0.
+* a **book state** goes to every strategy trading its symbol (``subs``): the stage copies it into the
+  strategy's ``book``, keeps its trade ring, advances its bars and indicators (its own periods), fires its
+  timer when event time passed it, then calls ``on_trade`` (a TRADE state) or ``on_book``;
+* a **report** (the router's ``reports``, and risk's ``rejects`` of intents it refused) goes to the strategy
+  that sent the order (``r.strategy``): the stage updates the order (``hean.api`` states), its position and
+  cash from fills, sends a cancel the strategy asked for before the router's id was known, then calls
+  ``on_report``;
+* after each callback, the actions it queued (``ctx.acts``) become ORDER intents: a NEW carries the
+  strategy's client id, a CANCEL/REPLACE the router's id of the target.
 
-How a strategy is chosen by name inside compiled loops -- measured with numba 0.68:
+Callbacks are called through their C addresses (:mod:`hean.strategies.abi`), so this stage -- and the worker
+loop it is compiled into -- never changes with a strategy: editing a strategy recompiles only its own
+callbacks, in its own cache folder.
 
-* A strategy passed as a first-class function argument (``stage(fn, ...)``, or a closure over ``fn``)
-  compiles and runs, but ``cache=True`` never hits: the cache index is keyed by the dispatcher object, so
-  every process recompiles the stage (a cold compile: ~13 s of CPU here) and the cache grows an entry per run.
-* A ``types.FunctionType`` argument with explicit signatures caches, but the call is indirect (no inlining)
-  and every caller up to the engine's loop must be compiled with explicit signatures.
-* So: a compiled switch, :func:`decide_by_id`, over the registered strategies (``hean.strategies.REGISTRY``
-  maps the name to the branch id). One kernel, cached once, chosen at run time by ``strat.cfg[C_STRATEGY]``;
-  the branch is perfectly predicted. Adding a strategy = one module, one registry entry, one branch here.
-  The engine builds its fused loop around the global :func:`strategy_on_book` -- no function arguments.
+Reports are taken before book states in every pass: a strategy learns of a fill before it sees the next
+book. Intents caused by a report or a timer carry ``ts_origin`` 0: no market event caused them, so they are
+not tick-to-trade samples.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from hean import strategies
-from hean.atomics import load_relaxed
+from hean import api as A
+from hean.atomics import now_ns
 from hean.indicators.streaming import IndicatorConfig, IndicatorSet, indicators_update, make_indicator_set
 from hean.jit import entry, kernel
-from hean.records import BOOK_STATE, F_CROSSED, F_STALE, ORDER, BookStateKind
+from hean.records import (
+    A_CANCEL,
+    A_NEW,
+    A_REPLACE,
+    BOOK_STATE,
+    EXEC_REPORT,
+    F_CROSSED,
+    F_STALE,
+    ORDER,
+    X_ACK,
+    X_CANCEL_REJECTED,
+    X_CANCELED,
+    X_EXPIRED,
+    X_FILL,
+    X_PARTIAL,
+    X_REJECTED,
+    X_REPLACED,
+    BookStateKind,
+)
+from hean.rings.spsc import available
 from hean.stages.bars import (
     B_CLOSE,
     B_HIGH,
@@ -55,95 +70,115 @@ from hean.stages.bars import (
     make_bar_state,
 )
 from hean.stages.declare import Stage, Stream
-from hean.stages.ports import put_each, slot
-from hean.strategies import market_maker, rsi_macd
-from hean.strategies.intent import event_time, no_order
+from hean.stages.ports import BATCH, age, put_each, release_to, room_each, service, slot
+from hean.strategies import abi
+from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_USER_BASE, f64_bits, tm_add
 from hean.telemetry.block import C_ORDERS as TM_ORDERS
-from hean.telemetry.block import tm_add
-from hean.telemetry.histogram import hist_record
+
+MAX_STRATEGIES = 8  # slots: strategies in one run
 
 MODE_TICK = 0
 MODE_BAR = 1
 MODES = {"tick": MODE_TICK, "bar": MODE_BAR}
 
-# strat.cfg[C_*]
-C_STRATEGY = 0  # branch of decide_by_id
-C_INDEX = 1  # ORDER.strategy
-C_MODE = 2  # MODE_TICK / MODE_BAR
-C_TICK_SOURCE = 3  # SOURCE_TRADES / SOURCE_MID (tick mode)
-C_SEQ = 4  # last ORDER seq written
-C_SAMPLES = 5  # indicator samples taken
-C_ORDERS = 6  # intents written
-N_CFG = 7
+# slot.cfg[S_*]
+S_ACTIVE = 0  # 1: a strategy runs in this slot
+S_ON_BOOK = 1  # addresses of the callbacks' C entry points (0: not given)
+S_ON_TRADE = 2
+S_ON_REPORT = 3
+S_ON_TIMER = 4
+S_DESC = 5  # address of the descriptor (hean.strategies.abi)
+S_MODE = 6  # MODE_TICK / MODE_BAR
+S_TICK_SOURCE = 7  # SOURCE_TRADES / SOURCE_MID (tick mode)
+S_TIMER_NS = 8  # on_timer's period (0: none)
+S_NEXT_TIMER = 9  # event time of the next on_timer (0: not started)
+S_INTENTS = 10  # intents published
+S_FILLS = 11  # fills received (partial and full)
+S_SAMPLES = 12  # indicator samples taken
+S_UNKNOWN = 13  # reports naming an order the strategy's table no longer holds
+N_SCFG = 16
+
+# stage.g[G_*]
+G_SEQ = 0  # seq of the last intent
+G_PER_RECORD = 1  # most intents one record can cause (room asked before taking it)
+N_G = 4
+
+# histogram rows: an input's age when the stage takes it
+H_AGE_STATES = 1
+H_AGE_REPORTS = 2
+H_AGE_REJECTS = 3
 
 QUOTE = int(BookStateKind.QUOTE)
 TRADE = int(BookStateKind.TRADE)
 
 
-class StrategyState(NamedTuple):
-    """Stage configuration/counters and the strategy's per-symbol state (one row per symbol)."""
+class Slot(NamedTuple):
+    """One strategy's state as the stage sees it; ``desc`` holds the addresses its callbacks see it by."""
 
-    cfg: np.ndarray  # int64[N_CFG]
-    f: np.ndarray  # float64[n_symbols, max(1, STATE_F)]
-    i: np.ndarray  # int64[n_symbols, max(1, STATE_I)]
+    cfg: np.ndarray  # int64[N_SCFG]
+    local: np.ndarray  # int64[engine symbols]: the strategy's index of each engine symbol, -1 if not traded
+    desc: np.ndarray  # int64[abi.N_DESC]
+    params: np.ndarray  # uint8: one record of the strategy's params dtype
+    state: np.ndarray  # uint8: n records of its state dtype
+    book: np.ndarray  # BOOK_STATE[n]
+    symbols: np.ndarray  # int64[n]
+    ind: IndicatorSet
+    bars: BarState
+    info: np.ndarray  # int64[n, N_INFO]
+    trades: np.ndarray  # int64[n, TRADES_KEPT, N_TRADE]
+    orders: np.ndarray  # int64[ORDERS_CAP, N_OF]
+    acts: np.ndarray  # int64[MAX_ACTIONS, N_OF]
+    meta: np.ndarray  # int64[N_META]
+    pos: np.ndarray  # int64[n]
+    money: np.ndarray  # float64[n, N_MONEY]
+    value: np.ndarray  # float64[n]
+    risk_pos: np.ndarray  # int64[engine symbols]: the shared positions risk writes
 
 
 class StrategyStage(NamedTuple):
-    """The strategy stage's state: everything :func:`strategy_on_book` needs besides the records, built by
-    the strategy's name."""
+    """The stage's state: the slots, who trades which symbol, and its intent buffer."""
 
-    strat: StrategyState
-    ind: IndicatorSet
-    bars: BarState
-    params: np.ndarray  # float64, in the strategy's PARAMS order
-    position: np.ndarray  # int64[n_symbols]: the positions risk writes (a shared view across processes)
-    out: np.ndarray  # ORDER[1]: the intent strategy_on_book writes
+    slots: tuple  # MAX_STRATEGIES x Slot
+    subs: np.ndarray  # int64[engine symbols, 1 + MAX_STRATEGIES]: count, then the slots trading it
+    g: np.ndarray  # int64[N_G]
+    out: np.ndarray  # ORDER[1]
 
 
-# the branch ids decide_by_id has; make_strategy_stage refuses a registered strategy without one
-DECIDE_BRANCHES = {0: rsi_macd, 1: market_maker}
+# ---------------------------------------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------------------------------------
+@kernel(inline=True, error_model="numpy")
+def event_time(bs):
+    """The event's time in ns: the exchange's when known (deterministic in replay), else the origin stamp."""
+    return bs.ts_exch if bs.ts_exch > 0 else bs.ts_origin
 
 
 @kernel(inline=True, error_model="numpy")
-def decide_by_id(sid, strat, params, ind, sym, bs, position, fresh):
-    """The registered strategies, by branch id (``hean.strategies.REGISTRY[name].id``)."""
-    if sid == 0:
-        return rsi_macd.decide(strat, params, ind, sym, bs, position, fresh)
-    if sid == 1:
-        return market_maker.decide(strat, params, ind, sym, bs, position, fresh)
-    return no_order()
-
-
-@kernel(inline=True, error_model="numpy")
-def advance_indicators(strat, ind, bars, bs):
-    """Feed the record to bars/indicators per the stage mode; True if the indicators took a new sample.
-
-    One call site of the indicator update, whatever the mode: every call site of a kernel the stage inlines
-    costs compile time.
-    """
-    sym = bs.symbol
+def advance_indicators(sl, s, bs):
+    """Feed the record to the slot's bars/indicators per its mode; True if the indicators took a sample."""
     kind = bs.kind
     sound_quote = kind == QUOTE and 0 < bs.bid_px < bs.ask_px and (bs.flags & (F_STALE | F_CROSSED)) == 0
     trade = kind == TRADE and bs.last_trade_qty > 0
     sample = False
     price = high = low = close = volume = 0.0
-    if strat.cfg[C_MODE] == MODE_BAR:
+    bars = sl.bars
+    if sl.cfg[S_MODE] == MODE_BAR:
         ts = event_time(bs)
-        if bar_roll(bars, sym, ts) == 1:
+        if bar_roll(bars, s, ts) == 1:
             last = bars.last
             sample = True
-            price = last[sym, B_VWAP]
-            high = last[sym, B_HIGH]
-            low = last[sym, B_LOW]
-            close = last[sym, B_CLOSE]
-            volume = last[sym, B_VOLUME]
+            price = last[s, B_VWAP]
+            high = last[s, B_HIGH]
+            low = last[s, B_LOW]
+            close = last[s, B_CLOSE]
+            volume = last[s, B_VOLUME]
         source = bars.params[K_SOURCE]
         if source == SOURCE_TRADES and trade:
-            bar_add(bars, sym, ts, float(bs.last_trade_px), float(bs.last_trade_qty))
+            bar_add(bars, s, ts, float(bs.last_trade_px), float(bs.last_trade_qty))
         elif source == SOURCE_MID and sound_quote:
-            bar_add(bars, sym, ts, bs.mid, 0.0)
+            bar_add(bars, s, ts, bs.mid, 0.0)
     else:
-        source = strat.cfg[C_TICK_SOURCE]
+        source = sl.cfg[S_TICK_SOURCE]
         if source == SOURCE_TRADES and trade:
             sample = True
             price = high = low = close = float(bs.last_trade_px)
@@ -153,188 +188,533 @@ def advance_indicators(strat, ind, bars, bs):
             price = high = low = close = bs.mid
     if not sample:
         return False
-    fresh = indicators_update(ind, sym, price, high, low, close, volume)
+    fresh = indicators_update(sl.ind, s, price, high, low, close, volume)
     if fresh:
-        strat.cfg[C_SAMPLES] += 1
+        sl.cfg[S_SAMPLES] += 1
     return fresh
 
 
-@kernel(forceinline=True, error_model="numpy")  # inlined into the loop
-def strategy_on_book(strat, ind, bars, params, position_lots, bs, out_orders, k):
-    """Run the stage on one BOOK_STATE record ``bs``; write at most one ORDER into ``out_orders[k]``.
-
-    Returns the number of records written (0 or 1).
-    """
-    fresh = advance_indicators(strat, ind, bars, bs)
-    sym = bs.symbol
-    action, side, qty, price, order_type, tif, flags = decide_by_id(
-        strat.cfg[C_STRATEGY], strat, params, ind, sym, bs, load_relaxed(position_lots, sym), fresh
-    )  # the position risk stores, maybe from another process: one int64, relaxed (hean.stages.positions)
-    if action == 0:
-        return 0
-    seq = strat.cfg[C_SEQ] + 1
-    strat.cfg[C_SEQ] = seq
-    strat.cfg[C_ORDERS] += 1
-    o = out_orders[k]
+@kernel(inline=True, error_model="numpy")
+def _intent(S, j, row, action, order_id, ts_origin, ts_exch, intents):
+    """Publish one ORDER intent of slot ``j`` from an order-table row."""
+    sl = S.slots[j]
+    seq = S.g[G_SEQ] + 1
+    S.g[G_SEQ] = seq
+    o = S.out[0]
     o.seq = seq
-    o.ts_origin = bs.ts_origin
-    o.ts_exch = bs.ts_exch
-    o.symbol = sym
+    o.ts_origin = ts_origin
+    o.ts_exch = ts_exch
+    o.symbol = sl.symbols[row[A.OF_SYMBOL]]
     o.kind = action
-    o.side = side
-    o.flags = flags
-    o.order_id = 0
-    o.price = price
-    o.qty = qty
-    o.order_type = order_type
-    o.tif = tif
-    o.strategy = strat.cfg[C_INDEX]
+    o.side = row[A.OF_SIDE]
+    o.flags = row[A.OF_FLAGS]
+    o.order_id = order_id
+    o.price = row[A.OF_PRICE]
+    o.qty = row[A.OF_QTY] if action == A_NEW else row[A.OF_LEAVES]
+    o.order_type = row[A.OF_TYPE]
+    o.tif = row[A.OF_TIF]
+    o.strategy = j
     o.reason = 0
     o.venue = -1
-    return 1
+    o.client_id = row[A.OF_CID]
+    put_each(intents, o)
+    sl.cfg[S_INTENTS] += 1
 
 
-@entry(error_model="numpy")
-def run_book_states(strat, ind, bars, params, position_lots, records, out_orders):
-    """Run the stage over an array of BOOK_STATE records (replay, research, tests); returns orders written.
-
-    Stops when ``out_orders`` is full (the caller sizes it; at most one order per record).
-    """
-    n = 0
-    for r in range(records.shape[0]):
-        if n == out_orders.shape[0]:
-            break
-        n += strategy_on_book(strat, ind, bars, params, position_lots, records[r], out_orders, n)
-    return n
-
-
-def make_strategy_stage(
-    name: str,
-    n_symbols: int,
-    params: dict | None = None,
-    *,
-    mode: str = "bar",
-    tick_source: str = "trades",
-    indicators: IndicatorConfig | dict | None = None,
-    bars: BarConfig | dict | None = None,
-    index: int = 0,
-    position: np.ndarray | None = None,
-) -> StrategyStage:
-    """Build the stage for strategy ``name`` with ``params`` over ``n_symbols`` symbols (all checked).
-
-    ``mode``: ``"bar"`` (indicators on bar closes) or ``"tick"`` (on every trade, or every sound quote's mid
-    with ``tick_source="mid"``). ``index`` is written to ORDER.strategy (0..255).
-    """
-    spec = strategies.get(name)
-    if DECIDE_BRANCHES.get(spec.id) is not spec.module:
-        raise ValueError(
-            f"strategy {name!r} is registered as id {spec.id}, which decide_by_id does not run: add its branch "
-            f"to decide_by_id and {spec.id}: {spec.module.__name__.rsplit('.', 1)[-1]} to DECIDE_BRANCHES "
-            "(hean/stages/strategy.py; docs/strategies.md)"
-        )
-    resolved = strategies.resolve_params(name, params)
-    if mode not in MODES:
-        raise ValueError(f"strategy mode must be one of {sorted(MODES)}, got {mode!r}")
-    if tick_source not in SOURCES:
-        raise ValueError(f"strategy tick_source must be one of {sorted(SOURCES)}, got {tick_source!r}")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 255:
-        raise ValueError(f"strategy index must be an int in [0, 255], got {index!r}")
-    ind_cfg = indicators if isinstance(indicators, IndicatorConfig) else IndicatorConfig.from_mapping(indicators)
-    bar_cfg = bars if isinstance(bars, BarConfig) else BarConfig.from_mapping(bars)
-    ind = make_indicator_set(n_symbols, ind_cfg)
-    bar_state = make_bar_state(n_symbols, bar_cfg)
-    cfg = np.zeros(N_CFG, dtype=np.int64)
-    cfg[C_STRATEGY] = spec.id
-    cfg[C_INDEX] = index
-    cfg[C_MODE] = MODES[mode]
-    cfg[C_TICK_SOURCE] = SOURCES[tick_source]
-    strat = StrategyState(
-        cfg=cfg,
-        f=np.zeros((n_symbols, max(1, spec.module.STATE_F))),
-        i=np.zeros((n_symbols, max(1, spec.module.STATE_I)), dtype=np.int64),
-    )
-    names = tuple(spec.module.PARAMS)
-    return StrategyStage(
-        strat=strat,
-        ind=ind,
-        bars=bar_state,
-        params=np.array([resolved[n] for n in names], dtype=np.float64),
-        position=np.zeros(n_symbols, np.int64) if position is None else position,
-        out=np.zeros(1, ORDER),
-    )
+@kernel(inline=True, error_model="numpy")
+def _flush(S, j, ts_origin, ts_exch, intents):
+    """Turn the actions the callback queued into intents; returns how many were published."""
+    sl = S.slots[j]
+    n = sl.meta[A.M_N_ACTS]
+    sent = 0
+    for k in range(n):
+        row = sl.acts[k]
+        action = row[A.OF_ACTION]
+        if action == A_NEW:
+            _intent(S, j, row, A_NEW, 0, ts_origin, ts_exch, intents)
+            sent += 1
+        else:
+            r = row[A.OF_CID] & (A.ORDERS_CAP - 1)
+            rid = sl.orders[r, A.OF_ID]
+            if rid == 0:  # not acknowledged yet: a cancel goes out with the first report naming the order
+                sl.orders[r, A.OF_DEFERRED] = 1
+                continue
+            if action == A_REPLACE:  # the requested price and open quantity
+                sl.orders[r, A.OF_ACTION] = A_REPLACE
+                row[A.OF_LEAVES] = row[A.OF_QTY]
+            _intent(S, j, row, action, rid, ts_origin, ts_exch, intents)
+            sent += 1
+    sl.meta[A.M_N_ACTS] = 0
+    return sent
 
 
-STAGE_KEYS = ("name", "index", "mode", "tick_source", "params")
+@kernel(inline=True, error_model="numpy")
+def _call(fn, sl, s, arg):
+    if fn != 0:
+        abi.call_callback(fn, sl.cfg[S_DESC], s, arg)
 
 
-def stage_from_config(cfg: dict, n_symbols: int) -> StrategyStage:
-    """Build the stage from the engine configuration: ``[strategy]`` (name, index, mode, tick_source,
-    ``[strategy.params]``), ``[indicators]`` and ``[bars]`` tables."""
-    s = dict(cfg.get("strategy") or {})
-    unknown = sorted(set(s) - set(STAGE_KEYS))
-    if unknown:
-        raise ValueError(f"unknown [strategy] keys {unknown}; known: {list(STAGE_KEYS)}")
-    if "name" not in s:
-        raise ValueError(f"[strategy] needs a name; known: {sorted(strategies.REGISTRY)}")
-    return make_strategy_stage(
-        s["name"],
-        n_symbols,
-        s.get("params"),
-        mode=s.get("mode", "bar"),
-        tick_source=s.get("tick_source", "trades"),
-        indicators=cfg.get("indicators"),
-        bars=cfg.get("bars"),
-        index=s.get("index", 0),
-    )
+@kernel(inline=True, error_model="numpy")
+def _timers(S, j, t, intents):
+    """Fire the slot's timer for every period that event time ``t`` passed (at most one call per record: a
+    gap in the data does not replay every missed period)."""
+    sl = S.slots[j]
+    period = sl.cfg[S_TIMER_NS]
+    if period <= 0:
+        return 0
+    nxt = sl.cfg[S_NEXT_TIMER]
+    if nxt == 0:
+        sl.cfg[S_NEXT_TIMER] = t - t % period + period
+        return 0
+    if t < nxt:
+        return 0
+    sl.cfg[S_NEXT_TIMER] = t - t % period + period
+    sl.meta[A.M_NOW] = nxt
+    _call(sl.cfg[S_ON_TIMER], sl, -1, nxt)
+    return _flush(S, j, 0, nxt, intents)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the stage
-# ---------------------------------------------------------------------------------------------------------
-H_AGE_STATES = 1  # histogram row: a book state's age when the strategy takes it
+@kernel(inline=True, error_model="numpy")
+def on_book_state(S, bs, intents):
+    """One book state to every strategy trading its symbol; returns the intents published."""
+    sym = bs.symbol
+    if sym < 0 or sym >= S.subs.shape[0]:
+        return 0
+    sent = 0
+    t = event_time(bs)
+    for i in range(S.subs[sym, 0]):
+        j = S.subs[sym, 1 + i]
+        sl = S.slots[j]
+        s = sl.local[sym]
+        sl.book[s] = bs
+        info = sl.info
+        info[s, A.I_EVENTS] += 1
+        if bs.kind == TRADE and bs.last_trade_qty > 0:
+            row = sl.trades[s, info[s, A.I_TRADES] % A.TRADES_KEPT]
+            row[A.T_TS] = t
+            row[A.T_PX] = bs.last_trade_px
+            row[A.T_QTY] = bs.last_trade_qty
+            row[A.T_SIDE] = bs.side
+            info[s, A.I_TRADES] += 1
+        info[s, A.I_FRESH] = 1 if advance_indicators(sl, s, bs) else 0
+        sent += _timers(S, j, t, intents)
+        sl.meta[A.M_NOW] = t
+        if bs.kind == TRADE and sl.cfg[S_ON_TRADE] != 0:
+            _call(sl.cfg[S_ON_TRADE], sl, s, 0)
+        else:
+            _call(sl.cfg[S_ON_BOOK], sl, s, 0)
+        sent += _flush(S, j, bs.ts_origin, bs.ts_exch, intents)
+    return sent
+
+
+@kernel(inline=True, error_model="numpy")
+def _apply_report(sl, o, rep):
+    """The order table row ``o``, position and cash after report ``rep``."""
+    kind = rep.kind
+    st = o[A.OF_STATE]
+    if kind == X_PARTIAL or kind == X_FILL:
+        q = np.int64(rep.qty)
+        s = o[A.OF_SYMBOL]
+        side = o[A.OF_SIDE]
+        o[A.OF_CUM] += q
+        o[A.OF_LEAVES] = 0 if kind == X_FILL else max(np.int64(0), o[A.OF_LEAVES] - q)
+        notional = q * rep.price * sl.value[s]
+        sl.pos[s] += side * q
+        sl.money[s, A.Y_CASH] -= side * notional
+        sl.money[s, A.Y_FEES] += rep.fee
+        sl.money[s, A.Y_NOTIONAL] += notional
+        sl.cfg[S_FILLS] += 1
+        if kind == X_FILL:
+            o[A.OF_STATE] = A.FILLED
+        elif st == A.PENDING:
+            o[A.OF_STATE] = A.OPEN
+    elif kind == X_ACK:
+        if st == A.PENDING:
+            o[A.OF_STATE] = A.OPEN
+    elif kind == X_CANCELED or kind == X_EXPIRED or kind == X_REJECTED:
+        o[A.OF_LEAVES] = 0
+        o[A.OF_STATE] = A.CANCELED if kind == X_CANCELED else (A.EXPIRED if kind == X_EXPIRED else A.REJECTED)
+    elif kind == X_REPLACED:
+        o[A.OF_PRICE] = rep.price
+        o[A.OF_LEAVES] = rep.leaves_qty
+        o[A.OF_QTY] = o[A.OF_CUM] + rep.leaves_qty
+        if st == A.REPLACE_PENDING:
+            o[A.OF_STATE] = A.OPEN
+    elif kind == X_CANCEL_REJECTED:
+        if (st == A.CANCEL_PENDING or st == A.REPLACE_PENDING) and o[A.OF_LEAVES] > 0:
+            o[A.OF_STATE] = A.OPEN
+
+
+@kernel(inline=True, error_model="numpy")
+def on_report(S, rep, intents):
+    """One execution report (or risk's reject) to the strategy whose order it is; returns intents published."""
+    j = np.int64(rep.strategy)
+    if j >= MAX_STRATEGIES:
+        return 0
+    sl = S.slots[j]
+    if sl.cfg[S_ACTIVE] == 0:
+        return 0
+    cid = rep.client_id
+    r = cid & (A.ORDERS_CAP - 1)
+    if cid <= 0 or sl.orders[r, A.OF_CID] != cid:
+        sl.cfg[S_UNKNOWN] += 1
+        return 0
+    o = sl.orders[r]
+    sent = 0
+    if o[A.OF_ID] == 0 and rep.order_id > 0:
+        o[A.OF_ID] = rep.order_id
+    _apply_report(sl, o, rep)
+    if o[A.OF_DEFERRED] != 0 and o[A.OF_ID] != 0:
+        o[A.OF_DEFERRED] = 0
+        if A.NONE < o[A.OF_STATE] < A.TERMINAL:
+            _intent(S, j, o, A_CANCEL, o[A.OF_ID], 0, sl.meta[A.M_NOW], intents)
+            sent += 1
+    if sl.cfg[S_ON_REPORT] != 0:
+        _call(sl.cfg[S_ON_REPORT], sl, o[A.OF_SYMBOL], abi.record_address(rep))
+        sent += _flush(S, j, 0, sl.meta[A.M_NOW], intents)
+    return sent
+
+
+@kernel(inline=True, error_model="numpy")
+def _take(port, intents, per, tmc):
+    """``(start, n)``: records of ``port`` to take now -- up to BATCH when the intents' rings have room for
+    ``per`` intents each, else one, else none."""
+    start, n = available(port.hdr)
+    if n == 0:
+        return start, 0
+    n = min(n, BATCH)
+    if room_each(intents, per * n, tmc):
+        return start, n
+    if room_each(intents, per, tmc):
+        return start, 1
+    return start, 0
 
 
 @kernel(forceinline=True, error_model="numpy")
-def strategy_batch(S, src, intents, start, n, tm, t0):
-    """Book states in; at most one intent per state out, to every consumer of ``intents`` (a batch kernel:
-    hean.stages.declare). Returns the intents published."""
-    decided = 0
-    for j in range(n):
-        bs = slot(src, start + j)
-        hist_record(tm.hists[H_AGE_STATES], t0 - bs.ts_origin)
-        if strategy_on_book(S.strat, S.ind, S.bars, S.params, S.position, bs, S.out, 0):
-            put_each(intents, S.out[0])
-            decided += 1
-    if decided:
-        tm_add(tm.counters, TM_ORDERS, decided)
-    return decided
+def strategy_step(S, ins, outs, tm, now, flags):
+    """Reports, then risk's rejects, then book states; each record taken only when every consumer of the
+    intents has room for all it can cause."""
+    states, reports, rejects = ins
+    intents = outs[0]
+    per = S.g[G_PER_RECORD]
+    total = 0
+    sent = 0
+    t0 = now_ns()
+    for which in range(2):
+        port = reports if which == 0 else rejects
+        start, n = _take(port, intents, per, tm.counters)
+        for k in range(n):
+            rep = slot(port, start + k)
+            age(tm.hists[H_AGE_REPORTS + which], t0, rep.ts_origin)
+            sent += on_report(S, rep, intents)
+        if n:
+            release_to(port, start + n)
+            total += n
+    start, n = _take(states, intents, per, tm.counters)
+    for k in range(n):
+        bs = slot(states, start + k)
+        age(tm.hists[H_AGE_STATES], t0, bs.ts_origin)
+        sent += on_book_state(S, bs, intents)
+    if n:
+        release_to(states, start + n)
+        total += n
+    if total:
+        service(tm.hists, t0, total)
+        tm_add(tm.counters, C_EVENTS_IN, total)
+    if sent:
+        tm_add(tm.counters, C_EVENTS_OUT, sent)
+        tm_add(tm.counters, TM_ORDERS, sent)
+    return total
+
+
+# user counters, per slot j: U_* + j * U_STRIDE
+U_INTENTS = C_USER_BASE
+U_FILLS = C_USER_BASE + 1
+U_REFUSED = C_USER_BASE + 2
+U_PNL = C_USER_BASE + 3  # float64 bits: the slot's PnL over its symbols (hean.api.pnl)
+U_STRIDE = 4
+USER_COUNTERS = tuple(f"{what}.{j}" for j in range(MAX_STRATEGIES) for what in ("intents", "fills", "refused", "pnl"))
+
+
+@kernel(forceinline=True, error_model="numpy")
+def strategy_view(S, tm, now):
+    """Per strategy: intents, fills, refused actions and PnL (the summary's breakdown, ``hean top``)."""
+    c = tm.counters
+    for j in range(MAX_STRATEGIES):
+        sl = S.slots[j]
+        if sl.cfg[S_ACTIVE] == 0:
+            continue
+        total = 0.0
+        for s in range(sl.symbols.shape[0]):
+            b = sl.book[s]
+            mark = b.mid if b.bid_px > 0 and b.ask_px > b.bid_px else 0.0
+            total += sl.money[s, A.Y_CASH] - sl.money[s, A.Y_FEES] + sl.pos[s] * mark * sl.value[s]
+        base = j * U_STRIDE
+        c[U_INTENTS + base] = sl.cfg[S_INTENTS]
+        c[U_FILLS + base] = sl.cfg[S_FILLS]
+        c[U_REFUSED + base] = sl.meta[A.M_REFUSED]
+        c[U_PNL + base] = f64_bits(total)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# building
+# ---------------------------------------------------------------------------------------------------------
+def _bytes(dtype: np.dtype, n: int) -> np.ndarray:
+    """``n`` zeroed records of ``dtype`` as 8-byte-aligned raw bytes (the stage's type does not depend on a
+    strategy's dtypes; its callbacks see them through the descriptor)."""
+    words = np.zeros(-(-dtype.itemsize * n // 8), np.int64)
+    return words.view(np.uint8)[: dtype.itemsize * n]
+
+
+def make_slot(
+    loaded: Any | None,
+    strategy_id: int,
+    symbols: list[int],
+    n_engine: int,
+    params: dict[str, float] | None = None,
+    value: np.ndarray | None = None,
+    risk_pos: np.ndarray | None = None,
+    *,
+    indicators: dict | None = None,
+    mode: str | None = None,
+    tick_source: str | None = None,
+    bar_ms: int | None = None,
+    bar_source: str | None = None,
+    timer_ms: int | None = None,
+) -> Slot:
+    """Slot ``strategy_id`` for a loaded strategy (:func:`hean.strategies.plugin.load`) trading engine
+    symbols ``symbols``; ``loaded`` None gives an empty slot. Overrides (None: the declaration's) come from the
+    configuration."""
+    n = max(1, len(symbols))
+    decl = loaded.decl if loaded is not None else None
+    st = decl.strategy if decl is not None else None
+    ind_cfg = IndicatorConfig.from_mapping({**(st.indicators if st else {}), **(indicators or {})})
+    mode = mode or (st.mode if st else "tick")
+    tick_source = tick_source or (st.tick_source if st else "trades")
+    bar_cfg = BarConfig(
+        interval_ms=bar_ms or (st.bar_ms if st else 1000), source=bar_source or (st.bar_source if st else "trades")
+    )
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if tick_source not in SOURCES:
+        raise ValueError(f"tick_source must be one of {sorted(SOURCES)}, got {tick_source!r}")
+    timer_ms = timer_ms if timer_ms is not None else (st.timer_ms if st else 0)
+    cfg = np.zeros(N_SCFG, np.int64)
+    local = np.full(n_engine, -1, np.int64)
+    for k, sym in enumerate(symbols):
+        local[sym] = k
+    pdt = decl.params_dtype if decl else np.dtype([("_none", "<f8")])
+    sdt = decl.state_dtype if decl else np.dtype([("_none", "<i8")])
+    p_raw = _bytes(pdt, 1)
+    if decl is not None:
+        rec = p_raw.view(pdt)
+        for k, v in (params if params is not None else decl.params).items():
+            rec[k] = v
+    sl = Slot(
+        cfg=cfg,
+        local=local,
+        desc=np.zeros(abi.N_DESC, np.int64),
+        params=p_raw,
+        state=_bytes(sdt, n),
+        book=np.zeros(n, BOOK_STATE),
+        symbols=np.array(symbols or [0], np.int64),
+        ind=make_indicator_set(n, ind_cfg),
+        bars=make_bar_state(n, bar_cfg),
+        info=np.zeros((n, A.N_INFO), np.int64),
+        trades=np.zeros((n, A.TRADES_KEPT, A.N_TRADE), np.int64),
+        orders=np.zeros((A.ORDERS_CAP, A.N_OF), np.int64),
+        acts=np.zeros((A.MAX_ACTIONS, A.N_OF), np.int64),
+        meta=np.zeros(A.N_META, np.int64),
+        pos=np.zeros(n, np.int64),
+        money=np.zeros((n, A.N_MONEY)),
+        value=np.ones(n) if value is None else np.ascontiguousarray(value, np.float64),
+        risk_pos=np.zeros(n_engine, np.int64) if risk_pos is None else risk_pos,
+    )
+    if sl.value.shape != (n,):
+        raise ValueError(f"value must have one entry per symbol of the strategy ({n}), got {sl.value.shape}")
+    sl.meta[A.M_NEXT_CID] = 1
+    sl.meta[A.M_STRATEGY] = strategy_id
+    if loaded is None:
+        return sl
+    d = sl.desc
+    d[abi.D_N] = n
+    for word, arr in (
+        (abi.D_PARAMS, sl.params), (abi.D_STATE, sl.state), (abi.D_BOOK, sl.book), (abi.D_SYMBOLS, sl.symbols),
+        (abi.D_IND, sl.ind.out), (abi.D_INFO, sl.info), (abi.D_TRADES, sl.trades), (abi.D_ORDERS, sl.orders),
+        (abi.D_ACTS, sl.acts), (abi.D_META, sl.meta), (abi.D_POS, sl.pos), (abi.D_MONEY, sl.money),
+        (abi.D_VALUE, sl.value), (abi.D_RISK_POS, sl.risk_pos),
+    ):  # fmt: skip
+        assert arr.flags.c_contiguous, word
+        d[word] = arr.ctypes.data
+    d[abi.D_N_ENGINE] = n_engine
+    cfg[S_ACTIVE] = 1
+    cfg[S_ON_BOOK] = loaded.addresses["on_book"]
+    cfg[S_ON_TRADE] = loaded.addresses["on_trade"]
+    cfg[S_ON_REPORT] = loaded.addresses["on_report"]
+    cfg[S_ON_TIMER] = loaded.addresses["on_timer"]
+    cfg[S_DESC] = d.ctypes.data
+    cfg[S_MODE] = MODES[mode]
+    cfg[S_TICK_SOURCE] = SOURCES[tick_source]
+    cfg[S_TIMER_NS] = int(timer_ms) * 1_000_000
+    return sl
+
+
+def make_strategy_stage(slots: list[Slot], n_engine: int) -> StrategyStage:
+    """The stage over ``slots`` (strategy id = position; at most MAX_STRATEGIES), empty slots filling the rest."""
+    if len(slots) > MAX_STRATEGIES:
+        raise ValueError(f"at most {MAX_STRATEGIES} strategies in one run, got {len(slots)}")
+    full = list(slots) + [make_slot(None, j, [], max(1, n_engine)) for j in range(len(slots), MAX_STRATEGIES)]
+    subs = np.zeros((max(1, n_engine), 1 + MAX_STRATEGIES), np.int64)
+    for j, sl in enumerate(slots):
+        if sl.cfg[S_ACTIVE] == 0:
+            continue
+        for sym in sl.symbols:
+            subs[sym, 1 + subs[sym, 0]] = j
+            subs[sym, 0] += 1
+    g = np.zeros(N_G, np.int64)
+    # a record reaches every strategy of its symbol; each may act MAX_ACTIONS times (a timer too), plus a
+    # deferred cancel for a report
+    g[G_PER_RECORD] = (2 * A.MAX_ACTIONS + 1) * max(1, int(subs[:, 0].max()) if n_engine else 1)
+    return StrategyStage(tuple(full), subs, g, np.zeros(1, ORDER))
+
+
+def slot_arrays(sl: Slot, loaded: Any) -> dict[str, np.ndarray]:
+    """The slot's params and state as the strategy's own dtypes (research, tests, results)."""
+    decl = loaded.decl
+    return {"params": sl.params.view(decl.params_dtype), "state": sl.state.view(decl.state_dtype)}
 
 
 def make_strategy(ctx) -> StrategyStage:
-    """The strategy stage from ``[strategy]``, ``[indicators]`` and ``[bars]``, over the shared positions."""
-    st = ctx.cfg.strategy
-    return ctx.call(
-        "strategy",
-        make_strategy_stage,
-        st.name,
-        len(ctx.symbols),
-        dict(st.params),
-        mode=st.mode,
-        tick_source=st.tick_source,
-        indicators=dict(ctx.cfg.indicators),
-        bars=dict(ctx.cfg.bars),
-        index=st.index,
-        position=ctx.views["pos"],
-    )
+    """The stage from the configuration's strategies (``hean.engine.config.strategy_entries``)."""
+    from hean.engine.config import strategy_entries
+    from hean.strategies.plugin import load, resolve_params
+
+    n_engine = len(ctx.symbols)
+    if not ctx.real:
+        return make_strategy_stage([], n_engine)
+    names = [s.name for s in ctx.symbols]
+    value = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
+    slots = []
+    for j, e in enumerate(strategy_entries(ctx.cfg)):
+        loaded = load(e.path, debug=getattr(ctx.cfg.engine, "debug", False))
+        params = resolve_params(loaded.decl, dict(e.params))
+        syms = [names.index(x) for x in e.symbols] if e.symbols else list(range(n_engine))
+        slots.append(
+            ctx.call(
+                f"strategies[{j}]",
+                make_slot,
+                loaded,
+                j,
+                syms,
+                n_engine,
+                params,
+                value[syms],
+                ctx.views["pos"],
+                indicators=dict(e.indicators),
+                mode=e.mode or None,
+                tick_source=e.tick_source or None,
+                bar_ms=e.bar_ms or None,
+                bar_source=e.bar_source or None,
+                timer_ms=e.timer_ms if e.timer_ms >= 0 else None,
+            )
+        )
+    return make_strategy_stage(slots, n_engine)
 
 
 STRATEGY = Stage(
     name="strategy",
     module=__name__,
-    batch="strategy_batch",
-    inputs=(Stream("states", BOOK_STATE),),
+    step="strategy_step",
+    view="strategy_view",
+    inputs=(Stream("states", BOOK_STATE), Stream("reports", EXEC_REPORT), Stream("rejects", EXEC_REPORT)),
     outputs=(Stream("intents", ORDER),),
     build=make_strategy,
-    hists=("service", "age:states"),
-    config="strategy",
+    hists=("service", "age:states", "age:reports", "age:rejects"),
+    user_counters=USER_COUNTERS,
+    feedback=frozenset({"reports", "rejects"}),
+    config="strategies",
 )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stage without a pipeline: research, tests, benchmarks
+# ---------------------------------------------------------------------------------------------------------
+@entry(error_model="numpy")
+def drive_states(S, records, intents):
+    """Every BOOK_STATE of ``records`` through the stage, intents published to ``intents`` (a 1-tuple of
+    ports with room); returns how many."""
+    n = 0
+    for r in range(records.shape[0]):
+        n += on_book_state(S, records[r], intents)
+    return n
+
+
+@entry(error_model="numpy")
+def drive_reports(S, reports, intents):
+    """Every EXEC_REPORT of ``reports`` through the stage (as from the router or risk); returns intents."""
+    n = 0
+    for r in range(reports.shape[0]):
+        n += on_report(S, reports[r], intents)
+    return n
+
+
+class StrategyDriver:
+    """The strategy stage in this process, fed from arrays: book states and reports in, ORDER intents out.
+
+    ``strategies``: ``[(path, symbols, params), ...]`` -- engine symbol ids, params overrides (or None).
+    For tests and research on one stage; ``hean.backtest`` runs the whole pipeline.
+    """
+
+    def __init__(
+        self,
+        strategies: list[tuple[str, list[int], dict | None]],
+        n_symbols: int,
+        *,
+        value: np.ndarray | None = None,
+        risk_pos: np.ndarray | None = None,
+        capacity: int = 1 << 16,
+        debug: bool = False,
+        **overrides: Any,
+    ) -> None:
+        from hean.stages.ports import private_port
+        from hean.strategies.plugin import load, resolve_params
+
+        self.loaded = [load(path, debug=debug) for path, _, _ in strategies]
+        value = np.ones(n_symbols) if value is None else np.asarray(value, np.float64)
+        self.risk_pos = np.zeros(n_symbols, np.int64) if risk_pos is None else risk_pos
+        slots = [
+            make_slot(
+                L, j, list(syms), n_symbols, resolve_params(L.decl, p), value[list(syms)], self.risk_pos, **overrides
+            )
+            for j, (L, (_, syms, p)) in enumerate(zip(self.loaded, strategies, strict=True))
+        ]
+        self.stage = make_strategy_stage(slots, n_symbols)
+        self._act = np.zeros(1, np.int64)
+        self.port = private_port(ORDER, capacity, self._act)
+
+    def states(self, records: np.ndarray) -> np.ndarray:
+        """Feed BOOK_STATE records; the intents they caused, in order."""
+        drive_states(self.stage, records, (self.port,))
+        return self._drain()
+
+    def reports(self, reports: np.ndarray) -> np.ndarray:
+        """Feed EXEC_REPORT records; the intents they caused (deferred cancels, on_report's actions)."""
+        drive_reports(self.stage, reports, (self.port,))
+        return self._drain()
+
+    def slot(self, j: int = 0) -> Slot:
+        return self.stage.slots[j]
+
+    def state(self, j: int = 0) -> np.ndarray:
+        """Strategy ``j``'s per-symbol state records (its own dtype)."""
+        return slot_arrays(self.stage.slots[j], self.loaded[j])["state"]
+
+    def _drain(self) -> np.ndarray:
+        from hean.rings.layout import MASK, READ, WRITE
+
+        hdr = self.port.hdr
+        r, w = int(hdr[READ]), int(hdr[WRITE])
+        idx = np.arange(r, w) & int(hdr[MASK])
+        out = self.port.slots[idx].copy()
+        hdr[READ] = w
+        return out

@@ -723,6 +723,7 @@ def venue_accept(vn, order, now_ns):
     d.order_type = order.order_type
     d.tif = order.tif
     d.strategy = order.strategy
+    d.client_id = order.client_id
     d.reason = order.reason
     d.venue = order.venue
     vn.in_t[v, i] = now_ns + vn.lat[v, L_ENTRY]

@@ -8,14 +8,14 @@ side whose fill would push ``|position|`` past ``max_position`` is not quoted (i
 cancelled). Quotes are post-only GTC limits and never cross the book (bid <= best ask - 1, ask >= best bid +
 1).
 
-One intent per book event: the quoter looks at the side it did not act on last, then the other. It does not
-spam: a side is re-quoted (REPLACE) only when its desired price moved by at least ``requote_ticks``; nothing
-is sent while the desired quotes stand. When the book is stale or crossed (flagged, or bid >= ask) or a side
-is empty it sends one CANCEL_ALL for the symbol and stays silent until the book is sound again.
+It does not spam: a side is re-quoted (``replace``) only when its desired price moved by at least
+``requote_ticks`` and its quote is acknowledged; nothing is sent while the desired quotes stand or a quote
+is still on its way. When the book is stale or crossed (flagged, or bid >= ask) or a side is empty it cancels
+its quotes on the symbol and stays silent until the book is sound again. A filled quote is no longer live:
+the next book event quotes that side again, skewed by the new position (its own fills).
 
-The quoter does not see fills, only the position the risk stage keeps in ``position_lots``; a filled quote
-is re-quoted when the position (and so the skew) changes. REPLACE and CANCEL carry ``order_id`` 0: "this
-strategy's resting quote on this side" (see :mod:`hean.strategies.intent`).
+A plug-in like any user strategy (:mod:`hean.api`): ``path = "hean.strategies.market_maker:STRATEGY"``,
+or ``[strategy] name = "market_maker"`` (the default).
 
 Parameters (``[strategy.params]``; all numbers):
 
@@ -36,10 +36,24 @@ import math
 
 import numpy as np
 
-from hean.indicators.streaming import OUT_ATR
-from hean.jit import kernel
-from hean.records import BUY, F_CROSSED, F_POST_ONLY, F_STALE, SELL
-from hean.strategies.intent import CANCEL, CANCEL_ALL, GTC, LIMIT, NEW, REPLACE, intent, no_order
+from hean.api import (
+    BUY,
+    F_CROSSED,
+    F_STALE,
+    GTC,
+    OPEN,
+    OUT_ATR,
+    POST_ONLY,
+    SELL,
+    Strategy,
+    callback,
+    cancel,
+    is_live,
+    limit,
+    order_state,
+    position,
+    replace,
+)
 
 PARAMS: dict[str, float] = {
     "half_spread_ticks": 1.0,
@@ -50,15 +64,14 @@ PARAMS: dict[str, float] = {
     "requote_ticks": 1.0,
     "use_microprice": 0.0,
 }
-P_HALF_SPREAD, P_ATR_MULT, P_SKEW, P_QTY, P_MAX_POS, P_REQUOTE, P_MICRO = range(7)
 
-STATE_F = 0
-# per-symbol int64 state: i[sym, T_*]
-T_BID = 0  # price of the resting bid quote, ticks (0: none)
-T_ASK = 1  # price of the resting ask quote, ticks (0: none)
-T_HALTED = 2  # 1 after a CANCEL_ALL for a bad book, until the book is sound
-T_LAST_SIDE = 3  # side acted on last (BUY/SELL), so the other side goes first next time
-STATE_I = 4
+STATE = [
+    ("bid_cid", "<i8"),  # client id of the bid quote (0: none yet)
+    ("ask_cid", "<i8"),
+    ("bid_px", "<i8"),  # its price, ticks
+    ("ask_px", "<i8"),
+    ("halted", "<i8"),  # 1 after cancelling for a bad book, until the book is sound
+]
 
 
 def validate(params: dict[str, float]) -> None:
@@ -75,62 +88,69 @@ def validate(params: dict[str, float]) -> None:
         raise ValueError("market_maker: use_microprice must be 0 or 1")
 
 
-@kernel(inline=True, error_model="numpy")
-def desired_quotes(params, ind, sym, bs, position):
+@callback
+def desired_quotes(p, atr, b, pos):
     """(bid, ask) prices in ticks the quoter wants now; 0 for a side it must not quote."""
-    fair = bs.microprice if params[P_MICRO] == 1.0 else bs.mid
-    half = params[P_HALF_SPREAD]
-    atr = ind.out[sym, OUT_ATR]
-    if params[P_ATR_MULT] > 0.0 and not math.isnan(atr):
-        half = max(half, params[P_ATR_MULT] * atr)
-    center = fair - params[P_SKEW] * position
-    bid = min(np.int64(math.floor(center - half)), bs.ask_px - 1)
-    ask = max(np.int64(math.ceil(center + half)), bs.bid_px + 1)
-    qty = np.int64(params[P_QTY])
-    max_pos = np.int64(params[P_MAX_POS])
-    if position + qty > max_pos or bid <= 0:
+    fair = b.microprice if p.use_microprice == 1.0 else b.mid
+    half = p.half_spread_ticks
+    if p.atr_mult > 0.0 and not math.isnan(atr):
+        half = max(half, p.atr_mult * atr)
+    center = fair - p.skew_ticks_per_lot * pos
+    bid = min(np.int64(math.floor(center - half)), b.ask_px - 1)
+    ask = max(np.int64(math.ceil(center + half)), b.bid_px + 1)
+    qty = np.int64(p.quote_qty)
+    max_pos = np.int64(p.max_position)
+    if pos + qty > max_pos or bid <= 0:
         bid = 0
-    if position - qty < -max_pos:
+    if pos - qty < -max_pos:
         ask = 0
     return bid, ask
 
 
-@kernel(inline=True, error_model="numpy")
-def _side_intent(strat, sym, col, side, want, qty, requote):
-    """The intent that moves the resting quote in column ``col`` to ``want`` (0 = none); records it."""
-    have = strat.i[sym, col]
-    if want == have or (want != 0 and have != 0 and abs(want - have) < requote):
-        return no_order()
-    strat.i[sym, col] = want
-    strat.i[sym, T_LAST_SIDE] = side
+@callback
+def quote_side(ctx, s, side, cid, have, want):
+    """Move the quote ``cid`` (at ``have``, 0: none live) to ``want`` (0: none); returns (cid, price) now."""
+    p = ctx.params
+    if not is_live(ctx, cid):
+        have = 0
+    if want == have or (want != 0 and have != 0 and abs(want - have) < np.int64(p.requote_ticks)):
+        return cid, have
     if want == 0:
-        return intent(CANCEL, side, 0, 0, LIMIT, GTC, 0)
+        cancel(ctx, cid)
+        return cid, 0
     if have == 0:
-        return intent(NEW, side, qty, want, LIMIT, GTC, F_POST_ONLY)
-    return intent(REPLACE, side, qty, want, LIMIT, GTC, F_POST_ONLY)
+        new = limit(ctx, s, side, want, np.int64(p.quote_qty), GTC, POST_ONLY)
+        return (new, want) if new > 0 else (cid, 0)
+    if order_state(ctx, cid) == OPEN and replace(ctx, cid, want, np.int64(p.quote_qty)):
+        return cid, want
+    return cid, have  # a cancel or replace is on its way: wait for it
 
 
-@kernel(inline=True, error_model="numpy")
-def decide(strat, params, ind, sym, bs, position, fresh):
-    """The strategy function (see :mod:`hean.strategies` for the contract)."""
-    i = strat.i
-    if (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.bid_px <= 0 or bs.ask_px <= bs.bid_px:
-        if i[sym, T_HALTED] == 0 and (i[sym, T_BID] != 0 or i[sym, T_ASK] != 0):
-            i[sym, T_HALTED] = 1
-            i[sym, T_BID] = 0
-            i[sym, T_ASK] = 0
-            return intent(CANCEL_ALL, 0, 0, 0, LIMIT, GTC, 0)
-        return no_order()
-    i[sym, T_HALTED] = 0
-    bid, ask = desired_quotes(params, ind, sym, bs, position)
-    qty = np.int64(params[P_QTY])
-    requote = np.int64(params[P_REQUOTE])
-    if i[sym, T_LAST_SIDE] == BUY:
-        first = _side_intent(strat, sym, T_ASK, SELL, ask, qty, requote)
-        if first[0] != 0:
-            return first
-        return _side_intent(strat, sym, T_BID, BUY, bid, qty, requote)
-    first = _side_intent(strat, sym, T_BID, BUY, bid, qty, requote)
-    if first[0] != 0:
-        return first
-    return _side_intent(strat, sym, T_ASK, SELL, ask, qty, requote)
+@callback
+def on_event(ctx, s):
+    """Every book state and trade: keep one post-only quote per side where the quoter wants it."""
+    b = ctx.book[s]
+    st = ctx.state[s]
+    if (b.flags & (F_STALE | F_CROSSED)) != 0 or b.bid_px <= 0 or b.ask_px <= b.bid_px:
+        if st.halted == 0:
+            st.halted = 1
+            cancel(ctx, st.bid_cid)
+            cancel(ctx, st.ask_cid)
+            st.bid_px = 0
+            st.ask_px = 0
+        return
+    st.halted = 0
+    bid, ask = desired_quotes(ctx.params, ctx.ind[s, OUT_ATR], b, position(ctx, s))
+    st.bid_cid, st.bid_px = quote_side(ctx, s, BUY, st.bid_cid, st.bid_px, bid)
+    st.ask_cid, st.ask_px = quote_side(ctx, s, SELL, st.ask_cid, st.ask_px, ask)
+
+
+STRATEGY = Strategy(
+    on_book=on_event,
+    on_trade=on_event,
+    params=PARAMS,
+    state=STATE,
+    validate=validate,
+    mode="bar",
+    description="inventory-skewed two-sided post-only quoter",
+)

@@ -9,6 +9,9 @@ It does not spam: at most one order per ``cooldown_ms``, never beyond ``max_posi
 the book is stale or crossed or a side is empty. Without ``allow_short`` a sell only closes a long (reduce
 only). Orders are IOC limits at the touch plus ``slippage_ticks`` (or MARKET with ``market_orders = 1``).
 
+A plug-in like any user strategy (:mod:`hean.api`): ``path = "hean.strategies.rsi_macd:STRATEGY"``, or
+``[strategy] name = "rsi_macd"``. Indicators on 1 s bars of trades by default.
+
 Parameters (``[strategy.params]``; all numbers):
 
 =================  =======  ===========================================================================
@@ -29,10 +32,23 @@ import math
 
 import numpy as np
 
-from hean.indicators.streaming import OUT_MACD_HIST, OUT_RSI
-from hean.jit import kernel
-from hean.records import BUY, F_CROSSED, F_REDUCE_ONLY, F_STALE, SELL
-from hean.strategies.intent import IOC, LIMIT, MARKET, NEW, event_time, intent, no_order
+from hean.api import (
+    BUY,
+    F_CROSSED,
+    F_STALE,
+    IOC,
+    OUT_MACD_HIST,
+    OUT_RSI,
+    REDUCE_ONLY,
+    SELL,
+    Strategy,
+    callback,
+    fresh,
+    limit,
+    market,
+    now,
+    position,
+)
 
 PARAMS: dict[str, float] = {
     "rsi_oversold": 30.0,
@@ -44,16 +60,14 @@ PARAMS: dict[str, float] = {
     "slippage_ticks": 0.0,
     "allow_short": 0.0,
 }
-P_OVERSOLD, P_OVERBOUGHT, P_QTY, P_MAX_POS, P_COOLDOWN_MS, P_MARKET, P_SLIPPAGE, P_ALLOW_SHORT = range(8)
 
-# per-symbol state: f[sym, S_*] (float64) and i[sym, T_*] (int64)
-S_PREV_HIST = 0  # the previous MACD histogram value
-S_PREV_DELTA = 1  # its change before that (sign = direction of the histogram)
-STATE_F = 2
-T_HAS_PREV = 0  # how many histogram values have been seen (0, 1, 2+)
-T_LAST_ORDER_NS = 1  # event time of the last order; cooldown runs from here
-T_ORDERS = 2  # orders sent
-STATE_I = 3
+STATE = [
+    ("prev_hist", "<f8"),  # the previous MACD histogram value
+    ("prev_delta", "<f8"),  # its change before that (sign = direction of the histogram)
+    ("seen", "<i8"),  # how many histogram values have been seen (0, 1, 2+)
+    ("last_order_ns", "<i8"),  # event time of the last order; the cooldown runs from here
+    ("orders", "<i8"),  # orders sent
+]
 
 
 def validate(params: dict[str, float]) -> None:
@@ -72,68 +86,82 @@ def validate(params: dict[str, float]) -> None:
             raise ValueError(f"rsi_macd: {flag} must be 0 or 1")
 
 
-@kernel(inline=True, error_model="numpy")
-def _track_turn(strat, sym, hist):
+@callback
+def track_turn(st, hist):
     """Record ``hist``; return +1 when the histogram just turned up, -1 when it just turned down, else 0."""
-    f = strat.f
-    seen = strat.i[sym, T_HAS_PREV]
+    seen = st.seen
     turn = 0
     if seen >= 1:
-        delta = hist - f[sym, S_PREV_HIST]
+        delta = hist - st.prev_hist
         if seen >= 2:
-            if f[sym, S_PREV_DELTA] < 0.0 and delta > 0.0:
+            if st.prev_delta < 0.0 and delta > 0.0:
                 turn = 1
-            elif f[sym, S_PREV_DELTA] > 0.0 and delta < 0.0:
+            elif st.prev_delta > 0.0 and delta < 0.0:
                 turn = -1
         if delta != 0.0:  # a flat step keeps the last direction
-            f[sym, S_PREV_DELTA] = delta
-        strat.i[sym, T_HAS_PREV] = min(seen + 1, 2)
+            st.prev_delta = delta
+        st.seen = min(seen + 1, 2)
     else:
-        strat.i[sym, T_HAS_PREV] = 1
-    f[sym, S_PREV_HIST] = hist
+        st.seen = 1
+    st.prev_hist = hist
     return turn
 
 
-@kernel(inline=True, error_model="numpy")
-def decide(strat, params, ind, sym, bs, position, fresh):
-    """The strategy function (see :mod:`hean.strategies` for the contract)."""
-    if not fresh:
-        return no_order()
-    hist = ind.out[sym, OUT_MACD_HIST]
-    rsi = ind.out[sym, OUT_RSI]
+@callback
+def on_event(ctx, s):
+    """Every book state and trade: act on a fresh indicator sample that shows a turn at an extreme RSI."""
+    if not fresh(ctx, s):
+        return
+    hist = ctx.ind[s, OUT_MACD_HIST]
+    rsi = ctx.ind[s, OUT_RSI]
     if math.isnan(hist) or math.isnan(rsi):
-        return no_order()
-    turn = _track_turn(strat, sym, hist)
+        return
+    st = ctx.state[s]
+    turn = track_turn(st, hist)
     if turn == 0:
-        return no_order()
-    if (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.bid_px <= 0 or bs.ask_px <= bs.bid_px:
-        return no_order()
-    now = event_time(bs)
-    if strat.i[sym, T_ORDERS] > 0 and now - strat.i[sym, T_LAST_ORDER_NS] < np.int64(params[P_COOLDOWN_MS] * 1e6):
-        return no_order()
-    qty = np.int64(params[P_QTY])
-    max_pos = np.int64(params[P_MAX_POS])
-    slip = np.int64(params[P_SLIPPAGE])
-    market = params[P_MARKET] == 1.0
+        return
+    b = ctx.book[s]
+    if (b.flags & (F_STALE | F_CROSSED)) != 0 or b.bid_px <= 0 or b.ask_px <= b.bid_px:
+        return
+    p = ctx.params
+    t = now(ctx)
+    if st.orders > 0 and t - st.last_order_ns < np.int64(p.cooldown_ms * 1e6):
+        return
+    qty = np.int64(p.order_qty)
+    max_pos = np.int64(p.max_position)
+    slip = np.int64(p.slippage_ticks)
+    pos = position(ctx, s)
     flags = 0
-    if turn > 0 and rsi < params[P_OVERSOLD]:
+    if turn > 0 and rsi < p.rsi_oversold:
         side = BUY
-        qty = min(qty, max_pos - position)
-        price = bs.ask_px + slip
-    elif turn < 0 and rsi > params[P_OVERBOUGHT]:
+        qty = min(qty, max_pos - pos)
+        price = b.ask_px + slip
+    elif turn < 0 and rsi > p.rsi_overbought:
         side = SELL
-        if params[P_ALLOW_SHORT] == 1.0:
-            qty = min(qty, max_pos + position)
+        if p.allow_short == 1.0:
+            qty = min(qty, max_pos + pos)
         else:
-            qty = min(qty, position)
-            flags = F_REDUCE_ONLY
-        price = bs.bid_px - slip
+            qty = min(qty, pos)
+            flags = REDUCE_ONLY
+        price = b.bid_px - slip
     else:
-        return no_order()
+        return
     if qty <= 0:
-        return no_order()
-    strat.i[sym, T_LAST_ORDER_NS] = now
-    strat.i[sym, T_ORDERS] += 1
-    if market:
-        return intent(NEW, side, qty, 0, MARKET, IOC, flags)
-    return intent(NEW, side, qty, price, LIMIT, IOC, flags)
+        return
+    st.last_order_ns = t
+    st.orders += 1
+    if p.market_orders == 1.0:
+        market(ctx, s, side, qty, flags)
+    else:
+        limit(ctx, s, side, price, qty, IOC, flags)
+
+
+STRATEGY = Strategy(
+    on_book=on_event,
+    on_trade=on_event,
+    params=PARAMS,
+    state=STATE,
+    validate=validate,
+    mode="bar",
+    description="RSI oversold/overbought + MACD histogram turn, IOC orders",
+)

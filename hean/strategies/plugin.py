@@ -1,0 +1,407 @@
+"""Loading a strategy from outside the engine: ``path = "file.py:NAME"`` or ``"package.module:NAME"``.
+
+What happens, once per process and strategy:
+
+1. the module is imported (a file by its path, a module by its name) and ``NAME`` must be a
+   :class:`hean.api.Strategy`; its callbacks, parameters and state are checked against the API contract
+   (:func:`declaration`), so a broken strategy is one clear message at load, naming its file;
+2. a small *wrapper module* is generated into the strategy's cache folder
+   (``<cache>/strategies/<name>-<hash>/``, :func:`cache_root`), where ``<hash>`` digests the strategy's source,
+   HEAN's and numba's versions and the debug flag. It defines one ``cfunc`` per callback (the C entry points of
+   :mod:`hean.strategies.abi`), compiled with ``cache=True``: numba's cache lands next to it, in that folder --
+   never in site-packages -- and an edit of the strategy's file makes a new hash, so a new wrapper compiles
+   the new code instead of loading the old (numba alone would not notice an edit of the callbacks' file);
+3. the callbacks' addresses go into the strategy stage's state. The engine's own kernels are never recompiled
+   for a strategy.
+
+Errors from compiling the user's code are cut down to what the user needs: the file and line numba names in the
+user's module and the one essential line of numba's message (:class:`StrategyError`); ``--debug`` compiles
+with bounds checking, so an index error names the callback instead of corrupting memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numba
+import numpy as np
+
+from hean.api import Strategy
+
+__all__ = ["Loaded", "StrategyError", "cache_root", "declaration", "load", "split_path"]
+
+MAX_STATE_BYTES = 4096  # per symbol: state is per-symbol scratch, not a store (a bigger one is refused)
+_ARITY = {"on_book": 2, "on_trade": 2, "on_report": 3, "on_timer": 2}
+_WRAPPER_VERSION = 1  # bump when the generated text changes meaning
+BUILTIN = {  # the shipped strategies, by the names [strategy] name accepts
+    "market_maker": "hean.strategies.market_maker:STRATEGY",
+    "rsi_macd": "hean.strategies.rsi_macd:STRATEGY",
+}
+
+
+class StrategyError(ValueError):
+    """A strategy that cannot be loaded or compiled; the message names the strategy's file and line."""
+
+
+def cache_root() -> Path:
+    """Where compiled strategies live: ``$HEAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/hean``, else
+    ``~/.cache/hean``."""
+    env = os.environ.get("HEAN_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hean"
+
+
+def split_path(spec: str) -> tuple[str, str]:
+    """``"file.py:NAME"`` / ``"package.module:NAME"`` -> (where, NAME); a built-in's name gives its path."""
+    spec = BUILTIN.get(spec, spec)
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        raise StrategyError(
+            f"strategy path {spec!r}: expected 'file.py:NAME' or 'package.module:NAME' (NAME: the Strategy "
+            f"object in that module), or a built-in: {sorted(BUILTIN)}"
+        )
+    return where, name
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A checked declaration: the strategy, where it came from, and the dtypes its context is built with."""
+
+    spec: str
+    name: str
+    strategy: Strategy
+    module: ModuleType
+    source: Path
+    params: dict[str, float]  # defaults
+    params_dtype: np.dtype
+    state_dtype: np.dtype
+
+
+_DECLARED: dict[str, Declared] = {}
+
+
+def _import(where: str) -> ModuleType:
+    if where.endswith(".py") or os.sep in where or "/" in where:
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise StrategyError(f"strategy file {where!r}: no such file")
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+        modname = f"hean_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+        if modname in sys.modules:
+            return sys.modules[modname]
+        spec = importlib.util.spec_from_file_location(modname, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[modname]
+            raise StrategyError(f"strategy file {path}: importing it failed: {_user_frame(e, path)}") from e
+        return module
+    try:
+        return importlib.import_module(where)
+    except ImportError as e:
+        raise StrategyError(f"strategy module {where!r}: cannot import it ({e})") from e
+
+
+def _user_frame(e: BaseException, path: Path) -> str:
+    """``line N: <exception>`` at the deepest frame of the user's file."""
+    line = None
+    tb = e.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    where = f"line {line}: " if line else ""
+    return f"{where}{type(e).__name__}: {e}"
+
+
+def declaration(spec: str) -> Declared:
+    """Import and check the strategy ``spec`` (cached per process)."""
+    if spec in _DECLARED:
+        return _DECLARED[spec]
+    where, name = split_path(spec)
+    module = _import(where)
+    source = Path(getattr(module, "__file__", "") or where).resolve()
+    obj = getattr(module, name, None)
+    if not isinstance(obj, Strategy):
+        found = [k for k, v in vars(module).items() if isinstance(v, Strategy)]
+        what = "has no" if obj is None else f"has {name} = {type(obj).__name__}, not a"
+        raise StrategyError(
+            f"{source}: {what} hean.api.Strategy named {name!r}" + (f"; it has {found}" if found else "")
+        )
+    params = _params(source, obj)
+    decl = Declared(spec, name, obj, module, source, params, _params_dtype(params), _state_dtype(source, obj))
+    _check_callbacks(source, obj)
+    _DECLARED[spec] = decl
+    return decl
+
+
+def _params(source: Path, s: Strategy) -> dict[str, float]:
+    out = {}
+    for k, v in dict(s.params).items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise StrategyError(f"{source}: parameter name {k!r} is not an identifier")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+            raise StrategyError(f"{source}: parameter {k!r} default must be a finite number, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def _params_dtype(params: dict[str, float]) -> np.dtype:
+    return np.dtype([(k, "<f8") for k in params] or [("_none", "<f8")])
+
+
+def _state_dtype(source: Path, s: Strategy) -> np.dtype:
+    try:
+        dt = np.dtype(list(s.state) if not isinstance(s.state, np.dtype) else s.state) if s.state else None
+    except (TypeError, ValueError) as e:
+        raise StrategyError(f"{source}: state {s.state!r} is not a numpy record dtype: {e}") from None
+    if dt is None:
+        return np.dtype([("_none", "<i8")])
+    if dt.names is None:
+        raise StrategyError(f"{source}: state must be a record dtype (named fields), got {dt}")
+    for f, (ft, _) in dt.fields.items():
+        if ft.hasobject or ft.kind in "OUSV":
+            raise StrategyError(f"{source}: state field {f!r} has type {ft}: numbers only (no objects/strings)")
+    if dt.itemsize > MAX_STATE_BYTES:
+        raise StrategyError(
+            f"{source}: state is {dt.itemsize} bytes per symbol; at most {MAX_STATE_BYTES} (keep large tables "
+            "outside the per-symbol state)"
+        )
+    return dt
+
+
+def _check_callbacks(source: Path, s: Strategy) -> None:
+    given = [c for c in Strategy.CALLBACKS if getattr(s, c) is not None]
+    if not given:
+        raise StrategyError(f"{source}: the strategy declares no callback; give at least one of {Strategy.CALLBACKS}")
+    for c in given:
+        fn = getattr(s, c)
+        py = getattr(fn, "py_func", None)
+        if py is None:
+            where = _where(fn)
+            raise StrategyError(
+                f"{where}: {c} = {getattr(fn, '__name__', fn)!r} is not compiled: decorate it with @hean.api.callback"
+            )
+        n = len(inspect.signature(py).parameters)
+        if n != _ARITY[c]:
+            want = {"on_book": "(ctx, s)", "on_trade": "(ctx, s)", "on_report": "(ctx, s, r)", "on_timer": "(ctx, now)"}
+            raise StrategyError(f"{_where(py)}: {c} takes {n} arguments; the API calls it as {py.__name__}{want[c]}")
+    for key in ("mode", "tick_source", "bar_source"):
+        v = getattr(s, key)
+        ok = {"mode": ("tick", "bar"), "tick_source": ("trades", "mid"), "bar_source": ("trades", "mid")}[key]
+        if v not in ok:
+            raise StrategyError(f"{source}: {key} = {v!r}; one of {ok}")
+    if isinstance(s.timer_ms, bool) or not isinstance(s.timer_ms, int) or s.timer_ms < 0:
+        raise StrategyError(f"{source}: timer_ms must be an int >= 0 (0: no timer), got {s.timer_ms!r}")
+    if s.on_timer is not None and s.timer_ms == 0:
+        raise StrategyError(f"{source}: on_timer is given but timer_ms is 0: set its period")
+
+
+def _where(fn: Any) -> str:
+    code = getattr(fn, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code else "<strategy>"
+
+
+def resolve_params(decl: Declared, overrides: dict | None) -> dict[str, float]:
+    """The declared defaults updated with ``overrides``, checked (names, numbers, the strategy's validate)."""
+    params = dict(decl.params)
+    for key, value in (overrides or {}).items():
+        if key not in params:
+            raise StrategyError(f"strategy {decl.spec!r} has no parameter {key!r}; known: {list(params)}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise StrategyError(f"strategy {decl.spec!r} parameter {key!r} must be a number, got {value!r}")
+        params[key] = float(value)
+    if decl.strategy.validate is not None:
+        try:
+            decl.strategy.validate(dict(params))
+        except ValueError as e:
+            raise StrategyError(f"strategy {decl.spec!r}: {e}") from None
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the wrapper module
+# ---------------------------------------------------------------------------------------------------------
+_TEMPLATE = '''\
+"""Generated by hean.strategies.plugin for {spec!r} ({source}); do not edit.
+
+The C entry points of the strategy's callbacks (hean.strategies.abi), compiled and cached in this folder.
+"""
+
+import numpy as np
+from numba import carray, cfunc, njit
+
+from hean.api import Ctx, MAX_ACTIONS, N_INFO, N_META, N_MONEY, N_OF, N_TRADE, ORDERS_CAP, TRADES_KEPT
+from hean.indicators.streaming import N_OUT
+from hean.records import BOOK_STATE, EXEC_REPORT
+from hean.strategies import abi as A
+from hean.strategies.plugin import declaration
+
+_D = declaration({spec!r})
+PARAMS = _D.params_dtype
+STATE = _D.state_dtype
+{callbacks}
+
+@njit(inline="always", error_model="numpy")
+def _ctx(d):
+    desc = carray(A.as_voidptr(d), (A.N_DESC,), np.int64)
+    n = desc[A.D_N]
+    return Ctx(
+        carray(A.as_voidptr(desc[A.D_PARAMS]), (1,), PARAMS)[0],
+        carray(A.as_voidptr(desc[A.D_STATE]), (n,), STATE),
+        carray(A.as_voidptr(desc[A.D_BOOK]), (n,), BOOK_STATE),
+        carray(A.as_voidptr(desc[A.D_SYMBOLS]), (n,), np.int64),
+        carray(A.as_voidptr(desc[A.D_IND]), (n, N_OUT), np.float64),
+        carray(A.as_voidptr(desc[A.D_INFO]), (n, N_INFO), np.int64),
+        carray(A.as_voidptr(desc[A.D_TRADES]), (n, TRADES_KEPT, N_TRADE), np.int64),
+        carray(A.as_voidptr(desc[A.D_ORDERS]), (ORDERS_CAP, N_OF), np.int64),
+        carray(A.as_voidptr(desc[A.D_ACTS]), (MAX_ACTIONS, N_OF), np.int64),
+        carray(A.as_voidptr(desc[A.D_META]), (N_META,), np.int64),
+        carray(A.as_voidptr(desc[A.D_POS]), (n,), np.int64),
+        carray(A.as_voidptr(desc[A.D_MONEY]), (n, N_MONEY), np.float64),
+        carray(A.as_voidptr(desc[A.D_VALUE]), (n,), np.float64),
+        carray(A.as_voidptr(desc[A.D_RISK_POS]), (desc[A.D_N_ENGINE],), np.int64),
+    )
+{entries}'''
+
+_ENTRY = {
+    "on_book": "_on_book(_ctx(d), s)",
+    "on_trade": "_on_trade(_ctx(d), s)",
+    "on_report": "_on_report(_ctx(d), s, carray(A.as_voidptr(arg), (1,), EXEC_REPORT)[0])",
+    "on_timer": "_on_timer(_ctx(d), arg)",
+}
+
+
+def _wrapper_text(decl: Declared, debug: bool) -> str:
+    given = [c for c in Strategy.CALLBACKS if getattr(decl.strategy, c) is not None]
+    callbacks = "\n".join(f"_{c} = _D.strategy.{c}" for c in given)
+    entries = ""
+    for c in given:
+        entries += (
+            f"\n\n@cfunc(A.SIGNATURE, cache=True, error_model='numpy', boundscheck={debug})\n"
+            f"def {c}(d, s, arg):\n    {_ENTRY[c]}\n    return 0\n"
+        )
+    return _TEMPLATE.format(spec=decl.spec, source=decl.source, callbacks=callbacks, entries=entries)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A strategy ready to run: its declaration and the addresses of its compiled callbacks (0: absent)."""
+
+    decl: Declared
+    folder: Path
+    addresses: dict[str, int]
+
+
+_LOADED: dict[tuple[str, bool], Loaded] = {}
+
+
+def load(spec: str, *, debug: bool = False) -> Loaded:
+    """Check, compile (or load from its cache) and link strategy ``spec``; cached per process."""
+    key = (spec, debug)
+    if key in _LOADED:
+        return _LOADED[key]
+    decl = declaration(spec)
+    text = _wrapper_text(decl, debug)
+    h = hashlib.sha1()
+    h.update(decl.source.read_bytes())
+    h.update(_api_digest())
+    h.update(f"{text}|{numba.__version__}|{np.__version__}|{_WRAPPER_VERSION}".encode())
+    digest = h.hexdigest()[:16]
+    folder = cache_root() / "strategies" / f"{_slug(decl)}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "wrapper.py"
+    if not path.exists() or path.read_text() != text:
+        tmp = folder / f".wrapper.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    modname = f"hean_strategy_{digest}"
+    if modname in sys.modules:
+        module = sys.modules[modname]
+    else:
+        mspec = importlib.util.spec_from_file_location(modname, path)
+        module = importlib.util.module_from_spec(mspec)
+        sys.modules[modname] = module
+        try:
+            mspec.loader.exec_module(module)  # compiles (or loads) every cfunc
+        except Exception as e:
+            del sys.modules[modname]
+            raise StrategyError(_compile_message(decl, e)) from None
+    addresses = {c: (getattr(module, c).address if hasattr(module, c) else 0) for c in Strategy.CALLBACKS}
+    loaded = Loaded(decl, folder, addresses)
+    _LOADED[key] = loaded
+    return loaded
+
+
+_API_FILES = ("api.py", "records.py", "strategies/abi.py", "strategies/plugin.py", "indicators/streaming.py")
+
+
+def _api_digest() -> bytes:
+    """HEAN's side of what a strategy compiles with (the API's helpers inline into it): a change there is a
+    new wrapper too."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha1()
+    for rel in _API_FILES:
+        h.update((root / rel).read_bytes())
+    return h.digest()
+
+
+def _slug(decl: Declared) -> str:
+    return re.sub(r"[^0-9A-Za-z_]+", "_", f"{decl.source.stem}_{decl.name}")[:48]
+
+
+_NOISE = (
+    "Failed in ",
+    "During:",
+    "File ",
+    "^",
+    "There are ",
+    "- Of which",
+    "Overload ",
+    "With argument",
+    "Rejected as",
+    "raised from",
+    "No implementation of function",
+    "- Resolution failure",
+    "Invalid use of",
+)
+
+
+def _compile_message(decl: Declared, e: BaseException) -> str:
+    """numba's message cut to the user's file and line (the deepest place it names in the strategy's file)
+    and its one essential line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    where = ""
+    for i, ln in enumerate(lines):
+        m = re.search(r'File "([^"]+)", line (\d+)', ln)
+        if m and _same_file(m.group(1), decl.source):
+            code = lines[i + 2] if i + 2 < len(lines) and lines[i + 1].startswith("def ") else ""
+            code = code or (lines[i + 1] if i + 1 < len(lines) else "")
+            where = f"{decl.source}:{m.group(2)}" + (f": {code}" if code and not code.startswith("^") else "")
+    essential = next((ln for ln in lines if not ln.startswith(_NOISE) and not ln.startswith(">>>")), "")
+    if not essential:
+        essential = lines[0] if lines else type(e).__name__
+    return f"strategy {decl.spec!r} does not compile: {where or decl.source}\n  {essential}"
+
+
+def _same_file(named: str, source: Path) -> bool:
+    """numba names files relative to the working directory; compare resolved paths."""
+    try:
+        return Path(named).resolve() == source
+    except OSError:
+        return False
