@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "book": "hean.commands.book",
     "convert": "hean.commands.convert",
     "top": "hean.commands.top",
+    "strategy": "hean.commands.strategy",
+    "cache": "hean.commands.cache",
 }
 
 

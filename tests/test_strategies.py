@@ -1,4 +1,4 @@
-"""The strategy stage and the shipped strategies on crafted BOOK_STATE sequences."""
+"""The shipped strategies (plug-ins of hean.api) through the strategy stage, on crafted book states and reports."""
 
 from __future__ import annotations
 
@@ -6,29 +6,40 @@ import math
 
 import numpy as np
 import pytest
-from numba import njit
 from numpy.testing import assert_array_equal
 from test_indicators import btc_trades
 
+from hean import api as A
 from hean import indicators as hi
 from hean.indicators import streaming as S
-from hean.jit import kernel
-from hean.records import BOOK_STATE, BUY, F_CROSSED, F_POST_ONLY, F_REDUCE_ONLY, F_STALE, ORDER, SELL, BookStateKind
-from hean.stages import strategy as SS
-from hean.strategies.intent import (
-    CANCEL,
-    CANCEL_ALL,
-    GTC,
-    IOC,
-    LIMIT,
-    MARKET,
-    NEW,
-    REPLACE,
-    intent,
-    no_order,
+from hean.records import (
+    A_CANCEL,
+    A_NEW,
+    A_REPLACE,
+    BOOK_STATE,
+    BUY,
+    EXEC_REPORT,
+    F_POST_ONLY,
+    F_REDUCE_ONLY,
+    F_STALE,
+    SELL,
+    T_LIMIT,
+    T_MARKET,
+    X_ACK,
+    X_CANCELED,
+    X_FILL,
+    BookStateKind,
 )
+from hean.stages import strategy as SS
+from hean.stages.strategy import StrategyDriver
 
 QUOTE, TRADE, STATUS = int(BookStateKind.QUOTE), int(BookStateKind.TRADE), int(BookStateKind.STATUS)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Compiled strategies in a cache folder of the test session, not the user's."""
+    monkeypatch.setenv("HEAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hean-cache"))
 
 
 def book(n: int) -> np.ndarray:
@@ -50,11 +61,19 @@ def set_trade(r, sym, px, qty, ts_ms):
     r["last_trade_px"], r["last_trade_qty"] = px, qty
 
 
-def run(stage, records, position=None, capacity=None):
-    pos = np.zeros(stage.strat.i.shape[0], np.int64) if position is None else position
-    out = np.zeros(capacity or len(records), ORDER)
-    n = SS.run_book_states(stage.strat, stage.ind, stage.bars, stage.params, pos, records, out)
-    return out[:n]
+def report(kind, order, *, router_id=None, qty=0, price=None, leaves=0, fee=0.0, reason=0):
+    """The report the router would forward about intent ``order`` (an ORDER record)."""
+    r = np.zeros(1, EXEC_REPORT)[0]
+    r["kind"], r["symbol"], r["side"] = kind, order["symbol"], order["side"]
+    r["order_id"] = router_id if router_id is not None else 100 + int(order["client_id"])
+    r["client_id"], r["strategy"] = order["client_id"], order["strategy"]
+    r["price"] = order["price"] if price is None else price
+    r["qty"], r["leaves_qty"], r["fee"], r["reason"] = qty, leaves, fee, reason
+    return r
+
+
+def reports(*rs) -> np.ndarray:
+    return np.array(list(rs), dtype=EXEC_REPORT)
 
 
 def fields(orders) -> list[tuple[int, int, int, int]]:
@@ -65,66 +84,79 @@ def fields(orders) -> list[tuple[int, int, int, int]]:
 # market maker
 # ---------------------------------------------------------------------------------------------------------
 def mm(params=None, **kw):
-    return SS.make_strategy_stage("market_maker", 2, params, mode="tick", tick_source="mid", **kw)
+    """The market maker on engine symbol 1 of 2, indicators on every sound mid."""
+    return StrategyDriver([("market_maker", [1], params)], 2, mode="tick", tick_source="mid", **kw)
 
 
-def quotes(*books):
+def quotes(*books, sym=1, t0=1000):
     recs = book(len(books))
-    for r, (bid, ask) in zip(recs, books, strict=True):
-        set_quote(r, 1, bid, ask, 1000)
+    for j, (r, (bid, ask)) in enumerate(zip(recs, books, strict=True)):
+        set_quote(r, sym, bid, ask, t0 + j)
     return recs
 
 
+def acked(d, orders):
+    """Acknowledge every NEW in ``orders`` (router ids 100 + client id)."""
+    d.reports(reports(*[report(X_ACK, o) for o in orders if o["kind"] == A_NEW]))
+
+
 def test_mm_quotes_both_sides_once_then_stays_quiet():
-    stage = mm({"half_spread_ticks": 2, "skew_ticks_per_lot": 0.5}, index=7)
-    orders = run(stage, quotes(*[(1000, 1002)] * 5))
-    assert fields(orders) == [(NEW, BUY, 999, 1), (NEW, SELL, 1003, 1)]
-    assert (orders["order_type"] == LIMIT).all() and (orders["tif"] == GTC).all()
+    d = mm({"half_spread_ticks": 2, "skew_ticks_per_lot": 0.5})
+    orders = d.states(quotes(*[(1000, 1002)] * 5))
+    assert fields(orders) == [(A_NEW, BUY, 999, 1), (A_NEW, SELL, 1003, 1)]
+    assert (orders["order_type"] == T_LIMIT).all() and (orders["tif"] == A.GTC).all()
     assert (orders["flags"] == F_POST_ONLY).all() and (orders["order_id"] == 0).all()
     assert_array_equal(orders["seq"], [1, 2])
-    assert (orders["strategy"] == 7).all() and (orders["venue"] == -1).all() and (orders["symbol"] == 1).all()
+    assert_array_equal(orders["client_id"], [1, 2])
+    assert (orders["strategy"] == 0).all() and (orders["venue"] == -1).all() and (orders["symbol"] == 1).all()
     assert (orders["ts_origin"] == 11_000).all() and (orders["ts_exch"] == 1_000_000_000).all()
+    assert [A.PENDING, A.PENDING] == [int(d.slot().orders[c, A.OF_STATE]) for c in (1, 2)]
 
 
-def test_mm_skews_against_inventory():
-    stage = mm({"half_spread_ticks": 2, "skew_ticks_per_lot": 0.5})
-    assert fields(run(stage, quotes((1000, 1002), (1000, 1002)))) == [(NEW, BUY, 999, 1), (NEW, SELL, 1003, 1)]
-    long4 = np.array([0, 4], np.int64)  # long 4 lots: both quotes 2 ticks lower
-    orders = run(stage, quotes(*[(1000, 1002)] * 4), position=long4)
-    assert fields(orders) == [(REPLACE, BUY, 997, 1), (REPLACE, SELL, 1001, 1)]
-    short4 = np.array([0, -4], np.int64)
-    orders = run(stage, quotes(*[(1000, 1002)] * 4), position=short4)
-    assert fields(orders) == [(REPLACE, BUY, 1001, 1), (REPLACE, SELL, 1005, 1)]
+def test_mm_skews_against_its_own_fills():
+    d = mm({"half_spread_ticks": 2, "skew_ticks_per_lot": 0.5, "quote_qty": 4})
+    orders = d.states(quotes((1000, 1002)))
+    acked(d, orders)
+    bid = orders[0]
+    d.reports(reports(report(X_FILL, bid, qty=4, price=999)))  # long 4 lots: both quotes 2 ticks lower
+    assert d.slot().pos[0] == 4 and int(d.slot().orders[1, A.OF_STATE]) == A.FILLED
+    orders = d.states(quotes((1000, 1002)))
+    # the bid was filled (no live quote: a NEW), the ask is acknowledged (a REPLACE of its router id)
+    assert fields(orders) == [(A_NEW, BUY, 997, 4), (A_REPLACE, SELL, 1001, 4)]
+    assert orders[1]["order_id"] == 102 and orders[1]["client_id"] == 2
 
 
-def test_mm_requotes_only_on_a_large_enough_move():
-    stage = mm({"half_spread_ticks": 3, "skew_ticks_per_lot": 0.0, "requote_ticks": 3})
-    run(stage, quotes((1000, 1002), (1000, 1002)))
-    assert len(run(stage, quotes(*[(1002, 1004)] * 4))) == 0, "a 2-tick move is below requote_ticks"
-    orders = run(stage, quotes(*[(1003, 1005)] * 4))
-    assert fields(orders) == [(REPLACE, BUY, 1001, 1), (REPLACE, SELL, 1007, 1)]
+def test_mm_requotes_only_on_a_large_enough_move_and_only_an_acknowledged_quote():
+    d = mm({"half_spread_ticks": 3, "skew_ticks_per_lot": 0.0, "requote_ticks": 3})
+    first = d.states(quotes((1000, 1002)))
+    assert len(d.states(quotes((1003, 1005)))) == 0, "not acknowledged yet: nothing to replace"
+    acked(d, first)
+    assert len(d.states(quotes((1002, 1004)))) == 0, "a 2-tick move is below requote_ticks"
+    orders = d.states(quotes((1003, 1005), (1003, 1005)))
+    assert fields(orders) == [(A_REPLACE, BUY, 1001, 1), (A_REPLACE, SELL, 1007, 1)], "sent once, then pending"
 
 
 def test_mm_never_crosses_the_book():
-    stage = mm({"half_spread_ticks": 0, "skew_ticks_per_lot": 2.0})
-    orders = run(stage, quotes(*[(1000, 1001)] * 2), position=np.array([0, 5], np.int64))
-    assert fields(orders) == [(NEW, BUY, 990, 1), (NEW, SELL, 1001, 1)]  # ask clamped to best bid + 1
-    stage = mm({"half_spread_ticks": 0, "skew_ticks_per_lot": 2.0})
-    orders = run(stage, quotes(*[(1000, 1001)] * 2), position=np.array([0, -5], np.int64))
-    assert fields(orders) == [(NEW, BUY, 1000, 1), (NEW, SELL, 1011, 1)]  # bid clamped to best ask - 1
+    d = mm({"half_spread_ticks": 0, "skew_ticks_per_lot": 2.0, "quote_qty": 5})
+    d.slot().pos[0] = 5  # long 5 (as after fills): center 1000.5 - 10
+    assert fields(d.states(quotes((1000, 1001)))) == [(A_NEW, BUY, 990, 5), (A_NEW, SELL, 1001, 5)]
+    d = mm({"half_spread_ticks": 0, "skew_ticks_per_lot": 2.0, "quote_qty": 5})
+    d.slot().pos[0] = -5
+    assert fields(d.states(quotes((1000, 1001)))) == [(A_NEW, BUY, 1000, 5), (A_NEW, SELL, 1011, 5)]
 
 
 def test_mm_stops_quoting_the_side_that_would_breach_max_position():
-    stage = mm({"half_spread_ticks": 1, "skew_ticks_per_lot": 0.0, "max_position": 3, "quote_qty": 2})
-    run(stage, quotes((1000, 1002), (1000, 1002)))
-    orders = run(stage, quotes(*[(1000, 1002)] * 3), position=np.array([0, 2], np.int64))
-    assert fields(orders) == [(CANCEL, BUY, 0, 0)], "long 2 + 2 > 3: the bid goes, the ask stays"
-    assert len(run(stage, quotes((1000, 1002)), position=np.array([0, 2], np.int64))) == 0
+    d = mm({"half_spread_ticks": 1, "skew_ticks_per_lot": 0.0, "max_position": 3, "quote_qty": 2})
+    acked(d, d.states(quotes((1000, 1002))))
+    d.slot().pos[0] = 2
+    orders = d.states(quotes((1000, 1002), (1000, 1002)))
+    assert fields(orders) == [(A_CANCEL, BUY, 1000, 2)], "long 2 + 2 > 3: the bid goes, the ask stays"
+    assert orders[0]["order_id"] == 101
 
 
-def test_mm_cancels_all_once_on_a_bad_book_and_resumes():
-    stage = mm({"half_spread_ticks": 1, "skew_ticks_per_lot": 0.0})
-    run(stage, quotes((1000, 1002), (1000, 1002)))
+def test_mm_cancels_on_a_bad_book_and_resumes():
+    d = mm({"half_spread_ticks": 1, "skew_ticks_per_lot": 0.0})
+    acked(d, d.states(quotes((1000, 1002))))
     recs = book(6)
     set_quote(recs[0], 1, 1000, 1002, 2000, flags=F_STALE, kind=STATUS)
     set_quote(recs[1], 1, 1000, 1002, 2001, flags=F_STALE)
@@ -133,36 +165,48 @@ def test_mm_cancels_all_once_on_a_bad_book_and_resumes():
     set_quote(recs[4], 1, 1000, 1002, 2004)
     set_quote(recs[5], 1, 1000, 1002, 2005)
     recs[2]["bid_px"], recs[2]["ask_px"] = 1003, 1001
-    recs[2]["flags"] = 0
-    orders = run(stage, recs)
-    assert fields(orders) == [(CANCEL_ALL, 0, 0, 0), (NEW, BUY, 1000, 1), (NEW, SELL, 1002, 1)]
+    orders = d.states(recs)
+    assert fields(orders) == [(A_CANCEL, BUY, 1000, 1), (A_CANCEL, SELL, 1002, 1)]
+    assert_array_equal(orders["order_id"], [101, 102])
+    # the cancels are pending: no new quote until they are done
+    d.reports(reports(*[report(X_CANCELED, o, router_id=o["order_id"]) for o in orders]))
+    assert fields(d.states(quotes((1000, 1002)))) == [(A_NEW, BUY, 1000, 1), (A_NEW, SELL, 1002, 1)]
+
+
+def test_mm_cancel_before_the_acknowledgement_goes_out_with_it():
+    d = mm({"half_spread_ticks": 1})
+    first = d.states(quotes((1000, 1002)))
+    stale = book(1)
+    set_quote(stale[0], 1, 1000, 1002, 2000, flags=F_STALE, kind=STATUS)
+    assert len(d.states(stale)) == 0, "no router id yet: the cancels wait"
+    late = d.reports(reports(*[report(X_ACK, o) for o in first]))
+    assert fields(late) == [(A_CANCEL, BUY, 1000, 1), (A_CANCEL, SELL, 1002, 1)]
+    assert_array_equal(late["order_id"], [101, 102])
+    assert (late["ts_origin"] == 0).all(), "caused by a report, not a market event: not tick-to-trade"
 
 
 def test_mm_widens_with_atr():
-    stage = SS.make_strategy_stage(
-        "market_maker",
+    d = StrategyDriver(
+        [("market_maker", [0], {"half_spread_ticks": 1, "atr_mult": 2.0, "skew_ticks_per_lot": 0.0})],
         1,
-        {"half_spread_ticks": 1, "atr_mult": 2.0, "skew_ticks_per_lot": 0.0},
         mode="tick",
         tick_source="trades",
         indicators={"atr_period": 2},
     )
-    recs = book(6)
+    recs = book(4)
     for j, px in enumerate([1000, 1004, 1000, 1004]):  # true range 4 ticks each: ATR(2) = 4
         set_trade(recs[j], 0, px, 1, j)
-    set_quote(recs[4], 0, 1000, 1002, 10)
-    set_quote(recs[5], 0, 1000, 1002, 11)
-    orders = run(stage, recs)
-    assert stage.ind.out[0, S.OUT_ATR] == 4.0
-    assert [(int(o["side"]), int(o["price"])) for o in orders[-2:]] == [(BUY, 993), (SELL, 1009)]  # 1001 -/+ 8
+    acked(d, d.states(recs))  # quoted on the first trade's book (no ATR yet), then waiting for the acks
+    assert d.slot().ind.out[0, S.OUT_ATR] == 4.0
+    orders = d.states(quotes((1000, 1002), sym=0))
+    assert fields(orders) == [(A_REPLACE, BUY, 993, 1), (A_REPLACE, SELL, 1009, 1)]  # 1001 -/+ 8
 
 
 def test_mm_microprice():
-    stage = mm({"half_spread_ticks": 1, "skew_ticks_per_lot": 0.0, "use_microprice": 1})
-    recs = book(2)
-    for r in recs:
-        set_quote(r, 1, 1000, 1010, 0, bid_qty=9, ask_qty=1)  # microprice 1009: quotes floor/ceil(1009 -/+ 1)
-    assert fields(run(stage, recs)) == [(NEW, BUY, 1008, 1), (NEW, SELL, 1010, 1)]
+    d = mm({"half_spread_ticks": 1, "skew_ticks_per_lot": 0.0, "use_microprice": 1})
+    recs = book(1)
+    set_quote(recs[0], 1, 1000, 1010, 0, bid_qty=9, ask_qty=1)  # microprice 1009: quotes floor/ceil(1009 -/+ 1)
+    assert fields(d.states(recs)) == [(A_NEW, BUY, 1008, 1), (A_NEW, SELL, 1010, 1)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,6 +214,10 @@ def test_mm_microprice():
 # ---------------------------------------------------------------------------------------------------------
 SIGNAL_PARAMS = {"rsi_oversold": 40.0, "rsi_overbought": 60.0, "cooldown_ms": 0.0, "max_position": 1_000_000}
 SIGNAL_INDICATORS = {"rsi_period": 5, "macd_fast": 3, "macd_slow": 8, "macd_signal": 3}
+
+
+def rsi_macd(params, mode="tick"):
+    return StrategyDriver([("rsi_macd", [0], params)], 1, mode=mode, indicators=SIGNAL_INDICATORS)
 
 
 def btc_tick_records(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,8 +256,8 @@ def expected_signals(close, params, ind_cfg, position=0, allow_short=False):
 def test_rsi_macd_fires_exactly_on_the_reference_signals():
     recs, ticks = btc_tick_records(4000)
     params = dict(SIGNAL_PARAMS, allow_short=1.0, slippage_ticks=2.0)
-    stage = SS.make_strategy_stage("rsi_macd", 1, params, mode="tick", indicators=SIGNAL_INDICATORS, index=3)
-    orders = run(stage, recs)
+    d = rsi_macd(params)
+    orders = d.states(recs)
     want = expected_signals(ticks.astype(np.float64), params, SIGNAL_INDICATORS, allow_short=True)
     assert len(want) > 20, "the crafted thresholds must produce signals on this data"
     got_t = orders["ts_origin"].tolist()
@@ -217,33 +265,35 @@ def test_rsi_macd_fires_exactly_on_the_reference_signals():
     buys, sells = orders[orders["side"] == BUY], orders[orders["side"] == SELL]
     assert_array_equal(buys["price"], recs["ask_px"][[t for t, s in want if s == BUY]] + 2)
     assert_array_equal(sells["price"], recs["bid_px"][[t for t, s in want if s == SELL]] - 2)
-    assert (orders["kind"] == NEW).all() and (orders["tif"] == IOC).all() and (orders["order_type"] == LIMIT).all()
-    assert (orders["strategy"] == 3).all() and (orders["flags"] == 0).all()
-    assert stage.strat.cfg[SS.C_SAMPLES] == len(recs)
+    assert (orders["kind"] == A_NEW).all() and (orders["tif"] == A.IOC).all()
+    assert (orders["order_type"] == T_LIMIT).all() and (orders["flags"] == 0).all()
+    assert_array_equal(orders["client_id"], np.arange(1, len(orders) + 1))
+    assert d.slot().cfg[SS.S_SAMPLES] == len(recs)
 
 
 def test_rsi_macd_respects_the_cooldown():
     recs, ticks = btc_tick_records(4000)
     params = dict(SIGNAL_PARAMS, allow_short=1.0, cooldown_ms=5000.0)
-    stage = SS.make_strategy_stage("rsi_macd", 1, params, mode="tick", indicators=SIGNAL_INDICATORS)
-    orders = run(stage, recs)
+    orders = rsi_macd(params).states(recs)
     free = expected_signals(ticks.astype(np.float64), params, SIGNAL_INDICATORS, allow_short=True)
     assert 1 < len(orders) < len(free)
     assert (np.diff(orders["ts_exch"]) >= 5_000_000_000).all()
 
 
 def test_rsi_macd_caps_the_position_and_only_reduces_without_short():
-    recs, ticks = btc_tick_records(4000)
+    recs, _ = btc_tick_records(4000)
     params = dict(SIGNAL_PARAMS, max_position=3.0, order_qty=2.0, market_orders=1.0)
-    stage = SS.make_strategy_stage("rsi_macd", 1, params, mode="tick", indicators=SIGNAL_INDICATORS)
-    orders = run(stage, recs, position=np.array([2], np.int64))
+    d = rsi_macd(params)
+    d.slot().pos[0] = 2  # long 2 (its own fills); no fill comes back here, so it stays
+    orders = d.states(recs)
     assert len(orders) > 0
     assert (orders[orders["side"] == BUY]["qty"] == 1).all(), "2 + 2 > 3: only 1 lot may be bought"
     sells = orders[orders["side"] == SELL]
     assert (sells["qty"] == 2).all() and (sells["flags"] == F_REDUCE_ONLY).all()
-    assert (orders["order_type"] == MARKET).all() and (orders["price"] == 0).all()
-    at_cap = SS.make_strategy_stage("rsi_macd", 1, params, mode="tick", indicators=SIGNAL_INDICATORS)
-    orders = run(at_cap, recs, position=np.array([3], np.int64))
+    assert (orders["order_type"] == T_MARKET).all() and (orders["price"] == 0).all()
+    at_cap = rsi_macd(params)
+    at_cap.slot().pos[0] = 3
+    orders = at_cap.states(recs)
     assert (orders["side"] == SELL).all() and len(orders) > 0
 
 
@@ -251,145 +301,71 @@ def test_rsi_macd_is_silent_on_a_flat_market():
     recs = book(300)
     for j in range(300):
         set_trade(recs[j], 0, 618003, 1, j)
-    stage = SS.make_strategy_stage("rsi_macd", 1, SIGNAL_PARAMS, mode="tick", indicators=SIGNAL_INDICATORS)
-    assert len(run(stage, recs)) == 0
-    assert stage.ind.out[0, S.OUT_RSI] == 0.0
+    d = rsi_macd(SIGNAL_PARAMS)
+    assert len(d.states(recs)) == 0
+    assert d.slot().ind.out[0, S.OUT_RSI] == 0.0
 
 
 def test_bar_mode_feeds_closed_bars_and_decides_only_then():
     recs, ticks = btc_tick_records(6000)
-    stage = SS.make_strategy_stage(
-        "rsi_macd", 1, dict(SIGNAL_PARAMS, allow_short=1.0), mode="bar", indicators=SIGNAL_INDICATORS
-    )
-    orders = run(stage, recs)
+    d = rsi_macd(dict(SIGNAL_PARAMS, allow_short=1.0), mode="bar")
+    orders = d.states(recs)
     ts_ms = recs["ts_exch"] // 1_000_000
     bucket = ts_ms // 1000
     closes_at = np.flatnonzero(bucket[1:] != bucket[:-1]) + 1  # first record of each new second
     last_of_bar = closes_at - 1
-    assert stage.strat.cfg[SS.C_SAMPLES] == len(closes_at) == stage.bars.last_i[0, 2]
+    sl = d.slot()
+    assert sl.cfg[SS.S_SAMPLES] == len(closes_at) == sl.bars.last_i[0, 2]
     close = ticks[last_of_bar].astype(np.float64)
-    assert stage.ind.out[0, S.OUT_RSI] == hi.rsi(close, 5)[-1]
+    assert sl.ind.out[0, S.OUT_RSI] == hi.rsi(close, 5)[-1]
     want = expected_signals(close, SIGNAL_PARAMS, SIGNAL_INDICATORS, allow_short=True)
-    got_t = orders["ts_origin"].tolist()
-    assert got_t == [int(closes_at[t]) for t, _ in want]
+    assert orders["ts_origin"].tolist() == [int(closes_at[t]) for t, _ in want]
 
 
 def test_tick_mode_on_mid_ignores_trades_and_bad_quotes():
-    stage = SS.make_strategy_stage("market_maker", 1, None, mode="tick", tick_source="mid")
+    d = StrategyDriver([("market_maker", [0], None)], 1, mode="tick", tick_source="mid")
     recs = book(4)
     set_trade(recs[0], 0, 1000, 3, 0)
     set_quote(recs[1], 0, 1000, 1002, 1)
     set_quote(recs[2], 0, 1000, 1002, 2, flags=F_STALE)
     set_quote(recs[3], 0, 1000, 1004, 3)
-    run(stage, recs)
-    assert stage.ind.istate[0, S.I_COUNT] == 2
-    assert stage.ind.out[0, S.OUT_SMA] != stage.ind.out[0, S.OUT_SMA]  # NaN: 2 samples < sma period
-
-
-def test_output_capacity_is_respected():
-    stage = mm({"half_spread_ticks": 1})
-    orders = run(stage, quotes(*[(1000, 1002)] * 4), capacity=1)
-    assert len(orders) == 1
+    d.states(recs)
+    ind = d.slot().ind
+    assert ind.istate[0, S.I_COUNT] == 2
+    assert ind.out[0, S.OUT_SMA] != ind.out[0, S.OUT_SMA]  # NaN: 2 samples < sma period
 
 
 # ---------------------------------------------------------------------------------------------------------
-# configuration
+# parameters
 # ---------------------------------------------------------------------------------------------------------
-def test_stage_from_config():
-    cfg = {
-        "strategy": {"name": "market_maker", "index": 2, "mode": "tick", "tick_source": "mid", "params": {}},
-        "indicators": {"atr_period": 5},
-        "bars": {"interval_ms": 250},
-    }
-    stage = SS.stage_from_config(cfg, 3)
-    spec = SS.strategies.get("market_maker")
-    assert stage.strat.cfg[SS.C_STRATEGY] == spec.id and stage.strat.cfg[SS.C_INDEX] == 2
-    assert stage.strat.cfg[SS.C_MODE] == SS.MODE_TICK and stage.ind.iparams[S.P_ATR] == 5
-    assert stage.bars.params[0] == 250_000_000 and stage.strat.i.shape[0] == 3
-    assert tuple(spec.module.PARAMS)[0] == "half_spread_ticks" and stage.params[0] == 1.0
-
-
-BAD_STAGES = [
-    (lambda: SS.make_strategy_stage("nope", 1), "unknown strategy 'nope'"),
-    (lambda: SS.make_strategy_stage("rsi_macd", 1, {"rsi_low": 20}), "has no parameter 'rsi_low'"),
-    (lambda: SS.make_strategy_stage("rsi_macd", 1, {"order_qty": "1"}), "must be a number"),
-    (lambda: SS.make_strategy_stage("rsi_macd", 1, {"order_qty": float("nan")}), "must be a number"),
-    (lambda: SS.make_strategy_stage("rsi_macd", 1, {"rsi_oversold": 80}), "rsi_oversold < rsi_overbought"),
-    (lambda: SS.make_strategy_stage("rsi_macd", 1, {"order_qty": 1.5}), "order_qty"),
-    (lambda: SS.make_strategy_stage("rsi_macd", 1, {"max_position": 0}), "max_position"),
-    (lambda: SS.make_strategy_stage("rsi_macd", 1, {"allow_short": 2}), "allow_short"),
-    (lambda: SS.make_strategy_stage("market_maker", 1, {"requote_ticks": 0}), "requote_ticks"),
-    (lambda: SS.make_strategy_stage("market_maker", 1, {"half_spread_ticks": -1}), "half_spread_ticks"),
-    (lambda: SS.make_strategy_stage("market_maker", 1, mode="candle"), "mode"),
-    (lambda: SS.make_strategy_stage("market_maker", 1, tick_source="book"), "tick_source"),
-    (lambda: SS.make_strategy_stage("market_maker", 1, index=256), "index"),
-    (lambda: SS.make_strategy_stage("market_maker", 1, indicators={"rsi_period": 1}), "rsi_period"),
-    (lambda: SS.make_strategy_stage("market_maker", 1, bars={"interval_ms": 0}), "interval_ms"),
-    (lambda: SS.stage_from_config({"strategy": {"params": {}}}, 1), "needs a name"),
-    (lambda: SS.stage_from_config({"strategy": {"name": "rsi_macd", "speed": 1}}, 1), "unknown \\[strategy\\]"),
+BAD_PARAMS = [
+    ("rsi_macd", {"rsi_low": 20}, "has no parameter 'rsi_low'"),
+    ("rsi_macd", {"order_qty": "1"}, "must be a number"),
+    ("rsi_macd", {"order_qty": float("nan")}, "must be a number"),
+    ("rsi_macd", {"rsi_oversold": 80}, "rsi_oversold < rsi_overbought"),
+    ("rsi_macd", {"order_qty": 1.5}, "order_qty"),
+    ("rsi_macd", {"max_position": 0}, "max_position"),
+    ("rsi_macd", {"allow_short": 2}, "allow_short"),
+    ("market_maker", {"requote_ticks": 0}, "requote_ticks"),
+    ("market_maker", {"half_spread_ticks": -1}, "half_spread_ticks"),
 ]
 
 
-def test_a_registered_strategy_without_a_branch_is_refused(monkeypatch):
-    from hean import strategies
-
-    spec = strategies.REGISTRY["market_maker"]
-    monkeypatch.setitem(strategies.REGISTRY, "copy", strategies.StrategySpec(9, spec.module, "no branch"))
-    with pytest.raises(ValueError, match="decide_by_id does not run"):
-        SS.make_strategy_stage("copy", 1)
-
-
-@pytest.mark.parametrize(("build", "match"), BAD_STAGES)
-def test_bad_stage_config_is_a_clear_error(build, match):
+@pytest.mark.parametrize(("name", "params", "match"), BAD_PARAMS)
+def test_bad_parameters_are_a_clear_error(name, params, match):
     with pytest.raises(ValueError, match=match):
-        build()
+        StrategyDriver([(name, [0], params)], 1)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the example of docs/strategies.md (keep the two in sync)
-# ---------------------------------------------------------------------------------------------------------
-@kernel(inline=True, error_model="numpy")
-def breakout_decide(strat, params, ind, sym, bs, position, fresh):
-    if not fresh:
-        return no_order()
-    strat.i[sym, 0] += 1
-    upper = ind.out[sym, S.OUT_BB_UPPER]
-    if upper != upper or (bs.flags & (F_STALE | F_CROSSED)) != 0 or bs.ask_px <= bs.bid_px:
-        return no_order()
-    qty = min(np.int64(params[0]), np.int64(params[1]) - position)
-    if bs.last_trade_px > upper and qty > 0:
-        return intent(NEW, BUY, qty, bs.ask_px, LIMIT, IOC, 0)
-    return no_order()
-
-
-@njit(_nrt=False)
-def _call_breakout(strat, params, ind, sym, bs, position, fresh):
-    return breakout_decide(strat, params, ind, sym, bs, position, fresh)
-
-
-def test_doc_example_strategy():
-    stage = SS.make_strategy_stage("rsi_macd", 1, None, indicators={"bb_period": 2})
-    for px in (1000.0, 1002.0):  # bands over (1000, 1002): upper = 1001 + 2 * 1 = 1003
-        S.indicators_update(stage.ind, 0, px, px, px, px, 1.0)
-    params = np.array([2.0, 5.0])
-    recs = book(2)
-    set_trade(recs[0], 0, 1004, 1, 0)
-    set_trade(recs[1], 0, 1003, 1, 0)
-    assert _call_breakout(stage.strat, params, stage.ind, 0, recs[0], 0, True) == (NEW, BUY, 2, 1005, LIMIT, IOC, 0)
-    assert _call_breakout(stage.strat, params, stage.ind, 0, recs[0], 4, True)[2] == 1, "capped at 5 lots"
-    assert _call_breakout(stage.strat, params, stage.ind, 0, recs[0], 0, False)[0] == 0, "not a fresh sample"
-    assert _call_breakout(stage.strat, params, stage.ind, 0, recs[1], 0, True)[0] == 0, "not above the band"
-    assert stage.strat.i[0, 0] == 3
-
-
-def test_a_registered_strategy_without_a_branch_says_what_to_add(monkeypatch):
-    """The docs' recipe has three steps; forgetting the branch is one message naming both places to edit."""
-    from hean import strategies
-    from hean.stages.strategy import make_strategy_stage
-    from hean.strategies import market_maker
-
-    monkeypatch.setitem(strategies.REGISTRY, "copy", strategies.StrategySpec(2, market_maker, "a copy"))
-    with pytest.raises(
-        ValueError, match=r"id 2, which decide_by_id does not run: .* 2: market_maker to DECIDE_BRANCHES"
-    ):
-        make_strategy_stage("copy", 1, {})
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"mode": "candle"}, "mode"),
+        ({"tick_source": "book"}, "tick_source"),
+        ({"indicators": {"rsi_period": 1}}, "rsi_period"),
+        ({"bar_ms": -5}, "interval_ms"),
+    ],
+)
+def test_bad_stage_overrides_are_a_clear_error(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        StrategyDriver([("market_maker", [0], None)], 1, **overrides)

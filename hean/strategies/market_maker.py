@@ -38,17 +38,19 @@ import numpy as np
 
 from hean.api import (
     BUY,
+    CANCEL_PENDING,
     F_CROSSED,
     F_STALE,
     GTC,
     OPEN,
     OUT_ATR,
+    PENDING,
     POST_ONLY,
+    REPLACE_PENDING,
     SELL,
     Strategy,
     callback,
     cancel,
-    is_live,
     limit,
     order_state,
     position,
@@ -109,10 +111,13 @@ def desired_quotes(p, atr, b, pos):
 
 @callback
 def quote_side(ctx, s, side, cid, have, want):
-    """Move the quote ``cid`` (at ``have``, 0: none live) to ``want`` (0: none); returns (cid, price) now."""
+    """Move the quote ``cid`` (at ``have``) to ``want`` (0: none); returns (cid, price) of the side now."""
     p = ctx.params
-    if not is_live(ctx, cid):
-        have = 0
+    state = order_state(ctx, cid)
+    if state == CANCEL_PENDING or state == REPLACE_PENDING:
+        return cid, have  # a cancel or replace is on its way: wait for its report
+    if state != PENDING and state != OPEN:
+        have = 0  # no live quote (filled, cancelled, rejected, or none yet)
     if want == have or (want != 0 and have != 0 and abs(want - have) < np.int64(p.requote_ticks)):
         return cid, have
     if want == 0:
@@ -121,9 +126,9 @@ def quote_side(ctx, s, side, cid, have, want):
     if have == 0:
         new = limit(ctx, s, side, want, np.int64(p.quote_qty), GTC, POST_ONLY)
         return (new, want) if new > 0 else (cid, 0)
-    if order_state(ctx, cid) == OPEN and replace(ctx, cid, want, np.int64(p.quote_qty)):
+    if state == OPEN and replace(ctx, cid, want, np.int64(p.quote_qty)):
         return cid, want
-    return cid, have  # a cancel or replace is on its way: wait for it
+    return cid, have  # not acknowledged yet: replace it once it is
 
 
 @callback
@@ -132,12 +137,10 @@ def on_event(ctx, s):
     b = ctx.book[s]
     st = ctx.state[s]
     if (b.flags & (F_STALE | F_CROSSED)) != 0 or b.bid_px <= 0 or b.ask_px <= b.bid_px:
-        if st.halted == 0:
+        if st.halted == 0:  # once per bad spell: cancel both quotes
             st.halted = 1
             cancel(ctx, st.bid_cid)
             cancel(ctx, st.ask_cid)
-            st.bid_px = 0
-            st.ask_px = 0
         return
     st.halted = 0
     bid, ask = desired_quotes(ctx.params, ctx.ind[s, OUT_ATR], b, position(ctx, s))

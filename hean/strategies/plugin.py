@@ -174,7 +174,8 @@ def _state_dtype(source: Path, s: Strategy) -> np.dtype:
     if dt.names is None:
         raise StrategyError(f"{source}: state must be a record dtype (named fields), got {dt}")
     for f, (ft, _) in dt.fields.items():
-        if ft.hasobject or ft.kind in "OUSV":
+        base = ft.base if ft.subdtype is not None else ft
+        if base.hasobject or base.kind in "OUSV":
             raise StrategyError(f"{source}: state field {f!r} has type {ft}: numbers only (no objects/strings)")
     if dt.itemsize > MAX_STATE_BYTES:
         raise StrategyError(
@@ -340,7 +341,7 @@ def load(spec: str, *, debug: bool = False) -> Loaded:
             mspec.loader.exec_module(module)  # compiles (or loads) every cfunc
         except Exception as e:
             del sys.modules[modname]
-            raise StrategyError(_compile_message(decl, e)) from None
+            raise StrategyError(_compile_message(decl, _diagnose(decl) or e)) from None
     addresses = {c: (getattr(module, c).address if hasattr(module, c) else 0) for c in Strategy.CALLBACKS}
     loaded = Loaded(decl, folder, addresses)
     _LOADED[key] = loaded
@@ -364,6 +365,50 @@ def _slug(decl: Declared) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", f"{decl.source.stem}_{decl.name}")[:48]
 
 
+def _sample_ctx(decl: Declared) -> Any:
+    """A context of the right types (what the wrapper builds), for compiling a callback on its own."""
+    from hean.api import MAX_ACTIONS, N_INFO, N_META, N_MONEY, N_OF, N_TRADE, ORDERS_CAP, TRADES_KEPT, Ctx
+    from hean.indicators.streaming import N_OUT
+    from hean.records import BOOK_STATE
+
+    return Ctx(
+        np.zeros(1, decl.params_dtype)[0],
+        np.zeros(1, decl.state_dtype),
+        np.zeros(1, BOOK_STATE),
+        np.zeros(1, np.int64),
+        np.zeros((1, N_OUT)),
+        np.zeros((1, N_INFO), np.int64),
+        np.zeros((1, TRADES_KEPT, N_TRADE), np.int64),
+        np.zeros((ORDERS_CAP, N_OF), np.int64),
+        np.zeros((MAX_ACTIONS, N_OF), np.int64),
+        np.zeros(N_META, np.int64),
+        np.zeros(1, np.int64),
+        np.zeros((1, N_MONEY)),
+        np.zeros(1),
+        np.zeros(1, np.int64),
+    )
+
+
+def _diagnose(decl: Declared) -> BaseException | None:
+    """Compile each callback on its own (not inlined into its wrapper): numba then reports a typing error with
+    the user's file and line, which an error inside the inlined code may lack. The first error, or None."""
+    from hean.records import EXEC_REPORT
+
+    ctx = numba.typeof(_sample_ctx(decl))
+    rec = numba.typeof(np.zeros(1, EXEC_REPORT)[0])
+    i64 = numba.types.int64
+    args = {"on_book": (ctx, i64), "on_trade": (ctx, i64), "on_report": (ctx, i64, rec), "on_timer": (ctx, i64)}
+    for c in Strategy.CALLBACKS:
+        fn = getattr(decl.strategy, c)
+        if fn is None:
+            continue
+        try:
+            fn.compile(args[c])
+        except Exception as e:  # numba raises many kinds; the first one is the user's error
+            return e
+    return None
+
+
 _NOISE = (
     "Failed in ",
     "During:",
@@ -382,21 +427,44 @@ _NOISE = (
 
 
 def _compile_message(decl: Declared, e: BaseException) -> str:
-    """numba's message cut to the user's file and line (the deepest place it names in the strategy's file)
-    and its one essential line."""
+    """numba's message cut to the user's file and line (the deepest place it names in the strategy's file,
+    with that line of code) and its one essential line."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    where = ""
-    for i, ln in enumerate(lines):
+    line = None
+    for ln in lines:
         m = re.search(r'File "([^"]+)", line (\d+)', ln)
         if m and _same_file(m.group(1), decl.source):
-            code = lines[i + 2] if i + 2 < len(lines) and lines[i + 1].startswith("def ") else ""
-            code = code or (lines[i + 1] if i + 1 < len(lines) else "")
-            where = f"{decl.source}:{m.group(2)}" + (f": {code}" if code and not code.startswith("^") else "")
+            line = int(m.group(2))
+    line = line or _user_line(e, decl.source)  # an error numba did not wrap (a KeyError): its frames know
+    signature = next((ln[4:] for ln in lines if ln.startswith(">>> ")), "")
     essential = next((ln for ln in lines if not ln.startswith(_NOISE) and not ln.startswith(">>>")), "")
-    if not essential:
+    if signature:
+        essential = f"no implementation for {signature}"
+    elif type(e).__name__ == "KeyError":
+        essential = f"no field {essential} (record fields: the BOOK_STATE / EXEC_REPORT records, the state)"
+    elif not essential:
         essential = lines[0] if lines else type(e).__name__
-    return f"strategy {decl.spec!r} does not compile: {where or decl.source}\n  {essential}"
+    where = str(decl.source)
+    if line:
+        code = decl.source.read_text().splitlines()[line - 1].strip()
+        where = f"{decl.source}:{line}: {code}"
+    return f"strategy {decl.spec!r} does not compile: {where}\n  {essential}"
+
+
+def _user_line(e: BaseException, source: Path) -> int | None:
+    """The line in ``source`` that numba was typing when ``e`` escaped it: the deepest ``loc`` (a numba
+    ``ir.Loc``) in the traceback's frames that points into the user's file."""
+    line = None
+    tb = e.__traceback__
+    while tb is not None:
+        for v in list(tb.tb_frame.f_locals.values()):
+            loc = getattr(v, "loc", None)
+            fn, ln = getattr(loc, "filename", None), getattr(loc, "line", None)
+            if isinstance(fn, str) and isinstance(ln, int) and _same_file(fn, source):
+                line = ln
+        tb = tb.tb_next
+    return line
 
 
 def _same_file(named: str, source: Path) -> bool:
