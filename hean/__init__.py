@@ -1,7 +1,19 @@
 """HEAN: a single-host, low-latency tick-to-trade trading engine.
 
 Stages are numba busy-poll loops over numpy state, chained by lock-free SPSC rings in ``/dev/shm``.
-See README.md for the map of the code.
+See README.md for the map of the code. For research: :func:`hean.backtest` (a recording and strategies in,
+orders, fills, positions and equity out; :mod:`hean.research`); for writing strategies: :mod:`hean.api`.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "backtest"]
+
+
+def __getattr__(name: str):
+    """``hean.backtest`` without importing numba for ``import hean`` (the CLI stays quick to start)."""
+    if name == "backtest":
+        from hean.research import backtest
+
+        return backtest
+    raise AttributeError(f"module 'hean' has no attribute {name!r}")

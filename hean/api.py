@@ -109,6 +109,7 @@ __all__ = [
     "n_trades",
     "order_state",
     "order_leaves",
+    "order_price",
     "open_orders",
     "is_live",
 ]
@@ -323,6 +324,13 @@ def order_leaves(ctx, cid):
     """The open quantity of order ``cid`` in lots (0 when it is done or unknown)."""
     r = _row(ctx, cid)
     return np.int64(0) if r < 0 else ctx.orders[r, OF_LEAVES]
+
+
+@_inline
+def order_price(ctx, cid):
+    """The limit price of order ``cid`` in ticks (after a replace: the new one, once confirmed); 0 if unknown."""
+    r = _row(ctx, cid)
+    return np.int64(0) if r < 0 else ctx.orders[r, OF_PRICE]
 
 
 @_inline

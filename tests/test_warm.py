@@ -18,10 +18,10 @@ from hean.stages.feed import feed_step
 from hean.stages.registry import PIPELINE
 from hean.stages.risk import risk_step
 from hean.stages.router import router_step
-from hean.stages.strategy import strategy_batch
+from hean.stages.strategy import strategy_step
 from hean.stages.venue import venue_step
 
-STEPS = (feed_step, book_batch, strategy_batch, risk_step, router_step, venue_step)  # each stage's kernel
+STEPS = (feed_step, book_batch, strategy_step, risk_step, router_step, venue_step)  # each stage's kernel
 LOOP = loop_module(PIPELINE)
 N = len(PIPELINE)
 FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE = range(N)

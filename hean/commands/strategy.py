@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("strategy", help="write a starter strategy on the hean.api")
+    p = sub.add_parser("strategy", help="write a commented starter strategy (hean.api)")
     act = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     new = act.add_parser(
         "new",

@@ -12,6 +12,7 @@ types -- so every placement's loop has one type, compiled once (:mod:`hean.engin
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -31,7 +32,15 @@ from hean.symbols import SymbolTable
 from hean.telemetry.block import attach_block, block_name
 from hean.telemetry.histogram import HIST_LEN
 
-__all__ = ["BuiltWorker", "build_local", "build_stages", "build_worker", "check_config", "load_replay"]
+__all__ = [
+    "BuiltWorker",
+    "build_local",
+    "build_stages",
+    "build_worker",
+    "check_config",
+    "load_replay",
+    "prepare_replay",
+]
 
 
 def venue_index(cfg: Config) -> dict[str, int]:
@@ -80,6 +89,31 @@ def check_config(cfg: Config, pipeline: tuple[Stage, ...] = PIPELINE) -> None:
         raise
     except (ValueError, TypeError, ArithmeticError, KeyError, MemoryError) as e:
         raise ConfigError(f"the configuration cannot be built: {type(e).__name__}: {e}") from None
+
+
+def prepare_replay(cfg: Config, directory: str):
+    """Read the recording once into a native event file in ``directory``; the configuration to run it: the
+    feed maps that file, and the symbol table is the recording's (prices in its ticks), each symbol on the
+    first venue. Returns (config, the reader's report). Raises the reader's FeedError (naming the file)."""
+    import msgspec
+
+    from hean.feeds import load_events
+    from hean.feeds.native import write_native
+
+    f = cfg.feed
+    events, report = load_events(f.path, f.format, lenient=f.lenient, symbol=f.symbol or None)
+    if len(events) == 0:
+        raise ValueError(f"cannot replay {f.path}: no events")
+    path = os.path.join(directory, "replay.hev")
+    write_native(path, events, report.symbols, source=f.path)
+    venue = cfg.venues[0].name if cfg.venues else "sim"
+    symbols = [
+        msgspec.structs.replace(cfg.symbols[0], name=s.name, tick_size=str(s.tick_size), lot_size=str(s.lot_size),
+                                venue=venue)
+        for s in report.symbols
+    ]  # fmt: skip
+    feed = msgspec.structs.replace(f, path=path, format="native")
+    return msgspec.structs.replace(cfg, feed=feed, symbols=symbols), report
 
 
 def load_replay(cfg: Config) -> np.ndarray:

@@ -80,7 +80,9 @@ class EngineSection(_Section):
     heartbeat_timeout_ms: int = 2000  # a worker silent this long is declared dead
     ready_timeout_s: float = 600.0  # compile + warm-up budget per worker (a cold first start compiles)
     drain_timeout_s: float = 5.0  # after the feed stops, how long the pipeline may take to drain
-    debug: bool = False  # strategies compiled with bounds checking (an index error names the callback)
+    debug: bool = False  # strategies compiled with bounds checking (an index error is reported, not ignored)
+    record_rows: int = 0  # per strategy: orders, reports and equity rows kept in memory (hean.backtest); 0: none
+    equity_ms: int = 1000  # recorded runs: equity sampled every this many ms of event time (and at fills)
 
 
 class FeedSection(_Section):
@@ -309,15 +311,19 @@ def strategy_entries(cfg: Config) -> list[StrategyEntry]:
     ]
 
 
+MAX_RECORD_ROWS = 1 << 26  # rows per log per strategy (an ORDER row is 128 bytes: 8 GiB at most)
+
+
 def _validate_strategies(cfg: Config) -> None:
     from hean.stages.strategy import MAX_STRATEGIES
 
     if len(cfg.strategies) > MAX_STRATEGIES:
         raise ConfigError(f"key 'strategies': at most {MAX_STRATEGIES} strategies, got {len(cfg.strategies)}")
     names = {s.name for s in cfg.symbols}
+    replay = cfg.feed.source == "replay"  # a replay's symbols come from the recording: checked when built
     for j, e in enumerate(cfg.strategies):
         for sym in e.symbols:
-            if cfg.symbols and sym not in names:
+            if cfg.symbols and not replay and sym not in names:
                 raise ConfigError(f"key 'strategies[{j}].symbols': no symbol {sym!r} in [[symbols]] {sorted(names)}")
         if len(set(e.symbols)) != len(e.symbols):
             raise ConfigError(f"key 'strategies[{j}].symbols': a symbol twice: {e.symbols}")
@@ -342,6 +348,8 @@ def _validate_engine(e: EngineSection) -> None:
     for key in ("duration_s", "ready_timeout_s", "drain_timeout_s"):
         _number(f"engine.{key}", getattr(e, key), 0, MAX_SECONDS)
     _number("engine.heartbeat_timeout_ms", e.heartbeat_timeout_ms, 0, MAX_HEARTBEAT_MS, low_open=True)
+    _number("engine.record_rows", e.record_rows, 0, MAX_RECORD_ROWS)
+    _number("engine.equity_ms", e.equity_ms, 0, 86_400_000)
     if e.run_id and not re.fullmatch(r"[A-Za-z0-9_]{1,48}", e.run_id):
         raise ConfigError(f"key 'engine.run_id': use 1-48 letters, digits or '_', got {e.run_id!r}")
 

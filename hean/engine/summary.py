@@ -62,6 +62,26 @@ def risk_view(risk: np.ndarray, symbols: list[str]) -> dict:
     return out
 
 
+def _strategies(tm: dict, paths: list[str]) -> list[dict]:
+    """Orders (intents sent), fills and PnL per strategy, from the strategy stage's counters."""
+    from hean.stages.strategy import U_FILLS, U_INTENTS, U_PNL, U_REFUSED, U_STRIDE
+
+    if "strategy" not in tm:
+        return []
+    c = tm["strategy"]["counters"]
+    return [
+        {
+            "id": j,
+            "path": path,
+            "orders": int(c[U_INTENTS + j * U_STRIDE]),
+            "fills": int(c[U_FILLS + j * U_STRIDE]),
+            "refused_actions": int(c[U_REFUSED + j * U_STRIDE]),
+            "pnl": _f64(c[U_PNL + j * U_STRIDE]),
+        }
+        for j, path in enumerate(paths)
+    ]
+
+
 def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> dict:
     """The JSON-able summary of a finished run (``symbols``: names by id; the run's own list wins)."""
     tm = result.telemetry
@@ -118,6 +138,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "rejects_total": int(sum(rejects.values())),
         "router_refusals": refusals,  # orders the router refused after risk passed them (by reason)
         "pnl": risk_view(tm["risk"]["risk"], symbols) if "risk" in tm else {},
+        "strategies": _strategies(tm, getattr(result, "strategies", [])),
         "tick_to_trade_ns": hist_summary(e2e if e2e is not None else new_histogram()),
         "stages": stages,
         "placement": result.placement,

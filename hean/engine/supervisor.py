@@ -74,6 +74,7 @@ class RunResult:
     feed_s: float = 0.0  # from START until the feed was told to stop or finished (the rate's denominator)
     telemetry: dict = field(default_factory=dict)  # stage -> snapshot arrays (copied before unlink)
     placement: dict = field(default_factory=dict)
+    strategies: list = field(default_factory=list)  # the strategies' paths, by id (ORDER.strategy)
 
 
 def new_run_id() -> str:
@@ -503,28 +504,15 @@ class Supervisor:
         f = self.cfg.feed
         if f.source != "replay":
             return
-        from hean.feeds import load_events
-        from hean.feeds.native import write_native
+        from hean.engine.build import prepare_replay
 
+        self._replay_dir = runs.run_temp_dir(self.run_id, "replay")
         try:
-            events, report = load_events(f.path, f.format, lenient=f.lenient, symbol=f.symbol or None)
+            self.cfg, report = prepare_replay(self.cfg, self._replay_dir)
         except (OSError, ValueError) as e:
             why = str(e)  # a FeedError names the file itself
             raise EngineError(why if f.path in why else f"cannot replay {f.path}: {why}") from None
         print(f"hean: {report.summary()}", file=sys.stderr)
-        if len(events) == 0:
-            raise EngineError(f"cannot replay {f.path}: no events")
-        self._replay_dir = runs.run_temp_dir(self.run_id, "replay")
-        path = os.path.join(self._replay_dir, "replay.hev")
-        write_native(path, events, report.symbols, source=f.path)
-        venue = self.cfg.venues[0].name if self.cfg.venues else "sim"
-        symbols = [
-            msgspec.structs.replace(self.cfg.symbols[0], name=s.name, tick_size=str(s.tick_size),
-                                    lot_size=str(s.lot_size), venue=venue)
-            for s in report.symbols
-        ]  # fmt: skip
-        feed = msgspec.structs.replace(f, path=path, format="native")
-        self.cfg = msgspec.structs.replace(self.cfg, feed=feed, symbols=symbols)
 
     def run(self) -> RunResult:
         self._pending_control: list[int] = []
@@ -532,8 +520,15 @@ class Supervisor:
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
         old = {s: signal.signal(s, self._on_signal) for s in handled}
         t_start = time.monotonic()
+        from hean.engine.config import strategy_entries
+
         result = RunResult(
-            self.run_id, 0, "", placement=self.placement.describe(), symbols=[x.name for x in self.cfg.symbols]
+            self.run_id,
+            0,
+            "",
+            placement=self.placement.describe(),
+            symbols=[x.name for x in self.cfg.symbols],
+            strategies=[e.path for e in strategy_entries(self.cfg)],
         )
         try:
             self._claim_run()

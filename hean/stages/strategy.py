@@ -96,7 +96,21 @@ S_INTENTS = 10  # intents published
 S_FILLS = 11  # fills received (partial and full)
 S_SAMPLES = 12  # indicator samples taken
 S_UNKNOWN = 13  # reports naming an order the strategy's table no longer holds
-N_SCFG = 16
+S_RECORD = 14  # 1: keep the logs below (a backtest); 0: not (a live run keeps no history in the hot path)
+S_EQUITY_NS = 15  # equity sample period in event time (0: at fills only)
+S_NEXT_EQUITY = 16
+N_SCFG = 20
+
+# the recorder (a backtest's results): slot.rec_n[R_*] rows written to each log
+R_ORDERS = 0  # rec_orders: every intent sent
+R_REPORTS = 1  # rec_reports: every report applied (fills, acks, cancels, rejects)
+R_EQUITY = 2  # rec_equity: the strategy's PnL over time
+R_LOST = 3  # rows that found their log full (the backtest sizes the logs; a lost row is reported)
+N_REC = 4
+
+EQUITY = np.dtype([("ts", "<i8"), ("pnl", "<f8"), ("fees", "<f8"), ("gross_lots", "<i8"), ("notional", "<f8")])
+"""One equity sample: event time, PnL (cash + positions at the mid - fees), fees, sum of |positions|, traded
+notional -- over the strategy's symbols, in quote currency."""
 
 # stage.g[G_*]
 G_SEQ = 0  # seq of the last intent
@@ -133,6 +147,10 @@ class Slot(NamedTuple):
     money: np.ndarray  # float64[n, N_MONEY]
     value: np.ndarray  # float64[n]
     risk_pos: np.ndarray  # int64[engine symbols]: the shared positions risk writes
+    rec_orders: np.ndarray  # ORDER[cap]: the recorder's logs (one row each when not recording)
+    rec_reports: np.ndarray  # EXEC_REPORT[cap]
+    rec_equity: np.ndarray  # EQUITY[cap]
+    rec_n: np.ndarray  # int64[N_REC]
 
 
 class StrategyStage(NamedTuple):
@@ -195,9 +213,48 @@ def advance_indicators(sl, s, bs):
 
 
 @kernel(inline=True, error_model="numpy")
-def _intent(S, j, row, action, order_id, ts_origin, ts_exch, intents):
-    """Publish one ORDER intent of slot ``j`` from an order-table row."""
-    sl = S.slots[j]
+def _log(log, n, which, rec):
+    """Append ``rec`` to a recorder log (counted as lost when it is full)."""
+    k = n[which]
+    if k < log.shape[0]:
+        log[k] = rec
+        n[which] = k + 1
+    else:
+        n[R_LOST] += 1
+
+
+@kernel(inline=True, error_model="numpy")
+def slot_pnl(sl):
+    """(PnL, fees, gross lots, notional) of a slot over its symbols, positions marked to the latest sound mid."""
+    total = 0.0
+    fees = 0.0
+    gross = 0
+    notional = 0.0
+    for s in range(sl.symbols.shape[0]):
+        b = sl.book[s]
+        mark = b.mid if b.bid_px > 0 and b.ask_px > b.bid_px else 0.0
+        total += sl.money[s, A.Y_CASH] - sl.money[s, A.Y_FEES] + sl.pos[s] * mark * sl.value[s]
+        fees += sl.money[s, A.Y_FEES]
+        gross += abs(sl.pos[s])
+        notional += sl.money[s, A.Y_NOTIONAL]
+    return total, fees, gross, notional
+
+
+@kernel(inline=True, error_model="numpy")
+def _sample_equity(sl, t):
+    k = sl.rec_n[R_EQUITY]
+    if k >= sl.rec_equity.shape[0]:
+        sl.rec_n[R_LOST] += 1
+        return
+    e = sl.rec_equity[k]
+    e.ts = t
+    e.pnl, e.fees, e.gross_lots, e.notional = slot_pnl(sl)
+    sl.rec_n[R_EQUITY] = k + 1
+
+
+@kernel(inline=True, error_model="numpy")
+def _intent(S, sl, j, row, action, order_id, ts_origin, ts_exch, intents):
+    """Publish one ORDER intent of slot ``sl`` (id ``j``) from an order-table row."""
     seq = S.g[G_SEQ] + 1
     S.g[G_SEQ] = seq
     o = S.out[0]
@@ -218,20 +275,21 @@ def _intent(S, j, row, action, order_id, ts_origin, ts_exch, intents):
     o.venue = -1
     o.client_id = row[A.OF_CID]
     put_each(intents, o)
+    if sl.cfg[S_RECORD] != 0:
+        _log(sl.rec_orders, sl.rec_n, R_ORDERS, o)
     sl.cfg[S_INTENTS] += 1
 
 
 @kernel(inline=True, error_model="numpy")
-def _flush(S, j, ts_origin, ts_exch, intents):
+def _flush(S, sl, j, ts_origin, ts_exch, intents):
     """Turn the actions the callback queued into intents; returns how many were published."""
-    sl = S.slots[j]
     n = sl.meta[A.M_N_ACTS]
     sent = 0
     for k in range(n):
         row = sl.acts[k]
         action = row[A.OF_ACTION]
         if action == A_NEW:
-            _intent(S, j, row, A_NEW, 0, ts_origin, ts_exch, intents)
+            _intent(S, sl, j, row, A_NEW, 0, ts_origin, ts_exch, intents)
             sent += 1
         else:
             r = row[A.OF_CID] & (A.ORDERS_CAP - 1)
@@ -242,7 +300,7 @@ def _flush(S, j, ts_origin, ts_exch, intents):
             if action == A_REPLACE:  # the requested price and open quantity
                 sl.orders[r, A.OF_ACTION] = A_REPLACE
                 row[A.OF_LEAVES] = row[A.OF_QTY]
-            _intent(S, j, row, action, rid, ts_origin, ts_exch, intents)
+            _intent(S, sl, j, row, action, rid, ts_origin, ts_exch, intents)
             sent += 1
     sl.meta[A.M_N_ACTS] = 0
     return sent
@@ -255,10 +313,9 @@ def _call(fn, sl, s, arg):
 
 
 @kernel(inline=True, error_model="numpy")
-def _timers(S, j, t, intents):
+def _timers(S, sl, j, t, intents):
     """Fire the slot's timer for every period that event time ``t`` passed (at most one call per record: a
     gap in the data does not replay every missed period)."""
-    sl = S.slots[j]
     period = sl.cfg[S_TIMER_NS]
     if period <= 0:
         return 0
@@ -271,7 +328,7 @@ def _timers(S, j, t, intents):
     sl.cfg[S_NEXT_TIMER] = t - t % period + period
     sl.meta[A.M_NOW] = nxt
     _call(sl.cfg[S_ON_TIMER], sl, -1, nxt)
-    return _flush(S, j, 0, nxt, intents)
+    return _flush(S, sl, j, 0, nxt, intents)
 
 
 @kernel(inline=True, error_model="numpy")
@@ -287,6 +344,11 @@ def on_book_state(S, bs, intents):
         sl = S.slots[j]
         s = sl.local[sym]
         sl.book[s] = bs
+        if sl.cfg[S_RECORD] != 0 and sl.cfg[S_EQUITY_NS] > 0 and t >= sl.cfg[S_NEXT_EQUITY]:
+            if sl.cfg[S_NEXT_EQUITY] != 0:
+                _sample_equity(sl, t)
+            period = sl.cfg[S_EQUITY_NS]
+            sl.cfg[S_NEXT_EQUITY] = t - t % period + period
         info = sl.info
         info[s, A.I_EVENTS] += 1
         if bs.kind == TRADE and bs.last_trade_qty > 0:
@@ -297,13 +359,13 @@ def on_book_state(S, bs, intents):
             row[A.T_SIDE] = bs.side
             info[s, A.I_TRADES] += 1
         info[s, A.I_FRESH] = 1 if advance_indicators(sl, s, bs) else 0
-        sent += _timers(S, j, t, intents)
+        sent += _timers(S, sl, j, t, intents)
         sl.meta[A.M_NOW] = t
         if bs.kind == TRADE and sl.cfg[S_ON_TRADE] != 0:
             _call(sl.cfg[S_ON_TRADE], sl, s, 0)
         else:
             _call(sl.cfg[S_ON_BOOK], sl, s, 0)
-        sent += _flush(S, j, bs.ts_origin, bs.ts_exch, intents)
+        sent += _flush(S, sl, j, bs.ts_origin, bs.ts_exch, intents)
     return sent
 
 
@@ -364,14 +426,18 @@ def on_report(S, rep, intents):
     if o[A.OF_ID] == 0 and rep.order_id > 0:
         o[A.OF_ID] = rep.order_id
     _apply_report(sl, o, rep)
+    if sl.cfg[S_RECORD] != 0:
+        _log(sl.rec_reports, sl.rec_n, R_REPORTS, rep)
+        if rep.kind == X_FILL or rep.kind == X_PARTIAL:
+            _sample_equity(sl, sl.meta[A.M_NOW])
     if o[A.OF_DEFERRED] != 0 and o[A.OF_ID] != 0:
         o[A.OF_DEFERRED] = 0
         if A.NONE < o[A.OF_STATE] < A.TERMINAL:
-            _intent(S, j, o, A_CANCEL, o[A.OF_ID], 0, sl.meta[A.M_NOW], intents)
+            _intent(S, sl, j, o, A_CANCEL, o[A.OF_ID], 0, sl.meta[A.M_NOW], intents)
             sent += 1
     if sl.cfg[S_ON_REPORT] != 0:
         _call(sl.cfg[S_ON_REPORT], sl, o[A.OF_SYMBOL], abi.record_address(rep))
-        sent += _flush(S, j, 0, sl.meta[A.M_NOW], intents)
+        sent += _flush(S, sl, j, 0, sl.meta[A.M_NOW], intents)
     return sent
 
 
@@ -444,11 +510,7 @@ def strategy_view(S, tm, now):
         sl = S.slots[j]
         if sl.cfg[S_ACTIVE] == 0:
             continue
-        total = 0.0
-        for s in range(sl.symbols.shape[0]):
-            b = sl.book[s]
-            mark = b.mid if b.bid_px > 0 and b.ask_px > b.bid_px else 0.0
-            total += sl.money[s, A.Y_CASH] - sl.money[s, A.Y_FEES] + sl.pos[s] * mark * sl.value[s]
+        total, _, _, _ = slot_pnl(sl)
         base = j * U_STRIDE
         c[U_INTENTS + base] = sl.cfg[S_INTENTS]
         c[U_FILLS + base] = sl.cfg[S_FILLS]
@@ -481,6 +543,8 @@ def make_slot(
     bar_ms: int | None = None,
     bar_source: str | None = None,
     timer_ms: int | None = None,
+    record: int = 0,
+    equity_ms: int = 1000,
 ) -> Slot:
     """Slot ``strategy_id`` for a loaded strategy (:func:`hean.strategies.plugin.load`) trading engine
     symbols ``symbols``; ``loaded`` None gives an empty slot. Overrides (None: the declaration's) come from the
@@ -529,6 +593,10 @@ def make_slot(
         money=np.zeros((n, A.N_MONEY)),
         value=np.ones(n) if value is None else np.ascontiguousarray(value, np.float64),
         risk_pos=np.zeros(n_engine, np.int64) if risk_pos is None else risk_pos,
+        rec_orders=np.zeros(max(1, record), ORDER),
+        rec_reports=np.zeros(max(1, record), EXEC_REPORT),
+        rec_equity=np.zeros(max(1, record), EQUITY),
+        rec_n=np.zeros(N_REC, np.int64),
     )
     if sl.value.shape != (n,):
         raise ValueError(f"value must have one entry per symbol of the strategy ({n}), got {sl.value.shape}")
@@ -556,6 +624,8 @@ def make_slot(
     cfg[S_MODE] = MODES[mode]
     cfg[S_TICK_SOURCE] = SOURCES[tick_source]
     cfg[S_TIMER_NS] = int(timer_ms) * 1_000_000
+    cfg[S_RECORD] = 1 if record > 0 else 0
+    cfg[S_EQUITY_NS] = int(equity_ms) * 1_000_000
     return sl
 
 
@@ -594,9 +664,13 @@ def make_strategy(ctx) -> StrategyStage:
         return make_strategy_stage([], n_engine)
     names = [s.name for s in ctx.symbols]
     value = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
+    eng = ctx.cfg.engine
     slots = []
     for j, e in enumerate(strategy_entries(ctx.cfg)):
-        loaded = load(e.path, debug=getattr(ctx.cfg.engine, "debug", False))
+        unknown = [x for x in e.symbols if x not in names]
+        if unknown:
+            raise ctx.error(f"key 'strategies[{j}].symbols': no symbol {unknown} in this run; its symbols: {names}")
+        loaded = load(e.path, debug=eng.debug)
         params = resolve_params(loaded.decl, dict(e.params))
         syms = [names.index(x) for x in e.symbols] if e.symbols else list(range(n_engine))
         slots.append(
@@ -616,6 +690,8 @@ def make_strategy(ctx) -> StrategyStage:
                 bar_ms=e.bar_ms or None,
                 bar_source=e.bar_source or None,
                 timer_ms=e.timer_ms if e.timer_ms >= 0 else None,
+                record=eng.record_rows,
+                equity_ms=eng.equity_ms,
             )
         )
     return make_strategy_stage(slots, n_engine)

@@ -11,7 +11,7 @@ Every callback wrapper has the C signature ``int64 f(int64 desc, int64 s, int64 
 
 * ``desc`` -- the address of the strategy's *descriptor*: an int64 array of the addresses and sizes of
   every array the strategy's context is made of (the ``D_*`` words below). The wrapper rebuilds the context
-  (:class:`hean.api.Ctx`) from it with ``numba.carray``: views, no copies, no allocation;
+  (:class:`hean.api.Ctx`) from it with :func:`array_view`: views, no copies, no allocation;
 * ``s`` -- the strategy's local index of the symbol (0 .. n-1, the order of its ``symbols``), or -1;
 * ``arg`` -- what the callback needs besides: the address of the EXEC_REPORT record for ``on_report``, the
   timer's time (ns) for ``on_timer``, 0 otherwise.
@@ -22,9 +22,13 @@ process that runs it; the arrays they point to live as long as the stage's state
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
+from numba.np.numpy_support import from_dtype
 
 # descriptor words: desc[D_*]
 D_N = 0  # symbols of the strategy
@@ -46,16 +50,6 @@ D_N_ENGINE = 15  # the engine's symbols (the length of RISK_POS)
 N_DESC = 16
 
 SIGNATURE = types.int64(types.int64, types.int64, types.int64)
-
-
-@intrinsic
-def as_voidptr(typingctx, addr):
-    """An int64 address as a ``void*`` (for ``numba.carray(ptr, shape, dtype)``)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
-
-    return types.voidptr(types.int64), codegen
 
 
 @intrinsic
@@ -81,3 +75,38 @@ def record_address(typingctx, rec):
         return builder.ptrtoint(args[0], ir.IntType(64))
 
     return types.int64(rec), codegen
+
+
+def array_view(dtype: np.dtype | type, ndim: int):
+    """An intrinsic ``view(addr, shape) -> array``: a C-contiguous ``ndim``-d array of ``dtype`` over the
+    memory at ``addr`` -- what ``numba.carray`` does, but with no reference count (a NULL meminfo) and as
+    inline code rather than a function returning an array, so the callbacks' wrappers compile without
+    numba's reference counting (no incref/decref of the context's arrays per call)."""
+    elem = from_dtype(np.dtype(dtype))
+    aryty = types.Array(elem, ndim, "C")
+    itemsize = np.dtype(dtype).itemsize
+
+    @intrinsic
+    def view(typingctx, addr, shape):
+        if not isinstance(shape, types.UniTuple) or shape.count != ndim:
+            return None
+
+        def codegen(context, builder, signature, args):
+            addr_v, shape_v = args
+            ary = make_array(aryty)(context, builder)
+            shapes = cgutils.unpack_tuple(builder, shape_v, ndim)
+            stride = context.get_constant(types.intp, itemsize)
+            strides = []
+            for k in reversed(range(ndim)):
+                strides.insert(0, stride)
+                stride = builder.mul(stride, shapes[k])
+            data = builder.inttoptr(addr_v, ary.data.type)
+            populate_array(
+                ary, data=data, shape=shapes, strides=strides, itemsize=context.get_constant(types.intp, itemsize),
+                meminfo=None,
+            )  # fmt: skip
+            return ary._getvalue()
+
+        return aryty(types.int64, shape), codegen
+
+    return view

@@ -77,7 +77,16 @@ def _pnl(s: dict) -> list[tuple[str, str | Text]]:
     )
     state = Text(pnl["trading_state"], style=STATE_STYLE.get(pnl["trading_state"], ""))
     positions = ", ".join(f"{k} {v['lots']:+,} lots" for k, v in pnl["positions"].items())
-    return [("PnL", total), ("trading state", state), ("positions", positions or "-")]
+    rows = [("PnL", total), ("trading state", state), ("positions", positions or "-")]
+    for st in s.get("strategies", []):  # the breakdown per strategy (its own fills, marked to the mid)
+        rows.append(
+            (
+                f"strategy {st['id']}",
+                f"{st['path']}: orders {st['orders']:,}, fills {st['fills']:,}, PnL {st['pnl']:,.2f}"
+                + (f", refused actions {st['refused_actions']:,}" if st["refused_actions"] else ""),
+            )
+        )
+    return rows
 
 
 def _facts(s: dict) -> Table:

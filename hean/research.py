@@ -1,0 +1,347 @@
+"""``hean.backtest`` (:func:`backtest`): the research entry point -- a recording and strategies in; orders,
+fills, positions and an equity curve out, in this process.
+
+It runs the very pipeline ``hean replay`` runs -- the same stages, kernels and worker loop -- fused into one
+in-process worker (:func:`hean.engine.build.build_local`) in lockstep, the deterministic mode in which every
+placement gives the same orders and fills; so ``hean replay --lockstep`` and ``hean.backtest`` give identical
+fills for the same inputs. No processes, no shared memory, no CPU pinning: it runs anywhere Python runs, in a
+notebook or a sweep's worker.
+
+What comes back (:class:`BacktestResult`): tables as numpy structured arrays (:class:`Table`, with
+``.to_pandas()`` and ``.to_polars()``), prices in integer ticks with each symbol's tick size beside them,
+quantities in lots, money in quote currency, times in ns since the epoch (the recording's exchange time):
+
+* ``orders`` -- every order a strategy sent (NEW, CANCEL, REPLACE), with its final state;
+* ``fills`` -- every fill (partial or full) of every strategy's orders;
+* ``positions`` -- per strategy and symbol at the end: position, cash, fees, traded notional, PnL;
+* ``equity`` -- each strategy's PnL over event time (sampled every ``equity_ms`` and at every fill);
+* ``summary`` -- counts, per-strategy figures, the router's order and fill digests (equal to a ``hean replay``
+  of the same inputs).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BacktestResult", "Table", "backtest"]
+
+CHUNK = 20_000  # loop iterations between checks for the end of the recording
+MAX_IDLE_CHUNKS = 2  # the pipeline is drained when nothing moved for this many chunks after the feed ended
+
+
+class Table:
+    """A result table: a numpy structured array (``.data``; indexing and ``len`` pass through to it)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.data[key]
+
+    def __repr__(self) -> str:
+        return f"Table({len(self.data)} rows: {', '.join(self.data.dtype.names or ())})"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.data.dtype.names or ())
+
+    def to_pandas(self):
+        """A pandas DataFrame (pandas must be installed)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Table.to_pandas needs pandas: pip install pandas") from None
+        return pd.DataFrame({c: self.data[c] for c in self.columns})
+
+    def to_polars(self):
+        """A polars DataFrame (polars must be installed)."""
+        try:
+            import polars as pl
+        except ImportError:
+            raise ImportError("Table.to_polars needs polars: pip install polars") from None
+        return pl.DataFrame({c: self.data[c] for c in self.columns})
+
+
+@dataclass
+class BacktestResult:
+    """What :func:`backtest` returns (see the module docstring)."""
+
+    orders: Table
+    fills: Table
+    positions: Table
+    equity: Table
+    summary: dict[str, Any]
+    strategies: list[str] = field(default_factory=list)  # the strategies' paths, by id
+    symbols: list[str] = field(default_factory=list)  # symbol names, by id
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"BacktestResult({len(self.orders)} orders, {len(self.fills)} fills, {len(self.strategies)} strategies, "
+            f"PnL {s.get('pnl', 0.0):.2f}, {s.get('events', 0)} events)"
+        )
+
+
+ORDERS = np.dtype(
+    [
+        ("strategy", "<i8"),
+        ("client_id", "<i8"),
+        ("ts", "<i8"),  # event time the order was sent at (ns)
+        ("symbol", "<i8"),
+        ("action", "<i8"),  # NEW / CANCEL / REPLACE (hean.records.OrderAction)
+        ("side", "<i8"),
+        ("price", "<i8"),  # ticks (0: market)
+        ("qty", "<i8"),  # lots
+        ("order_type", "<i8"),
+        ("tif", "<i8"),
+        ("flags", "<i8"),
+        ("state", "<i8"),  # the order's final state (hean.api: OPEN, FILLED, CANCELED, REJECTED, EXPIRED...)
+        ("filled", "<i8"),  # lots
+        ("reason", "<i8"),  # reject reason (hean.records.RejectReason), 0 otherwise
+        ("tick_size", "<f8"),
+    ]
+)
+FILLS = np.dtype(
+    [
+        ("strategy", "<i8"),
+        ("client_id", "<i8"),
+        ("order_id", "<i8"),  # the router's id
+        ("ts", "<i8"),  # event time the strategy learned of the fill (ns)
+        ("symbol", "<i8"),
+        ("side", "<i8"),
+        ("price", "<i8"),  # ticks
+        ("qty", "<i8"),  # lots
+        ("leaves", "<i8"),
+        ("fee", "<f8"),  # quote currency (negative: rebate)
+        ("liquidity", "<i8"),  # 1 maker, 2 taker
+        ("tick_size", "<f8"),
+        ("lot_size", "<f8"),
+    ]
+)
+POSITIONS = np.dtype(
+    [
+        ("strategy", "<i8"),
+        ("symbol", "<i8"),
+        ("position", "<i8"),  # lots
+        ("cash", "<f8"),  # quote currency paid and received for fills
+        ("fees", "<f8"),
+        ("notional", "<f8"),
+        ("mark", "<f8"),  # the last sound mid, ticks (0: none)
+        ("pnl", "<f8"),  # cash - fees + position at the mark
+    ]
+)
+EQUITY = np.dtype(
+    [("strategy", "<i8"), ("ts", "<i8"), ("pnl", "<f8"), ("fees", "<f8"), ("gross_lots", "<i8"), ("notional", "<f8")]
+)
+
+
+def backtest(
+    recording: str | os.PathLike | None,
+    strategies: Sequence[str | dict] | str = "market_maker",
+    *,
+    params: dict[str, float] | None = None,
+    config: str | os.PathLike | dict | None = None,
+    format: str = "",
+    max_rows: int = 1_000_000,
+    equity_ms: int = 1000,
+    max_seconds: float = 3600.0,
+) -> BacktestResult:
+    """Backtest ``strategies`` on ``recording`` (see the module docstring).
+
+    ``strategies``: a path (``"file.py:NAME"``, ``"package.module:NAME"``, or a built-in's name), or a list of
+    them or of ``[[strategies]]`` tables (``{"path": ..., "symbols": [...], "params": {...}}``); ``params``
+    applies to a single strategy given by path. ``config``: a TOML file or a dict of dotted overrides
+    (``{"risk.max_position": 5}``) for everything else (venue latency and fees, risk limits...). ``format``:
+    the recording's format when its name does not tell (``hean convert --help``). ``max_rows``: rows each
+    strategy's order, report and equity logs keep (a run that outgrows them says so in ``summary["lost_rows"]``).
+    ``recording`` None runs the configuration's own feed instead (the synthetic one needs ``feed.max_messages``).
+    """
+    from hean.engine.build import build_local, prepare_replay
+    from hean.engine.config import load_config
+    from hean.engine.loopgen import loop_module
+    from hean.stages.registry import PIPELINE
+
+    entries = _entries(strategies, params)
+    overrides: dict[str, Any] = {} if config is None or not isinstance(config, dict) else dict(config)
+    if recording is not None:
+        overrides.update({"feed.source": "replay", "feed.path": str(recording), "feed.format": format})
+    overrides.update(
+        {
+            "feed.pace": "fast",
+            "engine.lockstep": True,
+            "engine.duration_s": 0.0,
+            "engine.record_rows": int(max_rows),
+            "engine.equity_ms": int(equity_ms),
+            "strategies": entries,
+        }
+    )
+    cfg = load_config(None if isinstance(config, dict) else config, overrides)
+    if cfg.feed.source != "replay" and cfg.feed.max_messages <= 0:
+        raise ValueError("backtest: without a recording, the feed needs an end: set feed.max_messages")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hean-backtest-") as tmp:
+        if cfg.feed.source == "replay":
+            cfg, _report = prepare_replay(cfg, tmp)
+        W = build_local(cfg)
+        loop = loop_module(PIPELINE)
+        loops = _run_to_the_end(loop, W, max_seconds)
+    wall = time.perf_counter() - t0
+    return _result(cfg, W, entries, wall, loops)
+
+
+def _entries(strategies: Sequence[str | dict] | str, params: dict | None) -> list[dict]:
+    items = [strategies] if isinstance(strategies, str | dict) else list(strategies)
+    if not items:
+        raise ValueError("backtest: give at least one strategy")
+    if params is not None and len(items) != 1:
+        raise ValueError("backtest: params= is for a single strategy; give each its own {'params': ...}")
+    out = []
+    for item in items:
+        e = {"path": item} if isinstance(item, str) else dict(item)
+        if "path" not in e:
+            raise ValueError(f"backtest: a strategy table needs a 'path': {item!r}")
+        if params is not None:
+            e["params"] = {**e.get("params", {}), **params}
+        out.append(e)
+    return out
+
+
+def _run_to_the_end(loop: Any, W: Any, max_seconds: float) -> int:
+    """Run the worker loop until the recording is published and the pipeline has drained."""
+    from hean.engine import control as C
+    from hean.rings.layout import READ, WRITE
+
+    deadline = time.monotonic() + max_seconds
+    loops = 0
+    idle = 0
+    last = None
+    while True:
+        loops += loop.run_loop(W, CHUNK)
+        if W.ctl[C.FEED_DONE]:
+            snap = tuple((int(p.hdr[WRITE]), int(p.hdr[READ])) for p in W.rings)
+            idle = idle + 1 if snap == last and all(w == r for w, r in snap) else 0
+            last = snap
+            if idle >= MAX_IDLE_CHUNKS:
+                return loops
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"backtest: not done after {max_seconds} s (max_seconds=)")
+
+
+def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> BacktestResult:
+    from hean import api as A
+    from hean.records import A_NEW, X_FILL, X_PARTIAL
+    from hean.stages import strategy as SS
+    from hean.telemetry.block import C_EVENTS_OUT, C_FILLS, C_ORDERS, C_USER_BASE
+
+    S = W.st_strategy
+    names = [s.name for s in cfg.symbols]
+    tick = np.array([float(s.tick_size) for s in cfg.symbols])
+    lot = np.array([float(s.lot_size) for s in cfg.symbols])
+    orders, fills, positions, equity, per = [], [], [], [], []
+    lost = 0
+    for j in range(len(entries)):
+        sl = S.slots[j]
+        n = sl.rec_n
+        lost += int(n[SS.R_LOST])
+        sent = sl.rec_orders[: n[SS.R_ORDERS]]
+        reps = sl.rec_reports[: n[SS.R_REPORTS]]
+        o = np.zeros(len(sent), ORDERS)
+        o["strategy"] = j
+        for c in ("client_id", "symbol", "side", "price", "qty", "order_type", "tif", "flags"):
+            o[c] = sent[c]
+        o["ts"], o["action"], o["tick_size"] = sent["ts_exch"], sent["kind"], tick[sent["symbol"]]
+        new = o["action"] == A_NEW
+        final = _final_states(sl, sent["client_id"], reps)
+        o["state"][new], o["filled"][new], o["reason"][new] = final[new].T
+        orders.append(o)
+        f = reps[(reps["kind"] == X_FILL) | (reps["kind"] == X_PARTIAL)]
+        t = np.zeros(len(f), FILLS)
+        t["strategy"] = j
+        for c in ("client_id", "order_id", "symbol", "side", "price", "qty", "fee", "liquidity"):
+            t[c] = f[c]
+        t["leaves"], t["tick_size"], t["lot_size"] = f["leaves_qty"], tick[f["symbol"]], lot[f["symbol"]]
+        t["ts"] = _fill_times(sl, f)
+        fills.append(t)
+        p = np.zeros(len(sl.symbols), POSITIONS)
+        p["strategy"], p["symbol"], p["position"] = j, sl.symbols, sl.pos
+        p["cash"], p["fees"], p["notional"] = sl.money[:, A.Y_CASH], sl.money[:, A.Y_FEES], sl.money[:, A.Y_NOTIONAL]
+        sound = (sl.book["bid_px"] > 0) & (sl.book["ask_px"] > sl.book["bid_px"])
+        p["mark"] = np.where(sound, sl.book["mid"], 0.0)
+        p["pnl"] = p["cash"] - p["fees"] + p["position"] * p["mark"] * sl.value
+        positions.append(p)
+        e = sl.rec_equity[: n[SS.R_EQUITY]]
+        q = np.zeros(len(e), EQUITY)
+        q["strategy"] = j
+        for c in ("ts", "pnl", "fees", "gross_lots", "notional"):
+            q[c] = e[c]
+        equity.append(q)
+        per.append(
+            {
+                "path": entries[j]["path"],
+                "orders": int(sl.cfg[SS.S_INTENTS]),
+                "fills": int(sl.cfg[SS.S_FILLS]),
+                "refused_actions": int(sl.meta[A.M_REFUSED]),
+                "pnl": float(p["pnl"].sum()),
+                "fees": float(p["fees"].sum()),
+            }
+        )
+    rc = W.tm_router.counters
+    summary = {
+        "events": int(W.tm_feed.counters[C_EVENTS_OUT]),
+        "router_orders": int(rc[C_ORDERS]),
+        "router_fills": int(rc[C_FILLS]),
+        "order_digest": int(rc[C_USER_BASE]),
+        "fill_digest": int(rc[C_USER_BASE + 1]),
+        "pnl": float(sum(s["pnl"] for s in per)),
+        "strategies": per,
+        "lost_rows": lost,
+        "wall_s": wall,
+        "loops": loops,
+    }
+    return BacktestResult(
+        Table(np.concatenate(orders)),
+        Table(np.concatenate(fills)),
+        Table(np.concatenate(positions)),
+        Table(np.concatenate(equity)),
+        summary,
+        [e["path"] for e in entries],
+        names,
+    )
+
+
+def _final_states(sl: Any, cids: np.ndarray, reps: np.ndarray) -> np.ndarray:
+    """(state, filled lots, reject reason) of each order by client id, from the reports it received."""
+    from hean import api as A
+    from hean.records import X_CANCELED, X_EXPIRED, X_FILL, X_PARTIAL, X_REJECTED
+
+    end = {X_FILL: A.FILLED, X_CANCELED: A.CANCELED, X_EXPIRED: A.EXPIRED, X_REJECTED: A.REJECTED}
+    state: dict[int, list[int]] = {}
+    for r in reps:
+        cid = int(r["client_id"])
+        st = state.setdefault(cid, [A.OPEN, 0, 0])
+        kind = int(r["kind"])
+        if kind in (X_FILL, X_PARTIAL):
+            st[1] += int(r["qty"])
+        if kind in end:
+            st[0] = end[kind]
+        if kind == X_REJECTED:
+            st[2] = int(r["reason"])
+    out = np.zeros((len(cids), 3), np.int64)
+    for i, cid in enumerate(cids.tolist()):
+        out[i] = state.get(cid, [A.PENDING, 0, 0])
+    return out
+
+
+def _fill_times(sl: Any, fills: np.ndarray) -> np.ndarray:
+    """Event time of each fill: the report's venue time when the venue gave one, else its exchange stamp."""
+    return np.where(fills["ts_venue"] > 0, fills["ts_venue"], fills["ts_exch"])

@@ -1,0 +1,139 @@
+"""A user strategy outside the package, end to end: ``hean.backtest`` against ``hean replay`` (identical fills) and
+across placements (identical digests), several strategies attributed in one run, the result tables."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hean
+from hean import api as A
+from hean.records import A_NEW, BUY, SELL
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from digests import run_lockstep  # noqa: E402
+
+RECORDING = str(ROOT / "tests" / "data" / "binance-usdm-btcusdt-20240808.gz")
+FEED = {"feed.source": "replay", "feed.path": RECORDING, "feed.format": "binance-usdm", "feed.pace": "fast"}
+
+# A quoter written in a user's folder: one post-only quote per side, a tick outside the touch, moved when the
+# touch moves; it counts its fills in its state.
+QUOTER = """
+import numpy as np
+from hean.api import (BUY, SELL, GTC, OPEN, POST_ONLY, Strategy, callback, limit, order_price, order_state,
+                      position, replace, is_live, X_FILL, X_PARTIAL)
+
+STATE = [("bid", "i8"), ("ask", "i8"), ("fills", "i8")]
+
+@callback
+def side(ctx, s, cid, want, sd):
+    if not is_live(ctx, cid):
+        if abs(position(ctx, s)) < np.int64(ctx.params.max_position):
+            return limit(ctx, s, sd, want, 1, GTC, POST_ONLY)
+        return cid
+    if order_state(ctx, cid) == OPEN and order_price(ctx, cid) != want:
+        replace(ctx, cid, want, 1)
+    return cid
+
+@callback
+def on_book(ctx, s):
+    b = ctx.book[s]
+    if b.bid_px <= 0 or b.ask_px <= b.bid_px:
+        return
+    st = ctx.state[s]
+    st.bid = side(ctx, s, st.bid, b.bid_px - np.int64(ctx.params.offset), BUY)
+    st.ask = side(ctx, s, st.ask, b.ask_px + np.int64(ctx.params.offset), SELL)
+
+@callback
+def on_report(ctx, s, r):
+    if r.kind == X_FILL or r.kind == X_PARTIAL:
+        ctx.state[s].fills += r.qty
+
+STRATEGY = Strategy(on_book=on_book, on_report=on_report, state=STATE, params={"offset": 1, "max_position": 5})
+"""
+
+
+@pytest.fixture(scope="module")
+def quoter(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("user-strategies")
+    (folder / "quoter.py").write_text(QUOTER)
+    return f"{folder / 'quoter.py'}:STRATEGY"
+
+
+@pytest.fixture(scope="module")
+def result(quoter):
+    return hean.backtest(RECORDING, quoter, format="binance-usdm")
+
+
+def test_the_backtest_trades_and_its_tables_agree(result):
+    orders, fills = result.orders, result.fills
+    assert len(fills) > 50, "the quoter must trade on this recording"
+    assert result.summary["router_fills"] >= len(fills) and result.summary["lost_rows"] == 0
+    new = orders["action"] == A_NEW
+    # every fill belongs to a NEW the strategy sent, and each order's filled lots are the sum of its fills
+    filled = {int(c): 0 for c in orders["client_id"][new]}
+    for f in fills.data:
+        filled[int(f["client_id"])] += int(f["qty"])
+    assert [filled[int(c)] for c in orders["client_id"][new]] == orders["filled"][new].tolist()
+    assert set(np.unique(orders["state"][new])) <= {A.OPEN, A.PENDING, A.FILLED, A.CANCELED, A.REJECTED, A.EXPIRED}
+    # the position is the signed sum of the fills; the PnL adds up
+    pos = result.positions.data
+    signed = int((fills["qty"] * fills["side"]).sum())
+    assert pos["position"].sum() == signed and abs(signed) <= 5
+    assert result.summary["pnl"] == pytest.approx(float(pos["pnl"].sum()))
+    assert result.equity["ts"].tolist() == sorted(result.equity["ts"].tolist()) and len(result.equity) > len(fills)
+
+
+def test_the_tables_convert_to_dataframes(result):
+    df = result.fills.to_pandas()
+    assert list(df.columns) == list(result.fills.columns) and len(df) == len(result.fills)
+    assert int(df["qty"].sum()) == int(result.fills["qty"].sum())
+    pl = result.orders.to_polars()
+    assert pl.shape == (len(result.orders), len(result.orders.columns))
+
+
+@pytest.mark.timeout(900)
+def test_replay_and_backtest_give_identical_fills_and_every_placement_the_same_digests(quoter, result):
+    feed = {**FEED, "strategies": [{"path": quoter}]}
+    seen = {}
+    for placement in ("fused", "two", "split"):
+        r = run_lockstep(feed, placement)
+        c = r.telemetry["router"]["counters"]
+        from hean.telemetry.block import C_FILLS, C_ORDERS, C_USER_BASE
+
+        seen[placement] = (int(c[C_ORDERS]), int(c[C_FILLS]), int(c[C_USER_BASE]), int(c[C_USER_BASE + 1]))
+    s = result.summary
+    want = (s["router_orders"], s["router_fills"], s["order_digest"], s["fill_digest"])
+    assert seen == {"fused": want, "two": want, "split": want}
+
+
+# (strategy, its symbols, params): two strategies on the synthetic feed's two symbols, one quoting on both
+ATTRIBUTION = [
+    ("a", ["SYN-A"], {"offset": 1}),
+    ("b", ["SYN-B"], {"offset": 2}),
+    ("c", ["SYN-A", "SYN-B"], {"offset": 3}),
+]
+
+
+@pytest.mark.timeout(600)
+def test_several_strategies_in_one_run_orders_and_fills_are_attributed(quoter):
+    entries = [{"path": quoter, "symbols": syms, "params": p} for _, syms, p in ATTRIBUTION]
+    r = hean.backtest(None, entries, config={"feed.max_messages": 20_000, "feed.seed": 3})
+    symbols = r.symbols
+    assert r.summary["router_fills"] == len(r.fills) and len(r.fills) > 0
+    for j, (name, syms, _) in enumerate(ATTRIBUTION):
+        mine = r.orders.data[r.orders["strategy"] == j]
+        assert {symbols[k] for k in np.unique(mine["symbol"])} == set(syms), name
+        new = mine[mine["action"] == A_NEW]
+        assert len(new) > 0 and set(np.unique(new["side"])) == {BUY, SELL}, name
+        f = r.fills.data[r.fills["strategy"] == j]
+        assert set(f["client_id"]) <= set(new["client_id"]), name
+        assert r.summary["strategies"][j]["fills"] == len(f), name
+    assert sum(s["fills"] for s in r.summary["strategies"]) == len(r.fills)
+    assert len({(int(o["strategy"]), int(o["client_id"])) for o in r.orders.data[r.orders["action"] == A_NEW]}) == int(
+        (r.orders["action"] == A_NEW).sum()
+    )
