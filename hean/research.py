@@ -155,6 +155,7 @@ def backtest(
     max_rows: int = 1_000_000,
     equity_ms: int = 1000,
     max_seconds: float = 3600.0,
+    debug: bool = False,
 ) -> BacktestResult:
     """Backtest ``strategies`` on ``recording`` (see the module docstring).
 
@@ -165,6 +166,8 @@ def backtest(
     the recording's format when its name does not tell (``hean convert --help``). ``max_rows``: rows each
     strategy's order, report and equity logs keep (a run that outgrows them says so in ``summary["lost_rows"]``).
     ``recording`` None runs the configuration's own feed instead (the synthetic one needs ``feed.max_messages``).
+    ``debug``: strategies compiled with bounds checking; a callback that indexes out of bounds stops the
+    backtest with a StrategyError naming its file and line.
     """
     from hean.engine.build import build_local, prepare_replay
     from hean.engine.config import load_config
@@ -182,6 +185,7 @@ def backtest(
             "engine.duration_s": 0.0,
             "engine.record_rows": int(max_rows),
             "engine.equity_ms": int(equity_ms),
+            "engine.debug": bool(debug),
             "strategies": entries,
         }
     )
@@ -196,7 +200,19 @@ def backtest(
         loop = loop_module(PIPELINE)
         loops = _run_to_the_end(loop, W, max_seconds)
     wall = time.perf_counter() - t0
+    _raise_faults(W, entries, debug)
     return _result(cfg, W, entries, wall, loops)
+
+
+def _raise_faults(W: Any, entries: list[dict], debug: bool) -> None:
+    """A strategy whose callback raised (debug) fails the backtest, naming its line."""
+    from hean.stages.strategy import S_FAULT
+    from hean.strategies.plugin import fault_error, load
+
+    for j, e in enumerate(entries):
+        sl = W.st_strategy.slots[j]
+        if sl.cfg[S_FAULT]:
+            raise fault_error(load(e["path"], debug=debug), sl)
 
 
 def _entries(strategies: Sequence[str | dict] | str, params: dict | None) -> list[dict]:

@@ -388,3 +388,30 @@ def test_editing_a_strategy_recompiles_only_it_in_its_own_cache_folder(tmp_path)
     assert (run1.stdout.strip(), run2.stdout.strip()) == ("1", "4")
     folders = sorted(p.name for p in (plugin.cache_root() / "strategies").glob("probe_STRATEGY-*"))
     assert len(folders) >= 2
+
+
+OUT_OF_BOUNDS = """
+from hean.api import Strategy, callback
+STATE = [("n", "i8")]
+
+@callback
+def on_book(ctx, s):
+    ctx.state[s].n += 1
+    if ctx.state[s].n == 2:
+        ctx.state[s + 5].n = 1
+STRATEGY = Strategy(on_book=on_book, state=STATE)
+"""
+
+
+def test_debug_stops_a_callback_indexing_out_of_bounds_and_names_its_line(tmp_path):
+    spec = write(tmp_path, OUT_OF_BOUNDS, "oob.py")
+    d = StrategyDriver([(spec, [0], None)], 1, debug=True)
+    d.states(states((0, QUOTE, 1000, 1002, 0)))
+    with pytest.raises(plugin.StrategyError) as e:
+        d.states(states((0, QUOTE, 1000, 1002, 1), (0, QUOTE, 1000, 1002, 2)))
+    msg = str(e.value)
+    assert f"{tmp_path / 'oob.py'}:9: IndexError" in msg and "on_book raised" in msg, msg
+    from hean.stages import strategy as SS
+
+    assert d.slot().cfg[SS.S_FAULT] == SS.S_ON_BOOK
+    assert d.state()[0]["n"] == 2, "the faulty call replayed in Python from the state it started from"

@@ -27,6 +27,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lockstep", action="store_true", help="deterministic mode: one message in flight at a time")
     p.add_argument("--top", action="store_true", help="show the live `hean top` view while running")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line, summary only")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="strategies with bounds checking: an index out of range stops the strategy",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +63,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         o["engine.duration_s"] = args.duration
     if args.lockstep:
         o["engine.lockstep"] = True
+    if args.debug:
+        o["engine.debug"] = True
     if getattr(args, "rate", None) is not None:
         o["feed.rate"] = args.rate
         o["feed.pace"] = "rate"

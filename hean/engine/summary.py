@@ -64,7 +64,7 @@ def risk_view(risk: np.ndarray, symbols: list[str]) -> dict:
 
 def _strategies(tm: dict, paths: list[str]) -> list[dict]:
     """Orders (intents sent), fills and PnL per strategy, from the strategy stage's counters."""
-    from hean.stages.strategy import U_FILLS, U_INTENTS, U_PNL, U_REFUSED, U_STRIDE
+    from hean.stages.strategy import CALLBACK_OF, U_FAULT, U_FILLS, U_INTENTS, U_PNL, U_REFUSED, U_STRIDE
 
     if "strategy" not in tm:
         return []
@@ -77,6 +77,7 @@ def _strategies(tm: dict, paths: list[str]) -> list[dict]:
             "fills": int(c[U_FILLS + j * U_STRIDE]),
             "refused_actions": int(c[U_REFUSED + j * U_STRIDE]),
             "pnl": _f64(c[U_PNL + j * U_STRIDE]),
+            "fault": CALLBACK_OF.get(int(c[U_FAULT + j * U_STRIDE]), ""),  # the callback that raised (debug)
         }
         for j, path in enumerate(paths)
     ]

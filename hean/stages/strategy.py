@@ -99,7 +99,12 @@ S_UNKNOWN = 13  # reports naming an order the strategy's table no longer holds
 S_RECORD = 14  # 1: keep the logs below (a backtest); 0: not (a live run keeps no history in the hot path)
 S_EQUITY_NS = 15  # equity sample period in event time (0: at fills only)
 S_NEXT_EQUITY = 16
-N_SCFG = 20
+S_FAULT = 17  # the callback (S_ON_BOOK .. S_ON_TIMER) that raised; the strategy is called no more (0: none)
+S_FAULT_S = 18  # its arguments (to reproduce the fault in Python: hean.strategies.plugin.reproduce_fault)
+S_FAULT_ARG = 19
+S_DEBUG = 20  # 1: the state is copied to ``snap`` before each callback (so a fault can be replayed in Python)
+N_SCFG = 24
+CALLBACK_OF = {S_ON_BOOK: "on_book", S_ON_TRADE: "on_trade", S_ON_REPORT: "on_report", S_ON_TIMER: "on_timer"}
 
 # the recorder (a backtest's results): slot.rec_n[R_*] rows written to each log
 R_ORDERS = 0  # rec_orders: every intent sent
@@ -151,6 +156,7 @@ class Slot(NamedTuple):
     rec_reports: np.ndarray  # EXEC_REPORT[cap]
     rec_equity: np.ndarray  # EQUITY[cap]
     rec_n: np.ndarray  # int64[N_REC]
+    snap: np.ndarray  # uint8: the state before the current callback (debug; one byte otherwise)
 
 
 class StrategyStage(NamedTuple):
@@ -307,9 +313,17 @@ def _flush(S, sl, j, ts_origin, ts_exch, intents):
 
 
 @kernel(inline=True, error_model="numpy")
-def _call(fn, sl, s, arg):
-    if fn != 0:
-        abi.call_callback(fn, sl.cfg[S_DESC], s, arg)
+def _call(fn, which, sl, s, arg):
+    """Call a callback of the slot unless it is absent or the strategy faulted; a callback that raised (only
+    possible with ``debug``: an index out of bounds) faults the strategy: it is called no more."""
+    if fn != 0 and sl.cfg[S_FAULT] == 0:
+        if sl.cfg[S_DEBUG] != 0:
+            for b in range(sl.state.shape[0]):
+                sl.snap[b] = sl.state[b]
+        if abi.call_callback(fn, sl.cfg[S_DESC], s, arg) != 0:
+            sl.cfg[S_FAULT] = which
+            sl.cfg[S_FAULT_S] = s
+            sl.cfg[S_FAULT_ARG] = arg
 
 
 @kernel(inline=True, error_model="numpy")
@@ -327,7 +341,7 @@ def _timers(S, sl, j, t, intents):
         return 0
     sl.cfg[S_NEXT_TIMER] = t - t % period + period
     sl.meta[A.M_NOW] = nxt
-    _call(sl.cfg[S_ON_TIMER], sl, -1, nxt)
+    _call(sl.cfg[S_ON_TIMER], S_ON_TIMER, sl, -1, nxt)
     return _flush(S, sl, j, 0, nxt, intents)
 
 
@@ -362,9 +376,9 @@ def on_book_state(S, bs, intents):
         sent += _timers(S, sl, j, t, intents)
         sl.meta[A.M_NOW] = t
         if bs.kind == TRADE and sl.cfg[S_ON_TRADE] != 0:
-            _call(sl.cfg[S_ON_TRADE], sl, s, 0)
+            _call(sl.cfg[S_ON_TRADE], S_ON_TRADE, sl, s, 0)
         else:
-            _call(sl.cfg[S_ON_BOOK], sl, s, 0)
+            _call(sl.cfg[S_ON_BOOK], S_ON_BOOK, sl, s, 0)
         sent += _flush(S, sl, j, bs.ts_origin, bs.ts_exch, intents)
     return sent
 
@@ -436,7 +450,7 @@ def on_report(S, rep, intents):
             _intent(S, sl, j, o, A_CANCEL, o[A.OF_ID], 0, sl.meta[A.M_NOW], intents)
             sent += 1
     if sl.cfg[S_ON_REPORT] != 0:
-        _call(sl.cfg[S_ON_REPORT], sl, o[A.OF_SYMBOL], abi.record_address(rep))
+        _call(sl.cfg[S_ON_REPORT], S_ON_REPORT, sl, o[A.OF_SYMBOL], abi.record_address(rep))
         sent += _flush(S, sl, j, 0, sl.meta[A.M_NOW], intents)
     return sent
 
@@ -498,8 +512,11 @@ U_INTENTS = C_USER_BASE
 U_FILLS = C_USER_BASE + 1
 U_REFUSED = C_USER_BASE + 2
 U_PNL = C_USER_BASE + 3  # float64 bits: the slot's PnL over its symbols (hean.api.pnl)
-U_STRIDE = 4
-USER_COUNTERS = tuple(f"{what}.{j}" for j in range(MAX_STRATEGIES) for what in ("intents", "fills", "refused", "pnl"))
+U_FAULT = C_USER_BASE + 4  # S_FAULT: the callback that raised (0: none)
+U_STRIDE = 5
+USER_COUNTERS = tuple(
+    f"{what}.{j}" for j in range(MAX_STRATEGIES) for what in ("intents", "fills", "refused", "pnl", "fault")
+)
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -516,6 +533,7 @@ def strategy_view(S, tm, now):
         c[U_FILLS + base] = sl.cfg[S_FILLS]
         c[U_REFUSED + base] = sl.meta[A.M_REFUSED]
         c[U_PNL + base] = f64_bits(total)
+        c[U_FAULT + base] = sl.cfg[S_FAULT]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -545,6 +563,7 @@ def make_slot(
     timer_ms: int | None = None,
     record: int = 0,
     equity_ms: int = 1000,
+    debug: bool = False,
 ) -> Slot:
     """Slot ``strategy_id`` for a loaded strategy (:func:`hean.strategies.plugin.load`) trading engine
     symbols ``symbols``; ``loaded`` None gives an empty slot. Overrides (None: the declaration's) come from the
@@ -597,6 +616,7 @@ def make_slot(
         rec_reports=np.zeros(max(1, record), EXEC_REPORT),
         rec_equity=np.zeros(max(1, record), EQUITY),
         rec_n=np.zeros(N_REC, np.int64),
+        snap=np.zeros(max(1, sdt.itemsize * n if debug else 1), np.uint8),
     )
     if sl.value.shape != (n,):
         raise ValueError(f"value must have one entry per symbol of the strategy ({n}), got {sl.value.shape}")
@@ -626,6 +646,7 @@ def make_slot(
     cfg[S_TIMER_NS] = int(timer_ms) * 1_000_000
     cfg[S_RECORD] = 1 if record > 0 else 0
     cfg[S_EQUITY_NS] = int(equity_ms) * 1_000_000
+    cfg[S_DEBUG] = 1 if debug else 0
     return sl
 
 
@@ -692,6 +713,7 @@ def make_strategy(ctx) -> StrategyStage:
                 timer_ms=e.timer_ms if e.timer_ms >= 0 else None,
                 record=eng.record_rows,
                 equity_ms=eng.equity_ms,
+                debug=eng.debug,
             )
         )
     return make_strategy_stage(slots, n_engine)
@@ -760,7 +782,15 @@ class StrategyDriver:
         self.risk_pos = np.zeros(n_symbols, np.int64) if risk_pos is None else risk_pos
         slots = [
             make_slot(
-                L, j, list(syms), n_symbols, resolve_params(L.decl, p), value[list(syms)], self.risk_pos, **overrides
+                L,
+                j,
+                list(syms),
+                n_symbols,
+                resolve_params(L.decl, p),
+                value[list(syms)],
+                self.risk_pos,
+                debug=debug,
+                **overrides,
             )
             for j, (L, (_, syms, p)) in enumerate(zip(self.loaded, strategies, strict=True))
         ]
@@ -771,12 +801,22 @@ class StrategyDriver:
     def states(self, records: np.ndarray) -> np.ndarray:
         """Feed BOOK_STATE records; the intents they caused, in order."""
         drive_states(self.stage, records, (self.port,))
+        self._check()
         return self._drain()
 
     def reports(self, reports: np.ndarray) -> np.ndarray:
         """Feed EXEC_REPORT records; the intents they caused (deferred cancels, on_report's actions)."""
         drive_reports(self.stage, reports, (self.port,))
+        self._check()
         return self._drain()
+
+    def _check(self) -> None:
+        for j, L in enumerate(self.loaded):
+            sl = self.stage.slots[j]
+            if sl.cfg[S_FAULT]:
+                from hean.strategies.plugin import fault_error
+
+                raise fault_error(L, sl)
 
     def slot(self, j: int = 0) -> Slot:
         return self.stage.slots[j]

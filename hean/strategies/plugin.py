@@ -297,13 +297,20 @@ _ENTRY = {
 
 def _wrapper_text(decl: Declared, debug: bool) -> str:
     given = [c for c in Strategy.CALLBACKS if getattr(decl.strategy, c) is not None]
-    callbacks = "\n".join(f"_{c} = _D.strategy.{c}" for c in given)
+    if debug:  # called, not inlined: numba's try/except misses an exception raised inside inlined code
+        callbacks = "\n".join(
+            f"_{c} = njit(error_model='numpy', _nrt=False, boundscheck=True)(_D.strategy.{c}.py_func)" for c in given
+        )
+    else:
+        callbacks = "\n".join(f"_{c} = _D.strategy.{c}" for c in given)
     entries = ""
     for c in given:
-        entries += (
-            f"\n\n@cfunc(A.SIGNATURE, cache=True, error_model='numpy', _nrt=False, boundscheck={debug})\n"
-            f"def {c}(d, s, arg):\n    {_ENTRY[c]}\n    return 0\n"
-        )
+        head = f"\n\n@cfunc(A.SIGNATURE, cache=True, error_model='numpy', _nrt=False, boundscheck={debug})\n"
+        if debug:  # an exception (an index out of bounds) faults the strategy instead of being ignored
+            body = f"    try:\n        {_ENTRY[c]}\n    except Exception:\n        return 1\n    return 0\n"
+        else:
+            body = f"    {_ENTRY[c]}\n    return 0\n"
+        entries += head + f"def {c}(d, s, arg):\n" + body
     return _TEMPLATE.format(spec=decl.spec, source=decl.source, callbacks=callbacks, entries=entries)
 
 
@@ -481,3 +488,85 @@ def _same_file(named: str, source: Path) -> bool:
         return Path(named).resolve() == source
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a callback that raised (debug: an index out of bounds)
+# ---------------------------------------------------------------------------------------------------------
+def fault_error(loaded: Loaded, sl: Any) -> StrategyError:
+    """The error of a strategy whose callback raised under ``debug``: the compiled code cannot say where, so
+    the same call runs again in Python on the same state -- numpy raises the IndexError at the user's line."""
+    from hean.stages.strategy import CALLBACK_OF, S_FAULT, S_FAULT_ARG, S_FAULT_S
+
+    decl = loaded.decl
+    name = CALLBACK_OF[int(sl.cfg[S_FAULT])]
+    head = f"strategy {decl.spec!r}: {name} raised (with debug, bounds are checked) and was stopped"
+    try:
+        reproduce(loaded, sl, name, int(sl.cfg[S_FAULT_S]), int(sl.cfg[S_FAULT_ARG]))
+    except Exception as e:
+        line = _user_frame(e, decl.source)
+        where = f"{decl.source}:{line[5:].split(':', 1)[0]}" if line.startswith("line ") else str(decl.source)
+        return StrategyError(f"{head}: {where}: {type(e).__name__}: {e}")
+    return StrategyError(f"{head} (in {decl.source}; it did not raise again when run in Python)")
+
+
+def reproduce(loaded: Loaded, sl: Any, name: str, s: int, arg: int) -> None:
+    """Run callback ``name`` of slot ``sl`` in Python (the callbacks' and helpers' Python functions, over
+    numpy views of the slot's arrays)."""
+    from hean.api import M_N_ACTS, Ctx
+    from hean.stages.strategy import S_DEBUG, slot_arrays
+
+    if sl.cfg[S_DEBUG]:  # back to the state the faulty call started from
+        sl.state[:] = sl.snap[: sl.state.shape[0]]
+    sl.meta[M_N_ACTS] = 0
+    own = slot_arrays(sl, loaded)
+    ctx = Ctx(
+        own["params"].view(np.recarray)[0],
+        own["state"].view(np.recarray),
+        sl.book.view(np.recarray),
+        sl.symbols,
+        sl.ind.out,
+        sl.info,
+        sl.trades,
+        sl.orders,
+        sl.acts,
+        sl.meta,
+        sl.pos,
+        sl.money,
+        sl.value,
+        sl.risk_pos,
+    )
+    fn = getattr(loaded.decl.strategy, name)
+    py = getattr(fn, "py_func", fn)
+    with _python_helpers(loaded.decl.module):
+        if name == "on_timer":
+            py(ctx, arg)
+        elif name == "on_report":
+            py(ctx, s, np.zeros(1, _report_dtype()).view(np.recarray)[0])  # the report itself is gone
+        else:
+            py(ctx, s)
+
+
+def _report_dtype() -> np.dtype:
+    from hean.records import EXEC_REPORT
+
+    return EXEC_REPORT
+
+
+class _python_helpers:
+    """While reproducing: the module's compiled helpers (its own and hean.api's) replaced by their Python
+    functions, so an error inside one is raised at its line too."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+        self.saved: dict[str, Any] = {}
+
+    def __enter__(self) -> None:
+        for k, v in vars(self.module).items():
+            if hasattr(v, "py_func"):
+                self.saved[k] = v
+                setattr(self.module, k, v.py_func)
+
+    def __exit__(self, *exc: Any) -> None:
+        for k, v in self.saved.items():
+            setattr(self.module, k, v)

@@ -83,7 +83,8 @@ def _pnl(s: dict) -> list[tuple[str, str | Text]]:
             (
                 f"strategy {st['id']}",
                 f"{st['path']}: orders {st['orders']:,}, fills {st['fills']:,}, PnL {st['pnl']:,.2f}"
-                + (f", refused actions {st['refused_actions']:,}" if st["refused_actions"] else ""),
+                + (f", refused actions {st['refused_actions']:,}" if st["refused_actions"] else "")
+                + (f", FAULTED: {st['fault']} raised (stopped)" if st.get("fault") else ""),
             )
         )
     return rows
