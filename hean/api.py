@@ -103,6 +103,7 @@ __all__ = [
     "position",
     "pnl",
     "risk_position",
+    "risk_state",
     "fresh",
     "now",
     "trade",
@@ -119,6 +120,11 @@ IOC = int(TimeInForce.IOC)
 FOK = int(TimeInForce.FOK)
 POST_ONLY = F_POST_ONLY
 REDUCE_ONLY = F_REDUCE_ONLY
+
+# risk_state(ctx, s): hean.stages.risk.TradingState
+ACTIVE = 0
+REDUCING = 1
+HALTED = 2
 
 # order states: order_state(ctx, cid); terminal from FILLED on
 NONE = 0  # no such order (never sent, or its row was reused by a later order)
@@ -197,6 +203,7 @@ class Ctx(NamedTuple):
     money: np.ndarray  # float64[n, N_MONEY]
     value: np.ndarray  # float64[n]: quote currency per tick x lot
     risk_pos: np.ndarray  # int64[engine symbols]
+    risk_state: np.ndarray  # int64[engine symbols]: ACTIVE / REDUCING / HALTED
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,14 @@ def position(ctx, s):
 def risk_position(ctx, s):
     """The position risk holds on ``s`` in lots: every strategy's fills (what the limits check)."""
     return ctx.risk_pos[ctx.symbols[s]]
+
+
+@_inline
+def risk_state(ctx, s):
+    """The trading state risk applies to ``s``: ACTIVE, REDUCING (only orders that reduce the position pass)
+    or HALTED (nothing passes: kill switch, loss limit, a stale book). Published by risk at its worker's
+    heartbeat: it may lag a change by that long."""
+    return ctx.risk_state[ctx.symbols[s]]
 
 
 @_inline

@@ -23,9 +23,9 @@ LAYERS = [
     {"atomics", "jit", "shm", "procs", "paths", "records", "symbols"},
     {"rings"},
     {"telemetry"},
-    {"stages", "feeds", "indicators", "strategies"},
+    {"stages", "feeds", "indicators", "strategies", "api"},
     {"engine", "gateway"},
-    {"commands", "cli", "bench", "__main__", "__init__"},
+    {"commands", "cli", "bench", "research", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

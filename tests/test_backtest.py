@@ -113,9 +113,9 @@ def test_replay_and_backtest_give_identical_fills_and_every_placement_the_same_d
 
 # (strategy, its symbols, params): two strategies on the synthetic feed's two symbols, one quoting on both
 ATTRIBUTION = [
-    ("a", ["SYN-A"], {"offset": 1}),
-    ("b", ["SYN-B"], {"offset": 2}),
-    ("c", ["SYN-A", "SYN-B"], {"offset": 3}),
+    ("a", ["SYN-A"], {"offset": 0}),
+    ("b", ["SYN-B"], {"offset": 0}),
+    ("c", ["SYN-A", "SYN-B"], {"offset": 1}),
 ]
 
 

@@ -1,6 +1,8 @@
 """The engine's behaviour pinned: lockstep order and fill digests of the synthetic run and of the shared
-Binance replay, identical in every placement and equal to the values recorded before the stages became units
-(issue 13). A change to the pipeline's structure must not move them; a change of behaviour must say so here.
+Binance replay, identical in every placement. A change to the pipeline's structure must not move them; a
+change of behaviour must say so here. Last change: the market maker became a plug-in of hean.api (issue 14):
+it sees its own fills and quotes both sides in one callback, so it sends and fills more (Binance: 1037 orders
+and 453 fills before, 3227 and 1986 now).
 
 Regenerate with ``.venv/bin/python tools/digests.py``.
 """
@@ -16,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from digests import BINANCE, SYNTHETIC, digests
 
 PINNED = {
-    "synthetic": (SYNTHETIC, 5420, 324, -2773435340788400276, 1695841538552271710),
-    "binance": (BINANCE, 1037, 453, -8347726882974089726, 421013042568250987),
+    "synthetic": (SYNTHETIC, 5555, 340, 7236645266736900941, -3110773119608840971),
+    "binance": (BINANCE, 3227, 1986, 753282770730297080, 3851376269842621147),
 }
 
 

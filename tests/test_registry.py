@@ -64,6 +64,8 @@ def test_the_registry_pipeline_joins_as_documented():
     assert joined == [
         ("feed", "events", "book"),
         ("book", "states", "strategy"),
+        ("router", "reports", "strategy"),  # feedback: its orders' reports ...
+        ("risk", "rejects", "strategy"),  # ... and the intents risk refused
         ("book", "states", "risk"),
         ("strategy", "intents", "risk"),
         ("router", "reports", "risk"),  # feedback: from the stage after it
@@ -111,3 +113,19 @@ def test_the_loop_file_is_rewritten_when_a_stage_module_changes(tmp_path, monkey
     assert second.__name__ == first.__name__  # the same pipeline: the same module
     after = path.read_text()
     assert after != before and after.splitlines()[1:] == before.splitlines()[1:]  # only the stamp line
+
+
+def test_editing_a_shipped_strategy_does_not_touch_the_loop():
+    """The shipped strategies are plug-ins the loop calls by address: their edits leave its stamp alone."""
+    from hean.engine.loopgen import sources_stamp
+    from hean.stages.registry import PIPELINE
+    from hean.strategies import market_maker
+
+    path = Path(market_maker.__file__)
+    st = path.stat()
+    before = sources_stamp(PIPELINE)
+    try:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # an edit
+        assert sources_stamp(PIPELINE) == before
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

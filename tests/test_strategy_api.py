@@ -415,3 +415,22 @@ def test_debug_stops_a_callback_indexing_out_of_bounds_and_names_its_line(tmp_pa
 
     assert d.slot().cfg[SS.S_FAULT] == SS.S_ON_BOOK
     assert d.state()[0]["n"] == 2, "the faulty call replayed in Python from the state it started from"
+
+
+RISK_VIEW = """
+from hean.api import HALTED, Strategy, callback, risk_position, risk_state
+STATE = [("pos", "i8"), ("halted", "i8")]
+
+@callback
+def on_book(ctx, s):
+    ctx.state[s].pos = risk_position(ctx, s)
+    ctx.state[s].halted = 1 if risk_state(ctx, s) == HALTED else 0
+STRATEGY = Strategy(on_book=on_book, state=STATE)
+"""
+
+
+def test_the_risk_view_gives_the_symbols_position_and_trading_state(tmp_path):
+    pos, state = np.array([0, 7], np.int64), np.array([0, 2], np.int64)  # what risk publishes: symbol 1 HALTED
+    d = StrategyDriver([(write(tmp_path, RISK_VIEW, "riskview.py"), [1, 0], None)], 2, risk_pos=pos, risk_state=state)
+    d.states(states((1, QUOTE, 1000, 1002, 0), (0, QUOTE, 1000, 1002, 1)))
+    assert d.state()[["pos", "halted"]].tolist() == [(7, 1), (0, 0)]  # its symbols in its own order: 1, 0

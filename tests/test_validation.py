@@ -291,6 +291,11 @@ CONFIG_ERRORS = [
     ({"placement.spin_before_yield": -3}, "key 'placement.spin_before_yield': must be >= 0"),
     ({"symbols": [{"name": "X", "tick_size": "1e300", "lot_size": "1"}]}, "key 'symbols[0].tick_size': must be below"),
     ({"symbols": [{"name": "X", "tick_size": "1e-30", "lot_size": "1"}]}, "key 'symbols[0]': symbol X: step sizes"),
+    ({"strategies": [{"path": "market_maker", "mode": "candle"}]}, "key 'strategies[0].mode': one of ['tick', 'bar']"),
+    ({"strategies": [{"path": "market_maker", "timer_ms": -5}]}, "key 'strategies[0]': timer_ms >= 0"),
+    ({"strategies": [{"path": "market_maker"}] * 9}, "key 'strategies': at most 8 strategies, got 9"),
+    ({"strategies": [{"path": "market_maker", "symbols": ["SYN-A", "SYN-A"]}]}, "a symbol twice"),
+    ({"strategies": [{"path": "market_maker", "speed": 1}]}, "unknown key 'strategies[0].speed'"),
 ]
 
 
@@ -331,6 +336,12 @@ STAGE_ERRORS = [
     ({"feed.synthetic": {"p_trade": "x"}}, "key 'feed.synthetic.p_trade': expected float, got str 'x'"),
     ({"feed.synthetic": {"max_qty": 1.5}}, "key 'feed.synthetic.max_qty': expected int, got float"),
     ({"indicators": {"rsi_period": "x"}}, "rsi_period must be an integer"),
+    ({"strategies": [{"path": "nowhere/nope.py:STRATEGY"}]}, "strategy file 'nowhere/nope.py': no such file"),
+    ({"strategies": [{"path": "market_maker", "symbols": ["XYZ"]}]}, "'strategies[0].symbols': no symbol 'XYZ'"),
+    ({"strategies": [{"path": "market_maker", "params": {"nope": 1}}]}, "has no parameter 'nope'"),
+    ({"strategies": [{"path": "hean.strategies.nope:STRATEGY"}]}, "strategy module 'hean.strategies.nope'"),
+    ({"strategies": [{"path": "hean.api:Ctx"}]}, "has Ctx = type, not a hean.api.Strategy"),
+    ({"strategy": {"name": "nope"}}, "expected 'file.py:NAME' or 'package.module:NAME'"),
 ]  # fmt: skip
 
 
@@ -514,15 +525,15 @@ def test_starter_file_states_the_same_limits():
 def test_config_show_prints_every_stage_default(capsys):
     import tomllib
 
-    from hean import strategies
     from hean.stages.book import book_tables as book_factory
+    from hean.strategies.plugin import declaration, resolve_params
 
     assert main(["config", "show"]) == 0
     shown = tomllib.loads(capsys.readouterr().out)
     risk = factory_defaults(make_risk, skip=("value_per_tick_lot",))
     assert shown["risk"] == risk and len(risk) >= 20
     assert shown["book"] == factory_defaults(book_factory)
-    assert shown["strategy"]["params"] == strategies.resolve_params("market_maker", {})
+    assert shown["strategy"]["params"] == resolve_params(declaration("market_maker"), {})
     assert set(shown["feed"]["synthetic"]) >= {"depth", "start_px", "p_trade"}
     assert {"interval_ms", "source"} <= set(shown["bars"]) and "rsi_period" in shown["indicators"]
     assert "capacity" in shown["router"] and "entry_latency_ns" in shown["venues"][0]["params"]

@@ -291,26 +291,6 @@ def _validate(cfg: Config) -> None:
     _validate_placement(cfg.placement)
 
 
-def strategy_entries(cfg: Config) -> list[StrategyEntry]:
-    """The run's strategies: ``[[strategies]]``, or the ``[strategy]`` shorthand as one entry. ``[indicators]``
-    and ``[bars]`` apply to each unless the entry sets its own."""
-    if cfg.strategies:
-        entries = list(cfg.strategies)
-    else:
-        st = cfg.strategy
-        entries = [StrategyEntry(path=st.name, params=dict(st.params), mode=st.mode, tick_source=st.tick_source)]
-    bars = dict(cfg.bars)
-    return [
-        msgspec.structs.replace(
-            e,
-            indicators={**dict(cfg.indicators), **dict(e.indicators)},
-            bar_ms=e.bar_ms or int(bars.get("interval_ms", 0) or 0),
-            bar_source=e.bar_source or str(bars.get("source", "") or ""),
-        )
-        for e in entries
-    ]
-
-
 MAX_RECORD_ROWS = 1 << 26  # rows per log per strategy (an ORDER row is 128 bytes: 8 GiB at most)
 
 
@@ -635,12 +615,17 @@ def dump_toml(cfg: Config) -> str:
             lines.append(f"{k} = {scalar(v)}")
         lines.append("")
 
+    def is_tables(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and isinstance(v[0], dict)
+
+    # top-level keys first: in TOML a key after a table header belongs to that table
     for key, value in data.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
+        if not isinstance(value, dict) and not is_tables(value):
+            lines.append(f"{key} = {scalar(value)}")
+    for key, value in data.items():
+        if is_tables(value):
             for item in value:
                 table(key, item, f"[[{key}]]")
         elif isinstance(value, dict):
             table(key, value, f"[{key}]")
-        else:
-            lines.append(f"{key} = {scalar(value)}")
     return "\n".join(lines)

@@ -241,9 +241,11 @@ def loop_module(pipeline: tuple[Stage, ...]) -> ModuleType:
 
 def sources_stamp(pipeline: tuple[Stage, ...]) -> str:
     """A digest of the stamps (path, mtime, size: what numba's cache checks) of every module of the hean
-    package and of each stage's own module: what the worker loop inlines. The same in every process of a run,
+    package -- but the shipped strategies, plug-ins the loop calls by address -- and of each stage's own
+    module: what the worker loop inlines. The same in every process of a run,
     whatever each has imported (about a millisecond: ~160 stats)."""
-    files = {p for p in _PACKAGE.rglob("*.py") if p.parent != _LOOPS.resolve()}
+    plugins = _plugin_files()
+    files = {p for p in _PACKAGE.rglob("*.py") if p.parent != _LOOPS.resolve() and p.resolve() not in plugins}
     for stage in pipeline:
         origin = getattr(importlib.import_module(stage.module), "__file__", None)
         if origin:
@@ -253,6 +255,20 @@ def sources_stamp(pipeline: tuple[Stage, ...]) -> str:
         st = p.stat()
         h.update(f"{p}:{st.st_mtime_ns}:{st.st_size}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _plugin_files() -> set[Path]:
+    """The shipped strategies and the template: plug-ins the loop never compiles in (a strategy is called
+    through its C address, hean.strategies.abi), so editing one must not recompile the loop."""
+    folder = _PACKAGE / "strategies"
+    names = {spec.partition(":")[0].rsplit(".", 1)[-1] for spec in _builtin_specs()} | {"template"}
+    return {(folder / f"{n}.py").resolve() for n in names}
+
+
+def _builtin_specs() -> list[str]:
+    from hean.strategies.plugin import BUILTIN
+
+    return list(BUILTIN.values())
 
 
 def _write(path: Path, text: str) -> None:

@@ -520,7 +520,7 @@ class Supervisor:
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
         old = {s: signal.signal(s, self._on_signal) for s in handled}
         t_start = time.monotonic()
-        from hean.engine.config import strategy_entries
+        from hean.stages.strategy import strategy_entries
 
         result = RunResult(
             self.run_id,

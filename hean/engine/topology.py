@@ -79,6 +79,15 @@ SHARED_VIEWS: tuple[SharedView, ...] = (
         view=lambda words, n_venues, n_symbols: position_view(words, n_symbols),
         order="one aligned int64 per symbol (cannot tear): risk stores it relaxed, the strategy loads it relaxed",
     ),
+    SharedView(
+        "rstate",
+        writers=("risk",),
+        readers=("strategy",),
+        nbytes=lambda n_venues, n_symbols: position_bytes(n_symbols),
+        view=lambda words, n_venues, n_symbols: position_view(words, n_symbols),
+        order="one aligned int64 per symbol, the TradingState that applies to it: risk stores it relaxed at "
+        "every heartbeat of its worker, the strategy loads it relaxed (hean.api.risk_state)",
+    ),
 )
 
 

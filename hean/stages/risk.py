@@ -862,6 +862,7 @@ class RiskStage(NamedTuple):
     risk: RiskState
     out: np.ndarray  # ORDER[RISK_OUT]
     rej: np.ndarray  # EXEC_REPORT[1]: the REJECTED report of an intent risk refused (to its strategy)
+    rstate: np.ndarray  # int64[n_symbols]: the TradingState of each symbol, for the strategies (a shared view)
     clock: np.ndarray  # int64[1]: risk's exchange clock, the latest book state's ts_exch it applied
 
 
@@ -982,6 +983,8 @@ def risk_step(Rk, ins, outs, tm, now, flags):
 def risk_view(Rk, tm, now):
     """What risk shows observers: its trading state, PnL, positions and rejects (hean top, the summary)."""
     risk_to_telemetry(Rk.risk, tm.counters, tm.risk, Rk.clock[0])
+    for s in range(Rk.rstate.shape[0]):
+        store_relaxed(Rk.rstate, s, risk_effective_state(Rk.risk, s))
 
 
 def make_risk_stage(ctx) -> RiskStage:
@@ -992,7 +995,8 @@ def make_risk_stage(ctx) -> RiskStage:
         table["value_per_tick_lot"] = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
     position = ctx.views["pos"] if ctx.real else None
     risk = ctx.call("risk", make_risk, len(ctx.symbols), position_lots=position, **table)
-    return RiskStage(risk, np.zeros(RISK_OUT, ORDER), np.zeros(1, EXEC_REPORT), np.zeros(1, np.int64))
+    rstate = ctx.views["rstate"] if ctx.real else np.zeros(max(1, len(ctx.symbols)), np.int64)
+    return RiskStage(risk, np.zeros(RISK_OUT, ORDER), np.zeros(1, EXEC_REPORT), rstate, np.zeros(1, np.int64))
 
 
 RISK = Stage(

@@ -25,6 +25,7 @@ not tick-to-trade samples.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -152,6 +153,7 @@ class Slot(NamedTuple):
     money: np.ndarray  # float64[n, N_MONEY]
     value: np.ndarray  # float64[n]
     risk_pos: np.ndarray  # int64[engine symbols]: the shared positions risk writes
+    risk_state: np.ndarray  # int64[engine symbols]: the shared trading states risk writes
     rec_orders: np.ndarray  # ORDER[cap]: the recorder's logs (one row each when not recording)
     rec_reports: np.ndarray  # EXEC_REPORT[cap]
     rec_equity: np.ndarray  # EQUITY[cap]
@@ -352,11 +354,13 @@ def on_book_state(S, bs, intents):
     if sym < 0 or sym >= S.subs.shape[0]:
         return 0
     sent = 0
-    t = event_time(bs)
     for i in range(S.subs[sym, 0]):
         j = S.subs[sym, 1 + i]
         sl = S.slots[j]
         s = sl.local[sym]
+        # the strategy's clock: the records' event time, never going back (a recording's streams interleave:
+        # a trade may carry an earlier exchange time than the depth update before it)
+        t = max(event_time(bs), sl.meta[A.M_NOW])
         sl.book[s] = bs
         if sl.cfg[S_RECORD] != 0 and sl.cfg[S_EQUITY_NS] > 0 and t >= sl.cfg[S_NEXT_EQUITY]:
             if sl.cfg[S_NEXT_EQUITY] != 0:
@@ -555,6 +559,7 @@ def make_slot(
     value: np.ndarray | None = None,
     risk_pos: np.ndarray | None = None,
     *,
+    risk_state: np.ndarray | None = None,
     indicators: dict | None = None,
     mode: str | None = None,
     tick_source: str | None = None,
@@ -612,6 +617,7 @@ def make_slot(
         money=np.zeros((n, A.N_MONEY)),
         value=np.ones(n) if value is None else np.ascontiguousarray(value, np.float64),
         risk_pos=np.zeros(n_engine, np.int64) if risk_pos is None else risk_pos,
+        risk_state=np.zeros(n_engine, np.int64) if risk_state is None else risk_state,
         rec_orders=np.zeros(max(1, record), ORDER),
         rec_reports=np.zeros(max(1, record), EXEC_REPORT),
         rec_equity=np.zeros(max(1, record), EQUITY),
@@ -630,7 +636,7 @@ def make_slot(
         (abi.D_PARAMS, sl.params), (abi.D_STATE, sl.state), (abi.D_BOOK, sl.book), (abi.D_SYMBOLS, sl.symbols),
         (abi.D_IND, sl.ind.out), (abi.D_INFO, sl.info), (abi.D_TRADES, sl.trades), (abi.D_ORDERS, sl.orders),
         (abi.D_ACTS, sl.acts), (abi.D_META, sl.meta), (abi.D_POS, sl.pos), (abi.D_MONEY, sl.money),
-        (abi.D_VALUE, sl.value), (abi.D_RISK_POS, sl.risk_pos),
+        (abi.D_VALUE, sl.value), (abi.D_RISK_POS, sl.risk_pos), (abi.D_RISK_STATE, sl.risk_state),
     ):  # fmt: skip
         assert arr.flags.c_contiguous, word
         d[word] = arr.ctypes.data
@@ -675,9 +681,48 @@ def slot_arrays(sl: Slot, loaded: Any) -> dict[str, np.ndarray]:
     return {"params": sl.params.view(decl.params_dtype), "state": sl.state.view(decl.state_dtype)}
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One strategy of a run, as the stage builds it: a ``[[strategies]]`` table with the run-wide
+    ``[indicators]`` and ``[bars]`` folded in (the entry's own keys win)."""
+
+    path: str
+    symbols: tuple[str, ...] = ()
+    params: dict = field(default_factory=dict)
+    indicators: dict = field(default_factory=dict)
+    mode: str = ""
+    tick_source: str = ""
+    bar_ms: int = 0
+    bar_source: str = ""
+    timer_ms: int = -1
+
+
+def strategy_entries(cfg: Any) -> list[Entry]:
+    """The run's strategies (``cfg``: hean.engine.config.Config): ``[[strategies]]``, or the ``[strategy]``
+    shorthand as one entry on every symbol."""
+    if cfg.strategies:
+        raw = [
+            Entry(e.path, tuple(e.symbols), dict(e.params), dict(e.indicators), e.mode, e.tick_source, e.bar_ms,
+                  e.bar_source, e.timer_ms)
+            for e in cfg.strategies
+        ]  # fmt: skip
+    else:
+        st = cfg.strategy
+        raw = [Entry(st.name, (), dict(st.params), {}, st.mode, st.tick_source)]
+    bars = dict(cfg.bars)
+    return [
+        replace(
+            e,
+            indicators={**dict(cfg.indicators), **e.indicators},
+            bar_ms=e.bar_ms or int(bars.get("interval_ms", 0) or 0),
+            bar_source=e.bar_source or str(bars.get("source", "") or ""),
+        )
+        for e in raw
+    ]
+
+
 def make_strategy(ctx) -> StrategyStage:
-    """The stage from the configuration's strategies (``hean.engine.config.strategy_entries``)."""
-    from hean.engine.config import strategy_entries
+    """The stage from the configuration's strategies (:func:`strategy_entries`)."""
     from hean.strategies.plugin import load, resolve_params
 
     n_engine = len(ctx.symbols)
@@ -705,6 +750,7 @@ def make_strategy(ctx) -> StrategyStage:
                 params,
                 value[syms],
                 ctx.views["pos"],
+                risk_state=ctx.views["rstate"],
                 indicators=dict(e.indicators),
                 mode=e.mode or None,
                 tick_source=e.tick_source or None,
@@ -770,6 +816,7 @@ class StrategyDriver:
         *,
         value: np.ndarray | None = None,
         risk_pos: np.ndarray | None = None,
+        risk_state: np.ndarray | None = None,
         capacity: int = 1 << 16,
         debug: bool = False,
         **overrides: Any,
@@ -780,6 +827,7 @@ class StrategyDriver:
         self.loaded = [load(path, debug=debug) for path, _, _ in strategies]
         value = np.ones(n_symbols) if value is None else np.asarray(value, np.float64)
         self.risk_pos = np.zeros(n_symbols, np.int64) if risk_pos is None else risk_pos
+        self.risk_state = np.zeros(n_symbols, np.int64) if risk_state is None else risk_state
         slots = [
             make_slot(
                 L,
@@ -789,6 +837,7 @@ class StrategyDriver:
                 resolve_params(L.decl, p),
                 value[list(syms)],
                 self.risk_pos,
+                risk_state=self.risk_state,
                 debug=debug,
                 **overrides,
             )

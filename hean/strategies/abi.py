@@ -46,8 +46,9 @@ D_POS = 11  # int64[n]: the strategy's position per symbol, lots (its own fills)
 D_MONEY = 12  # float64[n, N_MONEY]: cash, fees, traded notional per symbol (hean.api.Y_*)
 D_VALUE = 13  # float64[n]: quote currency per tick x lot of each symbol
 D_RISK_POS = 14  # int64[n_engine_symbols]: the position risk holds per engine symbol (all strategies)
-D_N_ENGINE = 15  # the engine's symbols (the length of RISK_POS)
-N_DESC = 16
+D_N_ENGINE = 15  # the engine's symbols (the length of RISK_POS and RISK_STATE)
+D_RISK_STATE = 16  # int64[n_engine_symbols]: the TradingState risk applies to each engine symbol
+N_DESC = 17
 
 SIGNATURE = types.int64(types.int64, types.int64, types.int64)
 

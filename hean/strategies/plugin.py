@@ -284,6 +284,7 @@ def _ctx(d):
         _f2(desc[A.D_MONEY], (n, N_MONEY)),
         _f1(desc[A.D_VALUE], (n,)),
         _i1(desc[A.D_RISK_POS], (desc[A.D_N_ENGINE],)),
+        _i1(desc[A.D_RISK_STATE], (desc[A.D_N_ENGINE],)),
     )
 {entries}"""
 
@@ -400,6 +401,7 @@ def _sample_ctx(decl: Declared) -> Any:
         np.zeros(1, np.int64),
         np.zeros((1, N_MONEY)),
         np.zeros(1),
+        np.zeros(1, np.int64),
         np.zeros(1, np.int64),
     )
 
@@ -535,6 +537,7 @@ def reproduce(loaded: Loaded, sl: Any, name: str, s: int, arg: int) -> None:
         sl.money,
         sl.value,
         sl.risk_pos,
+        sl.risk_state,
     )
     fn = getattr(loaded.decl.strategy, name)
     py = getattr(fn, "py_func", fn)
