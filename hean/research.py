@@ -146,12 +146,12 @@ EQUITY = np.dtype(
 
 
 def backtest(
-    recording: str | os.PathLike | None,
+    recording: str | os.PathLike | Sequence[str | os.PathLike] | None,
     strategies: Sequence[str | dict] | str = "market_maker",
     *,
     params: dict[str, float] | None = None,
     config: str | os.PathLike | dict | None = None,
-    format: str = "",
+    format: str | Sequence[str] = "",
     max_rows: int = 1_000_000,
     equity_ms: int = 1000,
     max_seconds: float = 3600.0,
@@ -165,7 +165,9 @@ def backtest(
     (``{"risk.max_position": 5}``) for everything else (venue latency and fees, risk limits...). ``format``:
     the recording's format when its name does not tell (``hean convert --help``). ``max_rows``: rows each
     strategy's order, report and equity logs keep (a run that outgrows them says so in ``summary["lost_rows"]``).
-    ``recording`` None runs the configuration's own feed instead (the synthetic one needs ``feed.max_messages``).
+    ``recording`` None runs the configuration's own feed instead (the synthetic one needs ``feed.max_messages``);
+    a list of recordings (each of its own symbols; ``format`` one for all or a list) is merged by the recorded
+    receive time.
     ``debug``: strategies compiled with bounds checking; a callback that indexes out of bounds stops the
     backtest with a StrategyError naming its file and line.
     """
@@ -176,6 +178,11 @@ def backtest(
 
     entries = _entries(strategies, params)
     overrides: dict[str, Any] = {} if config is None or not isinstance(config, dict) else dict(config)
+    several = recording is not None and not isinstance(recording, str | os.PathLike)
+    tmp_merge = tempfile.TemporaryDirectory(prefix="hean-backtest-merge-") if several else None
+    if several:
+        recording = merge_recordings([str(r) for r in recording], format, tmp_merge.name)
+        format = "native"
     if recording is not None:
         overrides.update({"feed.source": "replay", "feed.path": str(recording), "feed.format": format})
     overrides.update(
@@ -200,6 +207,8 @@ def backtest(
         loop = loop_module(PIPELINE)
         loops = _run_to_the_end(loop, W, max_seconds)
     wall = time.perf_counter() - t0
+    if tmp_merge is not None:
+        tmp_merge.cleanup()
     _raise_faults(W, entries, debug)
     return _result(cfg, W, entries, wall, loops)
 
@@ -213,6 +222,45 @@ def _raise_faults(W: Any, entries: list[dict], debug: bool) -> None:
         sl = W.st_strategy.slots[j]
         if sl.cfg[S_FAULT]:
             raise fault_error(load(e["path"], debug=debug), sl)
+
+
+def merge_recordings(paths: list[str], format: str | Sequence[str], directory: str) -> str:
+    """Several recordings as one native event file in ``directory`` (its path): each file read and checked
+    on its own, the symbols renumbered into one table, the events merged by the recorded receive time
+    (``ts_origin``) -- stable, so an exchange message's events stay together, a file's events keep their order
+    and ties keep the files' order.
+    Each recording must have symbols of its own (chaining days of one symbol is not supported)."""
+    from hean.feeds import load_events
+    from hean.feeds.native import write_native
+    from hean.symbols import SymbolTable
+
+    if not paths:
+        raise ValueError("backtest: an empty list of recordings")
+    formats = [format] * len(paths) if isinstance(format, str) else list(format)
+    if len(formats) != len(paths):
+        raise ValueError(f"backtest: {len(formats)} formats for {len(paths)} recordings")
+    parts, keys, table, owner = [], [], [], {}
+    for path, fmt in zip(paths, formats, strict=True):
+        events, report = load_events(path, fmt)
+        base = len(table)
+        for sym in report.symbols:
+            if sym.name in owner:
+                raise ValueError(
+                    f"backtest: symbol {sym.name} is in {owner[sym.name]} and {path}; give each recording its own "
+                    "symbols (one symbol's days in order is not supported here)"
+                )
+            owner[sym.name] = path
+            table.append({"name": sym.name, "tick_size": str(sym.tick_size), "lot_size": str(sym.lot_size)})
+        ev = np.array(events)
+        ev["symbol"] += base
+        parts.append(ev)
+        # the key never goes back within a file, so the merge never reorders a file's own events
+        keys.append(np.maximum.accumulate(ev["ts_origin"]))
+    merged = np.concatenate(parts)
+    order = np.argsort(np.concatenate(keys), kind="stable")
+    out = os.path.join(directory, "merged.hev")
+    write_native(out, merged[order], SymbolTable(table), source=" + ".join(paths))
+    return out
 
 
 def _entries(strategies: Sequence[str | dict] | str, params: dict | None) -> list[dict]:

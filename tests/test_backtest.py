@@ -137,3 +137,27 @@ def test_several_strategies_in_one_run_orders_and_fills_are_attributed(quoter):
     assert len({(int(o["strategy"]), int(o["client_id"])) for o in r.orders.data[r.orders["action"] == A_NEW]}) == int(
         (r.orders["action"] == A_NEW).sum()
     )
+
+
+BYBIT = str(ROOT / "tests" / "data" / "bybit-xrpusdt-ob500.data.zip")
+
+
+@pytest.mark.timeout(600)
+def test_several_recordings_are_merged_by_receive_time_each_symbol_its_own_strategy(quoter):
+    entries = [{"path": quoter, "symbols": ["BTCUSDT"]}, {"path": quoter, "symbols": ["XRPUSDT"]}]
+    r = hean.backtest([RECORDING, BYBIT], entries, format=["binance-usdm", "bybit"])
+    assert r.symbols == ["BTCUSDT", "XRPUSDT"]
+    for j, name in enumerate(r.symbols):
+        mine = r.orders.data[r.orders["strategy"] == j]
+        assert len(mine) > 0 and set(np.unique(mine["symbol"]).tolist()) == {j}, name
+    alone = hean.backtest(RECORDING, quoter, format="binance-usdm")
+    btc = r.fills.data[r.fills["strategy"] == 0]
+    assert (
+        btc[["client_id", "price", "qty", "side"]].tolist()
+        == alone.fills.data[["client_id", "price", "qty", "side"]].tolist()
+    ), "the other recording's events change nothing for BTCUSDT's strategy"
+
+
+def test_two_recordings_of_one_symbol_are_refused():
+    with pytest.raises(ValueError, match="symbol BTCUSDT is in .* and"):
+        hean.backtest([RECORDING, RECORDING], "market_maker", format="binance-usdm")
