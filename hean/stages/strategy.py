@@ -162,16 +162,109 @@ class Slot(NamedTuple):
 
 
 class StrategyStage(NamedTuple):
-    """The stage's state: the slots, who trades which symbol, and its intent buffer."""
+    """The stage's state: the slots, who trades which symbol, and its intent buffer.
 
-    slots: tuple  # MAX_STRATEGIES x Slot
+    Kernels reach slot ``j`` through ``hd[j]`` (:func:`slot_at`), never through ``slots``: taking a slot out
+    of a tuple by a run-time index made LLVM copy it out of a switch over all of them (~30 ns per record) and
+    tripled the loop's compile time; views made from addresses cost a few instructions each. ``slots`` keeps
+    the arrays alive and serves Python (tests, results).
+    """
+
+    slots: tuple  # MAX_STRATEGIES x Slot (Python's handle on the arrays)
+    hd: np.ndarray  # int64[MAX_STRATEGIES, N_HD]: each slot's arrays by address and dims (SLOT_ARRAYS)
     subs: np.ndarray  # int64[engine symbols, 1 + MAX_STRATEGIES]: count, then the slots trading it
     g: np.ndarray  # int64[N_G]
     out: np.ndarray  # ORDER[1]
 
 
+# every array of a slot, in the order of hd[j, 4 * k : 4 * k + 4] = (address, dim0, dim1, dim2)
+SLOT_ARRAYS = (
+    "cfg", "local", "desc", "params", "state", "book", "symbols",
+    "ind.iparams", "ind.fparams", "ind.fstate", "ind.istate", "ind.sma_ring", "ind.bb_ring", "ind.vwap_pv",
+    "ind.vwap_v", "ind.out",
+    "bars.params", "bars.cur", "bars.cur_i", "bars.last", "bars.last_i",
+    "info", "trades", "orders", "acts", "meta", "pos", "money", "value", "risk_pos", "risk_state",
+    "rec_orders", "rec_reports", "rec_equity", "rec_n", "snap",
+)  # fmt: skip
+N_HD = 4 * len(SLOT_ARRAYS)
+_K = {name: k for k, name in enumerate(SLOT_ARRAYS)}
+
+_i1 = abi.array_view(np.int64, 1)
+_i2 = abi.array_view(np.int64, 2)
+_i3 = abi.array_view(np.int64, 3)
+_f1 = abi.array_view(np.float64, 1)
+_f2 = abi.array_view(np.float64, 2)
+_u1 = abi.array_view(np.uint8, 1)
+_states = abi.array_view(BOOK_STATE, 1)
+_orders = abi.array_view(ORDER, 1)
+_reports = abi.array_view(EXEC_REPORT, 1)
+_equity = abi.array_view(EQUITY, 1)
+
+
+def slot_addresses(sl: Slot) -> np.ndarray:
+    """The row of ``hd`` for slot ``sl``: each array of SLOT_ARRAYS by address and shape."""
+    row = np.zeros(N_HD, np.int64)
+    for k, name in enumerate(SLOT_ARRAYS):
+        arr = sl
+        for part in name.split("."):
+            arr = getattr(arr, part)
+        assert arr.flags.c_contiguous and arr.ndim <= 3, name
+        row[4 * k] = arr.ctypes.data
+        row[4 * k + 1 : 4 * k + 1 + arr.ndim] = arr.shape
+    return row
+
+
 # ---------------------------------------------------------------------------------------------------------
 # kernels
+@kernel(forceinline=True, error_model="numpy")
+def slot_at(hd, j):
+    """Slot ``j`` as views over its arrays (from ``hd[j]``, :func:`slot_addresses`): no copy, the same type
+    for every slot."""
+    h = hd[j]
+    return Slot(
+        _i1(h[0], (h[1],)),
+        _i1(h[4], (h[5],)),
+        _i1(h[8], (h[9],)),
+        _u1(h[12], (h[13],)),
+        _u1(h[16], (h[17],)),
+        _states(h[20], (h[21],)),
+        _i1(h[24], (h[25],)),
+        IndicatorSet(
+            _i1(h[28], (h[29],)),
+            _f1(h[32], (h[33],)),
+            _f2(h[36], (h[37], h[38])),
+            _i2(h[40], (h[41], h[42])),
+            _f2(h[44], (h[45], h[46])),
+            _f2(h[48], (h[49], h[50])),
+            _f2(h[52], (h[53], h[54])),
+            _f2(h[56], (h[57], h[58])),
+            _f2(h[60], (h[61], h[62])),
+        ),
+        BarState(
+            _i1(h[64], (h[65],)),
+            _f2(h[68], (h[69], h[70])),
+            _i2(h[72], (h[73], h[74])),
+            _f2(h[76], (h[77], h[78])),
+            _i2(h[80], (h[81], h[82])),
+        ),
+        _i2(h[84], (h[85], h[86])),
+        _i3(h[88], (h[89], h[90], h[91])),
+        _i2(h[92], (h[93], h[94])),
+        _i2(h[96], (h[97], h[98])),
+        _i1(h[100], (h[101],)),
+        _i1(h[104], (h[105],)),
+        _f2(h[108], (h[109], h[110])),
+        _f1(h[112], (h[113],)),
+        _i1(h[116], (h[117],)),
+        _i1(h[120], (h[121],)),
+        _orders(h[124], (h[125],)),
+        _reports(h[128], (h[129],)),
+        _equity(h[132], (h[133],)),
+        _i1(h[136], (h[137],)),
+        _u1(h[140], (h[141],)),
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------
 @kernel(inline=True, error_model="numpy")
 def event_time(bs):
@@ -351,22 +444,14 @@ def _timers(S, sl, j, t, intents):
 
 @kernel(inline=True, error_model="numpy")
 def on_book_state(S, bs, intents):
-    """One book state to every strategy trading its symbol; returns the intents published.
-
-    Why slot 0 apart: ``S.slots`` is a tuple, and taking one of its slots by a run-time index makes LLVM
-    copy the slot out of a switch over all of them (measured: ~30 ns per record with 2 to 8 slots, against
-    ~0 with a constant index). The first strategy -- the only one of most runs -- goes by a constant.
-    """
+    """One book state to every strategy trading its symbol; returns the intents published."""
     sym = bs.symbol
     if sym < 0 or sym >= S.subs.shape[0]:
         return 0
     sent = 0
     for i in range(S.subs[sym, 0]):
         j = S.subs[sym, 1 + i]
-        if j == 0:
-            sent += _slot_on_book_state(S, S.slots[0], 0, sym, bs, intents)
-        else:
-            sent += _slot_on_book_state(S, S.slots[j], j, sym, bs, intents)
+        sent += _slot_on_book_state(S, slot_at(S.hd, j), j, sym, bs, intents)
     return sent
 
 
@@ -446,7 +531,7 @@ def on_report(S, rep, intents):
     j = np.int64(rep.strategy)
     if j >= MAX_STRATEGIES:
         return 0
-    sl = S.slots[j]
+    sl = slot_at(S.hd, j)
     if sl.cfg[S_ACTIVE] == 0:
         return 0
     cid = rep.client_id
@@ -543,7 +628,7 @@ def strategy_view(S, tm, now):
     """Per strategy: intents, fills, refused actions and PnL (the summary's breakdown, ``hean top``)."""
     c = tm.counters
     for j in range(MAX_STRATEGIES):
-        sl = S.slots[j]
+        sl = slot_at(S.hd, j)
         if sl.cfg[S_ACTIVE] == 0:
             continue
         total, _, _, _ = slot_pnl(sl)
@@ -687,7 +772,8 @@ def make_strategy_stage(slots: list[Slot], n_engine: int) -> StrategyStage:
     # a record reaches every strategy of its symbol; each may act MAX_ACTIONS times (a timer too), plus a
     # deferred cancel for a report
     g[G_PER_RECORD] = (2 * A.MAX_ACTIONS + 1) * max(1, int(subs[:, 0].max()) if n_engine else 1)
-    return StrategyStage(tuple(full), subs, g, np.zeros(1, ORDER))
+    hd = np.stack([slot_addresses(sl) for sl in full])
+    return StrategyStage(tuple(full), hd, subs, g, np.zeros(1, ORDER))
 
 
 def slot_arrays(sl: Slot, loaded: Any) -> dict[str, np.ndarray]:
