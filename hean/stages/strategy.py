@@ -272,7 +272,7 @@ def event_time(bs):
     return bs.ts_exch if bs.ts_exch > 0 else bs.ts_origin
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def advance_indicators(cfg, ind, bars, s, bs):
     """Feed the record to a slot's bars/indicators per its mode; True if the indicators took a sample.
 
@@ -315,7 +315,7 @@ def advance_indicators(cfg, ind, bars, s, bs):
     return fresh
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _log(log, n, which, rec):
     """Append ``rec`` to a recorder log (counted as lost when it is full)."""
     k = n[which]
@@ -326,7 +326,7 @@ def _log(log, n, which, rec):
         n[R_LOST] += 1
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def slot_pnl(sl):
     """(PnL, fees, gross lots, notional) of a slot over its symbols, positions marked to the latest sound mid."""
     total = 0.0
@@ -343,7 +343,7 @@ def slot_pnl(sl):
     return total, fees, gross, notional
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _sample_equity(sl, t):
     k = sl.rec_n[R_EQUITY]
     if k >= sl.rec_equity.shape[0]:
@@ -355,7 +355,7 @@ def _sample_equity(sl, t):
     sl.rec_n[R_EQUITY] = k + 1
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _intent(S, sl, j, row, action, order_id, ts_origin, ts_exch, intents):
     """Publish one ORDER intent of slot ``sl`` (id ``j``) from an order-table row."""
     seq = S.g[G_SEQ] + 1
@@ -383,7 +383,7 @@ def _intent(S, sl, j, row, action, order_id, ts_origin, ts_exch, intents):
     sl.cfg[S_INTENTS] += 1
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _flush(S, sl, j, ts_origin, ts_exch, intents):
     """Turn the actions the callback queued into intents; returns how many were published."""
     n = sl.meta[A.M_N_ACTS]
@@ -409,7 +409,7 @@ def _flush(S, sl, j, ts_origin, ts_exch, intents):
     return sent
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _call(fn, which, sl, s, arg):
     """Call a callback of the slot unless it is absent or the strategy faulted; a callback that raised (only
     possible with ``debug``: an index out of bounds) faults the strategy: it is called no more."""
@@ -423,7 +423,7 @@ def _call(fn, which, sl, s, arg):
             sl.cfg[S_FAULT_ARG] = arg
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _timers(S, sl, j, t, intents):
     """Fire the slot's timer for every period that event time ``t`` passed (at most one call per record: a
     gap in the data does not replay every missed period)."""
@@ -442,7 +442,7 @@ def _timers(S, sl, j, t, intents):
     return _flush(S, sl, j, 0, nxt, intents)
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def on_book_state(S, bs, intents):
     """One book state to every strategy trading its symbol; returns the intents published."""
     sym = bs.symbol
@@ -455,7 +455,7 @@ def on_book_state(S, bs, intents):
     return sent
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _slot_on_book_state(S, sl, j, sym, bs, intents):
     """The book state ``bs`` to the strategy of slot ``sl`` (id ``j``)."""
     s = sl.local[sym]
@@ -487,7 +487,7 @@ def _slot_on_book_state(S, sl, j, sym, bs, intents):
     return sent + _flush(S, sl, j, bs.ts_origin, bs.ts_exch, intents)
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _apply_report(sl, o, rep):
     """The order table row ``o``, position and cash after report ``rep``."""
     kind = rep.kind
@@ -525,7 +525,7 @@ def _apply_report(sl, o, rep):
             o[A.OF_STATE] = A.OPEN
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def on_report(S, rep, intents):
     """One execution report (or risk's reject) to the strategy whose order it is; returns intents published."""
     j = np.int64(rep.strategy)
@@ -559,7 +559,7 @@ def on_report(S, rep, intents):
     return sent
 
 
-@kernel(inline=True, error_model="numpy")
+@kernel(forceinline=True, error_model="numpy")
 def _take(port, intents, per, tmc):
     """``(start, n)``: records of ``port`` to take now -- up to BATCH when the intents' rings have room for
     ``per`` intents each, else one, else none."""
