@@ -35,7 +35,7 @@ exists, or better, loop in compiled code.
 
 **Why entries.** A function that Python calls on purpose and often -- ``run_loop`` (the worker), the
 benchmark loops, the batch indicators, the readers' parsing passes over a whole file, replay drivers like
-``run_book_states`` -- is the boundary between Python and compiled code: it needs the CPython wrapper, so
+``drive_states`` -- is the boundary between Python and compiled code: it needs the CPython wrapper, so
 :func:`entry` keeps it (numba's own dispatcher, no twin, no extra frame; only the never-used C-callable
 wrapper is dropped). Python calls it once per batch, file or run, so the one wrapper it needs is worth
 building. An entry may still be called from compiled code: that call is direct.

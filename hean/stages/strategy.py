@@ -274,10 +274,7 @@ def event_time(bs):
 
 @kernel(forceinline=True, error_model="numpy")
 def advance_indicators(cfg, ind, bars, s, bs):
-    """Feed the record to a slot's bars/indicators per its mode; True if the indicators took a sample.
-
-    Takes the slot's parts, not the slot: a slot is a large tuple, and passing it whole into inlined code
-    made LLVM copy it (measured: +25 ns per record even when no sample was taken)."""
+    """Feed the record to a slot's bars/indicators per its mode; True if the indicators took a sample."""
     kind = bs.kind
     sound_quote = kind == QUOTE and 0 < bs.bid_px < bs.ask_px and (bs.flags & (F_STALE | F_CROSSED)) == 0
     trade = kind == TRADE and bs.last_trade_qty > 0

@@ -296,8 +296,17 @@ _ENTRY = {
 }
 
 
+def _given(strategy: Strategy) -> list[str]:
+    """The callbacks to compile: each given one, but ``on_trade`` not again when it is ``on_book`` (the
+    shipped strategies use one function for both; a second cfunc would double the compile)."""
+    given = [c for c in Strategy.CALLBACKS if getattr(strategy, c) is not None]
+    if strategy.on_trade is not None and strategy.on_trade is strategy.on_book:
+        given.remove("on_trade")
+    return given
+
+
 def _wrapper_text(decl: Declared, debug: bool) -> str:
-    given = [c for c in Strategy.CALLBACKS if getattr(decl.strategy, c) is not None]
+    given = _given(decl.strategy)
     if debug:  # called, not inlined: numba's try/except misses an exception raised inside inlined code
         callbacks = "\n".join(
             f"_{c} = njit(error_model='numpy', _nrt=False, boundscheck=True)(_D.strategy.{c}.py_func)" for c in given
@@ -359,6 +368,8 @@ def load(spec: str, *, debug: bool = False) -> Loaded:
             del sys.modules[modname]
             raise StrategyError(_compile_message(decl, _diagnose(decl) or e)) from None
     addresses = {c: (getattr(module, c).address if hasattr(module, c) else 0) for c in Strategy.CALLBACKS}
+    if "on_trade" not in _given(decl.strategy) and decl.strategy.on_trade is not None:
+        addresses["on_trade"] = addresses["on_book"]  # the same function: one compiled entry
     loaded = Loaded(decl, folder, addresses)
     _LOADED[key] = loaded
     return loaded
