@@ -351,7 +351,7 @@ def test_cache_clear_all_also_removes_heans_kernel_cache(cache, capsys):
     out = capsys.readouterr().out
     assert "removed 1 compiled strategy" in out
     assert f"removed 3 files ({C.human(3300)}) of HEAN's kernels cache under {pkg}" in out
-    assert "recompiles HEAN's kernels, which takes about a minute" in out
+    assert "recompiles HEAN's kernels, which takes about two minutes" in out
     assert C.kernel_files(pkg) == []
     left = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*") if p.is_file())
     assert left == ["__pycache__/jit.cpython-311.pyc", "stages/book.py"]

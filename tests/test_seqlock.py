@@ -344,16 +344,17 @@ def test_write_during_read_retries_and_sees_one_write():
 
 
 def test_shared_views_are_declared_in_the_topology(shm_name):
-    """Both cross-process views are declared (segment suffix, one writer stage, reader stages), the run's
+    """The cross-process views are declared (segment suffix, one writer stage, reader stages), the run's
     segment names are derived from the declaration, and a view over a segment of the declared size works."""
     from hean.engine.config import STAGES
     from hean.engine.runs import run_id_of, run_suffixes
     from hean.engine.topology import SHARED_VIEWS, view_name
 
     views = {v.key: v for v in SHARED_VIEWS}
-    assert set(views) == {"tops", "pos"} and set(views) <= run_suffixes()
+    assert set(views) == {"tops", "pos", "rstate"} and set(views) <= run_suffixes()
     assert (views["tops"].writers, views["tops"].readers) == (("book",), ("router",))
     assert (views["pos"].writers, views["pos"].readers) == (("risk",), ("strategy",))
+    assert (views["rstate"].writers, views["rstate"].readers) == (("risk",), ("strategy",))
     for v in SHARED_VIEWS:
         assert len(v.writers) == 1 and set(v.writers + v.readers) <= set(STAGES) and v.order
         assert view_name("r1", v) == f"hean-r1-{v.key}" and run_id_of(view_name("r1", v)) == "r1"

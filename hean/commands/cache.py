@@ -5,7 +5,7 @@ Two caches exist. Compiled *strategies* live under ``<cache root>/strategies/<sl
 makes a new folder and the old one is never used again, so they pile up -- ``info`` shows them, ``clear``
 removes them. HEAN's own *kernels* are cached by numba next to their modules (``__pycache__/*.nbi`` and
 ``*.nbc`` under the installed ``hean`` package); ``clear --all`` removes those too, for the cases numba's cache
-cannot detect (an edit of a module an inlined kernel comes from), at the price of a cold start (about a minute).
+cannot detect (an edit of a module an inlined kernel comes from), at the price of a cold start (about two minutes).
 
 ``clear`` deletes only what it recognises: folders named like a compiled strategy (``<slug>-<16 hex>``) directly
 in the strategies folder, and ``*.nbi`` / ``*.nbc`` files in ``__pycache__`` folders of the package. It refuses
@@ -29,7 +29,7 @@ _FIRST_LINE = re.compile(
     r"\((?P<source>.*)\)(?:; do not edit\.?)?\s*$"
 )
 _KERNEL_SUFFIXES = (".nbi", ".nbc")
-_RECOMPILE = "the next start recompiles HEAN's kernels, which takes about a minute"
+_RECOMPILE = "the next start recompiles HEAN's kernels, which takes about two minutes"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

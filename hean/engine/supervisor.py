@@ -364,7 +364,7 @@ class Supervisor:
             if not told and time.monotonic() - t0 > 5.0:
                 told = True
                 print(
-                    "hean: workers are compiling the numba stages (the first start takes about a minute; "
+                    "hean: workers are compiling the numba stages (the first start takes about two minutes; "
                     "later starts load them from the cache)",
                     file=sys.stderr,
                 )
