@@ -215,11 +215,11 @@ def backtest(
 
 def _raise_faults(W: Any, entries: list[dict], debug: bool) -> None:
     """A strategy whose callback raised (debug) fails the backtest, naming its line."""
-    from hean.stages.strategy import S_FAULT
+    from hean.stages.strategy import S_FAULT, slots_of
     from hean.strategies.plugin import fault_error, load
 
     for j, e in enumerate(entries):
-        sl = W.st_strategy.slots[j]
+        sl = slots_of(W.st_strategy)[j]
         if sl.cfg[S_FAULT]:
             raise fault_error(load(e["path"], debug=debug), sl)
 
@@ -314,7 +314,7 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
     orders, fills, positions, equity, per = [], [], [], [], []
     lost = 0
     for j in range(len(entries)):
-        sl = S.slots[j]
+        sl = SS.slots_of(S)[j]
         n = sl.rec_n
         lost += int(n[SS.R_LOST])
         sent = sl.rec_orders[: n[SS.R_ORDERS]]

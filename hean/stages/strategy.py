@@ -25,6 +25,7 @@ not tick-to-trade samples.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -164,13 +165,13 @@ class Slot(NamedTuple):
 class StrategyStage(NamedTuple):
     """The stage's state: the slots, who trades which symbol, and its intent buffer.
 
-    Kernels reach slot ``j`` through ``hd[j]`` (:func:`slot_at`), never through ``slots``: taking a slot out
-    of a tuple by a run-time index made LLVM copy it out of a switch over all of them (~30 ns per record) and
-    tripled the loop's compile time; views made from addresses cost a few instructions each. ``slots`` keeps
-    the arrays alive and serves Python (tests, results).
+    Kernels reach slot ``j`` through ``hd[j]`` (:func:`slot_at`): taking a slot out of a tuple of slots by a
+    run-time index made LLVM copy it out of a switch over all of them (~30 ns per record); views made from
+    addresses cost a few instructions each. The slots themselves -- what keeps the arrays alive, and Python's
+    handle on them (:func:`slots_of`) -- stay out of the compiled state: in it, their ~300 arrays made every
+    function taking the worker unbox and pass them.
     """
 
-    slots: tuple  # MAX_STRATEGIES x Slot (Python's handle on the arrays)
     hd: np.ndarray  # int64[MAX_STRATEGIES, N_HD]: each slot's arrays by address and dims (SLOT_ARRAYS)
     subs: np.ndarray  # int64[engine symbols, 1 + MAX_STRATEGIES]: count, then the slots trading it
     g: np.ndarray  # int64[N_G]
@@ -770,7 +771,18 @@ def make_strategy_stage(slots: list[Slot], n_engine: int) -> StrategyStage:
     # deferred cancel for a report
     g[G_PER_RECORD] = (2 * A.MAX_ACTIONS + 1) * max(1, int(subs[:, 0].max()) if n_engine else 1)
     hd = np.stack([slot_addresses(sl) for sl in full])
-    return StrategyStage(tuple(full), hd, subs, g, np.zeros(1, ORDER))
+    key = hd.ctypes.data
+    _SLOTS[key] = tuple(full)
+    weakref.finalize(hd, _SLOTS.pop, key, None)  # the slots live exactly as long as the table of addresses
+    return StrategyStage(hd, subs, g, np.zeros(1, ORDER))
+
+
+_SLOTS: dict[int, tuple] = {}  # the slots of each live stage, by the address of its table
+
+
+def slots_of(S: StrategyStage) -> tuple:
+    """The slots of stage ``S`` (Python's view of each strategy's arrays: results, tests)."""
+    return _SLOTS[S.hd.ctypes.data]
 
 
 def slot_arrays(sl: Slot, loaded: Any) -> dict[str, np.ndarray]:
@@ -959,18 +971,18 @@ class StrategyDriver:
 
     def _check(self) -> None:
         for j, L in enumerate(self.loaded):
-            sl = self.stage.slots[j]
+            sl = slots_of(self.stage)[j]
             if sl.cfg[S_FAULT]:
                 from hean.strategies.plugin import fault_error
 
                 raise fault_error(L, sl)
 
     def slot(self, j: int = 0) -> Slot:
-        return self.stage.slots[j]
+        return slots_of(self.stage)[j]
 
     def state(self, j: int = 0) -> np.ndarray:
         """Strategy ``j``'s per-symbol state records (its own dtype)."""
-        return slot_arrays(self.stage.slots[j], self.loaded[j])["state"]
+        return slot_arrays(slots_of(self.stage)[j], self.loaded[j])["state"]
 
     def _drain(self) -> np.ndarray:
         from hean.rings.layout import MASK, READ, WRITE
