@@ -15,6 +15,7 @@ a cache root that is ``/``, the home directory or above it, where ``strategies``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -315,10 +316,8 @@ def _clear(root: Path, older_than: float | None, everything: bool) -> int:
             freed += e["bytes"] - left
             print(f"hean: cannot remove {folder}: {err.strerror or err}", file=sys.stderr)
     if older_than is None and not foreign and sdir.is_dir():
-        try:
+        with contextlib.suppress(OSError):  # not empty: a strategy compiled meanwhile; the folder stays
             sdir.rmdir()
-        except OSError:
-            pass  # something appeared meanwhile (a strategy compiling): leave it
     what = f"removed {removed} compiled strateg{'y' if removed == 1 else 'ies'} ({human(freed)}) from {sdir}"
     if older_than is not None:
         what += f"; kept {kept} modified within {older_than:g} days"
