@@ -26,6 +26,8 @@ is the tutorial; ``hean strategy new NAME`` writes a commented template.
   int64 ticks/lots, ``mid``, ``microprice``, ``imbalance``, ``last_trade_px``, ``flags`` ...);
 * ``ctx.ind[s, OUT_*]`` -- the streaming indicators (periods per strategy; :mod:`hean.indicators.streaming`),
   ``fresh(ctx, s)`` -- True when they took a new sample on this event;
+* :func:`bid_level`, :func:`ask_level` -- the top ``depth`` levels of each side, as they stood with
+  ``ctx.book[s]`` (declare ``depth = N``; the raw rows are ``ctx.depth[s, DP_*, i]``);
 * :func:`trade` -- the latest trades of a symbol; :func:`position`, :func:`pnl` -- its own position and PnL
   from its own fills; :func:`risk_position` -- the symbol's position over every strategy (what risk checks);
 * :func:`order_state`, :func:`order_leaves`, :func:`open_orders` -- its orders, by client id.
@@ -83,6 +85,7 @@ from hean.records import (  # noqa: F401  (re-exported: what callbacks compare a
     X_REPLACED,
     TimeInForce,
 )
+from hean.stages.depth import DP_ASK_PX, DP_ASK_QTY, DP_BID_PX, DP_BID_QTY, MAX_DEPTH  # noqa: F401
 
 __all__ = [
     "BUY",
@@ -108,6 +111,8 @@ __all__ = [
     "now",
     "trade",
     "n_trades",
+    "bid_level",
+    "ask_level",
     "order_state",
     "order_leaves",
     "order_price",
@@ -204,6 +209,7 @@ class Ctx(NamedTuple):
     value: np.ndarray  # float64[n]: quote currency per tick x lot
     risk_pos: np.ndarray  # int64[engine symbols]
     risk_state: np.ndarray  # int64[engine symbols]: ACTIVE / REDUCING / HALTED
+    depth: np.ndarray  # int64[n, 4, depth]: rows DP_BID_PX, DP_BID_QTY, DP_ASK_PX, DP_ASK_QTY; level 0 = touch
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,7 @@ class Strategy:
     ``indicators``: periods of the streaming set (``hean.indicators.streaming.IndicatorConfig`` keys);
     ``mode``: "tick" (every trade, or every sound quote's mid with ``tick_source="mid"``) or "bar"
     (``bar_ms`` bars from trades or the mid: ``bar_source``). ``timer_ms``: ``on_timer``'s period in event time.
+    ``depth``: levels per side of each symbol's book the context keeps (:func:`bid_level`; 0 .. MAX_DEPTH).
     """
 
     on_book: Callable | None = None
@@ -232,6 +239,7 @@ class Strategy:
     bar_ms: int = 1000
     bar_source: str = "trades"
     timer_ms: int = 0
+    depth: int = 0
     description: str = ""
 
     CALLBACKS = ("on_book", "on_trade", "on_report", "on_timer")
@@ -314,6 +322,26 @@ def trade(ctx, s, i):
         return z, z, z, z
     row = ctx.trades[s, (n - 1 - i) % TRADES_KEPT]
     return row[T_TS], row[T_PX], row[T_QTY], row[T_SIDE]
+
+
+@_inline
+def bid_level(ctx, s, i):
+    """Level ``i`` of the bid side of ``s`` (0 = the best bid): ``(price_ticks, qty_lots)``, as the book stood
+    with ``ctx.book[s]``; ``(0, 0)`` past the book's last level or the declared ``depth``."""
+    if i < 0 or i >= ctx.depth.shape[2]:
+        z = np.int64(0)
+        return z, z
+    return ctx.depth[s, DP_BID_PX, i], ctx.depth[s, DP_BID_QTY, i]
+
+
+@_inline
+def ask_level(ctx, s, i):
+    """Level ``i`` of the ask side of ``s`` (0 = the best ask): ``(price_ticks, qty_lots)``; see
+    :func:`bid_level`."""
+    if i < 0 or i >= ctx.depth.shape[2]:
+        z = np.int64(0)
+        return z, z
+    return ctx.depth[s, DP_ASK_PX, i], ctx.depth[s, DP_ASK_QTY, i]
 
 
 @_inline

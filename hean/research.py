@@ -16,7 +16,8 @@ quantities in lots, money in quote currency, times in ns since the epoch (the re
 * ``positions`` -- per strategy and symbol at the end: position, cash, fees, traded notional, PnL;
 * ``equity`` -- each strategy's PnL over event time (sampled every ``equity_ms`` and at every fill);
 * ``summary`` -- counts, per-strategy figures, the router's order and fill digests (equal to a ``hean replay``
-  of the same inputs).
+  of the same inputs);
+* ``states`` -- each strategy's own per-symbol state at the end, in the dtype it declares.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class BacktestResult:
     summary: dict[str, Any]
     strategies: list[str] = field(default_factory=list)  # the strategies' paths, by id
     symbols: list[str] = field(default_factory=list)  # symbol names, by id
+    states: list[np.ndarray] = field(default_factory=list)  # each strategy's final state records, by id
 
     def __repr__(self) -> str:
         s = self.summary
@@ -311,7 +313,9 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
     names = [s.name for s in cfg.symbols]
     tick = np.array([float(s.tick_size) for s in cfg.symbols])
     lot = np.array([float(s.lot_size) for s in cfg.symbols])
-    orders, fills, positions, equity, per = [], [], [], [], []
+    from hean.strategies.plugin import declaration
+
+    orders, fills, positions, equity, per, states = [], [], [], [], [], []
     lost = 0
     for j in range(len(entries)):
         sl = SS.slots_of(S)[j]
@@ -349,6 +353,7 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
         for c in ("ts", "pnl", "fees", "gross_lots", "notional"):
             q[c] = e[c]
         equity.append(q)
+        states.append(sl.state.view(declaration(entries[j]["path"]).state_dtype).copy())
         per.append(
             {
                 "path": entries[j]["path"],
@@ -380,6 +385,7 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
         summary,
         [e["path"] for e in entries],
         names,
+        states,
     )
 
 

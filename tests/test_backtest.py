@@ -20,12 +20,13 @@ from digests import run_lockstep  # noqa: E402
 RECORDING = str(ROOT / "tests" / "data" / "binance-usdm-btcusdt-20240808.gz")
 FEED = {"feed.source": "replay", "feed.path": RECORDING, "feed.format": "binance-usdm", "feed.pace": "fast"}
 
-# A quoter written in a user's folder: one post-only quote per side, a tick outside the touch, moved when the
-# touch moves; it counts its fills in its state.
+# A quoter written in a user's folder: one post-only quote per side, ``offset`` ticks outside the price of
+# depth level ``level`` (0: the touch), moved when that level moves; it counts its fills in its state. Its
+# orders depend on the depth it reads, so equal digests across placements mean equal depth in each.
 QUOTER = """
 import numpy as np
 from hean.api import (BUY, SELL, GTC, OPEN, POST_ONLY, Strategy, callback, limit, order_price, order_state,
-                      position, replace, is_live, X_FILL, X_PARTIAL)
+                      position, replace, is_live, bid_level, ask_level, X_FILL, X_PARTIAL)
 
 STATE = [("bid", "i8"), ("ask", "i8"), ("fills", "i8")]
 
@@ -44,16 +45,22 @@ def on_book(ctx, s):
     b = ctx.book[s]
     if b.bid_px <= 0 or b.ask_px <= b.bid_px:
         return
+    level = np.int64(ctx.params.level)
+    bid, _ = bid_level(ctx, s, level)
+    ask, _ = ask_level(ctx, s, level)
+    if bid <= 0 or ask <= 0:
+        return
     st = ctx.state[s]
-    st.bid = side(ctx, s, st.bid, b.bid_px - np.int64(ctx.params.offset), BUY)
-    st.ask = side(ctx, s, st.ask, b.ask_px + np.int64(ctx.params.offset), SELL)
+    st.bid = side(ctx, s, st.bid, bid - np.int64(ctx.params.offset), BUY)
+    st.ask = side(ctx, s, st.ask, ask + np.int64(ctx.params.offset), SELL)
 
 @callback
 def on_report(ctx, s, r):
     if r.kind == X_FILL or r.kind == X_PARTIAL:
         ctx.state[s].fills += r.qty
 
-STRATEGY = Strategy(on_book=on_book, on_report=on_report, state=STATE, params={"offset": 1, "max_position": 5})
+STRATEGY = Strategy(on_book=on_book, on_report=on_report, state=STATE, depth=3,
+                    params={"offset": 0, "level": 1, "max_position": 5})
 """
 
 
@@ -113,9 +120,9 @@ def test_replay_and_backtest_give_identical_fills_and_every_placement_the_same_d
 
 # (strategy, its symbols, params): two strategies on the synthetic feed's two symbols, one quoting on both
 ATTRIBUTION = [
-    ("a", ["SYN-A"], {"offset": 0}),
-    ("b", ["SYN-B"], {"offset": 0}),
-    ("c", ["SYN-A", "SYN-B"], {"offset": 1}),
+    ("a", ["SYN-A"], {"offset": 0, "level": 0}),
+    ("b", ["SYN-B"], {"offset": 0, "level": 0}),
+    ("c", ["SYN-A", "SYN-B"], {"offset": 1, "level": 1}),
 ]
 
 
@@ -161,3 +168,80 @@ def test_several_recordings_are_merged_by_receive_time_each_symbol_its_own_strat
 def test_two_recordings_of_one_symbol_are_refused():
     with pytest.raises(ValueError, match="symbol BTCUSDT is in .* and"):
         hean.backtest([RECORDING, RECORDING], "market_maker", format="binance-usdm")
+
+
+# Folds every level it sees into a hash, state by state: equal to the hash of an independent replay of the
+# recording through an L2 book only if the depth beside each state is exactly the book's at that state.
+DEPTH_HASH = """
+import numpy as np
+from hean.api import Strategy, ask_level, bid_level, callback
+
+STATE = [("h", "i8"), ("n", "i8"), ("top_ok", "i8"), ("past", "i8")]
+
+@callback
+def on_book(ctx, s):
+    st = ctx.state[s]
+    h = st.h
+    for i in range(ctx.params.levels):
+        bp, bq = bid_level(ctx, s, i)
+        ap, aq = ask_level(ctx, s, i)
+        h = h * 1000003 + bp * 31 + bq
+        h = h * 1000003 + ap * 31 + aq
+    st.h = h
+    st.n += 1
+    b = ctx.book[s]
+    bp, bq = bid_level(ctx, s, 0)
+    ap, aq = ask_level(ctx, s, 0)
+    if bp == b.bid_px and bq == b.bid_qty and ap == b.ask_px and aq == b.ask_qty:
+        st.top_ok += 1
+    p, q = bid_level(ctx, s, 1000)
+    st.past += p + q
+
+STRATEGY = Strategy(on_book=on_book, state=STATE, depth=DEPTH, params={"levels": DEPTH})
+"""
+
+
+def _reference_depth_hash(levels: int) -> tuple[int, int]:
+    """(hash, states) of the recording replayed through an L2 book alone, folded as DEPTH_HASH folds."""
+    from numba import njit
+
+    from hean.feeds import load_events
+    from hean.records import BOOK_STATE
+    from hean.stages.book import book_on_event, l2_depth, make_l2_book, make_trade_stats
+
+    @njit
+    def fold(book, stats, events, out, bpx, bq, apx, aq):
+        h = np.int64(0)
+        n = 0
+        for i in range(events.shape[0]):
+            if book_on_event(book, stats, events[i], out, 0, 0):
+                sym = out[0].symbol
+                bpx[:] = 0
+                bq[:] = 0
+                apx[:] = 0
+                aq[:] = 0
+                l2_depth(book, sym, 1, bpx.shape[0], bpx, bq)
+                l2_depth(book, sym, -1, apx.shape[0], apx, aq)
+                for k in range(bpx.shape[0]):
+                    h = h * 1000003 + bpx[k] * 31 + bq[k]
+                    h = h * 1000003 + apx[k] * 31 + aq[k]
+                n += 1
+        return h, n
+
+    events, _ = load_events(RECORDING, "binance-usdm")
+    z = [np.zeros(levels, np.int64) for _ in range(4)]
+    h, n = fold(make_l2_book(1, 4096, 8192), make_trade_stats(1), events, np.zeros(1, BOOK_STATE), *z)
+    return int(h), int(n)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("levels", [1, 10])
+def test_depth_beside_each_state_is_the_books_depth_at_that_state(tmp_path, levels):
+    path = tmp_path / f"depth{levels}.py"
+    path.write_text(DEPTH_HASH.replace("DEPTH", str(levels)))
+    r = hean.backtest(RECORDING, f"{path}:STRATEGY", format="binance-usdm")
+    st = r.states[0][0]
+    want_h, want_n = _reference_depth_hash(levels)
+    assert int(st["n"]) == want_n and int(st["top_ok"]) == want_n, "level 0 is the state's own top of book"
+    assert int(st["h"]) == want_h, "every level of every state equals the book replayed on its own"
+    assert int(st["past"]) == 0, "a level past the declared depth reads as (0, 0)"

@@ -348,22 +348,26 @@ def test_shared_views_are_declared_in_the_topology(shm_name):
     segment names are derived from the declaration, and a view over a segment of the declared size works."""
     from hean.engine.config import STAGES
     from hean.engine.runs import run_id_of, run_suffixes
-    from hean.engine.topology import SHARED_VIEWS, view_name
+    from hean.engine.topology import SHARED_VIEWS, ViewDims, view_name
 
     views = {v.key: v for v in SHARED_VIEWS}
-    assert set(views) == {"tops", "pos", "rstate"} and set(views) <= run_suffixes()
+    assert set(views) == {"tops", "pos", "rstate", "depth"} and set(views) <= run_suffixes()
     assert (views["tops"].writers, views["tops"].readers) == (("book",), ("router",))
     assert (views["pos"].writers, views["pos"].readers) == (("risk",), ("strategy",))
     assert (views["rstate"].writers, views["rstate"].readers) == (("risk",), ("strategy",))
+    assert (views["depth"].writers, views["depth"].readers) == (("book",), ("strategy",))
     for v in SHARED_VIEWS:
         assert len(v.writers) == 1 and set(v.writers + v.readers) <= set(STAGES) and v.order
         assert view_name("r1", v) == f"hean-r1-{v.key}" and run_id_of(view_name("r1", v)) == "r1"
-    seg = create_segment(shm_name, views["tops"].nbytes(2, 3))
+    dims = ViewDims(n_venues=2, n_symbols=3, rows=256, depth=5)
+    seg = create_segment(shm_name, views["tops"].nbytes(dims))
     try:
-        tops = views["tops"].view(seg.array(np.int64), 2, 3)
+        tops = views["tops"].view(seg.array(np.int64), dims)
         tops_set(tops, 1, 2, 10, 1, 11, 2, 5)
         assert tops_read(tops, 1, 2) == (1, 10, 1, 11, 2, 5)
-        assert views["pos"].view(np.zeros(8, np.int64), 2, 3).shape == (3,)
+        assert views["pos"].view(np.zeros(8, np.int64), dims).shape == (3,)
+        assert views["depth"].nbytes(dims) == 256 * (2 + 4 * 5) * 8
+        assert views["depth"].view(np.zeros(256 * 22, np.int64), dims).shape == (256, 22)
         del tops
     finally:
         seg.close()

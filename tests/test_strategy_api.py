@@ -332,6 +332,12 @@ BAD = [
         "STRATEGY = Strategy(on_timer=on_timer)\n",
         "on_timer is given but timer_ms is 0",
     ),
+    (
+        None,
+        "from hean.api import Strategy, callback\n@callback\ndef on_book(ctx, s):\n    pass\n"
+        "STRATEGY = Strategy(on_book=on_book, depth=65)\n",
+        r"depth must be an int in 0 \.\. 64 \(levels per side\), got 65",
+    ),
 ]
 
 
@@ -434,3 +440,69 @@ def test_the_risk_view_gives_the_symbols_position_and_trading_state(tmp_path):
     d = StrategyDriver([(write(tmp_path, RISK_VIEW, "riskview.py"), [1, 0], None)], 2, risk_pos=pos, risk_state=state)
     d.states(states((1, QUOTE, 1000, 1002, 0), (0, QUOTE, 1000, 1002, 1)))
     assert d.state()[["pos", "halted"]].tolist() == [(7, 1), (0, 0)]  # its symbols in its own order: 1, 0
+
+
+DEEP = """
+from hean.api import Strategy, ask_level, bid_level, callback
+STATE = [("bid", "i8"), ("ask", "i8"), ("width", "i8")]
+
+@callback
+def on_book(ctx, s):
+    ctx.state[s].bid, _ = bid_level(ctx, s, 1)
+    ctx.state[s].ask, _ = ask_level(ctx, s, 1)
+    ctx.state[s].width = ctx.depth.shape[2]
+STRATEGY = Strategy(on_book=on_book, state=STATE, depth=DEPTH)
+"""
+
+# (declared depth of each strategy, the entries' overrides (-1: none)) -> levels the book keeps for the run
+DEPTHS = [
+    ([0], [-1], 0),
+    ([3], [-1], 3),
+    ([3, 0], [-1, 7], 7),
+    ([5], [0], 0),
+    ([2, 4], [-1, -1], 4),
+]
+
+
+@pytest.mark.parametrize(("declared", "overrides", "kept"), DEPTHS)
+def test_the_book_keeps_the_most_depth_any_strategy_reads(tmp_path, declared, overrides, kept):
+    from hean.engine.config import load_config
+    from hean.engine.topology import view_dims
+    from hean.stages.strategy import strategy_depth
+
+    entries = []
+    for k, (d, o) in enumerate(zip(declared, overrides, strict=True)):
+        spec = write(tmp_path, DEEP.replace("DEPTH", str(d)), f"deep{k}.py")
+        entries.append({"path": spec, **({"depth": o} if o >= 0 else {})})
+    cfg = load_config(None, {"strategies": entries})
+    assert strategy_depth(cfg) == kept and view_dims(cfg).depth == kept
+
+
+def test_without_a_book_upstream_depth_reads_empty(tmp_path):
+    d = StrategyDriver([(write(tmp_path, DEEP.replace("DEPTH", "3"), "deep.py"), [0], None)], 1)
+    d.states(states((0, QUOTE, 1000, 1002, 0)))
+    assert d.state()[["bid", "ask", "width"]].tolist() == [(0, 0, 3)]
+
+
+REPORT_OUT_OF_BOUNDS = """
+from hean.api import BUY, Strategy, callback, limit
+STATE = [("n", "i8")]
+
+@callback
+def on_book(ctx, s):
+    limit(ctx, s, BUY, ctx.book[s].bid_px, 5)
+
+@callback
+def on_report(ctx, s, r):
+    ctx.state[s + r.qty // 5].n = 1
+STRATEGY = Strategy(on_book=on_book, on_report=on_report, state=STATE)
+"""
+
+
+def test_debug_replays_a_faulty_on_report_with_the_report_it_got(tmp_path):
+    d = StrategyDriver([(write(tmp_path, REPORT_OUT_OF_BOUNDS, "roob.py"), [0], None)], 1, debug=True)
+    (order,) = d.states(states((0, QUOTE, 1000, 1002, 0)))
+    d.reports(rep(X_ACK, order))  # qty 0: in bounds
+    with pytest.raises(plugin.StrategyError) as e:
+        d.reports(rep(X_FILL, order, qty=5))  # only this report's qty indexes past the state
+    assert f"{tmp_path / 'roob.py'}:11: IndexError" in str(e.value) and "on_report raised" in str(e.value)

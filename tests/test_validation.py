@@ -293,6 +293,7 @@ CONFIG_ERRORS = [
     ({"symbols": [{"name": "X", "tick_size": "1e-30", "lot_size": "1"}]}, "key 'symbols[0]': symbol X: step sizes"),
     ({"strategies": [{"path": "market_maker", "mode": "candle"}]}, "key 'strategies[0].mode': one of ['tick', 'bar']"),
     ({"strategies": [{"path": "market_maker", "timer_ms": -5}]}, "key 'strategies[0]': timer_ms >= 0"),
+    ({"strategies": [{"path": "market_maker", "depth": 65}]}, "key 'strategies[0].depth': levels per side in 0 .. 64"),
     ({"strategies": [{"path": "market_maker"}] * 9}, "key 'strategies': at most 8 strategies, got 9"),
     ({"strategies": [{"path": "market_maker", "symbols": ["SYN-A", "SYN-A"]}]}, "a symbol twice"),
     ({"strategies": [{"path": "market_maker", "speed": 1}]}, "unknown key 'strategies[0].speed'"),

@@ -251,12 +251,12 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
 
 def _attach_views(run_id: str, cfg: Config, segments: list) -> dict[str, object]:
     """Every shared view of the topology (the router's top of book, the positions) over its run segment."""
-    nv, ns = view_dims(cfg)
+    dims = view_dims(cfg)
     views = {}
     for v in SHARED_VIEWS:
         seg = attach_segment(view_name(run_id, v))
         segments.append(seg)
-        views[v.key] = v.view(seg.array(np.int64), nv, ns)
+        views[v.key] = v.view(seg.array(np.int64), dims)
     return views
 
 

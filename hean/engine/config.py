@@ -29,6 +29,7 @@ from typing import Any, Literal
 import msgspec
 
 from hean.feeds import FORMATS  # light: the readers are imported when a recording is loaded
+from hean.stages.depth import MAX_DEPTH  # light: layout constants
 
 __all__ = [
     "Config",
@@ -132,6 +133,7 @@ class StrategyEntry(_Section):
     bar_ms: int = 0  # 0 = [bars] interval_ms, else the strategy's own
     bar_source: str = ""  # "" = [bars] source, else the strategy's own
     timer_ms: int = -1  # -1 = the strategy's own; on_timer's period in event time
+    depth: int = -1  # -1 = the strategy's own; book levels per side its context keeps (0 .. MAX_DEPTH)
 
 
 class PlacementSection(_Section):
@@ -318,6 +320,11 @@ def _validate_strategies(cfg: Config) -> None:
                 )
         if e.timer_ms < -1 or e.bar_ms < 0:
             raise ConfigError(f"key 'strategies[{j}]': timer_ms >= 0 (or -1: the strategy's own), bar_ms >= 0")
+        if not -1 <= e.depth <= MAX_DEPTH:
+            raise ConfigError(
+                f"key 'strategies[{j}].depth': levels per side in 0 .. {MAX_DEPTH} (or -1: the strategy's own), "
+                f"got {e.depth}"
+            )
 
 
 def _validate_engine(e: EngineSection) -> None:

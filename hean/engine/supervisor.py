@@ -229,11 +229,11 @@ class Supervisor:
                 spec.name, lambda spec=spec: create(spec.name, spec.edge.dtype, spec.capacity)
             )
         n_sym = len(cfg.symbols)
-        nv, ns = view_dims(cfg)
-        self._view_segs = []  # the topology's shared views: top of book, positions
+        dims = view_dims(cfg)
+        self._view_segs = []  # the topology's shared views: top of book, positions, depth
         for v in SHARED_VIEWS:
             name = view_name(run_id, v)
-            self._view_segs.append(self._create(name, lambda name=name, v=v: create_segment(name, v.nbytes(nv, ns))))
+            self._view_segs.append(self._create(name, lambda name=name, v=v: create_segment(name, v.nbytes(dims))))
         for stage in (s.name for s in self.pipeline):
             self.blocks[stage] = self._create(
                 block_name(run_id, stage),

@@ -12,13 +12,14 @@ Every edge whose two stages run in different workers becomes an SPSC ring in sha
 process-local memory (so fused and split placements order records identically). The control edge always is
 a shared ring: the supervisor (plain Python) is its producer.
 
-Besides the edges, stages share two *views* (:data:`SHARED_VIEWS`): state one stage overwrites in place and
+Besides the edges, stages share *views* (:data:`SHARED_VIEWS`): state one stage overwrites in place and
 another reads when it needs the latest value, not a stream of records -- the router's top of book per
-(venue, symbol), written by the book stage, and the position per symbol, written by risk and read by the
-strategy. Each is one segment ``hean-<run_id>-<key>``, created by the supervisor for every placement and
-attached by every worker; its layout and the memory order of every access are documented beside the code
-that reads and writes it (:mod:`hean.stages.tops` over :mod:`hean.rings.seqlock`,
-:mod:`hean.stages.positions`).
+(venue, symbol), written by the book stage; the position and trading state per symbol, written by risk and
+read by the strategy; and the depth beside each book state, written by the book and read by the strategy.
+Each is one segment ``hean-<run_id>-<key>``, created by the supervisor for every placement and attached by
+every worker; its layout and the memory order of every access are documented beside the code that reads and
+writes it (:mod:`hean.stages.tops` over :mod:`hean.rings.seqlock`, :mod:`hean.stages.positions`,
+:mod:`hean.stages.depth`).
 
 Cycles and back-pressure: orders flow risk -> router -> venue and reports flow back venue -> router -> risk,
 so a worker that waited on a full ring could wait on a worker waiting on it. No step waits: a step takes an
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +40,7 @@ from hean.engine.config import Config
 from hean.engine.loopgen import Edge, edges
 from hean.engine.placement import Placement
 from hean.rings.seqlock import aligned_words
+from hean.stages.depth import depth_bytes, depth_view
 from hean.stages.positions import position_bytes, position_view
 from hean.stages.registry import PIPELINE
 from hean.stages.tops import tops_bytes, tops_view
@@ -47,6 +50,15 @@ from hean.stages.tops import tops_bytes, tops_view
 EDGES: tuple[Edge, ...] = edges(PIPELINE)
 
 
+class ViewDims(NamedTuple):
+    """What the shared views are sized by (:func:`view_dims`)."""
+
+    n_venues: int  # at least one (the default simulated venue)
+    n_symbols: int
+    rows: int  # the rings' capacity (the depth table has one entry per slot of the states ring)
+    depth: int  # levels per side the strategies read (the most any of them asks for; 0: none)
+
+
 @dataclass(frozen=True)
 class SharedView:
     """State shared between stages in place (not a stream): one segment per run, whatever the placement."""
@@ -54,8 +66,8 @@ class SharedView:
     key: str  # segment suffix: hean-<run_id>-<key>
     writers: tuple[str, ...]  # the stage that stores into it (one writer per word or entry)
     readers: tuple[str, ...]  # stages that load from it
-    nbytes: Callable[[int, int], int]  # (n_venues, n_symbols) -> segment size in bytes
-    view: Callable[[np.ndarray, int, int], object]  # (int64 words of the segment, n_venues, n_symbols) -> view
+    nbytes: Callable[[ViewDims], int]  # the segment's size in bytes
+    view: Callable[[np.ndarray, ViewDims], object]  # (int64 words of the segment, dims) -> the view
     order: str  # the memory-order summary; the layout is documented where ``view`` is defined
 
 
@@ -64,8 +76,8 @@ SHARED_VIEWS: tuple[SharedView, ...] = (
         "tops",
         writers=("book",),
         readers=("router",),
-        nbytes=tops_bytes,
-        view=tops_view,
+        nbytes=lambda d: tops_bytes(d.n_venues, d.n_symbols),
+        view=lambda words, d: tops_view(words, d.n_venues, d.n_symbols),
         order="a seqlock entry (one cache line) per (venue, symbol): the book stage stores SEQ odd (relaxed), "
         "a release fence, the five payload words (relaxed), SEQ even (release); the router loads SEQ "
         "(acquire), its two words (relaxed), an acquire fence, SEQ again (relaxed) and retries a torn copy, "
@@ -75,18 +87,28 @@ SHARED_VIEWS: tuple[SharedView, ...] = (
         "pos",
         writers=("risk",),
         readers=("strategy",),
-        nbytes=lambda n_venues, n_symbols: position_bytes(n_symbols),
-        view=lambda words, n_venues, n_symbols: position_view(words, n_symbols),
+        nbytes=lambda d: position_bytes(d.n_symbols),
+        view=lambda words, d: position_view(words, d.n_symbols),
         order="one aligned int64 per symbol (cannot tear): risk stores it relaxed, the strategy loads it relaxed",
     ),
     SharedView(
         "rstate",
         writers=("risk",),
         readers=("strategy",),
-        nbytes=lambda n_venues, n_symbols: position_bytes(n_symbols),
-        view=lambda words, n_venues, n_symbols: position_view(words, n_symbols),
+        nbytes=lambda d: position_bytes(d.n_symbols),
+        view=lambda words, d: position_view(words, d.n_symbols),
         order="one aligned int64 per symbol, the TradingState that applies to it: risk stores it relaxed at "
         "every heartbeat of its worker, the strategy loads it relaxed (hean.api.risk_state)",
+    ),
+    SharedView(
+        "depth",
+        writers=("book",),
+        readers=("strategy",),
+        nbytes=lambda d: depth_bytes(d.rows, d.depth),
+        view=lambda words, d: depth_view(words, d.rows, d.depth),
+        order="one entry per slot of the states ring, plain stores: the book writes entry k before its release "
+        "store publishes state k, the strategy reads it after its acquire load saw k, and the book cannot "
+        "rewrite it before the strategy released slot k (hean.stages.depth)",
     ),
 )
 
@@ -95,15 +117,18 @@ def view_name(run_id: str, view: SharedView) -> str:
     return f"hean-{run_id}-{view.key}"
 
 
-def view_dims(cfg: Config) -> tuple[int, int]:
-    """(n_venues, n_symbols) the shared views are sized for: at least one venue (the default simulated one)."""
-    return max(1, len(cfg.venues)), len(cfg.symbols)
+def view_dims(cfg: Config) -> ViewDims:
+    """What the shared views are sized for: the venues (at least the default simulated one), the symbols, the
+    rings' capacity and the depth the run's strategies read (their declarations are imported for it)."""
+    from hean.stages.strategy import strategy_depth
+
+    return ViewDims(max(1, len(cfg.venues)), len(cfg.symbols), cfg.engine.ring_capacity, strategy_depth(cfg))
 
 
 def private_views(cfg: Config) -> dict[str, object]:
     """Every shared view over process-local memory (one process runs the whole pipeline: tests, research)."""
-    nv, ns = view_dims(cfg)
-    return {v.key: v.view(aligned_words(v.nbytes(nv, ns) // 8), nv, ns) for v in SHARED_VIEWS}
+    d = view_dims(cfg)
+    return {v.key: v.view(aligned_words(v.nbytes(d) // 8), d) for v in SHARED_VIEWS}
 
 
 @dataclass(frozen=True)

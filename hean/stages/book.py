@@ -68,6 +68,7 @@ from hean.records import (
     EventKind,
 )
 from hean.stages.declare import Stage, Stream
+from hean.stages.depth import DW_LEVELS, DW_SEQ, DW_SYMBOL, depth_levels
 from hean.stages.hashmap import HM_EMPTY, hm_delete_at, hm_find, hm_insert
 from hean.stages.ports import put_each, slot
 from hean.stages.tops import tops_on_book_state
@@ -772,7 +773,8 @@ __all__ += ["TradeStats", "make_trade_stats", "new_states"]
 # the stage
 # ---------------------------------------------------------------------------------------------------------
 class BookStage(NamedTuple):
-    """The book stage's state: the books, trade statistics, the router's top-of-book view it writes."""
+    """The book stage's state: the books, trade statistics, the views it writes for the router and the
+    strategies."""
 
     book: L2Book
     trades: TradeStats
@@ -780,23 +782,47 @@ class BookStage(NamedTuple):
     venue_of: np.ndarray  # int64[n_symbols]: each symbol's venue
     out: np.ndarray  # BOOK_STATE[1]: the state book_on_event writes
     stale_ns: np.ndarray  # int64[1]: a book older than this is stale (0: off)
+    depth: np.ndarray  # int64[rows, 2 + 4N]: the depth beside each state published (hean.stages.depth)
+    published: np.ndarray  # int64[1]: states published (the states rings' sequence)
 
 
 H_AGE_EVENTS = 1  # histogram row: an event's age when the book takes it
 
 
+@kernel(error_model="numpy")
+def depth_write(table, k, book, bs):
+    """Entry ``k`` of the depth table (:mod:`hean.stages.depth`): the top levels of ``bs.symbol``'s book
+    as it stands when state ``bs`` is published."""
+    m = depth_levels(table)
+    e = table[k & (table.shape[0] - 1)]
+    e[DW_SEQ] = bs.seq
+    e[DW_SYMBOL] = bs.symbol
+    for side in range(2):
+        px = e[DW_LEVELS + 2 * side * m : DW_LEVELS + (2 * side + 1) * m]
+        qty = e[DW_LEVELS + (2 * side + 1) * m : DW_LEVELS + (2 * side + 2) * m]
+        c = l2_depth(book, bs.symbol, 1 - 2 * side, m, px, qty)
+        for i in range(c, m):
+            px[i] = 0
+            qty[i] = 0
+
+
 @kernel(forceinline=True, error_model="numpy")
 def book_batch(B, src, states, start, n, tm, t0):
     """Market events in; a book state per consistent group out, to every consumer of ``states`` (a batch
-    kernel: hean.stages.declare). Returns the records published."""
+    kernel: hean.stages.declare), with its depth entry first when a strategy reads depth. Returns the
+    records published."""
     published = 0
     stale_ns = B.stale_ns[0]  # once per batch
+    deep = B.depth.shape[1] > DW_LEVELS
     for j in range(n):
         ev = slot(src, start + j)
         hist_record(tm.hists[H_AGE_EVENTS], t0 - ev.ts_origin)
         if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
             bs = B.out[0]
             tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
+            if deep:
+                depth_write(B.depth, B.published[0], B.book, bs)
+            B.published[0] += 1
             put_each(states, bs)
             published += len(states)
     return published
@@ -823,7 +849,10 @@ def make_book_stage(ctx) -> BookStage:
     table = ctx.kwargs("book", dict(ctx.cfg.book), book_tables) if ctx.real else {}
     book, trades = ctx.call("book", book_tables, len(ctx.symbols), **table)
     stale = np.array([int(table.get("stale_ns", 0))], np.int64)
-    return BookStage(book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale)
+    depth = ctx.views["depth"] if ctx.real else np.zeros((1, DW_LEVELS), np.int64)
+    return BookStage(
+        book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale, depth, np.zeros(1, np.int64)
+    )
 
 
 BOOK = Stage(

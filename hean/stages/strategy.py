@@ -72,6 +72,7 @@ from hean.stages.bars import (
     make_bar_state,
 )
 from hean.stages.declare import Stage, Stream
+from hean.stages.depth import DW_LEVELS, MAX_DEPTH, N_DP, depth_copy, depth_levels
 from hean.stages.ports import BATCH, age, put_each, release_to, room_each, service, slot
 from hean.strategies import abi
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_USER_BASE, f64_bits, tm_add
@@ -105,6 +106,8 @@ S_FAULT = 17  # the callback (S_ON_BOOK .. S_ON_TIMER) that raised; the strategy
 S_FAULT_S = 18  # its arguments (to reproduce the fault in Python: hean.strategies.plugin.reproduce_fault)
 S_FAULT_ARG = 19
 S_DEBUG = 20  # 1: the state is copied to ``snap`` before each callback (so a fault can be replayed in Python)
+S_DEPTH = 21  # levels per side copied to ``depth`` with each book state (0: none)
+S_DEPTH_MISS = 22  # book states whose depth entry was not theirs (never, unless the table is mis-sized)
 N_SCFG = 24
 CALLBACK_OF = {S_ON_BOOK: "on_book", S_ON_TRADE: "on_trade", S_ON_REPORT: "on_report", S_ON_TIMER: "on_timer"}
 
@@ -160,6 +163,8 @@ class Slot(NamedTuple):
     rec_equity: np.ndarray  # EQUITY[cap]
     rec_n: np.ndarray  # int64[N_REC]
     snap: np.ndarray  # uint8: the state before the current callback (debug; one byte otherwise)
+    depth: np.ndarray  # int64[n, N_DP, max(1, depth)]: the top levels with each symbol's latest state
+    report: np.ndarray  # EXEC_REPORT[1]: the report of the current on_report (debug: to replay a fault)
 
 
 class StrategyStage(NamedTuple):
@@ -176,6 +181,7 @@ class StrategyStage(NamedTuple):
     subs: np.ndarray  # int64[engine symbols, 1 + MAX_STRATEGIES]: count, then the slots trading it
     g: np.ndarray  # int64[N_G]
     out: np.ndarray  # ORDER[1]
+    depth: np.ndarray  # int64[rows, 2 + 4N]: the book's depth entries (hean.stages.depth)
 
 
 # every array of a slot, in the order of hd[j, 4 * k : 4 * k + 4] = (address, dim0, dim1, dim2)
@@ -185,7 +191,7 @@ SLOT_ARRAYS = (
     "ind.vwap_v", "ind.out",
     "bars.params", "bars.cur", "bars.cur_i", "bars.last", "bars.last_i",
     "info", "trades", "orders", "acts", "meta", "pos", "money", "value", "risk_pos", "risk_state",
-    "rec_orders", "rec_reports", "rec_equity", "rec_n", "snap",
+    "rec_orders", "rec_reports", "rec_equity", "rec_n", "snap", "depth", "report",
 )  # fmt: skip
 N_HD = 4 * len(SLOT_ARRAYS)
 _K = {name: k for k, name in enumerate(SLOT_ARRAYS)}
@@ -263,6 +269,8 @@ def slot_at(hd, j):
         _equity(h[132], (h[133],)),
         _i1(h[136], (h[137],)),
         _u1(h[140], (h[141],)),
+        _i3(h[144], (h[145], h[146], h[147])),
+        _reports(h[148], (h[149],)),
     )  # fmt: skip
 
 
@@ -441,26 +449,30 @@ def _timers(S, sl, j, t, intents):
 
 
 @kernel(forceinline=True, error_model="numpy")
-def on_book_state(S, bs, intents):
-    """One book state to every strategy trading its symbol; returns the intents published."""
+def on_book_state(S, bs, intents, k):
+    """One book state -- sequence ``k`` of the states ring (its depth entry's) -- to every strategy trading
+    its symbol; returns the intents published."""
     sym = bs.symbol
     if sym < 0 or sym >= S.subs.shape[0]:
         return 0
     sent = 0
     for i in range(S.subs[sym, 0]):
         j = S.subs[sym, 1 + i]
-        sent += _slot_on_book_state(S, slot_at(S.hd, j), j, sym, bs, intents)
+        sent += _slot_on_book_state(S, slot_at(S.hd, j), j, sym, bs, intents, k)
     return sent
 
 
 @kernel(forceinline=True, error_model="numpy")
-def _slot_on_book_state(S, sl, j, sym, bs, intents):
-    """The book state ``bs`` to the strategy of slot ``sl`` (id ``j``)."""
+def _slot_on_book_state(S, sl, j, sym, bs, intents, k):
+    """The book state ``bs`` (sequence ``k``) to the strategy of slot ``sl`` (id ``j``)."""
     s = sl.local[sym]
     # the strategy's clock: the records' event time, never going back (a recording's streams interleave:
     # a trade may carry an earlier exchange time than the depth update before it)
     t = max(event_time(bs), sl.meta[A.M_NOW])
     sl.book[s] = bs
+    if sl.cfg[S_DEPTH] > 0:
+        if not depth_copy(S.depth, k, bs.seq, sym, sl.depth[s]) and depth_levels(S.depth) > 0:
+            sl.cfg[S_DEPTH_MISS] += 1
     if sl.cfg[S_RECORD] != 0 and sl.cfg[S_EQUITY_NS] > 0 and t >= sl.cfg[S_NEXT_EQUITY]:
         if sl.cfg[S_NEXT_EQUITY] != 0:
             _sample_equity(sl, t)
@@ -552,6 +564,8 @@ def on_report(S, rep, intents):
             _intent(S, sl, j, o, A_CANCEL, o[A.OF_ID], 0, sl.meta[A.M_NOW], intents)
             sent += 1
     if sl.cfg[S_ON_REPORT] != 0:
+        if sl.cfg[S_DEBUG] != 0:
+            sl.report[0] = rep
         _call(sl.cfg[S_ON_REPORT], S_ON_REPORT, sl, o[A.OF_SYMBOL], abi.record_address(rep))
         sent += _flush(S, sl, j, 0, sl.meta[A.M_NOW], intents)
     return sent
@@ -581,23 +595,28 @@ def strategy_step(S, ins, outs, tm, now, flags):
     per = S.g[G_PER_RECORD]
     total = 0
     sent = 0
-    t0 = now_ns()
+    t0 = np.int64(0)  # read once, and only when there is something to take: an idle pass costs no clock read
     for which in range(2):
         port = reports if which == 0 else rejects
         start, n = _take(port, intents, per, tm.counters)
+        if n == 0:
+            continue
+        if t0 == 0:
+            t0 = now_ns()
         for k in range(n):
             rep = slot(port, start + k)
             age(tm.hists[H_AGE_REPORTS + which], t0, rep.ts_origin)
             sent += on_report(S, rep, intents)
-        if n:
-            release_to(port, start + n)
-            total += n
+        release_to(port, start + n)
+        total += n
     start, n = _take(states, intents, per, tm.counters)
-    for k in range(n):
-        bs = slot(states, start + k)
-        age(tm.hists[H_AGE_STATES], t0, bs.ts_origin)
-        sent += on_book_state(S, bs, intents)
     if n:
+        if t0 == 0:
+            t0 = now_ns()
+        for k in range(n):
+            bs = slot(states, start + k)
+            age(tm.hists[H_AGE_STATES], t0, bs.ts_origin)
+            sent += on_book_state(S, bs, intents, start + k)
         release_to(states, start + n)
         total += n
     if total:
@@ -664,6 +683,7 @@ def make_slot(
     bar_ms: int | None = None,
     bar_source: str | None = None,
     timer_ms: int | None = None,
+    depth: int | None = None,
     record: int = 0,
     equity_ms: int = 1000,
     debug: bool = False,
@@ -685,6 +705,9 @@ def make_slot(
     if tick_source not in SOURCES:
         raise ValueError(f"tick_source must be one of {sorted(SOURCES)}, got {tick_source!r}")
     timer_ms = timer_ms if timer_ms is not None else (st.timer_ms if st else 0)
+    depth = depth if depth is not None else (st.depth if st else 0)
+    if not 0 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be in 0 .. {MAX_DEPTH} levels per side, got {depth}")
     cfg = np.zeros(N_SCFG, np.int64)
     local = np.full(n_engine, -1, np.int64)
     for k, sym in enumerate(symbols):
@@ -721,6 +744,8 @@ def make_slot(
         rec_equity=np.zeros(max(1, record), EQUITY),
         rec_n=np.zeros(N_REC, np.int64),
         snap=np.zeros(max(1, sdt.itemsize * n if debug else 1), np.uint8),
+        depth=np.zeros((n, N_DP, max(1, depth)), np.int64),
+        report=np.zeros(1, EXEC_REPORT),
     )
     if sl.value.shape != (n,):
         raise ValueError(f"value must have one entry per symbol of the strategy ({n}), got {sl.value.shape}")
@@ -735,10 +760,12 @@ def make_slot(
         (abi.D_IND, sl.ind.out), (abi.D_INFO, sl.info), (abi.D_TRADES, sl.trades), (abi.D_ORDERS, sl.orders),
         (abi.D_ACTS, sl.acts), (abi.D_META, sl.meta), (abi.D_POS, sl.pos), (abi.D_MONEY, sl.money),
         (abi.D_VALUE, sl.value), (abi.D_RISK_POS, sl.risk_pos), (abi.D_RISK_STATE, sl.risk_state),
+        (abi.D_DEPTH, sl.depth),
     ):  # fmt: skip
         assert arr.flags.c_contiguous, word
         d[word] = arr.ctypes.data
     d[abi.D_N_ENGINE] = n_engine
+    d[abi.D_DEPTH_N] = sl.depth.shape[2]
     cfg[S_ACTIVE] = 1
     cfg[S_ON_BOOK] = loaded.addresses["on_book"]
     cfg[S_ON_TRADE] = loaded.addresses["on_trade"]
@@ -751,11 +778,13 @@ def make_slot(
     cfg[S_RECORD] = 1 if record > 0 else 0
     cfg[S_EQUITY_NS] = int(equity_ms) * 1_000_000
     cfg[S_DEBUG] = 1 if debug else 0
+    cfg[S_DEPTH] = depth
     return sl
 
 
-def make_strategy_stage(slots: list[Slot], n_engine: int) -> StrategyStage:
-    """The stage over ``slots`` (strategy id = position; at most MAX_STRATEGIES), empty slots filling the rest."""
+def make_strategy_stage(slots: list[Slot], n_engine: int, depth: np.ndarray | None = None) -> StrategyStage:
+    """The stage over ``slots`` (strategy id = position; at most MAX_STRATEGIES), empty slots filling the rest;
+    ``depth``: the book's depth table (:mod:`hean.stages.depth`; None: no book -- ``ctx.depth`` stays empty)."""
     if len(slots) > MAX_STRATEGIES:
         raise ValueError(f"at most {MAX_STRATEGIES} strategies in one run, got {len(slots)}")
     full = list(slots) + [make_slot(None, j, [], max(1, n_engine)) for j in range(len(slots), MAX_STRATEGIES)]
@@ -774,7 +803,13 @@ def make_strategy_stage(slots: list[Slot], n_engine: int) -> StrategyStage:
     key = hd.ctypes.data
     _SLOTS[key] = tuple(full)
     weakref.finalize(hd, _SLOTS.pop, key, None)  # the slots live exactly as long as the table of addresses
-    return StrategyStage(hd, subs, g, np.zeros(1, ORDER))
+    if depth is None:
+        depth = np.zeros((1, DW_LEVELS), np.int64)
+    need = max((int(sl.cfg[S_DEPTH]) for sl in slots), default=0)
+    kept = (depth.shape[1] - DW_LEVELS) // N_DP
+    if need and depth.shape[0] > 1 and kept < need:  # (a 1-row table: no book, as in StrategyDriver)
+        raise ValueError(f"the book's depth table keeps {kept} levels per side; a strategy reads {need}")
+    return StrategyStage(hd, subs, g, np.zeros(1, ORDER), depth)
 
 
 _SLOTS: dict[int, tuple] = {}  # the slots of each live stage, by the address of its table
@@ -805,6 +840,7 @@ class Entry:
     bar_ms: int = 0
     bar_source: str = ""
     timer_ms: int = -1
+    depth: int = -1
 
 
 def strategy_entries(cfg: Any) -> list[Entry]:
@@ -813,7 +849,7 @@ def strategy_entries(cfg: Any) -> list[Entry]:
     if cfg.strategies:
         raw = [
             Entry(e.path, tuple(e.symbols), dict(e.params), dict(e.indicators), e.mode, e.tick_source, e.bar_ms,
-                  e.bar_source, e.timer_ms)
+                  e.bar_source, e.timer_ms, e.depth)
             for e in cfg.strategies
         ]  # fmt: skip
     else:
@@ -829,6 +865,16 @@ def strategy_entries(cfg: Any) -> list[Entry]:
         )
         for e in raw
     ]
+
+
+def strategy_depth(cfg: Any) -> int:
+    """Levels per side the run's strategies read: the most any asks for (its ``depth``, or the entry's), which
+    the book's depth table keeps (:mod:`hean.stages.depth`)."""
+    from hean.strategies.plugin import declaration
+
+    return max(
+        (e.depth if e.depth >= 0 else declaration(e.path).strategy.depth for e in strategy_entries(cfg)), default=0
+    )
 
 
 def make_strategy(ctx) -> StrategyStage:
@@ -867,12 +913,13 @@ def make_strategy(ctx) -> StrategyStage:
                 bar_ms=e.bar_ms or None,
                 bar_source=e.bar_source or None,
                 timer_ms=e.timer_ms if e.timer_ms >= 0 else None,
+                depth=e.depth if e.depth >= 0 else None,
                 record=eng.record_rows,
                 equity_ms=eng.equity_ms,
                 debug=eng.debug,
             )
         )
-    return make_strategy_stage(slots, n_engine)
+    return make_strategy_stage(slots, n_engine, ctx.views["depth"])
 
 
 STRATEGY = Stage(
@@ -899,7 +946,7 @@ def drive_states(S, records, intents):
     ports with room); returns how many."""
     n = 0
     for r in range(records.shape[0]):
-        n += on_book_state(S, records[r], intents)
+        n += on_book_state(S, records[r], intents, r)
     return n
 
 

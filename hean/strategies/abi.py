@@ -48,7 +48,9 @@ D_VALUE = 13  # float64[n]: quote currency per tick x lot of each symbol
 D_RISK_POS = 14  # int64[n_engine_symbols]: the position risk holds per engine symbol (all strategies)
 D_N_ENGINE = 15  # the engine's symbols (the length of RISK_POS and RISK_STATE)
 D_RISK_STATE = 16  # int64[n_engine_symbols]: the TradingState risk applies to each engine symbol
-N_DESC = 17
+D_DEPTH = 17  # int64[n, N_DP, D_DEPTH_N]: the top levels of each symbol's book (hean.stages.depth)
+D_DEPTH_N = 18  # levels per side kept (the declaration's ``depth``; at least 1 word wide, zeros)
+N_DESC = 19
 
 SIGNATURE = types.int64(types.int64, types.int64, types.int64)
 

@@ -36,7 +36,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from hean.api import Strategy
+from hean.api import MAX_DEPTH, Strategy
 
 __all__ = ["Loaded", "StrategyError", "cache_root", "declaration", "load", "split_path"]
 
@@ -210,6 +210,8 @@ def _check_callbacks(source: Path, s: Strategy) -> None:
         raise StrategyError(f"{source}: timer_ms must be an int >= 0 (0: no timer), got {s.timer_ms!r}")
     if s.on_timer is not None and s.timer_ms == 0:
         raise StrategyError(f"{source}: on_timer is given but timer_ms is 0: set its period")
+    if isinstance(s.depth, bool) or not isinstance(s.depth, int) or not 0 <= s.depth <= MAX_DEPTH:
+        raise StrategyError(f"{source}: depth must be an int in 0 .. {MAX_DEPTH} (levels per side), got {s.depth!r}")
 
 
 def _where(fn: Any) -> str:
@@ -250,6 +252,7 @@ from hean.api import Ctx, MAX_ACTIONS, N_INFO, N_META, N_MONEY, N_OF, N_TRADE, O
 from hean.indicators.streaming import N_OUT
 from hean.records import BOOK_STATE, EXEC_REPORT
 from hean.strategies import abi as A
+from hean.stages.depth import N_DP
 from hean.strategies.plugin import declaration
 
 _D = declaration({spec!r})
@@ -285,6 +288,7 @@ def _ctx(d):
         _f1(desc[A.D_VALUE], (n,)),
         _i1(desc[A.D_RISK_POS], (desc[A.D_N_ENGINE],)),
         _i1(desc[A.D_RISK_STATE], (desc[A.D_N_ENGINE],)),
+        _i3(desc[A.D_DEPTH], (n, N_DP, desc[A.D_DEPTH_N])),
     )
 {entries}"""
 
@@ -375,7 +379,9 @@ def load(spec: str, *, debug: bool = False) -> Loaded:
     return loaded
 
 
-_API_FILES = ("api.py", "records.py", "strategies/abi.py", "strategies/plugin.py", "indicators/streaming.py")
+_API_FILES = (
+    "api.py", "records.py", "strategies/abi.py", "strategies/plugin.py", "indicators/streaming.py", "stages/depth.py",
+)  # fmt: skip
 
 
 def _api_digest() -> bytes:
@@ -397,6 +403,7 @@ def _sample_ctx(decl: Declared) -> Any:
     from hean.api import MAX_ACTIONS, N_INFO, N_META, N_MONEY, N_OF, N_TRADE, ORDERS_CAP, TRADES_KEPT, Ctx
     from hean.indicators.streaming import N_OUT
     from hean.records import BOOK_STATE
+    from hean.stages.depth import N_DP
 
     return Ctx(
         np.zeros(1, decl.params_dtype)[0],
@@ -414,6 +421,7 @@ def _sample_ctx(decl: Declared) -> Any:
         np.zeros(1),
         np.zeros(1, np.int64),
         np.zeros(1, np.int64),
+        np.zeros((1, N_DP, 1), np.int64),
     )
 
 
@@ -549,6 +557,7 @@ def reproduce(loaded: Loaded, sl: Any, name: str, s: int, arg: int) -> None:
         sl.value,
         sl.risk_pos,
         sl.risk_state,
+        sl.depth,
     )
     fn = getattr(loaded.decl.strategy, name)
     py = getattr(fn, "py_func", fn)
@@ -556,15 +565,9 @@ def reproduce(loaded: Loaded, sl: Any, name: str, s: int, arg: int) -> None:
         if name == "on_timer":
             py(ctx, arg)
         elif name == "on_report":
-            py(ctx, s, np.zeros(1, _report_dtype()).view(np.recarray)[0])  # the report itself is gone
+            py(ctx, s, sl.report.view(np.recarray)[0])  # the report the faulty call got (kept in debug)
         else:
             py(ctx, s)
-
-
-def _report_dtype() -> np.dtype:
-    from hean.records import EXEC_REPORT
-
-    return EXEC_REPORT
 
 
 class _python_helpers:
