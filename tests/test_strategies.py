@@ -113,6 +113,16 @@ def test_mm_quotes_both_sides_once_then_stays_quiet():
     assert [A.PENDING, A.PENDING] == [int(d.slot().orders[c, A.OF_STATE]) for c in (1, 2)]
 
 
+def test_mm_one_side_per_event_alternates_sides_the_other_side_first():
+    d = mm({"half_spread_ticks": 2, "skew_ticks_per_lot": 0.0, "one_side_per_event": 1})
+    orders = d.states(quotes(*[(1000, 1002)] * 3))
+    assert fields(orders) == [(A_NEW, BUY, 999, 1), (A_NEW, SELL, 1003, 1)], "one side on each of two events"
+    acked(d, orders)
+    # both desired prices move by 2 ticks: the ask was acted on last, so the bid moves first, the ask next event
+    orders = d.states(quotes((1002, 1004), (1002, 1004), (1002, 1004)))
+    assert fields(orders) == [(A_REPLACE, BUY, 1001, 1), (A_REPLACE, SELL, 1005, 1)]
+
+
 def test_mm_skews_against_its_own_fills():
     d = mm({"half_spread_ticks": 2, "skew_ticks_per_lot": 0.5, "quote_qty": 4})
     orders = d.states(quotes((1000, 1002)))
@@ -348,6 +358,7 @@ BAD_PARAMS = [
     ("rsi_macd", {"allow_short": 2}, "allow_short"),
     ("market_maker", {"requote_ticks": 0}, "requote_ticks"),
     ("market_maker", {"half_spread_ticks": -1}, "half_spread_ticks"),
+    ("market_maker", {"one_side_per_event": 2}, "one_side_per_event"),
 ]
 
 

@@ -1,6 +1,7 @@
 """Two source trees of HEAN side by side in one run: tick-to-trade and throughput, and cold start.
 
     .venv/bin/python tools/compare_trees.py OLD_TREE NEW_TREE [--rounds 3] [--cold-rounds 1] [--json OUT]
+        [--new-config FILE]
 
 Why alternate: this VM's figures move from minute to minute (the host moves and preempts its vCPUs), so a
 change is measured against its baseline in the same run, round after round (old, new, old, new, ...), and
@@ -8,6 +9,8 @@ reported as the median of each tree's rounds and the ratio new/old. Each round i
 ``hean bench pipeline --placements fused --rates 100000,0`` in that tree (``PYTHONPATH`` = the tree: its
 own code and its own numba cache); ``--cold-rounds`` adds ``hean bench startup --placements fused`` rounds
 (a fresh numba cache per run). Make a tree of an older commit with ``git worktree add /tmp/old COMMIT``.
+``--new-config`` runs the new tree's pipeline rounds on that configuration (``hean bench pipeline --config``):
+the same program in both trees when the default changed (e.g. a strategy's behaviour).
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ def _bench(tree: Path, args: list[str]) -> dict:
         return json.loads(Path(out.name).read_text())
 
 
-def pipeline_round(tree: Path, duration: float) -> dict:
+def pipeline_round(tree: Path, duration: float, config: Path | None = None) -> dict:
     """Tick-to-trade p50/p99 at 100k messages/s and the unpaced rate, fused placement."""
+    extra = ["--config", str(config)] if config else []
     rows = _bench(tree, ["pipeline", "--placements", "fused", "--rates", "100000,0",
-                         "--duration", str(duration), "--noise-s", "0"])["runs"]  # fmt: skip
+                         "--duration", str(duration), "--noise-s", "0", *extra])["runs"]  # fmt: skip
     paced = next(r for r in rows if r["target_rate"])
     unpaced = next(r for r in rows if not r["target_rate"])
     return {
@@ -76,7 +80,9 @@ def main() -> int:
     ap.add_argument("--cold-rounds", type=int, default=0, help="cold-start rounds per tree (default 0)")
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per pipeline run (default 3)")
     ap.add_argument("--json", help="also write every round as JSON")
+    ap.add_argument("--new-config", type=Path, help="configuration for the new tree's pipeline rounds")
     args = ap.parse_args()
+    configs = {"old": None, "new": args.new_config.resolve() if args.new_config else None}
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
     for name, tree in trees.items():
         if not (tree / "hean" / "__init__.py").is_file():
@@ -84,10 +90,10 @@ def main() -> int:
     pipe: dict[str, list] = {"old": [], "new": []}
     cold: dict[str, list] = {"old": [], "new": []}
     for name in trees:  # one warm-up run each: both trees' numba caches filled before measuring
-        pipeline_round(trees[name], 0.5)
+        pipeline_round(trees[name], 0.5, configs[name])
     for _ in range(args.rounds):
         for name, tree in trees.items():
-            pipe[name].append(pipeline_round(tree, args.duration))
+            pipe[name].append(pipeline_round(tree, args.duration, configs[name]))
     for _ in range(args.cold_rounds):
         for name, tree in trees.items():
             cold[name].append(cold_round(tree))

@@ -56,6 +56,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--noise-s", type=float, default=1.0, help="seconds of noise probe per CPU before each row (0: none)"
     )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="run this configuration (e.g. your strategy) instead of the default; "
+        "the benchmark sets its duration, placement and pacing",
+    )
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     args = p.parse_args(argv)
     args.placements = parse_placements(p, args.placements)
@@ -63,8 +69,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run_one(placement: str, rate: int, duration: float) -> dict:
-    """One engine run; the figures this benchmark reports."""
+def run_one(placement: str, rate: int, duration: float, config: str | None = None) -> dict:
+    """One engine run (of ``config``, default: the built-in configuration); the figures this benchmark reports."""
     from hean.engine.config import load_config
     from hean.engine.summary import build_summary
     from hean.engine.supervisor import Supervisor
@@ -75,7 +81,7 @@ def run_one(placement: str, rate: int, duration: float) -> dict:
         overrides.update({"feed.pace": "rate", "feed.rate": float(rate)})
     else:
         overrides["feed.pace"] = "fast"
-    cfg = load_config(overrides=overrides)
+    cfg = load_config(config, overrides=overrides)
     result = Supervisor(cfg).run()
     s = build_summary(result, [x.name for x in cfg.symbols], {int(r): r.name for r in RejectReason})
     elapsed = max(s["feed_s"], 1e-9)  # the feed's publishing time (start-up and drain excluded)
@@ -128,7 +134,7 @@ def main(argv: list[str]) -> int:
         for rate in args.rates:
             noise = [machine_noise(c, args.noise_s) for c in sorted(os.sched_getaffinity(0))] if args.noise_s else []
             t0 = time.monotonic()
-            row = run_one(placement, rate, args.duration)
+            row = run_one(placement, rate, args.duration, args.config)
             row["noise"] = noise
             row["wall_s"] = time.monotonic() - t0
             row["sustained"] = _sustained(row)

@@ -27,6 +27,8 @@ quote_qty             1        lots per quote
 max_position          10       |position| cap in lots
 requote_ticks         1        re-quote a side only when its price moved this many ticks
 use_microprice        0        1: fair price = microprice; 0: mid
+one_side_per_event    0        1: act on at most one side per book event, the side not acted on last
+                               first (the rhythm of HEAN's former built-in quoter); 0: both sides
 ====================  =======  ===================================================================
 """
 
@@ -42,6 +44,7 @@ from hean.api import (
     F_CROSSED,
     F_STALE,
     GTC,
+    M_N_ACTS,
     OPEN,
     OUT_ATR,
     PENDING,
@@ -65,6 +68,7 @@ PARAMS: dict[str, float] = {
     "max_position": 10.0,
     "requote_ticks": 1.0,
     "use_microprice": 0.0,
+    "one_side_per_event": 0.0,
 }
 
 STATE = [
@@ -73,6 +77,7 @@ STATE = [
     ("bid_px", "<i8"),  # its price, ticks
     ("ask_px", "<i8"),
     ("halted", "<i8"),  # 1 after cancelling for a bad book, until the book is sound
+    ("last_side", "<i8"),  # the side acted on last (one_side_per_event)
 ]
 
 
@@ -88,6 +93,8 @@ def validate(params: dict[str, float]) -> None:
         raise ValueError("market_maker: requote_ticks must be a whole number >= 1")
     if p["use_microprice"] not in (0.0, 1.0):
         raise ValueError("market_maker: use_microprice must be 0 or 1")
+    if p["one_side_per_event"] not in (0.0, 1.0):
+        raise ValueError("market_maker: one_side_per_event must be 0 or 1")
 
 
 @callback
@@ -144,8 +151,19 @@ def on_event(ctx, s):
         return
     st.halted = 0
     bid, ask = desired_quotes(ctx.params, ctx.ind[s, OUT_ATR], b, position(ctx, s))
-    st.bid_cid, st.bid_px = quote_side(ctx, s, BUY, st.bid_cid, st.bid_px, bid)
-    st.ask_cid, st.ask_px = quote_side(ctx, s, SELL, st.ask_cid, st.ask_px, ask)
+    one = ctx.params.one_side_per_event == 1.0
+    ask_first = one and st.last_side == BUY
+    sent = ctx.meta[M_N_ACTS]
+    for k in range(2):
+        if (k == 0) == ask_first:
+            st.ask_cid, st.ask_px = quote_side(ctx, s, SELL, st.ask_cid, st.ask_px, ask)
+            side = SELL
+        else:
+            st.bid_cid, st.bid_px = quote_side(ctx, s, BUY, st.bid_cid, st.bid_px, bid)
+            side = BUY
+        if one and ctx.meta[M_N_ACTS] != sent:
+            st.last_side = side
+            return
 
 
 STRATEGY = Strategy(
