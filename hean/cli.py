@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "top": "hean.commands.top",
     "strategy": "hean.commands.strategy",
     "cache": "hean.commands.cache",
+    "sweep": "hean.commands.sweep",
 }
 
 

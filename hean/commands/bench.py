@@ -22,6 +22,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "risk": ("hean.bench.risk", "ns per full pre-trade risk check and per routed order incl. state machine"),
     "pipeline": ("hean.bench.pipeline", "whole engine: tick-to-trade at fixed rates, sustained rate, start-up"),
     "startup": ("hean.bench.startup", "start-up to every worker ready: cold (empty numba cache) and warm"),
+    "sweep": (
+        "hean.bench.sweep",
+        "hean sweep: cells/s in process and on Ray with 1 and 2 workers, Ray's cost per cell",
+    ),
     "noise": ("hean.bench.noise", "the machine's own stalls on each CPU: time lost, gaps, tail-latency floor"),
 }
 

@@ -92,9 +92,10 @@ def check_config(cfg: Config, pipeline: tuple[Stage, ...] = PIPELINE) -> None:
 
 
 def prepare_replay(cfg: Config, directory: str):
-    """Read the recording once into a native event file in ``directory``; the configuration to run it: the
-    feed maps that file, and the symbol table is the recording's (prices in its ticks), each symbol on the
-    first venue. Returns (config, the reader's report). Raises the reader's FeedError (naming the file)."""
+    """Read the recording once into a native event file in ``directory`` (a native recording is mapped where it
+    is); the configuration to run it: the feed maps that file, and the symbol table is the recording's (prices
+    in its ticks), each symbol on the first venue. Returns (config, the reader's report). Raises the reader's
+    FeedError (naming the file)."""
     import msgspec
 
     from hean.feeds import load_events
@@ -104,8 +105,11 @@ def prepare_replay(cfg: Config, directory: str):
     events, report = load_events(f.path, f.format, lenient=f.lenient, symbol=f.symbol or None)
     if len(events) == 0:
         raise ValueError(f"cannot replay {f.path}: no events")
-    path = os.path.join(directory, "replay.hev")
-    write_native(path, events, report.symbols, source=f.path)
+    if f.format == "native":  # already the file the feed maps (read only, validated by load_events)
+        path = os.path.abspath(f.path)
+    else:
+        path = os.path.join(directory, "replay.hev")
+        write_native(path, events, report.symbols, source=f.path)
     venue = cfg.venues[0].name if cfg.venues else "sim"
     symbols = [
         msgspec.structs.replace(cfg.symbols[0], name=s.name, tick_size=str(s.tick_size), lot_size=str(s.lot_size),
