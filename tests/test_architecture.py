@@ -25,7 +25,7 @@ LAYERS = [
     {"telemetry"},
     {"stages", "feeds", "indicators", "strategies", "api"},
     {"engine", "gateway"},
-    {"commands", "cli", "bench", "research", "__main__", "__init__"},
+    {"commands", "cli", "bench", "research", "sweeps", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
