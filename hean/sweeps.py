@@ -196,7 +196,7 @@ def _entries(config: str | None, strategy: int) -> list[dict]:
     cfg = _load(config)
     entries = []
     for e in strategy_entries(cfg):
-        table: dict[str, Any] = {"path": e.path, "symbols": list(e.symbols), "params": dict(e.params)}
+        table: dict[str, Any] = {"path": _absolute(e.path), "symbols": list(e.symbols), "params": dict(e.params)}
         for key in ("mode", "tick_source", "bar_source"):
             if getattr(e, key):
                 table[key] = getattr(e, key)
@@ -209,6 +209,17 @@ def _entries(config: str | None, strategy: int) -> list[dict]:
     if strategy >= len(entries):
         raise SweepError(f"grid: strategy = {strategy}, but the configuration has {len(entries)} strategies")
     return entries
+
+
+def _absolute(spec: str) -> str:
+    """A strategy file's path made absolute (a Ray worker's working directory is not the driver's); module
+    paths and built-in names as they are."""
+    from hean.strategies.plugin import BUILTIN
+
+    where, sep, name = spec.rpartition(":")
+    if spec in BUILTIN or not sep or not (where.endswith(".py") or "/" in where):
+        return spec
+    return f"{Path(where).expanduser().resolve()}:{name}"
 
 
 def _key(config: str | None, entries: list[dict], rec: Recording, params: dict[str, float]) -> str:

@@ -105,10 +105,14 @@ def test_ray_gives_the_local_table_and_a_rerun_skips_finished_cells(inputs, loca
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == stamps
 
 
-def test_a_failing_cell_is_reported_and_the_rest_complete_then_it_runs_again(inputs, tmp_path):
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("on_ray", [False, True], ids=["local", "ray"])
+def test_a_failing_cell_is_reported_and_the_rest_complete_then_it_runs_again(inputs, tmp_path, on_ray):
+    if on_ray:
+        pytest.importorskip("ray", reason="ray is in the test extra; without it this test cannot run")
     config, pattern = inputs
     grid = {"params": {"requote_ticks": [1, 0]}}  # the market maker's validate refuses 0
-    res = run_sweep(config, grid, pattern, out=tmp_path, local=True)
+    res = run_sweep(config, grid, pattern, out=tmp_path, local=not on_ray, workers=2)
     assert res.ran == 2 and len(res.failed) == 2 and len(res.table) == 2
     assert all("requote_ticks" in e for e in res.failed.values())
     assert (res.table["param_requote_ticks"] == 1.0).all()
@@ -187,3 +191,26 @@ def test_without_ray_the_sweep_says_how_to_get_it_or_run_local(inputs, monkeypat
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(SweepError, match=r"pip install 'hean\[sweep\]' \(or run with --local\)"):
         run_sweep(config, GRID, pattern)
+
+
+@pytest.mark.timeout(600)
+def test_on_a_cluster_each_recording_goes_through_the_object_store_to_nodes_that_cannot_see_it(inputs, local):
+    ray = pytest.importorskip("ray", reason="ray is in the test extra; without it this test cannot run")
+    from hean.sweeps import Recording, _local_copy
+
+    config, pattern = inputs
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=256 << 20)  # fmt: skip
+    try:
+        # joining "a cluster" (this one): the recordings are put in the object store, the table is the same
+        res = run_sweep(config, GRID, pattern, address="auto")
+        pd.testing.assert_frame_equal(res.table, local.table)
+        # a node that cannot see the file writes it once from the object store, byte for byte
+        src = sorted(Path(pattern).parent.glob("rec-a*"))[0]
+        ref = ray.put(src.read_bytes())
+        rec = Recording(str(src), "/nonexistent/rec-a.hev", "test-" + src.stat().st_size.__str__())
+        copy = Path(_local_copy(rec, ref))
+        assert copy != src and copy.read_bytes() == src.read_bytes()
+        copy.unlink()
+    finally:
+        ray.shutdown()
