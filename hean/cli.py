@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from hean.commands import HeanParser
+
 # command name -> module; the order is the order shown in --help. A module may add several commands
 # (run and replay; stop, halt and resume): it is imported and asked once.
 COMMANDS: dict[str, str] = {
@@ -28,14 +30,18 @@ COMMANDS: dict[str, str] = {
     "strategy": "hean.commands.strategy",
     "cache": "hean.commands.cache",
     "sweep": "hean.commands.sweep",
+    "doctor": "hean.commands.doctor",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = HeanParser(
         prog="hean",
         description="HEAN: low-latency tick-to-trade engine (numba stages over shared-memory SPSC rings).",
     )
+    from hean import __version__
+
+    parser.add_argument("--version", action="version", version=f"hean {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in dict.fromkeys(COMMANDS.values()):
         importlib.import_module(module).add_parser(sub)

@@ -20,12 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "hean"
 
 LAYERS = [
-    {"atomics", "jit", "shm", "procs", "paths", "records", "symbols"},
+    {"atomics", "jit", "shm", "procs", "paths", "records", "symbols", "host"},
     {"rings"},
     {"telemetry"},
     {"stages", "feeds", "indicators", "strategies", "api"},
     {"engine", "gateway"},
-    {"commands", "cli", "bench", "research", "sweeps", "__main__", "__init__"},
+    {"commands", "cli", "bench", "research", "sweeps", "doctor", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from hean.atomics import now_ns
+from hean.commands import HeanParser
 from hean.jit import entry
 from hean.records import BOOK_STATE, F_LAST_IN_GROUP, EventKind
 from hean.stages.book import (
@@ -261,7 +262,7 @@ def _hbt_loop(hbt, out):
 
 # ---------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hean bench book", description=__doc__,
+    p = HeanParser(prog="hean bench book", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--file", default=str(DEFAULT_FILE), help="Binance USD-M raw capture")
     p.add_argument("--repeat", type=int, default=5, help="passes over the recording (median reported)")

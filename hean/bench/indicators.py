@@ -27,6 +27,7 @@ import numpy as np
 from hean import indicators as hi
 from hean.bench.harness import bench_kernel, machine_info
 from hean.bench.report import add_harness_args, emit
+from hean.commands import HeanParser
 from hean.indicators.streaming import indicators_update, make_indicator_set
 from hean.jit import entry, kernel
 from hean.records import BOOK_STATE, BookStateKind
@@ -148,7 +149,7 @@ def _verdict(ok: bool) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = HeanParser(
         prog="hean bench indicators", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_harness_args(p, (100_000, 0))

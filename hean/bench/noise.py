@@ -17,7 +17,6 @@ there sits right at the edge of what the machine allows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -26,6 +25,7 @@ import sys
 import numpy as np
 
 from hean.atomics import now_ns
+from hean.commands import HeanParser
 from hean.jit import entry
 
 __all__ = ["machine_noise", "wait_floor"]
@@ -127,7 +127,7 @@ def format_noise(r: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hean bench noise", description=__doc__.split("\n\n")[0])
+    p = HeanParser(prog="hean bench noise", description=__doc__.split("\n\n")[0])
     p.add_argument("--cpus", default=None, help="comma list of CPUs (default: every CPU this process may use)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per CPU (default 5)")
     p.add_argument("--threshold-ns", type=int, default=1000, help="a step longer than this is a gap (default 1000)")

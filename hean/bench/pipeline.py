@@ -29,6 +29,7 @@ import time
 from hean.bench.harness import machine_info
 from hean.bench.noise import machine_noise
 from hean.bench.report import fmt_ns, fmt_rate
+from hean.commands import HeanParser
 from hean.engine.config import STAGES
 
 PLACEMENTS = {
@@ -49,7 +50,7 @@ def parse_placements(p: argparse.ArgumentParser, text: str) -> list[str]:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hean bench pipeline", description=__doc__.split("\n\n")[0])
+    p = HeanParser(prog="hean bench pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--placements", default="fused,two,split", help="comma list of fused, two, split")
     p.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES), help="messages/s; 0 = unpaced")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")

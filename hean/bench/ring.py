@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from hean.atomics import cpu_pause, now_ns
+from hean.commands import HeanParser
 from hean.jit import entry
 from hean.records import MARKET_EVENT
 from hean.rings import (
@@ -768,9 +769,7 @@ def machine_info(cpus) -> dict:
 # main
 # ==========================================================================================================
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="hean bench ring", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = HeanParser(prog="hean bench ring", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpus", default=None, help="producer,consumer CPUs (default: the first two allowed)")
     p.add_argument("--rates", default="100000,1000000", help="paced hop rates, msgs/s (comma list)")
     p.add_argument("--duration", type=float, default=0.3, help="seconds per paced hop figure")

@@ -23,13 +23,13 @@ route plus state update <= 200 ns. The machine is shared: compare figures from o
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
 from hean.atomics import now_ns
+from hean.commands import HeanParser
 from hean.jit import entry
 from hean.records import BOOK_STATE, BUY, EXEC_REPORT, ORDER, SELL, ExecType, OrderAction, OrderType, TimeInForce
 from hean.stages.risk import make_risk, risk_on_book, risk_on_intent, risk_on_report
@@ -300,7 +300,7 @@ def format_table(figs: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hean bench risk", description=__doc__.split("\n\n")[0])
+    p = HeanParser(prog="hean bench risk", description=__doc__.split("\n\n")[0])
     p.add_argument("-n", "--calls", type=int, default=200_000, help="calls per figure (default 200000)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = p.parse_args(argv)

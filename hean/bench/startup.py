@@ -26,6 +26,7 @@ import tempfile
 
 from hean.bench.harness import machine_info
 from hean.bench.pipeline import parse_placements, run_one
+from hean.commands import HeanParser
 
 COLD_TARGET_S = 60.0
 WARM_TARGET_S = 3.0
@@ -34,7 +35,7 @@ RECORDING = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data",
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hean bench startup", description=__doc__.split("\n\n")[0])
+    p = HeanParser(prog="hean bench startup", description=__doc__.split("\n\n")[0])
     p.add_argument("--placements", default="fused,two,split", help="comma list of fused, two, split")
     p.add_argument("--runs", type=int, default=1, help="cold runs per placement (default 1), then one warm")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")

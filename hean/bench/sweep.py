@@ -22,11 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from hean.commands import HeanParser
+
 RECORDING = Path(__file__).resolve().parents[2] / "tests" / "data" / "binance-usdm-btcusdt-20240808.gz"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hean bench sweep", description=__doc__.split("\n\n")[0])
+    p = HeanParser(prog="hean bench sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--cells", type=int, default=8, help="parameter sets (cells), default 8")
     p.add_argument("--nodes", type=int, default=100, help="cluster size for the projection (100)")
     p.add_argument("--cpus-per-node", type=int, default=16, help="workers per node for the projection (16)")

@@ -18,6 +18,7 @@ import numpy as np
 from hean.atomics import now_ns
 from hean.bench.harness import bench_kernel
 from hean.bench.report import add_harness_args, emit
+from hean.commands import HeanParser
 from hean.jit import entry, kernel
 from hean.telemetry.block import C_EVENTS_IN, N_COUNTERS, tm_add, tm_busy
 from hean.telemetry.histogram import HIST_LEN, hist_record
@@ -82,7 +83,7 @@ def per_call_ns(n: int = 10_000_000) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hean bench telemetry", description=__doc__)
+    p = HeanParser(prog="hean bench telemetry", description=__doc__)
     add_harness_args(p, RATES)
     p.add_argument("--calls", type=int, default=10_000_000, help="calls per tight-loop measurement")
     args = p.parse_args(argv)

@@ -1,1 +1,40 @@
 """Sub-commands of the ``hean`` CLI, one module each (see :mod:`hean.cli`)."""
+
+import argparse
+import re
+
+__all__ = ["HeanParser", "plain"]
+
+_ROLE = re.compile(r":(?:func|mod|class|data|meth|attr|exc):`(~?)([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+
+
+def plain(text: str) -> str:
+    """Help text for users: the markup of docstrings (``code``, :func:`~a.b`, **bold**) taken out."""
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return _BOLD.sub(r"\1", _LITERAL.sub(r"\1", text))
+
+
+class _Plain(argparse.HelpFormatter):
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain(text))
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain(super()._expand_help(action))
+
+
+class _PlainRaw(argparse.RawDescriptionHelpFormatter, _Plain):
+    pass
+
+
+class HeanParser(argparse.ArgumentParser):
+    """Every ``hean`` parser: help without docstring markup, whatever text a command gives it (its sub-parsers
+    are HeanParsers too)."""
+
+    def __init__(self, *args, formatter_class: type = argparse.HelpFormatter, **kwargs) -> None:
+        if issubclass(formatter_class, argparse.RawDescriptionHelpFormatter):
+            formatter_class = _PlainRaw
+        elif formatter_class is argparse.HelpFormatter:
+            formatter_class = _Plain
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)

@@ -15,6 +15,11 @@ flight wait. On the 2-vCPU VM the whole pipeline fused on CPU 1 (CPU 0 left to e
 tick-to-trade p50 0.91 us / p99 4.5-7.9 us at 100k messages/s, against 1.10-1.18 us / 6.1-10.5 us for the
 feed and the rest on one CPU each (``hean bench pipeline``); the two-worker placement still moves more
 messages unpaced, so it is one ``placement.workers`` line away.
+
+Which CPUs (:func:`order_cpus`, from the host's facts in :mod:`hean.host`, the ones ``hean doctor`` reports):
+the reserve is the lowest CPUs the kernel does not isolate (the OS runs there anyway); workers take isolated
+CPUs first, then one CPU per physical core, and a second SMT thread of a core only when every core has a
+worker -- two spinning workers on siblings share one core's execution units, and each slows the other.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import os
 from dataclasses import dataclass, field
 
 from hean.engine.config import ConfigError, PlacementSection, _stages
+from hean.host import Topology, read_topology
 
-__all__ = ["WAITS", "Placement", "WorkerPlan", "auto_groups", "plan_placement"]
+__all__ = ["WAITS", "Placement", "WorkerPlan", "auto_groups", "order_cpus", "plan_placement"]
 
 WAITS = ("spin", "yield", "sleep")
 OVERSUBSCRIBED_SPIN = 16  # idle polls before yielding when workers outnumber CPUs (auto wait)
@@ -104,13 +110,35 @@ def check_groups(groups: list[tuple[str, ...]], stages: tuple[str, ...]) -> None
         )
 
 
+def order_cpus(avail: list[int], reserve: int, topo: Topology) -> tuple[list[int], list[int]]:
+    """``(reserved, workers' CPUs in order of preference)`` (see the module docstring)."""
+    usable = [c for c in avail if c not in topo.isolated] or avail
+    reserved = usable[:reserve]
+    rest = [c for c in avail if c not in reserved]
+    os_cores = {topo.core(c) for c in reserved}
+    taken: dict[frozenset[int], int] = {}
+    order: list[int] = []
+    while rest:
+        best = min(rest, key=lambda c: (c not in topo.isolated, taken.get(topo.core(c), 0),
+                                        topo.core(c) in os_cores, c))  # fmt: skip
+        order.append(best)
+        rest.remove(best)
+        taken[topo.core(best)] = taken.get(topo.core(best), 0) + 1
+    return reserved, order
+
+
 def plan_placement(
-    section: PlacementSection, cpus: list[int] | None = None, stages: tuple[str, ...] | None = None
+    section: PlacementSection,
+    cpus: list[int] | None = None,
+    stages: tuple[str, ...] | None = None,
+    topology: Topology | None = None,
 ) -> Placement:
     """Turn the ``[placement]`` table and the CPUs this process may use into a concrete plan for the pipeline's
-    ``stages`` (the registry's by default)."""
+    ``stages`` (the registry's by default); ``topology``: the host's SMT siblings and isolated CPUs (read from
+    ``/sys`` by default)."""
     stages = tuple(stages or _stages())
     avail = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+    topo = topology if topology is not None else read_topology()
     # The lowest CPU(s) stay free for the OS, the supervisor and `hean top` (never all of them). A configuration
     # that asks for more than this machine can give is refused by hean.engine.config (reserve_cpus = 5 on two
     # CPUs is an error there); the clamp covers a CPU list given here directly and the single-CPU machine.
@@ -128,7 +156,8 @@ def plan_placement(
         oversubscribed = len(set(section.cpus)) < n
     else:
         # configured workers keep the reserve only when they still get a CPU each
-        pool = avail[reserve:] if len(avail) - reserve >= n else avail
+        _, order = order_cpus(avail, reserve, topo)
+        pool = order if len(order) >= n else order_cpus(avail, 0, topo)[1]
         oversubscribed = n > len(pool)
         cpu_list = [None] * n if oversubscribed else pool[:n]
     default_wait = section.wait if section.wait != "auto" else ("yield" if oversubscribed else "spin")

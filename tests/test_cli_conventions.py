@@ -1,0 +1,52 @@
+"""CLI conventions every command keeps: ``hean --version``; help written for users (no docstring markup)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+
+import hean
+from hean.cli import COMMANDS, build_parser
+from hean.commands import plain
+from hean.commands.bench import BENCHES
+
+MARKUP = re.compile(r"``[^`]+``|:(?:func|mod|class|data|meth|attr|exc):`[^`]+`|\*\*[^*]+\*\*")
+
+
+def test_version_is_the_package_version():
+    p = subprocess.run([sys.executable, "-m", "hean", "--version"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == f"hean {hean.__version__}" == f"hean {version('hean')}"
+
+
+def _help(argv: list[str], parse) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as e:
+        parse(argv)
+    assert e.value.code == 0, argv
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("command", list(dict.fromkeys(COMMANDS)))
+def test_every_commands_help_is_plain_text(command):
+    text = _help([command, "--help"], build_parser().parse_args)
+    assert text.startswith(f"usage: hean {command}") and not MARKUP.findall(text), MARKUP.findall(text)
+
+
+@pytest.mark.parametrize("target", list(BENCHES))
+def test_every_benchmarks_help_is_plain_text(target):
+    module = importlib.import_module(BENCHES[target][0])
+    text = _help(["--help"], module.main)
+    assert text.startswith(f"usage: hean bench {target}") and not MARKUP.findall(text), MARKUP.findall(text)
+
+
+def test_plain_takes_the_markup_out_and_keeps_the_words():
+    assert plain("see ``hean run`` and :func:`~hean.api.limit`, :mod:`hean.paths`, **why**") == (
+        "see hean run and limit, hean.paths, why"
+    )
