@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "cache": "hean.commands.cache",
     "sweep": "hean.commands.sweep",
     "doctor": "hean.commands.doctor",
+    "metrics": "hean.commands.metrics",
 }
 
 

@@ -18,6 +18,7 @@ from hean.commands import plain
 from hean.commands.bench import BENCHES
 
 MARKUP = re.compile(r"``[^`]+``|:(?:func|mod|class|data|meth|attr|exc):`[^`]+`|\*\*[^*]+\*\*")
+INTERNAL = re.compile(r"imports? stay light|argparse only|hot path of this module|TODO|XXX")
 
 
 def test_version_is_the_package_version():
@@ -37,6 +38,7 @@ def _help(argv: list[str], parse) -> str:
 def test_every_commands_help_is_plain_text(command):
     text = _help([command, "--help"], build_parser().parse_args)
     assert text.startswith(f"usage: hean {command}") and not MARKUP.findall(text), MARKUP.findall(text)
+    assert not INTERNAL.findall(text), INTERNAL.findall(text)
 
 
 @pytest.mark.parametrize("target", list(BENCHES))

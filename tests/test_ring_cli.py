@@ -31,8 +31,11 @@ def _dead_pid() -> int:
 
 
 def test_no_segments_says_so(tmp_path, monkeypatch, capsys):
+    import hean.engine.runs as runs  # imported here, not inside the patch: it would keep the patched folder
+
     monkeypatch.setattr(hean.shm, "SHM_DIR", tmp_path)
     monkeypatch.setattr(ring_inspect, "SHM_DIR", tmp_path)
+    monkeypatch.setattr(runs, "SHM_DIR", tmp_path)
     assert main(["rings"]) == 0
     assert capsys.readouterr().out.strip() == f"no HEAN segments in {tmp_path}"
     assert main(["rings", "clean"]) == 0
@@ -58,7 +61,7 @@ def test_list_inspect_and_clean(shm_name, capsys):
         assert f"{dead} (dead)" in lines[stale]
         assert lines[other].startswith(f"{other}: not a ring")
 
-        assert main(["rings", "--json"]) == 0
+        assert main(["rings", "--json", "-"]) == 0
         data = json.loads(capsys.readouterr().out)
         by_name = {r["name"]: r for r in data["rings"]}
         assert by_name[live]["fill"] == 3 and by_name[live]["creator_pid"] == os.getpid()

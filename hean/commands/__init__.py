@@ -3,7 +3,9 @@
 import argparse
 import re
 
-__all__ = ["HeanParser", "plain"]
+__all__ = ["JSON_HELP", "HeanParser", "emit_json", "plain"]
+
+JSON_HELP = "also write it as JSON to OUT ('-': to stdout, instead of the text)"
 
 _ROLE = re.compile(r":(?:func|mod|class|data|meth|attr|exc):`(~?)([^`]+)`")
 _LITERAL = re.compile(r"``([^`]+)``")
@@ -38,3 +40,18 @@ class HeanParser(argparse.ArgumentParser):
         elif formatter_class is argparse.HelpFormatter:
             formatter_class = _Plain
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def emit_json(dest: str, obj: object) -> None:
+    """The ``--json OUT`` convention of every command: ``-`` prints the JSON (alone) to stdout, anything else
+    is a path written atomically (the command prints its text as usual)."""
+    import json
+    import sys
+
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    if dest == "-":
+        sys.stdout.write(text)
+        return
+    from hean.paths import write_atomically
+
+    write_atomically(dest, lambda f: f.write(text))

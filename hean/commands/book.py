@@ -11,7 +11,7 @@ empty); ``recv_ns`` is the recorded receive time (the exchange time where the re
 (LOBSTER) go through the L3 order-by-order book, the others through the L2 book. Out-of-sync markers and
 the reader's report go to stderr. The output is checked before the recording is read (a directory, a missing
 folder, a place that cannot be written: one line, exit 2) and written atomically (a temp file beside it,
-renamed over it), so a failed run never leaves a partial CSV. Top-level imports stay light (argparse only).
+renamed over it), so a failed run never leaves a partial CSV.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 The native file (see :mod:`hean.feeds.native`) holds the MARKET_EVENT records and the symbol table and is
 memory-mapped on replay, so a recording is parsed once. The reader's report (lines, messages, events,
 skipped lines, sync counters) and the conversion speed go to stderr. The output is checked before the
-recording is read and written atomically (temp file + rename; see :mod:`hean.paths`). Top-level
-imports stay light.
+recording is read and written atomically (temp file + rename; see :mod:`hean.paths`).
 """
 
 from __future__ import annotations

@@ -9,14 +9,15 @@
   run is never touched, nor another user's. ``--dry-run`` lists what would go and why.
   ``hean rings --remove-stale`` lists, then cleans.
 
-Reading a ring maps it read-only and never changes it. Top-level imports stay light (argparse only).
+Reading a ring maps it read-only and never changes it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from hean.commands import JSON_HELP, emit_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,16 +27,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    p.add_argument("--json", metavar="OUT", help=JSON_HELP)
     p.add_argument("--remove-stale", action="store_true", help="list, then remove stale rings")
     p.set_defaults(func=run, action="list", names=[])
     ss = p.add_subparsers(dest="action", metavar="ACTION")
     lp = ss.add_parser("list", help="list rings (the default)")
-    lp.add_argument("--json", action="store_true", help="machine-readable JSON")
+    lp.add_argument("--json", metavar="OUT", help=JSON_HELP)
     lp.add_argument("--remove-stale", action="store_true", help="list, then remove stale rings")
     ip = ss.add_parser("inspect", help="show one ring's full header")
     ip.add_argument("names", nargs="*", metavar="NAME", help="ring segment name(s)")
-    ip.add_argument("--json", action="store_true", help="machine-readable JSON")
+    ip.add_argument("--json", metavar="OUT", help=JSON_HELP)
     cp = ss.add_parser("clean", help="remove every segment and temp folder of runs with no process left")
     cp.add_argument("names", nargs="*", metavar="NAME", help="only consider these runs (ids) or segments")
     cp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
@@ -59,22 +60,19 @@ def run(args: argparse.Namespace) -> int:
             except Exception as e:  # a clear one-line error per bad name, keep going
                 print(f"hean rings inspect: {e}", file=sys.stderr)
                 rc = 1
-        if args.json:
-            print(json.dumps([i.as_dict() for i in infos], indent=2), file=out)
-        else:
+        if args.json != "-":
             for info in infos:
                 print(ri.format_info(info), file=out)
+        if args.json:
+            emit_json(args.json, [i.as_dict() for i in infos])
         return rc
 
     if action == "list":
         infos, errors = ri.scan()
-        if args.json:
-            print(
-                json.dumps({"rings": [i.as_dict() for i in infos], "unreadable": dict(errors)}, indent=2),
-                file=out,
-            )
-        else:
+        if args.json != "-":
             print(ri.format_table(infos, errors), file=out)
+        if args.json:
+            emit_json(args.json, {"rings": [i.as_dict() for i in infos], "unreadable": dict(errors)})
         if not args.remove_stale:
             return 0
     return clean(set(args.names) if action == "clean" and args.names else None, dry_run, out)

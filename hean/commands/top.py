@@ -5,7 +5,6 @@ With no RUN_ID it attaches to the only running engine, and says so clearly when 
 ``--interval`` apart) and exits, for scripts and logs; ``--list`` lists the runs found in /dev/shm and
 ``--clean`` removes every segment and temp folder of runs none of whose processes is left (as
 ``hean rings clean``).
-Top-level imports stay light (argparse only).
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--once", action="store_true", help="print one frame and exit (no live screen)")
     p.add_argument("--interval", type=float, default=0.5, help="--once: seconds between the two samples")
+    p.add_argument("--json", metavar="OUT", help="--once: also write the frame as JSON to OUT ('-': to stdout, "
+                   "instead of the screen)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="list runs (running and stale) and exit")
     p.add_argument(
         "--clean", action="store_true", help="unlink the segments of stale runs (or of RUN_ID if stale) and exit"
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         from hean.commands.rings import clean
 
         return clean({args.run_id} if args.run_id else None, dry_run=False, out=sys.stdout)
+    if args.json and not args.once:
+        console.print("hean top: --json needs --once (a live screen has no single frame to write)")
+        return 2
     if args.refresh <= 0:
         console.print(f"hean top: --refresh must be > 0, got {args.refresh}")
         return 2
@@ -73,7 +77,17 @@ def run(args: argparse.Namespace) -> int:
             frame = source.sample()
             ok, why = source.alive()
             frame.status = "" if ok else why
-            console.print(render(frame))
+            if args.json != "-":
+                console.print(render(frame))
+            if args.json:
+                import msgspec
+
+                from hean.commands import emit_json
+
+                def plain(o):  # numpy scalars in the stats
+                    return o.item() if hasattr(o, "item") else str(o)
+
+                emit_json(args.json, msgspec.to_builtins(frame, str_keys=True, enc_hook=plain))
         finally:
             source.close()
         return 0
