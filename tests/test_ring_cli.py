@@ -36,6 +36,7 @@ def test_no_segments_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(hean.shm, "SHM_DIR", tmp_path)
     monkeypatch.setattr(ring_inspect, "SHM_DIR", tmp_path)
     monkeypatch.setattr(runs, "SHM_DIR", tmp_path)
+    monkeypatch.setattr(runs.tempfile, "gettempdir", lambda: str(tmp_path))  # no other run's temp folders
     assert main(["rings"]) == 0
     assert capsys.readouterr().out.strip() == f"no HEAN segments in {tmp_path}"
     assert main(["rings", "clean"]) == 0
