@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "stop": "hean.commands.stop",
     "halt": "hean.commands.stop",
     "resume": "hean.commands.stop",
+    "risk": "hean.commands.risk",
     "rings": "hean.commands.rings",
     "bench": "hean.commands.bench",
     "book": "hean.commands.book",

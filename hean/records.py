@@ -238,6 +238,8 @@ class ControlCommand(IntEnum):
     HALT = 2  # kill switch: trading state HALTED, cancel every open order
     RESUME = 3  # back to ACTIVE
     REDUCE = 4  # trading state REDUCING
+    SET = 5  # a risk limit: ``side`` the key (hean.stages.risk.LIMIT_KEYS), ``arg`` the value's float64 bits
+    NEW_DAY = 6  # a new trading day: the daily loss counts from the current equity again
 
 
 CONTROL = with_header([("arg", "<i8"), ("issued_ns", "<i8")], "CONTROL")
@@ -358,3 +360,4 @@ X_CANCELED, X_REJECTED, X_EXPIRED = int(ExecType.CANCELED), int(ExecType.REJECTE
 X_REPLACED, X_CANCEL_REJECTED = int(ExecType.REPLACED), int(ExecType.CANCEL_REJECTED)
 K_STOP, K_HALT = int(ControlCommand.STOP), int(ControlCommand.HALT)
 K_RESUME, K_REDUCE = int(ControlCommand.RESUME), int(ControlCommand.REDUCE)
+K_SET, K_NEW_DAY = int(ControlCommand.SET), int(ControlCommand.NEW_DAY)

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pytest
 from conftest import data_file
 
@@ -321,6 +322,51 @@ def test_hean_metrics_scraped_during_a_run_has_every_stage_and_its_counters_grow
     assert second[inf] == second[e2e]
     assert ("hean_risk_trading_state", "hean_risk_trading_state", (("state", "ACTIVE"),)) in second
     assert any(k[0] == "hean_ring_fill" for k in second)
+
+
+@pytest.mark.timeout(300)
+def test_run_time_controls_are_applied_acknowledged_and_recorded(tmp_path, spawn):
+    from hean.shm import attach_segment
+
+    at = time.time() + 15
+    reset = time.strftime("%H:%M:%S", time.gmtime(at))  # while the run goes on (due at once if start-up is slower)
+    cfg = tmp_path / "controls.toml"
+    cfg.write_text(f'[engine]\ndaily_reset_utc = "{reset}"\n')
+    proc, out = spawn(["run", "--duration", "60", "--rate", "20000", "--config", str(cfg)])
+    m = _wait_for_run(proc)
+    seg = attach_segment(f"hean-{m.run_id}-rstate")
+    try:
+        rstate = seg.array(np.int64)
+
+        def hean(*args):
+            return subprocess.run([sys.executable, "-m", "hean", *args], capture_output=True, text=True, timeout=60)
+
+        def state_of(sym, want, timeout=10.0):  # risk publishes the trading states at its heartbeat
+            deadline = time.monotonic() + timeout
+            while int(rstate[sym]) != want and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return int(rstate[sym])
+
+        r = hean("halt", m.run_id, "--symbol", "SYN-A")
+        assert r.returncode == 0 and "halt symbol SYN-A" in r.stdout, r.stderr
+        assert state_of(0, 2) == 2 and state_of(1, 0) == 0, "SYN-A HALTED, SYN-B still ACTIVE"
+        r = hean("risk", "set", "max_position_units", "0.5", m.run_id, "--symbol", "SYN-B")
+        assert r.returncode == 1 and "refused: max_position_units: 0.5 is not a whole number of lots of 1" in r.stderr
+        r = hean("risk", "set", "rate_total", "5", m.run_id)
+        assert r.returncode == 0 and "set rate_total of every symbol to 5" in r.stdout, r.stderr
+        r = hean("resume", m.run_id, "--symbol", "SYN-A")
+        assert r.returncode == 0 and state_of(0, 0) == 0, r.stderr
+        time.sleep(max(0.0, at + 1.5 - time.time()))  # the supervisor looks every 0.25 s
+        os.kill(proc.pid, signal.SIGINT)
+        code, stdout, stderr = _finish(proc)
+    finally:
+        seg.close()
+    assert code == 0, stderr
+    s = json.loads(out.read_text())
+    mine = [c["what"] for c in s["controls"] if c["by"] == "request"]
+    assert mine == ["halt symbol SYN-A", "set rate_total of every symbol to 5", "resume symbol SYN-A"]
+    assert [c["what"] for c in s["controls"] if c["by"] == "daily_reset_utc"] == [f"new trading day at {reset} UTC"]
+    assert s["rejects"].get("RATE_TOTAL", 0) > 0, "the lowered rate limit took effect"
 
 
 @pytest.mark.timeout(300)

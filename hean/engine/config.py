@@ -84,6 +84,7 @@ class EngineSection(_Section):
     debug: bool = False  # strategies compiled with bounds checking (an index error is reported, not ignored)
     record_rows: int = 0  # per strategy: orders, reports and equity rows kept in memory (hean.backtest); 0: none
     equity_ms: int = 1000  # recorded runs: equity sampled every this many ms of event time (and at fills)
+    daily_reset_utc: str = ""  # "HH:MM[:SS]": the daily loss limit counts from this UTC time each day; "": never
 
 
 class FeedSection(_Section):
@@ -157,7 +158,8 @@ class Config(_Section):
     bars: dict[str, Scalar] = {}  # hean.stages.bars.BarConfig
     strategy: StrategySection = msgspec.field(default_factory=StrategySection)
     strategies: list[StrategyEntry] = []  # several strategies; when given, [strategy] is not used
-    risk: dict[str, Scalar] = {}
+    # limits (hean.stages.risk.make_risk); per symbol: [risk.symbols.NAME]; *_units: in instrument units
+    risk: dict[str, Scalar | dict[str, dict[str, Scalar]]] = {}
     router: dict[str, Scalar] = {}
     placement: PlacementSection = msgspec.field(default_factory=PlacementSection)
 
@@ -328,6 +330,8 @@ def _validate_strategies(cfg: Config) -> None:
 
 
 def _validate_engine(e: EngineSection) -> None:
+    if e.daily_reset_utc and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?", e.daily_reset_utc):
+        raise ConfigError(f"key 'engine.daily_reset_utc': a UTC time HH:MM or HH:MM:SS, got {e.daily_reset_utc!r}")
     cap = e.ring_capacity
     if cap < MIN_RING_CAPACITY or cap & (cap - 1):
         raise ConfigError(f"key 'engine.ring_capacity': must be a power of two >= {MIN_RING_CAPACITY}, got {cap}")

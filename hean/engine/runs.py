@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 _SEGMENT_RE = re.compile(r"^hean-([A-Za-z0-9_]{1,48})-(.+)$")
-_TEMP_RE = re.compile(r"^hean-([A-Za-z0-9_]{1,48})-(replay|compile)-")
+_TEMP_RE = re.compile(r"^hean-([A-Za-z0-9_]{1,48})-(replay|compile|requests)-")
 _PROC = Path("/proc")
 
 

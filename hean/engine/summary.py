@@ -140,6 +140,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "router_refusals": refusals,  # orders the router refused after risk passed them (by reason)
         "pnl": risk_view(tm["risk"]["risk"], symbols) if "risk" in tm else {},
         "strategies": _strategies(tm, getattr(result, "strategies", [])),
+        "controls": list(getattr(result, "controls", [])),  # operator controls applied (hean halt, risk set)
         "tick_to_trade_ns": hist_summary(e2e if e2e is not None else new_histogram()),
         "stages": stages,
         "placement": result.placement,

@@ -75,6 +75,7 @@ class RunResult:
     telemetry: dict = field(default_factory=dict)  # stage -> snapshot arrays (copied before unlink)
     placement: dict = field(default_factory=dict)
     strategies: list = field(default_factory=list)  # the strategies' paths, by id (ORDER.strategy)
+    controls: list = field(default_factory=list)  # every control applied: {"utc", "by", "what"} (hean halt, risk set)
 
 
 def new_run_id() -> str:
@@ -279,6 +280,7 @@ class Supervisor:
             risk_block=next((self.blocks[s.name].name for s in self.pipeline if s.risk_region), None),
             symbols=[s.name for s in self.cfg.symbols],
             config=p.reason,
+            requests=self._requests_dir or "",
         )  # fmt: skip
 
     def _cleanup(self) -> None:
@@ -458,7 +460,7 @@ class Supervisor:
                 pass
 
     # ---- control -------------------------------------------------------------------------------------------
-    def send_control(self, command: int, symbol: int = -1) -> None:
+    def send_control(self, command: int, symbol: int = -1, side: int = 0, arg: int = 0) -> None:
         """Push a CONTROL record to the risk stage (the kill switch and friends)."""
         from hean import records
 
@@ -467,6 +469,8 @@ class Supervisor:
         rec["seq"] = self._control_seq
         rec["kind"] = command
         rec["symbol"] = symbol
+        rec["side"] = side
+        rec["arg"] = arg
         rec["issued_ns"] = time.monotonic_ns()
         rec["ts_origin"] = rec["issued_ns"]
         control = next(r for r in self.ring_specs if r.edge.src == "supervisor")
@@ -515,8 +519,14 @@ class Supervisor:
         print(f"hean: {report.summary()}", file=sys.stderr)
 
     def run(self) -> RunResult:
+        from hean.engine.requests import next_day_start
+
         self._pending_control: list[int] = []
         self._replay_dir = None
+        self._requests_dir = None
+        self.controls: list[dict] = []
+        reset = self.cfg.engine.daily_reset_utc
+        self._next_day = next_day_start(time.time(), reset) if reset else None
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
         old = {s: signal.signal(s, self._on_signal) for s in handled}
         t_start = time.monotonic()
@@ -536,6 +546,7 @@ class Supervisor:
             self._beat()
             result.symbols = [x.name for x in self.cfg.symbols]
             self._create_segments()
+            self._requests_dir = runs.run_temp_dir(self.run_id, "requests")
             self._start_workers()
             self._create(manifest_name(self.run_id), lambda: write_manifest(self._manifest()))
             self._wait_ready()
@@ -570,10 +581,12 @@ class Supervisor:
                 self.ctl[C.STOP] = 1
             self._kill_workers()
             self._cleanup()
-            if self._replay_dir:
-                import shutil
+            import shutil
 
-                shutil.rmtree(self._replay_dir, ignore_errors=True)
+            for folder in (self._replay_dir, self._requests_dir):
+                if folder:
+                    shutil.rmtree(folder, ignore_errors=True)
+            result.controls = list(self.controls)
             for s, h in old.items():
                 signal.signal(s, h)
             if self._own_affinity is not None:
@@ -599,6 +612,8 @@ class Supervisor:
             sleeper.close()
 
     def _watch_loop(self, t_start: float, sleeper: _Sleeper) -> str:
+        from hean.records import ControlCommand
+
         duration = self.cfg.engine.duration_s
         last_progress = 0.0
         while True:
@@ -616,7 +631,11 @@ class Supervisor:
                 self._failure = dead
                 return "worker-died"
             while self._pending_control:
-                self.send_control(self._pending_control.pop(0))
+                cmd = self._pending_control.pop(0)
+                self.send_control(cmd)
+                self._record("signal", f"{ControlCommand(cmd).name.lower()} every symbol")
+            self._serve_requests()
+            self._new_day_if_due(time.time())
             if self._signal is not None:
                 return f"signal {signal.Signals(self._signal).name}"
             if self.ctl[C.FEED_DONE]:
@@ -627,6 +646,44 @@ class Supervisor:
             if self.progress and elapsed - last_progress >= 0.25:
                 last_progress = elapsed
                 self.progress(self, elapsed)
+
+    # ---- operator requests and the trading day ------------------------------------------------------------
+    def _record(self, by: str, what: str) -> None:
+        """Log an applied control (the summary's ``controls``; stderr while the run goes on)."""
+        utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.controls.append({"utc": utc, "by": by, "what": what})
+        print(f"hean: {utc} {what} ({by})", file=sys.stderr)
+
+    def _serve_requests(self) -> None:
+        """Answer every request in the mailbox (hean.engine.requests): apply it, or say why not."""
+        from hean.engine import requests as rq
+
+        if not self._requests_dir:
+            return
+        for path, req in rq.pending(self._requests_dir):
+            try:
+                if req is None:
+                    raise ValueError("not a JSON object")
+                controls, what = rq.resolve(req, self.cfg.symbols)
+            except ValueError as e:
+                rq.answer(path, {"ok": False, "error": str(e)})
+                continue
+            for kind, sym, side, arg in controls:
+                self.send_control(kind, sym, side, arg)
+            self._record("request", what)
+            rq.answer(path, {"ok": True, "applied": what, "utc": self.controls[-1]["utc"]})
+
+    def _new_day_if_due(self, now_unix: float) -> None:
+        """At ``engine.daily_reset_utc`` each day: the daily loss limit counts from the current equity."""
+        from hean.records import ControlCommand
+
+        if self._next_day is None or now_unix < self._next_day:
+            return
+        self.send_control(int(ControlCommand.NEW_DAY))
+        self._record("daily_reset_utc", f"new trading day at {self.cfg.engine.daily_reset_utc} UTC")
+        from hean.engine.requests import next_day_start
+
+        self._next_day = next_day_start(now_unix, self.cfg.engine.daily_reset_utc)
 
     def messages(self) -> int:
         """Messages the feed has published so far (its telemetry's ``messages`` counter)."""

@@ -92,8 +92,10 @@ from hean.records import (
     F_REDUCE_ONLY,
     F_STALE,
     K_HALT,
+    K_NEW_DAY,
     K_REDUCE,
     K_RESUME,
+    K_SET,
     K_STOP,
     N_REASONS,
     ORDER,
@@ -141,6 +143,7 @@ from hean.stages.positions import Positions, make_positions, pos_equity, pos_fil
 from hean.telemetry.block import (
     C_EVENTS_IN,
     C_REJECTS,
+    bits_f64,
     risk_set_position,
     risk_set_state,
     risk_set_totals,
@@ -236,6 +239,21 @@ class RiskState(NamedTuple):
     rejects: np.ndarray  # int64[N_REASONS]: rejects per RejectReason
     counters: np.ndarray  # int64[C_LEN]
 
+
+# limits a running engine may change (CONTROL SET, ``hean risk set KEY VALUE``): name -> (code, per symbol)
+LIMIT_KEYS: dict[str, tuple[int, bool]] = {
+    "max_order_qty": (1, True), "max_position": (2, True), "rate_per_symbol": (3, True), "collar_ticks": (4, True),
+    "max_notional": (5, True), "collar_frac": (6, True), "max_open_orders_symbol": (7, True),
+    "rate_total": (8, False), "max_open_orders": (9, False), "max_gross_exposure": (10, False),
+    "max_leverage": (11, False), "daily_loss_limit": (12, False), "max_drawdown": (13, False),
+}  # fmt: skip
+(
+    L_MAX_ORDER_QTY, L_MAX_POSITION, L_RATE_PER_SYMBOL, L_COLLAR_TICKS, L_MAX_NOTIONAL, L_COLLAR_FRAC,
+    L_MAX_OPEN_ORDERS_SYMBOL, L_RATE_TOTAL, L_MAX_OPEN_ORDERS, L_MAX_GROSS_EXPOSURE, L_MAX_LEVERAGE,
+    L_DAILY_LOSS_LIMIT, L_MAX_DRAWDOWN,
+) = (code for code, _ in LIMIT_KEYS.values())  # fmt: skip
+INT_LIMITS = frozenset({"max_order_qty", "max_position", "rate_per_symbol", "collar_ticks", "max_open_orders_symbol",
+                        "rate_total", "max_open_orders"})  # fmt: skip
 
 # lim_i / lim_f indices
 LI_RATE_TOTAL = 0  # orders per window, all symbols; 0 = no limit
@@ -786,20 +804,71 @@ def risk_on_book(risk, bs, now_ns, out, k):
     return risk_poll(risk, now_ns, out, k)
 
 
+@kernel
+def risk_set_limit(risk, key, s, bits):
+    """Set limit ``key`` (:data:`LIMIT_KEYS`) to the float64 whose bits are ``bits``, for symbol ``s`` (-1:
+    every symbol; a global limit ignores ``s``); False for an unknown key or a bad value (negative)."""
+    v = bits_f64(bits)
+    if not v >= 0.0:
+        return False
+    lo = 0 if s < 0 else s
+    hi = risk.stale.shape[0] if s < 0 else s + 1
+    iv = np.int64(v)
+    if key == L_MAX_ORDER_QTY:
+        risk.max_order_qty[lo:hi] = iv
+    elif key == L_MAX_POSITION:
+        risk.max_position[lo:hi] = iv
+    elif key == L_RATE_PER_SYMBOL:
+        risk.rate_symbol[lo:hi] = min(iv, risk.rate_ts.shape[1])
+    elif key == L_COLLAR_TICKS:
+        risk.collar_ticks[lo:hi] = iv
+    elif key == L_MAX_NOTIONAL:
+        risk.max_notional[lo:hi] = v
+    elif key == L_COLLAR_FRAC:
+        risk.collar_frac[lo:hi] = v
+    elif key == L_MAX_OPEN_ORDERS_SYMBOL:
+        risk.max_open_symbol[lo:hi] = iv
+    elif key == L_RATE_TOTAL:
+        risk.lim_i[LI_RATE_TOTAL] = min(iv, risk.rate_total_ts.shape[0])
+    elif key == L_MAX_OPEN_ORDERS:
+        risk.lim_i[LI_MAX_OPEN] = iv
+    elif key == L_MAX_GROSS_EXPOSURE:
+        risk.lim_f[LF_MAX_GROSS] = v
+    elif key == L_MAX_LEVERAGE:
+        risk.lim_f[LF_MAX_LEVERAGE] = v
+    elif key == L_DAILY_LOSS_LIMIT:
+        risk.lim_f[LF_DAILY_LOSS] = v
+    elif key == L_MAX_DRAWDOWN:
+        risk.lim_f[LF_MAX_DRAWDOWN] = v
+    else:
+        return False
+    return True
+
+
 @kernel(inline=True)
 def risk_on_control(risk, ctl, now_ns, out, k):
     """Apply one CONTROL (kill switch etc.); returns how many CANCEL_ALLs it wrote to ``out[k:]``.
 
     HALT and STOP: HALTED + cancel every open order (of the symbol, or all when symbol == -1). REDUCE:
-    REDUCING. RESUME: ACTIVE, clears a loss/drawdown trip (global) and re-bases the high-water mark.
+    REDUCING. RESUME: ACTIVE, clears a loss/drawdown trip (global) and re-bases the high-water mark. SET: a
+    limit (:func:`risk_set_limit`). NEW_DAY: the daily loss counts from now (:func:`risk_new_day`).
     """
     s = ctl.symbol
     n = risk.stale.shape[0]
     cmd = ctl.kind
-    if s < -1 or s >= n or cmd < K_STOP or cmd > K_REDUCE:
+    if s < -1 or s >= n or cmd < K_STOP or cmd > K_NEW_DAY:
         risk.counters[C_BAD_CONTROLS] += 1
         return 0
+    if cmd == K_SET:
+        if risk_set_limit(risk, np.int64(ctl.side), s, ctl.arg):
+            risk.counters[C_CONTROLS] += 1
+        else:
+            risk.counters[C_BAD_CONTROLS] += 1
+        return 0
     risk.counters[C_CONTROLS] += 1
+    if cmd == K_NEW_DAY:
+        risk_new_day(risk)
+        return 0
     if cmd == K_STOP or cmd == K_HALT:
         st = _HALTED
     elif cmd == K_REDUCE:
@@ -987,10 +1056,63 @@ def risk_view(Rk, tm, now):
         store_relaxed(Rk.rstate, s, risk_effective_state(Rk.risk, s))
 
 
+def risk_limits(table: dict, symbols: list, error=ValueError) -> dict:
+    """``[risk]`` as :func:`make_risk`'s keyword arguments: the ``*_units`` keys (instrument units) turned into
+    lots with each symbol's lot size, and ``[risk.symbols.NAME]`` overrides into per-symbol arrays. ``error``
+    builds the exception for a bad key or value (its message names the key)."""
+    import inspect
+
+    from hean.engine.requests import UNIT_KEYS, to_lots
+
+    t = dict(table)
+    per = t.pop("symbols", {}) or {}
+    if not isinstance(per, dict):
+        raise error("key 'risk.symbols': a table of [risk.symbols.NAME] tables")
+    names = [s.name for s in symbols]
+    defaults = {k: p.default for k, p in inspect.signature(make_risk).parameters.items()}
+
+    def column(key: str) -> np.ndarray:
+        v = t.get(key, defaults[key])
+        dtype = np.float64 if isinstance(defaults[key], float) else np.int64
+        return np.array(v, dtype) if np.ndim(v) else np.full(len(names), v, dtype)
+
+    for key, base in UNIT_KEYS.items():
+        if key in t:
+            v = t.pop(key)
+            try:
+                t[base] = np.array([to_lots(v, s.lot_size, f"key 'risk.{key}'") for s in symbols], np.int64)
+            except ValueError as e:
+                raise error(str(e)) from None
+    for name, over in per.items():
+        if name not in names:
+            raise error(f"key 'risk.symbols.{name}': no symbol {name!r} in this run; its symbols: {names}")
+        if not isinstance(over, dict):
+            raise error(f"key 'risk.symbols.{name}': a table of limits")
+        s = names.index(name)
+        for key, v in over.items():
+            base = UNIT_KEYS.get(key, key)
+            if base not in LIMIT_KEYS or not LIMIT_KEYS[base][1]:
+                per_symbol = sorted([k for k, (_, ps) in LIMIT_KEYS.items() if ps] + list(UNIT_KEYS))
+                raise error(f"key 'risk.symbols.{name}.{key}': not a per-symbol limit; one of {per_symbol}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
+                raise error(f"key 'risk.symbols.{name}.{key}': a number >= 0, got {v!r}")
+            try:
+                v = to_lots(v, symbols[s].lot_size, f"key 'risk.symbols.{name}.{key}'") if key in UNIT_KEYS else v
+            except ValueError as e:
+                raise error(str(e)) from None
+            col = column(base)
+            col[s] = v
+            t[base] = col
+    return t
+
+
 def make_risk_stage(ctx) -> RiskStage:
     """The risk stage from ``[risk]``; positions live in the shared view the strategy reads."""
-    table = dict(ctx.cfg.risk) if ctx.real else {}
-    ctx.kwargs("risk", table, make_risk)
+    from hean.engine.requests import UNIT_KEYS
+
+    raw = dict(ctx.cfg.risk) if ctx.real else {}
+    ctx.kwargs("risk", {k: v for k, v in raw.items() if k != "symbols" and k not in UNIT_KEYS}, make_risk)
+    table = risk_limits(raw, ctx.symbols, ctx.error)
     if "value_per_tick_lot" not in table:  # quote currency per tick x lot of each symbol (linear contracts)
         table["value_per_tick_lot"] = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
     position = ctx.views["pos"] if ctx.real else None

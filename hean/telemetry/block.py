@@ -119,6 +119,7 @@ __all__ = [
     "attach_block",
     "block_name",
     "create_block",
+    "bits_f64",
     "f64_bits",
     "risk_len",
     "risk_set_position",
@@ -472,6 +473,19 @@ def f64_bits(typingctx, x):
         return builder.bitcast(v, ir.IntType(64))
 
     return types.int64(x), codegen
+
+
+@intrinsic
+def bits_f64(typingctx, x):
+    """The float64 whose IEEE-754 bits are the int64 ``x`` (the inverse of :func:`f64_bits`)."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.int64)
+        return builder.bitcast(v, ir.DoubleType())
+
+    return types.float64(x), codegen
 
 
 @kernel

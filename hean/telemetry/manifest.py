@@ -99,6 +99,7 @@ class Manifest(msgspec.Struct, kw_only=True):
     symbols: list[str] = []  # symbol names by id (rows of the risk state)
     reject_reasons: list[str] = []  # reject reason names by code
     config: str = ""  # the config file or a short description of the run
+    requests: str = ""  # the supervisor's mailbox folder for operator requests (hean.engine.requests)
     version: int = MANIFEST_VERSION
 
 

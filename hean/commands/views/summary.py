@@ -87,6 +87,8 @@ def _pnl(s: dict) -> list[tuple[str, str | Text]]:
                 + (f", FAULTED: {st['fault']} raised (stopped)" if st.get("fault") else ""),
             )
         )
+    for c in s.get("controls", []):  # what an operator (or the daily reset) changed during the run
+        rows.append(("control", f"{c['utc']} {c['what']} ({c['by']})"))
     return rows
 
 
