@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "hean.commands.sweep",
     "doctor": "hean.commands.doctor",
     "metrics": "hean.commands.metrics",
+    "completion": "hean.commands.completion",
 }
 
 

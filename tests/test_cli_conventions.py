@@ -52,3 +52,31 @@ def test_plain_takes_the_markup_out_and_keeps_the_words():
     assert plain("see ``hean run`` and :func:`~hean.api.limit`, :mod:`hean.paths`, **why**") == (
         "see hean run and limit, hean.paths, why"
     )
+
+
+# (what the user typed, what completion offers)
+COMPLETIONS = [
+    ("hean ru", "run"),
+    ("hean risk ", "--help set"),
+    ("hean risk set --sy", "--symbol"),
+    ("hean bench pi", "pipeline"),
+    ("hean sweep cfg.toml --gr", "--grid"),
+    ("hean completion ", "--help bash zsh"),
+]
+
+
+@pytest.mark.parametrize(("typed", "offered"), COMPLETIONS)
+def test_bash_completion_offers_the_commands_and_options_of_the_parser(tmp_path, typed, offered):
+    import shutil
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash on this machine")
+    script = tmp_path / "hean.bash"
+    p = subprocess.run([sys.executable, "-m", "hean", "completion", "bash"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    script.write_text(p.stdout)
+    blank = 'COMP_WORDS+=("");' if typed.endswith(" ") else ""  # the word being typed is empty
+    probe = (f"source {script}; read -ra COMP_WORDS <<< {typed!r}; {blank} "
+             "COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _hean; echo \"${COMPREPLY[*]}\"")  # fmt: skip
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == offered, out.stderr

@@ -325,6 +325,17 @@ def test_hean_metrics_scraped_during_a_run_has_every_stage_and_its_counters_grow
 
 
 @pytest.mark.timeout(300)
+def test_start_up_tells_how_many_stages_are_ready():
+    calls = []
+    cfg = load_config(overrides={"engine.duration_s": 0.5})
+    r = Supervisor(cfg, startup=lambda sup, done, total, elapsed: calls.append((done, total, elapsed))).run()
+    assert r.exit_code == 0, r.error
+    assert calls and calls[-1][:2] == (len(STAGES) + 1, len(STAGES) + 1), "the last call: every stage and the loop"
+    done = [d for d, _, _ in calls]
+    assert done == sorted(done) and all(0 <= d <= t for d, t, _ in calls)
+
+
+@pytest.mark.timeout(300)
 def test_run_time_controls_are_applied_acknowledged_and_recorded(tmp_path, spawn):
     from hean.shm import attach_segment
 

@@ -114,6 +114,28 @@ def _progress_line(sup: Supervisor, elapsed: float) -> None:
     print(f"\r  {elapsed:6.1f} s  {sent:,} messages", end="", file=sys.stderr, flush=True)
 
 
+class _CompileBar:
+    """While the workers compile (or load) the stages: a rich progress bar, stages ready k of N and the time
+    spent; gone once the run starts."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, sup: Supervisor, done: int, total: int, elapsed: float) -> None:
+        if self.bar is None:
+            if done >= total:
+                return  # a warm start: nothing to show
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("compiling the stages"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=True)  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("stages", total=total)
+        self.bar.update(self.task, completed=done)
+        if done >= total:
+            self.bar.stop()
+
+
 class _TopThread:
     """``hean run --top``: the live view in a thread (the supervisor keeps the main thread for signals)."""
 
@@ -205,10 +227,12 @@ def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quie
     if not _check(cfg, json_out):
         return 2
     progress = None if quiet or not sys.stderr.isatty() else _progress_line
+    startup = None if progress is None else _CompileBar()
     view = None
     if top:
         progress = view = _TopThread()
-    sup = Supervisor(cfg, progress=progress)
+        startup = lambda sup, done, total, elapsed: view(sup, elapsed)  # noqa: E731 -- the view from the start
+    sup = Supervisor(cfg, progress=progress, startup=startup)
     t0 = time.monotonic()
     if not quiet:
         _announce(sup)

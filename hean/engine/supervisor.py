@@ -139,7 +139,7 @@ class Supervisor:
     POLL_S = 0.02  # start-up and drain polling, and the watch loop's fallback without pidfds
     WATCH_S = 0.25  # the watch loop's longest sleep: heartbeats, end of feed, `hean halt` are seen this fast
 
-    def __init__(self, cfg: Config, cpus: list[int] | None = None, progress=None, pipeline=None) -> None:
+    def __init__(self, cfg: Config, cpus: list[int] | None = None, progress=None, pipeline=None, startup=None) -> None:
         from hean.stages.registry import PIPELINE
 
         self.pipeline = PIPELINE if pipeline is None else tuple(pipeline)  # the stages, in order
@@ -147,6 +147,8 @@ class Supervisor:
         self.run_id = cfg.engine.run_id or new_run_id()
         self.placement = plan_placement(cfg.placement, cpus, tuple(s.name for s in self.pipeline))
         self.progress = progress  # callable(supervisor, elapsed_s) for live output, or None
+        # callable(supervisor, stages_ready, stages, elapsed_s) while the workers compile or load the stages
+        self.startup = startup
         self.names: list[str] = []  # every segment this run created (unlinked at the end)
         self.rings: dict[str, Ring] = {}
         self.blocks: dict[str, TelemetrySegment] = {}
@@ -361,8 +363,10 @@ class Supervisor:
     def _wait_ready(self) -> None:
         t0 = time.monotonic()
         deadline = t0 + self.cfg.engine.ready_timeout_s
-        told = False
+        told = self.startup is not None  # a live display says it instead
         while True:
+            if self.startup is not None:
+                self.startup(self, *self.compile_progress(), time.monotonic() - t0)
             if not told and time.monotonic() - t0 > 5.0:
                 told = True
                 print(
@@ -373,6 +377,9 @@ class Supervisor:
             self._beat()
             ready = [self.ctl[C.worker_word(i, C.W_READY)] == 1 for i in range(len(self.procs))]
             if all(ready):
+                if self.startup is not None:
+                    total = self.compile_progress()[1]
+                    self.startup(self, total, total, time.monotonic() - t0)
                 return
             for i, proc in enumerate(self.procs):
                 if proc.poll() is not None:
@@ -386,6 +393,21 @@ class Supervisor:
                 late = [self._worker_desc(i) for i, r in enumerate(ready) if not r]
                 raise EngineError(f"not ready after {self.cfg.engine.ready_timeout_s:.0f} s: {'; '.join(late)}")
             time.sleep(self.POLL_S)
+
+    def compile_progress(self) -> tuple[int, int]:
+        """``(done, total)``: the stages compiled (or loaded from the cache) so far, and the worker loop, of
+        every stage the run compiles (the claims folder of hean.engine.warm)."""
+        total = len(self.pipeline) + 1
+        folder = self._claims_dir
+        if not folder:
+            return 0, total
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return 0, total
+        stages = sum(1 for n in names if n.endswith(".done") and n[:-5].isdigit())
+        loops = sum(1 for n in names if n.endswith(".done") and not n[:-5].isdigit())
+        return min(total - 1, stages) + min(1, loops), total
 
     START_SILENCE_S = 30.0  # a starting worker may go this long without a heartbeat (imports, long compiles)
 
