@@ -269,10 +269,10 @@ def test_run_top_exits_when_the_engine_stops(how):
     assert frames[-1].status.startswith(f"run {fab.run_id} ended")
 
 
-def test_run_top_without_a_run_says_so():
+def test_run_top_without_a_run_says_so_on_stderr(capsys):
     out = io.StringIO()
     rc = run_top("nosuchrun123", console=Console(file=out, width=200), read_keys=False)
-    assert rc == 1 and "no run 'nosuchrun123'" in out.getvalue()
+    assert rc == 1 and "no run 'nosuchrun123'" in capsys.readouterr().err and out.getvalue() == ""
 
 
 ENGINE = str(Path(__file__).with_name("fake_engine.py"))
@@ -323,7 +323,7 @@ def test_cli_top_once_and_list(capsys):
         me = os.getpid()
         assert f"{fab.run_id}  a live run (supervisor pid {me}; processes {me})" in capsys.readouterr().out
     assert main(["top", fab.run_id, "--once"]) == 1
-    assert f"no run '{fab.run_id}'" in capsys.readouterr().out
+    assert f"no run '{fab.run_id}'" in capsys.readouterr().err  # errors to stderr
 
 
 @pytest.mark.parametrize(("width", "wide_only", "narrow_only"), [

@@ -59,17 +59,18 @@ def run(args: argparse.Namespace) -> int:
         from hean.commands.rings import clean
 
         return clean({args.run_id} if args.run_id else None, dry_run=False, out=sys.stdout)
+    errors = Console(stderr=True)  # errors to stderr, as every command's
     if args.json and not args.once:
-        console.print("hean top: --json needs --once (a live screen has no single frame to write)")
+        errors.print("hean top: --json needs --once (a live screen has no single frame to write)")
         return 2
     if args.refresh <= 0:
-        console.print(f"hean top: --refresh must be > 0, got {args.refresh}")
+        errors.print(f"hean top: --refresh must be > 0, got {args.refresh}")
         return 2
     if args.once:
         try:
             source = TopSource.attach(args.run_id)
         except ManifestError as e:
-            console.print(f"hean top: {e}", markup=False)
+            errors.print(f"hean top: {e}", markup=False)
             return 2 if isinstance(e, BadRunId) else 1
         try:
             source.sample()

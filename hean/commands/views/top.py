@@ -302,7 +302,7 @@ def run_top(
     try:
         source = TopSource.attach(run_id)
     except ManifestError as e:
-        console.print(f"hean top: {e}")
+        Console(stderr=True).print(f"hean top: {e}", markup=False)
         return 1
     period = 1.0 / min(MAX_REFRESH_HZ, max(0.1, refresh_hz))
     t_end = None if duration is None else time.monotonic() + duration
