@@ -38,6 +38,7 @@ __all__ = [
     "parse_decimal",
     "parse_decimal_str",
     "step_grid",
+    "to_lots",
     "to_units",
     "units_from_str",
 ]
@@ -393,3 +394,17 @@ def to_units(value, nfrac, mant, scale):
     if v % mant != 0:
         return np.int64(0), False
     return v // mant, True
+
+
+def to_lots(value: object, lot_size: str | Decimal, what: str) -> int:
+    """``value`` instrument units as whole lots of ``lot_size``; ValueError naming ``what`` otherwise."""
+    try:
+        v = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{what}: {value!r} is not a number") from None
+    if not v.is_finite() or v < 0:
+        raise ValueError(f"{what}: {value!r} must be a finite number >= 0")
+    lots = v / Decimal(str(lot_size))
+    if lots != lots.to_integral_value():
+        raise ValueError(f"{what}: {value} is not a whole number of lots of {lot_size}")
+    return int(lots)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from hean.engine.config import load_config
-from hean.engine.requests import next_day_start, resolve, to_lots
+from hean.engine.requests import next_day_start, resolve
 from hean.records import CONTROL, ControlCommand
 from hean.stages import risk as R
+from hean.symbols import to_lots
 
 SYMBOLS = load_config().symbols  # SYN-A (lot 0.001), SYN-B (lot 1)
 SET, HALT = int(ControlCommand.SET), int(ControlCommand.HALT)

@@ -21,28 +21,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UNIT_KEYS", "answer", "next_day_start", "pending", "resolve", "submit", "to_lots"]
+from hean.stages.risk import INT_LIMITS, LIMIT_KEYS, UNIT_KEYS
+from hean.symbols import to_lots
 
-UNIT_KEYS = {"max_position_units": "max_position", "max_order_qty_units": "max_order_qty"}
+__all__ = ["answer", "next_day_start", "pending", "resolve", "submit"]
+
 OPS = ("halt", "resume", "reduce", "set")
-
-
-def to_lots(value: Any, lot_size: str | Decimal, what: str) -> int:
-    """``value`` instrument units as whole lots of ``lot_size``; ValueError naming ``what`` otherwise."""
-    try:
-        v = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"{what}: {value!r} is not a number") from None
-    if not v.is_finite() or v < 0:
-        raise ValueError(f"{what}: {value!r} must be a finite number >= 0")
-    lots = v / Decimal(str(lot_size))
-    if lots != lots.to_integral_value():
-        raise ValueError(f"{what}: {value} is not a whole number of lots of {lot_size}")
-    return int(lots)
 
 
 def _bits(x: float) -> int:
@@ -55,7 +42,6 @@ def resolve(req: dict, symbols: list[Any]) -> tuple[list[tuple[int, int, int, in
     """The CONTROL records a request stands for, ``(kind, symbol, side, arg)``, and what it does in words.
     ``symbols``: the run's symbol table (``name``, ``lot_size``). ValueError says what is wrong."""
     from hean.records import ControlCommand
-    from hean.stages.risk import INT_LIMITS, LIMIT_KEYS
 
     op = req.get("op")
     if op not in OPS:

@@ -252,6 +252,8 @@ LIMIT_KEYS: dict[str, tuple[int, bool]] = {
     L_MAX_OPEN_ORDERS_SYMBOL, L_RATE_TOTAL, L_MAX_OPEN_ORDERS, L_MAX_GROSS_EXPOSURE, L_MAX_LEVERAGE,
     L_DAILY_LOSS_LIMIT, L_MAX_DRAWDOWN,
 ) = (code for code, _ in LIMIT_KEYS.values())  # fmt: skip
+# limits in the instrument's own units (0.5 = half a BTC), converted to lots with each symbol's lot size
+UNIT_KEYS = {"max_position_units": "max_position", "max_order_qty_units": "max_order_qty"}
 INT_LIMITS = frozenset({"max_order_qty", "max_position", "rate_per_symbol", "collar_ticks", "max_open_orders_symbol",
                         "rate_total", "max_open_orders"})  # fmt: skip
 
@@ -1062,7 +1064,7 @@ def risk_limits(table: dict, symbols: list, error=ValueError) -> dict:
     builds the exception for a bad key or value (its message names the key)."""
     import inspect
 
-    from hean.engine.requests import UNIT_KEYS, to_lots
+    from hean.symbols import to_lots
 
     t = dict(table)
     per = t.pop("symbols", {}) or {}
@@ -1108,8 +1110,6 @@ def risk_limits(table: dict, symbols: list, error=ValueError) -> dict:
 
 def make_risk_stage(ctx) -> RiskStage:
     """The risk stage from ``[risk]``; positions live in the shared view the strategy reads."""
-    from hean.engine.requests import UNIT_KEYS
-
     raw = dict(ctx.cfg.risk) if ctx.real else {}
     ctx.kwargs("risk", {k: v for k, v in raw.items() if k != "symbols" and k not in UNIT_KEYS}, make_risk)
     table = risk_limits(raw, ctx.symbols, ctx.error)
