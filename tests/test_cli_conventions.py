@@ -65,16 +65,23 @@ COMPLETIONS = [
 ]
 
 
-@pytest.mark.parametrize(("typed", "offered"), COMPLETIONS)
-def test_bash_completion_offers_the_commands_and_options_of_the_parser(tmp_path, typed, offered):
+@pytest.fixture(scope="module")
+def bash_script(tmp_path_factory):
+    """``hean completion bash``, written once for the module."""
     import shutil
 
     if shutil.which("bash") is None:
         pytest.skip("no bash on this machine")
-    script = tmp_path / "hean.bash"
     p = subprocess.run([sys.executable, "-m", "hean", "completion", "bash"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+    script = tmp_path_factory.mktemp("completion") / "hean.bash"
     script.write_text(p.stdout)
+    return script
+
+
+@pytest.mark.parametrize(("typed", "offered"), COMPLETIONS)
+def test_bash_completion_offers_the_commands_and_options_of_the_parser(bash_script, typed, offered):
+    script = bash_script
     blank = 'COMP_WORDS+=("");' if typed.endswith(" ") else ""  # the word being typed is empty
     probe = (f"source {script}; read -ra COMP_WORDS <<< {typed!r}; {blank} "
              "COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _hean; echo \"${COMPREPLY[*]}\"")  # fmt: skip

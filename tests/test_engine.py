@@ -339,7 +339,7 @@ def test_start_up_tells_how_many_stages_are_ready():
 def test_run_time_controls_are_applied_acknowledged_and_recorded(tmp_path, spawn):
     from hean.shm import attach_segment
 
-    at = time.time() + 15
+    at = time.time() + 8
     reset = time.strftime("%H:%M:%S", time.gmtime(at))  # while the run goes on (due at once if start-up is slower)
     cfg = tmp_path / "controls.toml"
     cfg.write_text(f'[engine]\ndaily_reset_utc = "{reset}"\n')

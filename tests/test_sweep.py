@@ -51,6 +51,16 @@ def inputs(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray for the tests that join a running one (run_sweep starts and stops its own otherwise)."""
+    ray = pytest.importorskip("ray", reason="ray is in the test extra; without it this test cannot run")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=256 << 20)  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def local(inputs, tmp_path_factory):
     config, pattern = inputs
     return run_sweep(config, GRID, pattern, out=tmp_path_factory.mktemp("sweep-local"), local=True)
@@ -107,9 +117,9 @@ def test_ray_gives_the_local_table_and_a_rerun_skips_finished_cells(inputs, loca
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("on_ray", [False, True], ids=["local", "ray"])
-def test_a_failing_cell_is_reported_and_the_rest_complete_then_it_runs_again(inputs, tmp_path, on_ray):
+def test_a_failing_cell_is_reported_and_the_rest_complete_then_it_runs_again(inputs, tmp_path, on_ray, request):
     if on_ray:
-        pytest.importorskip("ray", reason="ray is in the test extra; without it this test cannot run")
+        request.getfixturevalue("ray_cluster")
     config, pattern = inputs
     grid = {"params": {"requote_ticks": [1, 0]}}  # the market maker's validate refuses 0
     res = run_sweep(config, grid, pattern, out=tmp_path, local=not on_ray, workers=2)
@@ -194,23 +204,20 @@ def test_without_ray_the_sweep_says_how_to_get_it_or_run_local(inputs, monkeypat
 
 
 @pytest.mark.timeout(600)
-def test_on_a_cluster_each_recording_goes_through_the_object_store_to_nodes_that_cannot_see_it(inputs, local):
-    ray = pytest.importorskip("ray", reason="ray is in the test extra; without it this test cannot run")
+def test_on_a_cluster_each_recording_goes_through_the_object_store_to_nodes_that_cannot_see_it(
+    inputs, local, ray_cluster
+):
     from hean.sweeps import Recording, _local_copy
 
+    ray = ray_cluster
     config, pattern = inputs
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             object_store_memory=256 << 20)  # fmt: skip
-    try:
-        # joining "a cluster" (this one): the recordings are put in the object store, the table is the same
-        res = run_sweep(config, GRID, pattern, address="auto")
-        pd.testing.assert_frame_equal(res.table, local.table)
-        # a node that cannot see the file writes it once from the object store, byte for byte
-        src = sorted(Path(pattern).parent.glob("rec-a*"))[0]
-        ref = ray.put(src.read_bytes())
-        rec = Recording(str(src), "/nonexistent/rec-a.hev", "test-" + src.stat().st_size.__str__())
-        copy = Path(_local_copy(rec, ref))
-        assert copy != src and copy.read_bytes() == src.read_bytes()
-        copy.unlink()
-    finally:
-        ray.shutdown()
+    # joining "a cluster" (this one): the recordings are put in the object store, the table is the same
+    res = run_sweep(config, GRID, pattern, address="auto")
+    pd.testing.assert_frame_equal(res.table, local.table)
+    # a node that cannot see the file writes it once from the object store, byte for byte
+    src = sorted(Path(pattern).parent.glob("rec-a*"))[0]
+    ref = ray.put(src.read_bytes())
+    rec = Recording(str(src), "/nonexistent/rec-a.hev", f"test-{src.stat().st_size}")
+    copy = Path(_local_copy(rec, ref))
+    assert copy != src and copy.read_bytes() == src.read_bytes()
+    copy.unlink()
