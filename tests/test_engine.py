@@ -221,6 +221,13 @@ def test_replay_of_the_binance_recording_to_the_end():
     assert s["stages"]["book"]["events_in"] == len(events)
     assert s["stages"]["venue"]["events_in"] >= len(events)
     assert s["orders"] > 0
+    # the rate counts the feed's own publishing time, first message to last, not the supervisor's next look
+    from hean.stages.feed import U_FIRST_NS, U_LAST_NS
+
+    c = result.telemetry["feed"]["counters"]
+    first, last = int(c[U_FIRST_NS]), int(c[U_LAST_NS])
+    assert last > first > 0 and result.feed_s == (last - first) / 1e9
+    assert s["feed_s"] == round(result.feed_s, 3) and s["feed_s"] < result.elapsed_s
 
 
 @pytest.mark.parametrize(

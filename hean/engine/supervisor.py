@@ -71,7 +71,7 @@ class RunResult:
     startup_s: float = 0.0  # from run() to every worker ready (compile or cache load, warm-up)
     messages: int = 0  # feed messages published (a message = one exchange message: a group of events)
     symbols: list = field(default_factory=list)  # symbol names by id (a replay's come from the recording)
-    feed_s: float = 0.0  # from START until the feed was told to stop or finished (the rate's denominator)
+    feed_s: float = 0.0  # the feed's first to last message (the rate's denominator; Supervisor.publishing_s)
     telemetry: dict = field(default_factory=dict)  # stage -> snapshot arrays (copied before unlink)
     placement: dict = field(default_factory=dict)
     strategies: list = field(default_factory=list)  # the strategies' paths, by id (ORDER.strategy)
@@ -594,6 +594,7 @@ class Supervisor:
                     result.exit_code, result.error, result.reason = 3, dead, "worker-died"
             result.elapsed_s = time.monotonic() - t_start
             result.messages = self.messages()
+            result.feed_s = self.publishing_s(result.feed_s)
             result.telemetry = self.snapshot()
         except EngineError as e:
             result.exit_code, result.error, result.reason = 2, str(e), "start-failed"
@@ -706,6 +707,19 @@ class Supervisor:
         from hean.engine.requests import next_day_start
 
         self._next_day = next_day_start(now_unix, self.cfg.engine.daily_reset_utc)
+
+    def publishing_s(self, watched_s: float) -> float:
+        """The feed's publishing time: from its first message to its last, as the feed stamped them -- not the
+        supervisor's view, which sees the end of a replay only at its next look (up to WATCH_S late, which made
+        a short replay's rate several times too low). ``watched_s`` when the feed stamped fewer than two."""
+        from hean.stages.feed import U_FIRST_NS, U_LAST_NS
+
+        feed = self.blocks.get("feed")
+        if feed is None:
+            return watched_s
+        c = feed.block.counters
+        first, last = int(c[U_FIRST_NS]), int(c[U_LAST_NS])
+        return (last - first) / 1e9 if last > first > 0 else watched_s
 
     def messages(self) -> int:
         """Messages the feed has published so far (its telemetry's ``messages`` counter)."""

@@ -46,6 +46,8 @@ PACES = {"rate": 0, "recorded": 1, "fast": 2}
 
 H_LATE = 1  # histogram row: how late each message went out (pass start minus its scheduled time)
 U_MESSAGES = C_USER_BASE  # user counter: messages published (the run's progress and its message count)
+U_FIRST_NS = C_USER_BASE + 1  # CLOCK_MONOTONIC ns of the first burst of messages (0: none yet)
+U_LAST_NS = C_USER_BASE + 2  # ... of the latest: the publishing time is LAST - FIRST (the summary's rate)
 
 
 class FeedState(NamedTuple):
@@ -166,6 +168,9 @@ def feed_step(F, ins, outs, tm, now, flags):
         total += n
     if total:
         store_relaxed(tm.counters, U_MESSAGES, fp[F_MSGS])
+        if tm.counters[U_FIRST_NS] == 0:
+            store_relaxed(tm.counters, U_FIRST_NS, t0)
+        store_relaxed(tm.counters, U_LAST_NS, t0)
         tm_add(tm.counters, C_EVENTS_OUT, total)  # events published (each goes to the venue and the book)
         service(tm.hists, t0, total)
     return total
@@ -207,6 +212,6 @@ FEED = Stage(
     outputs=(Stream("events", records.MARKET_EVENT), Stream("market", records.MARKET_EVENT)),
     build=make_feed,
     hists=("service", "late"),
-    user_counters=("messages",),
+    user_counters=("messages", "first_ns", "last_ns"),
     config="feed",
 )
