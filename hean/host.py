@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Topology", "cpu_list", "read", "read_topology"]
+__all__ = ["Topology", "cmdline_cpus", "cpu_list", "read", "read_topology"]
 
 
 def read(root: str | os.PathLike, rel: str) -> str | None:

@@ -135,7 +135,6 @@ class Cell:
     """One backtest of the sweep: what :func:`run_cell` needs, picklable (Ray ships it to a worker)."""
 
     key: str
-    index: int
     recording: Recording
     params: dict[str, float]
     entries: list[dict]  # the run's [[strategies]] tables, the swept one with ``params`` applied
@@ -222,16 +221,21 @@ def _absolute(spec: str) -> str:
     return f"{Path(where).expanduser().resolve()}:{name}"
 
 
-def _key(config: str | None, entries: list[dict], rec: Recording, params: dict[str, float]) -> str:
-    """A cell's identity: the configuration's text, the strategies' sources, its parameters, the recording."""
+def _setup_digest(config: str | None, entries: list[dict]) -> bytes:
+    """What every cell of a sweep shares: the configuration's text and the strategies' sources."""
     from hean.strategies.plugin import declaration
 
     h = hashlib.sha1()
     h.update(Path(config).read_bytes() if config else b"built-in")
     for e in entries:
         h.update(declaration(e["path"]).source.read_bytes())
-    h.update(json.dumps([entries, params, rec.digest], sort_keys=True).encode())
-    return h.hexdigest()[:20]
+    return h.digest()
+
+
+def _key(setup: bytes, entries: list[dict], rec: Recording) -> str:
+    """A cell's identity: the sweep's setup (:func:`_setup_digest`), its strategies' tables (its parameters
+    in them) and the recording."""
+    return hashlib.sha1(setup + json.dumps([entries, rec.digest], sort_keys=True).encode()).hexdigest()[:20]
 
 
 def make_cells(
@@ -247,13 +251,13 @@ def make_cells(
     unknown = [p for p in grid.params if p not in known]
     if unknown:
         raise SweepError(f"grid: strategy {swept['path']!r} has no parameter {unknown}; its parameters: {list(known)}")
+    setup = _setup_digest(config, entries)
     cells = []
     for rec in recordings:
         for params in grid.combinations():
             mine = [dict(e) for e in entries]
             mine[grid.strategy] = {**swept, "params": {**swept["params"], **params}}
-            key = _key(config, mine, rec, params)
-            cells.append(Cell(key, len(cells), rec, params, mine, grid.strategy, config, equity_ms, max_rows))
+            cells.append(Cell(_key(setup, mine, rec), rec, params, mine, grid.strategy, config, equity_ms, max_rows))
     return cells
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +27,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hean.commands.stop import request
-    from hean.telemetry.manifest import BadRunId, ManifestError, find_run
 
-    try:
-        m = find_run(args.run_id)
-    except ManifestError as e:
-        print(f"hean: {e}", file=sys.stderr)
-        return 2 if isinstance(e, BadRunId) else 1
-    return request(m, {"op": "set", "symbol": args.symbol, "key": args.key, "value": args.value})
+    return request(args.run_id, {"op": "set", "symbol": args.symbol, "key": args.key, "value": args.value})

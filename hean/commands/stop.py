@@ -31,24 +31,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hean.telemetry.manifest import BadRunId, ManifestError, find_run
-
-    try:
-        m = find_run(args.run_id)
-    except ManifestError as e:
-        print(f"hean: {e}", file=sys.stderr)
-        return 2 if isinstance(e, BadRunId) else 1
     if getattr(args, "symbol", None):
-        return request(m, {"op": args.action, "symbol": args.symbol})
+        return request(args.run_id, {"op": args.action, "symbol": args.symbol})
+    m = running(args.run_id)
+    if isinstance(m, int):
+        return m
     os.kill(m.engine_pid, _SIGNALS[args.action])
     print(f"hean: sent {args.action} to run {m.run_id} (engine pid {m.engine_pid})")
     return 0
 
 
-def request(m, req: dict) -> int:
-    """Leave ``req`` in run ``m``'s mailbox and print the engine's answer: 0 applied, 1 refused or no answer."""
+def running(run_id: str | None):
+    """The manifest of the running engine (``run_id``'s, or the only one), or the exit code after saying on
+    stderr why there is none: 2 for a malformed run id, 1 otherwise."""
+    from hean.telemetry.manifest import BadRunId, ManifestError, find_run
+
+    try:
+        return find_run(run_id)
+    except ManifestError as e:
+        print(f"hean: {e}", file=sys.stderr)
+        return 2 if isinstance(e, BadRunId) else 1
+
+
+def request(run_id: str | None, req: dict) -> int:
+    """Leave ``req`` in the run's mailbox and print the engine's answer: 0 applied, 1 refused or no answer
+    (2: a malformed run id)."""
     from hean.engine.requests import submit
 
+    m = running(run_id)
+    if isinstance(m, int):
+        return m
     if not m.requests:
         print(f"hean: run {m.run_id} takes no requests (started by an older HEAN)", file=sys.stderr)
         return 1

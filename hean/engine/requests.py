@@ -2,7 +2,7 @@
 
 Why a folder of files and not a signal: a signal carries no argument, and "halt BTCUSDT" or "set max_position
 to 0.5 BTC" need one. The CLI (``hean halt --symbol``, ``hean risk set``) writes a request as a JSON file,
-atomically (a temp file renamed into place), into the run's mailbox -- ``<tmp>/hean-<run>-requests-XXXX``,
+atomically (a temp file renamed into place), into the run's mailbox -- ``<tmp>/hean-<run>-requests-<random suffix>``,
 named in the run's manifest -- and waits for the answer file the supervisor writes beside it. The supervisor
 looks into the folder each time its watch loop wakes (at least every ``WATCH_S``), checks the request
 against the run's symbols and limits (:func:`resolve`), pushes the CONTROL records to the risk stage, answers
@@ -24,9 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hean.stages.risk import INT_LIMITS, LIMIT_KEYS, UNIT_KEYS
-from hean.symbols import to_lots
-
 __all__ = ["answer", "next_day_start", "pending", "resolve", "submit"]
 
 OPS = ("halt", "resume", "reduce", "set")
@@ -42,6 +39,8 @@ def resolve(req: dict, symbols: list[Any]) -> tuple[list[tuple[int, int, int, in
     """The CONTROL records a request stands for, ``(kind, symbol, side, arg)``, and what it does in words.
     ``symbols``: the run's symbol table (``name``, ``lot_size``). ValueError says what is wrong."""
     from hean.records import ControlCommand
+    from hean.stages.risk import INT_LIMITS, LIMIT_KEYS, UNIT_KEYS  # the risk stage's own table of limits
+    from hean.symbols import to_lots
 
     op = req.get("op")
     if op not in OPS:

@@ -65,7 +65,14 @@ from hean.telemetry.block import (
     TelemetrySegment,
     attach_block,
 )
-from hean.telemetry.histogram import DEFAULT_PERCENTILES, H_BASE, HIST_COUNTS_LEN, hist_index, hist_value_at_percentile
+from hean.telemetry.histogram import (
+    DEFAULT_PERCENTILES,
+    H_BASE,
+    HIST_COUNTS_LEN,
+    hist_index,
+    hist_value_at_index,
+    hist_value_at_percentile,
+)
 from hean.telemetry.manifest import Manifest, list_runs
 from hean.telemetry.reader import snapshot
 
@@ -88,11 +95,7 @@ _LOWEST = None  # each counts index's lowest value, ns (built on first use)
 def _lowest() -> np.ndarray:
     global _LOWEST
     if _LOWEST is None:
-        i = np.arange(HIST_COUNTS_LEN, dtype=np.int64)
-        b = (i >> 10) - 1
-        sub = (i & 1023) + 1024
-        sub = np.where(b < 0, sub - 1024, sub)
-        _LOWEST = sub << np.maximum(b, 0)
+        _LOWEST = np.array([hist_value_at_index(i) for i in range(HIST_COUNTS_LEN)], np.int64)
     return _LOWEST
 
 
