@@ -148,6 +148,13 @@ class PlacementSection(_Section):
     sleep_us: int = 50  # sleep length of spin-then-sleep (really 15-80 us on this kernel)
 
 
+class JournalSection(_Section):
+    dir: str = ""  # "" = no journal; else each run's journal goes to <dir>/<run id>/ (hean.journal)
+    segment_mb: int = 64  # size of one segment file before the journal continues in the next
+    marks_ms: int = 100  # a symbol's top of book is journaled at most once per this many ms of event time
+    market: bool = False  # also journal every market event the venue sees (big: 80 bytes per event)
+
+
 class Config(_Section):
     engine: EngineSection = msgspec.field(default_factory=EngineSection)
     feed: FeedSection = msgspec.field(default_factory=FeedSection)
@@ -162,6 +169,7 @@ class Config(_Section):
     risk: dict[str, Scalar | dict[str, dict[str, Scalar]]] = {}
     router: dict[str, Scalar] = {}
     placement: PlacementSection = msgspec.field(default_factory=PlacementSection)
+    journal: JournalSection = msgspec.field(default_factory=JournalSection)
 
 
 DEFAULT_TOML = """\
@@ -293,6 +301,7 @@ def _validate(cfg: Config) -> None:
     _validate_symbols(cfg)
     _validate_strategies(cfg)
     _validate_placement(cfg.placement)
+    _validate_journal(cfg.journal)
 
 
 MAX_RECORD_ROWS = 1 << 26  # rows per log per strategy (an ORDER row is 128 bytes: 8 GiB at most)
@@ -411,6 +420,15 @@ def _validate_symbols(cfg: Config) -> None:
             SymbolTable([{"name": s.name, "tick_size": str(s.tick_size), "lot_size": str(s.lot_size)}])
         except (ValueError, ArithmeticError) as e:
             raise ConfigError(f"key 'symbols[{i}]': {e}") from None
+
+
+def _validate_journal(j: JournalSection) -> None:
+    if not 1 <= j.segment_mb <= 65536:
+        raise ConfigError(f"key 'journal.segment_mb': must be 1 .. 65536 (MiB), got {j.segment_mb}")
+    if j.marks_ms < 0:
+        raise ConfigError(f"key 'journal.marks_ms': must be >= 0 (0: every book state), got {j.marks_ms}")
+    if j.dir and os.path.exists(j.dir) and not os.path.isdir(j.dir):
+        raise ConfigError(f"key 'journal.dir': {j.dir} exists and is not a folder")
 
 
 def _validate_placement(p: PlacementSection) -> None:

@@ -54,6 +54,7 @@ class WorkerPlan:
     stages: tuple[str, ...]
     cpu: int | None  # None: not pinned (oversubscribed)
     wait: str  # spin | yield | sleep
+    background: bool = False  # a background stage's worker: on the CPUs kept for the OS, sleeping when idle
 
     @property
     def name(self) -> str:
@@ -83,7 +84,11 @@ class Placement:
             "cpus_available": self.cpus_available,
             "oversubscribed": self.oversubscribed,
             "reason": self.reason,
-            "workers": [{"name": w.name, "stages": list(w.stages), "cpu": w.cpu, "wait": w.wait} for w in self.workers],
+            "workers": [
+                {"name": w.name, "stages": list(w.stages), "cpu": w.cpu, "wait": w.wait}
+                | ({"background": True} if w.background else {})
+                for w in self.workers
+            ],
         }
 
 
@@ -132,11 +137,13 @@ def plan_placement(
     cpus: list[int] | None = None,
     stages: tuple[str, ...] | None = None,
     topology: Topology | None = None,
+    background: tuple[str, ...] = (),
 ) -> Placement:
     """Turn the ``[placement]`` table and the CPUs this process may use into a concrete plan for the pipeline's
     ``stages`` (the registry's by default); ``topology``: the host's SMT siblings and isolated CPUs (read from
-    ``/sys`` by default)."""
-    stages = tuple(stages or _stages())
+    ``/sys`` by default). ``background`` stages (the journal) are not in the table: each gets a worker of its
+    own after the others, pinned to the CPUs kept for the OS (unpinned when none is kept), sleeping when idle."""
+    stages = tuple(s for s in (stages or _stages()) if s not in background)
     avail = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
     topo = topology if topology is not None else read_topology()
     # The lowest CPU(s) stay free for the OS, the supervisor and `hean top` (never all of them). A configuration
@@ -167,6 +174,9 @@ def plan_placement(
         spin_before_yield = OVERSUBSCRIBED_SPIN
     waits = list(section.waits) if section.waits else [default_wait] * n
     workers = [WorkerPlan(i, groups[i], cpu_list[i], waits[i]) for i in range(n)]
+    kept = order_cpus(avail, reserve, topo)[0] if reserve and not section.cpus else []
+    for name in background:
+        workers.append(WorkerPlan(len(workers), (name,), kept[0] if kept else None, "sleep", background=True))
     return Placement(
         workers,
         avail,

@@ -76,6 +76,7 @@ class RunResult:
     placement: dict = field(default_factory=dict)
     strategies: list = field(default_factory=list)  # the strategies' paths, by id (ORDER.strategy)
     controls: list = field(default_factory=list)  # every control applied: {"utc", "by", "what"} (hean halt, risk set)
+    journal: str = ""  # the run's journal folder ("" without one)
 
 
 def new_run_id() -> str:
@@ -140,12 +141,17 @@ class Supervisor:
     WATCH_S = 0.25  # the watch loop's longest sleep: heartbeats, end of feed, `hean halt` are seen this fast
 
     def __init__(self, cfg: Config, cpus: list[int] | None = None, progress=None, pipeline=None, startup=None) -> None:
-        from hean.stages.registry import PIPELINE
+        from hean.stages.registry import pipeline_for
 
-        self.pipeline = PIPELINE if pipeline is None else tuple(pipeline)  # the stages, in order
+        self.pipeline = pipeline_for(cfg) if pipeline is None else tuple(pipeline)  # the stages, in order
         self.cfg = cfg
         self.run_id = cfg.engine.run_id or new_run_id()
-        self.placement = plan_placement(cfg.placement, cpus, tuple(s.name for s in self.pipeline))
+        background = tuple(s.name for s in self.pipeline if s.background)
+        self.placement = plan_placement(
+            cfg.placement, cpus, tuple(s.name for s in self.pipeline), background=background
+        )
+        # the run's journal folder (hean.stages.journal), when the pipeline has the journal
+        self.journal = os.path.join(cfg.journal.dir, self.run_id) if "journal" in background else ""
         self.progress = progress  # callable(supervisor, elapsed_s) for live output, or None
         # callable(supervisor, stages_ready, stages, elapsed_s) while the workers compile or load the stages
         self.startup = startup
@@ -280,6 +286,7 @@ class Supervisor:
                 for r in self.ring_specs
             ],
             risk_block=next((self.blocks[s.name].name for s in self.pipeline if s.risk_region), None),
+            journal=self.journal,
             symbols=[s.name for s in self.cfg.symbols],
             config=p.reason,
             requests=self._requests_dir or "",
@@ -308,8 +315,9 @@ class Supervisor:
             "stages": list(w.stages),
             "cpu": w.cpu,
             "wait": w.wait,
-            "spin_before_yield": self.placement.spin_before_yield,
-            "spin_before_sleep": self.placement.spin_before_sleep,
+            # a background worker yields at once and sleeps soon: it must not take a CPU from the hot ones
+            "spin_before_yield": 0 if w.background else self.placement.spin_before_yield,
+            "spin_before_sleep": 4 if w.background else self.placement.spin_before_sleep,
             "sleep_ns": self.placement.sleep_ns,
             "owner": self.placement.owner,
             "rings": {r.edge.key: r.name for r in self.ring_specs},
@@ -495,8 +503,9 @@ class Supervisor:
         rec["arg"] = arg
         rec["issued_ns"] = time.monotonic_ns()
         rec["ts_origin"] = rec["issued_ns"]
-        control = next(r for r in self.ring_specs if r.edge.src == "supervisor")
-        self.rings[control.edge.key].push(rec)
+        for spec in self.ring_specs:  # risk, and the journal when there is one
+            if spec.edge.src == "supervisor":
+                self.rings[spec.edge.key].push(rec)
 
     def _on_signal(self, signum, frame) -> None:
         from hean.records import ControlCommand
@@ -517,6 +526,26 @@ class Supervisor:
             if self._dead_worker():
                 return False
             snap = tuple((r.stats()["write"], len(r)) for r in self.rings.values())
+            if all(n == 0 for _, n in snap) and snap == last:
+                return True
+            last = snap
+            time.sleep(self.POLL_S)
+        return False
+
+    def _drain_journal(self, timeout_s: float) -> bool:
+        """After a worker died: let the journal take everything already in its rings -- shared memory outlives
+        the process that wrote it -- before the run stops (the other rings are not drained: order flow is
+        halted). True when its rings went empty and stayed so; False without a live journal."""
+        if not self.journal:
+            return False
+        w = self.placement.owner["journal"]
+        if self.procs[w].poll() is not None:
+            return False
+        mine = [self.rings[r.edge.key] for r in self.ring_specs if r.edge.dst == "journal"]
+        deadline, last = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline and self.procs[w].poll() is None:
+            self._beat()
+            snap = tuple((r.stats()["write"], len(r)) for r in mine)
             if all(n == 0 for _, n in snap) and snap == last:
                 return True
             last = snap
@@ -559,6 +588,7 @@ class Supervisor:
             0,
             "",
             placement=self.placement.describe(),
+            journal=self.journal,
             symbols=[x.name for x in self.cfg.symbols],
             strategies=[e.path for e in strategy_entries(self.cfg)],
         )
@@ -581,6 +611,7 @@ class Supervisor:
             result.feed_s = time.monotonic() - t_start
             if result.reason == "worker-died":
                 result.exit_code, result.error = 3, self._failure
+                self._drain_journal(self.cfg.engine.drain_timeout_s)
             else:
                 self.ctl[C.STOP_FEED] = 1
                 if not self._drain(self.cfg.engine.drain_timeout_s):
@@ -588,6 +619,7 @@ class Supervisor:
                     if dead:
                         self.ctl[C.HALT] = 1
                         result.exit_code, result.error, result.reason = 3, dead, "worker-died"
+                        self._drain_journal(self.cfg.engine.drain_timeout_s)
                 self._stop_workers(grace_s=5.0)
                 dead = self._dead_worker()
                 if dead and not result.error:

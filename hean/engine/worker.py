@@ -101,6 +101,80 @@ def _leave_orphaned(spec: dict, ctl, w: int, when: str) -> None:
     leave_orphaned_run(spec["run_id"], ctl, w)
 
 
+class _Served:
+    """The loop of a worker whose stage has a service (:attr:`hean.stages.declare.Stage.service`): the compiled
+    loop runs in chunks of :attr:`CHUNK` passes, and the service works between them -- files and sockets are
+    Python's business, never the loop's. Only background stages have services, so no hot worker is chunked.
+    """
+
+    CHUNK = 256  # loop passes per chunk: ~15 ms when idle (the worker sleeps), far less when busy
+    PEER_DRAIN_S = 1.0  # orphaned: how long to keep taking what the other workers still publish
+
+    def __init__(self, built, name: str, service) -> None:
+        self.built, self.field, self.service = built, "st_" + name, service
+        self._put(service.start(self._state()))
+
+    @classmethod
+    def of(cls, built, spec: dict) -> _Served | None:
+        import importlib
+
+        import msgspec
+
+        from hean.engine.config import Config
+
+        for stage in built.pipeline:
+            if stage.service is not None and stage.name in spec["stages"]:
+                make = getattr(importlib.import_module(stage.module), stage.service)
+                return cls(built, stage.name, make(msgspec.convert(spec["config"], Config), spec["run_id"]))
+        return None
+
+    def _state(self):
+        return getattr(self.built.worker, self.field)
+
+    def _put(self, state) -> None:
+        self.built.worker = self.built.worker._replace(**{self.field: state})
+
+    def run(self, ctl, w: int) -> None:
+        """Chunks until STOP -- or, orphaned, until the other workers are gone (they may still publish what
+        the journal must keep) -- then the service's last word (the journal closes its segment)."""
+        orphaned_at = 0.0
+        try:
+            while not ctl[C.STOP]:
+                self.built.loop.run_loop(self.built.worker, self.CHUNK)
+                self._put(self.service.serve(self._state(), False))
+                if ctl[C.worker_word(w, C.W_ERROR)] == C.ERR_SUPERVISOR_LOST:
+                    orphaned_at = orphaned_at or time.monotonic()
+                    if not _peers_alive(ctl, w) or time.monotonic() - orphaned_at > self.PEER_DRAIN_S:
+                        break
+        finally:
+            self._put(self.service.serve(self._state(), True))
+
+    def close(self) -> None:
+        """After the stages' last telemetry: drop the loop's state (it holds the mappings), then the service's
+        files."""
+        import gc
+
+        self.built.worker = None
+        gc.collect()
+        self.service.close()
+
+
+def _peers_alive(ctl, w: int) -> bool:
+    """Another worker of this run still runs (its pid, checked by signal 0)."""
+    for i in range(int(ctl[C.N_WORKERS])):
+        pid = int(ctl[C.worker_word(i, C.W_PID)])
+        if i == w or pid <= 0:
+            continue
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            return True
+    return False
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(os.environ["HEAN_WORKER_SPEC"])
@@ -125,15 +199,20 @@ def main() -> int:
         order = stage_order(len(built.pipeline), bool(spec.get("compile_backwards")))
         precompile(built.loop, built.worker, order, claims)
         compile_loop(built.loop, built.worker, claims)  # compiles (or loads) and touches every state page
+        served = _Served.of(built, spec)  # a background stage's Python-side work (the journal's files)
         ctl[C.worker_word(w, C.W_HEARTBEAT)] = time.monotonic_ns()
         ctl[C.worker_word(w, C.W_READY)] = 1
         while not ctl[C.START] and not ctl[C.STOP]:
             time.sleep(0.0005)
         watchdog.stop()
         built.started(-1 if spec["cpu"] is None else int(spec["cpu"]))
-        if not ctl[C.STOP]:
+        if served is not None:
+            served.run(ctl, w)
+        elif not ctl[C.STOP]:
             built.loop.run_loop(built.worker, 0)
         built.finished()
+        if served is not None:
+            served.close()
         err = int(ctl[C.worker_word(w, C.W_ERROR)])
         if err == C.ERR_SUPERVISOR_LOST:
             _leave_orphaned(spec, ctl, w, "while running")

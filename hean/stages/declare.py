@@ -93,6 +93,12 @@ class Stage:
     feedback: frozenset[str] = field(default_factory=frozenset)  # input streams that flow back (reports)
     config: str | None = None  # the configuration table it reads (for messages and `config show`)
     risk_region: bool = False  # its telemetry block has the per-symbol risk region its view fills (`hean top`)
+    # off the hot path: the stage runs in a worker of its own, on the CPUs kept for the OS, and sleeps when idle
+    background: bool = False
+    # a class in ``module`` whose instance does the stage's Python-side work (files, sockets) between chunks of
+    # the worker's loop: ``Cls(cfg, run_id)``, ``.start(state) -> state``, ``.serve(state, final) -> state``,
+    # ``.close()`` (only a background stage may have one: chunking would stall a hot worker)
+    service: str | None = None
 
     def __post_init__(self) -> None:
         if not self.hists or self.hists[0] != "service":
@@ -101,6 +107,8 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: declare exactly one of step and batch")
         if self.batch is not None and (len(self.inputs) != 1 or len(self.outputs) != 1):
             raise ValueError(f"stage {self.name!r}: a batch stage takes one stream and publishes one")
+        if self.service is not None and not self.background:
+            raise ValueError(f"stage {self.name!r}: only a background stage may have a service")
         names = [s.name for s in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"stage {self.name!r}: an input stream twice: {names}")

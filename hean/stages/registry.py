@@ -22,9 +22,19 @@ from hean.stages.router import ROUTER
 from hean.stages.strategy import STRATEGY
 from hean.stages.venue import VENUE
 
-__all__ = ["PIPELINE", "load", "refs"]
+__all__ = ["PIPELINE", "load", "pipeline_for", "refs"]
 
 PIPELINE: tuple[Stage, ...] = (FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE)
+
+
+def pipeline_for(cfg) -> tuple[Stage, ...]:
+    """The pipeline a configuration runs: :data:`PIPELINE`, and the journal after it when ``journal.dir`` is
+    set (a background stage: its own worker, off the hot path; :mod:`hean.stages.journal`)."""
+    if not cfg.journal.dir:
+        return PIPELINE
+    from hean.stages.journal import JOURNAL, JOURNAL_MARKET
+
+    return (*PIPELINE, JOURNAL_MARKET if cfg.journal.market else JOURNAL)
 
 
 def refs(pipeline: tuple[Stage, ...]) -> list[str]:

@@ -100,6 +100,7 @@ class Manifest(msgspec.Struct, kw_only=True):
     reject_reasons: list[str] = []  # reject reason names by code
     config: str = ""  # the config file or a short description of the run
     requests: str = ""  # the supervisor's mailbox folder for operator requests (hean.engine.requests)
+    journal: str = ""  # the run's journal folder (hean.journal; "" without one)
     version: int = MANIFEST_VERSION
 
 

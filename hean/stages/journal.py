@@ -1,0 +1,287 @@
+"""The journal stage: every record that changes money or risk, appended to checksummed segment files.
+
+Why a stage: the records it keeps already flow on the pipeline's edges -- orders risk passed, the reports the
+router sent back, the intents risk rejected, the supervisor's controls, the book's states (sampled into marks)
+-- so the journal takes them like any consumer, from rings, and nothing upstream changes. It is a
+*background* stage (:attr:`hean.stages.declare.Stage.background`): it runs in a worker of its own, on the
+CPUs kept for the OS, waiting by sleeping; its producers pay one ring publish per record.
+
+What it writes and why that survives a crash (:mod:`hean.journal.format`): the step copies each record into a
+memory-mapped segment file, checksum first and the entry's first word last (release order). A store into a
+``MAP_SHARED`` mapping is in the kernel's page cache as soon as it is made: a kill -9 of any process, this
+one included, loses nothing the step wrote, and a reader never sees half an entry. Records still in the
+rings when a worker dies are shared memory too: the journal drains them (the supervisor waits for it).
+
+Files are Python's business, not the loop's: the worker runs its loop in chunks and, between chunks, calls
+the stage's service (:class:`JournalService`), which creates and maps the next segment when one is full and
+closes the journal at the end. A full segment makes the step take nothing more -- back-pressure on its
+rings, never a lost record -- until the service has mapped the next one (one chunk, ~10 ms at most).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from hean import records
+from hean.atomics import store_release
+from hean.jit import kernel
+from hean.journal import format as J
+from hean.rings.layout import MASK
+from hean.rings.spsc import available
+from hean.stages.declare import BuildContext, Stage, Stream
+from hean.stages.ports import BATCH, release_to, service, slot
+from hean.telemetry.block import C_EVENTS_IN, C_USER_BASE, tm_add
+
+__all__ = ["JOURNAL", "JOURNAL_MARKET", "JournalService", "JournalState"]
+
+# pos (int64) words
+P_OFF = 0  # next entry's word in seg
+P_LIVE = 1  # 1: seg is a mapped segment (0: the stand-in: take nothing)
+P_FULL = 2  # 1: seg is full (END written): take nothing until the service maps the next one
+P_MARK_NS = 3  # event time between two marks of one symbol (0: every book state)
+P_LEN = 4
+
+# user counters (the block's C_USER_BASE + i)
+U_RECORDS, U_BYTES, U_FULL_WAITS = (C_USER_BASE + i for i in range(3))
+
+
+class JournalState(NamedTuple):
+    seg: np.ndarray  # int64 words of the mapped segment (a small stand-in until the service maps one)
+    pos: np.ndarray  # int64[P_LEN]
+    last_mark: np.ndarray  # int64[n_symbols]: event time of each symbol's last mark (0: none yet)
+
+
+def make_journal(ctx: BuildContext) -> JournalState:
+    """The stand-in state every worker builds; the journal's own worker gets a segment from the service."""
+    pos = np.zeros(P_LEN, np.int64)
+    pos[P_MARK_NS] = int(ctx.cfg.journal.marks_ms) * 1_000_000
+    return JournalState(np.zeros(J.H_META, np.int64), pos, np.zeros(max(1, len(ctx.symbols)), np.int64))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the step
+# ---------------------------------------------------------------------------------------------------------
+@kernel(forceinline=True, error_model="numpy")
+def _append(S, kind, words, base, rw):
+    """One entry: the record's ``rw`` words from ``words[base:]``, checksum, then word0 (release)."""
+    seg = S.seg
+    o = S.pos[P_OFF]
+    for i in range(rw):
+        seg[o + J.ENTRY_WORDS + i] = words[base + i]
+    word0 = np.int64(J.ENTRY_WORDS + rw) | (np.int64(kind) << np.int64(32))
+    seg[o + 1] = J.checksum(word0, seg, o + J.ENTRY_WORDS, rw)
+    store_release(seg, o, word0)
+    S.pos[P_OFF] = o + J.ENTRY_WORDS + rw
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _fits(S, n, rw):
+    """How many of ``n`` entries of ``rw`` words fit, keeping room for the END entry."""
+    free = len(S.seg) - S.pos[P_OFF] - J.ENTRY_WORDS
+    return max(0, min(n, free // (J.ENTRY_WORDS + rw)))
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _seal(S, tm):
+    """The segment is full: write END and stop taking until the service maps the next segment."""
+    o = S.pos[P_OFF]
+    word0 = np.int64(J.ENTRY_WORDS) | (np.int64(J.K_END) << np.int64(32))
+    S.seg[o + 1] = J.checksum(word0, S.seg, o, 0)
+    store_release(S.seg, o, word0)
+    S.pos[P_OFF] = o + J.ENTRY_WORDS
+    S.pos[P_FULL] = 1
+    tm_add(tm.counters, U_FULL_WAITS, 1)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _copy(S, port, kind, tm):
+    """Journal every record waiting in ``port`` (up to BATCH); returns how many it took."""
+    start, n = available(port.hdr)
+    if n == 0:
+        return 0
+    words = port.slots.view(np.int64)
+    rw = port.slots.itemsize // 8
+    n = _fits(S, min(n, BATCH), rw)
+    if n == 0:
+        _seal(S, tm)
+        return 0
+    mask = port.hdr[MASK]
+    for j in range(n):
+        _append(S, kind, words, ((start + j) & mask) * rw, rw)
+    release_to(port, start + n)
+    tm_add(tm.counters, U_RECORDS, n)
+    tm_add(tm.counters, U_BYTES, n * 8 * (J.ENTRY_WORDS + rw))
+    return n
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _marks(S, port, tm):
+    """Take every book state; journal one per symbol per ``P_MARK_NS`` of event time (a mark)."""
+    start, n = available(port.hdr)
+    if n == 0:
+        return 0
+    words = port.slots.view(np.int64)
+    rw = port.slots.itemsize // 8
+    n = min(n, BATCH)
+    if _fits(S, n, rw) < n:
+        _seal(S, tm)
+        return 0
+    mask = port.hdr[MASK]
+    kept = 0
+    for j in range(n):
+        rec = slot(port, start + j)
+        sym = rec.symbol
+        if 0 <= sym < len(S.last_mark) and (
+            S.last_mark[sym] == 0 or rec.ts_exch - S.last_mark[sym] >= S.pos[P_MARK_NS]
+        ):
+            S.last_mark[sym] = max(rec.ts_exch, 1)
+            _append(S, J.K_MARK, words, ((start + j) & mask) * rw, rw)
+            kept += 1
+    release_to(port, start + n)
+    tm_add(tm.counters, U_RECORDS, kept)
+    tm_add(tm.counters, U_BYTES, kept * 8 * (J.ENTRY_WORDS + rw))
+    return n
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _finish(S, tm, t0, took):
+    if took:
+        store_release(S.seg, J.H_END, S.pos[P_OFF])  # where a tail may start (informational)
+        service(tm.hists, t0, took)
+        tm_add(tm.counters, C_EVENTS_IN, took)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def journal_step(S, ins, outs, tm, now, flags):
+    """Control first (a halt is journaled before the cancels it causes), then the order flow, then marks."""
+    if S.pos[P_LIVE] == 0 or S.pos[P_FULL] != 0:
+        return 0
+    took = _copy(S, ins[0], J.K_CONTROL, tm)
+    took += _copy(S, ins[1], J.K_ORDER, tm)
+    took += _copy(S, ins[2], J.K_REJECT, tm)
+    took += _copy(S, ins[3], J.K_REPORT, tm)
+    took += _marks(S, ins[4], tm)
+    _finish(S, tm, now, took)
+    return took
+
+
+@kernel(forceinline=True, error_model="numpy")
+def journal_market_step(S, ins, outs, tm, now, flags):
+    """:func:`journal_step`, and every market event the venue sees."""
+    if S.pos[P_LIVE] == 0 or S.pos[P_FULL] != 0:
+        return 0
+    took = _copy(S, ins[0], J.K_CONTROL, tm)
+    took += _copy(S, ins[1], J.K_ORDER, tm)
+    took += _copy(S, ins[2], J.K_REJECT, tm)
+    took += _copy(S, ins[3], J.K_REPORT, tm)
+    took += _marks(S, ins[4], tm)
+    took += _copy(S, ins[5], J.K_MARKET, tm)
+    _finish(S, tm, now, took)
+    return took
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the service: files, between loop chunks, in the journal's worker
+# ---------------------------------------------------------------------------------------------------------
+class JournalService:
+    """Creates, maps, rotates and closes the segment files of one run's journal (see the module docstring)."""
+
+    def __init__(self, cfg: Any, run_id: str) -> None:
+        from hean.journal.meta import journal_meta
+
+        self.folder = Path(cfg.journal.dir) / run_id
+        self.seg_bytes = int(cfg.journal.segment_mb) << 20
+        self.meta = J.encode_meta(journal_meta(cfg, run_id))
+        self.index = -1
+        self._mm: mmap.mmap | None = None
+        self._path: Path | None = None
+        self._done: list[tuple[mmap.mmap, Path | None, int]] = []  # closed segments, unmapped by close()
+
+    def start(self, S: JournalState) -> JournalState:
+        """Create the journal's folder and its first segment."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self._next(S)
+
+    def serve(self, S: JournalState, final: bool = False) -> JournalState:
+        """Between loop chunks: a full segment is followed by a fresh one; at the end the journal is closed."""
+        if final:
+            self._close(S, J.S_CLOSED)
+            return S
+        if S.pos[P_FULL]:
+            self._close(S, J.S_FULL)
+            return self._next(S)
+        return S
+
+    def _next(self, S: JournalState) -> JournalState:
+        self.index += 1
+        path = J.segment_path(self.folder, self.index)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.ftruncate(fd, self.seg_bytes)
+            mm = mmap.mmap(fd, self.seg_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        words = np.frombuffer(mm, np.int64)
+        if J.header_words(self.meta) + 4 * J.ENTRY_WORDS + 64 > len(words):
+            raise ValueError(f"journal.segment_mb = {self.seg_bytes >> 20}: too small for the header")
+        start = J.init_segment(words, self.index, self.meta, time.time_ns())
+        self._mm, self._path = mm, path
+        pos = S.pos
+        pos[P_OFF], pos[P_FULL], pos[P_LIVE] = start, 0, 1
+        return S._replace(seg=words)
+
+    def _close(self, S: JournalState, state: int) -> None:
+        """Mark the segment: full (the journal continues in the next file) or closed (the run ended)."""
+        if self._mm is None:
+            return
+        S.seg[J.H_END] = S.pos[P_OFF]
+        S.seg[J.H_STATE] = state
+        S.pos[P_LIVE] = 0
+        self._mm.flush()
+        self._done.append((self._mm, self._path, int(S.pos[P_OFF]) * 8))
+        self._mm = None
+
+    def close(self) -> None:
+        """Unmap every segment and trim each to what was written -- once the loop's state no longer holds
+        the mappings (a mapping still referenced stays at full size: sparse, and read the same)."""
+        for mm, path, end in self._done:
+            try:
+                mm.close()
+            except BufferError:
+                continue
+            os.truncate(path, end)
+        self._done = []
+
+
+def _stream(name: str, dtype: np.dtype, external: bool = False) -> Stream:
+    return Stream(name, dtype, external)
+
+
+_INPUTS = (
+    _stream("control", records.CONTROL, external=True),
+    _stream("orders", records.ORDER),
+    _stream("rejects", records.EXEC_REPORT),
+    _stream("reports", records.EXEC_REPORT),
+    _stream("states", records.BOOK_STATE),
+)
+_COMMON = dict(
+    name="journal",
+    module=__name__,
+    outputs=(),
+    build=make_journal,
+    hists=("service",),
+    user_counters=("records", "bytes", "full_waits"),
+    config="journal",
+    background=True,
+    service="JournalService",
+)
+JOURNAL = Stage(step="journal_step", inputs=_INPUTS, **_COMMON)
+JOURNAL_MARKET = Stage(
+    step="journal_market_step", inputs=(*_INPUTS, _stream("market", records.MARKET_EVENT)), **_COMMON
+)
