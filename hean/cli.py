@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "strategy": "hean.commands.strategy",
     "cache": "hean.commands.cache",
     "sweep": "hean.commands.sweep",
+    "journal": "hean.commands.journal",
     "report": "hean.commands.report",
     "doctor": "hean.commands.doctor",
     "metrics": "hean.commands.metrics",

@@ -24,6 +24,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration (default: the embedded one)")
     p.add_argument("--duration", type=float, metavar="S", help="seconds to run (0: until the feed ends)")
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON to OUT ('-' for stdout)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write the run's results into DIR (new or empty): summary.json, latency interval logs, the journal, "
+        "and the orders, fills, positions, equity and marks tables (see `hean report DIR`)",
+    )
     p.add_argument("--lockstep", action="store_true", help="deterministic mode: one message in flight at a time")
     p.add_argument("--top", action="store_true", help="show the live `hean top` view while running")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line, summary only")
@@ -98,12 +104,21 @@ def replay_command(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, overrides: dict) -> int:
     from hean.engine.config import ConfigError, load_config
 
+    if args.out:
+        from hean.outputs import OutDirError, check_out_dir, journal_dir
+
+        try:
+            check_out_dir(args.out)
+        except OutDirError as e:
+            print(f"hean: {e}", file=sys.stderr)
+            return 2
+        overrides["journal.dir"] = journal_dir(args.out)
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
         print(f"hean: configuration error: {e}", file=sys.stderr)
         return 2
-    return run_engine(cfg, json_out=args.json, top=args.top, quiet=args.quiet)
+    return run_engine(cfg, json_out=args.json, top=args.top, quiet=args.quiet, out=args.out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -211,12 +226,29 @@ def _write_json(summary: dict, json_out: str) -> bool:
     return True
 
 
-def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quiet: bool = False) -> int:
+def _write_out(out: str, cfg: Config, result, summary: dict) -> bool:
+    """``--out DIR``: the results directory; False (said on stderr) when it could not be written."""
+    from hean.journal.format import JournalError
+    from hean.outputs import write_outputs
+
+    try:
+        files = write_outputs(out, cfg, result, summary)
+    except (OSError, ValueError, JournalError) as e:
+        print(f"hean: cannot write the results to {out}: {e}", file=sys.stderr)
+        return False
+    print(f"hean: {len(files)} result files in {out} (hean report {out})", file=sys.stderr)
+    return True
+
+
+def run_engine(
+    cfg: Config, json_out: str | None = None, top: bool = False, quiet: bool = False, out: str | None = None
+) -> int:
     """Check the configuration, run, print the summary; returns the process exit code.
 
     Exit codes: 0 ok, 2 configuration or start-up error, 3 a worker failed (the supervisor's), 1 when the
     ``--json`` file could not be written after a good run. With ``--json -`` the JSON alone goes to stdout
-    and the text summary to stderr, so ``hean run --json - | jq`` works.
+    and the text summary to stderr, so ``hean run --json - | jq`` works. ``out``: the results directory
+    (:mod:`hean.outputs`; its journal is configured by the caller: ``journal.dir``).
     """
     import time
 
@@ -232,7 +264,7 @@ def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quie
     if top:
         progress = view = _TopThread()
         startup = lambda sup, done, total, elapsed: view(sup, elapsed)  # noqa: E731 -- the view from the start
-    sup = Supervisor(cfg, progress=progress, startup=startup)
+    sup = Supervisor(cfg, progress=progress, startup=startup, intervals=out is not None)
     t0 = time.monotonic()
     if not quiet:
         _announce(sup)
@@ -248,6 +280,8 @@ def run_engine(cfg: Config, json_out: str | None = None, top: bool = False, quie
     summary["wall_s"] = round(time.monotonic() - t0, 3)
     print_summary(summary, sys.stderr if json_out == "-" else sys.stdout)
     if json_out and not _write_json(summary, json_out):
+        return result.exit_code or 1
+    if out and not _write_out(out, sup.cfg, result, summary):
         return result.exit_code or 1
     if result.error:
         print(f"hean: {result.error}", file=sys.stderr)

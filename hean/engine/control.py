@@ -41,6 +41,8 @@ Layout (``CTL_WORDS`` int64 words, ``/dev/shm/hean-<run_id>-ctl``)::
       +9 START_TICKS     supervisor   the worker process's start time (/proc/<pid>/stat field 22): with PID,
                                       its identity, so a recycled pid is never mistaken for (or killed as) it
       +10 ORPHANED_NS    worker w     CLOCK_MONOTONIC ns when it noticed its supervisor was gone (0: never)
+      +11 BACKGROUND     supervisor   1: the worker runs a background stage (the journal): nothing it holds
+                                      feeds back into trading, so lockstep's quiescence does not wait for it
     LIFE_LOCK   1040..1047  supervisor  a process-shared *robust* pthread mutex the supervisor's main thread
                                       holds for the whole run (its first word: the owner's thread id). When
                                       the supervisor dies, the kernel marks it FUTEX_OWNER_DIED (the id goes)
@@ -94,6 +96,7 @@ W_ACTIVITY = 7
 W_IDLE_AT = 8
 W_START_TICKS = 9
 W_ORPHANED_NS = 10
+W_BACKGROUND = 11
 
 # why a worker left its loop
 EXIT_STOPPED = 1  # STOP was set

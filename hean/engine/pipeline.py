@@ -63,7 +63,7 @@ ORPHAN_DRAIN_NS = 500_000_000
 def others_idle(ctl, me):
     """Every other worker has done nothing since it last found all its rings empty."""
     for w in range(ctl[C.N_WORKERS]):
-        if w == me:
+        if w == me or ctl[C.worker_word(w, C.W_BACKGROUND)] != 0:
             continue
         if load_relaxed(ctl, C.worker_word(w, C.W_ACTIVITY)) != load_relaxed(ctl, C.worker_word(w, C.W_IDLE_AT)):
             return False

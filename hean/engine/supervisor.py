@@ -77,6 +77,7 @@ class RunResult:
     strategies: list = field(default_factory=list)  # the strategies' paths, by id (ORDER.strategy)
     controls: list = field(default_factory=list)  # every control applied: {"utc", "by", "what"} (hean halt, risk set)
     journal: str = ""  # the run's journal folder ("" without one)
+    latency: object = None  # hean.telemetry.intervals.LatencyIntervals (Supervisor(intervals=True)), else None
 
 
 def new_run_id() -> str:
@@ -139,8 +140,17 @@ class Supervisor:
 
     POLL_S = 0.02  # start-up and drain polling, and the watch loop's fallback without pidfds
     WATCH_S = 0.25  # the watch loop's longest sleep: heartbeats, end of feed, `hean halt` are seen this fast
+    INTERVAL_S = 1.0  # latency intervals (Supervisor(intervals=True)): one per second
 
-    def __init__(self, cfg: Config, cpus: list[int] | None = None, progress=None, pipeline=None, startup=None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        cpus: list[int] | None = None,
+        progress=None,
+        pipeline=None,
+        startup=None,
+        intervals: bool = False,
+    ) -> None:
         from hean.stages.registry import pipeline_for
 
         self.pipeline = pipeline_for(cfg) if pipeline is None else tuple(pipeline)  # the stages, in order
@@ -155,6 +165,9 @@ class Supervisor:
         self.progress = progress  # callable(supervisor, elapsed_s) for live output, or None
         # callable(supervisor, stages_ready, stages, elapsed_s) while the workers compile or load the stages
         self.startup = startup
+        # with ``intervals``: every histogram, once a second, for HdrHistogram interval logs (RunResult.latency)
+        self._intervals = intervals
+        self.latency = None  # hean.telemetry.intervals.LatencyIntervals, from START
         self.names: list[str] = []  # every segment this run created (unlinked at the end)
         self.rings: dict[str, Ring] = {}
         self.blocks: dict[str, TelemetrySegment] = {}
@@ -351,6 +364,7 @@ class Supervisor:
             # supervisor: a recycled pid is never mistaken for a worker
             self.ctl[C.worker_word(w.index, C.W_PID)] = proc.pid
             self.ctl[C.worker_word(w.index, C.W_START_TICKS)] = start_ticks(proc.pid)
+            self.ctl[C.worker_word(w.index, C.W_BACKGROUND)] = int(w.background)
         if spare:
             # a compile helper on a spare CPU takes the stages from the other end; it only ever helps
             spec = {**self._worker_spec(self.placement.workers[0]), "cpu": spare[0]}
@@ -607,6 +621,11 @@ class Supervisor:
             result.startup_s = time.monotonic() - t_start
             t_start = time.monotonic()
             self.ctl[C.START] = 1
+            if self._intervals:
+                from hean.telemetry.intervals import LatencyIntervals
+
+                self.latency = LatencyIntervals(start_unix=time.time())
+                self._sampled = time.monotonic()
             result.reason = self._watch(t_start)
             result.feed_s = time.monotonic() - t_start
             if result.reason == "worker-died":
@@ -625,6 +644,9 @@ class Supervisor:
                 if dead and not result.error:
                     result.exit_code, result.error, result.reason = 3, dead, "worker-died"
             result.elapsed_s = time.monotonic() - t_start
+            if self.latency is not None:
+                self.latency.add(time.time(), self.latency_hists())  # the last, partial interval
+            result.latency = self.latency
             result.messages = self.messages()
             result.feed_s = self.publishing_s(result.feed_s)
             result.telemetry = self.snapshot()
@@ -691,6 +713,9 @@ class Supervisor:
                 self._record("signal", f"{ControlCommand(cmd).name.lower()} every symbol")
             self._serve_requests()
             self._new_day_if_due(time.time())
+            if self.latency is not None and time.monotonic() - self._sampled >= self.INTERVAL_S:
+                self._sampled = time.monotonic()
+                self.latency.add(time.time(), self.latency_hists())
             if self._signal is not None:
                 return f"signal {signal.Signals(self._signal).name}"
             if self.ctl[C.FEED_DONE]:
@@ -759,6 +784,17 @@ class Supervisor:
 
         feed = self.blocks.get("feed")
         return int(feed.block.counters[U_MESSAGES]) if feed is not None else 0
+
+    def latency_hists(self) -> dict:
+        """Every stage's histogram rows as ``<stage>.<row>``, and the router's end-to-end one as
+        ``tick_to_trade`` (live views into the blocks: LatencyIntervals copies them)."""
+        out = {}
+        for stage, b in self.blocks.items():
+            for i, name in enumerate(b.hist_names):
+                out[f"{stage}.{name}"] = b.block.hists[i]
+                if stage == "router" and name == "e2e":
+                    out["tick_to_trade"] = b.block.hists[i]
+        return out
 
     def snapshot(self) -> dict:
         """Copies of every stage's counters, histograms and risk state (taken before unlinking)."""

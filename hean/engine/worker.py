@@ -111,7 +111,10 @@ class _Served:
     PEER_DRAIN_S = 1.0  # orphaned: how long to keep taking what the other workers still publish
 
     def __init__(self, built, name: str, service) -> None:
+        from hean.engine.loopgen import edges
+
         self.built, self.field, self.service = built, "st_" + name, service
+        self.inputs = [e.field for e in edges(built.pipeline) if e.dst == name]
         self._put(service.start(self._state()))
 
     @classmethod
@@ -145,9 +148,22 @@ class _Served:
                 if ctl[C.worker_word(w, C.W_ERROR)] == C.ERR_SUPERVISOR_LOST:
                     orphaned_at = orphaned_at or time.monotonic()
                     if not _peers_alive(ctl, w) or time.monotonic() - orphaned_at > self.PEER_DRAIN_S:
+                        self._drain(orphaned_at + 2 * self.PEER_DRAIN_S)
                         break
         finally:
             self._put(self.service.serve(self._state(), True))
+
+    def _inputs_empty(self) -> bool:
+        from hean.rings.layout import READ, WRITE
+
+        rings = self.built.worker.rings
+        return all(getattr(rings, f).hdr[WRITE] == getattr(rings, f).hdr[READ] for f in self.inputs)
+
+    def _drain(self, deadline: float) -> None:
+        """Orphaned, the other workers gone: take what they left in the rings (shared memory outlives them)."""
+        while not self._inputs_empty() and time.monotonic() < deadline:
+            self.built.loop.run_loop(self.built.worker, self.CHUNK)
+            self._put(self.service.serve(self._state(), False))
 
     def close(self) -> None:
         """After the stages' last telemetry: drop the loop's state (it holds the mappings), then the service's
