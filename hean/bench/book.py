@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from numba import njit
 
 from hean.atomics import now_ns
-from hean.commands import HeanParser
+from hean.commands import HeanParser, emit_json, text_out
 from hean.jit import entry
 from hean.records import BOOK_STATE, F_LAST_IN_GROUP, EventKind
 from hean.stages.book import (
@@ -268,19 +268,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5, help="passes over the recording (median reported)")
     p.add_argument("--reads", type=int, default=20_000_000, help="best bid/ask reads")
     p.add_argument("--no-peers", action="store_true", help="HEAN only")
-    p.add_argument("--json", help="write the results as JSON to this file")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': to stdout, the report to stderr)")
     args = p.parse_args(argv)
+    path = Path(args.file)
+    if not path.exists():
+        print(f"hean bench book: {path} not found (--file)", file=sys.stderr)
+        return 2
+    res = measure(path, args.repeat, args.reads, not args.no_peers)
+    print_report(res, text_out(args.json))  # with --json -, stdout is the JSON alone
+    if args.json:
+        emit_json(args.json, res)
+    return 0
 
+
+def measure(path: Path, repeat: int, reads: int, peers: bool) -> dict:
+    """Every figure of the benchmark on the recording at ``path`` (``repeat`` passes, ``reads`` best bid/ask
+    reads; the peer books too when ``peers``)."""
     from hean.feeds.binance import read_binance
     from hean.feeds.native import open_native, write_native
     from hean.symbols import SymbolTable
 
     table = SymbolTable([{"name": "BTCUSDT", "tick_size": TICK, "lot_size": LOT, "venue": "binance"}])
     res: dict[str, object] = {}
-    path = Path(args.file)
-    if not path.exists():
-        print(f"hean bench book: {path} not found (--file)", file=sys.stderr)
-        return 2
 
     # conversion: warm once (numba cache load), then time; gunzip measured separately
     events, report = read_binance(path, table)
@@ -289,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         plain = Path(tmp) / "capture.txt"
         plain.write_bytes(raw)
         conv = []
-        for _ in range(max(1, min(args.repeat, 3))):
+        for _ in range(max(1, min(repeat, 3))):
             t0 = time.perf_counter()
             read_binance(plain, table)
             conv.append(time.perf_counter() - t0)
@@ -309,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # per-message timing
         meds = []
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             book = make_l2_book(1)
             ns = np.empty(len(starts), np.int64)
             _timed_groups(book, ev, starts, ends, ns)
@@ -320,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         # native replay: the whole memory-mapped file through the book, best bid/ask after every message
         rates = []
         n_level_sets = int(np.count_nonzero(mm["kind"] == _LEVEL_SET))
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             book = make_l2_book(1)
             t0 = time.perf_counter()
             _replay(book, mm)
@@ -342,25 +351,21 @@ def main(argv: list[str] | None = None) -> int:
         l2_set_level(book, s, 1, 1001 + s, 7)
     _read_loop(book, 1000)
     t0 = time.perf_counter_ns()
-    _read_loop(book, args.reads)
-    res["hean_best_bid_ask_ns"] = (time.perf_counter_ns() - t0) / args.reads
+    _read_loop(book, reads)
+    res["hean_best_bid_ask_ns"] = (time.perf_counter_ns() - t0) / reads
 
-    peers: dict[str, object] = {}
-    if not args.no_peers:
+    peer_figures: dict[str, object] = {}
+    if peers:
         groups = [list(zip(ev["side"][a:b].tolist(), ev["price"][a:b].tolist(), ev["qty"][a:b].tolist(),
                            strict=True)) for a, b in zip(starts, ends, strict=True)]  # fmt: skip
-        peers["python dict book"] = per_level_median(dict_book_run(groups)[1:], levels)
+        peer_figures["python dict book"] = per_level_median(dict_book_run(groups)[1:], levels)
         for kind in ("hashmap", "roivec"):
             r = hftbacktest_run(ev, starts, ends, kind)
-            peers[f"hftbacktest {kind}"] = r if isinstance(r, str) else per_level_median(r[1:], levels)
+            peer_figures[f"hftbacktest {kind}"] = r if isinstance(r, str) else per_level_median(r[1:], levels)
         r = nautilus_run(ev, starts, ends)
-        peers["nautilus OrderBook"] = r if isinstance(r, str) else per_level_median(r[1:], levels)
-    res["peers_update_ns_median"] = peers
-
-    print_report(res)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
-    return 0
+        peer_figures["nautilus OrderBook"] = r if isinstance(r, str) else per_level_median(r[1:], levels)
+    res["peers_update_ns_median"] = peer_figures
+    return res
 
 
 def _clock_ns() -> float:
@@ -371,13 +376,16 @@ def _clock_ns() -> float:
     return (time.perf_counter_ns() - t0) / n
 
 
-def print_report(r: dict) -> None:
+def print_report(r: dict, out: IO[str] | None = None) -> None:
+    """The report, to ``out`` (stdout by default)."""
+    out = out or sys.stdout
+
     def row(name, value, target, ok):
         mark = "" if ok is None else ("ok" if ok else "MISS")
-        print(f"  {name:<44} {value:>16}   {target:<28} {mark}")
+        print(f"  {name:<44} {value:>16}   {target:<28} {mark}", file=out)
 
     print(f"hean bench book: {r['level_updates']:,} level updates in {r['diff_messages']:,} diff messages "
-          f"(clock read {r['clock_ns']:.0f} ns, included once per message)")  # fmt: skip
+          f"(clock read {r['clock_ns']:.0f} ns, included once per message)", file=out)  # fmt: skip
     upd = r["hean_update_ns_median"]
     peers = r["peers_update_ns_median"]
     hbt = peers.get("hftbacktest roivec")
@@ -392,12 +400,12 @@ def print_report(r: dict) -> None:
     conv = r["conversion_lines_per_s"]
     row("JSON -> native conversion", f"{conv / 1e3:.0f} k lines/s", ">= 500 k lines/s", conv >= 500e3)
     row("  including gunzip", f"{r['conversion_with_gunzip_lines_per_s'] / 1e3:.0f} k lines/s", "", None)
-    print("  peers (same events, same run), median ns per level update:")
+    print("  peers (same events, same run), median ns per level update:", file=out)
     for name, v in peers.items():
         if isinstance(v, str):
-            print(f"    {name:<42} {v}")
+            print(f"    {name:<42} {v}", file=out)
         else:
-            print(f"    {name:<42} {v:>10.1f} ns   ({v / upd:.1f}x HEAN)")
+            print(f"    {name:<42} {v:>10.1f} ns   ({v / upd:.1f}x HEAN)", file=out)
 
 
 if __name__ == "__main__":

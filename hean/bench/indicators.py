@@ -27,7 +27,7 @@ import numpy as np
 from hean import indicators as hi
 from hean.bench.harness import bench_kernel, machine_info
 from hean.bench.report import add_harness_args, emit
-from hean.commands import HeanParser
+from hean.commands import HeanParser, text_out
 from hean.indicators.streaming import indicators_update, make_indicator_set
 from hean.jit import entry, kernel
 from hean.records import BOOK_STATE, BookStateKind
@@ -165,18 +165,23 @@ def main(argv: list[str]) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if not sizes or min(sizes) < 100:
         p.error("--sizes: comma-separated sizes >= 100")
+    if args.no_latency and (args.json or args.hlog or args.plot):
+        p.error("--json, --hlog and --plot write the latency figures: drop --no-latency (--results has the rest)")
 
+    out = text_out(args.json)  # with --json -, stdout is the harness's JSON alone
     report: dict = {"machine": machine_info(), "stream_ns": {}, "stage_ns": {}, "batch": []}
-    print("streaming, full indicator set (SMA EMA RSI MACD ATR BBANDS VWAP), mean ns per update:")
+    print("streaming, full indicator set (SMA EMA RSI MACD ATR BBANDS VWAP), mean ns per update:", file=out)
     for n_sym in (1, 8):
         ns = stream_ns(n_sym, args.samples, args.reps)
         report["stream_ns"][n_sym] = ns
-        print(f"  {n_sym} symbol(s): {ns:7.1f} ns   target <= {STREAM_TARGET_NS:.0f} ns  {_verdict(ns <= 100)}")
-    print("strategy stage, tick mode, mean ns per BOOK_STATE (indicators + strategy + ORDER write):")
+        print(
+            f"  {n_sym} symbol(s): {ns:7.1f} ns   target <= {STREAM_TARGET_NS:.0f} ns  {_verdict(ns <= 100)}", file=out
+        )
+    print("strategy stage, tick mode, mean ns per BOOK_STATE (indicators + strategy + ORDER write):", file=out)
     for name in ("rsi_macd", "market_maker"):
         ns, orders = stage_ns(name, args.samples)
         report["stage_ns"][name] = ns
-        print(f"  {name:<13} {ns:7.1f} ns   ({orders:,} orders from {args.samples:,} events)")
+        print(f"  {name:<13} {ns:7.1f} ns   ({orders:,} orders from {args.samples:,} events)", file=out)
 
     rc = 0
     if not args.no_latency:
@@ -190,11 +195,11 @@ def main(argv: list[str]) -> int:
             duration_s=args.duration,
             warmup_s=args.warmup,
         )
-        print("\nper-update latency through the harness (includes its ~2 clock reads):")
-        rc = emit(res, args)
+        print("\nper-update latency through the harness (includes its ~2 clock reads):", file=out)
+        rc = emit(res, args, out)
 
-    print("\nbatch vs TA-Lib's C (same arrays, best of N):")
-    print(f"  {'indicator':<9} {'n':>9} {'hean':>11} {'TA-Lib':>11} {'ratio':>6}  verdict (ratio <= 1.5)")
+    print("\nbatch vs TA-Lib's C (same arrays, best of N):", file=out)
+    print(f"  {'indicator':<9} {'n':>9} {'hean':>11} {'TA-Lib':>11} {'ratio':>6}  verdict (ratio <= 1.5)", file=out)
     for row in batch_table(sizes, args.min_time):
         report["batch"].append(row)
         ta, ours = row["talib_us"], row["hean_us"]
@@ -205,9 +210,9 @@ def main(argv: list[str]) -> int:
         claim = DESIGN_NOTE_US.get((row["indicator"], row["n"]))
         if claim is not None:
             verdict += f"  design note {claim:g}us: {claim / ours:.1f}x faster"
-        print(f"  {row['indicator']:<9} {row['n']:>9,} {ours:9.1f}us {ta_txt} {r_txt}  {verdict}")
+        print(f"  {row['indicator']:<9} {row['n']:>9,} {ours:9.1f}us {ta_txt} {r_txt}  {verdict}", file=out)
     if args.results:
         with open(args.results, "w") as f:
             json.dump(report, f, indent=2)
-        print(f"wrote {args.results}")
+        print(f"wrote {args.results}", file=out)
     return rc

@@ -17,15 +17,13 @@ there sits right at the edge of what the machine allows.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
-import sys
 
 import numpy as np
 
 from hean.atomics import now_ns
-from hean.commands import HeanParser
+from hean.commands import HeanParser, emit_json, text_out
 from hean.jit import entry
 
 __all__ = ["machine_noise", "wait_floor"]
@@ -131,7 +129,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cpus", default=None, help="comma list of CPUs (default: every CPU this process may use)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per CPU (default 5)")
     p.add_argument("--threshold-ns", type=int, default=1000, help="a step longer than this is a gap (default 1000)")
-    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON ('-': to stdout, the text to stderr)")
     args = p.parse_args(argv)
     allowed = sorted(os.sched_getaffinity(0))
     cpus = [int(c) for c in args.cpus.split(",")] if args.cpus else allowed
@@ -140,13 +138,12 @@ def main(argv: list[str]) -> int:
         p.error(f"CPU(s) {bad} not available to this process (affinity mask: {allowed})")
     if args.seconds <= 0 or args.threshold_ns <= 0:
         p.error("--seconds and --threshold-ns must be > 0")
+    out = text_out(args.json)
     rows = []
     for cpu in cpus:
         r = machine_noise(cpu, args.seconds, args.threshold_ns)
         rows.append(r)
-        print(format_noise(r))
-        sys.stdout.flush()
+        print(format_noise(r), file=out, flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        emit_json(args.json, rows)
     return 0

@@ -16,21 +16,30 @@ Before each row, the machine's own noise is measured on every CPU this process m
 (:mod:`hean.bench.noise`, ``--noise-s`` seconds per CPU): the share of time a pinned spinning process loses
 to the machine, and the *wait floor* -- what a message scheduled at a random instant waits because of those
 stalls alone, at p99 and p99.9. Tick-to-trade tails are only comparable between rows of similar noise.
+
+``--json FILE`` writes every figure (``-``: the JSON alone on stdout, the table on stderr); ``--hlog FILE``
+writes the tick-to-trade histogram of every run into one HdrHistogram interval log, one interval per run,
+tagged ``<placement>.<rate>`` (``fused.100000``, ``two.unpaced``) -- the whole distribution, for
+HistogramLogAnalyzer or the ``hdrhistogram`` package, where the table shows six percentiles.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
+import numpy as np
+
 from hean.bench.harness import machine_info
 from hean.bench.noise import machine_noise
 from hean.bench.report import fmt_ns, fmt_rate
-from hean.commands import HeanParser
+from hean.commands import HeanParser, emit_json, text_out
 from hean.engine.config import STAGES
+from hean.paths import output_problem
+from hean.telemetry.histogram import new_histogram
+from hean.telemetry.hlog import EncodedHistogram, encode_interval, write_hlog
 
 PLACEMENTS = {
     "fused": [list(STAGES)],
@@ -63,15 +72,38 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="run this configuration (e.g. your strategy) instead of the default; "
         "the benchmark sets its duration, placement and pacing",
     )
-    p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
+    p.add_argument("--json", metavar="FILE", help="write every figure as JSON ('-': to stdout, the table to stderr)")
+    p.add_argument(
+        "--hlog",
+        metavar="FILE",
+        help="write each run's tick-to-trade histogram to an HdrHistogram interval log, tagged PLACEMENT.RATE",
+    )
     args = p.parse_args(argv)
     args.placements = parse_placements(p, args.placements)
     args.rates = [int(float(x)) for x in args.rates.split(",") if x.strip()]
+    for opt in ("json", "hlog"):  # before minutes of runs: a result is never lost to a typo
+        path = getattr(args, opt)
+        problem = path and path != "-" and output_problem(path)
+        if problem:
+            p.error(f"--{opt} {path}: {problem}")
+    if args.hlog == "-":
+        p.error("--hlog needs a file (the log is not text for a terminal)")
     return args
+
+
+def hlog_tag(placement: str, rate: int) -> str:
+    """The interval tag of one run: ``<placement>.<rate or 'unpaced'>`` (only ``[A-Za-z0-9_.-]``)."""
+    return f"{placement}.{rate if rate > 0 else 'unpaced'}"
 
 
 def run_one(placement: str, rate: int, duration: float, config: str | None = None) -> dict:
     """One engine run (of ``config``, default: the built-in configuration); the figures this benchmark reports."""
+    return run_measured(placement, rate, duration, config)[0]
+
+
+def run_measured(placement: str, rate: int, duration: float, config: str | None = None) -> tuple[dict, np.ndarray]:
+    """:func:`run_one`'s figures and the run's tick-to-trade histogram (the router's ``e2e`` counts, 200 KiB:
+    kept out of the figures so the JSON stays small; an empty histogram when the run had no router)."""
     from hean.engine.config import load_config
     from hean.engine.summary import build_summary
     from hean.engine.supervisor import Supervisor
@@ -86,7 +118,8 @@ def run_one(placement: str, rate: int, duration: float, config: str | None = Non
     result = Supervisor(cfg).run()
     s = build_summary(result, [x.name for x in cfg.symbols], {int(r): r.name for r in RejectReason})
     elapsed = max(s["feed_s"], 1e-9)  # the feed's publishing time (start-up and drain excluded)
-    return {
+    e2e = result.telemetry.get("router", {}).get("hists", {}).get("e2e")
+    row = {
         "placement": placement,
         "workers": s["placement"]["workers"],
         "target_rate": rate,
@@ -103,6 +136,7 @@ def run_one(placement: str, rate: int, duration: float, config: str | None = Non
         "book_age_ns": s["stages"].get("book", {}).get("age_ns", {}),
         "service_p50_ns": {k: v["service_ns"]["p50"] for k, v in s["stages"].items()},
     }
+    return row, (np.array(e2e, dtype=np.int64) if e2e is not None else new_histogram())
 
 
 def _noise_cols(noise: list[dict]) -> str:
@@ -124,30 +158,36 @@ def _sustained(row: dict) -> bool:
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
+    out = text_out(args.json)  # with --json -, stdout is the JSON alone
     rows = []
+    intervals: list[tuple[str, float, float, EncodedHistogram]] = []  # (tag, start s, length s, tick-to-trade)
+    start_unix = time.time()
     print(f"hean bench pipeline: {len(args.placements)} placement(s) x {len(args.rates)} rate(s), "
           f"{args.duration:g} s each, CPUs {sorted(os.sched_getaffinity(0))}", file=sys.stderr)  # fmt: skip
     head = f"{'placement':<9} {'rate':>8} {'achieved':>10} {'orders':>8} {'t2t p50':>9} {'p90':>9} {'p99':>9} " \
            f"{'p99.9':>9} {'p99.99':>9} {'max':>9} {'start':>6}  " \
            f"{'noise: lost':>11} {'floor p99':>9} {'p99.9':>7}"  # fmt: skip
-    print(head)
+    print(head, file=out)
     for placement in args.placements:
         for rate in args.rates:
             noise = [machine_noise(c, args.noise_s) for c in sorted(os.sched_getaffinity(0))] if args.noise_s else []
             t0 = time.monotonic()
-            row = run_one(placement, rate, args.duration, args.config)
+            t0_unix = time.time()
+            row, e2e = run_measured(placement, rate, args.duration, args.config)
             row["noise"] = noise
             row["wall_s"] = time.monotonic() - t0
             row["sustained"] = _sustained(row)
             rows.append(row)
+            intervals.append((hlog_tag(placement, rate), t0_unix - start_unix, row["wall_s"], encode_interval(e2e)))
             t = row["tick_to_trade_ns"]
             print(
                 f"{placement:<9} {fmt_rate(rate):>8} {fmt_rate(row['messages_per_s']):>10} {row['orders']:>8,} "
                 f"{fmt_ns(t['p50']):>9} {fmt_ns(t['p90']):>9} {fmt_ns(t['p99']):>9} {fmt_ns(t['p999']):>9} "
                 f"{fmt_ns(t['p9999']):>9} {fmt_ns(t['max']):>9} {row['startup_s']:>5.1f}s  {_noise_cols(noise)}"
-                + ("" if row["exit_code"] == 0 else f"  FAILED: {row['error']}")
+                + ("" if row["exit_code"] == 0 else f"  FAILED: {row['error']}"),
+                file=out,
             )
-            sys.stdout.flush()
+            out.flush()
     for placement in args.placements:
         ok = [r for r in rows if r["placement"] == placement and r["sustained"] and r["target_rate"]]
         best = max((r["target_rate"] for r in ok), default=0)
@@ -158,8 +198,10 @@ def main(argv: list[str]) -> int:
             if unpaced
             else ""
         )
-        print(f"{placement}: highest sustained paced rate {fmt_rate(best) if best else 'none'}{top}")
+        print(f"{placement}: highest sustained paced rate {fmt_rate(best) if best else 'none'}{top}", file=out)
+    if args.hlog:
+        n = write_hlog(args.hlog, intervals, start_unix, comment="hean bench pipeline: tick-to-trade (ns), a run each")
+        print(f"wrote {args.hlog} ({n} runs)", file=out)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "duration_s": args.duration, "runs": rows}, f, indent=2, default=int)
+        emit_json(args.json, {"machine": machine_info(), "duration_s": args.duration, "runs": rows})
     return 0 if all(r["exit_code"] == 0 for r in rows) else 1

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from hean.bench.harness import DEFAULT_RATES, PCTS_REPORTED, BenchResult
-from hean.bench.hlog import write_hlog
+from hean.commands import emit_json, text_out
 from hean.commands.views.units import fmt_ns
 from hean.telemetry.histogram import H_BASE, HIST_COUNTS_LEN, hist_value_at_index
+from hean.telemetry.hlog import write_hlog
 
 __all__ = [
     "add_harness_args",
@@ -201,7 +202,7 @@ def add_harness_args(p: argparse.ArgumentParser, rates: Sequence[int] = DEFAULT_
     p.add_argument("--rates", type=parse_rates, default=list(rates), help=f"msgs/s list (default {default})")
     p.add_argument("--duration", type=float, default=1.0, help="measured seconds per rate (default 1)")
     p.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per rate, discarded")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': to stdout, the text to stderr)")
     p.add_argument("--hlog", metavar="FILE", help="write an HdrHistogram interval log (.hlog)")
     p.add_argument("--plot", metavar="FILE.png", help="write a percentile plot (needs matplotlib)")
     p.add_argument("--histogram", action="store_true", help="print a text histogram per rate")
@@ -209,8 +210,9 @@ def add_harness_args(p: argparse.ArgumentParser, rates: Sequence[int] = DEFAULT_
 
 
 def emit(result: BenchResult, args: argparse.Namespace, out=None) -> int:
-    """Print the table (and histograms), write --json/--hlog/--plot; returns an exit status."""
-    out = out or sys.stdout
+    """Print the table (and histograms), write --json/--hlog/--plot; returns an exit status. With
+    ``--json -`` the JSON alone goes to stdout and the text to stderr (unless ``out`` says where)."""
+    out = out or text_out(getattr(args, "json", None))
     if getattr(args, "markdown", False):
         print(f"\n**{result.name}** (latency from scheduled send, ns)\n\n{markdown_table(result)}", file=out)
     else:
@@ -219,8 +221,9 @@ def emit(result: BenchResult, args: argparse.Namespace, out=None) -> int:
         for r in result.results:
             print(text_histogram(r.hist, title=f"\n{result.name} at {fmt_rate(r.target_rate)}:"), file=out)
     if getattr(args, "json", None):
-        result.write_json(args.json)
-        print(f"wrote {args.json}", file=out)
+        emit_json(args.json, result.as_dict())
+        if args.json != "-":
+            print(f"wrote {args.json}", file=out)
     if getattr(args, "hlog", None):
         n = write_bench_hlog(result, args.hlog)
         print(f"wrote {args.hlog} ({n} intervals)", file=out)

@@ -27,7 +27,6 @@ retried (``--retries``). Ratios compare figures with the floor measured in the s
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -45,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from hean.atomics import cpu_pause, now_ns
-from hean.commands import HeanParser
+from hean.commands import HeanParser, emit_json, text_out
 from hean.jit import entry
 from hean.records import MARKET_EVENT
 from hean.rings import (
@@ -783,7 +782,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--near-threshold-ns", type=int, default=250, help="probe round trip below this = near")
     p.add_argument("--retries", type=int, default=1, help="re-runs of a figure whose placement changed")
     p.add_argument("--timeout", type=float, default=120, help="seconds before a stuck figure is killed")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-' for stdout)")
+    p.add_argument(
+        "--json", metavar="FILE", help="write the results as JSON to FILE ('-': to stdout, the table to stderr)"
+    )
     p.add_argument("--quiet", action="store_true", help="only the table")
     args = p.parse_args(argv)
     args.argv = argv
@@ -918,19 +919,17 @@ def main(argv: list[str]) -> int:
     c_rates = {f.placement: f.value["msgs_per_s"] for f in figs if f.name == "C ring single push/pop"}
     machine = machine_info(meta["cpus"])
     js = build_json(figs, floors, c_rates, args, machine)
-    print(format_table(figs, floors, c_rates))
-    print()
-    print("targets (near placement only):")
+    out = text_out(args.json)  # with --json -, stdout is the JSON alone
+    print(format_table(figs, floors, c_rates), file=out)
+    print(file=out)
+    print("targets (near placement only):", file=out)
     for line in check_targets(js):
-        print("  " + line)
+        print("  " + line, file=out)
     print(
         f"\nmachine: {machine['cpu']}, {machine['cpus_online']} CPUs, CPUs used {meta['cpus']}, "
-        f"Linux {machine['kernel']}, Python {machine['python']}, load avg {machine['loadavg'][0]:.2f}"
+        f"Linux {machine['kernel']}, Python {machine['python']}, load avg {machine['loadavg'][0]:.2f}",
+        file=out,
     )
     if args.json:
-        text = json.dumps(js, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+        emit_json(args.json, js)
     return 0

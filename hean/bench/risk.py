@@ -23,13 +23,12 @@ route plus state update <= 200 ns. The machine is shared: compare figures from o
 
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
 
 from hean.atomics import now_ns
-from hean.commands import HeanParser
+from hean.commands import HeanParser, emit_json, text_out
 from hean.jit import entry
 from hean.records import BOOK_STATE, BUY, EXEC_REPORT, ORDER, SELL, ExecType, OrderAction, OrderType, TimeInForce
 from hean.stages.risk import make_risk, risk_on_book, risk_on_intent, risk_on_report
@@ -302,15 +301,16 @@ def format_table(figs: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = HeanParser(prog="hean bench risk", description=__doc__.split("\n\n")[0])
     p.add_argument("-n", "--calls", type=int, default=200_000, help="calls per figure (default 200000)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument(
+        "--json", metavar="PATH", help="also write the figures as JSON ('-': to stdout, the table to stderr)"
+    )
     args = p.parse_args(argv)
     if args.calls < 1000:
         p.error("--calls must be >= 1000")
     figs = run_all(args.calls)
-    print(format_table(figs))
+    print(format_table(figs), file=text_out(args.json))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(figs, fh, indent=2)
+        emit_json(args.json, figs)
     return 0
 
 

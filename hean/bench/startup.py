@@ -18,7 +18,6 @@ Targets (two CPUs): cold <= 60 s, warm <= 3 s, edit a user strategy then replay 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -26,7 +25,7 @@ import tempfile
 
 from hean.bench.harness import machine_info
 from hean.bench.pipeline import parse_placements, run_one
-from hean.commands import HeanParser
+from hean.commands import HeanParser, emit_json, text_out
 
 COLD_TARGET_S = 60.0
 WARM_TARGET_S = 3.0
@@ -38,7 +37,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p = HeanParser(prog="hean bench startup", description=__doc__.split("\n\n")[0])
     p.add_argument("--placements", default="fused,two,split", help="comma list of fused, two, split")
     p.add_argument("--runs", type=int, default=1, help="cold runs per placement (default 1), then one warm")
-    p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
+    p.add_argument("--json", metavar="FILE", help="write every figure as JSON ('-': to stdout, the table to stderr)")
     args = p.parse_args(argv)
     args.placements = parse_placements(p, args.placements)
     if args.runs < 1:
@@ -121,10 +120,11 @@ def measure_edit(placement: str) -> dict:
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
+    out = text_out(args.json)  # with --json -, stdout is the JSON alone
     print(f"hean bench startup: {len(args.placements)} placement(s), {args.runs} cold run(s) each, then one warm; "
           f"CPUs {sorted(os.sched_getaffinity(0))}", file=sys.stderr)  # fmt: skip
     print(f"{'placement':<9} {'cold (s)':>24} {'warm (s)':>9} {'cold/warm':>10}  targets: cold <= {COLD_TARGET_S:g} s, "
-          f"warm <= {WARM_TARGET_S:g} s")  # fmt: skip
+          f"warm <= {WARM_TARGET_S:g} s", file=out)  # fmt: skip
     rows = []
     failed = False
     for placement in args.placements:
@@ -134,10 +134,10 @@ def main(argv: list[str]) -> int:
         ok = not row["errors"] and max(cold) <= COLD_TARGET_S and warm <= WARM_TARGET_S
         failed |= bool(row["errors"])
         print(f"{placement:<9} {', '.join(f'{c:.1f}' for c in cold):>24} {warm:>9.2f} {max(cold) / warm:>9.0f}x  "
-              f"{'ok' if ok else 'MISS'}" + "".join(f"\n  FAILED {e}" for e in row["errors"]))  # fmt: skip
-        sys.stdout.flush()
+              f"{'ok' if ok else 'MISS'}" + "".join(f"\n  FAILED {e}" for e in row["errors"]), file=out)  # fmt: skip
+        out.flush()
     print(f"{'placement':<9} {'user strategy: first replay (s)':>32} {'after an edit (s)':>18}  target: edit <= "
-          f"{EDIT_TARGET_S:g} s")  # fmt: skip
+          f"{EDIT_TARGET_S:g} s", file=out)  # fmt: skip
     edits = []
     for placement in args.placements:
         row = measure_edit(placement)
@@ -145,12 +145,11 @@ def main(argv: list[str]) -> int:
         ok = not row["errors"] and row["edit_s"] <= EDIT_TARGET_S
         failed |= bool(row["errors"])
         print(f"{placement:<9} {row['first_s']:>32.2f} {row['edit_s']:>18.2f}  {'ok' if ok else 'MISS'}"
-              + "".join(f"\n  FAILED {e}" for e in row["errors"]))  # fmt: skip
-        sys.stdout.flush()
+              + "".join(f"\n  FAILED {e}" for e in row["errors"]), file=out)  # fmt: skip
+        out.flush()
     machine = machine_info()
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), file=out)
     if args.json:
-        with open(args.json, "w") as f:
-            command = "hean bench startup " + " ".join(argv)
-            json.dump({"rows": rows, "edits": edits, "machine": machine, "command": command}, f, indent=1)
+        command = "hean bench startup " + " ".join(argv)
+        emit_json(args.json, {"rows": rows, "edits": edits, "machine": machine, "command": command})
     return 1 if failed else 0

@@ -15,14 +15,13 @@ events) and divides by ``--nodes`` x ``--cpus-per-node`` workers; its data assum
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hean.commands import HeanParser
+from hean.commands import HeanParser, emit_json, text_out
 
 RECORDING = Path(__file__).resolve().parents[2] / "tests" / "data" / "binance-usdm-btcusdt-20240808.gz"
 
@@ -35,7 +34,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--symbols", type=int, default=10, help="symbols recorded per day, for the projection (10)")
     p.add_argument("--day-factor", type=float, default=288.0,
                    help="a day's recording in units of the bench recording's events (288: 5 min -> 24 h)")  # fmt: skip
-    p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
+    p.add_argument("--json", metavar="FILE", help="write every figure as JSON ('-': to stdout, the text to stderr)")
     return p.parse_args(argv)
 
 
@@ -89,28 +88,30 @@ def main(argv: list[str]) -> int:
         "workers": workers,
         "data_gb": args.symbols * 30 * args.day_factor * local["events_per_cell"] * 64 / 1e9,
     }
-    print(f"{'mode':<7} {'workers':>7} {'cells':>5} {'wall':>8} {'cells/s':>8} {'s/cell (own)':>12} {'ray.init':>9}")
+    out = text_out(args.json)  # with --json -, stdout is the JSON alone
+    print(
+        f"{'mode':<7} {'workers':>7} {'cells':>5} {'wall':>8} {'cells/s':>8} {'s/cell (own)':>12} {'ray.init':>9}",
+        file=out,
+    )
     for mode, r in rows.items():
         print(f"{mode:<7} {r['workers']:>7} {r['cells']:>5} {r['wall_s']:>7.2f}s {r['cells_per_s']:>8.2f} "
-              f"{r['cell_s_mean']:>11.3f}s {r['ray_init_s']:>8.2f}s")  # fmt: skip
+              f"{r['cell_s_mean']:>11.3f}s {r['ray_init_s']:>8.2f}s", file=out)  # fmt: skip
     print(
         f"Ray's overhead per cell against --local: {overhead * 1e3:.0f} ms "
-        f"({one['wall_s'] / local['wall_s']:.2f}x the local wall time, 1 worker)"
+        f"({one['wall_s'] / local['wall_s']:.2f}x the local wall time, 1 worker)",
+        file=out,
     )
-    print(f"2 workers against 1: {rows['ray-2']['cells_per_s'] / one['cells_per_s']:.2f}x cells/s")
+    print(f"2 workers against 1: {rows['ray-2']['cells_per_s'] / one['cells_per_s']:.2f}x cells/s", file=out)
     per_node = projection["data_gb"] / args.nodes
     print(f"projection: {args.symbols} symbols x 30 days x {args.cells} parameter sets = {month:,} cells of a day "
           f"({args.day_factor:g} x {local['events_per_cell']:,} events) at {cell_day:.0f} CPU-s each, on "
           f"{args.nodes} nodes x {args.cpus_per_node} workers: {projection['wall_h']:.2f} h of compute; data: "
           f"{projection['data_gb']:,.0f} GB of native files (64 B/event), {per_node:,.0f} GB per node if each "
           f"day's cells run on one node ({per_node:,.0f} s at 1 GB/s), every node reading all of it if not "
-          f"({projection['data_gb']:,.0f} s at 1 GB/s)")  # fmt: skip
+          f"({projection['data_gb']:,.0f} s at 1 GB/s)", file=out)  # fmt: skip
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"modes": rows, "overhead_s_per_cell": overhead, "projection": projection, "cpus": os.cpu_count()},
-                indent=2,
-            )
-            + "\n"
+        emit_json(
+            args.json,
+            {"modes": rows, "overhead_s_per_cell": overhead, "projection": projection, "cpus": os.cpu_count()},
         )
     return 0

@@ -18,7 +18,7 @@ import numpy as np
 from hean.atomics import now_ns
 from hean.bench.harness import bench_kernel
 from hean.bench.report import add_harness_args, emit
-from hean.commands import HeanParser
+from hean.commands import HeanParser, emit_json, text_out
 from hean.jit import entry, kernel
 from hean.telemetry.block import C_EVENTS_IN, N_COUNTERS, tm_add, tm_busy
 from hean.telemetry.histogram import HIST_LEN, hist_record
@@ -87,10 +87,12 @@ def main(argv: list[str]) -> int:
     add_harness_args(p, RATES)
     p.add_argument("--calls", type=int, default=10_000_000, help="calls per tight-loop measurement")
     args = p.parse_args(argv)
+    out = text_out(args.json)  # with --json -, stdout is the JSON alone: one document of the three kernels
     costs = per_call_ns(args.calls)
-    print("per call (tight loop, mean): " + ", ".join(f"{k} {v:.1f} ns" for k, v in costs.items()))
+    print("per call (tight loop, mean): " + ", ".join(f"{k} {v:.1f} ns" for k, v in costs.items()), file=out)
     state = (np.zeros(HIST_LEN, np.int64), np.zeros(N_COUNTERS, np.int64))
     rc = 0
+    to_stdout: dict[str, dict] = {}
     for slug, name, fn in (("floor", "harness floor (empty kernel)", _empty), ("record", "hist_record", _record),
                            ("counters", "tm_add+tm_busy", _counters)):  # fmt: skip
         res = bench_kernel(name, fn, state, rates=args.rates, duration_s=args.duration, warmup_s=args.warmup)
@@ -100,7 +102,12 @@ def main(argv: list[str]) -> int:
         for opt in ("json", "hlog", "plot"):
             if getattr(args, opt):
                 setattr(per, opt, _suffixed(getattr(args, opt), slug))
-        rc |= emit(res, per)
+        if args.json == "-":
+            per.json = None
+            to_stdout[slug] = res.as_dict()
+        rc |= emit(res, per, out)
+    if args.json == "-":
+        emit_json("-", to_stdout)
     return rc
 
 

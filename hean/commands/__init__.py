@@ -2,10 +2,12 @@
 
 import argparse
 import re
+import sys
+from typing import IO
 
-__all__ = ["JSON_HELP", "HeanParser", "emit_json", "plain"]
+__all__ = ["JSON_HELP", "HeanParser", "emit_json", "plain", "text_out"]
 
-JSON_HELP = "also write it as JSON to OUT ('-': to stdout, instead of the text)"
+JSON_HELP = "also write it as JSON to OUT ('-': to stdout, alone; the text then goes to stderr)"
 
 _ROLE = re.compile(r":(?:func|mod|class|data|meth|attr|exc):`(~?)([^`]+)`")
 _LITERAL = re.compile(r"``([^`]+)``")
@@ -42,15 +44,28 @@ class HeanParser(argparse.ArgumentParser):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
+def text_out(json_dest: str | None) -> IO[str]:
+    """Where a command's human text goes: stderr when ``--json -`` makes stdout the JSON alone (so
+    ``hean CMD --json - | jq .`` works), else stdout."""
+    return sys.stderr if json_dest == "-" else sys.stdout
+
+
+def _plain_json(o: object) -> object:
+    """numpy scalars and arrays as their Python values (a count stays a number); anything else as text."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
 def emit_json(dest: str, obj: object) -> None:
     """The ``--json OUT`` convention of every command: ``-`` prints the JSON (alone) to stdout, anything else
-    is a path written atomically (the command prints its text as usual)."""
+    is a path written atomically (the command prints its text as usual, or to :func:`text_out`)."""
     import json
-    import sys
 
-    text = json.dumps(obj, indent=2, default=str) + "\n"
+    text = json.dumps(obj, indent=2, default=_plain_json) + "\n"
     if dest == "-":
         sys.stdout.write(text)
+        sys.stdout.flush()
         return
     from hean.paths import write_atomically
 

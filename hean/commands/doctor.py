@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,22 +19,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hean.commands import emit_json, text_out
     from hean.doctor import FAIL, as_json, run_checks
 
     checks = run_checks()
-    if args.json != "-":
-        _print(checks)
+    _print(checks, text_out(args.json))  # with --json -, stdout is the JSON alone and the table on stderr
     if args.json:
-        text = json.dumps(as_json(checks), indent=2) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text)
+        emit_json(args.json, as_json(checks))
     return 1 if any(c.status == FAIL for c in checks) else 0
 
 
-def _print(checks) -> None:
+def _print(checks, file) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -46,4 +39,4 @@ def _print(checks) -> None:
         t.add_column(col, overflow="fold")
     for c in checks:
         t.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.value, c.fix)
-    Console(width=max(100, Console().width)).print(t)
+    Console(file=file, width=max(100, Console(file=file).width)).print(t)

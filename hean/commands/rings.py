@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hean.commands import JSON_HELP, emit_json
+from hean.commands import JSON_HELP, emit_json, text_out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,8 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hean.rings import inspect as ri
 
-    out = sys.stdout
     action = args.action or "list"
+    out = text_out(getattr(args, "json", None))  # with --json -, stdout is the JSON alone
     dry_run = getattr(args, "dry_run", False)
     if action == "inspect":
         if not args.names:
@@ -60,17 +60,15 @@ def run(args: argparse.Namespace) -> int:
             except Exception as e:  # a clear one-line error per bad name, keep going
                 print(f"hean rings inspect: {e}", file=sys.stderr)
                 rc = 1
-        if args.json != "-":
-            for info in infos:
-                print(ri.format_info(info), file=out)
+        for info in infos:
+            print(ri.format_info(info), file=out)
         if args.json:
             emit_json(args.json, [i.as_dict() for i in infos])
         return rc
 
     if action == "list":
         infos, errors = ri.scan()
-        if args.json != "-":
-            print(ri.format_table(infos, errors), file=out)
+        print(ri.format_table(infos, errors), file=out)
         if args.json:
             emit_json(args.json, {"rings": [i.as_dict() for i in infos], "unreadable": dict(errors)})
         if not args.remove_stale:

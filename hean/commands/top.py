@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="print one frame and exit (no live screen)")
     p.add_argument("--interval", type=float, default=0.5, help="--once: seconds between the two samples")
     p.add_argument("--json", metavar="OUT", help="--once: also write the frame as JSON to OUT ('-': to stdout, "
-                   "instead of the screen)")  # fmt: skip
+                   "the frame to stderr)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="list runs (running and stale) and exit")
     p.add_argument(
         "--clean", action="store_true", help="unlink the segments of stale runs (or of RUN_ID if stale) and exit"
@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
             frame = source.sample()
             ok, why = source.alive()
             frame.status = "" if ok else why
-            if args.json != "-":
-                console.print(render(frame))
+            (errors if args.json == "-" else console).print(render(frame))  # --json -: stdout is the JSON alone
             if args.json:
                 import msgspec
 

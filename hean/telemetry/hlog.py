@@ -17,6 +17,10 @@ Encoding of one histogram (the "V2" compressed format, all integers big-endian):
 A log line is ``[Tag=<tag>,]<start s>,<length s>,<max in ms>,<base64 histogram>``; start times are seconds
 relative to the ``#[StartTime: ...]`` header. Values are nanoseconds (so the max column is ns / 1e6 = ms,
 HdrHistogram's usual ``maxValueUnitRatio``).
+
+It lives with the telemetry (not with the benchmarks, which use it too) because the run's own interval
+recorder (:mod:`hean.telemetry.intervals`, driven by the supervisor) writes these logs, and the engine may
+not import the command-line layer.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import struct
 import zlib
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,7 +44,7 @@ from hean.telemetry.histogram import (
     hist_max,
 )
 
-__all__ = ["HLOG_VERSION", "encode_histogram", "write_hlog"]
+__all__ = ["HLOG_VERSION", "EncodedHistogram", "encode_histogram", "encode_interval", "write_hlog"]
 
 HLOG_VERSION = "1.3"
 _ENCODING_COOKIE = 0x1C849303 | 0x10
@@ -49,7 +54,8 @@ _OUTER_HEADER = struct.Struct(">II")
 
 
 def _varint(value: int, out: bytearray) -> None:
-    """ZigZag + LEB128 (7 bits per byte, low first; at most 9 bytes as in HdrHistogram)."""
+    """ZigZag + LEB128 (7 bits per byte, low first; at most 9 bytes as in HdrHistogram). The reference
+    for :func:`_varints`, which encodes a whole array at once."""
     z = ((value << 1) ^ (value >> 63)) & 0xFFFFFFFFFFFFFFFF
     for _ in range(8):
         if z < 0x80:
@@ -60,19 +66,42 @@ def _varint(value: int, out: bytearray) -> None:
     out.append(z & 0xFF)  # the 9th byte carries the last 8 bits
 
 
+def _varints(values: np.ndarray) -> bytes:
+    """:func:`_varint` of every int64 in ``values``, concatenated -- in numpy, because a second's interval
+    of a busy stage has thousands of non-empty buckets and the supervisor encodes every stage's interval
+    every second (about 7x faster than the loop: ~0.4 ms instead of ~3 ms for 3,500 buckets)."""
+    z = values.astype(np.int64)
+    z = ((z << 1) ^ (z >> 63)).view(np.uint64)  # ZigZag
+    nbytes = np.ones(len(z), dtype=np.int64)
+    for k in range(1, 9):  # a value needs byte k when it has bits at or above 7k
+        more = z >= np.uint64(1 << (7 * k))
+        if not more.any():
+            break
+        nbytes += more
+    width = int(nbytes.max(initial=1))  # columns only as wide as the largest value (counts are small)
+    out = np.empty((len(z), width), dtype=np.uint8)
+    for k in range(width):
+        if k == 8:  # the 9th byte carries the last 8 bits
+            out[:, k] = (z >> np.uint64(56)).astype(np.uint8)
+        else:
+            out[:, k] = ((z >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | np.where(
+                nbytes > k + 1, 0x80, 0
+            ).astype(np.uint8)
+    return out[np.arange(width)[None, :] < nbytes[:, None]].tobytes()
+
+
 def _encode_counts(counts: np.ndarray, limit: int) -> bytes:
-    out = bytearray()
+    """The counters below ``limit`` as varints, a run of ``k >= 2`` zero counters written as ``-k``."""
     nz = np.flatnonzero(counts[:limit])
-    pos = 0
-    for i in nz:
-        gap = int(i) - pos
-        if gap == 1:
-            _varint(0, out)
-        elif gap > 1:
-            _varint(-gap, out)
-        _varint(int(counts[i]), out)
-        pos = int(i) + 1
-    return bytes(out)
+    if not len(nz):
+        return b""
+    gaps = np.diff(nz, prepend=-1) - 1  # zero counters before each non-zero one
+    tokens = np.empty((len(nz), 2), dtype=np.int64)
+    tokens[:, 0] = np.where(gaps == 1, 0, -gaps)  # one zero is written as 0, a run of k as -k
+    tokens[:, 1] = counts[nz]
+    keep = np.ones((len(nz), 2), dtype=bool)
+    keep[:, 0] = gaps > 0  # no gap token where the counter follows a non-zero one
+    return _varints(tokens[keep])
 
 
 def encode_histogram(hist: np.ndarray) -> str:
@@ -90,14 +119,30 @@ def encode_histogram(hist: np.ndarray) -> str:
     return base64.b64encode(_OUTER_HEADER.pack(_COMPRESSION_COOKIE, len(packed)) + packed).decode("ascii")
 
 
+class EncodedHistogram(NamedTuple):
+    """A histogram already encoded for a log line: its exact maximum (ns) and its base64 text.
+
+    Why: a recorder that keeps many intervals (:class:`hean.telemetry.intervals.LatencyIntervals`) holds
+    these few kilobytes each instead of the 200 KiB array, and :func:`write_hlog` takes either."""
+
+    max_ns: int
+    text: str
+
+
+def encode_interval(hist: np.ndarray) -> EncodedHistogram:
+    """``hist`` as an :class:`EncodedHistogram` (what its log line will hold)."""
+    return EncodedHistogram(int(hist_max(hist)), encode_histogram(hist))
+
+
 def write_hlog(
     path: str | os.PathLike,
-    intervals: list[tuple[str | None, float, float, np.ndarray]],
+    intervals: list[tuple[str | None, float, float, np.ndarray | EncodedHistogram]],
     start_unix: float,
     comment: str = "",
 ) -> int:
     """Write an interval log: ``intervals`` are ``(tag, start_s, length_s, hist)`` (start relative to
-    ``start_unix``). Tags may use ``[A-Za-z0-9_.-]`` (no commas or spaces). Returns intervals written."""
+    ``start_unix``; ``hist`` an array or an :class:`EncodedHistogram`). Tags may use ``[A-Za-z0-9_.-]``
+    (no commas or spaces). Returns intervals written."""
     lines = [f"#[Histogram log format version {HLOG_VERSION}]"]
     if comment:
         lines += [f"#{c}" for c in comment.splitlines()]
@@ -108,8 +153,8 @@ def write_hlog(
         if tag is not None and (not tag or any(c in tag for c in ", \n\t")):
             raise ValueError(f"hlog tag {tag!r}: must be non-empty without commas or whitespace")
         prefix = f"Tag={tag}," if tag else ""
-        max_ms = hist_max(hist) / 1e6
-        lines.append(f"{prefix}{start_s:.3f},{length_s:.3f},{max_ms:.3f},{encode_histogram(hist)}")
+        enc = hist if isinstance(hist, EncodedHistogram) else encode_interval(hist)
+        lines.append(f"{prefix}{start_s:.3f},{length_s:.3f},{enc.max_ns / 1e6:.3f},{enc.text}")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return len(intervals)
