@@ -17,6 +17,7 @@ at length and prints the table README's reliability section shows.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -62,12 +63,14 @@ def _leftovers(run_id: str) -> list[str]:
 class Engine:
     """``hean run`` (or ``hean replay``) in a child process, observed through its control block read-only."""
 
-    def __init__(self, tmp: Path, run_id: str, duration: float = 30.0, placement: str = "fused", args=()):
+    def __init__(
+        self, tmp: Path, run_id: str, duration: float = 30.0, placement: str = "fused", args=(), extra: str = ""
+    ):
         self.run_id = run_id
         self.cfg = tmp / f"{run_id}.toml"
         self.cfg.write_text(
             f'[engine]\nrun_id = "{run_id}"\nduration_s = {duration}\nheartbeat_timeout_ms = {HEARTBEAT_MS}\n'
-            f"drain_timeout_s = 2.0\n{PLACEMENTS[placement]}"
+            f"drain_timeout_s = 2.0\n{PLACEMENTS[placement]}{extra}"
         )
         cmd = list(args) or ["run"]
         self.out = open(tmp / f"{run_id}.out", "w+")
@@ -219,6 +222,79 @@ def test_kill_9_of_the_supervisor_halts_drains_and_removes_the_run(engines, plac
     assert halted - t_kill < 2 * HEARTBEAT_MS * 1_000_000  # noticed in bounded time (in practice < 1 ms)
     assert "supervisor pid" in e.output() and "order flow halted, leaving" in e.output()
     assert _leftovers(e.run_id) == []  # the last worker out removed every segment and temp folder
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the journal keeps what reached its rings, whoever dies
+# ---------------------------------------------------------------------------------------------------------
+# the router in a worker of its own (not the feed's), and the journal (a third process)
+JOURNALED = (
+    '[placement]\nworkers = [["feed", "book", "strategy"], ["risk", "router", "venue"]]\n[journal]\ndir = "{}"\n'
+)
+
+
+def _journal(folder: Path, run_id: str, reports: int = 0, timeout: float = 120.0):
+    """The run's journal read back, once it holds at least ``reports`` reports (None if it never does)."""
+    from hean.journal.format import JournalError
+    from hean.journal.reader import read_journal
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            j = read_journal(folder / run_id)
+            if len(j["reports"]) >= reports:
+                return j
+        except JournalError:
+            pass
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_the_routers_worker_leaves_every_report_of_its_rings_in_the_journal(engines, tmp_path):
+    """Every report the router published before it died is in the journal: the rings are shared memory, the
+    journal drains them, and the supervisor waits for that before it stops the run."""
+    run_id = _run_id("jr9")
+    summary = tmp_path / "summary.json"
+    e = engines(run_id, duration=60, extra=JOURNALED.format(tmp_path / "j"),
+                args=["run", "--json", str(summary)])  # fmt: skip
+    assert e.attach() is not None and e.wait_for(C.START), e.output()
+    assert _journal(tmp_path / "j", run_id, reports=200) is not None, e.output()  # trading, journaled
+    from hean.telemetry.manifest import read_manifest
+
+    router = next(w for w in read_manifest(run_id).workers if "router" in w.stages)
+    os.kill(router.pid, signal.SIGKILL)
+    assert e.proc.wait(timeout=60) == 3, e.output()  # a worker died: the run ends, exit code 3
+    rings = json.loads(summary.read_text())["rings"]
+    j = _journal(tmp_path / "j", run_id, timeout=5)
+    assert j.closed and j.warnings == [], j.warnings
+    # the router publishes a report to the journal first, then to risk (its own worker) and the strategy
+    assert len(j["reports"]) == rings["reports-journal"]["written"] == rings["reports-journal"]["read"]
+    assert len(j["reports"]) >= rings["reports-strategy"]["written"] > 200
+    assert len(j["orders"]) == rings["orders-journal"]["written"] > 0
+    assert np.all(np.diff(j["reports"]["seq"]) > 0)  # in the order published, none twice
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_the_supervisor_leaves_a_closed_journal_with_every_fill_the_router_saw(engines, tmp_path):
+    """Orphaned, the workers halt and drain; the journal takes what they publish until they are gone, then
+    closes: every fill report the router forwarded is in it."""
+    run_id = _run_id("js9")
+    e = engines(run_id, duration=60, extra=JOURNALED.format(tmp_path / "j"))
+    assert e.attach() is not None and e.wait_for(C.START), e.output()
+    assert _journal(tmp_path / "j", run_id, reports=200) is not None, e.output()
+    procs = e.processes()
+    os.kill(e.proc.pid, signal.SIGKILL)
+    e.proc.wait(timeout=10)
+    assert e.wait_gone(procs, 15.0) == [], e.output()
+    from hean.records import ExecType
+    from hean.telemetry.block import C_FILLS
+
+    j = _journal(tmp_path / "j", run_id, timeout=5)
+    assert j.closed and j.warnings == [], j.warnings
+    fills = np.isin(j["reports"]["kind"], (ExecType.FILL, ExecType.PARTIAL_FILL)).sum()
+    assert fills == int(e.router.block.counters[C_FILLS]) > 0, e.output()
+    assert _leftovers(e.run_id) == []
 
 
 def _loop_without(sup_pid: int, tid: int, lock_word: int, beat_age_ns: int):

@@ -144,4 +144,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "tick_to_trade_ns": hist_summary(e2e if e2e is not None else new_histogram()),
         "stages": stages,
         "placement": result.placement,
+        # each shared ring at the end: records published and taken (equal unless the run was cut short)
+        "rings": dict(getattr(result, "rings", {}) or {}),
+        "journal": getattr(result, "journal", ""),
     }

@@ -78,6 +78,8 @@ class RunResult:
     controls: list = field(default_factory=list)  # every control applied: {"utc", "by", "what"} (hean halt, risk set)
     journal: str = ""  # the run's journal folder ("" without one)
     latency: object = None  # hean.telemetry.intervals.LatencyIntervals (Supervisor(intervals=True)), else None
+    # each shared ring at the end: {"written", "read"} -- what was published, and what its consumer took
+    rings: dict = field(default_factory=dict)
 
 
 def new_run_id() -> str:
@@ -630,7 +632,8 @@ class Supervisor:
             result.feed_s = time.monotonic() - t_start
             if result.reason == "worker-died":
                 result.exit_code, result.error = 3, self._failure
-                self._drain_journal(self.cfg.engine.drain_timeout_s)
+                if self._drain_journal(self.cfg.engine.drain_timeout_s):
+                    self._stop_workers(grace_s=2.0)  # the live ones leave on STOP: the journal closes its file
             else:
                 self.ctl[C.STOP_FEED] = 1
                 if not self._drain(self.cfg.engine.drain_timeout_s):
@@ -650,6 +653,8 @@ class Supervisor:
             result.messages = self.messages()
             result.feed_s = self.publishing_s(result.feed_s)
             result.telemetry = self.snapshot()
+            result.rings = {k: {"written": st["write"], "read": st["read"]}
+                            for k, st in ((k, r.stats()) for k, r in self.rings.items())}  # fmt: skip
         except EngineError as e:
             result.exit_code, result.error, result.reason = 2, str(e), "start-failed"
         finally:
