@@ -78,8 +78,7 @@ def write_outputs(out: str | os.PathLike, cfg: Any, result: Any, summary: dict) 
     }
     files = [out / "summary.json"]
     files[0].write_text(json.dumps(doc, indent=2, default=int) + "\n")
-    if result.latency is not None:
-        files += result.latency.write(out / "latency")
+    files += sorted((out / "latency").glob("*.hlog"))  # the supervisor wrote them as the run went
     if result.journal and Path(result.journal).is_dir():
         files += _tables(Path(result.journal), out)
     return files

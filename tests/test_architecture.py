@@ -23,9 +23,9 @@ LAYERS = [
     {"atomics", "jit", "shm", "procs", "paths", "records", "symbols", "host"},
     {"rings"},
     {"telemetry"},
-    {"stages", "feeds", "indicators", "strategies", "api"},
+    {"stages", "feeds", "indicators", "strategies", "api", "journal"},
     {"engine", "gateway"},
-    {"commands", "cli", "bench", "research", "sweeps", "doctor", "__main__", "__init__"},
+    {"commands", "cli", "bench", "research", "sweeps", "doctor", "outputs", "report", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

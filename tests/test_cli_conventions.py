@@ -274,7 +274,7 @@ JSON_RUNS = {
 JSON_ELSEWHERE = {
     "run": "tests/test_engine.py::test_json_to_stdout_is_pure_json (an engine run: a minute of compiling cold)",
     "replay": "the same run_engine and json_out as run (hean/commands/run.py), tested with run",
-    "journal info": "new with the journal (text_out and emit_json); its row in JSON_RUNS comes with its tests",
+    "journal info": "tests/test_outputs.py::test_hean_journal_info_and_export_from_the_output_directory (a replay's)",
 }
 
 

@@ -167,6 +167,26 @@ def test_interval_logs_hold_each_interval_of_each_histogram(tmp_path, case):
         assert np.array_equal(_counts(merged), live[name][H_BASE:])  # the intervals add up to the whole run
 
 
+@pytest.mark.parametrize("case", list(INTERVAL_CASES))
+def test_flushing_as_the_run_goes_writes_the_same_logs_and_lets_go_of_the_intervals(tmp_path, case):
+    batches = INTERVAL_CASES[case]
+    live = {name: new_histogram() for name in batches}
+    whole, streamed = LatencyIntervals(start_unix=TIMES[0]), LatencyIntervals(start_unix=TIMES[0])
+    for k, t in enumerate(TIMES[1:]):
+        for name, h in live.items():
+            for v in batches[name][k]:
+                hist_record(h, int(v))
+        whole.add(t, live)
+        streamed.add(t, live)
+        streamed.flush(tmp_path / "streamed")  # every snapshot: the most often a caller may flush
+        assert all(streamed.interval_count(n) == 0 for n in batches)  # nothing held once on disk
+    whole.write(tmp_path / "whole")
+    for name in batches:
+        assert (tmp_path / "streamed" / f"{name}.hlog").read_text() == (tmp_path / "whole" / f"{name}.hlog").read_text()
+    with pytest.raises(ValueError, match="after flush"):
+        streamed.write(tmp_path / "again")
+
+
 def test_an_interval_line_carries_the_exact_maximum(tmp_path):
     live = new_histogram()
     rec = LatencyIntervals(start_unix=T0)  # the first add closes the interval from the run's start

@@ -10,6 +10,7 @@ Top-level imports stay light (argparse only).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import IO, TYPE_CHECKING
 
@@ -264,7 +265,7 @@ def run_engine(
     if top:
         progress = view = _TopThread()
         startup = lambda sup, done, total, elapsed: view(sup, elapsed)  # noqa: E731 -- the view from the start
-    sup = Supervisor(cfg, progress=progress, startup=startup, intervals=out is not None)
+    sup = Supervisor(cfg, progress=progress, startup=startup, intervals=os.path.join(out, "latency") if out else None)
     t0 = time.monotonic()
     if not quiet:
         _announce(sup)

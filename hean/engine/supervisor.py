@@ -77,7 +77,7 @@ class RunResult:
     strategies: list = field(default_factory=list)  # the strategies' paths, by id (ORDER.strategy)
     controls: list = field(default_factory=list)  # every control applied: {"utc", "by", "what"} (hean halt, risk set)
     journal: str = ""  # the run's journal folder ("" without one)
-    latency: object = None  # hean.telemetry.intervals.LatencyIntervals (Supervisor(intervals=True)), else None
+    latency: object = None  # hean.telemetry.intervals.LatencyIntervals (Supervisor(intervals=FOLDER)), else None
     # each shared ring at the end: {"written", "read"} -- what was published, and what its consumer took
     rings: dict = field(default_factory=dict)
 
@@ -142,7 +142,8 @@ class Supervisor:
 
     POLL_S = 0.02  # start-up and drain polling, and the watch loop's fallback without pidfds
     WATCH_S = 0.25  # the watch loop's longest sleep: heartbeats, end of feed, `hean halt` are seen this fast
-    INTERVAL_S = 1.0  # latency intervals (Supervisor(intervals=True)): one per second
+    INTERVAL_S = 1.0  # latency intervals (Supervisor(intervals=FOLDER)): one per second,
+    FLUSH_S = 10.0  # appended to their logs every 10 s (memory stays flat however long the run)
 
     def __init__(
         self,
@@ -151,7 +152,7 @@ class Supervisor:
         progress=None,
         pipeline=None,
         startup=None,
-        intervals: bool = False,
+        intervals: str | os.PathLike | None = None,
     ) -> None:
         from hean.stages.registry import pipeline_for
 
@@ -167,7 +168,8 @@ class Supervisor:
         self.progress = progress  # callable(supervisor, elapsed_s) for live output, or None
         # callable(supervisor, stages_ready, stages, elapsed_s) while the workers compile or load the stages
         self.startup = startup
-        # with ``intervals``: every histogram, once a second, for HdrHistogram interval logs (RunResult.latency)
+        # with ``intervals`` (a folder): every histogram, once a second, as HdrHistogram interval logs written
+        # there as the run goes (hean.telemetry.intervals; RunResult.latency)
         self._intervals = intervals
         self.latency = None  # hean.telemetry.intervals.LatencyIntervals, from START
         self.names: list[str] = []  # every segment this run created (unlinked at the end)
@@ -627,7 +629,7 @@ class Supervisor:
                 from hean.telemetry.intervals import LatencyIntervals
 
                 self.latency = LatencyIntervals(start_unix=time.time())
-                self._sampled = time.monotonic()
+                self._sampled = self._flushed = time.monotonic()
             result.reason = self._watch(t_start)
             result.feed_s = time.monotonic() - t_start
             if result.reason == "worker-died":
@@ -649,6 +651,7 @@ class Supervisor:
             result.elapsed_s = time.monotonic() - t_start
             if self.latency is not None:
                 self.latency.add(time.time(), self.latency_hists())  # the last, partial interval
+                self.latency.flush(self._intervals)
             result.latency = self.latency
             result.messages = self.messages()
             result.feed_s = self.publishing_s(result.feed_s)
@@ -721,6 +724,9 @@ class Supervisor:
             if self.latency is not None and time.monotonic() - self._sampled >= self.INTERVAL_S:
                 self._sampled = time.monotonic()
                 self.latency.add(time.time(), self.latency_hists())
+                if self._sampled - self._flushed >= self.FLUSH_S:
+                    self._flushed = self._sampled
+                    self.latency.flush(self._intervals)
             if self._signal is not None:
                 return f"signal {signal.Signals(self._signal).name}"
             if self.ctl[C.FEED_DONE]:

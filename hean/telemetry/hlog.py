@@ -134,6 +134,15 @@ def encode_interval(hist: np.ndarray) -> EncodedHistogram:
     return EncodedHistogram(int(hist_max(hist)), encode_histogram(hist))
 
 
+def hlog_line(tag: str | None, start_s: float, length_s: float, hist: np.ndarray | EncodedHistogram) -> str:
+    """One interval's line of a log (no newline): ``[Tag=<tag>,]<start>,<length>,<max ms>,<histogram>``."""
+    if tag is not None and (not tag or any(c in tag for c in ", \n\t")):
+        raise ValueError(f"hlog tag {tag!r}: must be non-empty without commas or whitespace")
+    prefix = f"Tag={tag}," if tag else ""
+    enc = hist if isinstance(hist, EncodedHistogram) else encode_interval(hist)
+    return f"{prefix}{start_s:.3f},{length_s:.3f},{enc.max_ns / 1e6:.3f},{enc.text}"
+
+
 def write_hlog(
     path: str | os.PathLike,
     intervals: list[tuple[str | None, float, float, np.ndarray | EncodedHistogram]],
@@ -149,12 +158,7 @@ def write_hlog(
     when = datetime.fromtimestamp(start_unix, tz=UTC).isoformat(sep=" ")
     lines.append(f"#[StartTime: {start_unix:.3f} (seconds since epoch), {when}]")
     lines.append('"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"')
-    for tag, start_s, length_s, hist in intervals:
-        if tag is not None and (not tag or any(c in tag for c in ", \n\t")):
-            raise ValueError(f"hlog tag {tag!r}: must be non-empty without commas or whitespace")
-        prefix = f"Tag={tag}," if tag else ""
-        enc = hist if isinstance(hist, EncodedHistogram) else encode_interval(hist)
-        lines.append(f"{prefix}{start_s:.3f},{length_s:.3f},{enc.max_ns / 1e6:.3f},{enc.text}")
+    lines += [hlog_line(tag, start_s, length_s, hist) for tag, start_s, length_s, hist in intervals]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return len(intervals)

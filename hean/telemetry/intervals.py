@@ -1,4 +1,4 @@
-"""A run's latency histograms as HdrHistogram interval logs: one ``<name>.hlog`` per histogram, one interval
+r"""A run's latency histograms as HdrHistogram interval logs: one ``<name>.hlog`` per histogram, one interval
 per snapshot.
 
 Why: the run summary gives each histogram over the whole run, which hides *when* a tail happened (a
@@ -15,7 +15,9 @@ about 0.3 KB for 100 values, 2 KB for 10,000, 4 KB for 100,000 and 7 KB for 1,00
 a latency distribution, plus about 0.2 KB of Python objects -- never the 200 KiB array. Empty intervals
 (nothing recorded between two snapshots: an idle stage, a quiet market) cost nothing. What is held is
 therefore what the logs will hold on disk: at one snapshot a second, 20 busy histograms for an hour are
-about 300 MB (:meth:`LatencyIntervals.bytes_held` says how much at any time). Encoding costs about 0.5 ms
+about 300 MB (:meth:`LatencyIntervals.bytes_held` says how much at any time) -- unless the caller
+:meth:`~LatencyIntervals.flush`\ es them to disk as it goes: the supervisor of a run with ``--out`` does every
+10 s, so it holds 10 s of intervals however long the run. Encoding costs about 0.5 ms
 per busy histogram per snapshot (numpy), on the supervisor's CPU, never a worker's.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from hean.telemetry.histogram import H_BASE, check_histogram, hist_sub, new_histogram
-from hean.telemetry.hlog import EncodedHistogram, encode_interval, write_hlog
+from hean.telemetry.hlog import EncodedHistogram, encode_interval, hlog_line, write_hlog
 
 __all__ = ["NAME_PATTERN", "LatencyIntervals"]
 
@@ -77,6 +79,7 @@ class LatencyIntervals:
         self._series: dict[str, _Series] = {}
         self._cur = new_histogram()  # scratch: the copy of the current cumulative histogram
         self._interval = new_histogram()  # scratch: current - previous
+        self._flushed: set[str] = set()  # names whose log flush() has started
 
     @property
     def start_unix(self) -> float | None:
@@ -131,22 +134,52 @@ class LatencyIntervals:
     def write(self, directory: str | os.PathLike) -> list[Path]:
         """Write ``<directory>/<name>.hlog`` for every name seen (the directory is created); a name with no
         non-empty interval gets a log with only its headers. Returns the paths, in :attr:`names` order.
-        May be called again after more snapshots (the files are rewritten)."""
+        May be called again after more snapshots (the files are rewritten). Not after :meth:`flush`, which
+        has let go of the intervals it wrote."""
+        if self._flushed:
+            raise ValueError("LatencyIntervals.write after flush: the flushed intervals are only on disk")
         out = Path(directory)
         if not self._series:
             return []
         out.mkdir(parents=True, exist_ok=True)
         assert self._start is not None
-        when = datetime.fromtimestamp(self._start, tz=UTC).isoformat(sep=" ", timespec="milliseconds")
         paths = []
         for name, s in self._series.items():
-            comment = f"hean {name}: latency in ns, one interval per snapshot of the run (empty ones left out)"
-            if s.before:
-                comment += f"\n{s.before} value(s) recorded before the first snapshot ({when}) are in no interval"
             path = out / f"{name}.hlog"
-            write_hlog(path, [(None, start, length, enc) for start, length, enc in s.intervals], self._start, comment)
+            write_hlog(path, [(None, start, length, enc) for start, length, enc in s.intervals], self._start,
+                       self._comment(name, s))  # fmt: skip
             paths.append(path)
         return paths
+
+    def flush(self, directory: str | os.PathLike) -> list[Path]:
+        """Append the intervals closed since the last flush to ``<directory>/<name>.hlog`` (created with its
+        headers at its first flush) and let go of them: flushed every few seconds, a run of any length holds
+        only what one period closed. Returns the paths, in :attr:`names` order."""
+        out = Path(directory)
+        if not self._series:
+            return []
+        out.mkdir(parents=True, exist_ok=True)
+        assert self._start is not None
+        paths = []
+        for name, s in self._series.items():
+            path = out / f"{name}.hlog"
+            if name not in self._flushed:
+                write_hlog(path, [], self._start, self._comment(name, s))
+                self._flushed.add(name)
+            if s.intervals:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write("".join(hlog_line(None, start, length, enc) + "\n" for start, length, enc in s.intervals))
+                s.intervals.clear()
+            paths.append(path)
+        return paths
+
+    def _comment(self, name: str, s: _Series) -> str:
+        assert self._start is not None
+        when = datetime.fromtimestamp(self._start, tz=UTC).isoformat(sep=" ", timespec="milliseconds")
+        comment = f"hean {name}: latency in ns, one interval per snapshot of the run (empty ones left out)"
+        if s.before:
+            comment += f"\n{s.before} value(s) recorded before the first snapshot ({when}) are in no interval"
+        return comment
 
 
 def _check_name(name: object) -> None:
