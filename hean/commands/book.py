@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-FORMAT_HELP = "binance-usdm, binance-spot, bybit, lobster (the message file) or native"
+FORMAT_HELP = "binance-usdm, binance-spot, bybit, lobster (the message file), tardis (a Tardis.dev CSV), dbn or native"
+INSTRUMENTS_HELP = "--format dbn: a DBN file of instrument definitions (ticks, names) for a recording without them"
 LENIENT_HELP = (
     "skip and count malformed lines instead of failing, up to SHARE of the lines (default 0.01 = 1 %%; "
     "e.g. 0.05 or 5%%); more is a failure"
@@ -58,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-csv", "-o", required=True, help="output CSV ('-' for stdout)")
     p.add_argument("--tick-size", help="tick size of --symbol (default: the finest step in the file)")
     p.add_argument("--lot-size", help="lot size of --symbol (default: the finest step in the file)")
+    p.add_argument("--instruments", metavar="FILE", help=INSTRUMENTS_HELP)
     add_lenient(p)
     p.set_defaults(func=run)
 
@@ -83,6 +85,9 @@ def prepare(args: argparse.Namespace, command: str, output: str) -> tuple[int, o
 
     if args.format not in FORMATS:
         print(f"hean {command}: unknown --format {args.format!r} ({FORMAT_HELP})", file=sys.stderr)
+        return 2, None
+    if getattr(args, "instruments", None) and args.format != "dbn":
+        print(f"hean {command}: --instruments goes with --format dbn", file=sys.stderr)
         return 2, None
     try:
         table = symbol_table(args)
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if code:
         return code
     try:
-        events, report = load_events(args.file, args.format, table, args.lenient, args.symbol)
+        events, report = load_events(args.file, args.format, table, args.lenient, args.symbol, args.instruments)
     except FeedError as e:
         print(f"hean book: {e}", file=sys.stderr)
         return 1

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hean.commands.book import FORMAT_HELP, add_lenient, prepare
+from hean.commands.book import FORMAT_HELP, INSTRUMENTS_HELP, add_lenient, prepare
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a recording (Binance, Bybit, LOBSTER) into a native event file",
+        help="convert a recording (Binance, Bybit, LOBSTER, Tardis, Databento) into a native event file",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbol", "-s", help="symbol of Binance REST snapshots / LOBSTER files")
     p.add_argument("--tick-size", help="tick size of --symbol (default: the finest step in the file)")
     p.add_argument("--lot-size", help="lot size of --symbol (default: the finest step in the file)")
+    p.add_argument("--instruments", metavar="FILE", help=INSTRUMENTS_HELP)
     add_lenient(p)
     p.set_defaults(func=run)
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return code
     t0 = time.perf_counter()
     try:
-        events, report = load_events(args.file, args.format, table, args.lenient, args.symbol)
+        events, report = load_events(args.file, args.format, table, args.lenient, args.symbol, args.instruments)
     except FeedError as e:
         print(f"hean convert: {e}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hean.feeds.common import ReadReport
     from hean.symbols import SymbolTable
 
-FORMATS = ("binance-usdm", "binance-spot", "bybit", "lobster", "native")
+FORMATS = ("binance-usdm", "binance-spot", "bybit", "lobster", "tardis", "dbn", "native")
 DEFAULT_MAX_SKIPPED = 0.01  # lenient mode: at most 1 % of the lines may be skipped
 # report counters of depth updates that were never applied (hean.feeds.binance, hean.feeds.bybit)
 _UNAPPLIED = ("diffs_before_snapshot", "diffs_unsynced", "deltas_before_snapshot", "deltas_unsynced")
@@ -44,16 +44,20 @@ def load_events(
     symbols: SymbolTable | None = None,
     lenient: bool | float = False,
     symbol: str | None = None,
+    instruments: str | Path | None = None,
 ) -> tuple[np.ndarray, ReadReport]:
     """Read ``path`` in ``format`` (one of :data:`FORMATS`); ``symbols`` None infers/reads the table.
 
     ``symbol`` names the symbol where the format cannot (Binance REST snapshots, LOBSTER files).
+    ``instruments``: a DBN file of instrument definitions for a ``dbn`` recording that has none.
     ``lenient``: False stops at the first bad line; True skips bad lines up to :data:`DEFAULT_MAX_SKIPPED`
     of the file, a number up to that share. Raises :class:`hean.feeds.common.FeedError` (one line naming the
     file) for a bad file, too many skipped lines, a book that never synchronises, or an invalid event.
     """
     share = lenient_share(lenient)
-    events, report = _read(path, format, symbols, share is not None, symbol)
+    if instruments is not None and format != "dbn":
+        raise ValueError(f"instruments (a DBN definitions file) go with format dbn, not {format!r}")
+    events, report = _read(path, format, symbols, share is not None, symbol, instruments)
     if share is not None:
         report.check_skipped(share)
     if format != "native":  # open_native validated the file's records already
@@ -64,7 +68,7 @@ def load_events(
     return events, report
 
 
-def _read(path, format: str, symbols, lenient: bool, symbol: str | None):
+def _read(path, format: str, symbols, lenient: bool, symbol: str | None, instruments=None):
     if format in ("binance-usdm", "binance-spot"):
         from hean.feeds.binance import read_binance
 
@@ -77,6 +81,14 @@ def _read(path, format: str, symbols, lenient: bool, symbol: str | None):
         from hean.feeds.lobster import read_lobster
 
         return read_lobster(path, symbols=symbols, lenient=lenient, symbol=symbol)
+    if format == "tardis":
+        from hean.feeds.tardis import read_tardis
+
+        return read_tardis(path, symbols, lenient=lenient)
+    if format == "dbn":
+        from hean.feeds.databento import read_dbn
+
+        return read_dbn(path, symbols, lenient=lenient, instruments=instruments)
     if format == "native":
         from hean.feeds.native import read_native
 
