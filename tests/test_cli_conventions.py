@@ -225,6 +225,17 @@ def _bench_pipeline(mp, tmp, stack):
     return ["bench", "pipeline", "--placements", "fused,two", "--rates", "1000,0", "--noise-s", "0"]
 
 
+def _bench_journal(mp, tmp, stack):
+    from hean.bench import journal
+
+    def run(on, placement, rate, duration):  # the engine runs stand in; the stage alone runs for real
+        return {"journal": on, "rate": rate, "t2t_p50_ns": 1000 + 10 * on, "t2t_p99_ns": 4000, "orders": 9,
+                "messages_per_s": 1e6 - on, "journal_service_p50_ns": 100}  # fmt: skip
+
+    mp.setattr(journal, "engine_run", run)
+    return ["bench", "journal", "--rounds", "1", "--records", "20000"]
+
+
 def _bench_startup(mp, tmp, stack):
     from hean.bench import startup
 
@@ -266,6 +277,7 @@ JSON_RUNS = {
     "bench indicators": _bench_indicators,
     "bench risk": _bench_risk,
     "bench pipeline": _bench_pipeline,
+    "bench journal": _bench_journal,
     "bench startup": _bench_startup,
     "bench sweep": _bench_sweep,
     "bench noise": _bench_noise,

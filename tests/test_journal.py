@@ -169,8 +169,10 @@ def test_a_full_segment_holds_records_back_until_the_next_one_and_loses_nothing(
             if r.step() == 0 and r.S.pos[SJ.P_FULL]:
                 waits += 1
                 assert r.pending() > 0  # back-pressure: what did not fit is still in the ring
-                r.serve()  # the worker's service maps the next segment
+                assert (r.folder / f"journal-{r.svc.index + 1:06d}.hj").exists()  # made ready before it was needed
+            r.serve()  # between chunks, as the worker does: the next segment is mapped
     r.close()
+    assert not (r.folder / f"journal-{waits + 1:06d}.hj").exists()  # a next segment made ready is removed
     j = read_journal(r.folder)
     assert j.warnings == [] and j.closed
     assert j.segments == waits + 1 >= 3
@@ -269,11 +271,7 @@ def _missing_segment(folder: Path) -> str:
 @pytest.mark.parametrize("spoil", [_not_a_journal, _other_version, _missing_segment])
 def test_a_bad_journal_is_an_error_naming_the_file(rig, spoil):
     r = rig(segment_mb=1)
-    r.push("reports", _records(R.EXEC_REPORT, 1000, seed=6))
-    r.drain()
-    r.push("reports", _records(R.EXEC_REPORT, 1000, seed=6))
-    r.drain()  # ~2000 entries of 18 words: over two 1 MiB segments... make sure there are three
-    while len(list(r.folder.glob("*.hj"))) < 3:
+    while r.svc.index < 2:  # three segments written (1 MiB holds ~7,000 reports)
         r.push("reports", _records(R.EXEC_REPORT, 1000, seed=6))
         r.drain()
     r.close()

@@ -21,6 +21,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "indicators": ("hean.bench.indicators", "streaming indicator set and strategy stage ns/update; batch vs TA-Lib"),
     "risk": ("hean.bench.risk", "ns per full pre-trade risk check and per routed order incl. state machine"),
     "pipeline": ("hean.bench.pipeline", "whole engine: tick-to-trade at fixed rates, sustained rate, start-up"),
+    "journal": (
+        "hean.bench.journal",
+        "the journal's cost: tick-to-trade and unpaced rate with it off and on; its records/s",
+    ),
     "startup": ("hean.bench.startup", "start-up to every worker ready: cold (empty numba cache) and warm"),
     "sweep": (
         "hean.bench.sweep",

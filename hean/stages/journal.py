@@ -202,38 +202,59 @@ class JournalService:
         self._mm: mmap.mmap | None = None
         self._path: Path | None = None
         self._done: list[tuple[mmap.mmap, Path | None, int]] = []  # closed segments, unmapped by close()
+        self._spare: tuple[mmap.mmap, np.ndarray, Path] | None = None  # the next segment, made ready early
 
     def start(self, S: JournalState) -> JournalState:
         """Create the journal's folder and its first segment."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return self._next(S)
+        return self._use(S, self._create(0))
 
     def serve(self, S: JournalState, final: bool = False) -> JournalState:
-        """Between loop chunks: a full segment is followed by a fresh one; at the end the journal is closed."""
+        """Between loop chunks: the next segment is made ready once the current one is three quarters full (so
+        that a full one is followed at once: the step waits one chunk, never a file's creation); at the end
+        the journal is closed and an unused next segment removed."""
         if final:
             self._close(S, J.S_CLOSED)
+            if self._spare is not None:
+                mm, path = self._spare[0], self._spare[2]
+                self._spare = None  # its array goes with it: the mapping may close
+                try:
+                    mm.close()
+                except BufferError:
+                    pass
+                path.unlink(missing_ok=True)
             return S
         if S.pos[P_FULL]:
             self._close(S, J.S_FULL)
-            return self._next(S)
+            spare, self._spare = self._spare or self._create(self.index + 1), None
+            return self._use(S, spare)
+        if self._spare is None and S.pos[P_LIVE] and S.pos[P_OFF] * 4 > len(S.seg) * 3:
+            self._spare = self._create(self.index + 1)
         return S
 
-    def _next(self, S: JournalState) -> JournalState:
-        self.index += 1
-        path = J.segment_path(self.folder, self.index)
+    def _create(self, index: int) -> tuple[mmap.mmap, np.ndarray, Path]:
+        """A new segment file of the configured size, mapped and pre-faulted (MAP_POPULATE: a first write
+        to each page would otherwise fault, 4x the step's cost per record), its header written."""
+        path = J.segment_path(self.folder, index)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.ftruncate(fd, self.seg_bytes)
-            mm = mmap.mmap(fd, self.seg_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mm = mmap.mmap(fd, self.seg_bytes, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
         words = np.frombuffer(mm, np.int64)
         if J.header_words(self.meta) + 4 * J.ENTRY_WORDS + 64 > len(words):
             raise ValueError(f"journal.segment_mb = {self.seg_bytes >> 20}: too small for the header")
-        start = J.init_segment(words, self.index, self.meta, time.time_ns())
+        J.init_segment(words, index, self.meta, time.time_ns())
+        return mm, words, path
+
+    def _use(self, S: JournalState, segment: tuple[mmap.mmap, np.ndarray, Path]) -> JournalState:
+        """Make ``segment`` the one the step writes."""
+        mm, words, path = segment
         self._mm, self._path = mm, path
+        self.index = int(words[J.H_SEGMENT])
         pos = S.pos
-        pos[P_OFF], pos[P_FULL], pos[P_LIVE] = start, 0, 1
+        pos[P_OFF], pos[P_FULL], pos[P_LIVE] = words[J.H_HEADER_WORDS], 0, 1
         return S._replace(seg=words)
 
     def _close(self, S: JournalState, state: int) -> None:
