@@ -22,9 +22,10 @@ from hean.journal.reader import follow, read_journal
 from hean.rings.layout import MASK, WRITE
 from hean.stages import journal as SJ
 from hean.stages.ports import private_port
+from hean.stages.tops import make_venue_tops, tops_set
 
-KINDS = ("controls", "orders", "rejects", "reports", "states")  # the stage's inputs, in order
-DTYPES = (R.CONTROL, R.ORDER, R.EXEC_REPORT, R.EXEC_REPORT, R.BOOK_STATE)
+KINDS = ("controls", "orders", "rejects", "reports")  # the stage's inputs, in order
+DTYPES = (R.CONTROL, R.ORDER, R.EXEC_REPORT, R.EXEC_REPORT)
 CAP = 1024
 
 
@@ -32,7 +33,10 @@ class Rig:
     """The journal stage over private rings in this process: push records, step, serve -- what the journal's
     worker does with shared rings (hean.engine.worker._Served)."""
 
-    def __init__(self, tmp: Path, segment_mb: int = 4, marks_ms: int = 0, n_symbols: int = 2, run_id: str = "r1"):
+    def __init__(
+        self, tmp: Path, segment_mb: int = 4, marks_ms: int = 0, n_symbols: int = 2, run_id: str = "r1",
+        market: bool = False,
+    ):  # fmt: skip
         symbols = "".join(
             f'[[symbols]]\nname = "S{i}"\ntick_size = "0.5"\nlot_size = "0.1"\n' for i in range(n_symbols)
         )
@@ -45,22 +49,30 @@ class Rig:
         self.folder = tmp / "j" / run_id
         self.svc = SJ.JournalService(self.cfg, run_id)
         act = np.zeros(1, np.int64)
-        self.ports = tuple(private_port(dt, CAP, act) for dt in DTYPES)
+        self.market = market  # the JOURNAL_MARKET stage: a fifth input, every market event
+        self.ports = tuple(private_port(dt, CAP, act) for dt in DTYPES + ((R.MARKET_EVENT,) if market else ()))
         self.tm = _dummy_tm(SJ.JOURNAL, n_symbols)
-        pos = np.zeros(SJ.P_LEN, np.int64)
-        pos[SJ.P_MARK_NS] = marks_ms * 1_000_000
-        self.S = self.svc.start(SJ.JournalState(np.zeros(J.H_META, np.int64), pos, np.zeros(n_symbols, np.int64)))
+        self.tops = make_venue_tops(1, n_symbols)  # the book's view of the top of book, which marks sample
+        self.rstate = np.zeros(n_symbols, np.int64)  # risk's trading state per symbol (ACTIVE)
+        state = SJ.journal_state(self.tops, np.zeros(n_symbols, np.int64), self.rstate, marks_ms)
+        self.S = self.svc.start(state)
+        self.drain()  # the journal's first look: each symbol's trading state (two risk records, first)
+
+    def top(self, symbol: int, bid: int, ask: int, ts: int) -> None:
+        """The book's latest top of book of ``symbol`` (as the book stage writes it: qty 1 and 2 lots)."""
+        tops_set(self.tops, 0, symbol, bid, 1, ask, 2, ts)
 
     def push(self, kind: str, recs: np.ndarray) -> None:
         """Publish ``recs`` into the input ring of ``kind`` (as its producer stage would)."""
-        port = self.ports[KINDS.index(kind)]
+        port = self.ports[4 if kind == "market" else KINDS.index(kind)]
         for rec in recs:
             seq = int(port.hdr[WRITE])
             port.slots[seq & port.hdr[MASK]] = rec
             port.hdr[WRITE] = seq + 1
 
     def step(self) -> int:
-        return SJ.journal_step(self.S, self.ports, (), self.tm, 0, 0)
+        step = SJ.journal_market_step if self.market else SJ.journal_step
+        return step(self.S, self.ports, (), self.tm, 0, 0)
 
     def drain(self) -> int:
         """Step (and serve, as the worker does between chunks) until every input ring is empty."""
@@ -120,15 +132,15 @@ def test_every_record_reads_back_exactly_in_order_by_kind(rig):
     pushed = {k: _records(dt, 300, seed=i) for i, (k, dt) in enumerate(zip(KINDS, DTYPES, strict=True))}
     for k, recs in pushed.items():
         r.push(k, recs)
-    assert r.drain() == 5 * 300
+    assert r.drain() == 4 * 300
     r.close()
     j = read_journal(r.folder)
     assert j.warnings == [] and j.closed and j.segments == 1
-    names = {"controls": "controls", "orders": "orders", "rejects": "rejects", "reports": "reports", "states": "marks"}
     for k, recs in pushed.items():
-        got = j[names[k]]
-        assert got.dtype == recs.dtype
-        assert got.tobytes() == recs.tobytes(), k
+        assert j[k].dtype == recs.dtype
+        assert j[k].tobytes() == recs.tobytes(), k
+    assert len(j["marks"]) == 0  # the book never wrote a top of book
+    assert j["risk"][["symbol", "kind", "arg"]].tolist() == [(0, 0, -1), (1, 0, -1)]  # ACTIVE from the start
     assert j.meta["run_id"] == "r1" and [s["tick_size"] for s in j.meta["symbols"]] == ["0.5", "0.5"]
     assert os.path.getsize(r.folder / "journal-000000.hj") < 4 << 20  # a closed segment is trimmed
 
@@ -136,27 +148,55 @@ def test_every_record_reads_back_exactly_in_order_by_kind(rig):
 @pytest.mark.parametrize(
     "marks_ms, times_ms, expected",
     [
-        (0, [0, 1, 2, 3], [0, 1, 2, 3]),  # every state
+        (0, [0, 1, 2, 2, 3], [0, 1, 2, 3]),  # every new top of book (not the same one twice)
         (100, [0, 50, 99, 100, 150, 200, 450], [0, 100, 200, 450]),  # one per 100 ms after the last kept
         (1000, [0, 999, 1000, 1001, 2500], [0, 1000, 2500]),
     ],
 )
-def test_marks_keep_one_state_per_symbol_per_interval(rig, marks_ms, times_ms, expected):
+def test_marks_sample_the_top_of_book_once_per_symbol_per_interval(rig, marks_ms, times_ms, expected):
     r = rig(marks_ms=marks_ms)
     base = 1_700_000_000_000_000_000
-    states = np.zeros(2 * len(times_ms), R.BOOK_STATE)
-    for i, t in enumerate(times_ms):  # the two symbols interleaved, at the same times: kept independently
+    for i, t in enumerate(times_ms):  # the two symbols move together: their marks are kept independently
         for s in (0, 1):
-            states[2 * i + s]["symbol"] = s
-            states[2 * i + s]["ts_exch"] = base + t * 1_000_000
-            states[2 * i + s]["bid_px"] = 100 + i
-    r.push("states", states)
-    r.drain()
+            r.top(s, 100 + i, 110 + i, base + t * 1_000_000)
+        r.drain()
     r.close()
     marks = read_journal(r.folder)["marks"]
     for s in (0, 1):
-        kept = (marks["ts_exch"][marks["symbol"] == s] - base) // 1_000_000
-        assert kept.tolist() == expected
+        m = marks[marks["symbol"] == s]
+        assert ((m["ts_exch"] - base) // 1_000_000).tolist() == expected
+        i = [times_ms.index(t) for t in expected]  # each mark is the top of book of its time
+        assert m["bid_px"].tolist() == [100 + k for k in i] and m["ask_px"].tolist() == [110 + k for k in i]
+        assert m["bid_qty"].tolist() == [1] * len(i) and m["mid"].tolist() == [105.0 + k for k in i]
+
+
+def test_trading_state_changes_are_journaled_as_risk_records(rig):
+    r = rig(n_symbols=2)
+    r.drain()  # both ACTIVE, seen first
+    r.top(1, 100, 101, 1_700_000_000_000_000_000)
+    r.drain()
+    r.rstate[1] = 2  # risk halted symbol 1 (a trip or `hean halt --symbol`)
+    r.drain()
+    r.drain()  # nothing new: not journaled twice
+    r.rstate[1] = 0  # resumed
+    r.rstate[0] = 1  # symbol 0 reducing
+    r.drain()
+    r.close()
+    risk = read_journal(r.folder)["risk"]
+    assert risk[["symbol", "kind", "arg"]].tolist() == [(0, 0, -1), (1, 0, -1), (1, 2, 0), (0, 1, 0), (1, 0, 2)]
+    assert risk["ts_exch"][2] == 1_700_000_000_000_000_000  # the event time of the symbol's last mark
+
+
+def test_with_journal_market_every_market_event_is_journaled_too(rig):
+    r = rig(market=True)
+    events = _records(R.MARKET_EVENT, 500, seed=11)
+    orders = _records(R.ORDER, 20, seed=12)
+    r.push("market", events)
+    r.push("orders", orders)
+    r.drain()
+    r.close()
+    j = read_journal(r.folder)
+    assert j["market"].tobytes() == events.tobytes() and j["orders"].tobytes() == orders.tobytes()
 
 
 def test_a_full_segment_holds_records_back_until_the_next_one_and_loses_nothing(rig):
@@ -230,10 +270,13 @@ def test_damage_in_the_middle_stops_the_reading_there_and_says_where(rig):
     r.close()
     path = r.folder / "journal-000000.hj"
     words = np.fromfile(path, np.int64)
-    entry = (2 + R.ORDER.itemsize // 8) * 8
-    off = J.SegmentHeader.read(path, words).header_words * 8 + 10 * entry
+    o, seen = J.SegmentHeader.read(path, words).header_words, 0
+    while seen < 11:  # to the 11th order's entry (the two risk records come first)
+        seen += int(words[o] >> 32) == J.K_ORDER
+        o += int(words[o] & 0xFFFFFFFF) if seen < 11 else 0
+    off = o * 8
     data = bytearray(path.read_bytes())
-    data[off + 40] ^= 1  # a payload byte of the 11th record
+    data[off + 40] ^= 1  # a payload byte of the 11th order
     path.write_bytes(bytes(data))
     j = read_journal(r.folder)
     assert j["orders"].tobytes() == orders[:10].tobytes()
@@ -290,6 +333,7 @@ def test_no_journal_folder_is_an_error_naming_it(tmp_path):
 def test_follow_reads_records_as_they_are_written_and_ends_at_the_close(rig):
     r = rig()
     it = follow(r.folder, poll_s=0.001)
+    assert [next(it)[0] for _ in range(2)] == ["risk", "risk"]  # each symbol's trading state, first seen
     first = _records(R.ORDER, 5, seed=8)
     r.push("orders", first)
     r.drain()
@@ -360,10 +404,10 @@ def test_the_tables_of_a_journal_by_hand(rig, tmp_path):
             ]
         ),
     )
-    st = np.zeros(2, R.BOOK_STATE)
-    st["ts_exch"] = [T + 15, T + 40]
-    st["bid_px"], st["ask_px"] = [206, 207], [210, 209]
-    r.push("states", st)
+    r.drain()
+    r.top(0, 206, 210, T + 15)  # the book's top of book at two times: marks at mid 208 ticks
+    r.drain()
+    r.top(0, 207, 209, T + 40)
     r.drain()
     r.close()
     t = journal_tables(read_journal(r.folder))

@@ -134,6 +134,12 @@ def test_hean_journal_info_and_export_from_the_output_directory(replay, tmp_path
     parquet = _table(out, "fills")
     first = rows[1].split(",")
     assert first[6] == parquet["price"][0] and int(first[3]) == parquet["order_id"][0]
+    p = hean_cli("journal", "tail", str(out), "--no-follow", "--kinds", "risk,orders", timeout=120)
+    lines = p.stdout.splitlines()
+    risk = [x for x in lines if x.startswith("risk ")]
+    assert p.returncode == 0 and lines[0] == risk[0] and "arg=-1" in risk[0]  # the state first seen, first
+    assert "kind=0" in risk[-1]  # ACTIVE while it traded
+    assert sum(x.startswith("orders ") for x in lines) == info["records"]["orders"]
 
 
 def test_hean_report_on_the_replay_writes_every_plot(replay):

@@ -133,9 +133,10 @@ def stage_rate(records: int) -> dict:
     from hean.engine.build import _dummy_tm
     from hean.engine.config import load_config
     from hean.journal import format as J
-    from hean.records import BOOK_STATE, CONTROL, EXEC_REPORT, ORDER
+    from hean.records import CONTROL, EXEC_REPORT, ORDER
     from hean.stages import journal as SJ
     from hean.stages.ports import BATCH, private_port
+    from hean.stages.tops import make_venue_tops
 
     folder = tempfile.mkdtemp(prefix="hean-bench-journal-")
     entry_bytes = 8 * J.ENTRY_WORDS + EXEC_REPORT.itemsize
@@ -144,9 +145,9 @@ def stage_rate(records: int) -> dict:
         cfg = load_config(None, {"journal.dir": folder, "journal.segment_mb": mb})
         svc = SJ.JournalService(cfg, "bench")
         act = np.zeros(1, np.int64)
-        ports = tuple(private_port(dt, 4 * BATCH, act) for dt in (CONTROL, ORDER, EXEC_REPORT, EXEC_REPORT, BOOK_STATE))
-        pos = np.zeros(SJ.P_LEN, np.int64)
-        S = svc.start(SJ.JournalState(np.zeros(J.H_META, np.int64), pos, np.zeros(len(cfg.symbols), np.int64)))
+        ports = tuple(private_port(dt, 4 * BATCH, act) for dt in (CONTROL, ORDER, EXEC_REPORT, EXEC_REPORT))
+        n = len(cfg.symbols)
+        S = svc.start(SJ.journal_state(make_venue_tops(1, n), np.zeros(n, np.int64), np.zeros(n, np.int64), 0))
         tm = _dummy_tm(SJ.JOURNAL, len(cfg.symbols))
         batch = np.zeros(BATCH, EXEC_REPORT)
         batch["seq"] = np.arange(1, BATCH + 1)

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--json", metavar="OUT", help="also write it as JSON to OUT ('-': stdout, alone)")
     tail = verbs.add_parser("tail", help="print records as the run writes them (Ctrl-C to stop)")
     tail.add_argument("run", metavar="RUN")
-    tail.add_argument("--kinds", default="orders,reports,rejects,controls",
+    tail.add_argument("--kinds", default="orders,reports,rejects,controls,risk",
                       help="comma-separated kinds to print (also: marks, market); default: the order flow")  # fmt: skip
     tail.add_argument("--no-follow", action="store_true", help="print what is there and stop")
     exp = verbs.add_parser("export", help="write orders, fills, positions, equity and marks tables")
@@ -112,7 +112,7 @@ def _tail(folder: Path, args: argparse.Namespace) -> int:
     if args.no_follow:
         j = read_journal(folder)
         _warn(j)
-        for kind in ("controls", "orders", "rejects", "reports", "marks", "market"):
+        for kind in ("controls", "risk", "orders", "rejects", "reports", "marks", "market"):
             if kind in kinds:
                 for rec in j[kind]:
                     print(_line(kind, rec))

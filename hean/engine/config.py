@@ -90,7 +90,7 @@ class EngineSection(_Section):
 class FeedSection(_Section):
     source: Literal["synthetic", "replay"] = "synthetic"
     path: str = ""  # replay: the recording
-    format: str = ""  # replay: binance-usdm | binance-spot | bybit | lobster | native
+    format: str = ""  # replay: binance-usdm | binance-spot | bybit | lobster | tardis | dbn | native
     symbol: str = ""  # replay: the symbol's name where the recording cannot tell (LOBSTER)
     # replay: true skips (and counts) malformed lines, up to 1 % of the file; a number is that largest share
     lenient: bool | float = False

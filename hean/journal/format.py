@@ -75,6 +75,7 @@ K_CONTROL = 4  # a control the supervisor sent (CONTROL): halt, resume, limits, 
 K_MARK = 5  # a top of book sample (BOOK_STATE), at most one per symbol per journal.marks_ms of event time
 K_MARKET = 6  # a market event (MARKET_EVENT), when journal.market is on
 K_END = 7  # the segment is full: the journal continues in the next one
+K_RISK = 8  # a symbol's trading state changed (CONTROL: kind the new TradingState, arg the old one, -1 at start)
 
 KIND_DTYPES: dict[int, np.dtype] = {
     K_ORDER: records.ORDER,
@@ -83,9 +84,11 @@ KIND_DTYPES: dict[int, np.dtype] = {
     K_CONTROL: records.CONTROL,
     K_MARK: records.BOOK_STATE,
     K_MARKET: records.MARKET_EVENT,
+    K_RISK: records.CONTROL,
 }
 KIND_NAMES = {K_ORDER: "orders", K_REPORT: "reports", K_REJECT: "rejects", K_CONTROL: "controls",
-              K_MARK: "marks", K_MARKET: "market", K_END: "end"}  # fmt: skip
+              K_MARK: "marks", K_MARKET: "market", K_END: "end", K_RISK: "risk"}  # fmt: skip
+MAX_KIND = K_RISK
 ENTRY_WORDS = 2  # words before the record
 
 for _dt in KIND_DTYPES.values():

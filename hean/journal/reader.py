@@ -23,7 +23,7 @@ from hean.journal import format as J
 __all__ = ["Journal", "find_segments", "follow", "read_journal"]
 
 ST_END, ST_TORN, ST_EOF, ST_MORE, ST_NEXT = 0, 1, 2, 3, 4  # why a scan stopped
-MAX_KIND = J.K_END
+MAX_KIND = J.MAX_KIND
 
 
 @entry(error_model="numpy")
@@ -83,7 +83,7 @@ class Journal:
 
     folder: Path
     meta: dict
-    records: dict[str, np.ndarray]  # "orders", "reports", "rejects", "controls", "marks", "market"
+    records: dict[str, np.ndarray]  # "orders", "reports", "rejects", "controls", "marks", "market", "risk"
     segments: int
     closed: bool  # the run ended and closed the journal (False: cut by a crash, or still being written)
     warnings: list[str] = field(default_factory=list)

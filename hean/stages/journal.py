@@ -1,8 +1,10 @@
 """The journal stage: every record that changes money or risk, appended to checksummed segment files.
 
 Why a stage: the records it keeps already flow on the pipeline's edges -- orders risk passed, the reports the
-router sent back, the intents risk rejected, the supervisor's controls, the book's states (sampled into marks)
--- so the journal takes them like any consumer, from rings, and nothing upstream changes. It is a
+router sent back, the intents risk rejected, the supervisor's controls -- so the journal takes them like any
+consumer, from rings, and nothing upstream changes. What it samples comes from views the engine already
+shares, not rings: the top of book (*marks*, from the book's :mod:`hean.stages.tops`) and each symbol's
+trading state (a change is journaled: risk's ``rstate`` view), so neither the book nor risk publishes more. It is a
 *background* stage (:attr:`hean.stages.declare.Stage.background`): it runs in a worker of its own, on the
 CPUs kept for the OS, waiting by sleeping; its producers pay one ring publish per record.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,16 +32,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hean import records
-from hean.atomics import store_release
+from hean.atomics import load_relaxed, store_release
 from hean.jit import kernel
 from hean.journal import format as J
+from hean.records import BookStateKind
 from hean.rings.layout import MASK
 from hean.rings.spsc import available
 from hean.stages.declare import BuildContext, Stage, Stream
-from hean.stages.ports import BATCH, release_to, service, slot
+from hean.stages.ports import BATCH, release_to, service
+from hean.stages.tops import VenueTops, tops_read
 from hean.telemetry.block import C_EVENTS_IN, C_USER_BASE, tm_add
 
-__all__ = ["JOURNAL", "JOURNAL_MARKET", "JournalService", "JournalState"]
+__all__ = ["JOURNAL", "JOURNAL_MARKET", "JournalService", "JournalState", "journal_state"]
 
 # pos (int64) words
 P_OFF = 0  # next entry's word in seg
@@ -55,13 +60,31 @@ class JournalState(NamedTuple):
     seg: np.ndarray  # int64 words of the mapped segment (a small stand-in until the service maps one)
     pos: np.ndarray  # int64[P_LEN]
     last_mark: np.ndarray  # int64[n_symbols]: event time of each symbol's last mark (0: none yet)
+    tops: VenueTops  # the book's top of book per (venue, symbol): what a mark samples
+    venue_of: np.ndarray  # int64[n_symbols]
+    mark: np.ndarray  # BOOK_STATE[1]: the mark being written
+    mark_words: np.ndarray  # int64 view of ``mark``
+    rstate: np.ndarray  # int64[n_symbols]: the trading state risk applies to each symbol (its shared view)
+    last_rstate: np.ndarray  # int64[n_symbols]: the state last journaled (-1: none yet)
+    change: np.ndarray  # CONTROL[1]: the risk-state change being written
+    change_words: np.ndarray  # int64 view of ``change``
 
 
 def make_journal(ctx: BuildContext) -> JournalState:
     """The stand-in state every worker builds; the journal's own worker gets a segment from the service."""
+    return journal_state(ctx.views["tops"], ctx.venue_of, ctx.views["rstate"], int(ctx.cfg.journal.marks_ms))
+
+
+def journal_state(tops: VenueTops, venue_of: np.ndarray, rstate: np.ndarray, marks_ms: int) -> JournalState:
+    """A journal's state over the views it samples (the book's tops, risk's trading states), before the
+    service maps a segment (also for tests and the benchmark, which drive the step themselves)."""
     pos = np.zeros(P_LEN, np.int64)
-    pos[P_MARK_NS] = int(ctx.cfg.journal.marks_ms) * 1_000_000
-    return JournalState(np.zeros(J.H_META, np.int64), pos, np.zeros(max(1, len(ctx.symbols)), np.int64))
+    pos[P_MARK_NS] = marks_ms * 1_000_000
+    n = max(1, len(venue_of))
+    mark, change = np.zeros(1, records.BOOK_STATE), np.zeros(1, records.CONTROL)
+    return JournalState(np.zeros(J.H_META, np.int64), pos, np.zeros(n, np.int64), tops,
+                        np.asarray(venue_of, np.int64), mark, mark.view(np.int64), rstate,
+                        np.full(n, -1, np.int64), change, change.view(np.int64))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -121,32 +144,54 @@ def _copy(S, port, kind, tm):
 
 
 @kernel(forceinline=True, error_model="numpy")
-def _marks(S, port, tm):
-    """Take every book state; journal one per symbol per ``P_MARK_NS`` of event time (a mark)."""
-    start, n = available(port.hdr)
-    if n == 0:
-        return 0
-    words = port.slots.view(np.int64)
-    rw = port.slots.itemsize // 8
-    n = min(n, BATCH)
-    if _fits(S, n, rw) < n:
-        _seal(S, tm)
-        return 0
-    mask = port.hdr[MASK]
+def _marks(S, tm):
+    """Sample each symbol's top of book from the book's view (no ring: the book pays nothing for marks) and
+    journal it when its event time moved on by ``P_MARK_NS`` since the symbol's last mark."""
+    rw = len(S.mark_words)
     kept = 0
-    for j in range(n):
-        rec = slot(port, start + j)
-        sym = rec.symbol
-        if 0 <= sym < len(S.last_mark) and (
-            S.last_mark[sym] == 0 or rec.ts_exch - S.last_mark[sym] >= S.pos[P_MARK_NS]
-        ):
-            S.last_mark[sym] = max(rec.ts_exch, 1)
-            _append(S, J.K_MARK, words, ((start + j) & mask) * rw, rw)
-            kept += 1
-    release_to(port, start + n)
+    for s in range(len(S.last_mark)):
+        tries, bp, bq, ap, aq, ts = tops_read(S.tops, S.venue_of[s], s)
+        last = S.last_mark[s]
+        if tries < 0 or ts <= last or (last != 0 and ts - last < S.pos[P_MARK_NS]):
+            continue
+        if _fits(S, 1, rw) == 0:
+            _seal(S, tm)
+            break
+        S.last_mark[s] = ts
+        m = S.mark[0]
+        m.symbol, m.ts_exch, m.kind = s, ts, BookStateKind.QUOTE
+        m.bid_px, m.bid_qty, m.ask_px, m.ask_qty = bp, bq, ap, aq
+        m.spread = ap - bp if bp > 0 and ap > 0 else 0
+        m.mid = (bp + ap) / 2.0 if bp > 0 and ap > 0 else 0.0
+        _append(S, J.K_MARK, S.mark_words, 0, rw)
+        kept += 1
     tm_add(tm.counters, U_RECORDS, kept)
     tm_add(tm.counters, U_BYTES, kept * 8 * (J.ENTRY_WORDS + rw))
-    return n
+    return kept
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _risk_states(S, tm, now):
+    """Journal each symbol whose trading state (risk's shared view, refreshed at every heartbeat of risk's
+    worker) differs from the last one journaled -- a trip, a halt, a resume -- and every symbol's state the
+    first time it is seen."""
+    rw = len(S.change_words)
+    kept = 0
+    for s in range(min(len(S.rstate), len(S.last_rstate))):
+        st = load_relaxed(S.rstate, s)
+        if st == S.last_rstate[s]:
+            continue
+        if _fits(S, 1, rw) == 0:
+            _seal(S, tm)
+            break
+        c = S.change[0]
+        c.symbol, c.kind, c.arg, c.issued_ns, c.ts_origin = s, st, S.last_rstate[s], now, now
+        c.ts_exch = S.last_mark[s]
+        S.last_rstate[s] = st
+        _append(S, J.K_RISK, S.change_words, 0, rw)
+        kept += 1
+    tm_add(tm.counters, U_RECORDS, kept)
+    return kept
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -166,7 +211,8 @@ def journal_step(S, ins, outs, tm, now, flags):
     took += _copy(S, ins[1], J.K_ORDER, tm)
     took += _copy(S, ins[2], J.K_REJECT, tm)
     took += _copy(S, ins[3], J.K_REPORT, tm)
-    took += _marks(S, ins[4], tm)
+    took += _marks(S, tm)
+    took += _risk_states(S, tm, now)
     _finish(S, tm, now, took)
     return took
 
@@ -180,8 +226,9 @@ def journal_market_step(S, ins, outs, tm, now, flags):
     took += _copy(S, ins[1], J.K_ORDER, tm)
     took += _copy(S, ins[2], J.K_REJECT, tm)
     took += _copy(S, ins[3], J.K_REPORT, tm)
-    took += _marks(S, ins[4], tm)
-    took += _copy(S, ins[5], J.K_MARKET, tm)
+    took += _marks(S, tm)
+    took += _risk_states(S, tm, now)
+    took += _copy(S, ins[4], J.K_MARKET, tm)
     _finish(S, tm, now, took)
     return took
 
@@ -203,6 +250,8 @@ class JournalService:
         self._path: Path | None = None
         self._done: list[tuple[mmap.mmap, Path | None, int]] = []  # closed segments, unmapped by close()
         self._spare: tuple[mmap.mmap, np.ndarray, Path] | None = None  # the next segment, made ready early
+        self._making: threading.Thread | None = None  # the thread making it
+        self._spare_error: BaseException | None = None
 
     def start(self, S: JournalState) -> JournalState:
         """Create the journal's folder and its first segment."""
@@ -210,14 +259,16 @@ class JournalService:
         return self._use(S, self._create(0))
 
     def serve(self, S: JournalState, final: bool = False) -> JournalState:
-        """Between loop chunks: the next segment is made ready once the current one is three quarters full (so
-        that a full one is followed at once: the step waits one chunk, never a file's creation); at the end
-        the journal is closed and an unused next segment removed."""
+        """Between loop chunks: the next segment is made ready, in a thread, once the current one is three
+        quarters full -- mapping and pre-faulting 64 MiB takes tens of ms, and the step must go on taking
+        records meanwhile -- so a full segment is followed at once; at the end the journal is closed and an
+        unused next segment removed."""
         if final:
             self._close(S, J.S_CLOSED)
-            if self._spare is not None:
-                mm, path = self._spare[0], self._spare[2]
-                self._spare = None  # its array goes with it: the mapping may close
+            spare = self._take_spare(wait=True)
+            if spare is not None:
+                mm, path = spare[0], spare[2]
+                del spare  # its array goes with it: the mapping may close
                 try:
                     mm.close()
                 except BufferError:
@@ -226,11 +277,28 @@ class JournalService:
             return S
         if S.pos[P_FULL]:
             self._close(S, J.S_FULL)
-            spare, self._spare = self._spare or self._create(self.index + 1), None
-            return self._use(S, spare)
-        if self._spare is None and S.pos[P_LIVE] and S.pos[P_OFF] * 4 > len(S.seg) * 3:
-            self._spare = self._create(self.index + 1)
+            spare = self._take_spare(wait=True)
+            return self._use(S, spare if spare is not None else self._create(self.index + 1))
+        if self._making is None and self._spare is None and S.pos[P_LIVE] and S.pos[P_OFF] * 4 > len(S.seg) * 3:
+            self._making = threading.Thread(target=self._make_spare, args=(self.index + 1,), daemon=True)
+            self._making.start()
         return S
+
+    def _make_spare(self, index: int) -> None:
+        try:
+            self._spare = self._create(index)
+        except BaseException as e:  # raised in the worker's own thread by _take_spare
+            self._spare_error = e
+
+    def _take_spare(self, wait: bool) -> tuple[mmap.mmap, np.ndarray, Path] | None:
+        if self._making is not None and wait:
+            self._making.join()
+            self._making = None
+        if self._spare_error is not None:
+            e, self._spare_error = self._spare_error, None
+            raise e
+        spare, self._spare = self._spare, None
+        return spare
 
     def _create(self, index: int) -> tuple[mmap.mmap, np.ndarray, Path]:
         """A new segment file of the configured size, mapped and pre-faulted (MAP_POPULATE: a first write
@@ -289,7 +357,6 @@ _INPUTS = (
     _stream("orders", records.ORDER),
     _stream("rejects", records.EXEC_REPORT),
     _stream("reports", records.EXEC_REPORT),
-    _stream("states", records.BOOK_STATE),
 )
 _COMMON = dict(
     name="journal",

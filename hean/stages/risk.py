@@ -138,7 +138,7 @@ from hean.records import (
 from hean.rings.layout import MASK, READ
 from hean.rings.spsc import available
 from hean.stages.declare import Stage, Stream
-from hean.stages.ports import BATCH, goal_if_waiting, out_each, put_each, release_to, room_each, service
+from hean.stages.ports import BATCH, goal_if_waiting, out_each_nearest_first, put_each, release_to, room_each, service
 from hean.stages.positions import Positions, make_positions, pos_equity, pos_fill, pos_mark
 from hean.telemetry.block import (
     C_EVENTS_IN,
@@ -977,7 +977,7 @@ def risk_step(Rk, ins, outs, tm, now, flags):
     table never waits for an order that was never sent.
     """
     bs_in, intents, reports, control = ins
-    orders = outs[0]  # every consumer: the router, and the journal when there is one
+    orders = outs[0]  # every consumer: the router, then the journal when there is one (off the t2t path)
     rejects = outs[1]
     risk = Rk.risk
     clock = Rk.clock
@@ -987,7 +987,7 @@ def risk_step(Rk, ins, outs, tm, now, flags):
     k = 0
     while k < n and room_each(orders, RISK_OUT, tm.counters):
         rec = control.slots[(start + k) & control.hdr[MASK]]
-        out_each(orders, Rk.out, risk_on_control(risk, rec, clock[0], Rk.out, 0), tm)
+        out_each_nearest_first(orders, Rk.out, risk_on_control(risk, rec, clock[0], Rk.out, 0), tm)
         k += 1
     if k:
         release_to(control, start + k)
@@ -1018,7 +1018,7 @@ def risk_step(Rk, ins, outs, tm, now, flags):
             bs = bs_in.slots[(start + k) & m]
             clock[0] = bs.ts_exch
             hist_record(tm.hists[H_AGE_STATES], t0 - bs.ts_origin)
-            out_each(orders, Rk.out, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
+            out_each_nearest_first(orders, Rk.out, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
             k += 1
         if k:
             service(tm.hists, t0, k)
@@ -1033,7 +1033,7 @@ def risk_step(Rk, ins, outs, tm, now, flags):
             it = intents.slots[(i0 + k) & m]
             hist_record(tm.hists[H_AGE_INTENTS], t0 - it.ts_origin)
             w = risk_on_intent(risk, it, it.ts_exch, Rk.out, 0)
-            out_each(orders, Rk.out, w, tm)
+            out_each_nearest_first(orders, Rk.out, w, tm)
             if w == 0:
                 risk_reject_report(Rk.rej, 0, it, risk.counters[C_LAST_REASON])
                 put_each(rejects, Rk.rej[0])
@@ -1044,7 +1044,7 @@ def risk_step(Rk, ins, outs, tm, now, flags):
             done += k
     # cancel-alls owed after trips (loss, drawdown, staleness): only state changes above can owe one
     if done and room_each(orders, RISK_OUT, tm.counters):
-        out_each(orders, Rk.out, risk_poll(risk, clock[0], Rk.out, 0), tm)
+        out_each_nearest_first(orders, Rk.out, risk_poll(risk, clock[0], Rk.out, 0), tm)
     if done:
         tm_add(tm.counters, C_EVENTS_IN, done)
     return done
