@@ -25,7 +25,7 @@ import numpy as np
 from hean.atomics import load_acquire, load_relaxed, now_ns, store_relaxed
 from hean.jit import kernel
 from hean.rings.layout import CAPACITY, HDR_WORDS, MASK, READ, WRITE
-from hean.rings.spsc import available, claim_upto, prefetch_claim, publish, release
+from hean.rings.spsc import available, claim_upto, publish, release
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_RING_FULL, TelemetryBlock, tm_add
 from hean.telemetry.histogram import hist_record, hist_record_n
 
@@ -160,15 +160,11 @@ def out_each(ports, buf, n, tm):
 def out_each_nearest_first(ports, buf, n, tm):
     """:func:`out_each`, publishing to the consumers in pipeline order, the nearest first: for a stream whose
     last consumer is a background stage (the journal), so the hot consumer gets the record one ring publish
-    sooner (risk's orders: the router first, then the journal), and the next slots of the later ones are
-    prefetched for writing (their lines were last read by the consumer's core: the transfer happens now,
-    not when the next record is published)."""
+    sooner (risk's orders: the router first, then the journal)."""
     if n == 0:
         return
     for i in range(len(ports)):
         put_all(ports[i], buf, n)
-        if i > 0:  # the later consumers' next slots, taken exclusive now: off the next record's path
-            prefetch_claim(ports[i].hdr, ports[i].slots, ports[i].hdr[WRITE], n)
     tm_add(tm.counters, C_EVENTS_OUT, n)
 
 
