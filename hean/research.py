@@ -232,7 +232,7 @@ def merge_recordings(paths: list[str], format: str | Sequence[str], directory: s
     (``ts_origin``) -- stable, so an exchange message's events stay together, a file's events keep their order
     and ties keep the files' order.
     Each recording must have symbols of its own (chaining days of one symbol is not supported)."""
-    from hean.feeds import load_events
+    from hean.feeds.cache import cached_events
     from hean.feeds.native import write_native
     from hean.symbols import SymbolTable
 
@@ -243,7 +243,8 @@ def merge_recordings(paths: list[str], format: str | Sequence[str], directory: s
         raise ValueError(f"backtest: {len(formats)} formats for {len(paths)} recordings")
     parts, keys, table, owner = [], [], [], {}
     for path, fmt in zip(paths, formats, strict=True):
-        events, report = load_events(path, fmt)
+        got = cached_events(path, fmt)  # each recording parsed once across backtests (hean.feeds.cache)
+        events, report = got.events, got.report
         base = len(table)
         for sym in report.symbols:
             if sym.name in owner:

@@ -7,9 +7,14 @@ removes them. HEAN's own *kernels* are cached by numba next to their modules (``
 ``*.nbc`` under the installed ``hean`` package); ``clear --all`` removes those too, for the cases numba's cache
 cannot detect (an edit of a module an inlined kernel comes from), at the price of a cold start (about two minutes).
 
+Recordings converted to native event files live under ``<cache root>/native/`` (:mod:`hean.feeds.cache`: a
+replay or backtest parses a recording once; bounded by ``$HEAN_NATIVE_CACHE_GB``, least recently used first
+out): ``info`` lists them with the recording each came from, ``clear`` removes them too.
+
 ``clear`` deletes only what it recognises: folders named like a compiled strategy (``<slug>-<16 hex>``) directly
-in the strategies folder, and ``*.nbi`` / ``*.nbc`` files in ``__pycache__`` folders of the package. It refuses
-a cache root that is ``/``, the home directory or above it, where ``strategies`` could be the user's own folder.
+in the strategies folder, files named like a converted recording (``<32 hex>.hev``) or its temp file directly in
+the native folder, and ``*.nbi`` / ``*.nbc`` files in ``__pycache__`` folders of the package. It refuses a cache
+root that is ``/``, the home directory or above it, where ``strategies`` could be the user's own folder.
 """
 
 from __future__ import annotations
@@ -34,15 +39,21 @@ _RECOMPILE = "the next start recompiles HEAN's kernels, which takes about two mi
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cache", help="show or clear the compiled strategies and HEAN's kernels cache")
+    p = sub.add_parser(
+        "cache", help="show or clear the compiled strategies, the converted recordings and HEAN's kernels cache"
+    )
     act = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    info = act.add_parser("info", help="list the compiled strategies: strategy, hash, size, modified, source")
+    info = act.add_parser(
+        "info",
+        help="list the compiled strategies (strategy, hash, size, modified, source) and the converted recordings",
+    )
     info.add_argument("--json", metavar="OUT", help="also write the listing as JSON to OUT ('-': stdout, alone)")
     clear = act.add_parser(
         "clear",
-        help="remove the compiled strategies (recompiled on their next load)",
-        description="Remove the compiled strategies under <cache root>/strategies. A strategy recompiles on "
-        "its next load (seconds). Do not run it while an engine is starting.",
+        help="remove the compiled strategies and the converted recordings (made again on their next use)",
+        description="Remove the compiled strategies under <cache root>/strategies and the recordings converted "
+        "to native event files under <cache root>/native. A strategy recompiles on its next load (seconds), a "
+        "recording is converted again on its next replay. Do not run it while an engine is starting.",
     )
     clear.add_argument(
         "--all", action="store_true", help=f"also delete all of HEAN's own numba cache (*.nbi, *.nbc): {_RECOMPILE}"
@@ -51,7 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--older-than",
         type=_days,
         metavar="DAYS",
-        help="remove only strategy folders not modified for DAYS days (a folder is written when it compiles)",
+        help="remove only strategy folders not modified for DAYS days (a folder is written when it compiles) "
+        "and converted recordings not used for DAYS days",
     )
     p.set_defaults(func=run)
 
@@ -205,12 +217,21 @@ def _info(root: Path, json_out: str | None) -> int:
         return 1
     kernels = _kernels(kernels_root())
     total = sum(e["bytes"] for e in entries)
+    try:
+        native = _native_info(root)
+    except OSError as e:
+        print(f"hean: cannot read {root / 'native'}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # a bad $HEAN_NATIVE_CACHE_GB
+        print(f"hean: {e}", file=sys.stderr)
+        return 2
     doc = {
         "cache_root": str(root),
         "strategies_dir": str(root / "strategies"),
         "strategies": [{k: v for k, v in e.items() if k != "mtime"} for e in entries],
         "strategies_bytes": total,
         "not_hean": foreign,
+        "native": native,
         "kernels": kernels,
     }
     _print_info(doc, sys.stderr if json_out == "-" else sys.stdout)  # with --json -, stdout is the JSON alone
@@ -236,8 +257,33 @@ def _print_info(doc: dict[str, Any], out) -> None:
     print(f"total: {n} compiled strateg{'y' if n == 1 else 'ies'}, {human(doc['strategies_bytes'])}", file=out)
     if doc["not_hean"]:
         print(f"not HEAN's (never removed): {', '.join(doc['not_hean'])} in {doc['strategies_dir']}", file=out)
+    nat = doc["native"]
+    n = len(nat["entries"])
+    limit = f"at most {human(nat['max_bytes'])}" if nat["max_bytes"] else "off: HEAN_NATIVE_CACHE_GB=0"
+    print(f"converted recordings ({nat['dir']}, {limit}): {n} file{'' if n == 1 else 's'}, {human(nat['bytes'])}",
+          file=out)  # fmt: skip
+    for r in nat["entries"]:
+        what = "unreadable" if r["recording"] is None else f"{r['recording']} ({r['format']}, {r['recording_state']})"
+        print(f"  {Path(r['file']).name}  {human(r['bytes']):>10}  {r['last_used']:<20}  {what}", file=out)
+    if nat["not_hean"]:
+        print(f"not HEAN's (never removed): {', '.join(nat['not_hean'])} in {nat['dir']}", file=out)
     k = doc["kernels"]
     print(f"HEAN's kernels cache (numba, {k['dir']}): {k['files']} files, {human(k['bytes'])}", file=out)
+
+
+def _native_info(root: Path) -> dict[str, Any]:
+    """The converted recordings under ``root/native`` (hean.feeds.cache), most recently used first."""
+    from hean.feeds.cache import list_entries, max_bytes
+
+    folder = root / "native"
+    rows, temp_bytes, foreign = list_entries(folder)
+    return {
+        "dir": str(folder),
+        "entries": [{k: v for k, v in r.items() if k != "mtime"} for r in rows],
+        "bytes": sum(r["bytes"] for r in rows) + temp_bytes,
+        "max_bytes": max_bytes(),
+        "not_hean": foreign,
+    }
 
 
 def _write_json(doc: dict[str, Any], json_out: str) -> int:
@@ -286,12 +332,13 @@ def _clear(root: Path, older_than: float | None, everything: bool) -> int:
         )
         return 2
     sdir = root / "strategies"
-    if sdir.is_symlink():
-        print(
-            f"hean: refusing to clear: {sdir} is a symbolic link (remove it yourself if it is HEAN's)",
-            file=sys.stderr,
-        )
-        return 2
+    for linked in (sdir, root / "native"):
+        if linked.is_symlink():
+            print(
+                f"hean: refusing to clear: {linked} is a symbolic link (remove it yourself if it is HEAN's)",
+                file=sys.stderr,
+            )
+            return 2
     try:
         entries, foreign = strategy_entries(root)
     except OSError as e:
@@ -324,9 +371,32 @@ def _clear(root: Path, older_than: float | None, everything: bool) -> int:
     print(what)
     if foreign:
         print(f"left alone (not HEAN's): {', '.join(foreign)} in {sdir}")
+    failed += _clear_native(root / "native", older_than)
     if everything:
         failed += _clear_kernels(kernels_root())
     return 1 if failed else 0
+
+
+def _clear_native(folder: Path, older_than: float | None) -> int:
+    """Remove the converted recordings (those not used for ``older_than`` days); returns the failures."""
+    from hean.feeds.cache import clear_entries, list_entries
+
+    if not folder.is_dir():
+        return 0
+    removed, freed, kept, failed = clear_entries(folder, None if older_than is None else older_than * 86400.0)
+    for why in failed:
+        print(f"hean: {why}", file=sys.stderr)
+    what = f"removed {removed} converted recording{'' if removed == 1 else 's'} ({human(freed)}) from {folder}"
+    if older_than is not None:
+        what += f"; kept {kept} used within {older_than:g} days"
+    print(what)
+    foreign = list_entries(folder)[2]
+    if foreign:
+        print(f"left alone (not HEAN's): {', '.join(foreign)} in {folder}")
+    elif older_than is None and not failed:
+        with contextlib.suppress(OSError):  # not empty: an entry written meanwhile
+            folder.rmdir()
+    return len(failed)
 
 
 def _rmtree(folder: Path) -> None:

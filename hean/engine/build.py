@@ -92,24 +92,43 @@ def check_config(cfg: Config, pipeline: tuple[Stage, ...] = PIPELINE) -> None:
 
 
 def prepare_replay(cfg: Config, directory: str):
-    """Read the recording once into a native event file in ``directory`` (a native recording is mapped where it
-    is); the configuration to run it: the feed maps that file, and the symbol table is the recording's (prices
-    in its ticks), each symbol on the first venue. Returns (config, the reader's report). Raises the reader's
-    FeedError (naming the file)."""
+    """The recording as a native event file and the configuration to run it: the feed maps that file, and the
+    symbol table is the recording's (prices in its ticks), each symbol on the first venue. Returns (config,
+    the reader's report). Raises the reader's FeedError (naming the file).
+
+    A native recording is mapped where it is. Any other is read once into HEAN's conversion cache
+    (:mod:`hean.feeds.cache`: a second replay of the same file maps the entry and parses nothing); the run
+    links the entry into ``directory`` where it can (so a cache cleared meanwhile cannot take it away), and
+    writes ``replay.hev`` there when the cache is off or cannot be written."""
     import msgspec
 
     from hean.feeds import load_events
+    from hean.feeds.cache import cached_events
     from hean.feeds.native import write_native
 
     f = cfg.feed
-    events, report = load_events(f.path, f.format, lenient=f.lenient, symbol=f.symbol or None)
-    if len(events) == 0:
-        raise ValueError(f"cannot replay {f.path}: no events")
+    symbol = f.symbol or None
+    local = os.path.join(directory, "replay.hev")
     if f.format == "native":  # already the file the feed maps (read only, validated by load_events)
+        events, report = load_events(f.path, f.format, lenient=f.lenient, symbol=symbol)
         path = os.path.abspath(f.path)
     else:
-        path = os.path.join(directory, "replay.hev")
-        write_native(path, events, report.symbols, source=f.path)
+        got = cached_events(f.path, f.format, lenient=f.lenient, symbol=symbol)
+        events, report = got.events, got.report
+        if got.path is None:
+            path = local
+        else:
+            try:
+                os.link(got.path, local)
+                path = local
+            except FileNotFoundError:  # evicted meanwhile: the run writes its own copy below
+                path = local
+            except OSError:  # another file system: map the entry itself
+                path = str(got.path)
+    if len(events) == 0:
+        raise ValueError(f"cannot replay {f.path}: no events")
+    if path == local and not os.path.exists(local):
+        write_native(local, events, report.symbols, source=f.path)
     venue = cfg.venues[0].name if cfg.venues else "sim"
     symbols = [
         msgspec.structs.replace(cfg.symbols[0], name=s.name, tick_size=str(s.tick_size), lot_size=str(s.lot_size),
