@@ -276,6 +276,30 @@ def test_kill_9_of_the_routers_worker_leaves_every_report_of_its_rings_in_the_jo
 
 
 @pytest.mark.timeout(300)
+def test_kill_9_of_the_journals_own_worker_loses_nothing_published_to_it(engines, tmp_path):
+    """The run halts (a worker died); once the others stopped, the supervisor appends what the dead journal
+    left in its rings: every order and report published to it is in it, none twice."""
+    run_id = _run_id("jj9")
+    summary = tmp_path / "summary.json"
+    e = engines(run_id, duration=60, extra=JOURNALED.format(tmp_path / "j"),
+                args=["run", "--json", str(summary)])  # fmt: skip
+    assert e.attach() is not None and e.wait_for(C.START), e.output()
+    assert _journal(tmp_path / "j", run_id, reports=200) is not None, e.output()
+    from hean.telemetry.manifest import read_manifest
+
+    journal = next(w for w in read_manifest(run_id).workers if "journal" in w.stages)
+    os.kill(journal.pid, signal.SIGKILL)
+    assert e.proc.wait(timeout=60) == 3, e.output()
+    assert "record(s) it had not taken appended" in e.output(), e.output()
+    rings = json.loads(summary.read_text())["rings"]
+    j = _journal(tmp_path / "j", run_id, timeout=5)
+    assert j.closed and j.warnings == [], j.warnings
+    assert len(j["reports"]) == rings["reports-journal"]["written"] > 200
+    assert len(j["orders"]) == rings["orders-journal"]["written"]
+    assert np.all(np.diff(j["reports"]["seq"]) > 0) and np.all(np.diff(j["orders"]["seq"]) > 0)
+
+
+@pytest.mark.timeout(300)
 def test_kill_9_of_the_supervisor_leaves_a_closed_journal_with_every_fill_the_router_saw(engines, tmp_path):
     """Orphaned, the workers halt and drain; the journal takes what they publish until they are gone, then
     closes: every fill report the router forwarded is in it."""

@@ -456,3 +456,31 @@ def test_the_tables_of_a_journal_by_hand(rig, tmp_path):
 def test_bad_journal_settings_are_refused_naming_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, {key: value})
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_a_dead_writers_rings_are_appended_once_each(rig, torn):
+    """What the journal's worker left in its rings is appended by the supervisor (hean.journal.recover):
+    records of a batch it wrote but never released are in both places and are not written twice; an entry it
+    died writing (its first word never stored) is written whole."""
+    from hean.journal.recover import append_pending
+
+    r = rig()
+    reports = _records(R.EXEC_REPORT, 12, seed=13)
+    r.push("reports", reports[:8])
+    r.drain()  # the journal wrote 8 and died (no close); reports 5..7 were of a batch it had not released
+    path = r.folder / "journal-000000.hj"
+    if torn:  # it died writing the 8th: its payload is there, its first word is not
+        words = np.memmap(path, np.int64, mode="r+")
+        o = J.SegmentHeader.read(path, np.asarray(words)).header_words
+        last = None
+        while words[o] != 0:
+            last, o = o, o + int(words[o] & 0xFFFFFFFF)
+        words[last] = 0
+        words.flush()
+        del words
+    n = append_pending(r.folder, [(J.K_REPORT, reports[5:]), (J.K_ORDER, np.zeros(0, R.ORDER))])
+    assert n == (5 if torn else 4)  # 7..11 (the 8th again, when torn) -- never 5 and 6 twice
+    j = read_journal(r.folder)
+    assert j["reports"].tobytes() == reports.tobytes()
+    assert j.closed and j.warnings == []

@@ -570,6 +570,32 @@ class Supervisor:
             time.sleep(self.POLL_S)
         return False
 
+    def _recover_journal(self) -> None:
+        """The journal's worker is dead: append what it left in its rings (hean.journal.recover), so the
+        journal still holds every record published to it. Said on stderr; a failure is said, not raised."""
+        from hean.journal import format as J
+        from hean.journal.recover import append_pending
+
+        kinds = {"control": J.K_CONTROL, "orders": J.K_ORDER, "rejects": J.K_REJECT, "reports": J.K_REPORT,
+                 "market": J.K_MARKET}  # fmt: skip
+        pending = []
+        for spec in self.ring_specs:
+            if spec.edge.dst == "journal":
+                ring = self.rings[spec.edge.key]
+                st = ring.stats()
+                seqs = np.arange(st["read"], st["write"]) & (ring.capacity - 1)
+                pending.append((kinds[spec.edge.stream], ring.slots[seqs].copy()))
+        try:
+            n = append_pending(self.journal, pending)
+        except (OSError, ValueError) as e:
+            print(f"hean: the journal's worker died and its rings could not be appended to {self.journal}: {e}",
+                  file=sys.stderr)  # fmt: skip
+            return
+        print(
+            f"hean: the journal's worker died: {n} record(s) it had not taken appended to {self.journal}",
+            file=sys.stderr,
+        )
+
     # ---- the run -------------------------------------------------------------------------------------------
     def _prepare_replay(self) -> None:
         """Read the recording once, here: the feed worker then maps a native event file, and the run's symbol
@@ -636,6 +662,9 @@ class Supervisor:
                 result.exit_code, result.error = 3, self._failure
                 if self._drain_journal(self.cfg.engine.drain_timeout_s):
                     self._stop_workers(grace_s=2.0)  # the live ones leave on STOP: the journal closes its file
+                elif self.journal:
+                    self._stop_workers(grace_s=2.0)  # nothing more arrives: what the journal left is final
+                    self._recover_journal()
             else:
                 self.ctl[C.STOP_FEED] = 1
                 if not self._drain(self.cfg.engine.drain_timeout_s):

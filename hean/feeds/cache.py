@@ -112,9 +112,7 @@ def _readers() -> str:
     """A digest of the sources whose edits change what a reader returns (computed once per process)."""
     global _readers_digest
     if _readers_digest is None:
-        import hean
-
-        root = Path(hean.__file__).resolve().parent
+        root = Path(__file__).resolve().parents[1]  # the hean package
         h = hashlib.sha256()
         for p in sorted([*(root / "feeds").glob("*.py"), root / "symbols.py", root / "records.py"]):
             h.update(p.name.encode() + b"\0" + p.read_bytes())
@@ -122,8 +120,17 @@ def _readers() -> str:
     return _readers_digest
 
 
+def _version() -> str:
+    """HEAN's version, from its installed metadata (the feeds layer does not import the package's top)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hean")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _key(real: str, st: os.stat_result, format: str, share: float | None, symbol: str | None) -> dict[str, Any]:
-    import hean
     from hean.feeds.native import FORMAT_VERSION
     from hean.records import EVENTS_VERSION
 
@@ -134,7 +141,7 @@ def _key(real: str, st: os.stat_result, format: str, share: float | None, symbol
         "format": format,
         "lenient": share,
         "symbol": symbol,
-        "hean": hean.__version__,
+        "hean": _version(),
         "native_format": FORMAT_VERSION,
         "events_version": EVENTS_VERSION,
         "readers": _readers(),
