@@ -92,5 +92,8 @@ def _tables(journal: Path, out: Path) -> list[Path]:
     for w in j.warnings:
         print(f"hean: journal: {w}", file=sys.stderr)
     if not parquet_available():
-        print("hean: pyarrow is not installed: the tables are CSV (pip install pyarrow for Parquet)", file=sys.stderr)
+        print(
+            "hean: pyarrow is not installed: the tables are CSV (pip install 'hean[parquet]' for Parquet)",
+            file=sys.stderr,
+        )
     return write_tables(journal_tables(j), out, "auto")

@@ -484,3 +484,20 @@ def test_a_dead_writers_rings_are_appended_once_each(rig, torn):
     j = read_journal(r.folder)
     assert j["reports"].tobytes() == reports.tobytes()
     assert j.closed and j.warnings == []
+
+
+def test_without_pyarrow_the_tables_are_csv_and_it_is_said_once(rig, tmp_path, monkeypatch, capsys):
+    from hean import outputs
+    from hean.journal import export
+
+    r = rig()
+    r.push("orders", _records(R.ORDER, 3, seed=14))
+    r.drain()
+    r.close()
+    monkeypatch.setattr(export, "parquet_available", lambda: False)
+    files = outputs._tables(r.folder, tmp_path / "out")
+    assert sorted(f.name for f in files) == sorted(f"{t}.csv" for t in export.TABLES)
+    err = capsys.readouterr().err
+    assert err.count("pyarrow is not installed") == 1 and "hean[parquet]" in err
+    with pytest.raises(ValueError, match=r"hean\[parquet\]"):
+        export.write_tables({}, tmp_path / "x", "parquet")

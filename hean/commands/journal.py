@@ -137,7 +137,10 @@ def _export(folder: Path, args: argparse.Namespace) -> int:
     _warn(j)
     fmt = args.format
     if fmt == "auto" and not parquet_available():
-        print("hean journal: pyarrow is not installed: writing CSV (pip install pyarrow for Parquet)", file=sys.stderr)
+        print(
+            "hean journal: pyarrow is not installed: writing CSV (pip install 'hean[parquet]' for Parquet)",
+            file=sys.stderr,
+        )
         fmt = "csv"
     out = Path(args.out) if args.out else folder.parent
     try:

@@ -274,7 +274,7 @@ def write_tables(tables: dict[str, Table], folder: str | Path, fmt: str = "auto"
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"format {fmt!r}: parquet or csv")
     if fmt == "parquet" and not parquet_available():
-        raise ValueError("Parquet needs pyarrow: pip install 'hean[sweep]' (or pyarrow), or use --format csv")
+        raise ValueError("Parquet needs pyarrow: pip install 'hean[parquet]', or use --format csv")
     out = []
     for name, cols in tables.items():
         path = folder / f"{name}.{fmt}"
