@@ -57,6 +57,7 @@ __all__ = [
     "cpu_pause",
     "fence",
     "fence_acquire",
+    "eventfd_signal",
     "fence_release",
     "getpid",
     "getppid",
@@ -84,7 +85,7 @@ _TIMESPEC = ir.ArrayType(_I64, 2)  # struct timespec { time_t tv_sec; long tv_ns
 def _register_libc_symbols() -> None:
     """Make libc's symbols visible to the JIT linker (also for object code loaded from the cache)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    for name in ("clock_gettime", "sched_yield", "nanosleep", "kill", "getpid", "getppid"):
+    for name in ("clock_gettime", "sched_yield", "nanosleep", "kill", "getpid", "getppid", "write"):
         addr = ctypes.cast(getattr(libc, name), ctypes.c_void_p).value
         _llvm.add_symbol(name, addr)
 
@@ -285,6 +286,24 @@ def nanosleep(typingctx, ns):
         return context.get_dummy_value()
 
     return types.void(ns), codegen
+
+
+@intrinsic
+def eventfd_signal(typingctx, fd):
+    """Add 1 to the eventfd ``fd`` (``write(fd, &1, 8)``): wakes whoever waits on it (the supervisor's
+    ``select``) at once, where polling a word would see it only at its next look. Returns write's result."""
+    if not isinstance(fd, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        f = builder.trunc(context.cast(builder, args[0], sig.args[0], types.int64), _I32)
+        one = cgutils.alloca_once(builder, _I64)
+        builder.store(ir.Constant(_I64, 1), one)
+        buf = builder.bitcast(one, ir.IntType(8).as_pointer())
+        fn = _libc(builder, "write", _I64, [_I32, ir.IntType(8).as_pointer(), _I64])
+        return builder.call(fn, [f, buf, ir.Constant(_I64, 8)])
+
+    return types.int64(fd), codegen
 
 
 @intrinsic

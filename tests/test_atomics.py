@@ -200,3 +200,28 @@ def test_busy_poll_sees_a_store_from_another_process(shm_name):
             p.join(5)
         seg.close()
         unlink_segment(shm_name)
+
+
+@njit(cache=False)
+def _signal(fd):
+    return A.eventfd_signal(fd)
+
+
+def test_eventfd_signal_adds_one_and_wakes_the_supervisors_sleeper():
+    """The source's worker signals the end of the feed from compiled code; the supervisor's sleeper wakes on
+    it (not at its next look) and consumes it."""
+    from hean.engine.supervisor import _Sleeper
+
+    fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    sleeper = _Sleeper([os.getpid()], (fd,))
+    try:
+        assert _signal(fd) == 8 and _signal(fd) == 8  # write(2) of one 8-byte count, twice
+        assert os.eventfd_read(fd) == 2
+        _signal(fd)
+        sleeper.wait(60.0)  # returns: the eventfd is readable (it would otherwise sleep a minute)
+        with pytest.raises(BlockingIOError):
+            os.eventfd_read(fd)  # the sleeper consumed it
+        assert _signal(-1) == -1  # a bad descriptor: write fails, nothing raised
+    finally:
+        sleeper.close()
+        os.close(fd)

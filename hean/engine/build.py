@@ -203,6 +203,7 @@ def _params(cfg: Config) -> np.ndarray:
     params = np.zeros(P.P_LEN, np.int64)
     params[P.P_WAIT] = P.W_SPIN
     params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
+    params[P.P_NOTIFY_FD] = -1  # no supervisor waiting (in process); a worker gets the supervisor's
     return params
 
 
@@ -268,6 +269,7 @@ def build_worker(spec: dict, ctl: np.ndarray) -> BuiltWorker:
     params[P.P_SUPERVISOR] = int(spec.get("supervisor_pid", 0))
     params[P.P_SUP_TIMEOUT_NS] = cfg.engine.heartbeat_timeout_ms * 1_000_000
     params[P.P_SUP_TID] = int(spec.get("supervisor_tid", 0))
+    params[P.P_NOTIFY_FD] = int(spec.get("notify_fd", -1))
     worker = _assemble(loop, pipeline, params, ctl, mine, ports, states, tms)
     return BuiltWorker(worker, loop, pipeline, rings, segments)
 

@@ -208,7 +208,7 @@ def source(pipeline: tuple[Stage, ...]) -> str:
                 "        elif go > 0 and ((flags & F_LOCKSTEP) == 0 or quiescent(W)):",
                 f"            r = pass_{s.name}(W, now, flags)",
                 "            if r < 0:",
-                "                source_done(W.ctl)",
+                "                source_done(W.ctl, W.params)",
                 "                live = False",
                 "            else:",
                 "                n += r",

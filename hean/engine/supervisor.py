@@ -97,8 +97,9 @@ class _Sleeper:
     for :attr:`Supervisor.WATCH_S`. Without pidfds (Linux < 5.3) it falls back to ``POLL_S`` sleeps.
     """
 
-    def __init__(self, pids: list[int]) -> None:
+    def __init__(self, pids: list[int], extra: tuple[int, ...] = ()) -> None:
         self.fds: list[int] = []
+        self.extra = [fd for fd in extra if fd >= 0]  # eventfds a worker signals (not ours to close)
         self._old_wakeup = None
         try:
             self.fds = [os.pidfd_open(pid) for pid in pids]
@@ -119,12 +120,18 @@ class _Sleeper:
         if not self.fds:
             time.sleep(min(timeout, Supervisor.POLL_S))
             return
-        ready, _, _ = select.select(self.fds, [], [], max(0.0, timeout))
+        ready, _, _ = select.select(self.fds + self.extra, [], [], max(0.0, timeout))
         if self.fds[-1] in ready:
             try:
                 os.read(self.fds[-1], 512)  # the signal numbers; the handlers already recorded them
             except BlockingIOError:
                 pass
+        for fd in self.extra:
+            if fd in ready:
+                try:
+                    os.eventfd_read(fd)  # the source is done (hean.engine.pipeline.source_done)
+                except BlockingIOError:
+                    pass
 
     def close(self) -> None:
         if self._old_wakeup is not None:
@@ -185,6 +192,7 @@ class Supervisor:
         self._signal: int | None = None
         self._control_seq = 0
         self._own_affinity: set[int] | None = None  # the supervisor's own mask while it is moved off workers
+        self._notify = -1  # the eventfd the source's worker signals at the end of the feed
 
     # ---- segments ----------------------------------------------------------------------------------------
     def _claim_run(self) -> None:
@@ -323,6 +331,9 @@ class Supervisor:
             seg.close()
         for name in self.names:
             unlink_segment(name)
+        if self._notify >= 0:
+            os.close(self._notify)
+            self._notify = -1
 
     # ---- workers -----------------------------------------------------------------------------------------
     def _worker_spec(self, w) -> dict:
@@ -351,6 +362,8 @@ class Supervisor:
 
     def _start_workers(self) -> None:
         spare = self._spare_cpus()
+        # the source's worker signals it when the feed is done: the watch loop wakes at once (no polling step)
+        self._notify = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         # where the processes compiling at once claim stages on a cold start (see hean.engine.warm)
         self._claims_dir = runs.run_temp_dir(self.run_id, "compile")
         self._spawned_ns = time.monotonic_ns()
@@ -358,10 +371,12 @@ class Supervisor:
             spec = self._worker_spec(w)
             spec["compile_backwards"] = not spare and w.index % 2 == 1
             spec["compile_claims"] = self._claims_dir
+            spec["notify_fd"] = self._notify
             proc = subprocess.Popen(
                 [sys.executable, "-m", "hean.engine.worker"],
                 env={**os.environ, "HEAN_WORKER_SPEC": json.dumps(spec)},
                 start_new_session=False,
+                pass_fds=(self._notify,),
             )
             self.procs.append(proc)
             # who the run's processes are (pid and start time), for the cleanup of a run that lost its
@@ -371,7 +386,7 @@ class Supervisor:
             self.ctl[C.worker_word(w.index, C.W_BACKGROUND)] = int(w.background)
         if spare:
             # a compile helper on a spare CPU takes the stages from the other end; it only ever helps
-            spec = {**self._worker_spec(self.placement.workers[0]), "cpu": spare[0]}
+            spec = {**self._worker_spec(self.placement.workers[0]), "cpu": spare[0], "notify_fd": -1}
             spec["compile_claims"] = self._claims_dir
             self.helper = subprocess.Popen(
                 [sys.executable, "-m", "hean.engine.warm"],
@@ -719,7 +734,7 @@ class Supervisor:
             os.sched_setaffinity(0, set(free))
 
     def _watch(self, t_start: float) -> str:
-        sleeper = _Sleeper([p.pid for p in self.procs])
+        sleeper = _Sleeper([p.pid for p in self.procs], (self._notify,))
         try:
             return self._watch_loop(t_start, sleeper)
         finally:
