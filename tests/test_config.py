@@ -34,6 +34,17 @@ def test_dump_round_trips():
     assert msgspec.convert(tomllib.loads(dump_toml(cfg)), Config) == cfg
 
 
+@pytest.mark.parametrize("name", ["BTC/USDT", "ES H4", "é", "a.b"])
+def test_dump_quotes_keys_that_are_not_bare(tmp_path, name):
+    """A symbol named with a slash, a space, a non-ASCII letter or a dot keys ``[risk.symbols]``: the dump
+    quotes it, and the file loads back to the same configuration (found by test_fuzz_config_documents)."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'[[symbols]]\nname = "{name}"\ntick_size = "0.1"\nlot_size = "1"\n'
+                    f'[risk.symbols."{name}"]\nmax_position = 5\n', encoding="utf-8")  # fmt: skip
+    cfg = load_config(path)
+    assert msgspec.convert(tomllib.loads(dump_toml(cfg)), Config) == cfg
+
+
 def test_file_holds_only_what_it_changes(tmp_path):
     path = tmp_path / "hean.toml"
     path.write_text("[engine]\nduration_s = 0.5\n[feed]\nrate = 1000\n")

@@ -629,8 +629,12 @@ def dump_toml(cfg: Config) -> str:
         if isinstance(v, list):
             return "[" + ", ".join(scalar(x) for x in v) + "]"
         if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {scalar(x)}" for k, x in v.items()) + "}"
+            return "{" + ", ".join(f"{key(k)} = {scalar(x)}" for k, x in v.items()) + "}"
         return repr(v)
+
+    def key(k: str) -> str:
+        """A bare key when TOML allows one, else a quoted one (a strategy's params may be named anything)."""
+        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
 
     def table(name: str, body: dict[str, Any], header: str) -> None:
         lines.append(header)
@@ -639,22 +643,22 @@ def dump_toml(cfg: Config) -> str:
             if isinstance(v, dict):
                 subtables.append((k, v))
             else:
-                lines.append(f"{k} = {scalar(v)}")
+                lines.append(f"{key(k)} = {scalar(v)}")
         for k, v in subtables:
-            lines.append(f"{k} = {scalar(v)}")
+            lines.append(f"{key(k)} = {scalar(v)}")
         lines.append("")
 
     def is_tables(v: Any) -> bool:
         return isinstance(v, list) and bool(v) and isinstance(v[0], dict)
 
     # top-level keys first: in TOML a key after a table header belongs to that table
-    for key, value in data.items():
+    for name, value in data.items():
         if not isinstance(value, dict) and not is_tables(value):
-            lines.append(f"{key} = {scalar(value)}")
-    for key, value in data.items():
+            lines.append(f"{key(name)} = {scalar(value)}")
+    for name, value in data.items():
         if is_tables(value):
             for item in value:
-                table(key, item, f"[[{key}]]")
+                table(name, item, f"[[{key(name)}]]")
         elif isinstance(value, dict):
-            table(key, value, f"[{key}]")
+            table(name, value, f"[{key(name)}]")
     return "\n".join(lines)
