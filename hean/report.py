@@ -217,13 +217,14 @@ def _ints(values: list, where: str) -> np.ndarray:
     try:
         return np.array([int(v) for v in values], dtype=np.int64)
     except (TypeError, ValueError):
-        bad = next(v for v in values if not _is_int(v))
+        bad = next(v for v in values if not _parses(int, v))
         raise ReportError(f"{where}: {bad!r} is not an integer") from None
 
 
-def _is_int(v: Any) -> bool:
+def _parses(convert: Any, v: Any) -> bool:
+    """``convert(v)`` works (to name the first bad value of a column)."""
     try:
-        int(v)
+        convert(v)
     except (TypeError, ValueError):
         return False
     return True
@@ -233,16 +234,8 @@ def _floats(values: list, where: str) -> np.ndarray:
     try:
         return np.array([float(v) if v != "" else np.nan for v in values], dtype=np.float64)
     except ValueError:
-        bad = next(v for v in values if v != "" and not _is_float(v))
+        bad = next(v for v in values if v != "" and not _parses(float, v))
         raise ReportError(f"{where}: {bad!r} is not a number") from None
-
-
-def _is_float(v: Any) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _parse_ts(values: list[str], where: str) -> np.ndarray:
@@ -582,7 +575,7 @@ def fill_symbols(out: RunOutput) -> list[str]:
 
 def plot_fills(out: RunOutput, symbol: str | None) -> bytes:
     """The top of book (bid and ask from ``marks``) with the buy fills as up-triangles and the sell fills as
-    down-triangles at their prices; ``symbol`` None draws the 'no marks, no fills' placeholder."""
+    down-triangles at their prices; ``symbol`` None (a run with neither) draws an empty plot saying so."""
     fig, ax = _figure(4.5)
     if symbol is None:
         ax.set_title("fills on the price")

@@ -552,13 +552,18 @@ class Supervisor:
 
     def _drain(self, timeout_s: float) -> bool:
         """Wait until every ring is empty twice in a row with no new writes (the pipeline is idle)."""
+        return self._until_empty(list(self.rings.values()), timeout_s, lambda: self._dead_worker() is None)
+
+    def _until_empty(self, rings: list, timeout_s: float, ok) -> bool:
+        """Until ``rings`` are empty twice in a row with no new writes; False on the timeout or once ``ok()``
+        is false (a worker died)."""
         deadline = time.monotonic() + timeout_s
         last = None
         while time.monotonic() < deadline:
             self._beat()
-            if self._dead_worker():
+            if not ok():
                 return False
-            snap = tuple((r.stats()["write"], len(r)) for r in self.rings.values())
+            snap = tuple((r.stats()["write"], len(r)) for r in rings)
             if all(n == 0 for _, n in snap) and snap == last:
                 return True
             last = snap
@@ -571,19 +576,9 @@ class Supervisor:
         halted). True when its rings went empty and stayed so; False without a live journal."""
         if not self.journal:
             return False
-        w = self.placement.owner["journal"]
-        if self.procs[w].poll() is not None:
-            return False
+        proc = self.procs[self.placement.owner["journal"]]
         mine = [self.rings[r.edge.key] for r in self.ring_specs if r.edge.dst == "journal"]
-        deadline, last = time.monotonic() + timeout_s, None
-        while time.monotonic() < deadline and self.procs[w].poll() is None:
-            self._beat()
-            snap = tuple((r.stats()["write"], len(r)) for r in mine)
-            if all(n == 0 for _, n in snap) and snap == last:
-                return True
-            last = snap
-            time.sleep(self.POLL_S)
-        return False
+        return proc.poll() is None and self._until_empty(mine, timeout_s, lambda: proc.poll() is None)
 
     def _recover_journal(self) -> None:
         """The journal's worker is dead: append what it left in its rings (hean.journal.recover), so the

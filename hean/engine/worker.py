@@ -176,19 +176,14 @@ class _Served:
 
 
 def _peers_alive(ctl, w: int) -> bool:
-    """Another worker of this run still runs (its pid, checked by signal 0)."""
-    for i in range(int(ctl[C.N_WORKERS])):
-        pid = int(ctl[C.worker_word(i, C.W_PID)])
-        if i == w or pid <= 0:
-            continue
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            return True
-    return False
+    """Another worker of this run still runs (its pid and start time: a recycled pid is not it)."""
+    from hean.procs import same_process
+
+    return any(
+        same_process(int(ctl[C.worker_word(i, C.W_PID)]), int(ctl[C.worker_word(i, C.W_START_TICKS)]))
+        for i in range(int(ctl[C.N_WORKERS]))
+        if i != w and ctl[C.worker_word(i, C.W_PID)] > 0
+    )
 
 
 def main() -> int:

@@ -156,6 +156,14 @@ def read_buffer(path: str | Path) -> bytes | mmap.mmap:
     return gunzip(path, data) if kind == "gzip" else data
 
 
+def _map_read_only(f) -> mmap.mmap | None:
+    """The open file memory-mapped read-only, or None where it cannot be (a pipe, a special file)."""
+    try:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+
 def read_raw(path: str | Path) -> tuple[str, bytes | mmap.mmap]:
     """The file as it is stored: ``("gzip", compressed bytes)`` (the caller gunzips: :func:`gunzip`,
     :func:`gunzip_pieces`), ``("zip", the one member's bytes)`` or ``("plain", a read-only memory map)``
@@ -165,11 +173,10 @@ def read_raw(path: str | Path) -> tuple[str, bytes | mmap.mmap]:
         with open(p, "rb") as f:
             head = f.read(4)
             if len(head) == 4 and head[:2] != b"\x1f\x8b" and head != b"PK\x03\x04":
-                try:
-                    return "plain", mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                except (OSError, ValueError):
-                    pass  # not mappable (a pipe, a special file): read below
-        raw = p.read_bytes()
+                mapped = _map_read_only(f)
+                if mapped is not None:
+                    return "plain", mapped
+        raw = p.read_bytes()  # compressed, short, or not mappable (a pipe, a special file)
     except OSError as e:
         raise FeedError(p, None, f"cannot read: {e.strerror or e}") from None
     if raw[:2] == b"\x1f\x8b":

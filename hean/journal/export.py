@@ -223,8 +223,8 @@ def _equity(fills: Table, marks: Table, sy: _Symbols) -> tuple[Table, Table]:
                        ("mark", last_mid * float(Decimal(sy.tick[s])) if 0 <= s < len(sy.tick) else last_mid),
                        ("pnl", cash - fees + pos * last_mid * value)):  # fmt: skip
             pos_rows[key].append(v)
-    equity = _typed(eq, ints=("ts", "strategy", "position_lots"), floats=("pnl", "fees"))
-    positions = _typed(pos_rows, ints=("strategy", "position_lots"), floats=("cash", "fees", "mark", "pnl"))
+    equity = _typed(eq, floats=("pnl", "fees"))
+    positions = _typed(pos_rows, floats=("cash", "fees", "mark", "pnl"))
     for t in (equity, positions):
         ids = t.pop("symbol").astype(np.int64)
         t["position"] = sy.qtys(ids, t["position_lots"])
@@ -232,11 +232,9 @@ def _equity(fills: Table, marks: Table, sy: _Symbols) -> tuple[Table, Table]:
     return equity, positions
 
 
-def _typed(cols: dict[str, list], ints: tuple[str, ...], floats: tuple[str, ...]) -> Table:
-    out = {}
-    for k, v in cols.items():
-        out[k] = np.array(v, np.float64 if k in floats else np.int64)
-    return out
+def _typed(cols: dict[str, list], floats: tuple[str, ...]) -> Table:
+    """Lists as arrays: float64 for ``floats``, int64 for the others."""
+    return {k: np.array(v, np.float64 if k in floats else np.int64) for k, v in cols.items()}
 
 
 def journal_tables(j: Journal) -> dict[str, Table]:

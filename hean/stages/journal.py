@@ -203,16 +203,23 @@ def _finish(S, tm, t0, took):
 
 
 @kernel(forceinline=True, error_model="numpy")
-def journal_step(S, ins, outs, tm, now, flags):
-    """Control first (a halt is journaled before the cancels it causes), then the order flow, then marks."""
-    if S.pos[P_LIVE] == 0 or S.pos[P_FULL] != 0:
-        return 0
+def _order_flow(S, ins, tm, now):
+    """Control first (a halt is journaled before the cancels it causes), then the order flow, then what the
+    journal samples (marks, trading states)."""
     took = _copy(S, ins[0], J.K_CONTROL, tm)
     took += _copy(S, ins[1], J.K_ORDER, tm)
     took += _copy(S, ins[2], J.K_REJECT, tm)
     took += _copy(S, ins[3], J.K_REPORT, tm)
     took += _marks(S, tm)
-    took += _risk_states(S, tm, now)
+    return took + _risk_states(S, tm, now)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def journal_step(S, ins, outs, tm, now, flags):
+    """The order flow and its samples (:func:`_order_flow`): nothing while no segment is mapped or it is full."""
+    if S.pos[P_LIVE] == 0 or S.pos[P_FULL] != 0:
+        return 0
+    took = _order_flow(S, ins, tm, now)
     _finish(S, tm, now, took)
     return took
 
@@ -222,13 +229,7 @@ def journal_market_step(S, ins, outs, tm, now, flags):
     """:func:`journal_step`, and every market event the venue sees."""
     if S.pos[P_LIVE] == 0 or S.pos[P_FULL] != 0:
         return 0
-    took = _copy(S, ins[0], J.K_CONTROL, tm)
-    took += _copy(S, ins[1], J.K_ORDER, tm)
-    took += _copy(S, ins[2], J.K_REJECT, tm)
-    took += _copy(S, ins[3], J.K_REPORT, tm)
-    took += _marks(S, tm)
-    took += _risk_states(S, tm, now)
-    took += _copy(S, ins[4], J.K_MARKET, tm)
+    took = _order_flow(S, ins, tm, now) + _copy(S, ins[4], J.K_MARKET, tm)
     _finish(S, tm, now, took)
     return took
 
@@ -348,15 +349,11 @@ class JournalService:
         self._done = []
 
 
-def _stream(name: str, dtype: np.dtype, external: bool = False) -> Stream:
-    return Stream(name, dtype, external)
-
-
 _INPUTS = (
-    _stream("control", records.CONTROL, external=True),
-    _stream("orders", records.ORDER),
-    _stream("rejects", records.EXEC_REPORT),
-    _stream("reports", records.EXEC_REPORT),
+    Stream("control", records.CONTROL, external=True),
+    Stream("orders", records.ORDER),
+    Stream("rejects", records.EXEC_REPORT),
+    Stream("reports", records.EXEC_REPORT),
 )
 _COMMON = dict(
     name="journal",
@@ -370,6 +367,4 @@ _COMMON = dict(
     service="JournalService",
 )
 JOURNAL = Stage(step="journal_step", inputs=_INPUTS, **_COMMON)
-JOURNAL_MARKET = Stage(
-    step="journal_market_step", inputs=(*_INPUTS, _stream("market", records.MARKET_EVENT)), **_COMMON
-)
+JOURNAL_MARKET = Stage(step="journal_market_step", inputs=(*_INPUTS, Stream("market", records.MARKET_EVENT)), **_COMMON)

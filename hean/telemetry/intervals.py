@@ -138,14 +138,8 @@ class LatencyIntervals:
         has let go of the intervals it wrote."""
         if self._flushed:
             raise ValueError("LatencyIntervals.write after flush: the flushed intervals are only on disk")
-        out = Path(directory)
-        if not self._series:
-            return []
-        out.mkdir(parents=True, exist_ok=True)
-        assert self._start is not None
         paths = []
-        for name, s in self._series.items():
-            path = out / f"{name}.hlog"
+        for name, s, path in self._logs(directory):
             write_hlog(path, [(None, start, length, enc) for start, length, enc in s.intervals], self._start,
                        self._comment(name, s))  # fmt: skip
             paths.append(path)
@@ -155,14 +149,8 @@ class LatencyIntervals:
         """Append the intervals closed since the last flush to ``<directory>/<name>.hlog`` (created with its
         headers at its first flush) and let go of them: flushed every few seconds, a run of any length holds
         only what one period closed. Returns the paths, in :attr:`names` order."""
-        out = Path(directory)
-        if not self._series:
-            return []
-        out.mkdir(parents=True, exist_ok=True)
-        assert self._start is not None
         paths = []
-        for name, s in self._series.items():
-            path = out / f"{name}.hlog"
+        for name, s, path in self._logs(directory):
             if name not in self._flushed:
                 write_hlog(path, [], self._start, self._comment(name, s))
                 self._flushed.add(name)
@@ -172,6 +160,15 @@ class LatencyIntervals:
                 s.intervals.clear()
             paths.append(path)
         return paths
+
+    def _logs(self, directory: str | os.PathLike) -> list[tuple[str, _Series, Path]]:
+        """``(name, series, <directory>/<name>.hlog)`` of every name seen (the directory created when any)."""
+        if not self._series:
+            return []
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        assert self._start is not None
+        return [(name, s, out / f"{name}.hlog") for name, s in self._series.items()]
 
     def _comment(self, name: str, s: _Series) -> str:
         assert self._start is not None
