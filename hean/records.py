@@ -99,6 +99,7 @@ class EventKind(IntEnum):
     OUT_OF_SYNC = 9  # the feed lost its sequence (gap / broken chain): the book is stale until resync
     TICKER = 10  # the exchange's own best bid or ask (Binance bookTicker), emitted as a BID/ASK pair
     HALT = 11  # trading halt on the symbol (LOBSTER type 7)
+    CLOCK = 12  # simulated time passes to ts_exch (the replay's scheduler to the venue: hean.stages.feed)
 
 
 MARKET_EVENT = with_header(

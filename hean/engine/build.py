@@ -202,7 +202,8 @@ class BuiltWorker:
 def _params(cfg: Config) -> np.ndarray:
     params = np.zeros(P.P_LEN, np.int64)
     params[P.P_WAIT] = P.W_SPIN
-    params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep else 0
+    # a replay is always deterministic: the feed schedules simulated time (hean.stages.feed)
+    params[P.P_LOCKSTEP] = 1 if cfg.engine.lockstep or cfg.feed.source == "replay" else 0
     params[P.P_NOTIFY_FD] = -1  # no supervisor waiting (in process); a worker gets the supervisor's
     return params
 

@@ -99,6 +99,10 @@ class FeedSection(_Section):
     seed: int = 1  # synthetic feed seed
     max_messages: int = 0  # 0 = no limit
     synthetic: dict[str, Scalar] = {}  # extra keyword arguments of the synthetic generator
+    # replay: when the strategy side receives a message (the feed latency model; the venue applies it at its
+    # exchange time): "constant" = exchange time + latency_ns, "recorded" = the recording's own receive time
+    latency: Literal["constant", "recorded"] = "constant"
+    latency_ns: int = 0
 
 
 class SymbolSection(_Section):
@@ -187,6 +191,8 @@ pace = "rate"               # rate | recorded (replay only) | fast
 rate = 100000               # messages per second when pace = "rate"
 seed = 1                    # synthetic feed seed (same seed, same market)
 lenient = false             # replay: true skips bad lines up to 1 % of the file (a number: that share)
+latency = "constant"        # replay: the strategy sees a message at its exchange time + latency_ns
+latency_ns = 0              #   ("recorded": at the recording's own receive time)
 
 [[symbols]]
 name = "SYN-A"
@@ -279,6 +285,7 @@ SYNTHETIC_DEPTH = 20  # hean.feeds.synthetic.make_synthetic's default depth
 MAX_RING_CAPACITY = 1 << 24
 MAX_SECONDS = 1e9  # ~31 years: every duration/timeout in ns stays far inside int64
 MAX_HEARTBEAT_MS = 3_600_000
+MAX_LATENCY_NS = 10**12  # 1000 s: the venue's own latency bound (hean.stages.venue.make_venue)
 MIN_RATE, MAX_RATE = 1e-3, 1e9  # messages per second: the feed's period (1e9 / rate ns) is >= 1 ns, < 2**62
 MAX_COUNT = 1 << 62  # message counts, spin counts, seeds
 MAX_SLEEP_US = 1_000_000
@@ -361,6 +368,12 @@ def _validate_feed(cfg: Config) -> None:
     _number("feed.rate", f.rate, MIN_RATE, MAX_RATE)
     _number("feed.max_messages", f.max_messages, 0, MAX_COUNT)
     _number("feed.seed", f.seed, 0, MAX_COUNT)
+    _number("feed.latency_ns", f.latency_ns, 0, MAX_LATENCY_NS)
+    if f.source == "synthetic" and (f.latency != "constant" or f.latency_ns != 0):
+        raise ConfigError(
+            "keys 'feed.latency'/'feed.latency_ns': a feed latency model applies to a replay; the synthetic "
+            "market has no receive times (leave them at their defaults)"
+        )
     if not isinstance(f.lenient, bool):
         _number("feed.lenient", f.lenient, 0.0, 1.0)
     depth = f.synthetic.get("depth", SYNTHETIC_DEPTH)

@@ -15,7 +15,8 @@ a shared ring: the supervisor (plain Python) is its producer.
 Besides the edges, stages share *views* (:data:`SHARED_VIEWS`): state one stage overwrites in place and
 another reads when it needs the latest value, not a stream of records -- the router's top of book per
 (venue, symbol), written by the book stage; the position and trading state per symbol, written by risk and
-read by the strategy; and the depth beside each book state, written by the book and read by the strategy.
+read by the strategy; the depth beside each book state, written by the book and read by the strategy; and
+the simulated venue's next due time, written by the venue and read by the feed that schedules a replay.
 Each is one segment ``hean-<run_id>-<key>``, created by the supervisor for every placement and attached by
 every worker; its layout and the memory order of every access are documented beside the code that reads and
 writes it (:mod:`hean.stages.tops` over :mod:`hean.rings.seqlock`, :mod:`hean.stages.positions`,
@@ -43,6 +44,7 @@ from hean.rings.seqlock import aligned_words
 from hean.stages.depth import depth_bytes, depth_view
 from hean.stages.positions import position_bytes, position_view
 from hean.stages.registry import PIPELINE
+from hean.stages.simclock import simclock_bytes, simclock_view
 from hean.stages.tops import tops_bytes, tops_view
 
 # The edges between stages: derived from the stage registry by the streams each stage declares
@@ -109,6 +111,15 @@ SHARED_VIEWS: tuple[SharedView, ...] = (
         order="one entry per slot of the states ring, plain stores: the book writes entry k before its release "
         "store publishes state k, the strategy reads it after its acquire load saw k, and the book cannot "
         "rewrite it before the strategy released slot k (hean.stages.depth)",
+    ),
+    SharedView(
+        "simclock",
+        writers=("venue",),
+        readers=("feed",),
+        nbytes=lambda d: simclock_bytes(),
+        view=lambda words, d: simclock_view(words),
+        order="one cache line: the venue stores its next due time (release) before it releases the records it "
+        "took; the feed loads it (acquire) only when the pipeline is quiescent (hean.stages.simclock)",
     ),
 )
 

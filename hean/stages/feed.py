@@ -5,9 +5,28 @@ It publishes every exchange message twice: on ``events`` to the book chain (the 
 order published after them. Each message is stamped with its *scheduled* send time (``ts_origin``), so
 latency counts from when it was due, not from when a late worker got to it: no coordinated omission.
 
-Pacing (``F_PACE``): at a fixed rate, at the recording's own inter-arrival times, or unpaced. In lockstep
-mode (the engine's ``F_LOCKSTEP`` flag; the engine calls the step only when nothing is in flight) each
-message goes out in two phases: to the venue, then -- once the pipeline is idle again -- to the book chain.
+Pacing (``F_PACE``): at a fixed rate, at the recording's own inter-arrival times, or unpaced.
+
+**Deterministic mode** (the engine's ``F_LOCKSTEP`` flag: every replay, and ``engine.lockstep``; the engine
+calls the step only when nothing is in flight anywhere) makes the feed the scheduler of simulated time, one
+action per call, in time order:
+
+* a message to the **venue**, at its exchange time (``ts_exch``);
+* the same message to the **book chain**, at its local receive time -- the feed latency model
+  (``feed.latency``: the exchange time + ``feed.latency_ns``, or the recording's own receive time) -- preceded
+  on ``market`` by a CLOCK record at that time, so the orders it causes are sent, as far as the venue is
+  concerned, when the strategy saw it;
+* a **wake-up** of the venue (a CLOCK record), at the time its next order arrives or its next held-back
+  report is released (:mod:`hean.stages.simclock`), so a report reaches the strategy before market data
+  received after it, and an order caused by a report reaches the venue before market events stamped later.
+
+Ties go to the venue's message when it is the same one or an earlier one than the chain's, then to the
+chain's message (the one the strategy already waits for: so an order caused by a message reaches the venue
+before a later message with the same stamp), a wake-up before the chain's message at the same time. So the
+venue never applies a market event stamped after an order's arrival before that order, and the strategy
+never sees a message before its receive time -- whatever the placement, batch sizes or pacing: ``--fast`` and
+every placement give the same orders and fills. The synthetic market has no receive times: its messages go
+to the chain at their exchange time (the venue first).
 """
 
 from __future__ import annotations
@@ -21,7 +40,8 @@ from hean.atomics import store_relaxed
 from hean.feeds.synthetic import make_synthetic, max_events_per_message, synthetic_next
 from hean.jit import kernel
 from hean.stages.declare import F_LOCKSTEP, BuildContext, Stage, Stream
-from hean.stages.ports import put_all_each, room_each, service
+from hean.stages.ports import put_all_each, put_each, room_each, service
+from hean.stages.simclock import NOTHING_DUE, venue_next
 from hean.telemetry.block import C_EVENTS_OUT, C_USER_BASE, tm_add
 from hean.telemetry.histogram import hist_record
 
@@ -41,6 +61,12 @@ F_T0 = 6  # CLOCK_MONOTONIC ns of the first message
 F_REC_T0 = 7  # replay: recorded receive time of the first message
 F_PHASE = 8  # lockstep: 1 = the current message still has to go to the book chain
 F_MSG_N = 9  # events in the current message (in the feed's buffer)
+F_VPOS = 10  # deterministic replay: the next event index for the venue (>= F_POS: the venue gets it first)
+F_VCLOCK = 11  # deterministic mode: the venue's simulated time as the feed last set it (only runs forward)
+F_CCLOCK = 12  # deterministic replay: the receive time of the last message to the book chain
+F_LAT_NS = 13  # feed latency, ns (latency = "constant")
+F_LAT_REC = 14  # 1: the recording's own receive time (latency = "recorded")
+F_LAT_OFFSET = 15  # latency = "recorded": the receive clock's offset (the smallest receive - exchange time)
 F_LEN = 16
 PACES = {"rate": 0, "recorded": 1, "fast": 2}
 
@@ -55,6 +81,9 @@ class FeedState(NamedTuple):
     synth: object  # hean.feeds.synthetic.SyntheticState
     replay: np.ndarray  # MARKET_EVENT[]: the recording (empty for the synthetic feed)
     buf: np.ndarray  # MARKET_EVENT[]: the message being published
+    vbuf: np.ndarray  # MARKET_EVENT[len(buf)]: deterministic replay: the message going to the venue
+    tick: np.ndarray  # MARKET_EVENT[1]: a CLOCK record
+    sim: np.ndarray  # the simclock view: the venue's next due time (hean.stages.simclock)
 
 
 @kernel(error_model="numpy")
@@ -127,53 +156,173 @@ def feed_exhausted(F):
 
 @kernel(forceinline=True, error_model="numpy")
 def feed_step(F, ins, outs, tm, now, flags):
-    """Publish the messages due at ``now`` (at most FEED_BURST; one in lockstep): events published, 0 when
-    none is due, -1 when the feed is finished. ``outs``: (book chain ports, venue ports)."""
+    """Publish the messages due at ``now`` (at most FEED_BURST; one action in deterministic mode): events
+    published (or 1 for a CLOCK), 0 when none is due, -1 when the feed is finished. ``outs``: (book chain
+    ports, venue ports)."""
     fp = F.fp
     chain, market = outs
-    lockstep = (flags & F_LOCKSTEP) != 0
-    if fp[F_PHASE] == 1:  # lockstep, second phase: the same message to the book chain
-        n = fp[F_MSG_N]
-        if not room_each(chain, n, tm.counters):
-            return 0
-        put_all_each(chain, F.buf, n)
-        fp[F_PHASE] = 0
-        return n
     if not feed_exhausted(F) and _next_due(F, now) > now:
         return 0
+    if (flags & F_LOCKSTEP) != 0:
+        if fp[F_MODE] == 1:
+            return _replay_action(F, chain, market, tm, now)
+        return _synthetic_action(F, chain, market, tm, now)
     cap = F.buf.shape[0]
     total = 0
-    t0 = now
-    for _ in range(1 if lockstep else FEED_BURST):
+    for _ in range(FEED_BURST):
         if feed_exhausted(F):
             if total == 0:
                 return -1
             break
-        if not room_each(market, cap, tm.counters) or (not lockstep and not room_each(chain, cap, tm.counters)):
+        if not room_each(market, cap, tm.counters) or not room_each(chain, cap, tm.counters):
             break
-        n = _load_message(F, t0)
+        n = _load_message(F, now)
         if n == 0:
             break
-        fp[F_MSGS] += 1
-        hist_record(tm.hists[H_LATE], t0 - F.buf[0].ts_origin)  # the worker's lag behind the schedule
-        if lockstep:
-            put_all_each(market, F.buf, n)  # phase 1: the venue; the book chain once all is idle
-            fp[F_PHASE] = 1
-            fp[F_MSG_N] = n
-        else:
-            # the book chain first: it is the tick-to-trade path (the venue, standing for the exchange,
-            # applies a message's events before any order published after them either way)
-            put_all_each(chain, F.buf, n)
-            put_all_each(market, F.buf, n)
+        # the book chain first: it is the tick-to-trade path (the venue, standing for the exchange,
+        # applies a message's events before any order published after them either way)
+        put_all_each(chain, F.buf, n)
+        put_all_each(market, F.buf, n)
+        _published(F, tm, now, n)
         total += n
     if total:
-        store_relaxed(tm.counters, U_MESSAGES, fp[F_MSGS])
-        if tm.counters[U_FIRST_NS] == 0:
-            store_relaxed(tm.counters, U_FIRST_NS, t0)
-        store_relaxed(tm.counters, U_LAST_NS, t0)
-        tm_add(tm.counters, C_EVENTS_OUT, total)  # events published (each goes to the venue and the book)
-        service(tm.hists, t0, total)
+        service(tm.hists, now, total)
     return total
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _published(F, tm, now, n):
+    """A message of ``n`` events went to the book chain: count it."""
+    fp = F.fp
+    fp[F_MSGS] += 1
+    hist_record(tm.hists[H_LATE], now - F.buf[0].ts_origin)  # the worker's lag behind the schedule
+    store_relaxed(tm.counters, U_MESSAGES, fp[F_MSGS])
+    if tm.counters[U_FIRST_NS] == 0:
+        store_relaxed(tm.counters, U_FIRST_NS, now)
+    store_relaxed(tm.counters, U_LAST_NS, now)
+    tm_add(tm.counters, C_EVENTS_OUT, n)  # events published (each goes to the venue and the book)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _clock(F, market, t, now):
+    """A CLOCK record at simulated time ``t`` to the venue (the caller checked the room); its time only runs
+    forward."""
+    fp = F.fp
+    fp[F_VCLOCK] = max(fp[F_VCLOCK], t)
+    r = F.tick[0]
+    r.ts_exch = fp[F_VCLOCK]
+    r.ts_origin = now
+    put_each(market, r)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _wake_first(F, t, chain_next):
+    """The venue's next due event comes before the action at ``t`` (``chain_next``: that action is the book
+    chain's message, which a wake-up at the same time precedes)."""
+    due = venue_next(F.sim)
+    return due != NOTHING_DUE and (due < t or (due == t and chain_next)), due
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _to_chain(F, chain, market, tm, now, t):
+    """The next message to the book chain at receive time ``t``, after a CLOCK telling the venue that time
+    (none when its clock is there already): events published, 0 without room or when not due."""
+    fp = F.fp
+    if not room_each(market, 1, tm.counters) or not room_each(chain, F.buf.shape[0], tm.counters):
+        return 0
+    n = _load_message(F, now)
+    if n == 0:
+        return 0
+    if t != fp[F_VCLOCK]:
+        _clock(F, market, t, now)
+    put_all_each(chain, F.buf, n)
+    _published(F, tm, now, n)
+    service(tm.hists, now, n)
+    return n
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _receive_time(F, i):
+    """When the strategy side receives the recording's event ``i`` (the feed latency model, plus
+    ``latency_ns``); never before the exchange time, nor before the message received before it."""
+    fp = F.fp
+    ev = F.replay[i]
+    t = max(ev.ts_exch, ev.ts_origin - fp[F_LAT_OFFSET]) if fp[F_LAT_REC] != 0 else ev.ts_exch
+    return max(t + fp[F_LAT_NS], fp[F_CCLOCK])
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _replay_action(F, chain, market, tm, now):
+    """Deterministic replay: the earliest of the venue's next message, the book chain's next message and the
+    venue's wake-up (see the module docstring): 1 or the events published, 0 without room, -1 at the end."""
+    fp = F.fp
+    if feed_exhausted(F):
+        return -1
+    ev = F.replay
+    pc = fp[F_POS]
+    pv = fp[F_VPOS]
+    t_chain = _receive_time(F, pc)
+    venue_next_msg = pv <= pc or (pv < ev.shape[0] and max(ev[pv].ts_exch, fp[F_VCLOCK]) < t_chain)
+    t = max(ev[pv].ts_exch, fp[F_VCLOCK]) if venue_next_msg else t_chain
+    wake, due = _wake_first(F, t, not venue_next_msg)
+    if wake:
+        if not room_each(market, 1, tm.counters):
+            return 0
+        _clock(F, market, due, now)
+        return 1
+    if not venue_next_msg:
+        n = _to_chain(F, chain, market, tm, now, t_chain)
+        if n:
+            fp[F_CCLOCK] = t_chain
+        return n
+    end = min(_message_end(ev, pv), pv + F.vbuf.shape[0])  # the chain's pieces of a huge group, the same
+    n = end - pv
+    if not room_each(market, n, tm.counters):
+        return 0
+    for j in range(n):
+        F.vbuf[j] = ev[pv + j]
+        F.vbuf[j].ts_origin = now
+    put_all_each(market, F.vbuf, n)
+    fp[F_VPOS] = end
+    fp[F_VCLOCK] = t
+    return n
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _synthetic_action(F, chain, market, tm, now):
+    """Deterministic synthetic run: a wake-up of the venue when due, else the next message to the venue
+    (phase 0), then the same message to the book chain (phase 1) at the same time."""
+    fp = F.fp
+    if fp[F_PHASE] == 1:
+        t = F.buf[0].ts_exch
+        wake, due = _wake_first(F, t, True)
+        if not wake:
+            if not room_each(chain, fp[F_MSG_N], tm.counters):
+                return 0
+            put_all_each(chain, F.buf, fp[F_MSG_N])
+            _published(F, tm, now, fp[F_MSG_N])
+            service(tm.hists, now, fp[F_MSG_N])
+            fp[F_PHASE] = 0
+            return fp[F_MSG_N]
+    else:
+        if feed_exhausted(F):
+            return -1
+        wake, due = _wake_first(F, (fp[F_MSGS] + 1) * fp[F_PERIOD_NS], False)  # (the next message's time)
+        if not wake:
+            if not room_each(market, F.buf.shape[0], tm.counters):
+                return 0
+            n = _load_message(F, now)
+            if n == 0:
+                return 0
+            put_all_each(market, F.buf, n)
+            fp[F_VCLOCK] = max(fp[F_VCLOCK], F.buf[0].ts_exch)
+            fp[F_PHASE] = 1
+            fp[F_MSG_N] = n
+            return n
+    if not room_each(market, 1, tm.counters):
+        return 0
+    _clock(F, market, due, now)
+    return 1
 
 
 def feed_params(cfg) -> np.ndarray:
@@ -183,6 +332,8 @@ def feed_params(cfg) -> np.ndarray:
     fp[F_PACE] = PACES[cfg.feed.pace]
     fp[F_PERIOD_NS] = max(1, int(round(1e9 / cfg.feed.rate)))
     fp[F_MAX_MSGS] = cfg.feed.max_messages
+    fp[F_LAT_NS] = cfg.feed.latency_ns
+    fp[F_LAT_REC] = 1 if cfg.feed.latency == "recorded" else 0
     return fp
 
 
@@ -201,7 +352,23 @@ def make_feed(ctx: BuildContext) -> FeedState:
     synth = ctx.call("feed.synthetic", make_synthetic, len(ctx.symbols), cfg.feed.seed, **table)
     replay = ctx.replay if ctx.real and ctx.replay is not None else np.zeros(0, records.MARKET_EVENT)
     n_ev = buffer_len(cfg.engine.ring_capacity, max_events_per_message(synth))
-    return FeedState(feed_params(cfg), synth, replay, np.zeros(n_ev, records.MARKET_EVENT))
+    tick = np.zeros(1, records.MARKET_EVENT)
+    tick[0]["kind"] = records.EventKind.CLOCK
+    tick[0]["flags"] = records.F_LAST_IN_GROUP
+    buf = np.zeros(n_ev, records.MARKET_EVENT)
+    fp = feed_params(cfg)
+    fp[F_LAT_OFFSET] = receive_offset(replay)
+    return FeedState(fp, synth, replay, buf, np.zeros_like(buf), tick, ctx.views["simclock"])
+
+
+def receive_offset(events: np.ndarray) -> int:
+    """The offset of a recording's receive clock from the exchange's: the smallest ``ts_origin - ts_exch``.
+    The two clocks are different machines' (the Binance sample's receive stamps run 1.27 s *behind* the
+    exchange's), so the recorded feed latency counts from the fastest message, taken as zero."""
+    stamped = events[events["ts_exch"] > 0] if len(events) else events
+    if not len(stamped):
+        return 0
+    return int((stamped["ts_origin"] - stamped["ts_exch"]).min())
 
 
 FEED = Stage(

@@ -112,6 +112,7 @@ from hean.stages.book import (
 )
 from hean.stages.declare import Stage, Stream
 from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service
+from hean.stages.simclock import NOTHING_DUE, set_venue_next
 from hean.stages.tops import MAX_VENUES, VenueTops, make_venue_tops, tops_set
 from hean.telemetry.block import C_EVENTS_IN, tm_add
 from hean.telemetry.histogram import hist_record
@@ -137,6 +138,7 @@ _LEVEL_SET = int(EventKind.LEVEL_SET)
 _CLEAR = int(EventKind.CLEAR)
 _TRADE = int(EventKind.TRADE)
 _OUT_OF_SYNC = int(EventKind.OUT_OF_SYNC)
+_CLOCK = int(EventKind.CLOCK)
 _IOC, _FOK = int(TimeInForce.IOC), int(TimeInForce.FOK)
 
 # g[] indices
@@ -814,6 +816,24 @@ def venue_replay(vn, v, events, start, stop, out, k):
     return i, w
 
 
+@kernel
+def venue_next_due(vn):
+    """When the venue next has something to do by itself: the earliest arrival of an order in flight or
+    release of a held-back report (NOTHING_DUE: neither). Each venue's queues are in time order."""
+    cap = vn.in_q.shape[1]
+    due = NOTHING_DUE
+    for v in range(vn.in_ht.shape[0]):
+        if vn.in_ht[v, 0] < vn.in_ht[v, 1]:
+            t = vn.in_t[v, vn.in_ht[v, 0] & (cap - 1)]
+            if due == NOTHING_DUE or t < due:
+                due = t
+        if vn.out_ht[v, 0] < vn.out_ht[v, 1]:
+            t = vn.out_t[v, vn.out_ht[v, 0] & (cap - 1)]
+            if due == NOTHING_DUE or t < due:
+                due = t
+    return due
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the stage
 # ---------------------------------------------------------------------------------------------------------
@@ -828,7 +848,8 @@ class VenueStage(NamedTuple):
     venue_of: np.ndarray  # int64[n_symbols]
     out: np.ndarray  # EXEC_REPORT[VENUE_MAX_REPORTS]
     owed: np.ndarray  # int64[1]: 1 while due reports wait for room in the report ring
-    clock: np.ndarray  # int64[1]: the exchange time of the last market event it applied
+    clock: np.ndarray  # int64[1]: simulated time: the latest exchange time of a market event or CLOCK it took
+    sim: np.ndarray  # the simclock view (hean.stages.simclock): its next due time, for the replay's scheduler
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -849,6 +870,11 @@ def _venue_flush(V, reports, now, tm):
 def venue_step(V, ins, outs, tm, now_pass, flags):
     """Market events first (the venue's books, resting orders' fills), then orders, one at a time; after
     each, the reports that fell due. ``ins``: (market, venue orders); ``outs``: (venue reports,).
+
+    Simulated time only runs forward: each market event or CLOCK record moves the venue's clock to its
+    exchange time unless the clock is already later (a recording's streams are not always stamped in
+    order); an order is sent at the clock's time, so in a replay -- where the feed precedes the book chain's
+    copy of a message with a CLOCK at its receive time -- at the time the strategy saw what caused it.
 
     One loop with one call of each venue step (accept, advance, apply, release) instead of the composed
     ``venue_on_event`` / ``venue_on_order`` / ``venue_poll``: each of those contains the order-matching code,
@@ -881,9 +907,10 @@ def venue_step(V, ins, outs, tm, now_pass, flags):
             break  # (room is asked, and a shortage counted, only with something to take)
         ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
         if is_event:
-            now = ev.ts_exch
+            now = max(now, ev.ts_exch)
             V.clock[0] = now
-            hist_record(tm.hists[H_AGE_MARKET], t0 - ev.ts_origin)
+            if ev.kind != _CLOCK:
+                hist_record(tm.hists[H_AGE_MARKET], t0 - ev.ts_origin)
         elif is_order:
             order = vorders.slots[(o0 + k_ord) & om]
             age(tm.hists[H_AGE_ORDERS], t0, order.ts_origin)
@@ -893,10 +920,13 @@ def venue_step(V, ins, outs, tm, now_pass, flags):
             break
         venue_advance(vn, now)
         if is_event:
-            venue_apply_event(vn, V.venue_of[ev.symbol], ev, now)
+            if ev.kind != _CLOCK:
+                venue_apply_event(vn, V.venue_of[ev.symbol], ev, now)
             k_ev += 1
         flush = True
     done = k_ev + k_ord
+    if done:  # before the records go back: the feed reads it once every ring is empty
+        set_venue_next(V.sim, venue_next_due(vn))
     if k_ev:
         release_to(ev_in, e0 + k_ev)
     if k_ord:
@@ -944,9 +974,8 @@ def make_venue_stage(ctx) -> VenueStage:
     """The simulated venues from ``[[venues]]``."""
     table = venue_tables(ctx) if ctx.real else {}
     venue = ctx.call("venues", make_venue, len(ctx.symbols), max(1, len(ctx.cfg.venues)), **table)
-    return VenueStage(
-        venue, ctx.venue_of, np.zeros(VENUE_MAX_REPORTS, EXEC_REPORT), np.zeros(1, np.int64), np.zeros(1, np.int64)
-    )
+    out_ = np.zeros(VENUE_MAX_REPORTS, EXEC_REPORT)
+    return VenueStage(venue, ctx.venue_of, out_, np.zeros(1, np.int64), np.zeros(1, np.int64), ctx.views["simclock"])
 
 
 VENUE = Stage(
