@@ -23,6 +23,18 @@ BINANCE = {
     "feed.format": "binance-usdm",
     "feed.pace": "fast",
 }
+# the synthetic run with the venue's latencies (its wake-ups: hean.stages.feed)
+SYNTHETIC_LATENCY = {
+    **SYNTHETIC,
+    "venues": [{"name": "sim", "params": {"entry_latency_ns": 30_000, "report_latency_ns": 20_000}}],
+}
+# the same replay with latencies on every leg: orders 1 ms to the venue, reports 0.5 ms back, the recording's
+# own feed latency -- the scheduler's wake-ups and receive times at work (hean.stages.feed)
+BINANCE_LATENCY = {
+    **BINANCE,
+    "venues": [{"name": "sim", "params": {"entry_latency_ns": 1_000_000, "report_latency_ns": 500_000}}],
+    "feed.latency": "recorded",
+}
 
 
 def groups(placement: str, stages: list[str]) -> list[list[str]]:
@@ -75,11 +87,13 @@ def main() -> int:
     ap.add_argument("--placements", default=",".join(PLACEMENTS))
     args = ap.parse_args()
     out = {}
-    for name, feed in (("synthetic", SYNTHETIC), ("binance", BINANCE)):
+    feeds = {"synthetic": SYNTHETIC, "synthetic-latency": SYNTHETIC_LATENCY, "binance": BINANCE,
+             "binance-latency": BINANCE_LATENCY}  # fmt: skip
+    for name, feed in feeds.items():
         for placement in args.placements.split(","):
             t0 = time.monotonic()
             out[f"{name}/{placement}"] = d = digests(feed, placement)
-            print(f"{name:9} {placement:5} {d}  ({time.monotonic() - t0:.1f} s)", file=sys.stderr)
+            print(f"{name:17} {placement:5} {d}  ({time.monotonic() - t0:.1f} s)", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
