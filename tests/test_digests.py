@@ -2,8 +2,8 @@
 Binance replay, without and with latencies on every leg, identical in every placement; a replay is
 deterministic whatever its pace and without ``engine.lockstep`` (the feed schedules simulated time).
 A change to the pipeline's structure must not move them; a change of behaviour must say so here. Last change:
-the market maker became a plug-in of hean.api (issue 14): it sees its own fills and quotes both sides in one callback, so it sends and fills more (Binance: 1037 orders
-and 453 fills before, 3227 and 1986 now).
+the market maker became a plug-in of hean.api (issue 14): it sees its own fills and quotes both sides in one
+callback, so it sends and fills more (Binance: 1037 orders and 453 fills before, 3227 and 1986 now).
 
 Regenerate with ``.venv/bin/python tools/digests.py``.
 """
