@@ -86,7 +86,9 @@ def _kind_table(values: dict[int, int], default: int, dtype) -> np.ndarray:
 
 
 _K = EventKind
-_KIND_OK = _kind_table({k: 1 for k in EventKind}, 0, np.bool_)
+# what a recording may hold: every kind but CLOCK, the replay scheduler's own record (hean.stages.feed)
+_RECORDED = [k for k in EventKind if k != EventKind.CLOCK]
+_KIND_OK = _kind_table({k: 1 for k in _RECORDED}, 0, np.bool_)
 _NEEDS_SIDE = _kind_table({_K.LEVEL_SET: 1, _K.TICKER: 1, _K.L3_ADD: 1}, 0, np.bool_)
 _PRICE_MIN = _kind_table(
     {_K.LEVEL_SET: 1, _K.TRADE: 1, _K.L3_ADD: 1, _K.L3_MODIFY: 1, _K.TICKER: 0}, -(MAX_UNITS - 1), np.int64
@@ -101,7 +103,7 @@ def _field_checks(ev: np.ndarray, n_symbols: int) -> list[tuple[str, np.ndarray,
     qty = ev["qty"]
     sym = ev["symbol"]
     return [
-        ("kind", _KIND_OK[kind], f"not a known record kind ({min(EventKind)}..{max(EventKind)})"),
+        ("kind", _KIND_OK[kind], f"not a known record kind ({min(_RECORDED)}..{max(_RECORDED)})"),
         ("symbol", (sym >= 0) & (sym < n_symbols), f"out of range [0, {n_symbols}) (the file's symbol table)"),
         ("side", (side >= -1) & (side <= 1) & ((side != 0) | ~_NEEDS_SIDE[kind]), "not a valid side for its kind"),
         ("price", (price >= _PRICE_MIN[kind]) & (price < MAX_UNITS), "out of range"),
