@@ -8,13 +8,42 @@ MARKET_EVENTs the engine feeds it, and matches HEAN's orders against it:
   of the level until the feed next sets that level (so two orders cannot take the same lots). The rest of a
   MARKET or IOC order expires; a FOK order that the visible depth cannot fill entirely expires unfilled; a
   GTC limit rests. POST_ONLY orders that would take are rejected.
-- **Resting orders** fill only from TRADE prints, with a conservative queue-position model: on joining a
-  price the order has ``queue_ahead`` = the visible quantity at that price; trades at the order's price
-  reduce ``queue_ahead`` first and fill the order only with what is left of the print; a trade *through*
-  the price (a sell print below a resting bid) means the level was emptied, so the order fills (up to the
-  print's size). Cancellations ahead of the order are not credited (they cannot be told from cancellations
-  behind it in L2 data) -- fills are never optimistic. One print's size is shared by all resting orders.
-  A replace that changes the price or increases the quantity loses the queue position.
+- **Resting orders** fill only from TRADE prints, after a queue-position model: on joining a price the order
+  has ``queue_ahead`` = the visible quantity at that price; trades at the order's price reduce
+  ``queue_ahead`` first and fill the order only with what is left of the print; a trade *through* the price
+  (a sell print below a resting bid) means the level was emptied, so the order fills (up to the print's
+  size). One print's size is shared by all resting orders. A replace that changes the price or increases
+  the quantity loses the queue position. What a *decrease* of the level that no print explains does to
+  ``queue_ahead`` is the venue's ``queue_model`` (below).
+- **Queue models** (``queue_model`` per venue; the queue-position literature as hftbacktest implements it):
+
+  - ``"risk_averse"`` (the default): a decrease is never credited -- L2 data cannot tell a cancellation
+    ahead of the order from one behind it, so the careful assumption is "behind": fills are never
+    optimistic, only late;
+  - the probabilistic models: when the venue's copy of a level with resting orders of ours at it goes from
+    ``prev`` to ``new`` lots, the part not explained by prints is ``c = prev - new - traded`` (``traded``:
+    the lots printed at the price since the level was last set, which already moved the order up); with
+    ``F`` = the order's ``queue_ahead`` and ``B = max(prev - traded - F, 0)`` the lots behind it (hftbacktest
+    takes ``prev - F``, counting the printed lots as behind), the probability that a cancelled lot was
+    *behind* the order is
+
+    ========== ============================================ ==================================
+    model      p(F, B)                                      hftbacktest
+    ========== ============================================ ==================================
+    power      B^n / (B^n + F^n)                            PowerProbQueueFunc(n)
+    power2     B^n / (F + B)^n                              PowerProbQueueFunc2(n)
+    power3     1 - (F / (F + B))^n                          PowerProbQueueFunc3(n)
+    log        ln(1 + B) / (ln(1 + B) + ln(1 + F))          LogProbQueueFunc
+    log2       ln(1 + B) / ln(1 + F + B)                    LogProbQueueFunc2
+    ========== ============================================ ==================================
+
+    (``n`` = ``queue_power``, default 3), and the order is credited ``c - B`` lots when ``p c >= B`` (more
+    expected behind than there is: the rest came from ahead), else ``floor(c - p c)`` -- in float64,
+    rounded *down*, never more than ``c`` nor than ``F``. An increase adds behind the order (no change).
+    The decrease is measured against the venue's own copy of the level, which our own takes have already
+    reduced (see marketable orders): lots we took are never counted as cancellations. A print reported
+    *after* the level change that it caused is counted twice (as a cancellation, then as a print), as in
+    hftbacktest: these models are only as good as the recording's order of prints and depth updates.
 - **Latency**: an order sent at ``now`` reaches the venue at ``now + entry_latency_ns[v]``; a report made
   at venue time ``t`` is released to HEAN at ``t + report_latency_ns[v]``. Market events are applied at the
   ``now`` they are passed with, so an order is matched against the book as it was when it *arrived*.
@@ -101,6 +130,7 @@ from hean.rings.layout import MASK
 from hean.rings.spsc import available
 from hean.stages.book import (
     NO_PRICE,
+    OK,
     L2Book,
     l2_best_ask,
     l2_best_bid,
@@ -173,17 +203,25 @@ O_CUM = 7
 O_AHEAD = 8  # lots ahead in the queue at O_PRICE
 O_FLAGS = 9
 O_TS_ORIGIN = 10
-O_LEN = 11
-L_ENTRY, L_REPORT = 0, 1  # lat[] columns
-VF_MAKER, VF_TAKER, VF_REJECT = 0, 1, 2  # vf[] columns
+O_TRADED = 11  # lots printed at O_PRICE since the level was last set (not credited again as cancellations)
+O_LEN = 12
+L_ENTRY, L_REPORT, L_QUEUE = 0, 1, 2  # lat[] columns (L_QUEUE: the venue's queue model, a Q_* code)
+VF_MAKER, VF_TAKER, VF_REJECT, VF_QPOW = 0, 1, 2, 3  # vf[] columns (VF_QPOW: queue_power)
+
+# queue models (make_venue's ``queue_model``), see the module docstring
+Q_RISK_AVERSE, Q_POWER, Q_POWER2, Q_POWER3, Q_LOG, Q_LOG2 = 0, 1, 2, 3, 4, 5
+QUEUE_MODELS = {"risk_averse": Q_RISK_AVERSE, "power": Q_POWER, "power2": Q_POWER2, "power3": Q_POWER3,
+                "log": Q_LOG, "log2": Q_LOG2}  # fmt: skip
+MAX_QUEUE_POWER = 100.0
 
 
 class Venue(NamedTuple):
     book: L2Book  # row v * n_symbols + s
     tops: VenueTops  # [n_venues, n_symbols] best bid/ask: the router's view
     stale: np.ndarray  # int64[n_venues * n_symbols]: 1 after OUT_OF_SYNC until the next CLEAR
-    lat: np.ndarray  # int64[n_venues, 2]: L_ENTRY, L_REPORT latency, ns
-    vf: np.ndarray  # float64[n_venues, 3]: VF_MAKER, VF_TAKER fee (fraction of notional), VF_REJECT probability
+    lat: np.ndarray  # int64[n_venues, 3]: L_ENTRY, L_REPORT latency, ns; L_QUEUE queue model (Q_*)
+    vf: np.ndarray  # float64[n_venues, 4]: VF_MAKER, VF_TAKER fee (fraction of notional), VF_REJECT probability,
+    # VF_QPOW the power models' exponent
     value_per_tick_lot: np.ndarray  # float64[n_symbols]
     o: np.ndarray  # int64[capacity, O_LEN]: orders at the venues, direct-mapped by order_id & (capacity - 1)
     rest: np.ndarray  # int64[capacity]: slots of resting orders (first g[G_NREST])
@@ -207,6 +245,26 @@ def _per_venue(value, n: int, dtype, name: str, lo, hi) -> np.ndarray:
     return arr.astype(dtype).copy()
 
 
+def _queue_models(value, n: int) -> np.ndarray:
+    """``queue_model`` (a name, or one per venue) as Q_* codes."""
+    names = [value] if isinstance(value, str) else list(np.asarray(value, dtype=object).reshape(-1))
+    known = " | ".join(QUEUE_MODELS)
+    for name in names:
+        if not isinstance(name, str) or name not in QUEUE_MODELS:
+            raise ValueError(f"queue_model must be one of {known} per venue, got {name!r}")
+    if len(names) not in (1, n):
+        raise ValueError(f"queue_model: one name or one per venue ({n}), got {len(names)}")
+    return np.broadcast_to(np.array([QUEUE_MODELS[x] for x in names], np.int64), (n,)).copy()
+
+
+def _queue_powers(value, n: int) -> np.ndarray:
+    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()
+    bad = [float(x) for x in arr if not (np.isfinite(x) and 0.0 < x <= MAX_QUEUE_POWER)]
+    if bad:
+        raise ValueError(f"queue_power must be a number in (0, {MAX_QUEUE_POWER:g}] per venue, got {bad[0]!r}")
+    return arr
+
+
 def make_venue(
     n_symbols: int,
     n_venues: int = 1,
@@ -217,6 +275,8 @@ def make_venue(
     taker_fee: float | np.ndarray = 0.0,
     reject_prob: float | np.ndarray = 0.0,
     value_per_tick_lot: float | np.ndarray = 1.0,
+    queue_model: str | np.ndarray = "risk_averse",
+    queue_power: float | np.ndarray = 3.0,
     seed: int = 1,
     capacity: int = 4096,
     queue_capacity: int = 4096,
@@ -227,7 +287,10 @@ def make_venue(
 
     Per venue (scalar or one per venue): ``entry_latency_ns`` and ``report_latency_ns`` (ns, default 0),
     ``maker_fee``/``taker_fee`` (fraction of notional, default 0), ``reject_prob`` (0..1, default 0).
-    ``value_per_tick_lot`` (quote ccy per tick per lot, per symbol). ``seed``: the reject generator.
+    ``queue_model`` (``"risk_averse"`` default, ``"power"``, ``"power2"``, ``"power3"``, ``"log"``, ``"log2"``)
+    and ``queue_power`` (the power models' exponent n, in (0, 100], default 3): how a resting order's queue
+    position moves when its level decreases (module docstring). ``value_per_tick_lot`` (quote ccy per tick
+    per lot, per symbol). ``seed``: the reject generator.
     ``capacity``: orders at all venues (power of two). ``queue_capacity``: orders / reports in flight per
     venue (power of two). ``book_window``/``book_overflow``: see :func:`hean.stages.book.make_l2_book`.
     """
@@ -253,6 +316,7 @@ def make_venue(
             [
                 _per_venue(entry_latency_ns, n_venues, np.int64, "entry_latency_ns", 0, 10**12),
                 _per_venue(report_latency_ns, n_venues, np.int64, "report_latency_ns", 0, 10**12),
+                _queue_models(queue_model, n_venues),
             ],
             axis=1,
         ),
@@ -261,6 +325,7 @@ def make_venue(
                 _per_venue(maker_fee, n_venues, np.float64, "maker_fee", -0.1, 0.1),
                 _per_venue(taker_fee, n_venues, np.float64, "taker_fee", -0.1, 0.1),
                 _per_venue(reject_prob, n_venues, np.float64, "reject_prob", 0.0, 1.0),
+                _queue_powers(queue_power, n_venues),
             ],
             axis=1,
         ),
@@ -545,6 +610,7 @@ def _new(vn, v, t, order):
                 0.0, 0, 0)  # fmt: skip
         return
     vn.o[slot, O_AHEAD] = l2_level_qty(vn.book, row, side, order.price)
+    vn.o[slot, O_TRADED] = 0
     _rest_add(vn, slot)
 
 
@@ -627,6 +693,7 @@ def _replace(vn, v, t, order):
             return
     if not keeps_queue:
         vn.o[slot, O_AHEAD] = l2_level_qty(vn.book, row, side, new_px)
+        vn.o[slot, O_TRADED] = 0
 
 
 @kernel
@@ -673,6 +740,7 @@ def _on_trade(vn, v, t, ev):
             else:
                 if op != px:
                     continue
+                vn.o[slot, O_TRADED] += ev.qty  # the level's next decrease includes this print
                 ahead = vn.o[slot, O_AHEAD]
                 if ev.qty <= ahead:
                     vn.o[slot, O_AHEAD] = ahead - ev.qty
@@ -691,6 +759,55 @@ def _on_trade(vn, v, t, ev):
             if vn.o[slot, O_LEAVES] == 0:
                 _rest_remove(vn, slot)
                 i -= 1  # the last resting order moved into position i - 1
+
+
+@kernel(error_model="numpy")
+def _queue_credit(model, n, front, back, c):
+    """Lots of ``c`` cancelled lots that came from ahead of an order with ``front`` lots ahead and ``back``
+    behind, under queue model ``model`` (exponent ``n``): the module docstring's formulas, in float64, rounded
+    down; in [0, min(c, front)]."""
+    if front <= 0 or c <= 0:
+        return np.int64(0)
+    p = 0.0  # probability that a cancelled lot was behind the order; nothing behind: every lot was ahead
+    if back > 0:
+        f = np.float64(front)
+        b = np.float64(back)
+        if model == Q_POWER:
+            p = 1.0 / (1.0 + (f / b) ** n)  # = b^n / (b^n + f^n), without overflowing b^n
+        elif model == Q_POWER2:
+            p = (b / (f + b)) ** n
+        elif model == Q_POWER3:
+            p = 1.0 - (f / (f + b)) ** n
+        elif model == Q_LOG:
+            p = np.log1p(b) / (np.log1p(b) + np.log1p(f))
+        else:  # Q_LOG2
+            p = np.log1p(b) / np.log1p(f + b)
+    behind = p * np.float64(c)  # expected lots from behind
+    if behind >= back:
+        credit = c - back  # more than there is behind: the rest came from ahead
+    else:
+        credit = np.int64(np.floor(np.float64(c) - behind))
+    return max(np.int64(0), min(credit, c, front))
+
+
+@kernel
+def _queue_on_level(vn, v, s, side, px, prev, new):
+    """Venue ``v``'s copy of level ``px`` of ``side`` went from ``prev`` to ``new`` lots (the feed, not our own
+    takes): credit each of our resting orders there its share of the decrease under the venue's queue model.
+    """
+    model = vn.lat[v, L_QUEUE]
+    n = vn.vf[v, VF_QPOW]
+    for i in range(vn.g[G_NREST]):
+        slot = vn.rest[i]
+        if (vn.o[slot, O_PRICE] != px or vn.o[slot, O_VENUE] != v or vn.o[slot, O_SYMBOL] != s
+                or vn.o[slot, O_SIDE] != side):  # fmt: skip
+            continue
+        traded = vn.o[slot, O_TRADED]
+        vn.o[slot, O_TRADED] = 0  # the new quantity reflects the prints
+        front = vn.o[slot, O_AHEAD]
+        c = prev - new - traded
+        back = max(np.int64(0), prev - traded - front)
+        vn.o[slot, O_AHEAD] = front - _queue_credit(model, n, front, back, c)
 
 
 @kernel
@@ -761,7 +878,12 @@ def venue_apply_event(vn, v, ev, now_ns):
         if kind == _LEVEL_SET:
             side = ev.side
             if (side == 1 or side == -1) and ev.qty >= 0:
-                l2_set_level(vn.book, row, 0 if side == 1 else 1, ev.price, ev.qty)
+                prev = np.int64(-1)  # the level before the feed sets it: for a probabilistic queue model
+                if vn.lat[v, L_QUEUE] != Q_RISK_AVERSE and vn.g[G_NREST] > 0:
+                    prev = l2_level_qty(vn.book, row, side, ev.price)
+                ok = l2_set_level(vn.book, row, 0 if side == 1 else 1, ev.price, ev.qty) == OK
+                if ok and prev >= 0:
+                    _queue_on_level(vn, v, s, side, ev.price, prev, np.int64(ev.qty))
                 _refresh_tops(vn, v, s, now_ns)
         elif kind == _CLEAR:
             l2_clear(vn.book, row)
@@ -959,14 +1081,16 @@ def venue_tables(ctx) -> dict:
         ctx.kwargs(f"venues[{i}].params", dict(v.params), make_venue)
     out_ = {}
     for key in sorted({k for v in venues for k in v.params}):
-        sample = next(v.params[key] for v in venues if key in v.params)
         vals = [v.params.get(key, _param_default(key)) for v in venues]
         if not _param_per_venue(key):
             if len(set(vals)) > 1:
                 raise ctx.error(f"key 'venues.params.{key}': one value for every venue, got {vals}")
             out_[key] = vals[0]
             continue
-        out_[key] = np.array(vals, np.float64 if isinstance(sample, float) else np.int64)
+        if any(isinstance(x, str) for x in vals):  # queue_model: names
+            out_[key] = np.array(vals, dtype=object)
+            continue
+        out_[key] = np.array(vals, np.float64 if any(isinstance(x, float) for x in vals) else np.int64)
     return out_
 
 
