@@ -260,6 +260,18 @@ def _bench_sweep(mp, tmp, stack):
     return ["bench", "sweep"]
 
 
+def _bench_backtest(mp, tmp, stack):
+    from hean.bench import backtest
+
+    hean = {"system": "HEAN", "version": "0", "ns_per_event": 400.0, "events_per_s": 2.5e6, "loop_ns_per_event": 200.0,
+            "orders": 10, "new": 6, "replace": 4, "cancel": 0, "fills": 3, "same_every_round": True,
+            "ratio_to_hean": 1.0, "models": "L2 book"}  # fmt: skip
+    res = {"file": "rec.gz", "events": {"level_set": 8, "trade": 2, "total": 10}, "rounds": 1, "latency_ns": 10**6,
+           "systems": [hean], "skipped": {"hftbacktest": "not installed"}}  # fmt: skip
+    mp.setattr(backtest, "measure", lambda *a, **k: res)
+    return ["bench", "backtest", "--rounds", "1"]
+
+
 def _bench_noise(mp, tmp, stack):  # the real thing: 50 ms on one CPU
     return ["bench", "noise", "--cpus", str(min(os.sched_getaffinity(0))), "--seconds", "0.05"]
 
@@ -281,6 +293,7 @@ JSON_RUNS = {
     "bench startup": _bench_startup,
     "bench sweep": _bench_sweep,
     "bench noise": _bench_noise,
+    "bench backtest": _bench_backtest,
 }
 # commands whose --json - is tested elsewhere, and where (a command here may come and go with its branch)
 JSON_ELSEWHERE = {
