@@ -351,15 +351,16 @@ def test_shared_views_are_declared_in_the_topology(shm_name):
     from hean.engine.topology import SHARED_VIEWS, ViewDims, view_name
 
     views = {v.key: v for v in SHARED_VIEWS}
-    assert set(views) == {"tops", "pos", "rstate", "depth"} and set(views) <= run_suffixes()
+    assert set(views) == {"tops", "pos", "rstate", "depth", "simclock"} and set(views) <= run_suffixes()
     assert (views["tops"].writers, views["tops"].readers) == (("book",), ("router",))
     assert (views["pos"].writers, views["pos"].readers) == (("risk",), ("strategy",))
     assert (views["rstate"].writers, views["rstate"].readers) == (("risk",), ("strategy",))
     assert (views["depth"].writers, views["depth"].readers) == (("book",), ("strategy",))
+    assert (views["simclock"].writers, views["simclock"].readers) == (("venue",), ("feed",))
+    assert views["simclock"].nbytes(dims := ViewDims(n_venues=2, n_symbols=3, rows=256, depth=5)) == 64
     for v in SHARED_VIEWS:
         assert len(v.writers) == 1 and set(v.writers + v.readers) <= set(STAGES) and v.order
         assert view_name("r1", v) == f"hean-r1-{v.key}" and run_id_of(view_name("r1", v)) == "r1"
-    dims = ViewDims(n_venues=2, n_symbols=3, rows=256, depth=5)
     seg = create_segment(shm_name, views["tops"].nbytes(dims))
     try:
         tops = views["tops"].view(seg.array(np.int64), dims)
