@@ -13,14 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import data_file
+from test_venue import OUT, _ids, ev
 
 from hean.engine.config import ConfigError, load_config
 from hean.records import (
     ASK,
     BID,
     BUY,
-    EXEC_REPORT,
-    MARKET_EVENT,
     ORDER,
     SELL,
     EventKind,
@@ -41,15 +40,6 @@ from hean.stages.venue import (
     venue_on_order,
     venue_poll,
 )
-
-OUT = np.zeros(256, EXEC_REPORT)
-_ids = iter(range(1, 10**9))
-
-
-def ev(kind, side=0, price=0, qty=0, symbol=0):
-    e = np.zeros(1, MARKET_EVENT)
-    e[0]["kind"], e[0]["side"], e[0]["price"], e[0]["qty"], e[0]["symbol"] = kind, side, price, qty, symbol
-    return e[0]
 
 
 def reports(n):
