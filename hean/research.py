@@ -16,7 +16,7 @@ quantities in lots, money in quote currency, times in ns since the epoch (the re
 * ``positions`` -- per strategy and symbol at the end: position, cash, fees, traded notional, PnL;
 * ``equity`` -- each strategy's PnL over event time (sampled every ``equity_ms`` and at every fill);
 * ``summary`` -- counts, per-strategy figures, the router's order and fill digests (equal to a ``hean replay``
-  of the same inputs);
+  of the same inputs), and ``models``: the feed latency and each venue's latency, queue and fee models used;
 * ``states`` -- each strategy's own per-symbol state at the end, in the dtype it declares.
 """
 
@@ -365,6 +365,8 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
                 "fees": float(p["fees"].sum()),
             }
         )
+    from hean.engine.summary import models_used
+
     rc = W.tm_router.counters
     summary = {
         "events": int(W.tm_feed.counters[C_EVENTS_OUT]),
@@ -377,6 +379,7 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
         "lost_rows": lost,
         "wall_s": wall,
         "loops": loops,
+        "models": models_used(cfg),
     }
     return BacktestResult(
         Table(np.concatenate(orders)),

@@ -79,12 +79,10 @@ def files(tmp_path_factory):
     return str(rec), f"{folder / 'taker.py'}:STRATEGY"
 
 
-def _run(files, entry_us=0, report_us=0, feed_us=0, again=0):
+def _run(files, entry_us=0, report_us=0, feed_us=0, again=0, **params):
     rec, taker = files
-    config = {
-        "venues": [{"name": "sim", "params": {"entry_latency_ns": entry_us * US, "report_latency_ns": report_us * US}}],
-        "feed.latency_ns": feed_us * US,
-    }
+    params = {"entry_latency_ns": entry_us * US, "report_latency_ns": report_us * US, **params}
+    config = {"venues": [{"name": "sim", "params": params}], "feed.latency_ns": feed_us * US}
     return hean.backtest(rec, taker, params={"again": again}, config=config, format="native")
 
 
@@ -157,3 +155,42 @@ def test_an_unpaced_replay_keeps_the_order_before_the_burst_that_follows_it(file
     assert result.exit_code == 0, result.error
     router = result.telemetry["router"]["counters"]
     assert (router[C_ORDERS], router[C_FILLS]) == (1, fills)
+
+
+def _round_trips(folder, rows) -> str:
+    """A recorded latency file: rows of (send time after t0, entry latency, response latency) in us."""
+    path = folder / "round_trips.csv"
+    lines = ["req_ts,exch_ts,resp_ts"]
+    for sent, entry, response in rows:
+        req = T0 + sent * US
+        lines.append(f"{req},{req + entry * US},{req + (entry + response) * US}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+# recorded round trips (send time after t0, entry, response; us) -> the first order's fate; it is sent at t0
+RECORDED = [
+    ([(-1_000, 300, 0), (1_000, 700, 0)], "filled"),  # interpolated: 300 + 400 / 2 = 500 us, the pull's time
+    ([(-1_000, 300, 0), (1_000, 702, 0)], "expired"),  # 501 us
+    ([(0, 499, 0)], "filled"),  # one round trip: its latency throughout
+    ([(5_000, 200, 0), (6_000, 900, 0)], "filled"),  # before the first: the first's latency
+    ([(-6_000, 100, 0), (-5_000, 800, 0)], "expired"),  # after the last: the last's latency
+]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("rows", "fate"), RECORDED)
+def test_recorded_entry_latency_is_interpolated_at_the_send_time(files, tmp_path, rows, fate):
+    r = _run(files, latency_file=_round_trips(tmp_path, rows))
+    assert len(r.orders) == 1
+    assert len(r.fills) == (1 if fate == "filled" else 0)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("entry_us", "second"), [(50, "filled"), (150, "expired")])
+def test_recorded_response_latency_holds_reports_back(files, tmp_path, entry_us, second):
+    """As the held-back report test with the constant latencies replaced by recorded round trips of entry
+    ``entry_us`` and response 300 us (the constant ``report_latency_ns`` given beside them is ignored)."""
+    rows = [(-1_000_000, entry_us, 300), (1_000_000, entry_us, 300)]
+    r = _run(files, report_us=5, again=1, latency_file=_round_trips(tmp_path, rows))
+    assert [int(p) for p in r.fills["price"]] == ([101, 101] if second == "filled" else [101])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 from rich.console import Console
 
 from hean.commands.run import print_summary
@@ -116,3 +117,33 @@ def test_a_run_without_risk_has_no_pnl_rows():
     text = _text(_summary(pnl={}, router_refusals={}, rejects={}, rejects_total=0), width=100)
     assert "PnL" not in text and "positions" not in text and "router refusals" not in text
     assert re.search(r"^risk rejects +0 \(none\)$", text, re.M)
+
+
+# configuration -> the models the summary states (hean.engine.summary.models_used)
+MODEL_CASES = [
+    ({}, "none: the synthetic feed's messages are received as they are made",
+     "constant: entry 0 ns, response 0 ns", "risk_averse", "maker 0, taker 0 of notional"),
+    ({"feed.source": "replay", "feed.path": __file__, "feed.format": "native", "feed.latency_ns": 1_500,
+      "venues": [{"name": "sim", "params": {"entry_latency_ns": 1_000_000, "report_latency_ns": 250,
+                                            "queue_model": "power2", "queue_power": 2.5, "taker_fee": 0.0004}}]},
+     "constant: exchange time + 1.5 us", "constant: entry 1 ms, response 250 ns", "power2 (n = 2.5)",
+     "maker 0, taker 0.0004 of notional"),
+    ({"feed.source": "replay", "feed.path": __file__, "feed.format": "native", "feed.latency": "recorded",
+      "venues": [{"name": "sim", "params": {"latency_file": "rtt.csv", "queue_model": "log"}}]},
+     "recorded receive stamps (clock offset removed) + 0 ns",
+     "recorded round trips from rtt.csv, interpolated (FIFO per venue)", "log", "maker 0, taker 0 of notional"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "feed", "latency", "queue", "fees"), MODEL_CASES)
+def test_the_summary_states_the_models_used(overrides, feed, latency, queue, fees):
+    from hean.engine.config import load_config
+    from hean.engine.summary import models_used
+
+    m = models_used(load_config(overrides=overrides))
+    assert m["feed_latency"] == feed
+    v = m["venues"]["sim"]
+    assert (v["order_latency"], v["queue"], v["fees"]) == (latency, queue, fees)
+    text = _text(_summary(models=m), width=200)
+    assert re.search(rf"\nfeed latency +{re.escape(feed)}\n", text)
+    assert re.search(rf"\nvenue sim +{re.escape(f'order latency {latency}; queue {queue}; fees {fees}')}\n", text)

@@ -277,7 +277,7 @@ def run_engine(
     if result.reason == "start-failed":  # nothing ran: the reason is the whole story
         print(f"hean: {result.error}", file=sys.stderr)
         return result.exit_code
-    summary = build_summary(result, [s.name for s in cfg.symbols], {int(r): r.name for r in RejectReason})
+    summary = build_summary(result, [s.name for s in cfg.symbols], {int(r): r.name for r in RejectReason}, sup.cfg)
     summary["wall_s"] = round(time.monotonic() - t0, 3)
     print_summary(summary, sys.stderr if json_out == "-" else sys.stdout)
     if json_out and not _write_json(summary, json_out):

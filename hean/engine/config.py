@@ -211,6 +211,7 @@ name = "sim"
 # [venues.params]           # per venue: latencies, fees, rejects (README), and the queue-position model:
 # queue_model = "risk_averse" # risk_averse | power | power2 | power3 | log | log2 (docs/backtests.md)
 # queue_power = 3.0         # the power models' exponent n
+# latency_file = "rtt.csv"  # recorded order round trips (req_ts,exch_ts,resp_ts ns) instead of the constant latencies
 
 [strategy]
 name = "market_maker"       # market_maker | rsi_macd | "file.py:NAME" (docs/strategies.md)

@@ -83,8 +83,50 @@ def _strategies(tm: dict, paths: list[str]) -> list[dict]:
     ]
 
 
-def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> dict:
-    """The JSON-able summary of a finished run (``symbols``: names by id; the run's own list wins)."""
+def _ns(ns: int) -> str:
+    return f"{ns / 1e6:g} ms" if ns >= 1_000_000 else f"{ns / 1e3:g} us" if ns >= 1_000 else f"{ns} ns"
+
+
+def feed_model(cfg) -> str:
+    """When the strategy receives a message (docs/backtests.md, "feed latency")."""
+    f = cfg.feed
+    if f.source != "replay":
+        return f"none: the {f.source} feed's messages are received as they are made"
+    if f.latency == "recorded":
+        return f"recorded receive stamps (clock offset removed) + {_ns(f.latency_ns)}"
+    return f"constant: exchange time + {_ns(f.latency_ns)}"
+
+
+def venue_models(cfg) -> dict[str, dict[str, str]]:
+    """Each simulated venue's models as the run used them: its params over make_venue's defaults."""
+    from hean.stages.venue import venue_param
+
+    out = {}
+    for v in cfg.venues:
+        p = lambda key, params=v.params: params.get(key, venue_param(key))  # noqa: E731
+        if p("latency_file"):
+            latency = f"recorded round trips from {p('latency_file')}, interpolated (FIFO per venue)"
+        else:
+            latency = f"constant: entry {_ns(int(p('entry_latency_ns')))}, response {_ns(int(p('report_latency_ns')))}"
+        queue = p("queue_model")
+        out[v.name] = {
+            "order_latency": latency,
+            "queue": f"{queue} (n = {float(p('queue_power')):g})" if queue.startswith("power") else queue,
+            "fills": "marketable orders walk the levels; resting orders fill partially by the prints past them",
+            "fees": f"maker {float(p('maker_fee')):g}, taker {float(p('taker_fee')):g} of notional",
+            "rejects": f"{float(p('reject_prob')):g} of new orders, seed {int(p('seed'))}",
+        }
+    return out
+
+
+def models_used(cfg) -> dict:
+    """The simulation's models, for the summary, so a result always says what it assumed."""
+    return {"feed_latency": feed_model(cfg), "venues": venue_models(cfg)}
+
+
+def build_summary(result, symbols: list[str], reject_names: dict[int, str], cfg=None) -> dict:
+    """The JSON-able summary of a finished run (``symbols``: names by id; the run's own list wins; ``cfg``:
+    the run's configuration, whose models the summary states)."""
     tm = result.telemetry
     symbols = list(getattr(result, "symbols", None) or symbols)
     stages = {}
@@ -147,4 +189,5 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         # each shared ring at the end: records published and taken (equal unless the run was cut short)
         "rings": dict(getattr(result, "rings", {}) or {}),
         "journal": getattr(result, "journal", ""),
+        "models": models_used(cfg) if cfg is not None else {},
     }

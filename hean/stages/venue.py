@@ -47,7 +47,9 @@ MARKET_EVENTs the engine feeds it, and matches HEAN's orders against it:
 - **Latency**: an order sent at ``now`` reaches the venue at ``now + entry_latency_ns[v]``; a report made
   at venue time ``t`` is released to HEAN at ``t + report_latency_ns[v]``. Market events are applied at the
   ``now`` they are passed with, so an order is matched against the book as it was when it *arrived*.
-  Orders in flight are processed before each market event that is later than their arrival.
+  Orders in flight are processed before each market event that is later than their arrival. With a
+  ``latency_file`` the two latencies come from recorded order round trips instead, interpolated at the send
+  and report times (:mod:`hean.stages.latency`); a venue's orders and reports stay in FIFO order.
 - **Fees**: ``maker_fee``/``taker_fee`` per venue, a fraction of notional (negative = rebate): fee =
   price * qty * value_per_tick_lot * rate.
 - **Rejects**: ``reject_prob[v]`` rejects that fraction of NEW orders (reason VENUE_REJECT), drawn from a
@@ -85,6 +87,7 @@ Every kernel here is a :func:`hean.jit.kernel`: no reference counting (none allo
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -141,6 +144,7 @@ from hean.stages.book import (
     make_l2_book,
 )
 from hean.stages.declare import Stage, Stream
+from hean.stages.latency import latency_tables, recorded_latency
 from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service
 from hean.stages.simclock import NOTHING_DUE, set_venue_next
 from hean.stages.tops import MAX_VENUES, VenueTops, make_venue_tops, tops_set
@@ -220,6 +224,11 @@ class Venue(NamedTuple):
     tops: VenueTops  # [n_venues, n_symbols] best bid/ask: the router's view
     stale: np.ndarray  # int64[n_venues * n_symbols]: 1 after OUT_OF_SYNC until the next CLEAR
     lat: np.ndarray  # int64[n_venues, 3]: L_ENTRY, L_REPORT latency, ns; L_QUEUE queue model (Q_*)
+    # recorded latencies (hean.stages.latency; a venue with lat_rows 0 has the constant ones above):
+    lat_entry: np.ndarray  # int64[n_venues, K, 2]: (send time, entry latency) in send order
+    lat_resp: np.ndarray  # int64[n_venues, K, 2]: (exchange time, response latency) in exchange time order
+    lat_rows: np.ndarray  # int64[n_venues]: rows of the two tables in use
+    lat_last: np.ndarray  # int64[n_venues, 2]: the last order's arrival, the last report's release (FIFO)
     vf: np.ndarray  # float64[n_venues, 4]: VF_MAKER, VF_TAKER fee (fraction of notional), VF_REJECT probability,
     # VF_QPOW the power models' exponent
     value_per_tick_lot: np.ndarray  # float64[n_symbols]
@@ -257,6 +266,14 @@ def _queue_models(value, n: int) -> np.ndarray:
     return np.broadcast_to(np.array([QUEUE_MODELS[x] for x in names], np.int64), (n,)).copy()
 
 
+def _latency_files(value, n: int) -> list[str]:
+    """``latency_file`` (a path, or one per venue; "" for none) as one path per venue."""
+    paths = [value] if isinstance(value, (str, os.PathLike)) else list(np.asarray(value, dtype=object).reshape(-1))
+    if len(paths) not in (1, n) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise ValueError(f"latency_file: one path or one per venue ({n}), got {value!r}")
+    return [os.fspath(p) for p in (paths * n if len(paths) == 1 else paths)]
+
+
 def _queue_powers(value, n: int) -> np.ndarray:
     arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()
     bad = [float(x) for x in arr if not (np.isfinite(x) and 0.0 < x <= MAX_QUEUE_POWER)]
@@ -277,6 +294,7 @@ def make_venue(
     value_per_tick_lot: float | np.ndarray = 1.0,
     queue_model: str | np.ndarray = "risk_averse",
     queue_power: float | np.ndarray = 3.0,
+    latency_file: str | np.ndarray = "",
     seed: int = 1,
     capacity: int = 4096,
     queue_capacity: int = 4096,
@@ -290,7 +308,8 @@ def make_venue(
     ``queue_model`` (``"risk_averse"`` default, ``"power"``, ``"power2"``, ``"power3"``, ``"log"``, ``"log2"``)
     and ``queue_power`` (the power models' exponent n, in (0, 100], default 3): how a resting order's queue
     position moves when its level decreases (module docstring). ``value_per_tick_lot`` (quote ccy per tick
-    per lot, per symbol). ``seed``: the reject generator.
+    per lot, per symbol). ``latency_file`` (a path per venue, "" for none): recorded order round trips that
+    replace the two constant latencies (:mod:`hean.stages.latency`). ``seed``: the reject generator.
     ``capacity``: orders at all venues (power of two). ``queue_capacity``: orders / reports in flight per
     venue (power of two). ``book_window``/``book_overflow``: see :func:`hean.stages.book.make_l2_book`.
     """
@@ -308,6 +327,8 @@ def make_venue(
     def col():
         return np.zeros(capacity, dtype=np.int64)
 
+    lat_entry, lat_resp, lat_rows = latency_tables(_latency_files(latency_file, n_venues))
+
     return Venue(
         book=make_l2_book(n_venues * n_symbols, book_window, book_overflow),
         tops=make_venue_tops(n_venues, n_symbols),
@@ -320,6 +341,10 @@ def make_venue(
             ],
             axis=1,
         ),
+        lat_entry=lat_entry,
+        lat_resp=lat_resp,
+        lat_rows=lat_rows,
+        lat_last=np.zeros((n_venues, 2), dtype=np.int64),
         vf=np.stack(
             [
                 _per_venue(maker_fee, n_venues, np.float64, "maker_fee", -0.1, 0.1),
@@ -377,7 +402,11 @@ def _report(vn, v, t, ts_origin, symbol, kind, side, order_id, price, qty, leave
     r.venue = v
     r.reason = reason
     r.liquidity = liq
-    vn.out_t[v, i] = t + vn.lat[v, L_REPORT]
+    if vn.lat_rows[v] == 0:
+        vn.out_t[v, i] = t + vn.lat[v, L_REPORT]
+    else:  # recorded: never released before a report made earlier
+        vn.out_t[v, i] = max(t + recorded_latency(vn.lat_resp[v], vn.lat_rows[v], t), vn.lat_last[v, 1])
+        vn.lat_last[v, 1] = vn.out_t[v, i]
     vn.out_ht[v, 1] = tail + 1
 
 
@@ -845,7 +874,11 @@ def venue_accept(vn, order, now_ns):
     d.client_id = order.client_id
     d.reason = order.reason
     d.venue = order.venue
-    vn.in_t[v, i] = now_ns + vn.lat[v, L_ENTRY]
+    if vn.lat_rows[v] == 0:
+        vn.in_t[v, i] = now_ns + vn.lat[v, L_ENTRY]
+    else:  # recorded: never arrives before an order sent earlier
+        vn.in_t[v, i] = max(now_ns + recorded_latency(vn.lat_entry[v], vn.lat_rows[v], now_ns), vn.lat_last[v, 0])
+        vn.lat_last[v, 0] = vn.in_t[v, i]
     vn.in_ht[v, 1] = tail + 1
 
 
@@ -1066,7 +1099,8 @@ def _param_per_venue(key: str) -> bool:
     return "ndarray" in str(inspect.signature(make_venue).parameters[key].annotation)
 
 
-def _param_default(key: str):
+def venue_param(key: str):
+    """make_venue's default for ``key`` (a venue's ``[venues.params]`` key the user left out)."""
     import inspect
 
     d = inspect.signature(make_venue).parameters[key].default
@@ -1081,7 +1115,7 @@ def venue_tables(ctx) -> dict:
         ctx.kwargs(f"venues[{i}].params", dict(v.params), make_venue)
     out_ = {}
     for key in sorted({k for v in venues for k in v.params}):
-        vals = [v.params.get(key, _param_default(key)) for v in venues]
+        vals = [v.params.get(key, venue_param(key)) for v in venues]
         if not _param_per_venue(key):
             if len(set(vals)) > 1:
                 raise ctx.error(f"key 'venues.params.{key}': one value for every venue, got {vals}")

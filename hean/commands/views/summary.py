@@ -92,11 +92,20 @@ def _pnl(s: dict) -> list[tuple[str, str | Text]]:
     return rows
 
 
+def _models(s: dict) -> list[tuple[str, str | Text]]:
+    """What the simulation assumed (hean.engine.summary.models_used): a result is read with its models."""
+    m = s.get("models") or {}
+    rows: list[tuple[str, str | Text]] = [("feed latency", m["feed_latency"])] if m else []
+    for name, v in m.get("venues", {}).items():
+        rows.append((f"venue {name}", f"order latency {v['order_latency']}; queue {v['queue']}; fees {v['fees']}"))
+    return rows
+
+
 def _facts(s: dict) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    for key, value in _flow(s) + _pnl(s):
+    for key, value in _flow(s) + _pnl(s) + _models(s):
         grid.add_row(key, value if isinstance(value, Text) else Text(value))  # Text: no markup in "[feed]"
     return grid
 
