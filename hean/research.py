@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = ["BacktestResult", "Table", "backtest"]
 
-CHUNK = 20_000  # loop iterations between checks for the end of the recording
+CHUNK = 4_096  # loop iterations between checks for the end of the recording (a drained pipeline: twice)
 MAX_IDLE_CHUNKS = 2  # the pipeline is drained when nothing moved for this many chunks after the feed ended
 
 
@@ -173,7 +173,7 @@ def backtest(
     ``debug``: strategies compiled with bounds checking; a callback that indexes out of bounds stops the
     backtest with a StrategyError naming its file and line.
     """
-    from hean.engine.build import build_local, prepare_replay
+    from hean.engine.build import build_local, prepared_replay
     from hean.engine.config import load_config
     from hean.engine.loopgen import loop_module
     from hean.stages.registry import PIPELINE
@@ -187,6 +187,7 @@ def backtest(
         format = "native"
     if recording is not None:
         overrides.update({"feed.source": "replay", "feed.path": str(recording), "feed.format": format})
+    overrides.setdefault("engine.latency_stats", False)  # no wall-clock latencies here: read no clock
     overrides.update(
         {
             "feed.pace": "fast",
@@ -203,9 +204,10 @@ def backtest(
         raise ValueError("backtest: without a recording, the feed needs an end: set feed.max_messages")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hean-backtest-") as tmp:
+        events = None
         if cfg.feed.source == "replay":
-            cfg, _report = prepare_replay(cfg, tmp)
-        W = build_local(cfg)
+            cfg, _report, events = prepared_replay(cfg, tmp)
+        W = build_local(cfg, replay=events)
         loop = loop_module(PIPELINE)
         loops = _run_to_the_end(loop, W, max_seconds)
     wall = time.perf_counter() - t0

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from digests import BINANCE, BINANCE_LATENCY, SYNTHETIC, SYNTHETIC_LATENCY, digests, groups
+from digests import BINANCE, BINANCE_LATENCY, SYNTHETIC, SYNTHETIC_LATENCY, digests, groups, run_lockstep
+
+from hean.telemetry.block import C_FILLS, C_ORDERS, C_USER_BASE
 
 PINNED = {
     "synthetic": (SYNTHETIC, 5555, 340, 7236645266736900941, -3110773119608840971),
@@ -48,7 +50,6 @@ def test_a_replay_gives_the_same_fills_at_any_pace_without_lockstep(pace):
     from hean.engine.config import load_config
     from hean.engine.supervisor import Supervisor
     from hean.stages.registry import PIPELINE
-    from hean.telemetry.block import C_FILLS, C_ORDERS, C_USER_BASE
 
     cfg = load_config(overrides={**BINANCE_LATENCY, **pace, "engine.duration_s": 0.0})
     assert not cfg.engine.lockstep
@@ -60,3 +61,30 @@ def test_a_replay_gives_the_same_fills_at_any_pace_without_lockstep(pace):
     got = {"orders": c[C_ORDERS], "fills": c[C_FILLS], "order_digest": c[C_USER_BASE]}
     got["fill_digest"] = c[C_USER_BASE + 1]
     assert {k: int(v) for k, v in got.items()} == _pinned("binance-latency")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("feed", ["binance", "binance-latency"])
+def test_an_untimed_run_trades_the_same_and_records_no_latency(feed):
+    """``engine.latency_stats = false`` (hean.backtest's default) only stops the stages reading the clock:
+    the same digests, in the split placement, and no latency histogram has a sample."""
+    from hean.telemetry.histogram import hist_count
+
+    result = run_lockstep({**PINNED[feed][0], "engine.latency_stats": False}, "split")
+    c = result.telemetry["router"]["counters"]
+    got = {"orders": c[C_ORDERS], "fills": c[C_FILLS], "order_digest": c[C_USER_BASE]}
+    got["fill_digest"] = c[C_USER_BASE + 1]
+    assert {k: int(v) for k, v in got.items()} == _pinned(feed)
+    for stage, tm in result.telemetry.items():
+        for name, h in tm["hists"].items():
+            assert hist_count(h) == 0, (stage, name)
+
+
+def test_a_backtests_fills_do_not_depend_on_its_latency_figures():
+    import hean
+
+    rec = PINNED["binance"][0]
+    runs = [hean.backtest(rec["feed.path"], "market_maker", format=rec["feed.format"], config=over)
+            for over in ({}, {"engine.latency_stats": True})]  # fmt: skip
+    a, b = (r.summary for r in runs)
+    assert (a["order_digest"], a["fill_digest"]) == (b["order_digest"], b["fill_digest"])

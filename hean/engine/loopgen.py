@@ -127,7 +127,7 @@ def _pass(i: int, stage: Stage, all_edges: tuple[Edge, ...]) -> str:
             f"    tm = W.tm_{stage.name}\n"
             "    start, n = take(src, dst, tm.counters)\n"
             "    if n:\n"
-            "        t0 = now_ns()\n"
+            "        t0 = stage_clock(flags)\n"
             f"        taken(src, start, n, tm, t0, step_{i}(W.st_{stage.name}, src, dst, start, n, tm, t0))\n"
             "    return n\n"
         )
@@ -155,12 +155,12 @@ def source(pipeline: tuple[Stage, ...]) -> str:
         "from hean.atomics import load_relaxed, now_ns, store_relaxed",
         "from hean.engine import control as C",
         "from hean.engine.pipeline import (",
-        "    HEARTBEAT_EVERY, ORPHAN_DRAIN_NS, P_LOCKSTEP, P_WORKER, activity, orphaned, others_idle,",
+        "    HEARTBEAT_EVERY, ORPHAN_DRAIN_NS, P_LOCKSTEP, P_UNTIMED, P_WORKER, activity, orphaned, others_idle,",
         "    source_done, source_may_run, supervisor_lost, tm_pass, wait_step,",
         ")",
         "from hean.jit import entry, kernel",
-        "from hean.stages.declare import F_HALTED, F_LOCKSTEP",
-        "from hean.stages.ports import Port, StageTm, empty, take, taken, written",
+        "from hean.stages.declare import F_HALTED, F_LOCKSTEP, F_UNTIMED",
+        "from hean.stages.ports import Port, StageTm, empty, stage_clock, take, taken, written",
     ]
     for i, s in enumerate(pipeline):
         L.append(f"from {s.module} import {s.step or s.batch} as step_{i}")
@@ -228,10 +228,10 @@ def loop_module(pipeline: tuple[Stage, ...]) -> ModuleType:
     """
     body = source(pipeline)
     name = f"loop_{hashlib.sha1(body.encode()).hexdigest()[:12]}"
-    text = f"# sources {sources_stamp(pipeline)} (hean.engine.loopgen.sources_stamp)\n" + body
     qualified = f"hean.engine._loops.{name}"
-    if qualified in sys.modules:
+    if qualified in sys.modules:  # (its compiled code is this process's whatever the sources now say)
         return sys.modules[qualified]
+    text = f"# sources {sources_stamp(pipeline)} (hean.engine.loopgen.sources_stamp)\n" + body
     _LOOPS.mkdir(exist_ok=True)
     init = _LOOPS / "__init__.py"
     if not init.exists():

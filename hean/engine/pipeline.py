@@ -50,6 +50,7 @@ P_SPIN_YIELD = 2  # idle polls before yielding
 P_SPIN_SLEEP = 3  # idle polls before sleeping
 P_SLEEP_NS = 4
 P_LOCKSTEP = 5  # 1: deterministic lockstep
+P_UNTIMED = 6  # 1: no latency histograms: one clock read per pass (engine.latency_stats = false)
 P_SUPERVISOR = 8  # the supervisor's pid: the worker's parent (0: no supervisor, e.g. an in-process backtest)
 P_SUP_TIMEOUT_NS = 9  # the supervisor's heartbeat older than this: it is stopped or hung
 P_SUP_TID = 10  # the thread id holding the supervisor's life lock (0: the lock is not used)
@@ -194,7 +195,8 @@ def run_loop(W, max_loops):
     loops = 0
     live = True  # the source (when this worker runs it) may still publish
     lockstep = W.params[P_LOCKSTEP] != 0
-    mode = F_LOCKSTEP if lockstep else np.int64(0)
+    mode = (F_LOCKSTEP if lockstep else np.int64(0)) | (F_UNTIMED if W.params[P_UNTIMED] != 0 else np.int64(0))
+    timed = W.params[P_UNTIMED] == 0
     idle_acc = 0  # idle passes not yet added to the stages' counters (added in batches: cheaper idle pass)
     orphaned_at = 0  # when the supervisor was found gone (0: it is not)
     t0 = now_ns()
@@ -221,7 +223,7 @@ def run_loop(W, max_loops):
             wait_step(W.params, idle)
         else:
             idle = 0
-            t1 = now_ns()
+            t1 = now_ns() if timed else t0
             beat = (loops & (HEARTBEAT_EVERY - 1)) == 0
             if idle_acc:
                 each_owned(W, False, idle_acc, t1, False)

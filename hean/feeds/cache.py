@@ -18,9 +18,10 @@ was modified less than :data:`FRESH_S` seconds before (a file still being writte
 file system's timestamp granularity, which size and mtime cannot tell apart), is converted but not kept.
 
 Never trusted: each entry's header carries its key, the reader's report and a checksum of its records. On a
-hit the key must match, :func:`hean.feeds.native.open_native` validates every record and the checksum must
-match; anything else (a truncated, damaged or foreign file) removes the entry, and the recording is
-converted again.
+hit the key must match and the checksum must match -- the records are then byte for byte the ones
+:func:`hean.feeds.load_events` validated when the entry was made, so they are not validated again (a third
+of a cached replay's preparation); anything else (a truncated, damaged or foreign file) removes the entry,
+and the recording is converted again.
 
 Written atomically: a temp file beside the entry (named after this process and a random part), renamed over
 it. Two processes converting the same recording at once each write their own temp file and the last rename
@@ -202,13 +203,13 @@ def read_entry_header(path: Path) -> dict[str, Any]:
 
 
 def _load(entry_path: Path, key: dict[str, Any], shown: str) -> Cached:
-    """The entry, checked (key, every record, checksum); FeedError/ValueError/OSError when it cannot be used."""
-    from hean.feeds.native import open_native
+    """The entry, checked (key, layout, checksum); FeedError/ValueError/OSError when it cannot be used."""
+    from hean.feeds.native import _map_unvalidated
 
     doc = read_entry_header(entry_path)
     if doc["key"] != key:
         raise FeedError(entry_path, None, "made for another recording or another HEAN")
-    events, symbols = open_native(entry_path)
+    events, symbols = _map_unvalidated(entry_path)  # (valid when made: the checksum says it is that file)
     r = doc["report"]
     if r["events"] != len(events) or doc["checksum"] != checksum(events):
         raise FeedError(entry_path, None, "records do not match their checksum")

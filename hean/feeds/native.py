@@ -229,8 +229,9 @@ def open_native(path: str | Path) -> tuple[np.ndarray, SymbolTable]:
 
 
 def _map_unvalidated(path: str | Path) -> tuple[np.ndarray, SymbolTable]:
-    """The header checked and the records mapped, not yet validated: only :func:`open_native` (and the
-    benchmark that measures what validation adds) may call this."""
+    """The header checked and the records mapped, not yet validated: only :func:`open_native`, the conversion
+    cache (whose entries' checksums prove them the records validated when made) and the benchmark that
+    measures what validation adds may call this."""
     path = Path(path)
     n, offset, used, meta = _read_header(path)
     if meta.get("dtype") != _descr() or meta.get("itemsize") != MARKET_EVENT.itemsize:

@@ -70,10 +70,9 @@ from hean.records import (
 from hean.stages.declare import Stage, Stream
 from hean.stages.depth import DW_LEVELS, DW_SEQ, DW_SYMBOL, depth_levels
 from hean.stages.hashmap import HM_EMPTY, hm_delete_at, hm_find, hm_insert
-from hean.stages.ports import put_each, slot
+from hean.stages.ports import age, put_each, slot
 from hean.stages.tops import tops_on_book_state
 from hean.stages.trades import TradeStats, make_trade_stats, trade_on, trade_vwap
-from hean.telemetry.histogram import hist_record
 
 __all__ = [
     "EMPTY",
@@ -816,7 +815,7 @@ def book_batch(B, src, states, start, n, tm, t0):
     deep = B.depth.shape[1] > DW_LEVELS
     for j in range(n):
         ev = slot(src, start + j)
-        hist_record(tm.hists[H_AGE_EVENTS], t0 - ev.ts_origin)
+        age(tm.hists[H_AGE_EVENTS], t0, ev.ts_origin)
         if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
             bs = B.out[0]
             tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)

@@ -41,10 +41,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["F_HALTED", "F_LOCKSTEP", "BuildContext", "Stage", "Stream"]
+__all__ = ["F_HALTED", "F_LOCKSTEP", "F_UNTIMED", "BuildContext", "Stage", "Stream"]
 
 F_HALTED = 1  # flags bit: the run is halted -- nothing more may leave the router
 F_LOCKSTEP = 2  # flags bit: deterministic lockstep mode (the source publishes one message at a time)
+F_UNTIMED = 4  # flags bit: no latency histograms -- the stages read no clock (hean.stages.ports.stage_clock)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ from hean.telemetry.histogram import hist_record
 
 __all__ = ["FEED", "FeedState", "feed_step", "make_feed"]
 
+_LEVEL_SET = int(records.EventKind.LEVEL_SET)
+_CLEAR = int(records.EventKind.CLEAR)
+_TICKER = int(records.EventKind.TICKER)
+_OUT_OF_SYNC = int(records.EventKind.OUT_OF_SYNC)
+
 
 FEED_BURST = 64  # messages published per call when behind schedule (or unpaced)
 
@@ -67,7 +72,8 @@ F_CCLOCK = 12  # deterministic replay: the receive time of the last message to t
 F_LAT_NS = 13  # feed latency, ns (latency = "constant")
 F_LAT_REC = 14  # 1: the recording's own receive time (latency = "recorded")
 F_LAT_OFFSET = 15  # latency = "recorded": the receive clock's offset (the smallest receive - exchange time)
-F_LEN = 16
+F_TIMED = 16  # 1: latency histograms (engine.latency_stats): the worker's lag and the service time
+F_LEN = 17
 PACES = {"rate": 0, "recorded": 1, "fast": 2}
 
 H_LATE = 1  # histogram row: how late each message went out (pass start minus its scheduled time)
@@ -186,7 +192,7 @@ def feed_step(F, ins, outs, tm, now, flags):
         _published(F, tm, now, n)
         total += n
     if total:
-        service(tm.hists, now, total)
+        _service(F, tm, now, total)
     return total
 
 
@@ -195,12 +201,20 @@ def _published(F, tm, now, n):
     """A message of ``n`` events went to the book chain: count it."""
     fp = F.fp
     fp[F_MSGS] += 1
-    hist_record(tm.hists[H_LATE], now - F.buf[0].ts_origin)  # the worker's lag behind the schedule
+    if fp[F_TIMED] != 0:
+        hist_record(tm.hists[H_LATE], now - F.buf[0].ts_origin)  # the worker's lag behind the schedule
     store_relaxed(tm.counters, U_MESSAGES, fp[F_MSGS])
     if tm.counters[U_FIRST_NS] == 0:
         store_relaxed(tm.counters, U_FIRST_NS, now)
     store_relaxed(tm.counters, U_LAST_NS, now)
     tm_add(tm.counters, C_EVENTS_OUT, n)  # events published (each goes to the venue and the book)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _service(F, tm, now, n):
+    """The service time of ``n`` events published since ``now`` -- when the run keeps latency figures."""
+    if F.fp[F_TIMED] != 0:
+        service(tm.hists, now, n)
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -237,7 +251,7 @@ def _to_chain(F, chain, market, tm, now, t):
         _clock(F, market, t, now)
     put_all_each(chain, F.buf, n)
     _published(F, tm, now, n)
-    service(tm.hists, now, n)
+    _service(F, tm, now, n)
     return n
 
 
@@ -249,6 +263,18 @@ def _receive_time(F, i):
     ev = F.replay[i]
     t = max(ev.ts_exch, ev.ts_origin - fp[F_LAT_OFFSET]) if fp[F_LAT_REC] != 0 else ev.ts_exch
     return max(t + fp[F_LAT_NS], fp[F_CCLOCK])
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _quiet(ev, start, end):
+    """Can the venue make no report from applying these events? Only book changes: a report needs a print
+    (TRADE) or an order (hean.stages.venue: LEVEL_SET, CLEAR and OUT_OF_SYNC change the book, TICKER is
+    ignored)."""
+    for i in range(start, end):
+        k = ev[i].kind
+        if k != _LEVEL_SET and k != _CLEAR and k != _TICKER and k != _OUT_OF_SYNC:
+            return False
+    return True
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -279,12 +305,24 @@ def _replay_action(F, chain, market, tm, now):
     n = end - pv
     if not room_each(market, n, tm.counters):
         return 0
+    # The same message to both at once when nothing can come between: received when it happens, nothing
+    # due at the venue by then, and nothing in it from which the venue could make a report before the
+    # strategy sees the book (the venue applies it first either way: orders wait for earlier events).
+    both = pv == pc and t == t_chain and (due == NOTHING_DUE or due > t) and _quiet(ev, pv, end)
+    if both and not room_each(chain, n, tm.counters):
+        return 0
     for j in range(n):
         F.vbuf[j] = ev[pv + j]
         F.vbuf[j].ts_origin = now
     put_all_each(market, F.vbuf, n)
     fp[F_VPOS] = end
     fp[F_VCLOCK] = t
+    if both:
+        _load_message(F, now)
+        put_all_each(chain, F.buf, n)
+        _published(F, tm, now, n)
+        _service(F, tm, now, n)
+        fp[F_CCLOCK] = t_chain
     return n
 
 
@@ -301,7 +339,7 @@ def _synthetic_action(F, chain, market, tm, now):
                 return 0
             put_all_each(chain, F.buf, fp[F_MSG_N])
             _published(F, tm, now, fp[F_MSG_N])
-            service(tm.hists, now, fp[F_MSG_N])
+            _service(F, tm, now, fp[F_MSG_N])
             fp[F_PHASE] = 0
             return fp[F_MSG_N]
     else:
@@ -334,6 +372,7 @@ def feed_params(cfg) -> np.ndarray:
     fp[F_MAX_MSGS] = cfg.feed.max_messages
     fp[F_LAT_NS] = cfg.feed.latency_ns
     fp[F_LAT_REC] = 1 if cfg.feed.latency == "recorded" else 0
+    fp[F_TIMED] = 1 if cfg.engine.latency_stats else 0
     return fp
 
 
@@ -357,7 +396,8 @@ def make_feed(ctx: BuildContext) -> FeedState:
     tick[0]["flags"] = records.F_LAST_IN_GROUP
     buf = np.zeros(n_ev, records.MARKET_EVENT)
     fp = feed_params(cfg)
-    fp[F_LAT_OFFSET] = receive_offset(replay)
+    if fp[F_LAT_REC]:
+        fp[F_LAT_OFFSET] = receive_offset(replay)
     return FeedState(fp, synth, replay, buf, np.zeros_like(buf), tick, ctx.views["simclock"])
 
 

@@ -76,7 +76,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hean.atomics import load_relaxed, now_ns, store_relaxed
+from hean.atomics import load_relaxed, store_relaxed
 from hean.jit import kernel
 from hean.records import (
     A_CANCEL,
@@ -138,7 +138,17 @@ from hean.records import (
 from hean.rings.layout import MASK, READ
 from hean.rings.spsc import available
 from hean.stages.declare import Stage, Stream
-from hean.stages.ports import BATCH, goal_if_waiting, out_each_nearest_first, put_each, release_to, room_each, service
+from hean.stages.ports import (
+    BATCH,
+    age,
+    goal_if_waiting,
+    out_each_nearest_first,
+    put_each,
+    release_to,
+    room_each,
+    service,
+    stage_clock,
+)
 from hean.stages.positions import Positions, make_positions, pos_equity, pos_fill, pos_mark
 from hean.telemetry.block import (
     C_EVENTS_IN,
@@ -150,7 +160,6 @@ from hean.telemetry.block import (
     tm_add,
     tm_copy_rejects,
 )
-from hean.telemetry.histogram import hist_record
 
 __all__ = [
     "RiskState",
@@ -997,10 +1006,10 @@ def risk_step(Rk, ins, outs, tm, now, flags):
     m = reports.hdr[MASK]
     n = min(n, BATCH)
     if n:
-        t0 = now_ns()
+        t0 = stage_clock(flags)
         for j in range(n):
             rep = reports.slots[(start + j) & m]
-            hist_record(tm.hists[H_AGE_REPORTS], t0 - rep.ts_origin)
+            age(tm.hists[H_AGE_REPORTS], t0, rep.ts_origin)
             risk_on_report(risk, rep)
         service(tm.hists, t0, n)
         release_to(reports, start + n)
@@ -1013,11 +1022,11 @@ def risk_step(Rk, ins, outs, tm, now, flags):
     if n:
         m = bs_in.hdr[MASK]
         k = 0
-        t0 = now_ns()
+        t0 = stage_clock(flags)
         while k < min(n, max(BATCH, goal - start)) and room_each(orders, RISK_OUT, tm.counters):
             bs = bs_in.slots[(start + k) & m]
             clock[0] = bs.ts_exch
-            hist_record(tm.hists[H_AGE_STATES], t0 - bs.ts_origin)
+            age(tm.hists[H_AGE_STATES], t0, bs.ts_origin)
             out_each_nearest_first(orders, Rk.out, risk_on_book(risk, bs, bs.ts_exch, Rk.out, 0), tm)
             k += 1
         if k:
@@ -1028,10 +1037,10 @@ def risk_step(Rk, ins, outs, tm, now, flags):
     if goal >= 0 and load_relaxed(bs_in.hdr, READ) >= goal:
         m = intents.hdr[MASK]
         k = 0
-        t0 = now_ns()
+        t0 = stage_clock(flags)
         while k < min(n_int, BATCH) and room_each(orders, RISK_OUT, tm.counters) and room_each(rejects, 1, tm.counters):
             it = intents.slots[(i0 + k) & m]
-            hist_record(tm.hists[H_AGE_INTENTS], t0 - it.ts_origin)
+            age(tm.hists[H_AGE_INTENTS], t0, it.ts_origin)
             w = risk_on_intent(risk, it, it.ts_exch, Rk.out, 0)
             out_each_nearest_first(orders, Rk.out, w, tm)
             if w == 0:

@@ -151,7 +151,7 @@ from hean.stages.orders import (
     ot_new,
     ot_slot,
 )
-from hean.stages.ports import BATCH, H_SERVICE, age, out_each, put, release_to, room, room_each, service
+from hean.stages.ports import BATCH, H_SERVICE, age, out_each, put, release_to, room, room_each, service, stage_clock
 from hean.stages.tops import MAX_VENUES, tops_opposite
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_FILLS, C_USER_BASE, tm_add, tm_copy_rejects
 from hean.telemetry.block import C_ORDERS as TM_ORDERS
@@ -822,7 +822,7 @@ def router_step(Rt, ins, outs, tm, now, flags):
     if n:
         m = reports.hdr[MASK]
         k = 0
-        t0 = now_ns()
+        t0 = stage_clock(flags)
         while k < min(n, BATCH) and room_each(rreports, ROUTER_REPORTS_OUT, tmc):
             rep = reports.slots[(start + k) & m]
             age(tm.hists[H_AGE_REPORTS], t0, rep.ts_origin)
@@ -842,21 +842,23 @@ def router_step(Rt, ins, outs, tm, now, flags):
     k = 0
     while k < min(n, BATCH) and room(vorders, ROUTER_MAX_ORDERS, tmc) and room_each(rreports, ROUTER_REPORTS_OUT, tmc):
         order = orders.slots[(start + k) & m]
-        t0 = now_ns()
+        t0 = stage_clock(flags)
         age(tm.hists[H_AGE_ORDERS], t0, order.ts_origin)
         w = router_on_order(router, order, Rt.tops, order.ts_exch, Rt.orders, 0)
-        t_out = now_ns()  # the order leaves the router now
+        t_out = stage_clock(flags)  # the order leaves the router now
         for j in range(w):
             o = Rt.orders[j]
             put(vorders, o)
             age(tm.hists[H_E2E], t_out, o.ts_origin)
             _digest(tmc, U_ORDER_DIGEST, o.order_id, o.kind * 4 + o.side, o.price, o.qty)
         if w:
-            store_relaxed(tmc, U_LAST_ORDER_NS, t_out)
+            if t_out != 0:
+                store_relaxed(tmc, U_LAST_ORDER_NS, t_out)
             tm_add(tmc, TM_ORDERS, w)
             tm_add(tmc, C_EVENTS_OUT, w)
         out_each(rreports, Rt.reports, router_poll(router, Rt.reports, 0), tm)
-        hist_record(tm.hists[H_SERVICE], t_out - t0)
+        if t0 != 0:
+            hist_record(tm.hists[H_SERVICE], t_out - t0)
         k += 1
     if k:
         release_to(orders, start + k)

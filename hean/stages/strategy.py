@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hean import api as A
-from hean.atomics import now_ns
 from hean.indicators.streaming import IndicatorConfig, IndicatorSet, indicators_update, make_indicator_set
 from hean.jit import entry, kernel
 from hean.records import (
@@ -73,7 +72,7 @@ from hean.stages.bars import (
 )
 from hean.stages.declare import Stage, Stream
 from hean.stages.depth import DW_LEVELS, MAX_DEPTH, N_DP, depth_copy, depth_levels
-from hean.stages.ports import BATCH, age, put_each, release_to, room_each, service, slot
+from hean.stages.ports import BATCH, age, put_each, release_to, room_each, service, slot, stage_clock
 from hean.strategies import abi
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_USER_BASE, f64_bits, tm_add
 from hean.telemetry.block import C_ORDERS as TM_ORDERS
@@ -602,7 +601,7 @@ def strategy_step(S, ins, outs, tm, now, flags):
         if n == 0:
             continue
         if t0 == 0:
-            t0 = now_ns()
+            t0 = stage_clock(flags)
         for k in range(n):
             rep = slot(port, start + k)
             age(tm.hists[H_AGE_REPORTS + which], t0, rep.ts_origin)
@@ -612,7 +611,7 @@ def strategy_step(S, ins, outs, tm, now, flags):
     start, n = _take(states, intents, per, tm.counters)
     if n:
         if t0 == 0:
-            t0 = now_ns()
+            t0 = stage_clock(flags)
         for k in range(n):
             bs = slot(states, start + k)
             age(tm.hists[H_AGE_STATES], t0, bs.ts_origin)

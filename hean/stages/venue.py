@@ -92,7 +92,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hean.atomics import now_ns
 from hean.jit import kernel
 from hean.records import (
     A_CANCEL,
@@ -145,11 +144,10 @@ from hean.stages.book import (
 )
 from hean.stages.declare import Stage, Stream
 from hean.stages.latency import latency_tables, recorded_latency
-from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service
+from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service, stage_clock
 from hean.stages.simclock import NOTHING_DUE, set_venue_next
 from hean.stages.tops import MAX_VENUES, VenueTops, make_venue_tops, tops_set
 from hean.telemetry.block import C_EVENTS_IN, tm_add
-from hean.telemetry.histogram import hist_record
 
 __all__ = [
     "VENUE_MAX_REPORTS",
@@ -1051,7 +1049,7 @@ def venue_step(V, ins, outs, tm, now_pass, flags):
     flush = V.owed[0] != 0  # reports that found no room on an earlier pass
     t0 = 0
     if n_ev or n_ord:  # (an idle pass reads no clock)
-        t0 = now_ns()
+        t0 = stage_clock(flags)
     while True:
         is_event = k_ev < n_ev
         is_order = not is_event and goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord
@@ -1065,7 +1063,7 @@ def venue_step(V, ins, outs, tm, now_pass, flags):
             now = max(now, ev.ts_exch)
             V.clock[0] = now
             if ev.kind != _CLOCK:
-                hist_record(tm.hists[H_AGE_MARKET], t0 - ev.ts_origin)
+                age(tm.hists[H_AGE_MARKET], t0, ev.ts_origin)
         elif is_order:
             order = vorders.slots[(o0 + k_ord) & om]
             age(tm.hists[H_AGE_ORDERS], t0, order.ts_origin)
