@@ -83,6 +83,14 @@ def _strategies(tm: dict, paths: list[str]) -> list[dict]:
     ]
 
 
+def _book_errors(tm: dict) -> dict[str, int]:
+    """The L3 book's errors by kind, those that happened (hean.stages.book_l3.ERROR_COUNTERS; an L2 book: {})."""
+    from hean.stages.book_l3 import ERROR_COUNTERS
+
+    user = tm.get("book", {}).get("user", {})
+    return {name: int(user[name]) for name in ERROR_COUNTERS if user.get(name)}
+
+
 def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> dict:
     """The JSON-able summary of a finished run (``symbols``: names by id; the run's own list wins)."""
     tm = result.telemetry
@@ -142,6 +150,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str]) -> d
         "strategies": _strategies(tm, getattr(result, "strategies", [])),
         "controls": list(getattr(result, "controls", [])),  # operator controls applied (hean halt, risk set)
         "tick_to_trade_ns": hist_summary(e2e if e2e is not None else new_histogram()),
+        "book_errors": _book_errors(tm),
         "stages": stages,
         "placement": result.placement,
         # each shared ring at the end: records published and taken (equal unless the run was cut short)

@@ -836,11 +836,16 @@ def book_tables(
     stale_ns: int = 0,
     vwap_window_ns: int = 60_000_000_000,
     trades_capacity: int = 4096,
+    l3_orders: int = 0,
+    l3_levels: int = 0,
 ):
     """``[book]``: price window and overflow per side (levels), stale window (0 off), VWAP window; its keyword
-    parameters are the table's keys."""
+    parameters are the table's keys. ``l3_orders``/``l3_levels`` size the order-by-order book of an L3 replay
+    (:mod:`hean.stages.book_l3`; 0: from the recording) and are not used here."""
     if stale_ns < 0 or vwap_window_ns <= 0:
         raise ValueError("stale_ns must be >= 0 and vwap_window_ns > 0")
+    if l3_orders < 0 or l3_levels < 0:
+        raise ValueError("l3_orders and l3_levels must be >= 0 (0: sized from the recording)")
     return make_l2_book(n_symbols, window, overflow), make_trade_stats(n_symbols, vwap_window_ns, trades_capacity)
 
 
