@@ -828,6 +828,9 @@ def book_batch(B, src, states, start, n, tm, t0):
     return published
 
 
+MAX_L3 = 1 << 30  # most orders (levels) an L3 book's tables are sized for: about 100 GiB
+
+
 def book_tables(
     n_symbols: int,
     *,
@@ -844,8 +847,8 @@ def book_tables(
     (:mod:`hean.stages.book_l3`; 0: from the recording) and are not used here."""
     if stale_ns < 0 or vwap_window_ns <= 0:
         raise ValueError("stale_ns must be >= 0 and vwap_window_ns > 0")
-    if l3_orders < 0 or l3_levels < 0:
-        raise ValueError("l3_orders and l3_levels must be >= 0 (0: sized from the recording)")
+    if not (0 <= l3_orders <= MAX_L3 and 0 <= l3_levels <= MAX_L3):
+        raise ValueError(f"l3_orders and l3_levels must be in [0, {MAX_L3}] (0: sized from the recording)")
     return make_l2_book(n_symbols, window, overflow), make_trade_stats(n_symbols, vwap_window_ns, trades_capacity)
 
 
