@@ -19,8 +19,8 @@ stands after its event: the last state of an exchange message is its consistent 
 Capacity: the order and level tables are sized once, from ``[book]`` ``l3_orders`` / ``l3_levels``, which the
 engine fills in from the recording when they are 0 (:func:`l3_capacity`). An add the tables cannot hold is
 an error, never a crash: counted, and the symbol is stale (F_STALE) until its next snapshot. The errors by
-kind are the stage's telemetry counters (:data:`ERROR_COUNTERS`; ``hean top``, the run summary's
-``book_errors``).
+kind are the stage's telemetry counters (:data:`ERROR_COUNTERS`, named in its telemetry block) and the run
+summary's ``book_errors``.
 """
 
 from __future__ import annotations
@@ -168,9 +168,10 @@ def l3_capacity(events: np.ndarray) -> tuple[int, int] | None:
     Orders: the peak of the running count of adds less deletes (and modifies to 0), plus a quarter and
     :data:`MIN_ORDERS` of headroom. It is an upper bound of the orders resting at once on a consistent
     recording -- an order emptied by a cancel or an execution is not subtracted (LOBSTER says "delete" only
-    for some), nor are the orders a CLEAR removes -- so nothing a consistent recording adds is lost; it costs
-    about 100 bytes an order. Levels: as many (a level holds at least one order). One pass of numpy over the
-    kinds, no book."""
+    for some), nor are the orders a CLEAR removes -- so nothing a consistent recording adds is lost. Levels:
+    as many (a level holds at least one order). Each order of capacity costs about 250 bytes (its slot, a
+    level's, their hash maps) in the book stage and as much in the venue. One pass of numpy over the kinds,
+    no book."""
     peak = running = 0
     seen = False
     for i in range(0, len(events), _CHUNK):  # in chunks: a day of a busy symbol is 10^8 events
