@@ -176,7 +176,7 @@ def backtest(
     from hean.engine.build import build_local, prepared_replay
     from hean.engine.config import load_config
     from hean.engine.loopgen import loop_module
-    from hean.stages.registry import PIPELINE
+    from hean.stages.registry import trading_pipeline
 
     entries = _entries(strategies, params)
     overrides: dict[str, Any] = {} if config is None or not isinstance(config, dict) else dict(config)
@@ -207,8 +207,9 @@ def backtest(
         events = None
         if cfg.feed.source == "replay":
             cfg, _report, events = prepared_replay(cfg, tmp)
-        W = build_local(cfg, replay=events)
-        loop = loop_module(PIPELINE)
+        pipeline = trading_pipeline(cfg)  # the L3 book and venue for an order-by-order recording
+        W = build_local(cfg, pipeline=pipeline, replay=events)
+        loop = loop_module(pipeline)
         loops = _run_to_the_end(loop, W, max_seconds)
     wall = time.perf_counter() - t0
     if tmp_merge is not None:
@@ -310,6 +311,7 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
     from hean import api as A
     from hean.records import A_NEW, X_FILL, X_PARTIAL
     from hean.stages import strategy as SS
+    from hean.stages.book_l3 import book_errors
     from hean.telemetry.block import C_EVENTS_OUT, C_FILLS, C_ORDERS, C_USER_BASE
 
     S = W.st_strategy
@@ -379,6 +381,7 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
         "pnl": float(sum(s["pnl"] for s in per)),
         "strategies": per,
         "lost_rows": lost,
+        "book_errors": book_errors(W.st_book),  # an L3 book's rejected events by kind (hean.stages.book_l3)
         "wall_s": wall,
         "loops": loops,
         "models": models_used(cfg),

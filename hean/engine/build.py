@@ -113,6 +113,7 @@ def prepared_replay(cfg: Config, directory: str):
     from hean.feeds import load_events
     from hean.feeds.cache import cached_events
     from hean.feeds.native import write_native
+    from hean.stages.book_l3 import l3_capacity
 
     f = cfg.feed
     symbol = f.symbol or None
@@ -143,8 +144,21 @@ def prepared_replay(cfg: Config, directory: str):
                                 venue=venue)
         for s in report.symbols
     ]  # fmt: skip
-    feed = msgspec.structs.replace(f, path=path, format="native")
-    return msgspec.structs.replace(cfg, feed=feed, symbols=symbols), report, events
+    cap = l3_capacity(events)  # None: no L3 event (an L2 recording)
+    feed = msgspec.structs.replace(f, path=path, format="native", l3=cap is not None)
+    return msgspec.structs.replace(cfg, feed=feed, symbols=symbols, book=_l3_book(cfg.book, cap)), report, events
+
+
+def _l3_book(table: dict, cap: tuple[int, int] | None) -> dict:
+    """The ``[book]`` table of a replay: on an L3 recording (``feed.l3``: the engine then runs the L3 book and
+    venue, hean.stages.registry.trading_pipeline), ``l3_orders``/``l3_levels`` sized from the recording where
+    the configuration leaves them 0 (hean.stages.book_l3.l3_capacity)."""
+    book = dict(table)
+    if cap is not None:
+        for key, n in zip(("l3_orders", "l3_levels"), cap, strict=True):
+            if not book.get(key):
+                book[key] = n
+    return book
 
 
 def load_replay(cfg: Config, events: np.ndarray | None = None) -> np.ndarray:

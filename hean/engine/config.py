@@ -106,6 +106,9 @@ class FeedSection(_Section):
     # exchange time): "constant" = exchange time + latency_ns, "recorded" = the recording's own receive time
     latency: Literal["constant", "recorded"] = "constant"
     latency_ns: int = 0
+    # replay: the recording is order by order (it holds L3 events: LOBSTER, Databento MBO): the book stage and
+    # the venue keep L3 books (hean.stages.book_l3, hean.stages.venue_l3). Set by the engine from the recording
+    l3: bool = False
 
 
 class SymbolSection(_Section):

@@ -109,9 +109,13 @@ def venue_models(cfg) -> dict[str, dict[str, str]]:
         else:
             latency = f"constant: entry {_ns(int(p('entry_latency_ns')))}, response {_ns(int(p('report_latency_ns')))}"
         queue = p("queue_model")
+        if queue.startswith("power"):
+            queue = f"{queue} (n = {float(p('queue_power')):g})"
+        if cfg.feed.l3:  # hean.stages.venue_l3: the recorded orders ahead, exactly
+            queue = "exact: behind the recorded orders ahead (an order-by-order feed)"
         out[v.name] = {
             "order_latency": latency,
-            "queue": f"{queue} (n = {float(p('queue_power')):g})" if queue.startswith("power") else queue,
+            "queue": queue,
             "fills": "marketable orders walk the levels; resting orders fill partially by the prints past them",
             "fees": f"maker {float(p('maker_fee')):g}, taker {float(p('taker_fee')):g} of notional",
             "rejects": f"{float(p('reject_prob')):g} of new orders, seed {int(p('seed'))}",
@@ -122,6 +126,14 @@ def venue_models(cfg) -> dict[str, dict[str, str]]:
 def models_used(cfg) -> dict:
     """The simulation's models, for the summary, so a result always says what it assumed."""
     return {"feed_latency": feed_model(cfg), "venues": venue_models(cfg)}
+
+
+def _book_errors(tm: dict) -> dict[str, int]:
+    """The L3 book's errors by kind, those that happened (hean.stages.book_l3.ERROR_COUNTERS; an L2 book: {})."""
+    from hean.stages.book_l3 import ERROR_COUNTERS
+
+    user = tm.get("book", {}).get("user", {})
+    return {name: int(user[name]) for name in ERROR_COUNTERS if user.get(name)}
 
 
 def build_summary(result, symbols: list[str], reject_names: dict[int, str], cfg=None) -> dict:
@@ -184,6 +196,7 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str], cfg=
         "strategies": _strategies(tm, getattr(result, "strategies", [])),
         "controls": list(getattr(result, "controls", [])),  # operator controls applied (hean halt, risk set)
         "tick_to_trade_ns": hist_summary(e2e if e2e is not None else new_histogram()),
+        "book_errors": _book_errors(tm),
         "stages": stages,
         "placement": result.placement,
         # each shared ring at the end: records published and taken (equal unless the run was cut short)

@@ -44,7 +44,7 @@ from hean.procs import process_state, start_ticks
 from hean.rings import Ring, RingError, create
 from hean.shm import SegmentError, create_segment, unlink_segment
 from hean.stages.registry import refs
-from hean.telemetry.block import TelemetrySegment, block_name, create_block
+from hean.telemetry.block import C_USER_BASE, TelemetrySegment, block_name, create_block
 from hean.telemetry.manifest import (
     Manifest,
     RingInfo,
@@ -164,6 +164,7 @@ class Supervisor:
         from hean.stages.registry import pipeline_for
 
         self.pipeline = pipeline_for(cfg) if pipeline is None else tuple(pipeline)  # the stages, in order
+        self._own_pipeline = pipeline is None  # chosen here: again once the recording is read (L3 or not)
         self.cfg = cfg
         self.run_id = cfg.engine.run_id or new_run_id()
         background = tuple(s.name for s in self.pipeline if s.background)
@@ -622,6 +623,10 @@ class Supervisor:
             why = str(e)  # a FeedError names the file itself
             raise EngineError(why if f.path in why else f"cannot replay {f.path}: {why}") from None
         print(f"hean: {report.summary()}", file=sys.stderr)
+        if self._own_pipeline:  # an order-by-order recording runs the L3 book and venue (same stage names)
+            from hean.stages.registry import pipeline_for
+
+            self.pipeline = pipeline_for(self.cfg)
 
     def run(self) -> RunResult:
         from hean.engine.requests import next_day_start
@@ -853,6 +858,8 @@ class Supervisor:
                 "counters": b.block.counters.copy(),
                 "hists": {name: b.block.hists[i].copy() for i, name in enumerate(b.hist_names)},
                 "risk": b.block.risk.copy(),
+                # the stage's own counters by name (C_USER_BASE + i: hean.stages.declare.Stage.user_counters)
+                "user": {n: int(b.block.counters[C_USER_BASE + i]) for i, n in enumerate(b.user_counters)},
             }
             for stage, b in self.blocks.items()
         }

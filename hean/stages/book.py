@@ -827,6 +827,9 @@ def book_batch(B, src, states, start, n, tm, t0):
     return published
 
 
+MAX_L3 = 1 << 30  # most orders (levels) an L3 book's tables are sized for: about 100 GiB
+
+
 def book_tables(
     n_symbols: int,
     *,
@@ -835,11 +838,16 @@ def book_tables(
     stale_ns: int = 0,
     vwap_window_ns: int = 60_000_000_000,
     trades_capacity: int = 4096,
+    l3_orders: int = 0,
+    l3_levels: int = 0,
 ):
     """``[book]``: price window and overflow per side (levels), stale window (0 off), VWAP window; its keyword
-    parameters are the table's keys."""
+    parameters are the table's keys. ``l3_orders``/``l3_levels`` size the order-by-order book of an L3 replay
+    (:mod:`hean.stages.book_l3`; 0: from the recording) and are not used here."""
     if stale_ns < 0 or vwap_window_ns <= 0:
         raise ValueError("stale_ns must be >= 0 and vwap_window_ns > 0")
+    if not (0 <= l3_orders <= MAX_L3 and 0 <= l3_levels <= MAX_L3):
+        raise ValueError(f"l3_orders and l3_levels must be in [0, {MAX_L3}] (0: sized from the recording)")
     return make_l2_book(n_symbols, window, overflow), make_trade_stats(n_symbols, vwap_window_ns, trades_capacity)
 
 

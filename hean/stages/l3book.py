@@ -17,7 +17,12 @@ keeps the queue position, while a price change or a qty increase re-queues it at
 :func:`l3_queue_position` gives the qty and number of orders ahead of an order.
 
 Status codes: those of :mod:`hean.stages.book` plus :data:`ERR_UNKNOWN_ORDER`, :data:`ERR_DUPLICATE`,
-:data:`ERR_FULL` (order or level table full).
+:data:`ERR_FULL` (order or level table full). :func:`l3_apply` counts every error it returns in
+``errors[-status]`` (the engine's book stage shows them in its telemetry, :mod:`hean.stages.book_l3`), and one
+per symbol in the L2 book's ``I_ERRORS`` column. An add the full tables cannot hold is lost: the symbol is
+marked stale (``I_STALE``, F_STALE on its states) until its next CLEAR and ``I_LOST`` counts it; so is a level
+the aggregated L2 book cannot hold (its overflow store full: ``errors[-ERR_OVERFLOW]``). Nothing is dropped
+silently, nothing raises.
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ import numpy as np
 from hean.jit import kernel
 from hean.records import F_LAST_IN_GROUP, F_STALE, BookStateKind, EventKind
 from hean.stages.book import (
+    ERR_OVERFLOW,
     ERR_QTY,
     ERR_SIDE,
     ERR_SYMBOL,
+    I_ERRORS,
+    I_LOST,
     I_STALE,
     I_TS,
     I_TS_EXCH,
@@ -52,9 +60,11 @@ __all__ = [
     "ERR_DUPLICATE",
     "ERR_FULL",
     "ERR_UNKNOWN_ORDER",
+    "N_ERRORS",
     "L3Book",
     "l3_add",
     "l3_apply",
+    "l3_apply_at",
     "l3_cancel",
     "l3_clear",
     "l3_delete",
@@ -70,6 +80,7 @@ __all__ = [
 ERR_UNKNOWN_ORDER = -5
 ERR_DUPLICATE = -6
 ERR_FULL = -7
+N_ERRORS = 8  # L3Book.errors: index -status (ERR_SYMBOL .. ERR_FULL)
 
 _NIL = -1
 
@@ -108,6 +119,7 @@ class L3Book(NamedTuple):
     lm_keys: np.ndarray  # int64[H2]: level key -> slot map
     lm_vals: np.ndarray
     n_sym: np.ndarray  # int64[1]
+    errors: np.ndarray  # int64[N_ERRORS]: errors returned by l3_apply (and levels lost), by -status
     l2: L2Book
 
 
@@ -115,10 +127,16 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(4, (int(n) - 1).bit_length())
 
 
-def make_l3_book(n_symbols: int, max_orders: int = 1 << 16, max_levels: int = 1 << 14, **l2_kwargs) -> L3Book:
-    """An empty L3 book; ``l2_kwargs`` size the aggregated L2 book (see :func:`make_l2_book`)."""
+def make_l3_book(
+    n_symbols: int, max_orders: int = 1 << 16, max_levels: int = 1 << 14, l2: L2Book | None = None, **l2_kwargs
+) -> L3Book:
+    """An empty L3 book; ``l2_kwargs`` size the aggregated L2 book (see :func:`make_l2_book`), or ``l2`` is an
+    existing empty one of ``n_symbols`` rows to aggregate into (the simulated venue's own, which it matches
+    against)."""
     if n_symbols < 1 or max_orders < 1 or max_levels < 1:
         raise ValueError("n_symbols, max_orders and max_levels must be positive")
+    if l2 is not None and l2.qty.shape[0] != n_symbols:
+        raise ValueError(f"the L2 book has {l2.qty.shape[0]} rows, not {n_symbols}")
     c, lc = int(max_orders), int(max_levels)
     h, h2 = _pow2_at_least(2 * c), _pow2_at_least(2 * lc)
     i64 = np.int64
@@ -144,7 +162,8 @@ def make_l3_book(n_symbols: int, max_orders: int = 1 << 16, max_levels: int = 1 
         lm_keys=np.full(h2, HM_EMPTY, i64),
         lm_vals=np.zeros(h2, i64),
         n_sym=np.array([n_symbols], i64),
-        l2=make_l2_book(n_symbols, **l2_kwargs),
+        errors=np.zeros(N_ERRORS, i64),
+        l2=make_l2_book(n_symbols, **l2_kwargs) if l2 is None else l2,
     )
 
 
@@ -158,8 +177,12 @@ def _level_key(b, sym, s, px):
 
 @kernel
 def _publish_level(b, sym, s, px, lv):
+    """The level's total into the L2 book; a level its overflow store cannot hold is lost (counted, stale)."""
     q = b.lv_qty[lv] if lv >= 0 else 0
-    l2_set_level(b.l2, sym, s, px, q)
+    if l2_set_level(b.l2, sym, s, px, q) == ERR_OVERFLOW:
+        b.errors[-ERR_OVERFLOW] += 1
+        b.l2.info[sym, I_LOST] += 1
+        b.l2.info[sym, I_STALE] = 1
 
 
 @kernel
@@ -349,8 +372,15 @@ def l3_queue_position(b, oid):
 @kernel
 def l3_apply(b, ev):
     """Apply one MARKET_EVENT (L3_* kinds, CLEAR, OUT_OF_SYNC); returns a status code, never raises."""
-    sym = ev.symbol
+    return l3_apply_at(b, ev, ev.symbol)
+
+
+@kernel
+def l3_apply_at(b, ev, sym):
+    """:func:`l3_apply` into book row ``sym`` (the venue keeps one row per (venue, symbol)). Errors are
+    counted (module docstring)."""
     if sym < 0 or sym >= b.n_sym[0]:
+        b.errors[-ERR_SYMBOL] += 1
         return ERR_SYMBOL
     k = ev.kind
     info = b.l2.info
@@ -376,10 +406,21 @@ def l3_apply(b, ev):
     info[sym, I_UPDATE_ID] = ev.update_id
     info[sym, I_TS] = ev.ts_origin
     info[sym, I_TS_EXCH] = ev.ts_exch
+    if st < 0:
+        _count_error(b, sym, st)
     return st
 
 
 @kernel
+def _count_error(b, sym, st):
+    b.errors[-st] += 1
+    b.l2.info[sym, I_ERRORS] += 1
+    if st == ERR_FULL:  # an order lost: the book is wrong until the next snapshot
+        b.l2.info[sym, I_LOST] += 1
+        b.l2.info[sym, I_STALE] = 1
+
+
+@kernel(forceinline=True)  # per event in the engine's book stage: a call would copy the book tuple
 def l3_on_event(b, stats, ev, out, k, stale_ns):
     """The L3 book stage kernel, like :func:`hean.stages.book.book_on_event`: returns 1 when ``out[k]``
     (BOOK_STATE) was written -- after a group ending F_LAST_IN_GROUP, a trade (TRADE or L3_EXECUTE, which

@@ -15,26 +15,38 @@ from __future__ import annotations
 import importlib
 
 from hean.stages.book import BOOK
+from hean.stages.book_l3 import BOOK_L3
 from hean.stages.declare import Stage
 from hean.stages.feed import FEED
 from hean.stages.risk import RISK
 from hean.stages.router import ROUTER
 from hean.stages.strategy import STRATEGY
 from hean.stages.venue import VENUE
+from hean.stages.venue_l3 import VENUE_L3
 
-__all__ = ["PIPELINE", "load", "pipeline_for", "refs"]
+__all__ = ["PIPELINE", "PIPELINE_L3", "load", "pipeline_for", "refs", "trading_pipeline"]
 
 PIPELINE: tuple[Stage, ...] = (FEED, BOOK, STRATEGY, RISK, ROUTER, VENUE)
+# an order-by-order feed: the same stages, names and streams, with the L3 book and the L3 venue
+PIPELINE_L3: tuple[Stage, ...] = (FEED, BOOK_L3, STRATEGY, RISK, ROUTER, VENUE_L3)
+
+
+def trading_pipeline(cfg) -> tuple[Stage, ...]:
+    """:data:`PIPELINE_L3` when the feed is order by order (``feed.l3``, set from the recording by
+    :func:`hean.engine.build.prepare_replay`), else :data:`PIPELINE`. Chosen once, when the pipeline is
+    assembled: the L2 stages' loops never test for L3 events."""
+    return PIPELINE_L3 if cfg.feed.l3 else PIPELINE
 
 
 def pipeline_for(cfg) -> tuple[Stage, ...]:
-    """The pipeline a configuration runs: :data:`PIPELINE`, and the journal after it when ``journal.dir`` is
-    set (a background stage: its own worker, off the hot path; :mod:`hean.stages.journal`)."""
+    """The pipeline a configuration runs: :func:`trading_pipeline`, and the journal after it when
+    ``journal.dir`` is set (a background stage: its own worker, off the hot path; :mod:`hean.stages.journal`)."""
+    base = trading_pipeline(cfg)
     if not cfg.journal.dir:
-        return PIPELINE
+        return base
     from hean.stages.journal import JOURNAL, JOURNAL_MARKET
 
-    return (*PIPELINE, JOURNAL_MARKET if cfg.journal.market else JOURNAL)
+    return (*base, JOURNAL_MARKET if cfg.journal.market else JOURNAL)
 
 
 def refs(pipeline: tuple[Stage, ...]) -> list[str]:

@@ -158,6 +158,7 @@ __all__ = [
     "venue_apply_event",
     "venue_on_event",
     "venue_on_order",
+    "venue_pass",
     "venue_poll",
     "venue_release",
     "venue_replay",
@@ -1023,6 +1024,22 @@ def _venue_flush(V, reports, now, tm):
 def venue_step(V, ins, outs, tm, now_pass, flags):
     """Market events first (the venue's books, resting orders' fills), then orders, one at a time; after
     each, the reports that fell due. ``ins``: (market, venue orders); ``outs``: (venue reports,).
+    :func:`venue_pass` with the L2 feed's event kernel."""
+    return venue_pass(V, ins, outs, tm, flags, venue_stage_apply)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def venue_stage_apply(V, v, ev, now):
+    """A market event (not a CLOCK) of venue ``v`` at ``now``: :func:`venue_apply_event`."""
+    venue_apply_event(V.venue, v, ev, now)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def venue_pass(V, ins, outs, tm, flags, apply):
+    """The venue stage's step (:func:`venue_step`), given the kernel that applies a market event:
+    ``apply(V, v, ev, now)`` -- :func:`venue_stage_apply`, or on an L3 feed
+    :func:`hean.stages.venue_l3.venue_l3_stage_apply`. A compiled function passed as an argument is a
+    constant of the step's type, so each step calls (and inlines) its own kernel with no test per event.
 
     Simulated time only runs forward: each market event or CLOCK record moves the venue's clock to its
     exchange time unless the clock is already later (a recording's streams are not always stamped in
@@ -1074,7 +1091,7 @@ def venue_step(V, ins, outs, tm, now_pass, flags):
         venue_advance(vn, now)
         if is_event:
             if ev.kind != _CLOCK:
-                venue_apply_event(vn, V.venue_of[ev.symbol], ev, now)
+                apply(V, V.venue_of[ev.symbol], ev, now)
             k_ev += 1
         flush = True
     done = k_ev + k_ord

@@ -63,6 +63,8 @@ def _flow(s: dict) -> list[tuple[str, str | Text]]:
     ]
     if s["router_refusals"]:
         rows.append(("router refusals", _by_reason(s["router_refusals"])))
+    if s.get("book_errors"):  # an L3 book's rejected events (hean.stages.book_l3): the book may be off
+        rows.append(("book errors", Text(_by_reason(s["book_errors"]), style="yellow")))
     return rows
 
 
