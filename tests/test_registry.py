@@ -129,3 +129,28 @@ def test_editing_a_shipped_strategy_does_not_touch_the_loop():
         assert sources_stamp(PIPELINE) == before
     finally:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# recordings whose replays run each pipeline: the L2 one (Binance) and the L3 one (LOBSTER)
+REPLAYS = [("binance-usdm-btcusdt-20240808.gz", "binance-usdm"), ("lobster-AAPL-2012-06-21-message-10.csv", "lobster")]
+
+
+@pytest.mark.parametrize(("name", "fmt"), REPLAYS)
+def test_a_stage_a_worker_does_not_run_has_the_real_ones_type(tmp_path, name, fmt):
+    """One compiled loop serves every placement only when each stand-in (a stage this worker does not run)
+    has the numba type of the real state: else each worker of a split run compiles a loop of its own."""
+    import numba
+    from conftest import data_file
+
+    from hean.engine.build import build_stages, load_replay, prepared_replay, private_views
+    from hean.engine.config import load_config
+    from hean.stages.registry import trading_pipeline
+
+    over = {"feed.source": "replay", "feed.path": str(data_file(name)), "feed.format": fmt}
+    cfg, _report, events = prepared_replay(load_config(overrides=over), str(tmp_path))
+    pipeline = trading_pipeline(cfg)
+    names = {s.name for s in pipeline}
+    real = build_stages(cfg, private_views(cfg), names, pipeline, load_replay(cfg, events))
+    stand_ins = build_stages(cfg, private_views(cfg), set(), pipeline, None)
+    for stage in names:
+        assert numba.typeof(stand_ins[stage]) == numba.typeof(real[stage]), stage

@@ -684,6 +684,7 @@ def measure(
     for s in systems:
         s["ratio_to_hean"] = s["ns_per_event"] / hean_ns
     return {
+        "conversion": conversion(path, fmt, rounds) if fmt != "native" else None,
         "file": str(path),
         "events": counts,
         "rounds": rounds,
@@ -692,6 +693,21 @@ def measure(
         "systems": systems,
         "skipped": skipped,
     }
+
+
+def conversion(path: Path, fmt: str, rounds: int) -> dict:
+    """The recording converted to native events ``rounds`` times, uncached (what a first replay pays): the
+    median lines/s and events/s."""
+    from hean.feeds import load_events
+
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        events, report = load_events(path, fmt)
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    return {"lines": report.lines, "events": len(events), "s": times, "lines_per_s": report.lines / dt,
+            "events_per_s": len(events) / dt}  # fmt: skip
 
 
 def print_report(r: dict, out: IO[str] | None = None) -> None:
@@ -723,6 +739,14 @@ def print_report(r: dict, out: IO[str] | None = None) -> None:
     print("  models:", file=out)
     for s in r["systems"]:
         print(f"    {s['system']}: {s['models']}", file=out)
+    c = r.get("conversion")
+    if c:
+        print(
+            f"  JSON to native (hean.feeds.load_events, uncached: a first replay): {c['lines']:,} lines in "
+            f"{statistics.median(c['s']) * 1e3:.0f} ms = {c['lines_per_s'] / 1e6:.2f}M lines/s, "
+            f"{c['events_per_s'] / 1e6:.1f}M events/s",
+            file=out,
+        )
     if not all(s["same_every_round"] for s in r["systems"]):
         print("  note: orders or fills differed between rounds (the last round's are shown)", file=out)
 

@@ -172,6 +172,8 @@ def quiescent(W):
     that moved on while the first was taken.
     """
     R = W.rings
+    if W.ctl[C.N_WORKERS] == 1:  # alone (a backtest, a fused run): nothing moves while this thread looks
+        return all_empty(R)
     me = W.params[P_WORKER]
     a1 = activity(W.ctl)
     w1 = writes(R)

@@ -389,7 +389,7 @@ def make_feed(ctx: BuildContext) -> FeedState:
     cfg = ctx.cfg
     table = ctx.kwargs("feed.synthetic", dict(cfg.feed.synthetic), make_synthetic) if ctx.real else {}
     synth = ctx.call("feed.synthetic", make_synthetic, len(ctx.symbols), cfg.feed.seed, **table)
-    replay = ctx.replay if ctx.real and ctx.replay is not None else np.zeros(0, records.MARKET_EVENT)
+    replay = replay_array(ctx.replay if ctx.real and ctx.replay is not None else np.zeros(0, records.MARKET_EVENT))
     n_ev = buffer_len(cfg.engine.ring_capacity, max_events_per_message(synth))
     tick = np.zeros(1, records.MARKET_EVENT)
     tick[0]["kind"] = records.EventKind.CLOCK
@@ -399,6 +399,16 @@ def make_feed(ctx: BuildContext) -> FeedState:
     if fp[F_LAT_REC]:
         fp[F_LAT_OFFSET] = receive_offset(replay)
     return FeedState(fp, synth, replay, buf, np.zeros_like(buf), tick, ctx.views["simclock"])
+
+
+def replay_array(events: np.ndarray) -> np.ndarray:
+    """The recording as the feed holds it: a plain read-only array, in every worker and every run -- one
+    array type, so one compiled loop for every placement (a worker that does not run the feed holds an empty
+    one of the same type) -- and the recording's mapping used in place, not copied (a copy cost a backtest of
+    600k events 20 ms)."""
+    out = np.asarray(events).view(np.ndarray)
+    out.flags.writeable = False
+    return out
 
 
 def receive_offset(events: np.ndarray) -> int:
