@@ -817,14 +817,21 @@ def book_batch(B, src, states, start, n, tm, t0):
         ev = slot(src, start + j)
         age(tm.hists[H_AGE_EVENTS], t0, ev.ts_origin)
         if book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
-            bs = B.out[0]
-            tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
-            if deep:
-                depth_write(B.depth, B.published[0], B.book, bs)
-            B.published[0] += 1
-            put_each(states, bs)
-            published += len(states)
+            published += publish_state(B, B.book, states, deep)
     return published
+
+
+@kernel(forceinline=True, error_model="numpy")
+def publish_state(B, l2, states, deep):
+    """The book state in ``B.out[0]`` out, from the L2 book ``l2`` (an L3 book's own): the router's tops,
+    its depth entry (first, when a strategy reads depth), then every consumer. Returns records published."""
+    bs = B.out[0]
+    tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
+    if deep:
+        depth_write(B.depth, B.published[0], l2, bs)
+    B.published[0] += 1
+    put_each(states, bs)
+    return len(states)
 
 
 MAX_L3 = 1 << 30  # most orders (levels) an L3 book's tables are sized for: about 100 GiB

@@ -40,7 +40,7 @@ from hean.stages.book import (
     H_AGE_EVENTS,
     book_on_event,
     book_tables,
-    depth_write,
+    publish_state,
 )
 from hean.stages.declare import Stage, Stream
 from hean.stages.depth import DW_LEVELS
@@ -53,8 +53,7 @@ from hean.stages.l3book import (
     l3_order,
     make_l3_book,
 )
-from hean.stages.ports import age, put_each, slot
-from hean.stages.tops import tops_on_book_state
+from hean.stages.ports import age, slot
 from hean.stages.trades import TradeStats
 from hean.telemetry.block import C_USER_BASE
 
@@ -135,13 +134,7 @@ def l3_book_batch(B, src, states, start, n, tm, t0):
         ev = slot(src, start + j)
         age(tm.hists[H_AGE_EVENTS], t0, ev.ts_origin)
         if l3_book_on_event(B.book, B.trades, ev, B.out, 0, stale_ns):
-            bs = B.out[0]
-            tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
-            if deep:
-                depth_write(B.depth, B.published[0], B.book.l2, bs)
-            B.published[0] += 1
-            put_each(states, bs)
-            published += len(states)
+            published += publish_state(B, B.book.l2, states, deep)
     return published
 
 
