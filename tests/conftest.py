@@ -1,9 +1,15 @@
-"""Shared test fixtures: where the recordings are, and a guard that no test leaks a /dev/shm segment."""
+"""Shared test fixtures: where the recordings are, a guard that no test leaks a /dev/shm segment, and the
+background compile of what late tests need (``precompile.py``)."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("HEAN_DATA") or ROOT / "tests" / "data")
 SHM_DIR = Path("/dev/shm")
 _names = itertools.count()
+_precompile: dict = {}  # the background compile of the session (pytest_sessionstart): its process and folder
 
 
 def data_file(name: str) -> Path:
@@ -58,3 +65,49 @@ def no_leaked_segments():
 def shm_name() -> str:
     """A fresh segment name under the hean prefix, unique to this test process."""
     return f"hean-test-{os.getpid()}-{next(_names)}"
+
+
+def pytest_sessionstart(session) -> None:
+    """Start compiling, in a process of its own, what only late tests need (``precompile.py``), unless
+    HEAN_TEST_PRECOMPILE=0 or only a few tests were asked for (then each test compiles what it needs)."""
+    if os.environ.get("HEAN_TEST_PRECOMPILE", "1") == "0":
+        return
+    folder = Path(tempfile.mkdtemp(prefix="hean-test-precompile-"))
+    log = open(folder / "log", "wb")  # (written by the process until the session ends)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("precompile.py")), str(folder)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    _precompile.update(proc=proc, folder=folder, log=log)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """The background compile never outlives the session: killed by its pid, its folder removed."""
+    proc = _precompile.get("proc")
+    if proc is not None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        _precompile["log"].close()
+        shutil.rmtree(_precompile["folder"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def precompiled():
+    """``precompiled(job)``: wait until the background compile has finished ``job`` (a name of
+    ``precompile.JOBS``), so the test loads it from numba's cache instead of compiling it a second time beside
+    it. Returns at once when there is no background compile, when it died, or when the job failed (the test
+    then compiles it itself and meets the real error)."""
+
+    def wait(job: str, timeout_s: float = 900.0) -> None:
+        proc, folder = _precompile.get("proc"), _precompile.get("folder")
+        if proc is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (folder / f"{job}.done").exists() or (folder / f"{job}.failed").exists():
+                return
+            time.sleep(0.1)
+
+    return wait

@@ -32,7 +32,8 @@ def test_book_bybit_top_csv_matches_recording(tmp_path):
         assert Decimal(r["bid_px"]) < Decimal(r["ask_px"])
 
 
-def test_book_lobster_uses_the_l3_book(tmp_path):
+def test_book_lobster_uses_the_l3_book(tmp_path, precompiled):
+    precompiled("book-l3")  # the L3 book's kernels, from the session's background compile (conftest)
     out = tmp_path / "top.csv"
     msg = data_file("lobster-AAPL-2012-06-21-message-10.csv")
     assert main(["book", str(msg), "--format", "lobster", "--top-csv", str(out)]) == 0

@@ -38,7 +38,14 @@ from hean.stages.venue import O_AHEAD, make_venue, venue_on_order
 from hean.stages.venue_l3 import make_venue_l3, venue_l3_on_event
 from hean.symbols import SymbolTable
 
-pytestmark = pytest.mark.timeout(600)  # the first test compiles the L3 pipeline's loop
+pytestmark = pytest.mark.timeout(900)  # the first test compiles the L3 pipeline's loop (or waits for it)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _l3_loop(precompiled):
+    """The L3 pipeline's loop from the session's background compile (conftest), not compiled beside it."""
+    precompiled("loop-l3")
+
 
 LOBSTER = "lobster-AAPL-2012-06-21-message-10.csv"
 LOBSTER_BOOK = "lobster-AAPL-2012-06-21-orderbook-10.csv"

@@ -1,0 +1,62 @@
+"""Compile, in the background of a test session, the numba code that only late tests need.
+
+Why: a cold test session (CI's fresh clone) spends minutes of one CPU compiling the worker loop of the L3
+pipeline, which only ``test_l3_engine`` (half-way through the suite) uses, while the suite's other CPU idles
+in most tests. ``conftest.pytest_sessionstart`` starts this script in a process of its own; it compiles each
+job below into numba's on-disk cache -- the same cache the tests load from -- and marks it done with a file
+``<job>.done`` in the folder it is given (``<job>.failed`` with the error: the test then compiles it itself
+and shows the real failure). A test that needs a job waits for its mark through the ``precompiled``
+fixture, so the two processes never compile the same code side by side.
+
+Run it by hand: ``python tests/precompile.py DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+LOBSTER = "lobster-AAPL-2012-06-21-message-10.csv"
+
+
+def _book_l3(data: Path, folder: Path) -> None:
+    """``hean book`` on an L3 recording: the order-by-order book's replay kernels (test_book_cli)."""
+    from hean.cli import main
+
+    main(["book", str(data / LOBSTER), "--format", "lobster", "--top-csv", str(folder / "top.csv")])
+
+
+def _loop_l3(data: Path, folder: Path) -> None:
+    """The L3 pipeline's worker loop, through a backtest of a LOBSTER recording (test_l3_engine)."""
+    import hean
+
+    hean.backtest(str(data / LOBSTER), "market_maker", format="lobster")
+
+
+JOBS = {"book-l3": _book_l3, "loop-l3": _loop_l3}
+
+
+def main(folder: Path) -> int:
+    sys.path.insert(0, str(TESTS))
+    from conftest import DATA_DIR
+
+    for name, job in JOBS.items():
+        t0 = time.monotonic()
+        try:
+            with tempfile.TemporaryDirectory(prefix="hean-precompile-") as tmp:
+                job(DATA_DIR, Path(tmp))
+        except BaseException:  # reported to the test that waits for it
+            (folder / f"{name}.failed").write_text(traceback.format_exc())
+            continue
+        (folder / f"{name}.done").write_text(f"{time.monotonic() - t0:.1f} s\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.nice(5)  # the session's own tests come first when both want a CPU
+    sys.exit(main(Path(sys.argv[1])))
