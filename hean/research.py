@@ -168,8 +168,8 @@ def backtest(
     the recording's format when its name does not tell (``hean convert --help``). ``max_rows``: rows each
     strategy's order, report and equity logs keep (a run that outgrows them says so in ``summary["lost_rows"]``).
     ``recording`` None runs the configuration's own feed instead (the synthetic one needs ``feed.max_messages``);
-    a list of recordings (each of its own symbols; ``format`` one for all or a list) is merged by the recorded
-    receive time.
+    a list of recordings (``format`` one for all or a list) is merged by the recorded receive time, a symbol
+    in several of them chaining in time (:mod:`hean.engine.recordings`).
     ``debug``: strategies compiled with bounds checking; a callback that indexes out of bounds stops the
     backtest with a StrategyError naming its file and line.
     """
@@ -180,13 +180,11 @@ def backtest(
 
     entries = _entries(strategies, params)
     overrides: dict[str, Any] = {} if config is None or not isinstance(config, dict) else dict(config)
-    several = recording is not None and not isinstance(recording, str | os.PathLike)
-    tmp_merge = tempfile.TemporaryDirectory(prefix="hean-backtest-merge-") if several else None
-    if several:
-        recording = merge_recordings([str(r) for r in recording], format, tmp_merge.name)
-        format = "native"
     if recording is not None:
-        overrides.update({"feed.source": "replay", "feed.path": str(recording), "feed.format": format})
+        several = not isinstance(recording, str | os.PathLike)
+        path = [str(r) for r in recording] if several else str(recording)
+        fmt = format if isinstance(format, str) else list(format)
+        overrides.update({"feed.source": "replay", "feed.path": path, "feed.format": fmt})
     overrides.setdefault("engine.latency_stats", False)  # no wall-clock latencies here: read no clock
     overrides.update(
         {
@@ -212,8 +210,6 @@ def backtest(
         loop = loop_module(pipeline)
         loops = _run_to_the_end(loop, W, max_seconds)
     wall = time.perf_counter() - t0
-    if tmp_merge is not None:
-        tmp_merge.cleanup()
     _raise_faults(W, entries, debug)
     return _result(cfg, W, entries, wall, loops)
 
@@ -227,46 +223,6 @@ def _raise_faults(W: Any, entries: list[dict], debug: bool) -> None:
         sl = slots_of(W.st_strategy)[j]
         if sl.cfg[S_FAULT]:
             raise fault_error(load(e["path"], debug=debug), sl)
-
-
-def merge_recordings(paths: list[str], format: str | Sequence[str], directory: str) -> str:
-    """Several recordings as one native event file in ``directory`` (its path): each file read and checked
-    on its own, the symbols renumbered into one table, the events merged by the recorded receive time
-    (``ts_origin``) -- stable, so an exchange message's events stay together, a file's events keep their order
-    and ties keep the files' order.
-    Each recording must have symbols of its own (chaining days of one symbol is not supported)."""
-    from hean.feeds.cache import cached_events
-    from hean.feeds.native import write_native
-    from hean.symbols import SymbolTable
-
-    if not paths:
-        raise ValueError("backtest: an empty list of recordings")
-    formats = [format] * len(paths) if isinstance(format, str) else list(format)
-    if len(formats) != len(paths):
-        raise ValueError(f"backtest: {len(formats)} formats for {len(paths)} recordings")
-    parts, keys, table, owner = [], [], [], {}
-    for path, fmt in zip(paths, formats, strict=True):
-        got = cached_events(path, fmt)  # each recording parsed once across backtests (hean.feeds.cache)
-        events, report = got.events, got.report
-        base = len(table)
-        for sym in report.symbols:
-            if sym.name in owner:
-                raise ValueError(
-                    f"backtest: symbol {sym.name} is in {owner[sym.name]} and {path}; give each recording its own "
-                    "symbols (one symbol's days in order is not supported here)"
-                )
-            owner[sym.name] = path
-            table.append({"name": sym.name, "tick_size": str(sym.tick_size), "lot_size": str(sym.lot_size)})
-        ev = np.array(events)
-        ev["symbol"] += base
-        parts.append(ev)
-        # the key never goes back within a file, so the merge never reorders a file's own events
-        keys.append(np.maximum.accumulate(ev["ts_origin"]))
-    merged = np.concatenate(parts)
-    order = np.argsort(np.concatenate(keys), kind="stable")
-    out = os.path.join(directory, "merged.hev")
-    write_native(out, merged[order], SymbolTable(table), source=" + ".join(paths))
-    return out
 
 
 def _entries(strategies: Sequence[str | dict] | str, params: dict | None) -> list[dict]:

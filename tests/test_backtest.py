@@ -165,8 +165,8 @@ def test_several_recordings_are_merged_by_receive_time_each_symbol_its_own_strat
     ), "the other recording's events change nothing for BTCUSDT's strategy"
 
 
-def test_two_recordings_of_one_symbol_are_refused():
-    with pytest.raises(ValueError, match="symbol BTCUSDT is in .* and"):
+def test_two_recordings_of_one_symbol_over_the_same_time_are_refused():
+    with pytest.raises(ValueError, match="symbol BTCUSDT is also in .* over the same time"):
         hean.backtest([RECORDING, RECORDING], "market_maker", format="binance-usdm")
 
 

@@ -49,9 +49,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, help="synthetic feed seed")
     run.set_defaults(func=run_command)
 
-    rep = sub.add_parser("replay", help="replay a recording through the pipeline")
-    rep.add_argument("file", help="the recording")
-    rep.add_argument("--format", "-f", required=True, choices=FORMATS)
+    rep = sub.add_parser("replay", help="replay a recording (or several, merged by receive time) through the pipeline")
+    rep.add_argument(
+        "file", nargs="+", help="the recording; several are merged by receive time, one symbol's days chain"
+    )
+    rep.add_argument(
+        "--format", "-f", required=True, choices=FORMATS, action="append",
+        help="the recordings' format: once for all, or once per recording in order",
+    )  # fmt: skip
+    rep.add_argument(
+        "--instruments", action="append", metavar="FILE",
+        help="exact ticks and lots: Binance exchangeInfo, Bybit instruments-info JSON or Databento definitions "
+        "(repeatable; [[symbols]] entries win)",
+    )  # fmt: skip
     rep.add_argument("--symbol", help="the symbol's name where the recording cannot tell (LOBSTER)")
     from hean.commands.book import add_lenient
 
@@ -88,7 +98,16 @@ def run_command(args: argparse.Namespace) -> int:
 
 def replay_command(args: argparse.Namespace) -> int:
     o = _overrides(args)
-    o.update({"feed.source": "replay", "feed.path": args.file, "feed.format": args.format})
+    if len(args.format) not in (1, len(args.file)):
+        print(
+            f"hean: {len(args.format)} --format for {len(args.file)} recordings: give one, or one each", file=sys.stderr
+        )
+        return 2
+    one = len(args.file) == 1
+    o.update({"feed.source": "replay", "feed.path": args.file[0] if one else args.file})
+    o["feed.format"] = args.format[0] if len(args.format) == 1 else args.format
+    if args.instruments:
+        o["feed.instruments"] = args.instruments
     if args.symbol:
         o["feed.symbol"] = args.symbol
     if args.lenient is not False:

@@ -12,7 +12,6 @@ types -- so every placement's loop has one type, compiled once (:mod:`hean.engin
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -99,54 +98,26 @@ def prepare_replay(cfg: Config, directory: str):
 
 
 def prepared_replay(cfg: Config, directory: str):
-    """The recording as a native event file and the configuration to run it: the feed maps that file, and the
-    symbol table is the recording's (prices in its ticks), each symbol on the first venue. Returns (config,
-    the reader's report, the events as read: an in-process run builds on them, with no second load). Raises
-    the reader's FeedError (naming the file).
+    """The recording(s) as one native event file and the configuration to run it: the feed maps that file,
+    and the symbol table is the recording's symbols as exact instruments on their venues
+    (:mod:`hean.engine.recordings`). Returns (config, the readers' reports (``.summary()``), the events as
+    read: an in-process run builds on them, with no second load). Raises the reader's FeedError (naming the
+    file).
 
     A native recording is mapped where it is. Any other is read once into HEAN's conversion cache
-    (:mod:`hean.feeds.cache`: a second replay of the same file maps the entry and parses nothing); the run
-    links the entry into ``directory`` where it can (so a cache cleared meanwhile cannot take it away), and
-    writes ``replay.hev`` there when the cache is off or cannot be written."""
+    (:mod:`hean.feeds.cache`: a second replay of the same file maps the entry and parses nothing); several
+    recordings, or units changed by the instruments, are merged into ``directory``."""
     import msgspec
 
-    from hean.feeds import load_events
-    from hean.feeds.cache import cached_events
-    from hean.feeds.native import write_native
+    from hean.engine.recordings import prepare_recordings
     from hean.stages.book_l3 import l3_capacity
 
-    f = cfg.feed
-    symbol = f.symbol or None
-    local = os.path.join(directory, "replay.hev")
-    if f.format == "native":  # already the file the feed maps (read only, validated by load_events)
-        events, report = load_events(f.path, f.format, lenient=f.lenient, symbol=symbol)
-        path = os.path.abspath(f.path)
-    else:
-        got = cached_events(f.path, f.format, lenient=f.lenient, symbol=symbol)
-        events, report = got.events, got.report
-        if got.path is None:
-            path = local
-        else:
-            try:
-                os.link(got.path, local)
-                path = local
-            except FileNotFoundError:  # evicted meanwhile: the run writes its own copy below
-                path = local
-            except OSError:  # another file system: map the entry itself
-                path = str(got.path)
-    if len(events) == 0:
-        raise ValueError(f"cannot replay {f.path}: no events")
-    if path == local and not os.path.exists(local):
-        write_native(local, events, report.symbols, source=f.path)
-    venue = cfg.venues[0].name if cfg.venues else "sim"
-    symbols = [
-        msgspec.structs.replace(cfg.symbols[0], name=s.name, tick_size=str(s.tick_size), lot_size=str(s.lot_size),
-                                venue=venue)
-        for s in report.symbols
-    ]  # fmt: skip
-    cap = l3_capacity(events)  # None: no L3 event (an L2 recording)
-    feed = msgspec.structs.replace(f, path=path, format="native", l3=cap is not None)
-    return msgspec.structs.replace(cfg, feed=feed, symbols=symbols, book=_l3_book(cfg.book, cap)), report, events
+    rec = prepare_recordings(cfg, directory)
+    symbols = [msgspec.structs.replace(cfg.symbols[0], **entry) for entry in rec.symbols]
+    cap = l3_capacity(rec.events)  # None: no L3 event (an L2 recording)
+    feed = msgspec.structs.replace(cfg.feed, path=rec.path, format="native", l3=cap is not None, guessed=rec.guessed)
+    cfg = msgspec.structs.replace(cfg, feed=feed, symbols=symbols, book=_l3_book(cfg.book, cap))
+    return cfg, rec, rec.events
 
 
 def _l3_book(table: dict, cap: tuple[int, int] | None) -> dict:

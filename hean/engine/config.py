@@ -92,8 +92,11 @@ class EngineSection(_Section):
 
 class FeedSection(_Section):
     source: Literal["synthetic", "replay"] = "synthetic"
-    path: str = ""  # replay: the recording
-    format: str = ""  # replay: binance-usdm | binance-spot | bybit | lobster | tardis | dbn | native
+    path: str | list[str] = ""  # replay: the recording, or several merged by receive time (hean.engine.recordings)
+    format: str | list[str] = ""  # replay: binance-usdm | binance-spot | bybit | lobster | tardis | dbn | native
+    # replay: instrument files (Binance exchangeInfo, Bybit instruments-info, Databento definitions) giving the
+    # symbols' ticks and lots where [[symbols]] does not (hean.feeds.instruments)
+    instruments: str | list[str] = ""
     symbol: str = ""  # replay: the symbol's name where the recording cannot tell (LOBSTER)
     # replay: true skips (and counts) malformed lines, up to 1 % of the file; a number is that largest share
     lenient: bool | float = False
@@ -109,6 +112,9 @@ class FeedSection(_Section):
     # replay: the recording is order by order (it holds L3 events: LOBSTER, Databento MBO): the book stage and
     # the venue keep L3 books (hean.stages.book_l3, hean.stages.venue_l3). Set by the engine from the recording
     l3: bool = False
+    # replay: the symbols whose tick and lot are the recording's guess (no [[symbols]] entry, no instrument
+    # file names them). Set by the engine; the summary says it
+    guessed: list[str] = []
 
 
 class SymbolSection(_Section):
@@ -399,28 +405,44 @@ def _validate_feed(cfg: Config) -> None:
             f"key 'engine.ring_capacity': {cap} slots cannot hold two synthetic snapshots of depth {depth} "
             f"({2 * depth + 1} events each); use at least {_next_pow2(4 * (2 * depth + 1))}"
         )
-    if f.source == "replay" and not f.path:
-        raise ConfigError("key 'feed.path': a replay needs the recording's path")
-    if f.source == "replay" and f.format not in FORMATS:
-        raise ConfigError(f"key 'feed.format': one of {', '.join(FORMATS)}; got {f.format!r}")
     if f.source == "replay":
-        _check_recording(f.path)
+        _check_recordings(f)
     if f.source == "synthetic" and f.pace == "recorded":
         raise ConfigError("key 'feed.pace': 'recorded' needs a replay source")
 
 
-def _check_recording(path: str) -> None:
-    """A replay's recording must be an existing, readable file (checked before anything starts)."""
+def _check_recordings(f: FeedSection) -> None:
+    """A replay's recordings (and instrument files) must be existing, readable files, each with a format
+    (one for all, or one per recording): checked before anything starts."""
+    paths = [f.path] if isinstance(f.path, str) else list(f.path)
+    formats = [f.format] if isinstance(f.format, str) else list(f.format)
+    if not paths or not all(paths):
+        raise ConfigError("key 'feed.path': a replay needs the recording's path (or a list of them)")
+    if len(formats) not in (1, len(paths)):
+        raise ConfigError(
+            f"key 'feed.format': {len(formats)} formats for {len(paths)} recordings (give one, or one each)"
+        )
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ConfigError(f"key 'feed.format': one of {', '.join(FORMATS)}; got {fmt!r}")
+    for path in paths:
+        _check_file("feed.path", path, "a recording")
+    for path in [f.instruments] if isinstance(f.instruments, str) else list(f.instruments):
+        if path:
+            _check_file("feed.instruments", path, "an instrument file")
+
+
+def _check_file(key: str, path: str, what: str) -> None:
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(f"key 'feed.path': {path} is a directory, not a recording")
+        raise ConfigError(f"key '{key}': {path} is a directory, not {what}")
     try:
         with open(p, "rb"):
             pass
     except FileNotFoundError:
-        raise ConfigError(f"key 'feed.path': {path}: no such file") from None
+        raise ConfigError(f"key '{key}': {path}: no such file") from None
     except OSError as e:
-        raise ConfigError(f"key 'feed.path': {path}: cannot read it: {e.strerror or e}") from None
+        raise ConfigError(f"key '{key}': {path}: cannot read it: {e.strerror or e}") from None
 
 
 def _validate_symbols(cfg: Config) -> None:

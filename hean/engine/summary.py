@@ -123,9 +123,20 @@ def venue_models(cfg) -> dict[str, dict[str, str]]:
     return out
 
 
+def instruments_model(cfg) -> str:
+    """Where the symbols' ticks and lots came from (hean.engine.recordings): guessed ones are named."""
+    f = cfg.feed
+    if f.source != "replay":
+        return "configured ([[symbols]])"
+    if not f.guessed:
+        return "exact: [[symbols]], instrument files or the recording's definitions"
+    shown = ", ".join(f.guessed[:8]) + (f" and {len(f.guessed) - 8} more" if len(f.guessed) > 8 else "")
+    return f"guessed from the recording's finest decimals for {shown} (give [[symbols]] or feed.instruments)"
+
+
 def models_used(cfg) -> dict:
     """The simulation's models, for the summary, so a result always says what it assumed."""
-    return {"feed_latency": feed_model(cfg), "venues": venue_models(cfg)}
+    return {"feed_latency": feed_model(cfg), "instruments": instruments_model(cfg), "venues": venue_models(cfg)}
 
 
 def _book_errors(tm: dict) -> dict[str, int]:

@@ -621,7 +621,8 @@ class Supervisor:
             self.cfg, report = prepare_replay(self.cfg, self._replay_dir)
         except (OSError, ValueError) as e:
             why = str(e)  # a FeedError names the file itself
-            raise EngineError(why if f.path in why else f"cannot replay {f.path}: {why}") from None
+            named = any(p in why for p in ([f.path] if isinstance(f.path, str) else f.path))
+            raise EngineError(why if named else f"cannot replay {f.path}: {why}") from None
         print(f"hean: {report.summary()}", file=sys.stderr)
         if self._own_pipeline:  # an order-by-order recording runs the L3 book and venue (same stage names)
             from hean.stages.registry import pipeline_for

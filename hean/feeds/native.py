@@ -56,6 +56,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +66,16 @@ from hean.feeds.common import FeedError, ReadReport
 from hean.records import EVENTS_VERSION, F_HIDDEN, F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "MAX_UNITS", "open_native", "read_native", "validate_events", "write_native"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_UNITS",
+    "native_file",
+    "open_native",
+    "read_native",
+    "validate_events",
+    "write_native",
+]
 
 MAGIC = b"HEANEVT1"
 FORMAT_VERSION = 1
@@ -159,17 +170,7 @@ def write_native(path: str | Path, events: np.ndarray, symbols: SymbolTable, sou
     if events.dtype != MARKET_EVENT:
         raise ValueError(f"events must have dtype MARKET_EVENT, not {events.dtype}")
     validate_events(events, len(symbols), path)
-    meta = json.dumps(
-        {
-            "dtype": _descr(),
-            "itemsize": MARKET_EVENT.itemsize,
-            "symbols": json.loads(symbols.to_json()),
-            "source": source,
-        }
-    ).encode()
-    offset = -(-(_FIXED.size + len(meta)) // 64) * 64
-    header = _FIXED.pack(MAGIC, FORMAT_VERSION, EVENTS_VERSION, len(events), offset, len(meta)) + meta
-    header += b"\0" * (offset - len(header))
+    header = _header(len(events), symbols, source)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -179,7 +180,48 @@ def write_native(path: str | Path, events: np.ndarray, symbols: SymbolTable, sou
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return offset + events.nbytes
+    return len(header) + events.nbytes
+
+
+@contextmanager
+def native_file(path: str | Path, n: int, symbols: SymbolTable, source: str = "") -> Iterator[np.ndarray]:
+    """A new native file of ``n`` records, filled in place: yields its records as a writable memory map
+    (zeros), and the file appears at ``path`` atomically when the block ends without an error (a failed
+    block leaves nothing). For records made by compiled code straight into the file (a merge of several
+    recordings: :mod:`hean.feeds.merge`) without holding them in memory; the caller owns their validity --
+    :func:`open_native` validates them again whoever maps the file."""
+    header = _header(n, symbols, source)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.truncate(len(header) + n * MARKET_EVENT.itemsize)
+        if n:
+            records = np.memmap(tmp, dtype=MARKET_EVENT, mode="r+", offset=len(header), shape=(n,))
+            yield records
+            records.flush()
+            del records
+        else:
+            yield np.zeros(0, MARKET_EVENT)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _header(n: int, symbols: SymbolTable, source: str) -> bytes:
+    """The header of a native file of ``n`` records (module docstring), padded to its data offset."""
+    meta = json.dumps(
+        {
+            "dtype": _descr(),
+            "itemsize": MARKET_EVENT.itemsize,
+            "symbols": json.loads(symbols.to_json()),
+            "source": source,
+        }
+    ).encode()
+    offset = -(-(_FIXED.size + len(meta)) // 64) * 64
+    header = _FIXED.pack(MAGIC, FORMAT_VERSION, EVENTS_VERSION, n, offset, len(meta)) + meta
+    return header + b"\0" * (offset - len(header))
 
 
 def _read_header(path: Path) -> tuple[int, int, int, dict]:

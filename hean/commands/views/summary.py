@@ -98,6 +98,8 @@ def _models(s: dict) -> list[tuple[str, str | Text]]:
     """What the simulation assumed (hean.engine.summary.models_used): a result is read with its models."""
     m = s.get("models") or {}
     rows: list[tuple[str, str | Text]] = [("feed latency", m["feed_latency"])] if m else []
+    if m.get("instruments"):
+        rows.append(("instruments", m["instruments"]))
     for name, v in m.get("venues", {}).items():
         rows.append((f"venue {name}", f"order latency {v['order_latency']}; queue {v['queue']}; fees {v['fees']}"))
     return rows

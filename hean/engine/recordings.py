@@ -1,0 +1,219 @@
+"""The recordings of a replay: each read once (cached), its symbols made exact instruments on their venues,
+and several merged into the one native file the feed maps.
+
+Why one place: ``feed.path`` may name one recording or several (venues, symbols or days of their own), and
+each symbol must end up with the instrument rules and the venue the user gave, whichever file it came from.
+What happens, in :func:`prepare_recordings`:
+
+1. each recording is read through HEAN's conversion cache (:mod:`hean.feeds.cache`; a native file is mapped
+   where it is) -- its own symbol table, with the ticks and lots it was converted in;
+2. each symbol's instrument (:mod:`hean.feeds.instruments`): its ``[[symbols]]`` entry (tick, lot, venue),
+   else the first instrument file (``feed.instruments``) that has it, else the recording's own -- a guess for
+   every format but Databento with definitions, and the summary says so (``feed.guessed``). A symbol without
+   an entry trades on the first venue;
+3. a symbol in several files is one symbol: its days chain in time order, and files that overlap in time on
+   it are refused (two recordings of one market are two symbols: name them apart);
+4. one recording whose symbols keep their units is mapped as it is; otherwise the recordings are merged by
+   receive time into a new native file in the run's folder (:mod:`hean.feeds.merge`: a k-way merge over the
+   mapped files, each price and quantity re-expressed exactly in its instrument's units).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from math import gcd
+
+import numpy as np
+
+from hean.feeds.common import FeedError, ReadReport
+
+__all__ = ["Recordings", "prepare_recordings", "recording_list"]
+
+
+@dataclass
+class Recordings:
+    """What :func:`prepare_recordings` made: the native file the feed maps and its events, the run's symbol
+    table (``[[symbols]]`` entries, in the file's ids), and how each symbol's units were found."""
+
+    path: str
+    events: np.ndarray
+    symbols: list[dict]
+    reports: list[ReadReport]
+    guessed: list[str] = field(default_factory=list)  # symbols whose tick and lot are the recording's guess
+    merged: bool = False
+
+    def summary(self) -> str:
+        """The readers' one-line summaries (one line per recording), and what the merge made."""
+        lines = [r.summary() for r in self.reports]
+        if self.merged:
+            lines.append(f"merged: {len(self.events)} events of {len(self.symbols)} symbols -> {self.path}")
+        return "\n".join(lines)
+
+
+def recording_list(value: str | list[str]) -> list[str]:
+    """``feed.path`` or ``feed.format`` as a list (one string: a list of one)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def prepare_recordings(cfg, directory: str) -> Recordings:
+    """The recordings of ``cfg.feed`` ready for the feed (module docstring); FeedError names the file."""
+    f = cfg.feed
+    paths = recording_list(f.path)
+    formats = recording_list(f.format)
+    if len(formats) == 1:
+        formats = formats * len(paths)
+    loaded = [_load(p, fmt, f, directory) for p, fmt in zip(paths, formats, strict=True)]
+    instruments = _instrument_files(recording_list(f.instruments) if f.instruments else [])
+    table, sym_map, scale, guessed = _plan(cfg, paths, [r for _e, r, _p in loaded], instruments)
+    _check_chains(paths, loaded, table, sym_map)
+    events = [e for e, _r, _p in loaded]
+    reports = [r for _e, r, _p in loaded]
+    if len(loaded) == 1 and np.array_equal(sym_map[0, : len(table)], np.arange(len(table))) and _unit(scale):
+        return Recordings(_mapped(loaded[0], paths[0], directory), events[0], table, reports, guessed)
+    from hean.feeds.merge import merge_into
+    from hean.feeds.native import open_native
+    from hean.symbols import SymbolTable
+
+    out = os.path.join(directory, "replay.hev")
+    merge_into(out, events, paths, [r.symbols for r in reports], sym_map, scale, SymbolTable(table))
+    merged, _symbols = open_native(out)  # validated: the feed trusts no file
+    return Recordings(out, merged, table, reports, guessed, merged=True)
+
+
+def _load(path: str, fmt: str, f, directory: str) -> tuple[np.ndarray, ReadReport, str | None]:
+    """One recording: (events, report, the cache entry's file or the native file itself; None: in memory)."""
+    from hean.feeds import load_events
+    from hean.feeds.cache import cached_events
+
+    symbol = f.symbol or None
+    if fmt == "native":  # mapped where it is (read only, validated by load_events)
+        events, report = load_events(path, fmt, lenient=f.lenient, symbol=symbol)
+        return events, report, os.path.abspath(path)
+    got = cached_events(path, fmt, lenient=f.lenient, symbol=symbol)
+    if len(got.events) == 0:
+        raise FeedError(path, None, "no events to replay")
+    return got.events, got.report, None if got.path is None else str(got.path)
+
+
+def _mapped(loaded: tuple, source: str, directory: str) -> str:
+    """The native file the feed maps for a single recording kept as it is: the cache entry linked into the
+    run's folder where it can (a cache cleared meanwhile cannot take it away), the native recording itself,
+    or -- the cache off or unwritable -- ``replay.hev`` written there."""
+    from hean.feeds.native import write_native
+
+    events, report, path = loaded
+    local = os.path.join(directory, "replay.hev")
+    if path is not None and report.format == "native":
+        return path
+    if path is not None:
+        try:
+            os.link(path, local)
+            return local
+        except FileNotFoundError:  # evicted meanwhile: the run writes its own copy below
+            pass
+        except OSError:  # another file system: map the entry itself
+            return path
+    write_native(local, events, report.symbols, source=source)
+    return local
+
+
+def _instrument_files(paths: list[str]) -> dict:
+    """Every instrument file's symbols, the first file that names a symbol winning."""
+    from hean.feeds.instruments import read_instruments
+
+    out: dict = {}
+    for p in paths:
+        for name, inst in read_instruments(p).items():
+            out.setdefault(name, inst)
+    return out
+
+
+def _plan(cfg, paths: list[str], reports: list[ReadReport], instruments: dict):
+    """The run's symbol table (one entry per name, in order of first appearance), each source symbol's id in
+    it (``sym_map[k, s]``), the scale of its prices and quantities (:mod:`hean.feeds.merge`), and the names
+    whose units are the recording's guess."""
+    from hean.feeds.merge import S_PX_DEN, S_PX_NUM, S_QTY_DEN, S_QTY_NUM, ratio
+
+    configured = {s.name: s for s in cfg.symbols}
+    default_venue = cfg.venues[0].name if cfg.venues else "sim"
+    seen: dict[str, list] = {}  # name -> the source symbols (Symbol) that have it
+    for r in reports:
+        for sym in r.symbols:
+            seen.setdefault(sym.name, []).append(sym)
+    table, guessed = [], []
+    for name, syms in seen.items():
+        entry = configured.get(name)
+        inst = instruments.get(name)
+        if entry is not None:
+            tick, lot, venue = str(entry.tick_size), str(entry.lot_size), entry.venue
+        elif inst is not None:
+            tick, venue = inst.tick_size, default_venue
+            lot = inst.lot_size or _common_step([s.lot_size for s in syms])
+        else:
+            tick, venue = _common_step([s.tick_size for s in syms]), default_venue
+            lot = _common_step([s.lot_size for s in syms])
+            if not all(_exact(r, name) for r in reports if name in r.symbols):
+                guessed.append(name)
+        table.append({"name": name, "tick_size": tick, "lot_size": lot, "venue": venue})
+    ids = {e["name"]: i for i, e in enumerate(table)}
+    width = max(len(r.symbols) for r in reports)
+    sym_map = np.zeros((len(reports), width), np.int64)
+    scale = np.ones((len(reports), width, 4), np.int64)
+    for k, r in enumerate(reports):
+        for sym in r.symbols:
+            i = ids[sym.name]
+            sym_map[k, sym.id] = i
+            px = ratio(sym.tick_size, Decimal(table[i]["tick_size"]))
+            qty = ratio(sym.lot_size, Decimal(table[i]["lot_size"]))
+            scale[k, sym.id, S_PX_NUM], scale[k, sym.id, S_PX_DEN] = px
+            scale[k, sym.id, S_QTY_NUM], scale[k, sym.id, S_QTY_DEN] = qty
+    return table, sym_map, scale, guessed
+
+
+def _exact(report: ReadReport, name: str) -> bool:
+    """Did the reader take ``name``'s tick from the data's own instrument rules (Databento definitions)?"""
+    info = (getattr(report, "instruments", None) or {}).get(name) or {}
+    return info.get("source") == "definition"
+
+
+def _common_step(steps: list) -> str:
+    """The coarsest step every one of ``steps`` is a whole multiple of (their greatest common divisor): the
+    units of a symbol whose files were converted with different guesses."""
+    ds = [Decimal(str(s)) for s in steps]
+    scale = max(-d.as_tuple().exponent for d in ds)
+    g = 0
+    for d in ds:
+        g = gcd(g, int(d.scaleb(scale)))
+    return format(Decimal(g).scaleb(-scale).normalize(), "f")
+
+
+def _unit(scale: np.ndarray) -> bool:
+    return bool((scale[..., 0] == scale[..., 1]).all() and (scale[..., 2] == scale[..., 3]).all())
+
+
+def _check_chains(paths: list[str], loaded: list, table: list[dict], sym_map: np.ndarray) -> None:
+    """A symbol in several files chains in time: its files must not overlap in receive time on it."""
+    from hean.feeds.merge import symbol_time_ranges
+
+    if len(paths) < 2:
+        return
+    spans: dict[int, list] = {}
+    for k, (events, report, _p) in enumerate(loaded):
+        ranges = symbol_time_ranges(events, len(report.symbols))
+        for sym in report.symbols:
+            lo, hi = ranges[sym.id]
+            if lo <= hi:
+                spans.setdefault(int(sym_map[k, sym.id]), []).append((int(lo), int(hi), paths[k]))
+    for i, s in spans.items():
+        s.sort()
+        for (_lo0, hi0, p0), (lo1, _hi1, p1) in zip(s, s[1:], strict=False):
+            if lo1 < hi0:
+                raise FeedError(
+                    p1,
+                    None,
+                    f"symbol {table[i]['name']} is also in {p0} over the same time (receive times "
+                    f"{lo1} < {hi0}): one symbol's files chain day after day; two recordings of one market "
+                    "are two symbols",
+                )
