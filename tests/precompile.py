@@ -38,7 +38,34 @@ def _loop_l3(data: Path, folder: Path) -> None:
     hean.backtest(str(data / LOBSTER), "market_maker", format="lobster")
 
 
-JOBS = {"book-l3": _book_l3, "loop-l3": _loop_l3}
+def _loop(overrides: dict, pipeline=None) -> None:
+    """The worker loop of a configuration's pipeline (the registry's for it, or ``pipeline``), compiled by one
+    pass over in-process stages: every placement's workers have this loop's type (test_registry pins it)."""
+    from hean.engine.build import build_local
+    from hean.engine.config import load_config
+    from hean.engine.loopgen import loop_module
+    from hean.stages.registry import pipeline_for
+
+    cfg = load_config(None, overrides)
+    pipeline = pipeline or pipeline_for(cfg)
+    loop_module(pipeline).run_loop(build_local(cfg, pipeline=pipeline), 1)
+
+
+def _loop_journal(data: Path, folder: Path) -> None:
+    """The pipeline with the journal stage (test_faults, test_journal's runs)."""
+    _loop({"journal.dir": str(folder / "journal")})
+
+
+def _loop_toy(data: Path, folder: Path) -> None:
+    """The pipeline with the toy stage of toy_stage.py after the book (test_toy_stage)."""
+    from toy_stage import TOY
+
+    from hean.stages.registry import PIPELINE
+
+    _loop({}, (*PIPELINE[:2], TOY, *PIPELINE[2:]))
+
+
+JOBS = {"book-l3": _book_l3, "loop-l3": _loop_l3, "loop-journal": _loop_journal, "loop-toy": _loop_toy}
 
 
 def main(folder: Path) -> int:

@@ -209,7 +209,9 @@ def test_a_full_segment_holds_records_back_until_the_next_one_and_loses_nothing(
             if r.step() == 0 and r.S.pos[SJ.P_FULL]:
                 waits += 1
                 assert r.pending() > 0  # back-pressure: what did not fit is still in the ring
-                assert (r.folder / f"journal-{r.svc.index + 1:06d}.hj").exists()  # made ready before it was needed
+                # the next segment was begun before it was needed (at three quarters: whether its thread has
+                # finished by now is the scheduler's business, and serve() waits for it)
+                assert r.svc._making is not None or r.svc._spare is not None
             r.serve()  # between chunks, as the worker does: the next segment is mapped
     r.close()
     assert not (r.folder / f"journal-{waits + 1:06d}.hj").exists()  # a next segment made ready is removed
