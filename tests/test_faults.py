@@ -186,11 +186,13 @@ class Engine:
 
 
 @pytest.fixture
-def engines(tmp_path):
+def engines(tmp_path, precompiled):
     """Start engines; every process of each is killed and every leftover removed at teardown."""
     started: list[Engine] = []
 
     def start(*args, **kwargs) -> Engine:
+        if "[journal]" in kwargs.get("extra", ""):
+            precompiled("loop-journal")  # from the session's background compile (conftest), not beside it
         e = Engine(tmp_path, *args, **kwargs)
         started.append(e)
         return e

@@ -40,7 +40,8 @@ def test_the_workers_find_the_stage_by_reference():
 
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize("placement", ["fused", "two", "split"])
-def test_the_toy_stage_runs_in_every_placement_and_changes_nothing(placement, monkeypatch):
+def test_the_toy_stage_runs_in_every_placement_and_changes_nothing(placement, monkeypatch, precompiled):
+    precompiled("loop-toy")  # its loop, from the session's background compile (conftest)
     # the worker processes import the toy's module by name, as they would a user's stage on their path
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     feed, orders, fills, order_digest, fill_digest = PINNED["synthetic"]
