@@ -70,7 +70,7 @@ def _write_loop(tops, venue_of, states, passes):
     for r in range(passes):
         for j in range(states.shape[0]):
             bs = states[j]
-            tops_on_book_state(tops, venue_of[bs.symbol], bs, bs.ts_exch + r)
+            tops_on_book_state(tops, venue_of[bs.symbol], bs.symbol, bs, bs.ts_exch + r)
 
 
 @njit(cache=True, nogil=True)

@@ -126,6 +126,7 @@ FILLS = np.dtype(
         ("leaves", "<i8"),
         ("fee", "<f8"),  # quote currency (negative: rebate)
         ("liquidity", "<i8"),  # 1 maker, 2 taker
+        ("venue", "<i8"),  # the venue's index in [[venues]]: where this part of the order filled
         ("tick_size", "<f8"),
         ("lot_size", "<f8"),
     ]
@@ -296,7 +297,7 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
         f = reps[(reps["kind"] == X_FILL) | (reps["kind"] == X_PARTIAL)]
         t = np.zeros(len(f), FILLS)
         t["strategy"] = j
-        for c in ("client_id", "order_id", "symbol", "side", "price", "qty", "fee", "liquidity"):
+        for c in ("client_id", "order_id", "symbol", "side", "price", "qty", "fee", "liquidity", "venue"):
             t[c] = f[c]
         t["leaves"], t["tick_size"], t["lot_size"] = f["leaves_qty"], tick[f["symbol"]], lot[f["symbol"]]
         t["ts"] = _fill_times(sl, f)

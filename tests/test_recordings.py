@@ -21,7 +21,7 @@ from hean.feeds import load_events
 from hean.feeds.common import FeedError
 from hean.feeds.instruments import InstrumentError, read_instruments
 from hean.feeds.native import open_native, write_native
-from hean.records import F_LAST_IN_GROUP, MARKET_EVENT, EventKind
+from hean.records import A_NEW, F_LAST_IN_GROUP, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
 SYM = {"X": ("0.01", "0.001"), "Y": ("0.5", "1")}
@@ -234,3 +234,55 @@ def test_hean_replay_takes_several_recordings_and_an_instrument_file(tmp_path):
     assert s["reason"] == "feed-done" and s["orders"] > 0 and s["fills"] > 0
     assert s["models"]["instruments"].startswith("exact")
     assert main(["replay", a, b, "--format", "native", "--format", "native", "--format", "native"]) == 2
+
+
+# On its ``at``-th book state, buys at market more than the best ask holds (plus ``extra`` lots): more than one
+# venue's top of book when the instrument is listed on two.
+SPLITTER = """
+from hean.api import BUY, Strategy, callback, market
+
+STATE = [("n", "i8"), ("cid", "i8")]
+
+@callback
+def on_book(ctx, s):
+    st = ctx.state[s]
+    st.n += 1
+    b = ctx.book[s]
+    if st.cid == 0 and st.n >= ctx.params.at and b.ask_qty > 0:
+        st.cid = market(ctx, s, BUY, b.ask_qty + int(ctx.params.extra))
+
+STRATEGY = Strategy(on_book=on_book, state=STATE, params={"at": 300.0, "extra": 1.0})
+"""
+
+
+@pytest.mark.timeout(600)
+def test_one_instrument_on_two_venues_an_order_splits_and_fills_on_both(tmp_path):
+    (tmp_path / "splitter.py").write_text(SPLITTER)
+    rec = str(data_file("binance-usdm-btcusdt-20240808.gz"))
+    config = {
+        "feed.venues": ["cheap", "dear"],  # the same recording as two venues' listings of BTCUSDT
+        "venues": [
+            {"name": "cheap", "params": {"taker_fee": 0.0001}},
+            {"name": "dear", "params": {"taker_fee": 0.0004}},
+        ],
+        "symbols": [{"name": "BTCUSDT", "tick_size": "0.10", "lot_size": "0.001", "venue": "cheap"}],
+        "risk.max_order_qty": 0,
+        "risk.max_notional": 0.0,
+        "risk.max_position": 0,
+    }
+    strategy = {"path": f"{tmp_path / 'splitter.py'}:STRATEGY", "symbols": ["BTCUSDT"]}
+    r = hean.backtest([rec, rec], [strategy], format="binance-usdm", config=config)
+    assert r.symbols == ["BTCUSDT", "BTCUSDT@dear"]
+    new = r.orders.data[r.orders["action"] == A_NEW]
+    assert len(new) == 1 and new["symbol"][0] == 0  # one parent order, on the instrument
+    f = r.fills.data
+    assert set(f["client_id"].tolist()) == {int(new["client_id"][0])}  # every fill is the parent's
+    assert set(f["venue"].tolist()) == {0, 1}  # filled on both venues
+    assert set(f["symbol"].tolist()) == {0}
+    cheap, dear = f[f["venue"] == 0], f[f["venue"] == 1]
+    assert cheap["qty"].sum() + dear["qty"].sum() == new["filled"][0] <= new["qty"][0]
+    # the cheaper venue first (its whole top of book), the dearer one the rest; each charges its own taker
+    # fee, in quote currency: price x qty x tick x lot x rate
+    for part, rate in ((cheap, 0.0001), (dear, 0.0004)):
+        assert part["fee"] == pytest.approx(part["price"] * 0.1 * part["qty"] * 0.001 * rate, rel=1e-12)
+    assert cheap["qty"].sum() > dear["qty"].sum()

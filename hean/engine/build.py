@@ -60,8 +60,11 @@ def _context(cfg: Config, real: bool, views: dict, replay: np.ndarray | None = N
     """What a stage's build gets from the engine (hean.stages.declare.BuildContext)."""
     vidx = venue_index(cfg)
     venue_of = np.array([vidx[s.venue] for s in cfg.symbols], np.int64)
+    ids = {s.name: i for i, s in enumerate(cfg.symbols)}
+    instrument_of = np.array([ids[s.instrument] if s.instrument else i for i, s in enumerate(cfg.symbols)], np.int64)
     return BuildContext(cfg=cfg, symbols=symbol_table(cfg), venue_of=venue_of, views=views, real=real,
-                        kwargs=stage_kwargs, call=call_factory, error=ConfigError, replay=replay)  # fmt: skip
+                        kwargs=stage_kwargs, call=call_factory, error=ConfigError, replay=replay,
+                        instrument_of=instrument_of)  # fmt: skip
 
 
 def build_stages(

@@ -97,6 +97,9 @@ class FeedSection(_Section):
     # replay: instrument files (Binance exchangeInfo, Bybit instruments-info, Databento definitions) giving the
     # symbols' ticks and lots where [[symbols]] does not (hean.feeds.instruments)
     instruments: str | list[str] = ""
+    # replay: the venue of each recording's symbols, one per recording ([]: each symbol's [[symbols]] venue, else
+    # the first venue); one symbol on two venues is one instrument listed twice ("NAME@VENUE" the second)
+    venues: list[str] = []
     symbol: str = ""  # replay: the symbol's name where the recording cannot tell (LOBSTER)
     # replay: true skips (and counts) malformed lines, up to 1 % of the file; a number is that largest share
     lenient: bool | float = False
@@ -122,6 +125,9 @@ class SymbolSection(_Section):
     tick_size: str | int | float
     lot_size: str | int | float
     venue: str = "sim"
+    # another venue's listing of the instrument named here (same tick and lot): its book is that venue's quote
+    # for the instrument, and the router splits the instrument's orders over both (hean.stages.router)
+    instrument: str = ""
 
 
 class VenueSection(_Section):
@@ -425,6 +431,8 @@ def _check_recordings(f: FeedSection) -> None:
     for fmt in formats:
         if fmt not in FORMATS:
             raise ConfigError(f"key 'feed.format': one of {', '.join(FORMATS)}; got {fmt!r}")
+    if f.venues and len(f.venues) != len(paths):
+        raise ConfigError(f"key 'feed.venues': {len(f.venues)} venues for {len(paths)} recordings (give one each)")
     for path in paths:
         _check_file("feed.path", path, "a recording")
     for path in [f.instruments] if isinstance(f.instruments, str) else list(f.instruments):
@@ -466,6 +474,30 @@ def _validate_symbols(cfg: Config) -> None:
             SymbolTable([{"name": s.name, "tick_size": str(s.tick_size), "lot_size": str(s.lot_size)}])
         except (ValueError, ArithmeticError) as e:
             raise ConfigError(f"key 'symbols[{i}]': {e}") from None
+    by_name = {s.name: s for s in cfg.symbols}
+    for i, s in enumerate(cfg.symbols):
+        if s.instrument:
+            _check_listing(i, s, by_name.get(s.instrument))
+    for v in cfg.feed.venues:
+        if v not in venue_names:
+            raise ConfigError(f"key 'feed.venues': unknown venue {v!r} (venues: {venue_names})")
+
+
+def _check_listing(i: int, s: SymbolSection, inst: SymbolSection | None) -> None:
+    """A listing names a symbol of the configuration, itself no listing, on another venue, in the same units
+    (the router compares the venues' prices in ticks and splits quantities in lots)."""
+    key = f"key 'symbols[{i}].instrument'"
+    if inst is None or inst.name == s.name:
+        raise ConfigError(f"{key}: {s.instrument!r} is not another [[symbols]] entry")
+    if inst.instrument:
+        raise ConfigError(f"{key}: {inst.name} is itself a listing of {inst.instrument}; name {inst.instrument}")
+    if inst.venue == s.venue:
+        raise ConfigError(f"{key}: {s.name} and {inst.name} are both on venue {s.venue!r}; a listing is on another")
+    for attr in ("tick_size", "lot_size"):
+        if Decimal(str(getattr(s, attr))) != Decimal(str(getattr(inst, attr))):
+            raise ConfigError(
+                f"{key}: {s.name}'s {attr} {getattr(s, attr)} differs from {inst.name}'s {getattr(inst, attr)}"
+            )
 
 
 def _validate_journal(j: JournalSection) -> None:

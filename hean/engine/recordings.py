@@ -11,8 +11,10 @@ What happens, in :func:`prepare_recordings`:
    else the first instrument file (``feed.instruments``) that has it, else the recording's own -- a guess for
    every format but Databento with definitions, and the summary says so (``feed.guessed``). A symbol without
    an entry trades on the first venue;
-3. a symbol in several files is one symbol: its days chain in time order, and files that overlap in time on
-   it are refused (two recordings of one market are two symbols: name them apart);
+3. a symbol in several files on one venue is one symbol: its days chain in time order, and files that overlap
+   in time on it are refused. On another venue (``feed.venues``: each recording's venue) it is another
+   listing of the same instrument, ``NAME@VENUE``, whose book is that venue's quote of it: the router splits
+   the instrument's orders over its listings' books;
 4. one recording whose symbols keep their units is mapped as it is; otherwise the recordings are merged by
    receive time into a new native file in the run's folder (:mod:`hean.feeds.merge`: a k-way merge over the
    mapped files, each price and quantity re-expressed exactly in its instrument's units).
@@ -77,7 +79,8 @@ def prepare_recordings(cfg, directory: str) -> Recordings:
     from hean.symbols import SymbolTable
 
     out = os.path.join(directory, "replay.hev")
-    merge_into(out, events, paths, [r.symbols for r in reports], sym_map, scale, SymbolTable(table))
+    plain = [{k: e[k] for k in ("name", "tick_size", "lot_size", "venue")} for e in table]
+    merge_into(out, events, paths, [r.symbols for r in reports], sym_map, scale, SymbolTable(plain))
     merged, _symbols = open_native(out)  # validated: the feed trusts no file
     return Recordings(out, merged, table, reports, guessed, merged=True)
 
@@ -131,45 +134,64 @@ def _instrument_files(paths: list[str]) -> dict:
 
 
 def _plan(cfg, paths: list[str], reports: list[ReadReport], instruments: dict):
-    """The run's symbol table (one entry per name, in order of first appearance), each source symbol's id in
-    it (``sym_map[k, s]``), the scale of its prices and quantities (:mod:`hean.feeds.merge`), and the names
-    whose units are the recording's guess."""
+    """The run's symbol table (one entry per listing -- a name on a venue -- in order of first appearance),
+    each source symbol's id in it (``sym_map[k, s]``), the scale of its prices and quantities
+    (:mod:`hean.feeds.merge`), and the names whose units are the recording's guess.
+
+    A source symbol's venue is its recording's (``feed.venues``), else its ``[[symbols]]`` entry's, else the
+    first venue. A name on a second venue is another listing of the same instrument: ``NAME@VENUE``, its
+    ``instrument`` the name (the router splits the instrument's orders over both; hean.stages.router). Every
+    listing of a name has the name's units."""
     from hean.feeds.merge import S_PX_DEN, S_PX_NUM, S_QTY_DEN, S_QTY_NUM, ratio
 
     configured = {s.name: s for s in cfg.symbols}
     default_venue = cfg.venues[0].name if cfg.venues else "sim"
-    seen: dict[str, list] = {}  # name -> the source symbols (Symbol) that have it
-    for r in reports:
+    venues = list(cfg.feed.venues)
+    listing_of: dict[tuple[int, int], tuple[str, str]] = {}
+    listings: dict[tuple[str, str], None] = {}  # (name, venue), in order of first appearance
+    by_name: dict[str, list] = {}  # name -> every source symbol (hean.symbols.Symbol) of it
+    for k, r in enumerate(reports):
         for sym in r.symbols:
-            seen.setdefault(sym.name, []).append(sym)
-    table, guessed = [], []
-    for name, syms in seen.items():
-        entry = configured.get(name)
-        inst = instruments.get(name)
-        if entry is not None:
-            tick, lot, venue = str(entry.tick_size), str(entry.lot_size), entry.venue
-        elif inst is not None:
-            tick, venue = inst.tick_size, default_venue
-            lot = inst.lot_size or _common_step([s.lot_size for s in syms])
-        else:
-            tick, venue = _common_step([s.tick_size for s in syms]), default_venue
-            lot = _common_step([s.lot_size for s in syms])
-            if not all(_exact(r, name) for r in reports if name in r.symbols):
-                guessed.append(name)
-        table.append({"name": name, "tick_size": tick, "lot_size": lot, "venue": venue})
-    ids = {e["name"]: i for i, e in enumerate(table)}
+            entry = configured.get(sym.name)
+            venue = venues[k] if venues else entry.venue if entry is not None else default_venue
+            listing_of[k, sym.id] = (sym.name, venue)
+            listings.setdefault((sym.name, venue), None)
+            by_name.setdefault(sym.name, []).append(sym)
+    units, guessed = {}, []
+    for name, syms in by_name.items():
+        units[name] = _units(name, syms, configured.get(name), instruments.get(name))
+        if units[name][2] and not all(_exact(r, name) for r in reports if name in r.symbols):
+            guessed.append(name)
+    table = []
+    for name, venue in listings:
+        tick, lot, _guess = units[name]
+        first = all(e["name"] != name for e in table)
+        table.append({"name": name if first else f"{name}@{venue}", "tick_size": tick, "lot_size": lot,
+                      "venue": venue, "instrument": "" if first else name})  # fmt: skip
+    ids = {key: i for i, key in enumerate(listings)}
     width = max(len(r.symbols) for r in reports)
     sym_map = np.zeros((len(reports), width), np.int64)
     scale = np.ones((len(reports), width, 4), np.int64)
     for k, r in enumerate(reports):
         for sym in r.symbols:
-            i = ids[sym.name]
+            i = ids[listing_of[k, sym.id]]
             sym_map[k, sym.id] = i
             px = ratio(sym.tick_size, Decimal(table[i]["tick_size"]))
             qty = ratio(sym.lot_size, Decimal(table[i]["lot_size"]))
             scale[k, sym.id, S_PX_NUM], scale[k, sym.id, S_PX_DEN] = px
             scale[k, sym.id, S_QTY_NUM], scale[k, sym.id, S_QTY_DEN] = qty
     return table, sym_map, scale, guessed
+
+
+def _units(name: str, syms: list, entry, inst) -> tuple[str, str, bool]:
+    """``(tick, lot, guessed)`` of a name: its ``[[symbols]]`` entry, else its instrument file's rules (a
+    lot the file leaves out: the recordings'), else the recordings' own (one step all its files fit)."""
+    if entry is not None:
+        return str(entry.tick_size), str(entry.lot_size), False
+    lot = _common_step([s.lot_size for s in syms])
+    if inst is not None:
+        return inst.tick_size, inst.lot_size or lot, False
+    return _common_step([s.tick_size for s in syms]), lot, True
 
 
 def _exact(report: ReadReport, name: str) -> bool:

@@ -783,6 +783,7 @@ class BookStage(NamedTuple):
     stale_ns: np.ndarray  # int64[1]: a book older than this is stale (0: off)
     depth: np.ndarray  # int64[rows, 2 + 4N]: the depth beside each state published (hean.stages.depth)
     published: np.ndarray  # int64[1]: states published (the states rings' sequence)
+    instrument_of: np.ndarray  # int64[n_symbols]: the instrument each symbol's book quotes (a listing's: another)
 
 
 H_AGE_EVENTS = 1  # histogram row: an event's age when the book takes it
@@ -823,10 +824,11 @@ def book_batch(B, src, states, start, n, tm, t0):
 
 @kernel(forceinline=True, error_model="numpy")
 def publish_state(B, l2, states, deep):
-    """The book state in ``B.out[0]`` out, from the L2 book ``l2`` (an L3 book's own): the router's tops,
+    """The book state in ``B.out[0]`` out, from the L2 book ``l2`` (an L3 book's own): the router's tops (of
+    the instrument the symbol quotes on its venue: a listing's book is its venue's quote of another symbol),
     its depth entry (first, when a strategy reads depth), then every consumer. Returns records published."""
     bs = B.out[0]
-    tops_on_book_state(B.tops, B.venue_of[bs.symbol], bs, bs.ts_exch)
+    tops_on_book_state(B.tops, B.venue_of[bs.symbol], B.instrument_of[bs.symbol], bs, bs.ts_exch)
     if deep:
         depth_write(B.depth, B.published[0], l2, bs)
     B.published[0] += 1
@@ -864,9 +866,14 @@ def make_book_stage(ctx) -> BookStage:
     book, trades = ctx.call("book", book_tables, len(ctx.symbols), **table)
     stale = np.array([int(table.get("stale_ns", 0))], np.int64)
     depth = ctx.views["depth"] if ctx.real else np.zeros((1, DW_LEVELS), np.int64)
-    return BookStage(
-        book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale, depth, np.zeros(1, np.int64)
-    )
+    return BookStage(book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale, depth,
+                     np.zeros(1, np.int64), instruments(ctx))  # fmt: skip
+
+
+def instruments(ctx) -> np.ndarray:
+    """The context's instrument of each symbol (itself where no listing is configured)."""
+    n = len(ctx.venue_of)
+    return np.arange(n, dtype=np.int64) if ctx.instrument_of is None else np.asarray(ctx.instrument_of, np.int64)
 
 
 BOOK = Stage(

@@ -40,6 +40,7 @@ from hean.stages.book import (
     H_AGE_EVENTS,
     book_on_event,
     book_tables,
+    instruments,
     publish_state,
 )
 from hean.stages.declare import Stage, Stream
@@ -98,6 +99,7 @@ class L3BookStage(NamedTuple):
     depth: np.ndarray  # int64[rows, 2 + 4N]: the depth beside each state published (hean.stages.depth)
     published: np.ndarray  # int64[1]: states published (the states rings' sequence)
     status: np.ndarray  # int64[len(ERROR_COUNTERS)]: the status code each telemetry counter counts
+    instrument_of: np.ndarray  # int64[n_symbols]: the instrument each symbol's book quotes (hean.stages.book)
 
 
 @kernel(forceinline=True)
@@ -217,7 +219,7 @@ def make_l3_book_stage(ctx) -> L3BookStage:
     stale = np.array([int(table.get("stale_ns", 0))], np.int64)
     depth = ctx.views["depth"] if ctx.real else np.zeros((1, DW_LEVELS), np.int64)
     return L3BookStage(book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale, depth,
-                       np.zeros(1, np.int64), _ERROR_STATUS.copy())  # fmt: skip
+                       np.zeros(1, np.int64), _ERROR_STATUS.copy(), instruments(ctx))  # fmt: skip
 
 
 BOOK_L3 = Stage(

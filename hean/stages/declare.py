@@ -75,6 +75,9 @@ class BuildContext:
     call: Callable[..., Any]
     error: Callable[[str], Exception]  # the engine's configuration error, for a message naming a key
     replay: np.ndarray | None = None  # the recording's events (for the feed, when it is real)
+    # int64[n_symbols]: the instrument each symbol quotes -- itself, or for another venue's listing the symbol
+    # it lists ([[symbols]] instrument): its book is that venue's quote of the instrument for the router
+    instrument_of: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

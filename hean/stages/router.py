@@ -50,7 +50,7 @@ Usage in the engine's router stage::
 
     router = make_router(n_symbols, n_venues, maker_fee=[...], taker_fee=[...])
     tops = make_venue_tops(n_venues, n_symbols)        # hean.stages.tops; or venue.tops of the simulated venues
-    tops_on_book_state(tops, v, book_state, now_ns())  # the book stage, per venue book state
+    tops_on_book_state(tops, v, book_state.symbol, book_state, now_ns())  # the book stage, per venue book state
     n = router_on_order(router, order_from_risk, tops, now_ns(), out_venue_orders, k)   # <= 8 ORDERs
     n = router_on_report(router, venue_report, out_reports_to_risk, k)                  # <= 2 reports
     n = router_poll(router, out_reports_to_risk, k)    # the router's own rejects, when idle

@@ -153,9 +153,9 @@ def tops_set(tops, venue, symbol, bid_px, bid_qty, ask_px, ask_qty, now_ns):
 
 
 @kernel(forceinline=True)
-def tops_on_book_state(tops, venue, bs, now_ns):
-    """Copy one BOOK_STATE of ``venue`` into the view (a stale or crossed book shows as empty)."""
-    s = bs.symbol
+def tops_on_book_state(tops, venue, s, bs, now_ns):
+    """Copy one BOOK_STATE of ``venue`` into the view as symbol ``s``'s quote there (``bs.symbol``, or the
+    instrument a listing quotes); a stale or crossed book shows as empty."""
     if venue < 0 or venue >= tops.entries.shape[0] or s < 0 or s >= tops.entries.shape[1]:
         return
     if (bs.flags & (F_STALE | F_CROSSED)) != 0:  # nothing to route against

@@ -1004,6 +1004,22 @@ class VenueStage(NamedTuple):
     owed: np.ndarray  # int64[1]: 1 while due reports wait for room in the report ring
     clock: np.ndarray  # int64[1]: simulated time: the latest exchange time of a market event or CLOCK it took
     sim: np.ndarray  # the simclock view (hean.stages.simclock): its next due time, for the replay's scheduler
+    instrument_of: np.ndarray  # int64[n_symbols]: the instrument each symbol quotes (a listing's: another)
+    listed: np.ndarray  # MARKET_EVENT[1]: a listing's event as its instrument's (listed_event)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def listed_event(V, ev):
+    """``ev`` as the venue books it: under the instrument its symbol quotes. A listing's events (another
+    venue's book of an instrument, ``[[symbols]] instrument``) are that instrument's at their venue, so the
+    instrument's orders routed there meet them; any other event is itself, untouched (one load and compare)."""
+    s = ev.symbol
+    inst = V.instrument_of[s] if 0 <= s < V.instrument_of.shape[0] else s
+    if inst == s:
+        return ev
+    V.listed[0] = ev
+    V.listed[0].symbol = inst
+    return V.listed[0]
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -1030,8 +1046,9 @@ def venue_step(V, ins, outs, tm, now_pass, flags):
 
 @kernel(forceinline=True, error_model="numpy")
 def venue_stage_apply(V, v, ev, now):
-    """A market event (not a CLOCK) of venue ``v`` at ``now``: :func:`venue_apply_event`."""
-    venue_apply_event(V.venue, v, ev, now)
+    """A market event (not a CLOCK) of venue ``v`` at ``now``: :func:`venue_apply_event` (of the instrument
+    it quotes: :func:`listed_event`)."""
+    venue_apply_event(V.venue, v, listed_event(V, ev), now)
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -1146,9 +1163,14 @@ def venue_tables(ctx) -> dict:
 def make_venue_stage(ctx) -> VenueStage:
     """The simulated venues from ``[[venues]]``."""
     table = venue_tables(ctx) if ctx.real else {}
+    if "value_per_tick_lot" not in table:  # fees in quote currency: tick_size * lot_size (linear contracts)
+        table["value_per_tick_lot"] = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
     venue = ctx.call("venues", make_venue, len(ctx.symbols), max(1, len(ctx.cfg.venues)), **table)
     out_ = np.zeros(VENUE_MAX_REPORTS, EXEC_REPORT)
-    return VenueStage(venue, ctx.venue_of, out_, np.zeros(1, np.int64), np.zeros(1, np.int64), ctx.views["simclock"])
+    from hean.stages.book import instruments
+
+    return VenueStage(venue, ctx.venue_of, out_, np.zeros(1, np.int64), np.zeros(1, np.int64), ctx.views["simclock"],
+                      instruments(ctx), np.zeros(1, MARKET_EVENT))  # fmt: skip
 
 
 VENUE = Stage(

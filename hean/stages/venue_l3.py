@@ -79,6 +79,7 @@ from hean.stages.venue import (
     _refresh_tops,
     _report,
     _rest_remove,
+    listed_event,
     make_venue_stage,
     venue_advance,
     venue_apply_event,
@@ -120,6 +121,8 @@ class VenueL3Stage(NamedTuple):
     owed: np.ndarray  # int64[1]: 1 while due reports wait for room in the report ring
     clock: np.ndarray  # int64[1]: simulated time
     sim: np.ndarray  # the simclock view (hean.stages.simclock)
+    instrument_of: np.ndarray  # int64[n_symbols]: the instrument each symbol quotes
+    listed: np.ndarray  # MARKET_EVENT[1] (hean.stages.venue.listed_event)
     l3: VenueL3
 
 
@@ -267,8 +270,9 @@ def venue_l3_on_event(vn, x, v, ev, now_ns, out, k):
 # ---------------------------------------------------------------------------------------------------------
 @kernel(forceinline=True, error_model="numpy")
 def venue_l3_stage_apply(V, v, ev, now):
-    """A market event (not a CLOCK) of venue ``v`` at ``now``: :func:`venue_apply_l3`."""
-    venue_apply_l3(V.venue, V.l3, v, ev, now)
+    """A market event (not a CLOCK) of venue ``v`` at ``now``: :func:`venue_apply_l3` (of the instrument it
+    quotes: :func:`hean.stages.venue.listed_event`)."""
+    venue_apply_l3(V.venue, V.l3, v, listed_event(V, ev), now)
 
 
 @kernel(forceinline=True, error_model="numpy")
