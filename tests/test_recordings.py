@@ -14,7 +14,7 @@ from conftest import data_file
 
 import hean
 from hean.cli import main
-from hean.engine.build import prepared_replay
+from hean.engine.build import prepared_replay, value_per_tick_lot
 from hean.engine.config import ConfigError, load_config
 from hean.engine.summary import instruments_model
 from hean.feeds import load_events
@@ -189,6 +189,8 @@ def test_databento_definitions_make_the_es_tick_exact(tmp_path):
     (tmp_path / "b").mkdir()
     cfg, _rec, ev = prepared_replay(load_config(None, {**over, "feed.instruments": defs}), str(tmp_path / "b"))
     assert cfg.feed.guessed == [] and str(cfg.symbols[0].tick_size) == "0.25"
+    assert str(cfg.symbols[0].multiplier) == "50"  # ES: 50 USD per index point
+    assert value_per_tick_lot(cfg).tolist() == [12.5]  # a tick of 0.25 on one contract
     priced = np.array(raw)["price"] != 0
     assert np.array_equal(np.array(ev)["price"][priced] * 25, np.array(raw)["price"][priced])
 
@@ -286,3 +288,33 @@ def test_one_instrument_on_two_venues_an_order_splits_and_fills_on_both(tmp_path
     for part, rate in ((cheap, 0.0001), (dear, 0.0004)):
         assert part["fee"] == pytest.approx(part["price"] * 0.1 * part["qty"] * 0.001 * rate, rel=1e-12)
     assert cheap["qty"].sum() > dear["qty"].sum()
+
+
+def test_listings_and_multipliers_are_checked_in_the_configuration():
+    venues = [{"name": "a"}, {"name": "b"}]
+
+    def symbols(*extra):
+        return {"venues": venues, "symbols": [{"name": "X", "tick_size": "0.1", "lot_size": "1", "venue": "a"}, *extra]}
+
+    def listing(**kw):
+        return {"name": "X@b", "tick_size": "0.1", "lot_size": "1", "venue": "b", "instrument": "X", **kw}
+
+    cfg = load_config(None, symbols(listing(multiplier="1")))
+    assert [s.instrument for s in cfg.symbols] == ["", "X"]
+    cases = [
+        (listing(instrument="Z"), r"symbols\[1\].instrument': 'Z' is not another \[\[symbols\]\] entry"),
+        (listing(venue="a"), "X@b and X are both on venue 'a'"),
+        (listing(tick_size="0.5"), "X@b's tick_size 0.5 differs from X's 0.1"),
+        (listing(multiplier="2"), "X@b's multiplier 2 differs from X's 1"),
+        (
+            {"name": "Y", "tick_size": "1", "lot_size": "1", "venue": "a", "multiplier": "0"},
+            "symbols\\[1\\].multiplier",
+        ),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, symbols(extra))
+    with pytest.raises(ConfigError, match="key 'feed.venues': unknown venue 'c'"):
+        load_config(None, {**symbols(), "feed.venues": ["c"]})
+    es = symbols({"name": "ES", "tick_size": "0.25", "lot_size": "1", "venue": "b", "multiplier": "50"})
+    assert value_per_tick_lot(load_config(None, es)).tolist() == [0.1, 12.5]

@@ -64,7 +64,17 @@ def _context(cfg: Config, real: bool, views: dict, replay: np.ndarray | None = N
     instrument_of = np.array([ids[s.instrument] if s.instrument else i for i, s in enumerate(cfg.symbols)], np.int64)
     return BuildContext(cfg=cfg, symbols=symbol_table(cfg), venue_of=venue_of, views=views, real=real,
                         kwargs=stage_kwargs, call=call_factory, error=ConfigError, replay=replay,
-                        instrument_of=instrument_of)  # fmt: skip
+                        instrument_of=instrument_of, value_per_tick_lot=value_per_tick_lot(cfg))  # fmt: skip
+
+
+def value_per_tick_lot(cfg: Config) -> np.ndarray:
+    """Each symbol's quote currency per tick per lot: tick size x lot size x contract multiplier."""
+    from decimal import Decimal
+
+    return np.array(
+        [float(Decimal(str(s.tick_size)) * Decimal(str(s.lot_size)) * Decimal(str(s.multiplier))) for s in cfg.symbols],
+        np.float64,
+    )
 
 
 def build_stages(

@@ -128,6 +128,9 @@ class SymbolSection(_Section):
     # another venue's listing of the instrument named here (same tick and lot): its book is that venue's quote
     # for the instrument, and the router splits the instrument's orders over both (hean.stages.router)
     instrument: str = ""
+    # quote currency per unit of price per unit of quantity (a contract's multiplier: 50 for CME's ES; 1 for
+    # linear crypto contracts): notionals, fees and PnL are price x qty x multiplier
+    multiplier: str | int | float = "1"
 
 
 class VenueSection(_Section):
@@ -468,6 +471,7 @@ def _validate_symbols(cfg: Config) -> None:
         seen.add(s.name)
         _decimal(s.tick_size, f"symbols[{i}].tick_size")
         _decimal(s.lot_size, f"symbols[{i}].lot_size")
+        _decimal(s.multiplier, f"symbols[{i}].multiplier")
         if s.venue not in venue_names:
             raise ConfigError(f"key 'symbols[{i}].venue': unknown venue {s.venue!r} (venues: {venue_names})")
         try:  # the steps the engine can represent exactly (hean.symbols)
@@ -493,7 +497,7 @@ def _check_listing(i: int, s: SymbolSection, inst: SymbolSection | None) -> None
         raise ConfigError(f"{key}: {inst.name} is itself a listing of {inst.instrument}; name {inst.instrument}")
     if inst.venue == s.venue:
         raise ConfigError(f"{key}: {s.name} and {inst.name} are both on venue {s.venue!r}; a listing is on another")
-    for attr in ("tick_size", "lot_size"):
+    for attr in ("tick_size", "lot_size", "multiplier"):
         if Decimal(str(getattr(s, attr))) != Decimal(str(getattr(inst, attr))):
             raise ConfigError(
                 f"{key}: {s.name}'s {attr} {getattr(s, attr)} differs from {inst.name}'s {getattr(inst, attr)}"

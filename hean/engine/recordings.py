@@ -166,8 +166,9 @@ def _plan(cfg, paths: list[str], reports: list[ReadReport], instruments: dict):
     for name, venue in listings:
         tick, lot, _guess = units[name]
         first = all(e["name"] != name for e in table)
+        mult = _multiplier(name, configured.get(name), instruments.get(name), reports)
         table.append({"name": name if first else f"{name}@{venue}", "tick_size": tick, "lot_size": lot,
-                      "venue": venue, "instrument": "" if first else name})  # fmt: skip
+                      "venue": venue, "instrument": "" if first else name, "multiplier": mult})  # fmt: skip
     ids = {key: i for i, key in enumerate(listings)}
     width = max(len(r.symbols) for r in reports)
     sym_map = np.zeros((len(reports), width), np.int64)
@@ -181,6 +182,20 @@ def _plan(cfg, paths: list[str], reports: list[ReadReport], instruments: dict):
             scale[k, sym.id, S_PX_NUM], scale[k, sym.id, S_PX_DEN] = px
             scale[k, sym.id, S_QTY_NUM], scale[k, sym.id, S_QTY_DEN] = qty
     return table, sym_map, scale, guessed
+
+
+def _multiplier(name: str, entry, inst, reports: list[ReadReport]) -> str:
+    """A name's contract multiplier: its ``[[symbols]]`` entry's, its instrument file's, the recording's own
+    definitions' (Databento), else 1 (a linear contract)."""
+    if entry is not None:
+        return str(entry.multiplier)
+    if inst is not None and inst.multiplier:
+        return inst.multiplier
+    for r in reports:
+        info = (getattr(r, "instruments", None) or {}).get(name) or {}
+        if info.get("multiplier"):
+            return str(info["multiplier"])
+    return "1"
 
 
 def _units(name: str, syms: list, entry, inst) -> tuple[str, str, bool]:

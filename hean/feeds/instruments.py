@@ -12,8 +12,8 @@ Binance ``exchangeInfo``    ``symbols[].filters``: PRICE_FILTER ``tickSize``, LO
 (JSON, spot and futures)    ``/api/v3/exchangeInfo``, USD-M ``/fapi/v1/exchangeInfo``)
 Bybit ``instruments-info``  ``result.list[]``: ``priceFilter.tickSize``, ``lotSizeFilter.qtyStep`` (linear)
 (JSON, v5)                  or ``basePrecision`` (spot)
-Databento definitions       ``InstrumentDefMsg``: ``min_price_increment`` by ``raw_symbol`` (no lot: a
-(``.dbn``, ``.dbn.zst``)    contract is the unit)
+Databento definitions       ``InstrumentDefMsg``: ``min_price_increment`` and ``contract_multiplier`` (or
+(``.dbn``, ``.dbn.zst``)    ``unit_of_measure_qty``) by ``raw_symbol`` (no lot: a contract is the unit)
 ==========================  ===========================================================================
 
 A replay takes each symbol's tick and lot from, in order: its ``[[symbols]]`` entry in the configuration,
@@ -44,6 +44,7 @@ class Instrument:
     tick_size: str
     lot_size: str | None
     source: str  # the file it came from
+    multiplier: str | None = None  # the contract multiplier, where the file gives one (Databento)
 
 
 def read_instruments(path: str | Path) -> dict[str, Instrument]:
@@ -117,7 +118,7 @@ def _dbn(p: Path) -> dict[str, Instrument]:
     out = {}
     for d in defs.values():
         if d["tick"] and d["raw_symbol"]:
-            out[d["raw_symbol"]] = Instrument(d["raw_symbol"], d["tick"], None, str(p))
+            out[d["raw_symbol"]] = Instrument(d["raw_symbol"], d["tick"], None, str(p), d["multiplier"])
     if not out:
         raise InstrumentError(f"{p}: no instrument definition with a tick size")
     return out

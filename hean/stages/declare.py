@@ -78,6 +78,10 @@ class BuildContext:
     # int64[n_symbols]: the instrument each symbol quotes -- itself, or for another venue's listing the symbol
     # it lists ([[symbols]] instrument): its book is that venue's quote of the instrument for the router
     instrument_of: np.ndarray | None = None
+    # float64[n_symbols]: quote currency one tick of price on one lot is worth, tick_size * lot_size * the
+    # contract multiplier ([[symbols]] multiplier: 50 for CME's ES, 1 for linear crypto contracts): every
+    # notional, fee and PnL of the engine
+    value_per_tick_lot: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

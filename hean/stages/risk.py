@@ -1122,8 +1122,8 @@ def make_risk_stage(ctx) -> RiskStage:
     raw = dict(ctx.cfg.risk) if ctx.real else {}
     ctx.kwargs("risk", {k: v for k, v in raw.items() if k != "symbols" and k not in UNIT_KEYS}, make_risk)
     table = risk_limits(raw, ctx.symbols, ctx.error)
-    if "value_per_tick_lot" not in table:  # quote currency per tick x lot of each symbol (linear contracts)
-        table["value_per_tick_lot"] = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
+    if "value_per_tick_lot" not in table:  # quote currency per tick x lot of each symbol
+        table["value_per_tick_lot"] = ctx.value_per_tick_lot
     position = ctx.views["pos"] if ctx.real else None
     risk = ctx.call("risk", make_risk, len(ctx.symbols), position_lots=position, **table)
     rstate = ctx.views["rstate"] if ctx.real else np.zeros(max(1, len(ctx.symbols)), np.int64)

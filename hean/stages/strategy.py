@@ -884,7 +884,7 @@ def make_strategy(ctx) -> StrategyStage:
     if not ctx.real:
         return make_strategy_stage([], n_engine)
     names = [s.name for s in ctx.symbols]
-    value = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
+    value = ctx.value_per_tick_lot
     eng = ctx.cfg.engine
     slots = []
     for j, e in enumerate(strategy_entries(ctx.cfg)):

@@ -1163,8 +1163,8 @@ def venue_tables(ctx) -> dict:
 def make_venue_stage(ctx) -> VenueStage:
     """The simulated venues from ``[[venues]]``."""
     table = venue_tables(ctx) if ctx.real else {}
-    if "value_per_tick_lot" not in table:  # fees in quote currency: tick_size * lot_size (linear contracts)
-        table["value_per_tick_lot"] = np.array([float(s.tick_size) * float(s.lot_size) for s in ctx.symbols])
+    if "value_per_tick_lot" not in table:  # fees in quote currency
+        table["value_per_tick_lot"] = ctx.value_per_tick_lot
     venue = ctx.call("venues", make_venue, len(ctx.symbols), max(1, len(ctx.cfg.venues)), **table)
     out_ = np.zeros(VENUE_MAX_REPORTS, EXEC_REPORT)
     from hean.stages.book import instruments
