@@ -196,18 +196,11 @@ def test_databento_definitions_make_the_es_tick_exact(tmp_path):
 
 
 def split_recording(tmp_path) -> tuple[str, str]:
-    """The Binance sample as two native files, cut at a message's end where everything before it was
-    received no later than everything after it (so the two chain in time)."""
+    """The Binance sample as two native files that chain in time (hean.bench.backtest.split_recording)."""
+    from hean.bench.backtest import split_recording as split
+
     events, report = load_events(data_file("binance-usdm-btcusdt-20240808.gz"), "binance-usdm")
-    events = np.array(events)
-    ts = events["ts_origin"]
-    clean = np.maximum.accumulate(ts)[:-1] <= np.minimum.accumulate(ts[::-1])[::-1][1:]
-    ends = (events["flags"] & F_LAST_IN_GROUP) != 0
-    cuts = np.flatnonzero(clean & ends[:-1])
-    cut = int(cuts[cuts >= len(events) // 2][0]) + 1
-    a, b = tmp_path / "a.hev", tmp_path / "b.hev"
-    write_native(a, events[:cut], report.symbols)
-    write_native(b, events[cut:], report.symbols)
+    a, b = split(np.asarray(events), report.symbols, tmp_path)
     return str(a), str(b)
 
 

@@ -31,6 +31,9 @@ The models each system uses:
 * HEAN: ``hean.backtest`` (the replay pipeline in process, lockstep); L2 book; risk-averse queue (an order
   joins behind the visible quantity at its price; only prints at its price reduce that, a print through its
   price fills it; cancellations are never credited); partial fills; the default pre-trade risk limits.
+  "HEAN merged": the same events as two native files (cut where they chain in time), replayed as one by
+  ``hean.backtest([b, a])``: the k-way merge by receive time into the run's folder is in its time, and its
+  orders and fills must be HEAN's.
 * hftbacktest: ``ROIVectorMarketDepthBacktest`` (price-indexed vector depth over the traded prices -/+ 20 %:
   levels beyond are not kept), ``risk_adverse_queue_model`` (as HEAN's, except that a level's quantity
   falling below the queue ahead shortens the queue), ``no_partial_fill_exchange`` (the quotes are one lot, so
@@ -60,6 +63,7 @@ import argparse
 import math
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -137,8 +141,27 @@ def hean_config(latency_ns: int) -> dict:
     }
 
 
-def hean_run(path: Path, fmt: str, latency_ns: int) -> dict:
-    """One ``hean.backtest`` of the market maker: wall time, the worker loop's share, orders and fills."""
+def split_recording(events: np.ndarray, symbols: Any, folder: Path) -> list[Path]:
+    """The recording as two native files (``a.hev``, ``b.hev``), cut at a message's end past its middle where
+    everything before was received no later than everything after: two files that chain in time, whose
+    merged replay is the whole one's (``tests/test_recordings.py`` checks the fills)."""
+    from hean.feeds.native import write_native
+    from hean.records import F_LAST_IN_GROUP
+
+    ts = events["ts_origin"]
+    clean = np.maximum.accumulate(ts)[:-1] <= np.minimum.accumulate(ts[::-1])[::-1][1:]
+    ends = (events["flags"] & F_LAST_IN_GROUP) != 0
+    cuts = np.flatnonzero(clean & ends[:-1])
+    cut = int(cuts[cuts >= len(events) // 2][0]) + 1
+    paths = [folder / "a.hev", folder / "b.hev"]
+    write_native(paths[0], events[:cut], symbols)
+    write_native(paths[1], events[cut:], symbols)
+    return paths
+
+
+def hean_run(path: Path | list[Path], fmt: str, latency_ns: int) -> dict:
+    """One ``hean.backtest`` of the market maker: wall time, the worker loop's share, orders and fills (a list
+    of recordings: merged by receive time, the merge included)."""
     import hean
     import hean.research as research
     from hean.records import OrderAction
@@ -156,7 +179,8 @@ def hean_run(path: Path, fmt: str, latency_ns: int) -> dict:
     research._run_to_the_end = timed
     try:
         t0 = time.perf_counter()
-        r = hean.backtest(str(path), "market_maker", format=fmt, config=hean_config(latency_ns))
+        rec = [str(p) for p in path] if isinstance(path, list) else str(path)
+        r = hean.backtest(rec, "market_maker", format=fmt, config=hean_config(latency_ns))
         wall = time.perf_counter() - t0
     finally:
         research._run_to_the_end = inner
@@ -621,6 +645,10 @@ def measure(
     n = counts["total"]
     _, max_rank = message_times(ev)
     runs: dict[str, Callable[[], dict]] = {"HEAN": lambda: hean_run(path, fmt, latency_ns)}
+    # the same events as two files merged by receive time (the k-way merge into the run's folder included)
+    split_dir = tempfile.TemporaryDirectory(prefix="hean-bench-split-")
+    halves = split_recording(np.asarray(ev), report.symbols, Path(split_dir.name))
+    runs["HEAN merged"] = lambda: hean_run(halves[::-1], "native", latency_ns)
     versions = {"HEAN": _peer_version("hean")}
     skipped: dict[str, str] = {}
     roi = None
@@ -677,9 +705,10 @@ def measure(
                 "loop_s": [r["loop_s"] for r in rs],
                 **{k: last[k] for k in ("orders", "new", "replace", "cancel", "fills")},
                 "same_every_round": same,
-                "models": models(latency_ns, roi)[name],
+                "models": models(latency_ns, roi)[name.split()[0]],
             }
         )
+    split_dir.cleanup()
     hean_ns = systems[0]["ns_per_event"]
     for s in systems:
         s["ratio_to_hean"] = s["ns_per_event"] / hean_ns
