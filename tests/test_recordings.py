@@ -121,9 +121,12 @@ def test_symbols_without_an_entry_are_guessed_and_the_summary_names_them(tmp_pat
     assert instruments_model(cfg).startswith("guessed from the recording's finest decimals for X ")
 
 
-def _exchange_info(path, tick="0.50", step="0.010", extra=None):
-    symbol = {"symbol": "X", "filters": [{"filterType": "PRICE_FILTER", "tickSize": tick, "minPrice": "0.1"},
-                                         {"filterType": "LOT_SIZE", "stepSize": step, "minQty": step}]}  # fmt: skip
+def _exchange_info(path, tick="0.50", step="0.010", extra=None, min_qty=None):
+    price = {"filterType": "PRICE_FILTER", "tickSize": tick, "minPrice": "0.1"}
+    symbol = {
+        "symbol": "X",
+        "filters": [price, {"filterType": "LOT_SIZE", "stepSize": step, "minQty": min_qty or step}],
+    }
     path.write_text(json.dumps({"timezone": "UTC", "symbols": [symbol, *(extra or [])]}))
     return str(path)
 
@@ -311,3 +314,18 @@ def test_listings_and_multipliers_are_checked_in_the_configuration():
         load_config(None, {**symbols(), "feed.venues": ["c"]})
     es = symbols({"name": "ES", "tick_size": "0.25", "lot_size": "1", "venue": "b", "multiplier": "50"})
     assert value_per_tick_lot(load_config(None, es)).tolist() == [0.1, 12.5]
+
+
+def test_the_minimum_quantity_comes_from_the_instrument_file_or_the_entry_into_risk_in_lots(tmp_path):
+    from hean.engine.build import build_local
+
+    a = native(tmp_path / "a.hev", [(0, 1, 10050, 20, 1), (0, 2, 10100, 30, 2)])
+    info = _exchange_info(tmp_path / "exchangeInfo.json", min_qty="0.025")  # lot 0.01: 2.5 lots -> 3
+    cfg, _rec, _ev = prepare(tmp_path, a, instruments=info)
+    assert str(cfg.symbols[0].min_qty) == "0.025"
+    assert build_local(cfg).st_risk.risk.min_qty.tolist() == [3]
+    entry = {"name": "X", "tick_size": "0.01", "lot_size": "0.001", "min_qty": "0.002"}
+    cfg, _rec, _ev = prepare(tmp_path, a, instruments=info, symbols=[entry])
+    assert build_local(cfg).st_risk.risk.min_qty.tolist() == [2]
+    cfg = load_config(None, {"symbols": [{**entry, "venue": "sim"}], "risk.min_qty": 7})
+    assert build_local(cfg).st_risk.risk.min_qty.tolist() == [7]  # [risk] min_qty (lots) wins

@@ -131,6 +131,9 @@ class SymbolSection(_Section):
     # quote currency per unit of price per unit of quantity (a contract's multiplier: 50 for CME's ES; 1 for
     # linear crypto contracts): notionals, fees and PnL are price x qty x multiplier
     multiplier: str | int | float = "1"
+    # the smallest order quantity in instrument units (0: one lot); risk refuses less (MIN_QTY) unless
+    # [risk] min_qty (in lots) says otherwise
+    min_qty: str | int | float = "0"
 
 
 class VenueSection(_Section):
@@ -472,6 +475,8 @@ def _validate_symbols(cfg: Config) -> None:
         _decimal(s.tick_size, f"symbols[{i}].tick_size")
         _decimal(s.lot_size, f"symbols[{i}].lot_size")
         _decimal(s.multiplier, f"symbols[{i}].multiplier")
+        if str(s.min_qty) not in ("0", "0.0"):
+            _decimal(s.min_qty, f"symbols[{i}].min_qty")
         if s.venue not in venue_names:
             raise ConfigError(f"key 'symbols[{i}].venue': unknown venue {s.venue!r} (venues: {venue_names})")
         try:  # the steps the engine can represent exactly (hean.symbols)

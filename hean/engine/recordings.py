@@ -166,9 +166,12 @@ def _plan(cfg, paths: list[str], reports: list[ReadReport], instruments: dict):
     for name, venue in listings:
         tick, lot, _guess = units[name]
         first = all(e["name"] != name for e in table)
-        mult = _multiplier(name, configured.get(name), instruments.get(name), reports)
+        entry, inst = configured.get(name), instruments.get(name)
+        mult = _multiplier(name, entry, inst, reports)
+        low = str(entry.min_qty) if entry is not None else (inst.min_qty if inst is not None else None) or "0"
         table.append({"name": name if first else f"{name}@{venue}", "tick_size": tick, "lot_size": lot,
-                      "venue": venue, "instrument": "" if first else name, "multiplier": mult})  # fmt: skip
+                      "venue": venue, "instrument": "" if first else name, "multiplier": mult,
+                      "min_qty": low})  # fmt: skip
     ids = {key: i for i, key in enumerate(listings)}
     width = max(len(r.symbols) for r in reports)
     sym_map = np.zeros((len(reports), width), np.int64)

@@ -8,10 +8,10 @@ rules; :func:`read_instruments` reads them from the files users download:
 ==========================  ===========================================================================
 file                        what it gives per symbol
 ==========================  ===========================================================================
-Binance ``exchangeInfo``    ``symbols[].filters``: PRICE_FILTER ``tickSize``, LOT_SIZE ``stepSize`` (spot
-(JSON, spot and futures)    ``/api/v3/exchangeInfo``, USD-M ``/fapi/v1/exchangeInfo``)
+Binance ``exchangeInfo``    ``symbols[].filters``: PRICE_FILTER ``tickSize``, LOT_SIZE ``stepSize`` and
+(JSON, spot and futures)    ``minQty`` (spot ``/api/v3/exchangeInfo``, USD-M ``/fapi/v1/exchangeInfo``)
 Bybit ``instruments-info``  ``result.list[]``: ``priceFilter.tickSize``, ``lotSizeFilter.qtyStep`` (linear)
-(JSON, v5)                  or ``basePrecision`` (spot)
+(JSON, v5)                  or ``basePrecision`` (spot), ``lotSizeFilter.minOrderQty``
 Databento definitions       ``InstrumentDefMsg``: ``min_price_increment`` and ``contract_multiplier`` (or
 (``.dbn``, ``.dbn.zst``)    ``unit_of_measure_qty``) by ``raw_symbol`` (no lot: a contract is the unit)
 ==========================  ===========================================================================
@@ -45,6 +45,7 @@ class Instrument:
     lot_size: str | None
     source: str  # the file it came from
     multiplier: str | None = None  # the contract multiplier, where the file gives one (Databento)
+    min_qty: str | None = None  # the smallest order quantity, where the file gives one (Binance, Bybit)
 
 
 def read_instruments(path: str | Path) -> dict[str, Instrument]:
@@ -90,7 +91,8 @@ def _binance(p: Path, items: list) -> dict[str, Instrument]:
             raise InstrumentError(f"{p}: symbol {name}: no PRICE_FILTER or LOT_SIZE filter")
         tick = _step(p, name, "tickSize", filters["PRICE_FILTER"].get("tickSize"))
         lot = _step(p, name, "stepSize", filters["LOT_SIZE"].get("stepSize"))
-        out[name] = Instrument(name, tick, lot, str(p))
+        low = filters["LOT_SIZE"].get("minQty")
+        out[name] = Instrument(name, tick, lot, str(p), min_qty=_step(p, name, "minQty", low) if low else None)
     return out
 
 
@@ -103,7 +105,9 @@ def _bybit(p: Path, items: list) -> dict[str, Instrument]:
         price, lot = s.get("priceFilter") or {}, s.get("lotSizeFilter") or {}
         step = lot.get("qtyStep", lot.get("basePrecision"))
         tick = _step(p, name, "priceFilter.tickSize", price.get("tickSize"))
-        out[name] = Instrument(name, tick, _step(p, name, "lotSizeFilter.qtyStep", step), str(p))
+        low = lot.get("minOrderQty")
+        out[name] = Instrument(name, tick, _step(p, name, "lotSizeFilter.qtyStep", step), str(p),
+                               min_qty=_step(p, name, "lotSizeFilter.minOrderQty", low) if low else None)  # fmt: skip
     return out
 
 

@@ -1117,6 +1117,17 @@ def risk_limits(table: dict, symbols: list, error=ValueError) -> dict:
     return t
 
 
+def min_lots(symbols: list) -> np.ndarray:
+    """Each symbol's ``min_qty`` (instrument units, 0: none) in whole lots, rounded up, at least 1."""
+    from decimal import ROUND_CEILING, Decimal
+
+    out = []
+    for s in symbols:
+        low, lot = Decimal(str(getattr(s, "min_qty", 0) or 0)), Decimal(str(s.lot_size))
+        out.append(max(1, int((low / lot).to_integral_value(rounding=ROUND_CEILING))))
+    return np.array(out, np.int64)
+
+
 def make_risk_stage(ctx) -> RiskStage:
     """The risk stage from ``[risk]``; positions live in the shared view the strategy reads."""
     raw = dict(ctx.cfg.risk) if ctx.real else {}
@@ -1124,6 +1135,8 @@ def make_risk_stage(ctx) -> RiskStage:
     table = risk_limits(raw, ctx.symbols, ctx.error)
     if "value_per_tick_lot" not in table:  # quote currency per tick x lot of each symbol
         table["value_per_tick_lot"] = ctx.value_per_tick_lot
+    if "min_qty" not in table:  # each instrument's own minimum ([[symbols]] min_qty, an instrument file's)
+        table["min_qty"] = min_lots(ctx.cfg.symbols)
     position = ctx.views["pos"] if ctx.real else None
     risk = ctx.call("risk", make_risk, len(ctx.symbols), position_lots=position, **table)
     rstate = ctx.views["rstate"] if ctx.real else np.zeros(max(1, len(ctx.symbols)), np.int64)
