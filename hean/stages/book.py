@@ -867,13 +867,7 @@ def make_book_stage(ctx) -> BookStage:
     stale = np.array([int(table.get("stale_ns", 0))], np.int64)
     depth = ctx.views["depth"] if ctx.real else np.zeros((1, DW_LEVELS), np.int64)
     return BookStage(book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale, depth,
-                     np.zeros(1, np.int64), instruments(ctx))  # fmt: skip
-
-
-def instruments(ctx) -> np.ndarray:
-    """The context's instrument of each symbol (itself where no listing is configured)."""
-    n = len(ctx.venue_of)
-    return np.arange(n, dtype=np.int64) if ctx.instrument_of is None else np.asarray(ctx.instrument_of, np.int64)
+                     np.zeros(1, np.int64), ctx.instruments())  # fmt: skip
 
 
 BOOK = Stage(

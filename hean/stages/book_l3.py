@@ -40,7 +40,6 @@ from hean.stages.book import (
     H_AGE_EVENTS,
     book_on_event,
     book_tables,
-    instruments,
     publish_state,
 )
 from hean.stages.declare import Stage, Stream
@@ -219,7 +218,7 @@ def make_l3_book_stage(ctx) -> L3BookStage:
     stale = np.array([int(table.get("stale_ns", 0))], np.int64)
     depth = ctx.views["depth"] if ctx.real else np.zeros((1, DW_LEVELS), np.int64)
     return L3BookStage(book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale, depth,
-                       np.zeros(1, np.int64), _ERROR_STATUS.copy(), instruments(ctx))  # fmt: skip
+                       np.zeros(1, np.int64), _ERROR_STATUS.copy(), ctx.instruments())  # fmt: skip
 
 
 BOOK_L3 = Stage(

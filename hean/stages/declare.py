@@ -83,6 +83,12 @@ class BuildContext:
     # notional, fee and PnL of the engine
     value_per_tick_lot: np.ndarray | None = None
 
+    def instruments(self) -> np.ndarray:
+        """:attr:`instrument_of` (each symbol itself where the engine gave none)."""
+        if self.instrument_of is None:
+            return np.arange(len(self.venue_of), dtype=np.int64)
+        return np.asarray(self.instrument_of, np.int64)
+
 
 @dataclass(frozen=True)
 class Stage:

@@ -1167,10 +1167,8 @@ def make_venue_stage(ctx) -> VenueStage:
         table["value_per_tick_lot"] = ctx.value_per_tick_lot
     venue = ctx.call("venues", make_venue, len(ctx.symbols), max(1, len(ctx.cfg.venues)), **table)
     out_ = np.zeros(VENUE_MAX_REPORTS, EXEC_REPORT)
-    from hean.stages.book import instruments
-
     return VenueStage(venue, ctx.venue_of, out_, np.zeros(1, np.int64), np.zeros(1, np.int64), ctx.views["simclock"],
-                      instruments(ctx), np.zeros(1, MARKET_EVENT))  # fmt: skip
+                      ctx.instruments(), np.zeros(1, MARKET_EVENT))  # fmt: skip
 
 
 VENUE = Stage(
