@@ -272,7 +272,7 @@ class RejectReason(IntEnum):
     """Why an order was refused: ``ORDER.reason`` / ``EXEC_REPORT.reason`` (risk, router, venue, gateway)."""
 
     NONE = 0
-    BAD_SYMBOL = 1  # symbol id outside the table
+    BAD_SYMBOL = 1  # symbol id outside the table, or a listing of another symbol (orders name the instrument)
     BAD_SIDE = 2  # side not +1/-1
     BAD_QTY = 3  # qty <= 0
     BAD_PRICE = 4  # LIMIT price <= 0

@@ -13,6 +13,7 @@ import pytest
 from conftest import data_file
 
 import hean
+from hean.api import REJECTED
 from hean.cli import main
 from hean.engine.build import prepared_replay, value_per_tick_lot
 from hean.engine.config import ConfigError, load_config
@@ -21,7 +22,7 @@ from hean.feeds import load_events
 from hean.feeds.common import FeedError
 from hean.feeds.instruments import InstrumentError, read_instruments
 from hean.feeds.native import open_native, write_native
-from hean.records import A_NEW, F_LAST_IN_GROUP, MARKET_EVENT, EventKind
+from hean.records import A_NEW, F_LAST_IN_GROUP, MARKET_EVENT, EventKind, RejectReason
 from hean.symbols import SymbolTable
 
 SYM = {"X": ("0.01", "0.001"), "Y": ("0.5", "1")}
@@ -268,11 +269,15 @@ def test_one_instrument_on_two_venues_an_order_splits_and_fills_on_both(tmp_path
         "risk.max_notional": 0.0,
         "risk.max_position": 0,
     }
-    strategy = {"path": f"{tmp_path / 'splitter.py'}:STRATEGY", "symbols": ["BTCUSDT"]}
+    # it buys on each symbol it reads: on the instrument, and on the listing (refused: orders name the instrument)
+    strategy = {"path": f"{tmp_path / 'splitter.py'}:STRATEGY", "symbols": ["BTCUSDT", "BTCUSDT@dear"]}
     r = hean.backtest([rec, rec], [strategy], format="binance-usdm", config=config)
     assert r.symbols == ["BTCUSDT", "BTCUSDT@dear"]
-    new = r.orders.data[r.orders["action"] == A_NEW]
-    assert len(new) == 1 and new["symbol"][0] == 0  # one parent order, on the instrument
+    sent = r.orders.data[r.orders["action"] == A_NEW]
+    assert sorted(sent["symbol"].tolist()) == [0, 1]
+    refused = sent[sent["symbol"] == 1]
+    assert (refused["state"][0], refused["reason"][0], refused["filled"][0]) == (REJECTED, RejectReason.BAD_SYMBOL, 0)
+    new = sent[sent["symbol"] == 0]  # one parent order, on the instrument
     f = r.fills.data
     assert set(f["client_id"].tolist()) == {int(new["client_id"][0])}  # every fill is the parent's
     assert set(f["venue"].tolist()) == {0, 1}  # filled on both venues

@@ -247,6 +247,9 @@ class RiskState(NamedTuple):
     gf: np.ndarray  # float64[GF_LEN]
     rejects: np.ndarray  # int64[N_REASONS]: rejects per RejectReason
     counters: np.ndarray  # int64[C_LEN]
+    # int64[n_symbols]: 1 for another venue's listing of an instrument ([[symbols]] instrument): its book is a
+    # quote of the instrument for the router, and an order names the instrument, never the listing
+    listing: np.ndarray
 
 
 # limits a running engine may change (CONTROL SET, ``hean risk set KEY VALUE``): name -> (code, per symbol)
@@ -315,6 +318,7 @@ def make_risk(
     stale_after_ns: int = 0,
     loss_trip_state: TradingState | int = TradingState.REDUCING,
     position_lots: np.ndarray | None = None,
+    listing: np.ndarray | None = None,
 ) -> RiskState:
     """Build the risk state. Per-symbol parameters take a scalar (all symbols) or one value per symbol.
 
@@ -403,6 +407,7 @@ def make_risk(
         gf=gf,
         rejects=np.zeros(N_REASONS, dtype=i64),
         counters=np.zeros(C_LEN, dtype=i64),
+        listing=np.zeros(n, dtype=i64) if listing is None else np.asarray(listing, i64).copy(),
     )
 
 
@@ -544,6 +549,8 @@ def risk_on_intent(risk, intent, now_ns, out, k):
         return 1
     if action != A_NEW and action != A_REPLACE:
         return _reject(risk, R_BAD_TYPE)
+    if risk.listing[s] != 0:  # a listing's book is a quote of its instrument: orders name the instrument
+        return _reject(risk, R_BAD_SYMBOL)
     side = np.int64(intent.side)
     if side != 1 and side != -1:
         return _reject(risk, R_BAD_SIDE)
@@ -1137,6 +1144,8 @@ def make_risk_stage(ctx) -> RiskStage:
         table["value_per_tick_lot"] = ctx.value_per_tick_lot
     if "min_qty" not in table:  # each instrument's own minimum ([[symbols]] min_qty, an instrument file's)
         table["min_qty"] = min_lots(ctx.cfg.symbols)
+    inst = ctx.instruments()
+    table["listing"] = (inst != np.arange(len(inst))).astype(np.int64)
     position = ctx.views["pos"] if ctx.real else None
     risk = ctx.call("risk", make_risk, len(ctx.symbols), position_lots=position, **table)
     rstate = ctx.views["rstate"] if ctx.real else np.zeros(max(1, len(ctx.symbols)), np.int64)
