@@ -173,10 +173,14 @@ def backtest(
     in several of them chaining in time (:mod:`hean.engine.recordings`).
     ``debug``: strategies compiled with bounds checking; a callback that indexes out of bounds stops the
     backtest with a StrategyError naming its file and line.
+
+    The first backtest of a pipeline on a cold numba cache compiles its stages in this process and in a
+    helper process from the other end (:func:`hean.engine.warm.compile_in_process`); later ones load them.
     """
     from hean.engine.build import build_local, prepared_replay
     from hean.engine.config import load_config
     from hean.engine.loopgen import loop_module
+    from hean.engine.warm import compile_in_process
     from hean.stages.registry import trading_pipeline
 
     entries = _entries(strategies, params)
@@ -209,6 +213,7 @@ def backtest(
         pipeline = trading_pipeline(cfg)  # the L3 book and venue for an order-by-order recording
         W = build_local(cfg, pipeline=pipeline, replay=events)
         loop = loop_module(pipeline)
+        compile_in_process(loop, W, cfg, pipeline)  # a cold start: a helper compiles half of the stages
         loops = _run_to_the_end(loop, W, max_seconds)
     wall = time.perf_counter() - t0
     _raise_faults(W, entries, debug)

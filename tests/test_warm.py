@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -99,3 +100,39 @@ def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+@pytest.mark.timeout(120)
+def test_an_in_process_cold_start_shares_the_stages_with_a_helper_that_never_outlives_it(monkeypatch):
+    """hean.backtest on a cold cache (warm.compile_in_process): a helper process takes stages from the back
+    (it claims one) while this process compiles from the front; when this process is done the helper is
+    killed by its pid and reaped, and the claims folder is gone -- whatever the helper was doing."""
+    import types
+
+    from hean.engine import warm
+
+    cfg = load_config(overrides={"engine.duration_s": 1.0})
+    W = build_local(cfg)
+    seen = {}
+
+    def front_to_back(loop, W_, order, claims):
+        seen["claims"] = claims
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(n.endswith(".claim") for n in os.listdir(claims)):
+            time.sleep(0.05)  # until the helper, started with the run's configuration, claims a stage
+        seen["claimed"] = sorted(n for n in os.listdir(claims) if n.endswith(".claim"))
+        with open(os.path.join(claims, seen["claimed"][0])) as f:
+            seen["helper"] = int(f.read())
+        return 0.0
+
+    monkeypatch.setattr(warm, "precompile", front_to_back)
+    monkeypatch.setattr(warm, "_loop_cached", lambda loop: False)
+    cold = types.SimpleNamespace(run_loop=types.SimpleNamespace(overloads={}), PASSES=LOOP.PASSES)
+    assert warm.compile_in_process(cold, W, cfg, PIPELINE) is True
+    k = len(seen["claimed"])  # the helper starts from the back (and may have gone on meanwhile)
+    assert 1 <= k and seen["claimed"] == [f"{i}.claim" for i in range(N - k, N)]
+    assert not os.path.exists(f"/proc/{seen['helper']}")  # killed and reaped: not even a zombie
+    assert not os.path.exists(seen["claims"])
+    # compiled in this process already, or warm on disk: no helper
+    assert warm.compile_in_process(types.SimpleNamespace(run_loop=types.SimpleNamespace(overloads={1: 1})), W, cfg,
+                                   PIPELINE) is False  # fmt: skip

@@ -31,7 +31,7 @@ import numba
 from numba.core import compiler, typed_passes, types
 from numba.core.registry import cpu_target
 
-__all__ = ["compile_loop", "precompile", "stage_order"]
+__all__ = ["compile_in_process", "compile_loop", "precompile", "stage_order"]
 
 
 def stage_order(n_stages: int, backwards: bool) -> list[int]:
@@ -80,6 +80,50 @@ def compile_loop(loop, W, claims: str | None = None, wait_s: float = 600.0) -> b
     if mine and claims is not None:
         _done(claims, name)
     return mine
+
+
+def compile_in_process(loop, W, cfg, pipeline) -> bool:
+    """Before an in-process run (:func:`hean.backtest`) calls ``loop.run_loop`` on ``W`` for the first time:
+    on a cold cache, compile its stages here front to back while a helper process (``python -m
+    hean.engine.warm``, on any other CPU) takes them back to front -- as a run's first worker does -- so the
+    first backtest of a new pipeline waits for about half of the stages' compile time. Returns whether it
+    started a helper: not when ``run_loop`` is compiled in this process or in numba's cache already, or with
+    a single CPU. The helper is killed by its pid and its claims folder removed before this returns."""
+    if loop.run_loop.overloads or len(os.sched_getaffinity(0)) < 2 or _loop_cached(loop):
+        return False
+    import shutil
+    import subprocess
+    import tempfile
+
+    import msgspec
+
+    from hean.stages.registry import refs
+
+    claims = tempfile.mkdtemp(prefix="hean-compile-")
+    spec = {"config": msgspec.to_builtins(cfg), "pipeline": refs(pipeline), "compile_claims": claims,
+            "supervisor_pid": os.getpid(), "cpu": None}  # fmt: skip
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "hean.engine.warm"],
+        env={**os.environ, "HEAN_WORKER_SPEC": json.dumps(spec)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        precompile(loop, W, stage_order(len(pipeline), backwards=False), claims)
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+        helper.wait()
+        shutil.rmtree(claims, ignore_errors=True)
+    return True
+
+
+def _loop_cached(loop) -> bool:
+    """Does numba's cache hold an index for the loop module's ``run_loop`` (a warm start: nothing to help)?"""
+    try:
+        return os.path.exists(loop.run_loop._cache._cache_file._index_path)
+    except AttributeError:  # no on-disk cache: compile as usual
+        return True
 
 
 def _type_stage(loop, wt, i: int) -> None:
