@@ -279,12 +279,14 @@ def _msgspec_error(e: msgspec.ValidationError, source: str) -> ConfigError:
     return ConfigError(f"{source}: key '{key}': {what}")
 
 
-def _decimal(value: str | int | float, key: str) -> Decimal:
+def _decimal(value: str | int | float, key: str, zero_ok: bool = False) -> Decimal:
     text = repr(value) if isinstance(value, float) else str(value)
     try:
         d = Decimal(text)
     except InvalidOperation:
         raise ConfigError(f"key '{key}': {value!r} is not a decimal number") from None
+    if zero_ok and d == 0:
+        return d
     if not d.is_finite() or d <= 0:
         raise ConfigError(f"key '{key}': must be a positive decimal number, got {value!r}")
     if d >= MAX_STEP:
@@ -423,11 +425,17 @@ def _validate_feed(cfg: Config) -> None:
         raise ConfigError("key 'feed.pace': 'recorded' needs a replay source")
 
 
+def as_list(value: str | list[str]) -> list[str]:
+    """A key that takes one string or a list of them (``feed.path``, ``feed.format``, ``feed.instruments``)
+    as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _check_recordings(f: FeedSection) -> None:
     """A replay's recordings (and instrument files) must be existing, readable files, each with a format
     (one for all, or one per recording): checked before anything starts."""
-    paths = [f.path] if isinstance(f.path, str) else list(f.path)
-    formats = [f.format] if isinstance(f.format, str) else list(f.format)
+    paths = as_list(f.path)
+    formats = as_list(f.format)
     if not paths or not all(paths):
         raise ConfigError("key 'feed.path': a replay needs the recording's path (or a list of them)")
     if len(formats) not in (1, len(paths)):
@@ -441,7 +449,7 @@ def _check_recordings(f: FeedSection) -> None:
         raise ConfigError(f"key 'feed.venues': {len(f.venues)} venues for {len(paths)} recordings (give one each)")
     for path in paths:
         _check_file("feed.path", path, "a recording")
-    for path in [f.instruments] if isinstance(f.instruments, str) else list(f.instruments):
+    for path in as_list(f.instruments):
         if path:
             _check_file("feed.instruments", path, "an instrument file")
 
@@ -475,8 +483,7 @@ def _validate_symbols(cfg: Config) -> None:
         _decimal(s.tick_size, f"symbols[{i}].tick_size")
         _decimal(s.lot_size, f"symbols[{i}].lot_size")
         _decimal(s.multiplier, f"symbols[{i}].multiplier")
-        if str(s.min_qty) not in ("0", "0.0"):
-            _decimal(s.min_qty, f"symbols[{i}].min_qty")
+        _decimal(s.min_qty, f"symbols[{i}].min_qty", zero_ok=True)
         if s.venue not in venue_names:
             raise ConfigError(f"key 'symbols[{i}].venue': unknown venue {s.venue!r} (venues: {venue_names})")
         try:  # the steps the engine can represent exactly (hean.symbols)

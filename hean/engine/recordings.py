@@ -31,7 +31,7 @@ import numpy as np
 
 from hean.feeds.common import FeedError, ReadReport
 
-__all__ = ["Recordings", "prepare_recordings", "recording_list"]
+__all__ = ["Recordings", "prepare_recordings"]
 
 
 @dataclass
@@ -54,20 +54,17 @@ class Recordings:
         return "\n".join(lines)
 
 
-def recording_list(value: str | list[str]) -> list[str]:
-    """``feed.path`` or ``feed.format`` as a list (one string: a list of one)."""
-    return [value] if isinstance(value, str) else list(value)
-
-
 def prepare_recordings(cfg, directory: str) -> Recordings:
     """The recordings of ``cfg.feed`` ready for the feed (module docstring); FeedError names the file."""
+    from hean.engine.config import as_list
+
     f = cfg.feed
-    paths = recording_list(f.path)
-    formats = recording_list(f.format)
+    paths = as_list(f.path)
+    formats = as_list(f.format)
     if len(formats) == 1:
         formats = formats * len(paths)
-    loaded = [_load(p, fmt, f, directory) for p, fmt in zip(paths, formats, strict=True)]
-    instruments = _instrument_files(recording_list(f.instruments) if f.instruments else [])
+    loaded = [_load(p, fmt, f) for p, fmt in zip(paths, formats, strict=True)]
+    instruments = _instrument_files([p for p in as_list(f.instruments) if p])
     table, sym_map, scale, guessed = _plan(cfg, paths, [r for _e, r, _p in loaded], instruments)
     _check_chains(paths, loaded, table, sym_map)
     events = [e for e, _r, _p in loaded]
@@ -85,7 +82,7 @@ def prepare_recordings(cfg, directory: str) -> Recordings:
     return Recordings(out, merged, table, reports, guessed, merged=True)
 
 
-def _load(path: str, fmt: str, f, directory: str) -> tuple[np.ndarray, ReadReport, str | None]:
+def _load(path: str, fmt: str, f) -> tuple[np.ndarray, ReadReport, str | None]:
     """One recording: (events, report, the cache entry's file or the native file itself; None: in memory)."""
     from hean.feeds import load_events
     from hean.feeds.cache import cached_events
@@ -159,19 +156,14 @@ def _plan(cfg, paths: list[str], reports: list[ReadReport], instruments: dict):
             by_name.setdefault(sym.name, []).append(sym)
     units, guessed = {}, []
     for name, syms in by_name.items():
-        units[name] = _units(name, syms, configured.get(name), instruments.get(name))
-        if units[name][2] and not all(_exact(r, name) for r in reports if name in r.symbols):
+        units[name], guess = _instrument(name, syms, configured.get(name), instruments.get(name), reports)
+        if guess:
             guessed.append(name)
     table = []
     for name, venue in listings:
-        tick, lot, _guess = units[name]
         first = all(e["name"] != name for e in table)
-        entry, inst = configured.get(name), instruments.get(name)
-        mult = _multiplier(name, entry, inst, reports)
-        low = str(entry.min_qty) if entry is not None else (inst.min_qty if inst is not None else None) or "0"
-        table.append({"name": name if first else f"{name}@{venue}", "tick_size": tick, "lot_size": lot,
-                      "venue": venue, "instrument": "" if first else name, "multiplier": mult,
-                      "min_qty": low})  # fmt: skip
+        table.append({"name": name if first else f"{name}@{venue}", "venue": venue,
+                      "instrument": "" if first else name, **units[name]})  # fmt: skip
     ids = {key: i for i, key in enumerate(listings)}
     width = max(len(r.symbols) for r in reports)
     sym_map = np.zeros((len(reports), width), np.int64)
@@ -187,35 +179,29 @@ def _plan(cfg, paths: list[str], reports: list[ReadReport], instruments: dict):
     return table, sym_map, scale, guessed
 
 
-def _multiplier(name: str, entry, inst, reports: list[ReadReport]) -> str:
-    """A name's contract multiplier: its ``[[symbols]]`` entry's, its instrument file's, the recording's own
-    definitions' (Databento), else 1 (a linear contract)."""
+def _instrument(name: str, syms: list, entry, inst, reports: list[ReadReport]) -> tuple[dict, bool]:
+    """A name's units -- ``tick_size``, ``lot_size``, ``multiplier``, ``min_qty`` -- and whether they are a
+    guess: its ``[[symbols]]`` entry's, else its instrument file's (what the file leaves out: the
+    recordings'), else the recordings' own (one step all its files fit; exact only from Databento
+    definitions). The multiplier is 1 (a linear contract) unless an entry, a file or definitions give one."""
+    info = [_reader_info(r, name) for r in reports if name in r.symbols]
     if entry is not None:
-        return str(entry.multiplier)
-    if inst is not None and inst.multiplier:
-        return inst.multiplier
-    for r in reports:
-        info = (getattr(r, "instruments", None) or {}).get(name) or {}
-        if info.get("multiplier"):
-            return str(info["multiplier"])
-    return "1"
-
-
-def _units(name: str, syms: list, entry, inst) -> tuple[str, str, bool]:
-    """``(tick, lot, guessed)`` of a name: its ``[[symbols]]`` entry, else its instrument file's rules (a
-    lot the file leaves out: the recordings'), else the recordings' own (one step all its files fit)."""
-    if entry is not None:
-        return str(entry.tick_size), str(entry.lot_size), False
+        return {"tick_size": str(entry.tick_size), "lot_size": str(entry.lot_size),
+                "multiplier": str(entry.multiplier), "min_qty": str(entry.min_qty)}, False  # fmt: skip
     lot = _common_step([s.lot_size for s in syms])
+    mult = next((str(i["multiplier"]) for i in info if i.get("multiplier")), "1")
     if inst is not None:
-        return inst.tick_size, inst.lot_size or lot, False
-    return _common_step([s.tick_size for s in syms]), lot, True
+        return {"tick_size": inst.tick_size, "lot_size": inst.lot_size or lot,
+                "multiplier": inst.multiplier or mult, "min_qty": inst.min_qty or "0"}, False  # fmt: skip
+    tick = _common_step([s.tick_size for s in syms])
+    exact = all(i.get("source") == "definition" for i in info)
+    return {"tick_size": tick, "lot_size": lot, "multiplier": mult, "min_qty": "0"}, not exact
 
 
-def _exact(report: ReadReport, name: str) -> bool:
-    """Did the reader take ``name``'s tick from the data's own instrument rules (Databento definitions)?"""
-    info = (getattr(report, "instruments", None) or {}).get(name) or {}
-    return info.get("source") == "definition"
+def _reader_info(report: ReadReport, name: str) -> dict:
+    """What the reader learned of ``name``'s instrument from the data itself (Databento definitions: tick
+    source, multiplier), or {}."""
+    return (getattr(report, "instruments", None) or {}).get(name) or {}
 
 
 def _common_step(steps: list) -> str:

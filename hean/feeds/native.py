@@ -170,17 +170,9 @@ def write_native(path: str | Path, events: np.ndarray, symbols: SymbolTable, sou
     if events.dtype != MARKET_EVENT:
         raise ValueError(f"events must have dtype MARKET_EVENT, not {events.dtype}")
     validate_events(events, len(symbols), path)
-    header = _header(len(events), symbols, source)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(np.ascontiguousarray(events).tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return len(header) + events.nbytes
+    with native_file(path, len(events), symbols, source) as records:
+        records[:] = events
+    return len(_header(len(events), symbols, source)) + events.nbytes
 
 
 @contextmanager

@@ -218,7 +218,7 @@ def make_l3_book_stage(ctx) -> L3BookStage:
     stale = np.array([int(table.get("stale_ns", 0))], np.int64)
     depth = ctx.views["depth"] if ctx.real else np.zeros((1, DW_LEVELS), np.int64)
     return L3BookStage(book, trades, ctx.views["tops"], ctx.venue_of, np.zeros(1, BOOK_STATE), stale, depth,
-                       np.zeros(1, np.int64), _ERROR_STATUS.copy(), ctx.instruments())  # fmt: skip
+                       np.zeros(1, np.int64), _ERROR_STATUS.copy(), ctx.instrument_of)  # fmt: skip
 
 
 BOOK_L3 = Stage(

@@ -66,6 +66,13 @@ class BuildContext:
     cfg: Any  # hean.engine.config.Config
     symbols: Any  # hean.symbols.SymbolTable
     venue_of: np.ndarray  # int64[n_symbols]: each symbol's venue index
+    # int64[n_symbols]: the instrument each symbol quotes -- itself, or for another venue's listing the symbol
+    # it lists ([[symbols]] instrument): its book is that venue's quote of the instrument for the router
+    instrument_of: np.ndarray
+    # float64[n_symbols]: quote currency one tick of price on one lot is worth, tick_size * lot_size * the
+    # contract multiplier ([[symbols]] multiplier: 50 for CME's ES, 1 for linear crypto contracts): every
+    # notional, fee and PnL of the engine
+    value_per_tick_lot: np.ndarray
     views: dict[str, Any]  # shared views by name (hean.engine.topology.SHARED_VIEWS)
     real: bool  # this worker runs the stage
     # the engine's checks of a configuration table, so a stage names its keys' errors the engine's way:
@@ -75,19 +82,6 @@ class BuildContext:
     call: Callable[..., Any]
     error: Callable[[str], Exception]  # the engine's configuration error, for a message naming a key
     replay: np.ndarray | None = None  # the recording's events (for the feed, when it is real)
-    # int64[n_symbols]: the instrument each symbol quotes -- itself, or for another venue's listing the symbol
-    # it lists ([[symbols]] instrument): its book is that venue's quote of the instrument for the router
-    instrument_of: np.ndarray | None = None
-    # float64[n_symbols]: quote currency one tick of price on one lot is worth, tick_size * lot_size * the
-    # contract multiplier ([[symbols]] multiplier: 50 for CME's ES, 1 for linear crypto contracts): every
-    # notional, fee and PnL of the engine
-    value_per_tick_lot: np.ndarray | None = None
-
-    def instruments(self) -> np.ndarray:
-        """:attr:`instrument_of` (each symbol itself where the engine gave none)."""
-        if self.instrument_of is None:
-            return np.arange(len(self.venue_of), dtype=np.int64)
-        return np.asarray(self.instrument_of, np.int64)
 
 
 @dataclass(frozen=True)

@@ -1130,7 +1130,7 @@ def min_lots(symbols: list) -> np.ndarray:
 
     out = []
     for s in symbols:
-        low, lot = Decimal(str(getattr(s, "min_qty", 0) or 0)), Decimal(str(s.lot_size))
+        low, lot = Decimal(str(s.min_qty)), Decimal(str(s.lot_size))
         out.append(max(1, int((low / lot).to_integral_value(rounding=ROUND_CEILING))))
     return np.array(out, np.int64)
 
@@ -1144,8 +1144,7 @@ def make_risk_stage(ctx) -> RiskStage:
         table["value_per_tick_lot"] = ctx.value_per_tick_lot
     if "min_qty" not in table:  # each instrument's own minimum ([[symbols]] min_qty, an instrument file's)
         table["min_qty"] = min_lots(ctx.cfg.symbols)
-    inst = ctx.instruments()
-    table["listing"] = (inst != np.arange(len(inst))).astype(np.int64)
+    table["listing"] = (ctx.instrument_of != np.arange(len(ctx.instrument_of))).astype(np.int64)
     position = ctx.views["pos"] if ctx.real else None
     risk = ctx.call("risk", make_risk, len(ctx.symbols), position_lots=position, **table)
     rstate = ctx.views["rstate"] if ctx.real else np.zeros(max(1, len(ctx.symbols)), np.int64)

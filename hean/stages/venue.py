@@ -1168,7 +1168,7 @@ def make_venue_stage(ctx) -> VenueStage:
     venue = ctx.call("venues", make_venue, len(ctx.symbols), max(1, len(ctx.cfg.venues)), **table)
     out_ = np.zeros(VENUE_MAX_REPORTS, EXEC_REPORT)
     return VenueStage(venue, ctx.venue_of, out_, np.zeros(1, np.int64), np.zeros(1, np.int64), ctx.views["simclock"],
-                      ctx.instruments(), np.zeros(1, MARKET_EVENT))  # fmt: skip
+                      ctx.instrument_of, np.zeros(1, MARKET_EVENT))  # fmt: skip
 
 
 VENUE = Stage(
