@@ -18,6 +18,7 @@ from hean.commands import HeanParser
 COMMANDS: dict[str, str] = {
     "run": "hean.commands.run",
     "replay": "hean.commands.run",
+    "record": "hean.commands.record",
     "config": "hean.commands.config",
     "stop": "hean.commands.stop",
     "halt": "hean.commands.stop",

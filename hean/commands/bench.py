@@ -31,6 +31,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "hean sweep: cells/s in process and on Ray with 1 and 2 workers, Ray's cost per cell",
     ),
     "noise": ("hean.bench.noise", "the machine's own stalls on each CPU: time lost, gaps, tail-latency floor"),
+    "live": (
+        "hean.bench.live",
+        "live feed vs the local exchange: receive cost (picows vs websockets), decode, receive-to-book latency",
+    ),
     "backtest": (
         "hean.bench.backtest",
         "a whole market-making backtest of the Binance recording: ns/event vs hftbacktest and NautilusTrader",

@@ -91,7 +91,7 @@ class EngineSection(_Section):
 
 
 class FeedSection(_Section):
-    source: Literal["synthetic", "replay"] = "synthetic"
+    source: Literal["synthetic", "replay", "live"] = "synthetic"
     path: str | list[str] = ""  # replay: the recording, or several merged by receive time (hean.engine.recordings)
     format: str | list[str] = ""  # replay: binance-usdm | binance-spot | bybit | lobster | tardis | dbn | native
     # replay: instrument files (Binance exchangeInfo, Bybit instruments-info, Databento definitions) giving the
@@ -118,6 +118,21 @@ class FeedSection(_Section):
     # replay: the symbols whose tick and lot are the recording's guess (no [[symbols]] entry, no instrument
     # file names them). Set by the engine; the summary says it
     guessed: list[str] = []
+
+
+class LiveSection(_Section):
+    """``[live]``: the live feed (``feed.source = "live"``; hean.live). The symbols are [[symbols]]'s, named as
+    the venue names them, with its tick and lot."""
+
+    venue: str = "binance-usdm"  # binance-usdm | binance-spot | bybit-linear | bybit-spot
+    ws_url: str = ""  # "" = the venue's public endpoint (tests point it at hean.live.exchange)
+    rest_url: str = ""  # "" = the venue's public REST endpoint (Binance's depth snapshots)
+    silence_s: float = 10.0  # no message for this long: the connection is dropped, made again, resynced
+    backoff_min_s: float = 0.1  # the first reconnect/retry delay; it doubles up to backoff_max_s
+    backoff_max_s: float = 5.0
+    depth_limit: int = 1000  # levels per side of a REST depth snapshot
+    ping_s: float = 20.0  # Bybit: the client's ping interval
+    record: str = ""  # a directory: also record what is received there, as `hean record` does
 
 
 class SymbolSection(_Section):
@@ -198,6 +213,7 @@ class Config(_Section):
     router: dict[str, Scalar] = {}
     placement: PlacementSection = msgspec.field(default_factory=PlacementSection)
     journal: JournalSection = msgspec.field(default_factory=JournalSection)
+    live: LiveSection = msgspec.field(default_factory=LiveSection)
 
 
 DEFAULT_TOML = """\
@@ -211,7 +227,7 @@ latency_stats = true        # false: no latency histograms, the stages read no c
 heartbeat_timeout_ms = 2000 # a worker silent for this long is declared dead and trading halts
 
 [feed]
-source = "synthetic"        # synthetic | replay
+source = "synthetic"        # synthetic | replay | live ([live]: venue, endpoints; docs/live.md)
 pace = "rate"               # rate | recorded (replay only) | fast
 rate = 100000               # messages per second when pace = "rate"
 seed = 1                    # synthetic feed seed (same seed, same market)
@@ -400,11 +416,13 @@ def _validate_feed(cfg: Config) -> None:
     _number("feed.max_messages", f.max_messages, 0, MAX_COUNT)
     _number("feed.seed", f.seed, 0, MAX_COUNT)
     _number("feed.latency_ns", f.latency_ns, 0, MAX_LATENCY_NS)
-    if f.source == "synthetic" and (f.latency != "constant" or f.latency_ns != 0):
+    if f.source != "replay" and (f.latency != "constant" or f.latency_ns != 0):
         raise ConfigError(
-            "keys 'feed.latency'/'feed.latency_ns': a feed latency model applies to a replay; the synthetic "
-            "market has no receive times (leave them at their defaults)"
+            "keys 'feed.latency'/'feed.latency_ns': a feed latency model applies to a replay; the "
+            f"{f.source} feed's messages are received as they are made (leave them at their defaults)"
         )
+    if f.source == "live":
+        _validate_live(cfg)
     if not isinstance(f.lenient, bool):
         _number("feed.lenient", f.lenient, 0.0, 1.0)
     depth = f.synthetic.get("depth", SYNTHETIC_DEPTH)
@@ -423,6 +441,27 @@ def _validate_feed(cfg: Config) -> None:
         _check_recordings(f)
     if f.source == "synthetic" and f.pace == "recorded":
         raise ConfigError("key 'feed.pace': 'recorded' needs a replay source")
+
+
+def _validate_live(cfg: Config) -> None:
+    from hean.live.venues import VENUES
+
+    lv = cfg.live
+    if lv.venue not in VENUES:
+        raise ConfigError(f"key 'live.venue': one of {', '.join(VENUES)}, got {lv.venue!r}")
+    if not cfg.symbols:
+        raise ConfigError("key 'symbols': a live feed needs [[symbols]] entries (the venue's names, tick and lot)")
+    for key in ("ws_url", "rest_url"):
+        url = getattr(lv, key)
+        if url and not re.match(r"^(wss?|https?)://[^\s/]+", url):
+            raise ConfigError(f"key 'live.{key}': a ws://, wss://, http:// or https:// URL, got {url!r}")
+    _number("live.silence_s", lv.silence_s, 0.1, MAX_SECONDS)
+    _number("live.backoff_min_s", lv.backoff_min_s, 0.001, 600)
+    _number("live.backoff_max_s", lv.backoff_max_s, lv.backoff_min_s, 600)
+    _number("live.depth_limit", lv.depth_limit, 5, 5000)
+    _number("live.ping_s", lv.ping_s, 0.1, 3600)
+    if cfg.engine.lockstep:
+        raise ConfigError("key 'engine.lockstep': a live feed cannot wait for the pipeline (the market does not)")
 
 
 def as_list(value: str | list[str]) -> list[str]:

@@ -214,4 +214,5 @@ def build_summary(result, symbols: list[str], reject_names: dict[int, str], cfg=
         "rings": dict(getattr(result, "rings", {}) or {}),
         "journal": getattr(result, "journal", ""),
         "models": models_used(cfg) if cfg is not None else {},
+        "live": dict(getattr(result, "live", {}) or {}),  # a live feed: counters, stale windows (hean.live)
     }

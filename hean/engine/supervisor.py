@@ -80,6 +80,7 @@ class RunResult:
     latency: object = None  # hean.telemetry.intervals.LatencyIntervals (Supervisor(intervals=FOLDER)), else None
     # each shared ring at the end: {"written", "read"} -- what was published, and what its consumer took
     rings: dict = field(default_factory=dict)
+    live: dict = field(default_factory=dict)  # a live feed's counters, stale windows and last error (else empty)
 
 
 def new_run_id() -> str:
@@ -180,6 +181,7 @@ class Supervisor:
         # there as the run goes (hean.telemetry.intervals; RunResult.latency)
         self._intervals = intervals
         self.latency = None  # hean.telemetry.intervals.LatencyIntervals, from START
+        self._live = None  # hean.live.ingest.LiveIngest: a live feed's client (feed.source = "live")
         self.names: list[str] = []  # every segment this run created (unlinked at the end)
         self.rings: dict[str, Ring] = {}
         self.blocks: dict[str, TelemetrySegment] = {}
@@ -538,7 +540,7 @@ class Supervisor:
         rec["issued_ns"] = time.monotonic_ns()
         rec["ts_origin"] = rec["issued_ns"]
         for spec in self.ring_specs:  # risk, and the journal when there is one
-            if spec.edge.src == "supervisor":
+            if spec.edge.src == "supervisor" and spec.edge.stream == "control":
                 self.rings[spec.edge.key].push(rec)
 
     def _on_signal(self, signum, frame) -> None:
@@ -667,13 +669,17 @@ class Supervisor:
             result.startup_s = time.monotonic() - t_start
             t_start = time.monotonic()
             self.ctl[C.START] = 1
+            self._start_live()
             if self._intervals:
                 from hean.telemetry.intervals import LatencyIntervals
 
                 self.latency = LatencyIntervals(start_unix=time.time())
                 self._sampled = self._flushed = time.monotonic()
             result.reason = self._watch(t_start)
+            result.live = self._stop_live()
             result.feed_s = time.monotonic() - t_start
+            if result.reason == "live-feed-failed":
+                result.exit_code, result.error = 3, self._failure
             if result.reason == "worker-died":
                 result.exit_code, result.error = 3, self._failure
                 if self._drain_journal(self.cfg.engine.drain_timeout_s):
@@ -706,6 +712,7 @@ class Supervisor:
         except EngineError as e:
             result.exit_code, result.error, result.reason = 2, str(e), "start-failed"
         finally:
+            self._stop_live()
             if self.ctl is not None:
                 self.ctl[C.HALT] = 1 if result.exit_code else self.ctl[C.HALT]
                 self.ctl[C.STOP] = 1
@@ -722,6 +729,40 @@ class Supervisor:
             if self._own_affinity is not None:
                 os.sched_setaffinity(0, self._own_affinity)
         return result
+
+    def _start_live(self) -> None:
+        """A live feed: its client starts in a thread of this process once the workers run (so nothing it
+        receives waits on a compile), pushing into the feed's ``live`` ring (hean.live.ingest)."""
+        self._live = None
+        if self.cfg.feed.source != "live":
+            return
+        from hean.engine.build import symbol_table
+        from hean.live.ingest import LiveIngest
+
+        feed = self.blocks.get("feed")
+        self._live = LiveIngest(
+            self.cfg, symbol_table(self.cfg), self.rings["live-feed"], feed.block.counters if feed else None
+        )
+        self._live.start()
+
+    def _stop_live(self) -> dict:
+        """Stop the live client (if any): its counters, stale windows and last error for the summary."""
+        live, self._live = getattr(self, "_live", None), None
+        if live is None:
+            return {}
+        live.stop()
+        c = live.client
+        return {
+            "venue": c.spec.name,
+            "counters": live.stats(),
+            "stale_windows": [
+                {"symbol": w.symbol, "reason": w.reason, "start_ns": w.start_ns, "end_ns": w.end_ns}
+                for w in c.stale_windows
+            ],
+            "last_error": c.last_error,
+            "malformed": list(c.decoder.reasons) if c.decoder else [],
+            "recorded": [str(p) for p in live.recorder.paths()] if live.recorder else [],
+        }
 
     def _keep_off_workers(self) -> None:
         """Move the supervisor onto the CPUs no worker is pinned to, if there are any, for the run.
@@ -755,6 +796,12 @@ class Supervisor:
                 nap = min(nap, last_progress + 0.25 - elapsed)
             sleeper.wait(nap)
             self._beat()
+            if self._live is not None:
+                self._live.publish_counters()
+                if self._live.client.failed:  # no market data any more: trading stops with the run
+                    self.ctl[C.HALT] = 1
+                    self._failure = self._live.client.failed
+                    return "live-feed-failed"
             dead = self._dead_worker()
             if dead:
                 self.ctl[C.HALT] = 1  # at once: the router sends nothing more

@@ -4,13 +4,15 @@
       |                 \\--states------------------------->  risk <--reports-- router <--venue_reports--/
       \\--market-------------------------------------------------------------------------------> venue
     supervisor --control--> risk
+    supervisor --live--> feed            (the live client's events: hean.live.ingest)
 
 (derived from the stage registry: :mod:`hean.stages.registry`, :func:`hean.engine.loopgen.edges`)
 
 Every edge whose two stages run in different workers becomes an SPSC ring in shared memory named
 ``hean-<run_id>-<edge>``; an edge inside one worker is a *private* ring, the same layout and operations over
 process-local memory (so fused and split placements order records identically). The control edge always is
-a shared ring: the supervisor (plain Python) is its producer.
+a shared ring: the supervisor (plain Python) is its producer; so is the ``live`` edge into the feed, which the
+supervisor's live client fills (and which is empty in the other feed modes).
 
 Besides the edges, stages share *views* (:data:`SHARED_VIEWS`): state one stage overwrites in place and
 another reads when it needs the latest value, not a stream of records -- the router's top of book per
@@ -166,6 +168,6 @@ def ring_specs(run_id: str, placement: Placement, capacity: int, all_edges: tupl
 
 
 def _capacity(edge: Edge, capacity: int) -> int:
-    if edge.src == "supervisor":  # control records: a few per run
+    if edge.src == "supervisor" and edge.stream == "control":  # control records: a few per run
         return 64
-    return capacity
+    return capacity  # the live feed's events: as many as any market-data ring (untouched pages cost nothing)

@@ -68,7 +68,7 @@ from hean.jit import entry, kernel
 from hean.records import F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
-__all__ = ["read_binance"]
+__all__ = ["BinanceSync", "decode_binance", "read_binance"]
 
 _NONE = -1
 _EMPTY = msgspec.Raw(b"")
@@ -483,10 +483,54 @@ def read_binance(
         raise ValueError(f"market must be 'usdm' or 'spot', got {market!r}")
     if engine not in ("auto", "msgspec"):
         raise ValueError(f"engine must be 'auto' or 'msgspec', got {engine!r}")
+    kind, data = read_raw(path)
+    ev, report, _ = _read(str(path), kind, data, symbols, market, lenient, symbol, engine, None)
+    return ev, report
+
+
+class BinanceSync:
+    """The diff-depth sync state of every symbol, kept across calls of :func:`decode_binance`: how a live feed
+    runs the very state machine a replay does (:func:`_events`), one chunk of capture lines at a time."""
+
+    def __init__(self, n_symbols: int) -> None:
+        self.state = np.zeros(n_symbols, np.int64)  # S_UNSYNCED / S_WAIT_FIRST / S_SYNCED
+        self.last_u = np.zeros(n_symbols, np.int64)
+        self.snap_id = np.zeros(n_symbols, np.int64)
+
+    def synced(self, sym: int) -> bool:
+        """True once a diff has chained on a snapshot, and every diff since on the one before."""
+        return int(self.state[sym]) == S_SYNCED
+
+    def broken(self, sym: int) -> bool:
+        """True while the symbol waits for a snapshot (none yet, or the chain broke since); False from a
+        snapshot on, while its first diff is awaited."""
+        return int(self.state[sym]) == S_UNSYNCED
+
+    def lose(self, sym: int) -> None:
+        """The stream was cut (a disconnect, a silence): the symbol waits for a new snapshot."""
+        self.state[sym] = S_UNSYNCED
+
+
+def decode_binance(
+    data: bytes,
+    symbols: SymbolTable,
+    sync: BinanceSync,
+    market: str = "usdm",
+    symbol: str | None = None,
+    label: str = "live",
+) -> tuple[np.ndarray, ReadReport, list[int]]:
+    """One chunk of capture lines (``<receive ns> <json>``, each ending in a newline) through the replay's
+    parser and sync state machine, the state carried in ``sync``. Returns the events, the chunk's report
+    (bad lines are counted, never raised) and the 1-based numbers of the chunk's depth lines that wait for a
+    snapshot: the caller hands them in again, ahead of the next chunk, as a replay keeps them buffered."""
+    return _read(label, "plain", data, symbols, market, True, symbol, "auto", sync)
+
+
+def _read(path, kind, data, symbols, market, lenient, symbol, engine, sync):
+    """The body of :func:`read_binance` over bytes already read; ``sync`` None: a whole recording."""
     spot = market == "spot"
     report = ReadReport(str(path), f"binance-{market}")
     errors = LineErrors(report, lenient)
-    kind, data = read_raw(path)
     if kind == "gzip" and engine == "auto":
         buf, scan = _gunzip_scanning(Path(path), data, spot)
         data = buf
@@ -635,12 +679,21 @@ def read_binance(
     cnt = np.zeros(len(_COUNTER_NAMES), np.int64)
     ev = np.empty(len(val) // 2 + 2 * M + 1, MARKET_EVENT)
     ns = max(len(symbols), 1)
-    z = np.zeros((3, ns), np.int64)
+    if sync is None:
+        sync = BinanceSync(ns)
+    pending = np.full(ns, -1, np.int64)
     n = _events(mk, recv, mexch, mU, mu, mpu, msym, mtid, mside, mok, seg0, tok_first, tok_count, units,
-                ns, spot, ev, cnt, z[0], z[1], z[2], np.full(ns, -1, np.int64))  # fmt: skip
+                ns, spot, ev, cnt, sync.state, sync.last_u, sync.snap_id, pending)  # fmt: skip
     ev = ev[:n]
     report.symbols = symbols
     report.messages = int(mok.sum())
     report.events = n
     report.counters = dict(zip(_COUNTER_NAMES, cnt.tolist(), strict=True))
-    return ev, report
+    waiting = [
+        int(lines[j])
+        for s in range(ns)
+        if pending[s] >= 0
+        for j in range(int(pending[s]), M)
+        if mok[j] and mk[j] == K_DEPTH and msym[j] == s
+    ]
+    return ev, report, sorted(waiting)

@@ -39,7 +39,7 @@ from hean.feeds.common import (
 from hean.records import F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
-__all__ = ["read_bybit"]
+__all__ = ["BybitSync", "decode_bybit", "read_bybit"]
 
 _EMPTY = msgspec.Raw(b"")
 
@@ -105,9 +105,43 @@ def read_bybit(
     ``symbols`` None infers a table (finest decimal step seen per symbol); ``lenient`` skips and counts bad
     lines instead of raising :class:`hean.feeds.common.FeedError`.
     """
-    report = ReadReport(str(path), "bybit")
+    return _read(str(path), read_bytes(path), symbols, lenient, None)
+
+
+class BybitSync:
+    """Each symbol's sync state kept across calls of :func:`decode_bybit` (a live feed's chunks): whether a
+    snapshot has been applied since the last break, and the last applied ``u``."""
+
+    def __init__(self) -> None:
+        self.is_synced: dict[int, bool] = {}
+        self.last_u: dict[int, int] = {}
+
+    def synced(self, sym: int) -> bool:
+        """True from a snapshot on, while every delta chains on the one before."""
+        return self.is_synced.get(sym, False)
+
+    def broken(self, sym: int) -> bool:
+        """True while the symbol waits for a snapshot."""
+        return not self.synced(sym)
+
+    def lose(self, sym: int) -> None:
+        """The stream was cut: the symbol's deltas are dropped until its next snapshot."""
+        if sym in self.is_synced:
+            self.is_synced[sym] = False
+
+
+def decode_bybit(
+    data: bytes, symbols: SymbolTable, sync: BybitSync, label: str = "live"
+) -> tuple[np.ndarray, ReadReport]:
+    """One chunk of lines (``<receive ns> <json>``) through the replay's parser and sync rules, the state
+    carried in ``sync``; bad lines are counted in the report, never raised."""
+    return _read(label, data, symbols, True, sync)
+
+
+def _read(path: str, data: bytes, symbols, lenient: bool, sync: BybitSync | None):
+    """The body of :func:`read_bybit` over bytes already read; ``sync`` None: a whole recording."""
+    report = ReadReport(path, "bybit")
     errors = LineErrors(report, lenient)
-    data = read_bytes(path)
     starts, ends = split_lines(data)
     report.lines = len(starts)
     names: dict[str, int] = {} if symbols is None else {s.name: s.id for s in symbols}
@@ -193,8 +227,9 @@ def read_bybit(
     n_events = len(val) // 2 + 2 * M + 1
     ev = np.zeros(n_events, MARKET_EVENT)
     n = 0
-    synced: dict[int, bool] = {}
-    last_u: dict[int, int] = {}
+    if sync is None:
+        sync = BybitSync()
+    synced, last_u = sync.is_synced, sync.last_u
     for i in np.flatnonzero(mok).tolist():
         kind, sym, u = int(mk[i]), int(msym[i]), int(mu[i])
         head = dict(symbol=sym, ts_origin=mrecv[i], ts_exch=mexch[i], update_id=u)

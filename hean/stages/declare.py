@@ -11,7 +11,7 @@ it that publishes S -- or, for a feedback stream (the reports flowing back), the
 edge per (producer, consumer): a stream two stages take is published to both, in the order of the
 producer's outputs. So a pass-through stage placed between two others takes over their stream without
 either changing. A stream no stage publishes comes from outside the pipeline (``external``: the
-supervisor's control records).
+supervisor's control records, the live client's events).
 
 **The step.** ``step(state, ins, outs, tm, now, flags) -> int``, a forceinline kernel: ``ins``/``outs`` are
 tuples of :class:`hean.stages.ports.Port` in the order declared, ``tm`` the stage's
@@ -123,5 +123,6 @@ class Stage:
 
     @property
     def source(self) -> bool:
-        """A stage with no inputs: the engine starts it at START, stops it at STOP_FEED."""
-        return not self.inputs
+        """A stage that takes nothing from another stage (at most streams from outside the pipeline: the
+        feed's ``live`` ring): the engine starts it at START, stops it at STOP_FEED."""
+        return all(s.external for s in self.inputs)

@@ -27,6 +27,12 @@ venue never applies a market event stamped after an order's arrival before that 
 never sees a message before its receive time -- whatever the placement, batch sizes or pacing: ``--fast`` and
 every placement give the same orders and fills. The synthetic market has no receive times: its messages go
 to the chain at their exchange time (the venue first).
+
+**Live** (``feed.source = "live"``): the stage's one input, ``live``, is a ring the supervisor's live client
+(:mod:`hean.live.ingest`) fills with the events it decoded, stamped with their receive time at the socket
+read (on CLOCK_MONOTONIC). The stage passes them on as they come -- to the book chain first, then the venue
+-- so the ``late`` histogram is the time from the socket read to the feed. In the other modes the ring is
+there and empty.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ from hean import records
 from hean.atomics import store_relaxed
 from hean.feeds.synthetic import make_synthetic, max_events_per_message, synthetic_next
 from hean.jit import kernel
+from hean.rings.spsc import available
 from hean.stages.declare import F_LOCKSTEP, BuildContext, Stage, Stream
-from hean.stages.ports import put_all_each, put_each, room_each, service
+from hean.stages.ports import BATCH, put_all_each, put_each, release_to, room_each, service, slot
 from hean.stages.simclock import NOTHING_DUE, venue_next
-from hean.telemetry.block import C_EVENTS_OUT, C_USER_BASE, tm_add
+from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_USER_BASE, tm_add
 from hean.telemetry.histogram import hist_record
 
 __all__ = ["FEED", "FeedState", "feed_step", "make_feed"]
@@ -56,7 +63,7 @@ _OUT_OF_SYNC = int(records.EventKind.OUT_OF_SYNC)
 FEED_BURST = 64  # messages published per call when behind schedule (or unpaced)
 
 # feed parameters and position (int64) indices
-F_MODE = 0  # 0 synthetic, 1 replay
+F_MODE = 0  # 0 synthetic, 1 replay, 2 live
 F_PACE = 1  # 0 rate, 1 recorded, 2 fast
 F_PERIOD_NS = 2  # ns between messages at the configured rate
 F_MAX_MSGS = 3  # 0 = unlimited
@@ -80,6 +87,24 @@ H_LATE = 1  # histogram row: how late each message went out (pass start minus it
 U_MESSAGES = C_USER_BASE  # user counter: messages published (the run's progress and its message count)
 U_FIRST_NS = C_USER_BASE + 1  # CLOCK_MONOTONIC ns of the first burst of messages (0: none yet)
 U_LAST_NS = C_USER_BASE + 2  # ... of the latest: the publishing time is LAST - FIRST (the summary's rate)
+# A live feed's counters (hean.live.ingest.LiveIngest.stats): the supervisor copies them in at each heartbeat
+# (the only writer of these words; aligned int64 stores), `hean top` reads them. The stage never touches them.
+LIVE_COUNTERS = (
+    "live_frames",
+    "live_connects",
+    "live_disconnects",
+    "live_silences",
+    "live_gaps",
+    "live_malformed",
+    "live_exchange_errors",
+    "live_rate_limited",
+    "live_snapshots",
+    "live_resyncs",
+    "live_ring_full",
+    "live_stale_symbols",
+    "live_stale_windows",
+    "live_unrouted",
+)
 
 
 class FeedState(NamedTuple):
@@ -167,6 +192,8 @@ def feed_step(F, ins, outs, tm, now, flags):
     ports, venue ports)."""
     fp = F.fp
     chain, market = outs
+    if fp[F_MODE] == 2:
+        return _live_step(F, ins[0], chain, market, tm, now)
     if not feed_exhausted(F) and _next_due(F, now) > now:
         return 0
     if (flags & F_LOCKSTEP) != 0:
@@ -194,6 +221,35 @@ def feed_step(F, ins, outs, tm, now, flags):
     if total:
         _service(F, tm, now, total)
     return total
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _live_step(F, src, chain, market, tm, now):
+    """Live: pass on up to a buffer of the events the live client pushed, as they came (book chain first);
+    events passed, 0 when none came or there is no room (the client counts a full ``live`` ring)."""
+    if feed_exhausted(F):
+        return -1
+    start, n = available(src.hdr)
+    n = min(n, BATCH, F.buf.shape[0])
+    if n == 0:
+        return 0
+    if not room_each(chain, n, tm.counters) or not room_each(market, n, tm.counters):
+        return 0
+    buf = F.buf
+    msgs = 0
+    for j in range(n):
+        buf[j] = slot(src, start + j)
+        if (buf[j].flags & records.F_LAST_IN_GROUP) != 0:
+            msgs += 1
+    release_to(src, start + n)
+    put_all_each(chain, buf, n)
+    put_all_each(market, buf, n)
+    tm_add(tm.counters, C_EVENTS_IN, n)
+    fp = F.fp
+    fp[F_MSGS] += msgs - 1
+    _published(F, tm, now, n)  # counts one message: msgs in all
+    _service(F, tm, now, n)
+    return n
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -366,7 +422,7 @@ def _synthetic_action(F, chain, market, tm, now):
 def feed_params(cfg) -> np.ndarray:
     """The feed's parameters from the configuration's ``[feed]`` table."""
     fp = np.zeros(F_LEN, np.int64)
-    fp[F_MODE] = 0 if cfg.feed.source == "synthetic" else 1
+    fp[F_MODE] = {"synthetic": 0, "replay": 1, "live": 2}[cfg.feed.source]
     fp[F_PACE] = PACES[cfg.feed.pace]
     fp[F_PERIOD_NS] = max(1, int(round(1e9 / cfg.feed.rate)))
     fp[F_MAX_MSGS] = cfg.feed.max_messages
@@ -425,10 +481,10 @@ FEED = Stage(
     name="feed",
     module=__name__,
     step="feed_step",
-    inputs=(),
+    inputs=(Stream("live", records.MARKET_EVENT, external=True),),
     outputs=(Stream("events", records.MARKET_EVENT), Stream("market", records.MARKET_EVENT)),
     build=make_feed,
     hists=("service", "late"),
-    user_counters=("messages", "first_ns", "last_ns"),
+    user_counters=("messages", "first_ns", "last_ns", *LIVE_COUNTERS),
     config="feed",
 )

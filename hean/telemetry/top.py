@@ -94,6 +94,8 @@ class TopFrame:
     risk: RiskState | None = None
     risk_rejects: dict[str, int] = field(default_factory=dict)
     status: str = ""  # e.g. "engine stopped"
+    # a live feed's counters (the feed block's live_* words, hean.live.ingest), without the prefix; {} otherwise
+    live: dict[str, int] = field(default_factory=dict)
 
 
 def ring_occupancy(segment: str) -> dict:
@@ -194,7 +196,18 @@ class TopSource:
         frame = TopFrame(m, now, dt, rows, self._rings(ivs))
         self._e2e(frame, ivs)
         self._risk(frame)
+        self._live(frame, ivs)
         return frame
+
+    def _live(self, frame: TopFrame, ivs) -> None:
+        """The live feed's counters, when the run has one (its client has connected or tried to)."""
+        if "feed" not in ivs:
+            return
+        seg, _, cur = ivs["feed"]
+        names = [n for n in getattr(seg, "user_counters", []) if n.startswith("live_")]
+        values = {n[5:]: int(cur.counters[seg.user_counter(n)]) for n in names}
+        if values.get("connects", 0) or values.get("frames", 0) or values.get("stale_symbols", 0):
+            frame.live = values
 
     def _rings(self, ivs) -> list[RingRow]:
         out = []

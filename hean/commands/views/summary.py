@@ -65,6 +65,36 @@ def _flow(s: dict) -> list[tuple[str, str | Text]]:
         rows.append(("router refusals", _by_reason(s["router_refusals"])))
     if s.get("book_errors"):  # an L3 book's rejected events (hean.stages.book_l3): the book may be off
         rows.append(("book errors", Text(_by_reason(s["book_errors"]), style="yellow")))
+    rows += _live(s.get("live") or {})
+    return rows
+
+
+def _live(lv: dict) -> list[tuple[str, str | Text]]:
+    """A live feed: what it received, every fault it survived, how long books were stale (hean.live)."""
+    if not lv:
+        return []
+    c = lv["counters"]
+    faults = {k: c[f"live_{k}"] for k in ("disconnects", "silences", "gaps", "malformed", "exchange_errors",
+                                          "rate_limited", "ring_full") if c[f"live_{k}"]}  # fmt: skip
+    windows = [w for w in lv["stale_windows"] if w["reason"] != "start"]
+    stale_s = sum(((w["end_ns"] or w["start_ns"]) - w["start_ns"]) / 1e9 for w in windows)
+    rows: list[tuple[str, str | Text]] = [
+        (
+            "live feed",
+            f"{lv['venue']}: {c['live_frames']:,} frames, {c['live_connects']} connects, "
+            f"{c['live_snapshots']} snapshots",
+        ),  # fmt: skip
+        ("live faults", Text(_by_reason(faults), style="yellow") if faults else "none"),
+    ]
+    if windows:
+        still = sum(1 for w in windows if not w["end_ns"])
+        rows.append(
+            ("stale windows", f"{len(windows)} after the start, {stale_s:.3f} s in all, {still} open at the end")
+        )
+    if lv.get("last_error"):
+        rows.append(("last error", Text(lv["last_error"][:160], style="yellow")))
+    if lv.get("recorded"):
+        rows.append(("recorded", ", ".join(lv["recorded"][:4]) + (" ..." if len(lv["recorded"]) > 4 else "")))
     return rows
 
 

@@ -231,6 +231,22 @@ def _risk_panel(f: TopFrame) -> Panel | Text:
     return Panel(t, title="risk", title_align="left", expand=False)
 
 
+def _live_panel(f: TopFrame) -> Text | Panel:
+    """A live feed's health: what was received, every fault survived, and the symbols stale now."""
+    v = f.live
+    if not v:
+        return Text("")
+    t = Text(f"frames {v.get('frames', 0):,}   connects {v.get('connects', 0)}   snapshots {v.get('snapshots', 0)}")
+    stale = v.get("stale_symbols", 0)
+    t.append("   stale symbols ")
+    t.append(str(stale), style="bold red" if stale else "green")
+    faults = ("disconnects", "silences", "gaps", "malformed", "exchange_errors", "rate_limited", "ring_full",
+              "unrouted")  # fmt: skip
+    t.append("\n" + "   ".join(f"{k.replace('_', ' ')} {v.get(k, 0)}" for k in faults))
+    t.append(f"   resyncs {v.get('resyncs', 0)} (stale windows {v.get('stale_windows', 0)})")
+    return Panel(t, title="live feed", title_align="left", expand=False)
+
+
 class _View:
     """A frame laid out for the width it is rendered at (rich asks again after every resize)."""
 
@@ -239,7 +255,10 @@ class _View:
 
     def __rich_console__(self, console: Console, options):
         f, tier = self.frame, _tier(options.max_width)
-        yield Group(_header(f), _stage_table(f, tier), _ring_table(f, tier), _e2e_table(f, tier), _risk_panel(f))
+        parts = [_header(f), _stage_table(f, tier), _ring_table(f, tier), _e2e_table(f, tier), _risk_panel(f)]
+        if f.live:
+            parts.append(_live_panel(f))
+        yield Group(*parts)
 
 
 def render(frame: TopFrame) -> ConsoleRenderable:
