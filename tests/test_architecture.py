@@ -24,7 +24,7 @@ LAYERS = [
     {"rings"},
     {"telemetry"},
     {"stages", "feeds", "indicators", "strategies", "api", "journal"},
-    {"engine", "gateway"},
+    {"engine", "gateway", "live"},
     {"commands", "cli", "bench", "research", "sweeps", "doctor", "outputs", "report", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -276,6 +276,10 @@ def _bench_noise(mp, tmp, stack):  # the real thing: 50 ms on one CPU
     return ["bench", "noise", "--cpus", str(min(os.sched_getaffinity(0))), "--seconds", "0.05"]
 
 
+def _bench_live(mp, tmp, stack):  # the real thing, its quick part: the decode cost (a few seconds)
+    return ["bench", "live", "--skip", "receive,latency"]
+
+
 JSON_RUNS = {
     "doctor": _doctor,
     "rings": _rings,
@@ -294,6 +298,7 @@ JSON_RUNS = {
     "bench sweep": _bench_sweep,
     "bench noise": _bench_noise,
     "bench backtest": _bench_backtest,
+    "bench live": _bench_live,
 }
 # commands whose --json - is tested elsewhere, and where (a command here may come and go with its branch)
 JSON_ELSEWHERE = {

@@ -4,6 +4,7 @@ replay on their own. The socket-level tests are in tests/test_live_feed.py."""
 from __future__ import annotations
 
 import gzip
+import re
 import zipfile
 from pathlib import Path
 
@@ -163,3 +164,40 @@ def test_recorder_files_are_gzip_members_complete_on_disk(tmp_path: Path) -> Non
 def test_follow_table_takes_any_exchange_decimal() -> None:
     t = follow_table(["BTCUSDT"])
     assert t["BTCUSDT"].price_to_ticks("61800.12345678") == 6_180_012_345_678
+
+
+SYMBOL = '[[symbols]]\nname = "BTCUSDT"\ntick_size = "0.1"\nlot_size = "0.001"\n'
+
+
+@pytest.mark.parametrize(
+    ("feed", "extra", "why"),
+    [
+        ("", '[live]\nvenue = "kraken"\n', "key 'live.venue': one of binance-usdm, binance-spot, bybit-linear"),
+        ("", '[live]\nws_url = "ftp://x"\n', "key 'live.ws_url': a ws://, wss://, http:// or https:// URL"),
+        ("", '[live]\nrest_url = "fapi.binance.com"\n', "key 'live.rest_url'"),
+        ("", "[live]\nsilence_s = 0\n", "key 'live.silence_s': must be >= 0.1"),
+        ("", "[live]\nbackoff_min_s = 2.0\nbackoff_max_s = 1.0\n", "key 'live.backoff_max_s': must be >= 2.0"),
+        ("", "[live]\ndepth_limit = 1\n", "key 'live.depth_limit': must be >= 5"),
+        ("", "[engine]\nlockstep = true\n", "key 'engine.lockstep': a live feed cannot wait"),
+        ("latency_ns = 5\n", "", "the live feed's messages are received as they are made"),
+    ],
+)
+def test_bad_live_configuration_is_one_clear_error(tmp_path: Path, feed: str, extra: str, why: str) -> None:
+    from hean.engine.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(f'[feed]\nsource = "live"\n{feed}{extra}{SYMBOL}')
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        load_config(path)
+
+
+def test_a_live_feed_needs_symbols(tmp_path: Path) -> None:
+    from hean.engine.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[feed]\nsource = "live"\n')
+    with pytest.raises(ConfigError, match=r"a live feed needs \[\[symbols\]\] entries"):
+        load_config(path)
+    path.write_text(f'[feed]\nsource = "live"\n[live]\nvenue = "bybit-spot"\nrecord = "{tmp_path}"\n{SYMBOL}')
+    cfg = load_config(path)
+    assert (cfg.feed.source, cfg.live.venue, cfg.live.silence_s) == ("live", "bybit-spot", 10.0)

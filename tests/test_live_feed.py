@@ -253,3 +253,28 @@ def test_paper_trading_on_a_live_feed(tmp_path: Path) -> None:
     assert lv["counters"]["live_stale_symbols"] == 0 and lv["counters"]["live_ring_full"] == 0
     (rec,) = lv["recorded"]
     assert read_binance(rec, TABLE)[1].counters["snapshots"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_hean_record_command(tmp_path: Path) -> None:
+    """``hean record`` from the local exchange: status lines on stderr, a JSON summary on stdout, one file per
+    symbol that replays; bad arguments exit 2 with the reason."""
+    with serving("binance-usdm", BINANCE, rate=5_000, loops=0) as ex:
+        r = subprocess.run([sys.executable, "-m", "hean", "record", "--venue", "binance-usdm", "--symbols", "BTCUSDT",
+                            "-o", str(tmp_path), "--duration", "3", "--status", "1", "--ws-url", ex.ws_url,
+                            "--rest-url", ex.rest_url], capture_output=True, text=True, timeout=100)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert "hean record: " in r.stderr and " lines, " in r.stderr  # a status line
+    (path,) = st["files"]
+    assert st["lines"] > 5_000 and st["lines"] == len(gzip.open(path).read().splitlines())
+    _, rep = read_binance(path, TABLE)
+    assert rep.counters["snapshots"] == 1 and rep.counters["gaps"] == 0 and rep.counters["diffs_applied"] > 100
+    for args, why in (
+        (["--venue", "kraken", "--symbols", "X"], "unknown venue 'kraken'"),
+        (["--venue", "bybit-spot", "--symbols", ","], "--symbols: one or more distinct names"),
+        (["--venue", "bybit-spot", "--symbols", "A", "--silence", "0"], "--silence must be > 0"),
+    ):
+        bad = subprocess.run([sys.executable, "-m", "hean", "record", *args, "-o", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert bad.returncode == 2 and why in bad.stderr, bad.stderr

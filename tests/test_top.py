@@ -381,3 +381,38 @@ def test_cli_top_clean_removes_only_stale_runs(capsys):
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_live_feed_shows_its_counters_and_stale_symbols():
+    """The feed's live_* words (the supervisor copies the live client's counters there): a `live feed` panel,
+    with the stale symbols in it; a feed without them (or with none set) shows none."""
+    from hean.stages.feed import FEED, LIVE_COUNTERS
+
+    rid = f"top{os.getpid()}_{next(_ids)}"
+    seg = create_block(rid, "feed", ["service"], user_counters=list(FEED.user_counters))
+    try:
+        write_manifest(
+            Manifest(run_id=rid, engine_pid=os.getpid(), start_ns=time.monotonic_ns(), start_unix=time.time(),
+                     cpus=[0], workers=[WorkerInfo(name="w0", cpu=0, wait="spin", stages=["feed"])],
+                     stages=[StageInfo(name="feed", block=block_name(rid, "feed"))], rings=[], risk_block=None,
+                     symbols=["BTCUSDT"])
+        )  # fmt: skip
+        source = TopSource(read_manifest(rid))
+        try:
+            assert source.sample().live == {}  # nothing connected yet: no panel
+            values = dict.fromkeys(LIVE_COUNTERS, 0)
+            values |= {"live_frames": 12_345, "live_connects": 2, "live_disconnects": 1, "live_gaps": 3}
+            values["live_stale_symbols"] = 1
+            for name, v in values.items():
+                seg.block.counters[seg.user_counter(name)] = v
+            frame = source.sample()
+        finally:
+            source.close()
+        text = _text(render(frame))
+    finally:
+        remove_manifest(rid)
+        seg.close()
+        seg.unlink()
+    assert frame.live["frames"] == 12_345 and frame.live["stale_symbols"] == 1
+    assert "live feed" in text and "frames 12,345" in text and "stale symbols 1" in text
+    assert "disconnects 1" in text and "gaps 3" in text

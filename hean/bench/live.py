@@ -33,25 +33,34 @@ import tempfile
 import time
 from pathlib import Path
 
+from hean.commands import HeanParser, emit_json, text_out
+
 RECORDING = Path(__file__).resolve().parents[2] / "tests" / "data" / "binance-usdm-btcusdt-20240808.gz"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hean bench live", description=__doc__.split("\n")[0])
+    p = HeanParser(prog="hean bench live", description=__doc__.split("\n\n")[0])
+    p.add_argument("--recording", default=str(RECORDING), help="a Binance USD-M capture to serve (default: the repo's)")
     p.add_argument("--rates", default="10000,100000", help="messages/s of the latency runs (comma-separated)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of each latency run")
     p.add_argument("--frames", type=int, default=90_000, help="frames each receive-cost client takes")
     p.add_argument("--record-seconds", type=float, default=0.0, help="run the recording part for this long")
     p.add_argument("--record-rate", type=float, default=20_000.0, help="messages/s of the recording part")
     p.add_argument("--skip", default="", help="parts to leave out: receive,decode,latency (comma-separated)")
-    p.add_argument("--json", help="write the results here")
-    return p.parse_args(argv)
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON ('-': to stdout, the text to stderr)")
+    args = p.parse_args(argv)
+    bad = set(filter(None, args.skip.split(","))) - {"receive", "decode", "latency"}
+    if bad:
+        p.error(f"--skip: receive, decode or latency, not {', '.join(sorted(bad))}")
+    if args.seconds <= 0 or args.frames <= 0 or args.record_seconds < 0 or args.record_rate <= 0:
+        p.error("--seconds, --frames and --record-rate must be > 0, --record-seconds >= 0")
+    return args
 
 
 @contextlib.contextmanager
-def server(rate: float, loops: int = 0):
+def server(rate: float, loops: int = 0, recording: Path = RECORDING):
     """The local exchange as a process: yields its URLs; killed by its pid and reaped at the end."""
-    cmd = [sys.executable, "-m", "hean.live.exchange", "--venue", "binance-usdm", "--recording", str(RECORDING),
+    cmd = [sys.executable, "-m", "hean.live.exchange", "--venue", "binance-usdm", "--recording", str(recording),
            "--rate", str(rate), "--loops", str(loops)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
@@ -114,11 +123,11 @@ async def _websockets(url: str, n: int) -> tuple[int, float, float]:
     return k, t, time.process_time() - c0
 
 
-def receive_cost(frames: int) -> list[dict]:
+def receive_cost(frames: int, recording: Path = RECORDING) -> list[dict]:
     """Each client library receiving ``frames`` unpaced frames from its own fresh server process."""
     out = []
     for name, fn in (("picows", _picows), ("websockets", _websockets)):
-        with server(0, loops=0) as urls:
+        with server(0, loops=0, recording=recording) as urls:
             n, t, cpu = asyncio.run(fn(_url(urls), frames))
         out.append({"client": name, "frames": n, "frames_per_s": n / t, "us_per_frame": 1e6 * t / n,
                     "cpu_us_per_frame": 1e6 * cpu / n})  # fmt: skip
@@ -129,13 +138,13 @@ def receive_cost(frames: int) -> list[dict]:
 
 
 # ---- 2. decode cost -------------------------------------------------------------------------------------
-def decode_cost() -> list[dict]:
+def decode_cost(recording: Path = RECORDING) -> list[dict]:
     """The replay reader on the whole capture, and the live decoder on chunks of it."""
     from hean.feeds.binance import read_binance
     from hean.live.decode import LiveDecoder
     from hean.live.venues import venue_spec
 
-    lines = gzip.open(RECORDING).read().splitlines(keepends=True)
+    lines = gzip.open(recording).read().splitlines(keepends=True)
     plain = Path(tempfile.mkdtemp(prefix="hean-bench-live-")) / "capture.txt"
     plain.write_bytes(b"".join(lines))
     try:
@@ -166,9 +175,9 @@ def _timed(fn) -> float:
 
 
 # ---- 3. receive-to-book latency -------------------------------------------------------------------------
-def latency(rate: float, seconds: float) -> dict:
+def latency(rate: float, seconds: float, recording: Path = RECORDING) -> dict:
     """``hean run`` on the local exchange's live feed at ``rate`` messages/s for ``seconds``."""
-    with server(rate, loops=0) as urls, tempfile.TemporaryDirectory(prefix="hean-bench-live-") as d:
+    with server(rate, 0, recording) as urls, tempfile.TemporaryDirectory(prefix="hean-bench-live-") as d:
         cfg = Path(d) / "live.toml"
         cfg.write_text(
             f'[engine]\nduration_s = {seconds}\nring_capacity = 65536\n[feed]\nsource = "live"\n'
@@ -211,11 +220,11 @@ print(json.dumps(st))
 """
 
 
-def recording(rate: float, seconds: float) -> dict:
+def recording(rate: float, seconds: float, capture: Path = RECORDING) -> dict:
     """``record`` in a child process at ``rate`` for ``seconds``: RSS every 10 s, frames vs lines on disk."""
     import psutil
 
-    with server(rate, loops=0) as urls, tempfile.TemporaryDirectory(prefix="hean-bench-record-") as d:
+    with server(rate, 0, capture) as urls, tempfile.TemporaryDirectory(prefix="hean-bench-record-") as d:
         proc = subprocess.Popen([sys.executable, "-c", _RECORD_CHILD, d, urls["ws_url"], urls["rest_url"],
                                  str(seconds)], stdout=subprocess.PIPE, text=True)  # fmt: skip
         ps = psutil.Process(proc.pid)
@@ -251,37 +260,37 @@ def recording(rate: float, seconds: float) -> dict:
 def main(argv: list[str]) -> int:
     args = _parse(argv)
     skip = set(filter(None, args.skip.split(",")))
+    out = text_out(args.json)
+    rec = Path(args.recording)
     res: dict = {"command": "hean bench live " + " ".join(argv), "cpus": os.cpu_count()}
     if "receive" not in skip:
-        res["receive"] = receive_cost(args.frames)
+        res["receive"] = receive_cost(args.frames, rec)
         for r in res["receive"]:
-            print(
-                f"receive  {r['client']:<11} {r['frames_per_s']:>10,.0f} frames/s  {r['us_per_frame']:6.2f} us/frame"
-                f"  cpu {r['cpu_us_per_frame']:6.2f} us/frame ({r['cpu_vs_picows']:.2f}x picows)"
-            )
+            rate, us, cpu = r["frames_per_s"], r["us_per_frame"], r["cpu_us_per_frame"]
+            print(f"receive  {r['client']:<11} {rate:>10,.0f} frames/s {us:6.2f} us/frame cpu {cpu:6.2f} us/frame "
+                  f"({r['cpu_vs_picows']:.2f}x picows)", file=out)  # fmt: skip
     if "decode" not in skip:
-        res["decode"] = decode_cost()
+        res["decode"] = decode_cost(rec)
         for r in res["decode"]:
-            print(f"decode   {r['path']:<34} {r['ns_per_line']:>9,.0f} ns/line ({r['vs_replay']:.1f}x replay)")
+            print(
+                f"decode   {r['path']:<34} {r['ns_per_line']:>9,.0f} ns/line ({r['vs_replay']:.1f}x replay)", file=out
+            )
     if "latency" not in skip:
         res["latency"] = []
         for rate in (float(x) for x in args.rates.split(",") if x):
-            r = latency(rate, args.seconds)
+            r = latency(rate, args.seconds, rec)
             res["latency"].append(r)
-            print(
-                f"latency  {rate:>9,.0f}/s asked, {r['messages_per_s']:>9,.0f}/s reached: receive->book p50 "
-                f"{_us(r['receive_to_book_p50_ns'])} p99 {_us(r['receive_to_book_p99_ns'])} (gaps {r['gaps']}, "
-                f"ring full {r['ring_full']}, disconnects {r['disconnects']})"
-            )
+            print(f"latency  {rate:>9,.0f}/s asked, {r['messages_per_s']:>9,.0f}/s reached: receive->book p50 "
+                  f"{_us(r['receive_to_book_p50_ns'])} p99 {_us(r['receive_to_book_p99_ns'])} (gaps {r['gaps']}, "
+                  f"ring full {r['ring_full']}, disconnects {r['disconnects']})", file=out)  # fmt: skip
     if args.record_seconds:
-        r = recording(args.record_rate, args.record_seconds)
+        r = recording(args.record_rate, args.record_seconds, rec)
         res["record"] = r
-        print(
-            f"record   {r['rate']:,.0f}/s for {r['seconds']:.0f} s: {r['frames']:,} frames, {r['lines_on_disk']:,} "
-            f"lines on disk, RSS growth after 1 min {r['rss_growth_after_1min_mb']:.2f} MB, rss {r['rss_mb']}"
-        )
+        print(f"record   {r['rate']:,.0f}/s for {r['seconds']:.0f} s: {r['frames']:,} frames, {r['lines_on_disk']:,} "
+              f"lines on disk, RSS growth after 1 min {r['rss_growth_after_1min_mb']:.2f} MB, rss {r['rss_mb']}",
+              file=out)  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=float))
+        emit_json(args.json, res)
     return 0
 
 

@@ -654,6 +654,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     else:
         source = str(path)
         data = _read_toml(path)
+        live = isinstance(data.get("feed"), dict) and data["feed"].get("source") == "live"
+        if live and "symbols" not in data:  # the synthetic market's symbols are no venue's: say so
+            raise ConfigError(f"{source}: key 'symbols': a live feed needs [[symbols]] entries (the venue's names, "
+                              "tick and lot)")  # fmt: skip
         data.setdefault("symbols", default["symbols"])
         data.setdefault("venues", default["venues"])
     _apply_overrides(data, overrides or {}, source)
