@@ -62,6 +62,7 @@ def test_a_pipeline_that_cannot_work_is_refused(pipeline, message):
 def test_the_registry_pipeline_joins_as_documented():
     joined = [(e.src, e.stream, e.dst) for e in edges(PIPELINE)]
     assert joined == [
+        ("supervisor", "live", "feed"),  # external: a live feed's events (empty in the other feed modes)
         ("feed", "events", "book"),
         ("book", "states", "strategy"),
         ("router", "reports", "strategy"),  # feedback: its orders' reports ...
