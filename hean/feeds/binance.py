@@ -52,6 +52,7 @@ from hean.feeds.common import (
     LineErrors,
     ReadReport,
     convert_all,
+    convert_tokens,
     frac_digits_by_msg,
     gunzip,
     gunzip_pieces,
@@ -68,7 +69,7 @@ from hean.jit import entry, kernel
 from hean.records import F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
-__all__ = ["BinanceSync", "decode_binance", "read_binance"]
+__all__ = ["BinanceLive", "BinanceSync", "decode_binance", "read_binance"]
 
 _NONE = -1
 _EMPTY = msgspec.Raw(b"")
@@ -524,6 +525,110 @@ def decode_binance(
     (bad lines are counted, never raised) and the 1-based numbers of the chunk's depth lines that wait for a
     snapshot: the caller hands them in again, ahead of the next chunk, as a replay keeps them buffered."""
     return _read(label, "plain", data, symbols, market, True, symbol, "auto", sync)
+
+
+@entry
+def _live_chunk(msg, M, tok_first, tok_count, seg_role, seg_msg, val, nfrac, sym_id, spot,
+                tick_mant, tick_scale, lot_mant, lot_scale, units, status, bad_tok, mexch, mok, seg0,
+                out, cnt, state, last_u, snap_id, pending, waiting):  # fmt: skip
+    """One scanned chunk of one symbol's lines through the checks, the conversion and :func:`_events`, in
+    one compiled call (:class:`BinanceLive`). Returns ``(events, waiting lines)``, or ``(-1, 0)`` -- before
+    the sync state is touched -- when a line has a time out of range or a value that does not convert: the
+    caller then reads the chunk the ordinary way, which names the line."""
+    for i in range(M):
+        msg[bf.C_SYM, i] = sym_id  # the chunk is one symbol's (checked by the caller); snapshots too
+        t_e = msg[bf.C_E, i]
+        t_t = msg[bf.C_T, i]
+        if msg[bf.C_RECV, i] < 0 or t_e < 0 or t_e > _MAX_MS or t_t < 0 or t_t > _MAX_MS:
+            return -1, 0
+        status[i] = 0
+        k = msg[bf.C_KIND, i]
+        mexch[i] = (t_t if (k == K_TRADE or k == K_TICKER) and t_t > 0 else t_e) * 1_000_000
+        mok[i] = True
+        seg0[i] = i * bf.SEG_COUNT
+    S = bf.SEG_COUNT * M
+    convert_tokens(seg_msg[:S], seg_role[:S], tok_first[:S], tok_count[:S], val, nfrac, msg[bf.C_SYM, :M],
+                   tick_mant, tick_scale, lot_mant, lot_scale, units, status, bad_tok)  # fmt: skip
+    for i in range(M):
+        if status[i] != 0:
+            return -1, 0
+    kind, recv, u_first, u_last = msg[bf.C_KIND, :M], msg[bf.C_RECV, :M], msg[bf.C_U, :M], msg[bf.C_u, :M]
+    pu, sym, tid, side = msg[bf.C_PU, :M], msg[bf.C_SYM, :M], msg[bf.C_TID, :M], msg[bf.C_SIDE, :M]
+    n = _events(kind, recv, mexch[:M], u_first, u_last, pu, sym, tid, side, mok[:M], seg0[:M], tok_first, tok_count,
+                units, state.shape[0], spot, out, cnt, state, last_u, snap_id, pending)  # fmt: skip
+    w = 0
+    p = pending[sym_id]
+    if p >= 0:
+        for j in range(p, M):
+            if msg[bf.C_KIND, j] == K_DEPTH:
+                waiting[w] = msg[bf.C_LINE, j]
+                w += 1
+    return n, w
+
+
+class BinanceLive:
+    """:func:`decode_binance` for a live feed's chunks of one symbol, in two compiled calls and no
+    allocation per call (the scanner's arrays and the conversion's are kept and grown): the same events,
+    at a fraction of the cost of a general call, which a frame at a time pays every time.
+
+    A chunk the scanner does not fully understand, or with a bad value, goes through
+    :func:`decode_binance` instead, which names the line; the sync state is the same ``sync``."""
+
+    def __init__(self, symbols: SymbolTable, symbol: str, sync: BinanceSync, market: str = "usdm") -> None:
+        self.symbols = symbols
+        self.symbol = symbol
+        self.sym_id = symbols.id_of(symbol)
+        self.name = symbol.encode("ascii")
+        self.sync = sync
+        self.market = market
+        self.scan = _Scan(1 << 16, market == "spot")
+        self._grow(256, 4096)
+        self.cnt = np.zeros(len(_COUNTER_NAMES), np.int64)
+
+    def _grow(self, m: int, t: int) -> None:
+        self.status = np.zeros(m, np.int64)
+        self.bad_tok = np.zeros(m, np.int64)
+        self.mexch = np.zeros(m, np.int64)
+        self.mok = np.ones(m, np.bool_)
+        self.seg0 = np.zeros(m, np.int64)
+        self.waiting = np.zeros(m, np.int64)
+        self.units = np.zeros(t, np.int64)
+        self.out = np.zeros(t // 2 + 2 * m + 1, MARKET_EVENT)
+        self.pending = np.full(len(self.symbols), -1, np.int64)
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, dict[str, int], ReadReport | None, list[int]]:
+        """(events, counters, the general path's report when it was taken, waiting line numbers)."""
+        buf = np.frombuffer(data, np.uint8)
+        scan = self.scan
+        st = scan.state
+        st[:] = 0
+        st[bf.S_LAST_SYM] = -1
+        if not scan.feed(buf) or not self._one_symbol(buf):
+            return self._general(data)
+        M, T = int(st[bf.S_MSGS]), int(st[bf.S_TOKS])
+        if M > len(self.mok) or T > len(self.units) or T // 2 + 2 * M + 1 > len(self.out):
+            self._grow(2 * max(M, len(self.mok)), 2 * max(T, len(self.units)))
+        self.cnt[:] = 0
+        self.pending[:] = -1
+        sg = scan.segs
+        tb = self.symbols
+        n, w = _live_chunk(scan.msg, M, sg[0], sg[1], sg[2], sg[3], scan.val, scan.nfrac, self.sym_id, scan.spot,
+                           tb.tick_mant, tb.tick_scale, tb.lot_mant, tb.lot_scale, self.units, self.status,
+                           self.bad_tok, self.mexch, self.mok, self.seg0, self.out, self.cnt, self.sync.state,
+                           self.sync.last_u, self.sync.snap_id, self.pending, self.waiting)  # fmt: skip
+        if n < 0:
+            return self._general(data)
+        counters = dict(zip(_COUNTER_NAMES, self.cnt.tolist(), strict=True))
+        return self.out[:n].copy(), counters, None, self.waiting[:w].tolist()
+
+    def _one_symbol(self, buf: np.ndarray) -> bool:
+        """Every symbol the chunk names is this one's (a snapshot names none)."""
+        st, sym = self.scan.state, self.scan.sym
+        return all(bytes(buf[sym[0, i] : sym[1, i]]) == self.name for i in range(int(st[bf.S_SYMS])))
+
+    def _general(self, data: bytes):
+        ev, report, waiting = decode_binance(data, self.symbols, self.sync, self.market, self.symbol)
+        return ev, report.counters, report, waiting
 
 
 def _read(path, kind, data, symbols, market, lenient, symbol, engine, sync):

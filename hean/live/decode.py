@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hean.feeds.binance import BinanceSync, decode_binance
+from hean.feeds.binance import BinanceLive, BinanceSync
 from hean.feeds.bybit import BybitSync, decode_bybit
 from hean.live.venues import VenueSpec
 from hean.records import F_LAST_IN_GROUP, MARKET_EVENT, EventKind
@@ -28,6 +28,12 @@ class LiveDecoder:
         self.spec = spec
         self.symbols = symbols
         self.sync = BinanceSync(len(symbols)) if spec.reader == "binance" else BybitSync()
+        # Binance: the reader's compiled path per symbol, over the one sync state (hean.feeds.binance)
+        self.fast = (
+            {s.name: BinanceLive(symbols, s.name, self.sync, spec.market) for s in symbols}
+            if spec.reader == "binance"
+            else {}
+        )
         self.waiting: dict[str, list[bytes]] = {s.name: [] for s in symbols}  # Binance diffs before a snapshot
         # applied: diffs the book took; stale_drops: diffs the sync rules dropped (older than the snapshot, or
         # after a break before the next one): with the ones waiting, every diff received is one of these
@@ -48,13 +54,12 @@ class LiveDecoder:
         if self.spec.reader == "binance":
             held = self.waiting[symbol]
             data = b"".join(held) + lines if held else lines
-            ev, report, waiting = decode_binance(data, self.symbols, self.sync, self.spec.market, symbol)
+            ev, c, report, waiting = self.fast[symbol].decode(data)
             if waiting:
                 all_lines = data.splitlines(keepends=True)
                 self.waiting[symbol] = [all_lines[i - 1] for i in waiting]
             else:
                 self.waiting[symbol] = []
-            c = report.counters
             self.counters["stale_drops"] += c.get("diffs_before_snapshot", 0)
             self.counters["applied"] += c.get("diffs_applied", 0)
         else:
@@ -64,9 +69,10 @@ class LiveDecoder:
             self.counters["applied"] += c.get("deltas_applied", 0)
         self.counters["gaps"] += c.get("gaps", 0)
         self.counters["snapshots"] += c.get("snapshots", 0)
-        self.counters["malformed"] += report.skipped
-        if report.reasons and len(self.reasons) < 8:
-            self.reasons += [f"{symbol}: {r}" for r in report.reasons[: 8 - len(self.reasons)]]
+        if report is not None:
+            self.counters["malformed"] += report.skipped
+            if report.reasons and len(self.reasons) < 8:
+                self.reasons += [f"{symbol}: {r}" for r in report.reasons[: 8 - len(self.reasons)]]
         return ev
 
     def lose(self, symbol: str, recv_ns: int) -> np.ndarray:
