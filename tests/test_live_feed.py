@@ -99,12 +99,13 @@ def test_binance_live_book_equals_book_ticker_through_every_fault() -> None:
     bad = next(i for i in range(20_000, len(frames)) if frames[i].startswith(b'{"stream":"btcusdt@depth'))
     faults = [Fault("rest_429", 0, 1), Fault("gap", 15_000), Fault("malformed", bad), Fault("disconnect", 25_000),
               Fault("stall", 30_000, 1.0), Fault("error", 35_000)]  # fmt: skip
-    with serving("binance-usdm", BINANCE, rate=20_000, faults=faults) as ex:
+    with serving("binance-usdm", BINANCE, rate=20_000, faults=faults, ping_interval_s=0.25) as ex:
         with client_of(ex, "binance-usdm", TABLE) as (c, got, lines):
             assert _until(lambda: ex.position >= 40_000, 60), f"the stream stalled at {ex.position}"
             assert _until(lambda: not c.stale(), 10), f"still stale: {c.stale()}"
             counters = c.snapshot_counters()
             windows = list(c.stale_windows)
+            assert ex.events("ping_timeout") == []  # the client answered every ping (0.25 s apart)
     assert counters["rate_limited"] >= 2  # the 429 and the error message
     assert counters["exchange_errors"] >= 1
     assert counters["decode_malformed"] == 1

@@ -185,9 +185,11 @@ class LiveClient:
         ping_at = time.monotonic() + o.ping_s
         synced_once = False
         tick = min(0.05, o.silence_s / 4)
+        # one waiter for the whole connection: a new wait_disconnected() per tick leaves a waiter behind each
+        # time (measured: RSS grew 33 KB/s at 20 waits/s, whatever the message rate)
+        gone = asyncio.ensure_future(transport.wait_disconnected())
         while not self._stop.is_set() and not transport.is_disconnected:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(transport.wait_disconnected()), tick)
+            await asyncio.wait({gone}, timeout=tick)
             now = time.monotonic()
             if now - self._last_frame > o.silence_s and not transport.is_disconnected:
                 self.counters["silences"] += 1
@@ -198,6 +200,8 @@ class LiveClient:
                 ping_at = now + o.ping_s
             synced_once = synced_once or not self._open
         transport.disconnect(graceful=False)
+        if not gone.done():
+            gone.cancel()
         return synced_once
 
     async def _sleep(self, s: float) -> None:
