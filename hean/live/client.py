@@ -133,6 +133,7 @@ class LiveClient:
         self._resyncing: set[str] = set()
         self._transport = None
         self._last_frame = 0.0
+        self._flush_soon = False  # a _flush is scheduled for the end of the loop's current callbacks
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -259,6 +260,9 @@ class LiveClient:
             self._pending[symbol].append(b"%d %s\n" % (recv_ns, payload))
         if last:
             self._flush()
+        elif not self._flush_soon:  # the rest of this read is handed on once the loop is done with it
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
 
     def _symbol_of(self, payload: bytes) -> str | None:
         """The symbol a stream message is about, from its first bytes; None for anything else."""
@@ -289,6 +293,7 @@ class LiveClient:
 
     def _flush(self) -> None:
         """Hand on every symbol's received lines: to the recorder, and decoded to the engine."""
+        self._flush_soon = False
         for symbol, lines in self._pending.items():
             if not lines:
                 continue
