@@ -248,7 +248,7 @@ def test_paper_trading_on_a_live_feed(tmp_path: Path) -> None:
     s = json.loads(out.read_text())
     assert s["reason"] == "duration" and s["exit_code"] == 0
     assert s["messages"] > 1000 and s["orders"] > 0 and s["fills"] > 0
-    assert s["pnl"]["positions"]
+    assert s["pnl"]["positions"] and s["pnl"]["trading_state"] == "ACTIVE"  # 40k messages: the first loop
     lv = s["live"]
     assert lv["venue"] == "binance-usdm" and lv["counters"]["live_frames"] >= s["messages"]
     assert lv["counters"]["live_stale_symbols"] == 0 and lv["counters"]["live_ring_full"] == 0
