@@ -279,3 +279,25 @@ def test_hean_record_command(tmp_path: Path) -> None:
         bad = subprocess.run([sys.executable, "-m", "hean", "record", *args, "-o", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
         assert bad.returncode == 2 and why in bad.stderr, bad.stderr
+
+
+@pytest.mark.timeout(30)
+def test_a_venue_that_refuses_connections_is_retried_with_capped_backoff() -> None:
+    """Nothing listens: every attempt fails and is counted, the delays double from backoff_min_s to
+    backoff_max_s (a second holds a dozen attempts, not the thousands of a tight loop), the symbol stays
+    stale, and the client still stops."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    opts = LiveOptions(ws_url=f"ws://127.0.0.1:{port}", rest_url=f"http://127.0.0.1:{port}", backoff_min_s=0.01,
+                       backoff_max_s=0.08)  # fmt: skip
+    c = LiveClient(venue_spec("binance-usdm"), TABLE, opts, on_events=lambda s, e: None)
+    c.start_thread()
+    time.sleep(1.0)
+    c.join()
+    assert not c._thread.is_alive()  # stopped (the test's timeout bounds how long that may take)
+    assert 3 <= c.counters["connect_failures"] <= 60 and c.counters["connects"] == 0
+    assert c.last_error.startswith(f"connect ws://127.0.0.1:{port}/stream?streams=btcusdt@depth@0ms")
+    assert c.stale() == ["BTCUSDT"] and not c.failed

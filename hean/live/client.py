@@ -154,7 +154,7 @@ class LiveClient:
         while not self._stop.is_set():
             try:
                 transport, _ = await ws_connect(lambda: _Listener(self), url, enable_auto_pong=True)
-            except (TimeoutError, OSError, Exception) as e:
+            except Exception as e:  # refused, reset, a handshake error or timeout: all are retried
                 self.counters["connect_failures"] += 1
                 self.last_error = f"connect {url}: {e}"
                 await self._sleep(delay)
