@@ -301,3 +301,47 @@ def test_a_venue_that_refuses_connections_is_retried_with_capped_backoff() -> No
     assert 3 <= c.counters["connect_failures"] <= 60 and c.counters["connects"] == 0
     assert c.last_error.startswith(f"connect ws://127.0.0.1:{port}/stream?streams=btcusdt@depth@0ms")
     assert c.stale() == ["BTCUSDT"] and not c.failed
+
+
+def _spot_capture(path: Path, n: int = 30_000) -> Path:
+    """The USD-M recording's first ``n`` lines as Binance spot frames them: no ``pu`` or ``T`` in a diff, each
+    diff's ``U`` the previous ``u`` + 1 (spot's chain rule), the depth stream ``@depth@100ms``, the REST
+    snapshot without ``E``/``T``. The same book, in spot's framing (the shared data has no spot capture)."""
+    out = []
+    prev_u = None
+    for ln in gzip.open(BINANCE).read().splitlines()[:n]:
+        recv, js = ln.split(b" ", 1)
+        m = json.loads(js)
+        if "lastUpdateId" in m:
+            m = {"lastUpdateId": m["lastUpdateId"], "bids": m["bids"], "asks": m["asks"]}
+        elif m["data"].get("e") == "depthUpdate":
+            d = m["data"]
+            d.pop("pu")
+            d.pop("T", None)
+            if prev_u is not None:
+                d["U"] = prev_u + 1
+            prev_u = d["u"]
+            m["stream"] = "btcusdt@depth@100ms"
+        out.append(recv + b" " + json.dumps(m, separators=(",", ":")).encode())
+    path.write_bytes(gzip.compress(b"\n".join(out) + b"\n"))
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_binance_spot_live_book_equals_book_ticker_through_a_gap_and_a_disconnect(tmp_path: Path) -> None:
+    """Spot's sync rules (``U`` == previous ``u`` + 1; the first diff has ``U <= L + 1 <= u``) live: a gap and a
+    disconnect, each resynced from a REST snapshot at ``/api/v3/depth``; the book equals bookTicker."""
+    capture = _spot_capture(tmp_path / "spot.gz")
+    events, rep = read_binance(capture, TABLE, market="spot")
+    assert rep.counters["gaps"] == 0 and rep.counters["diffs_applied"] > 1500  # a valid spot capture
+    faults = [Fault("gap", 8_000), Fault("disconnect", 16_000)]
+    with serving("binance-spot", capture, rate=20_000, faults=faults) as ex:
+        with client_of(ex, "binance-spot", TABLE) as (c, got, _):
+            assert _until(lambda: ex.position >= 25_000, 60), f"the stream stalled at {ex.position}"
+            assert _until(lambda: not c.stale(), 10), f"still stale: {c.stale()}"
+            counters = c.snapshot_counters()
+            snapshots = [e for e in ex.events("snapshot")]
+    assert counters["decode_gaps"] >= 1 and counters["disconnects"] == 1 and counters["decode_malformed"] == 0
+    assert len(snapshots) >= 3  # the start's, the gap's and the reconnect's
+    compared, mismatches, expected = _ticker_oracle(np.concatenate(got))
+    assert mismatches == 0 and compared >= expected > 50
