@@ -129,18 +129,19 @@ def test_binance_live_book_equals_book_ticker_through_every_fault() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_bybit_live_resyncs_by_resubscribing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("venue", "topic"), [("bybit-linear", b"orderbook.500."), ("bybit-spot", b"orderbook.200.")])
+def test_bybit_live_resyncs_by_resubscribing(tmp_path: Path, venue: str, topic: bytes) -> None:
     """A gap in Bybit's ``u``: the client resubscribes, the server's fresh snapshot resyncs the book, and the
-    last book equals a replay's of the whole recording."""
+    last book equals a replay's of the whole recording. Spot: the same recording under spot's topic."""
     import zipfile
 
     with zipfile.ZipFile(BYBIT) as z:
-        text = z.read(z.namelist()[0])
+        text = z.read(z.namelist()[0]).replace(b"orderbook.500.", topic)
     path = tmp_path / "bybit.txt"
     path.write_bytes(text)
     whole, report = read_bybit(path)
-    with serving("bybit-linear", BYBIT, rate=200, faults=[Fault("gap", 20)]) as ex:
-        with client_of(ex, "bybit-linear", report.symbols) as (c, got, _):
+    with serving(venue, path, rate=200, faults=[Fault("gap", 20)]) as ex:
+        with client_of(ex, venue, report.symbols) as (c, got, _):
             assert _until(lambda: ex.position >= 50, 30)
             assert _until(lambda: not c.stale(), 10), f"still stale: {c.stale()}"
             counters = c.snapshot_counters()
