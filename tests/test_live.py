@@ -16,7 +16,7 @@ from hean.feeds.bybit import read_bybit
 from hean.live.decode import LiveDecoder
 from hean.live.record import Recorder, follow_table
 from hean.live.venues import VENUES, venue_spec
-from hean.records import EventKind
+from hean.records import F_LAST_IN_GROUP, EventKind
 
 DATA = Path(__file__).parent / "data"
 BINANCE = DATA / "binance-usdm-btcusdt-20240808.gz"
@@ -114,9 +114,9 @@ def test_venue_table() -> None:
     assert b.depth_url("http://h:2/", "btcusdt", 1000) == "http://h:2/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
     y = venue_spec("bybit-linear")
     assert y.url("ws://h:1", ["XRPUSDT"]) == "ws://h:1/v5/public/linear"
-    assert (
-        y.subscribe(["XRPUSDT"])
-        == b'{"op":"subscribe","args":["orderbook.500.XRPUSDT","publicTrade.XRPUSDT"],"req_id":"hean"}'
+    assert y.subscribe(["XRPUSDT"]) == (
+        b'{"op":"subscribe","args":["orderbook.500.XRPUSDT","publicTrade.XRPUSDT","orderbook.1.XRPUSDT"],'
+        b'"req_id":"hean"}'
     )
     with pytest.raises(ValueError, match="unknown live venue 'kraken': one of binance-usdm"):
         venue_spec("kraken")
@@ -201,3 +201,30 @@ def test_a_live_feed_needs_symbols(tmp_path: Path) -> None:
     path.write_text(f'[feed]\nsource = "live"\n[live]\nvenue = "bybit-spot"\nrecord = "{tmp_path}"\n{SYMBOL}')
     cfg = load_config(path)
     assert (cfg.feed.source, cfg.live.venue, cfg.live.silence_s) == ("live", "bybit-spot", 10.0)
+
+
+def test_bybit_best_bid_ask_beside_a_book_is_the_exchanges_own_top(tmp_path: Path) -> None:
+    """``orderbook.1`` beside the symbol's deeper book (Bybit sends only snapshots of it) -> a TICKER per side
+    present, as Binance's bookTicker, never applied to the book; alone, ``orderbook.1`` is the book."""
+    head = '{"topic": "orderbook.%s.XRPUSDT","type":"snapshot","ts":%d,"data":{"s":"XRPUSDT",'
+    book = head % ("500", 5) + '"b":[["1.50","10"]],"a":[["1.53","7"]],"u":9,"seq":1}}'
+    top = head % ("1", 6) + '"b":[["1.50","10"]],"a":[["1.52","7"]],"u":40,"seq":2}}'
+    one = head % ("1", 7) + '"b":[],"a":[["1.51","3"]],"u":41,"seq":3}}'
+    path = tmp_path / "top.txt"
+    path.write_text(f"100 {book}\n200 {top}\n300 {one}\n")
+    ev, rep = read_bybit(path)
+    t = ev[ev["kind"] == EventKind.TICKER]
+    assert t[["side", "price", "qty", "update_id", "ts_origin"]].tolist() == [
+        (1, 150, 10, 40, 200),
+        (-1, 152, 7, 40, 200),
+        (-1, 151, 3, 41, 300),
+    ]
+    assert [bool(f & F_LAST_IN_GROUP) for f in t["flags"]] == [False, True, True]
+    assert rep.counters["tickers"] == 2 and rep.counters["snapshots"] == 1
+    assert (ev[ev["kind"] == EventKind.LEVEL_SET]["price"] == [150, 153]).all()  # the book is the 500-level one
+    path.write_text(f"200 {top}\n300 {one}\n")  # alone: orderbook.1 is the book
+    ev, rep = read_bybit(path)
+    assert rep.counters["snapshots"] == 2 and rep.counters["tickers"] == 0
+    dec = LiveDecoder(venue_spec("bybit-linear"), rep.symbols)  # live: the client takes both topics
+    got = dec.decode("XRPUSDT", f"200 {top}\n".encode())
+    assert got["kind"].tolist() == [EventKind.TICKER, EventKind.TICKER]

@@ -8,6 +8,9 @@ Input: JSON lines as the WebSocket sends them, optionally each prefixed by ``<lo
   ``u`` is a sequence per topic: a delta whose ``u`` is not the previous ``u + 1`` emits OUT_OF_SYNC and the
   symbol's deltas are dropped (counted) until the next snapshot; deltas before the first snapshot are
   counted as ``deltas_before_snapshot``.
+* ``orderbook.1.{symbol}`` beside a deeper ``orderbook.N.{symbol}`` of the same symbol is the best bid/ask
+  (Bybit sends only snapshots of it): a TICKER per side present, as Binance's bookTicker -- the exchange's
+  own top, the oracle of the book, not applied to it. Alone, ``orderbook.1`` is the symbol's book.
 * ``publicTrade.{symbol}``: each trade -> TRADE (side = aggressor ``S``; ``order_id`` = the trade id ``i``
   when numeric, else 0: Bybit's ids are UUIDs).
 
@@ -17,6 +20,7 @@ the receive-time prefix when present, else ``ts``. ``update_id`` = ``u``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
@@ -72,8 +76,9 @@ class _Trade(msgspec.Struct):
 _LINE = msgspec.json.Decoder(_Line)
 _BOOK = msgspec.json.Decoder(_Book)
 _TRADES = msgspec.json.Decoder(list[_Trade])
-K_SNAPSHOT, K_DELTA, K_TRADE = 1, 2, 3
-_COUNTERS = ["snapshots", "deltas_applied", "deltas_before_snapshot", "deltas_unsynced", "gaps", "trades"]
+K_SNAPSHOT, K_DELTA, K_TRADE, K_TICKER = 1, 2, 3, 4
+_COUNTERS = ["snapshots", "deltas_applied", "deltas_before_snapshot", "deltas_unsynced", "gaps", "trades", "tickers"]
+_DEEP_BOOK = re.compile(rb'"topic":\s*"orderbook\.(?!1\.)\d+\.([^"]+)"')
 
 
 _MAX_MS = (2**63 - 1) // 1_000_000  # the largest time in ms whose ns still fits in int64
@@ -131,15 +136,19 @@ class BybitSync:
 
 
 def decode_bybit(
-    data: bytes, symbols: SymbolTable, sync: BybitSync, label: str = "live"
+    data: bytes, symbols: SymbolTable, sync: BybitSync, label: str = "live", deep: frozenset[str] = frozenset()
 ) -> tuple[np.ndarray, ReadReport]:
     """One chunk of lines (``<receive ns> <json>``) through the replay's parser and sync rules, the state
-    carried in ``sync``; bad lines are counted in the report, never raised."""
-    return _read(label, data, symbols, True, sync)
+    carried in ``sync``; bad lines are counted in the report, never raised. ``deep``: the symbols the stream
+    also has a deeper book of (their ``orderbook.1`` is a ticker: a chunk may not show the deeper topic)."""
+    return _read(label, data, symbols, True, sync, deep)
 
 
-def _read(path: str, data: bytes, symbols, lenient: bool, sync: BybitSync | None):
-    """The body of :func:`read_bybit` over bytes already read; ``sync`` None: a whole recording."""
+def _read(path: str, data: bytes, symbols, lenient: bool, sync: BybitSync | None, deep=None):
+    """The body of :func:`read_bybit` over bytes already read; ``sync`` None: a whole recording; ``deep``
+    None: the symbols with a deeper book than ``orderbook.1`` are the recording's own."""
+    if deep is None:
+        deep = {m.decode("utf-8", "replace") for m in _DEEP_BOOK.findall(data)}
     report = ReadReport(path, "bybit")
     errors = LineErrors(report, lenient)
     starts, ends = split_lines(data)
@@ -160,7 +169,15 @@ def _read(path: str, data: bytes, symbols, lenient: bool, sync: BybitSync | None
                 raise ValueError(f"receive time {recv} ns is beyond int64")
             msg = _LINE.decode(body)
             topic = msg.topic
-            if topic.startswith("orderbook."):
+            if topic.startswith("orderbook.1.") and topic[12:] in deep:  # the best bid/ask beside a book
+                d = _BOOK.decode(msg.data)
+                if msg.type not in ("snapshot", "delta") or d.u < 0 or not d.s:
+                    errors.bad(li, f"orderbook message without type snapshot/delta, s or u: {msg.type!r}")
+                    continue
+                parsed = [(K_TICKER, d.s, msg.ts, d.u, 0, 0)]
+                segs = [[d.b or b"[]", d.a or b"[]"]]
+                seg_roles = (ROLE_PAIRS, ROLE_PAIRS)
+            elif topic.startswith("orderbook."):
                 d = _BOOK.decode(msg.data)
                 if msg.type not in ("snapshot", "delta") or d.u < 0 or not d.s:
                     errors.bad(li, f"orderbook message without type snapshot/delta, s or u: {msg.type!r}")
@@ -240,6 +257,18 @@ def _read(path: str, data: bytes, symbols, lenient: bool, sync: BybitSync | None
             ev["order_id"][n] = mtid[i]
             n += 1
             cnt["trades"] += 1
+            continue
+        if kind == K_TICKER:  # the exchange's own top, as Binance's bookTicker: a TICKER per side present
+            start = n
+            for k, side in ((0, 1), (1, -1)):
+                sg = 2 * i + k
+                if tok_count[sg] >= 2:
+                    t = tok_first[sg]
+                    _fill(ev[n : n + 1], EventKind.TICKER, head, side, units[t], units[t + 1], 0)
+                    n += 1
+            if n > start:
+                ev["flags"][n - 1] |= F_LAST_IN_GROUP
+            cnt["tickers"] += 1
             continue
         if kind == K_DELTA:
             if not synced.get(sym, False):

@@ -37,6 +37,8 @@ class LiveDecoder:
         self.waiting: dict[str, list[bytes]] = {s.name: [] for s in symbols}  # Binance diffs before a snapshot
         # applied: diffs the book took; stale_drops: diffs the sync rules dropped (older than the snapshot, or
         # after a break before the next one): with the ones waiting, every diff received is one of these
+        # Bybit: the symbols whose orderbook.1 the client takes beside the depth book (as their ticker)
+        self.deep = frozenset(s.name for s in symbols) if spec.reader == "bybit" else frozenset()
         self.counters = {"lines": 0, "malformed": 0, "gaps": 0, "snapshots": 0, "applied": 0, "stale_drops": 0}
         self.reasons: list[str] = []  # the first few malformed lines' reasons
 
@@ -63,7 +65,7 @@ class LiveDecoder:
             self.counters["stale_drops"] += c.get("diffs_before_snapshot", 0)
             self.counters["applied"] += c.get("diffs_applied", 0)
         else:
-            ev, report = decode_bybit(lines, self.symbols, self.sync)
+            ev, report = decode_bybit(lines, self.symbols, self.sync, deep=self.deep)
             c = report.counters
             self.counters["stale_drops"] += c.get("deltas_before_snapshot", 0) + c.get("deltas_unsynced", 0)
             self.counters["applied"] += c.get("deltas_applied", 0)

@@ -24,7 +24,7 @@ class VenueSpec:
     ws_path: str  # path of the public stream endpoint
     depth_path: str  # REST depth snapshot path ("" for Bybit: it sends snapshots on subscribe)
     depth_stream: str  # stream/topic name of the depth diffs, with {s} (symbol, as the venue spells it)
-    other_streams: tuple[str, ...]  # trades, best bid/ask
+    other_streams: tuple[str, ...]  # trades, best bid/ask (Binance bookTicker, Bybit orderbook.1)
 
     @property
     def rest_snapshots(self) -> bool:
@@ -89,7 +89,7 @@ VENUES: dict[str, VenueSpec] = {
             "/v5/public/linear",
             "",
             "orderbook.500.{s}",
-            ("publicTrade.{s}",),
+            ("publicTrade.{s}", "orderbook.1.{s}"),
         ),
         VenueSpec(
             "bybit-spot",
@@ -100,7 +100,7 @@ VENUES: dict[str, VenueSpec] = {
             "/v5/public/spot",
             "",
             "orderbook.200.{s}",
-            ("publicTrade.{s}",),
+            ("publicTrade.{s}", "orderbook.1.{s}"),
         ),
     )
 }
