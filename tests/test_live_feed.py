@@ -141,13 +141,14 @@ def test_bybit_live_resyncs_by_resubscribing(tmp_path: Path, venue: str, topic: 
     path.write_bytes(text)
     whole, report = read_bybit(path)
     with serving(venue, path, rate=200, faults=[Fault("gap", 20)]) as ex:
-        with client_of(ex, venue, report.symbols) as (c, got, _):
+        with client_of(ex, venue, report.symbols, ping_s=0.05) as (c, got, _):
             assert _until(lambda: ex.position >= 50, 30)
             assert _until(lambda: not c.stale(), 10), f"still stale: {c.stale()}"
             counters = c.snapshot_counters()
             subscribes = len(ex.events("subscribe"))
     assert counters["decode_gaps"] == 1 and counters["resyncs"] == 2
     assert subscribes >= 2  # the first subscription and the resync's
+    assert counters["pongs"] >= 1 and counters["exchange_errors"] == 0  # its {"op":"ping"}s were answered
     ev = np.concatenate(got)
     assert _top(ev) == _top(whole)
 

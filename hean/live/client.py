@@ -61,6 +61,7 @@ COUNTERS = (
     "exchange_errors",  # error messages from the venue on the WebSocket
     "unrouted",  # frames that name no symbol we take (malformed, or an unknown message)
     "resyncs",  # stale windows closed by a snapshot
+    "pongs",  # Bybit: answers to the client's pings
 )
 
 
@@ -282,6 +283,8 @@ class LiveClient:
         """A message that is not a symbol's: an acknowledgement, a pong, an error or something malformed."""
         low = payload[:200].lower()
         if b'"success":true' in low:
+            if b'"op":"ping"' in low:
+                self.counters["pongs"] += 1
             return
         if b"error" in low or b'"code"' in low or b'"success":false' in low:
             self.counters["exchange_errors"] += 1
