@@ -179,6 +179,7 @@ SYMBOL = '[[symbols]]\nname = "BTCUSDT"\ntick_size = "0.1"\nlot_size = "0.001"\n
         ("", "[live]\nbackoff_min_s = 2.0\nbackoff_max_s = 1.0\n", "key 'live.backoff_max_s': must be >= 2.0"),
         ("", "[live]\ndepth_limit = 1\n", "key 'live.depth_limit': must be >= 5"),
         ("", "[engine]\nlockstep = true\n", "key 'engine.lockstep': a live feed cannot wait"),
+        ("", "[engine]\nring_capacity = 1024\n", "key 'engine.ring_capacity': 1024 slots cannot take a snapshot"),
         ("latency_ns = 5\n", "", "the live feed's messages are received as they are made"),
     ],
 )

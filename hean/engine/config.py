@@ -462,6 +462,12 @@ def _validate_live(cfg: Config) -> None:
     _number("live.ping_s", lv.ping_s, 0.1, 3600)
     if cfg.engine.lockstep:
         raise ConfigError("key 'engine.lockstep': a live feed cannot wait for the pipeline (the market does not)")
+    need = 2 * lv.depth_limit + 2  # a REST snapshot's events: a clear and its levels, in one push
+    if cfg.engine.ring_capacity < need:
+        raise ConfigError(
+            f"key 'engine.ring_capacity': {cfg.engine.ring_capacity} slots cannot take a snapshot of "
+            f"live.depth_limit = {lv.depth_limit} levels a side ({need - 1} events); use at least {_next_pow2(need)}"
+        )
 
 
 def as_list(value: str | list[str]) -> list[str]:
