@@ -223,10 +223,12 @@ def feed_step(F, ins, outs, tm, now, flags):
     return total
 
 
-@kernel(forceinline=True, error_model="numpy")
+@kernel(error_model="numpy")
 def _live_step(F, src, chain, market, tm, now):
     """Live: pass on up to a buffer of the events the live client pushed, as they came (book chain first);
-    events passed, 0 when none came or there is no room (the client counts a full ``live`` ring)."""
+    events passed, 0 when none came or there is no room (the client counts a full ``live`` ring).
+
+    A call, not inlined: the synthetic and replay loops carry one call instruction for it, not its body."""
     if feed_exhausted(F):
         return -1
     start, n = available(src.hdr)
