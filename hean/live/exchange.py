@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import itertools
 import json
@@ -481,10 +482,8 @@ class LocalExchange:
         if thread is None:
             return
         if loop is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
                 loop.call_soon_threadsafe(self._stop_event.set)
-            except RuntimeError:
-                pass  # the loop has just closed
         thread.join(2.0)
         self._thread = None
 
