@@ -194,3 +194,87 @@ def test_recorded_response_latency_holds_reports_back(files, tmp_path, entry_us,
     rows = [(-1_000_000, entry_us, 300), (1_000_000, entry_us, 300)]
     r = _run(files, report_us=5, again=1, latency_file=_round_trips(tmp_path, rows))
     assert [int(p) for p in r.fills["price"]] == ([101, 101] if second == "filled" else [101])
+
+
+SECOND = """
+import numpy as np
+from hean.api import BUY, IOC, Strategy, callback, limit
+
+STATE = [("books", "i8")]
+
+@callback
+def on_book(ctx, s):
+    st = ctx.state[s]
+    st.books += 1
+    if st.books == 2:
+        limit(ctx, s, BUY, np.int64(101), 1, IOC, 0)
+
+STRATEGY = Strategy(on_book=on_book, state=STATE)
+"""
+
+
+@pytest.fixture(scope="module")
+def ticker_files(tmp_path_factory):
+    """The pull recording with the exchange's own top (a TICKER pair) at t0 + 400 us before a level change
+    stamped t0 + 100 us: time runs back, so that change is received -- and the order it causes sent -- at
+    400 us. No stage acts on the TICKER pair; a deterministic unpaced replay passes over it without a
+    pipeline pass, and its time must reach the venue all the same."""
+    folder = tmp_path_factory.mktemp("ticker")
+    ev = list(_recording()[:3])
+    ev += [
+        _event(T0 + 400 * US, EventKind.TICKER, BID, 100, 10),
+        _event(T0 + 400 * US, EventKind.TICKER, ASK, 101, 10, F_LAST_IN_GROUP),
+        _event(T0 + 100 * US, EventKind.LEVEL_SET, BID, 50, 1, F_LAST_IN_GROUP),
+    ]
+    ev += list(_recording()[3:])
+    out = np.array(ev, MARKET_EVENT)
+    out["seq"] = np.arange(1, len(out) + 1)
+    rec = folder / "ticker.hev"
+    write_native(rec, out, SymbolTable([{"name": "X", "tick_size": "1", "lot_size": "1"}]))
+    (folder / "second.py").write_text(SECOND)
+    return str(rec), f"{folder / 'second.py'}:STRATEGY", len(out)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("entry_us", "fate"), [(100, "filled"), (101, "expired")])
+def test_a_message_passed_over_still_moves_the_venues_clock(ticker_files, entry_us, fate):
+    """The order on the second book is sent at 400 us (the TICKER pair's time, which the level change after
+    it is clamped to), so it arrives at the pull with 100 us of entry latency and after it with 101; a venue
+    clock that missed the passed-over pair would send it at 100 us and fill both."""
+    rec, second, _ = ticker_files
+    config = {"venues": [{"name": "sim", "params": {"entry_latency_ns": entry_us * US}}]}
+    r = hean.backtest(rec, second, config=config, format="native")
+    assert len(r.orders) == 1
+    assert len(r.fills) == (1 if fate == "filled" else 0)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("pace", "passed_over"), [({"feed.pace": "fast"}, 2), ({"feed.pace": "rate"}, 0)])
+def test_an_unpaced_lockstep_replay_passes_over_what_no_stage_acts_on(ticker_files, pace, passed_over):
+    """The TICKER pair is counted as published but reaches neither the book nor the venue when unpaced
+    (paced, each message keeps its slot in time and goes through); the orders and fills are the same."""
+    from hean.engine.config import load_config
+    from hean.engine.supervisor import Supervisor
+    from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT
+
+    rec, second, n = ticker_files
+    cfg = load_config(
+        overrides={
+            "feed.source": "replay",
+            "feed.path": rec,
+            "feed.format": "native",
+            "feed.rate": 1_000_000.0,
+            **pace,
+            "engine.lockstep": True,
+            "engine.duration_s": 0.0,
+            "strategy.name": second,
+            "venues": [{"name": "sim", "params": {"entry_latency_ns": 101 * US}}],
+            "placement.workers": [["feed", "book", "strategy", "risk", "router", "venue"]],
+        }
+    )
+    result = Supervisor(cfg).run()
+    assert result.exit_code == 0, result.error
+    t = result.telemetry
+    assert t["feed"]["counters"][C_EVENTS_OUT] == n
+    assert t["book"]["counters"][C_EVENTS_IN] == n - passed_over
+    assert (t["router"]["counters"][C_ORDERS], t["router"]["counters"][C_FILLS]) == (1, 0)

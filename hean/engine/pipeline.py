@@ -51,6 +51,8 @@ P_SPIN_SLEEP = 3  # idle polls before sleeping
 P_SLEEP_NS = 4
 P_LOCKSTEP = 5  # 1: deterministic lockstep
 P_UNTIMED = 6  # 1: no latency histograms: one clock read per pass (engine.latency_stats = false)
+P_LEAVE_IDLE = 7  # > 0: leave the loop after this many idle passes in a row once the source is done (an
+#                   in-process backtest's end: it returns to its caller to be checked, not after max_loops)
 P_SUPERVISOR = 8  # the supervisor's pid: the worker's parent (0: no supervisor, e.g. an in-process backtest)
 P_SUP_TIMEOUT_NS = 9  # the supervisor's heartbeat older than this: it is stopped or hung
 P_SUP_TID = 10  # the thread id holding the supervisor's life lock (0: the lock is not used)
@@ -186,7 +188,8 @@ def quiescent(W):
 def run_loop(W, max_loops):
     """The worker's busy-poll loop; returns the number of iterations it ran.
 
-    Leaves when STOP is set (or after ``max_loops`` iterations when > 0: warm-up and tests). HALT (a dead
+    Leaves when STOP is set (or after ``max_loops`` iterations when > 0: warm-up and tests; or, with
+    P_LEAVE_IDLE, once the source is done and that many passes in a row found nothing to do). HALT (a dead
     worker elsewhere) makes the router refuse every later order: nothing more leaves it. At every heartbeat
     the worker checks its supervisor; without one it halts order flow and leaves once drained
     (ORPHAN_DRAIN_NS at most), with ERR_SUPERVISOR_LOST in its error word.
@@ -199,6 +202,7 @@ def run_loop(W, max_loops):
     lockstep = W.params[P_LOCKSTEP] != 0
     mode = (F_LOCKSTEP if lockstep else np.int64(0)) | (F_UNTIMED if W.params[P_UNTIMED] != 0 else np.int64(0))
     timed = W.params[P_UNTIMED] == 0
+    leave_idle = W.params[P_LEAVE_IDLE]
     idle_acc = 0  # idle passes not yet added to the stages' counters (added in batches: cheaper idle pass)
     orphaned_at = 0  # when the supervisor was found gone (0: it is not)
     t0 = now_ns()
@@ -222,6 +226,8 @@ def run_loop(W, max_loops):
                 views(W, t0)
             if orphaned_at != 0 and (all_empty(W.rings) or t0 - orphaned_at > ORPHAN_DRAIN_NS):
                 break  # drained (or a peer that would drain it is gone): leave
+            if leave_idle > 0 and idle >= leave_idle and load_relaxed(ctl, C.FEED_DONE) != 0:
+                break  # the caller checks that the pipeline drained
             wait_step(W.params, idle)
         else:
             idle = 0

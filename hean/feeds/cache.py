@@ -35,6 +35,7 @@ left by a crash are removed after an hour.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -74,6 +75,12 @@ FRESH_S = 2.0  # a recording modified this recently is converted but not kept (a
 _SCHEMA = 1  # of the header's "source" document
 
 _readers_digest: str | None = None
+_version_text: str | None = None
+# Entries this process mapped and checked, by (path, inode, size, mtime): mapped once, checksummed once. A
+# sweep or a benchmark replays the same file many times; an entry rewritten since is another key.
+_checked: dict[tuple[str, int, int, int], tuple[np.ndarray, Any]] = {}
+_CHECKED_MAX = 8
+TOUCHED_S = 60.0  # an entry used this recently is not marked used again (_touch)
 
 
 @dataclass
@@ -122,13 +129,17 @@ def _readers() -> str:
 
 
 def _version() -> str:
-    """HEAN's version, from its installed metadata (the feeds layer does not import the package's top)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """HEAN's version, from its installed metadata (the feeds layer does not import the package's top); read
+    once per process."""
+    global _version_text
+    if _version_text is None:
+        from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version("hean")
-    except PackageNotFoundError:
-        return "unknown"
+        try:
+            _version_text = version("hean")
+        except PackageNotFoundError:
+            _version_text = "unknown"
+    return _version_text
 
 
 def _key(real: str, st: os.stat_result, format: str, share: float | None, symbol: str | None) -> dict[str, Any]:
@@ -209,13 +220,29 @@ def _load(entry_path: Path, key: dict[str, Any], shown: str) -> Cached:
     doc = read_entry_header(entry_path)
     if doc["key"] != key:
         raise FeedError(entry_path, None, "made for another recording or another HEAN")
-    events, symbols = _map_unvalidated(entry_path)  # (valid when made: the checksum says it is that file)
+    st = entry_path.stat()
+    ident = (str(entry_path), st.st_ino, st.st_size, st.st_mtime_ns)
     r = doc["report"]
-    if r["events"] != len(events) or doc["checksum"] != checksum(events):
-        raise FeedError(entry_path, None, "records do not match their checksum")
+    if ident in _checked:
+        events, symbols = _checked[ident]
+    else:
+        events, symbols = _map_unvalidated(entry_path)  # (valid when made: the checksum says it is that file)
+        if r["events"] != len(events) or doc["checksum"] != checksum(events):
+            raise FeedError(entry_path, None, "records do not match their checksum")
+        if len(_checked) >= _CHECKED_MAX:
+            _checked.pop(next(iter(_checked)))
+        _checked[ident] = (events, symbols)
     report = ReadReport(shown, r["format"], symbols, r["lines"], r["messages"], r["events"], r["skipped"],
                         list(r["reasons"]), dict(r["counters"]))  # fmt: skip
     return Cached(events, report, entry_path, False)
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry used now, for eviction by age of use -- unless it was within TOUCHED_S: an entry's
+    mtime then stays put while a sweep replays it, so this process's check of it (:data:`_checked`) holds."""
+    with contextlib.suppress(OSError):
+        if time.time() - path.stat().st_mtime > TOUCHED_S:
+            os.utime(path)
 
 
 def _remove(path: Path) -> None:
@@ -257,16 +284,11 @@ def cached_events(
     key = _key(real, st, format, lenient_share(lenient), symbol)
     entry_path = folder / f"{_digest(key)}{SUFFIX}"
     if entry_path.exists():
+        _touch(entry_path)  # recently used: the last to be evicted
         try:
-            hit = _load(entry_path, key, str(path))
+            return _load(entry_path, key, str(path))
         except (FeedError, ValueError, KeyError, TypeError, OSError):
             _remove(entry_path)  # damaged, truncated or foreign: never trusted, made again below
-        else:
-            try:
-                os.utime(entry_path)  # recently used: the last to be evicted
-            except OSError:
-                pass
-            return hit
     events, report = load_events(path, format, lenient=lenient, symbol=symbol)
     try:
         now = os.stat(real)

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hean.atomics import store_relaxed
-from hean.jit import kernel
+from hean.jit import entry, kernel
 from hean.records import BOOK_STATE, MARKET_EVENT, BookStateKind, EventKind
 from hean.stages.book import (
     ERR_OVERFLOW,
@@ -154,6 +154,17 @@ def book_errors(state) -> dict[str, int]:
     return {n: int(errors[-st]) for n, st in zip(ERROR_COUNTERS, _ERROR_STATUS, strict=True) if errors[-st]}
 
 
+@entry(error_model="numpy")
+def _any_l3(events):
+    """Is any event an L3 kind? One pass that stops at the first (every backtest asks: 0.3 ms for 600k L2
+    events, where numpy's masks over the strided kind column took 3.5 ms)."""
+    for i in range(events.shape[0]):
+        k = events[i].kind
+        if k >= _ADD and k <= _EXECUTE:
+            return True
+    return False
+
+
 def l3_capacity(events: np.ndarray) -> tuple[int, int] | None:
     """``(orders, levels)`` the L3 tables need for ``events`` (MARKET_EVENTs), or None when there is no L3
     event in them (an L2 recording).
@@ -165,9 +176,9 @@ def l3_capacity(events: np.ndarray) -> tuple[int, int] | None:
     as many (a level holds at least one order). Each order of capacity costs about 250 bytes (its slot, a
     level's, their hash maps) in the book stage and as much in the venue. One pass of numpy over the kinds,
     no book."""
-    chunks = [events[i : i + _CHUNK] for i in range(0, len(events), _CHUNK)]  # a busy day: 10^8 events
-    if not any(((part["kind"] >= _ADD) & (part["kind"] <= _EXECUTE)).any() for part in chunks):
+    if not len(events) or not _any_l3(events):
         return None  # (an L2 recording: told by one look at the kinds)
+    chunks = [events[i : i + _CHUNK] for i in range(0, len(events), _CHUNK)]  # a busy day: 10^8 events
     peak = running = 0
     for part in chunks:
         kind = part["kind"]

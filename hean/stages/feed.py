@@ -47,7 +47,7 @@ from hean.feeds.synthetic import make_synthetic, max_events_per_message, synthet
 from hean.jit import kernel
 from hean.rings.spsc import available
 from hean.stages.declare import F_LOCKSTEP, BuildContext, Stage, Stream
-from hean.stages.ports import BATCH, put_all_each, put_each, release_to, room_each, service, slot
+from hean.stages.ports import BATCH, put_all_each, put_each, put_range_each, release_to, room_each, service, slot
 from hean.stages.simclock import NOTHING_DUE, venue_next
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_USER_BASE, tm_add
 from hean.telemetry.histogram import hist_record
@@ -80,7 +80,9 @@ F_LAT_NS = 13  # feed latency, ns (latency = "constant")
 F_LAT_REC = 14  # 1: the recording's own receive time (latency = "recorded")
 F_LAT_OFFSET = 15  # latency = "recorded": the receive clock's offset (the smallest receive - exchange time)
 F_TIMED = 16  # 1: latency histograms (engine.latency_stats): the worker's lag and the service time
-F_LEN = 17
+F_PASS_OVER = 17  # 1: deterministic unpaced replay passes over messages no stage acts on (_pass_over)
+F_VOWED = 18  # the venue's clock as the messages passed over would have set it (0: none owed; _settle)
+F_LEN = 19
 PACES = {"rate": 0, "recorded": 1, "fast": 2}
 
 H_LATE = 1  # histogram row: how late each message went out (pass start minus its scheduled time)
@@ -111,8 +113,7 @@ class FeedState(NamedTuple):
     fp: np.ndarray  # int64[F_LEN]
     synth: object  # hean.feeds.synthetic.SyntheticState
     replay: np.ndarray  # MARKET_EVENT[]: the recording (empty for the synthetic feed)
-    buf: np.ndarray  # MARKET_EVENT[]: the message being published
-    vbuf: np.ndarray  # MARKET_EVENT[len(buf)]: deterministic replay: the message going to the venue
+    buf: np.ndarray  # MARKET_EVENT[]: the message being published (its size bounds a message's piece)
     tick: np.ndarray  # MARKET_EVENT[1]: a CLOCK record
     sim: np.ndarray  # the simclock view: the venue's next due time (hean.stages.simclock)
 
@@ -146,15 +147,7 @@ def _load_message(F, now):
         ev = F.replay
         start = fp[F_POS]
         end = min(_message_end(ev, start), start + buf.shape[0])  # a huge group goes out in pieces
-        if fp[F_MSGS] == 0:
-            fp[F_T0] = now
-            fp[F_REC_T0] = ev[start].ts_origin
-        if fp[F_PACE] == 0:
-            sched = fp[F_T0] + fp[F_MSGS] * fp[F_PERIOD_NS]
-        elif fp[F_PACE] == 1:
-            sched = fp[F_T0] + (ev[start].ts_origin - fp[F_REC_T0])
-        else:
-            sched = now
+        sched = _replay_schedule(F, now)
         if now < sched:
             return 0
         n = end - start
@@ -164,6 +157,20 @@ def _load_message(F, now):
     for j in range(n):
         buf[j].ts_origin = sched  # latency counts from the scheduled time: no coordinated omission
     return n
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _replay_schedule(F, now):
+    """Scheduled send time of the recording's next message (the first one fixes the schedule's origin)."""
+    fp = F.fp
+    if fp[F_MSGS] == 0:
+        fp[F_T0] = now
+        fp[F_REC_T0] = F.replay[fp[F_POS]].ts_origin
+    if fp[F_PACE] == 0:
+        return fp[F_T0] + fp[F_MSGS] * fp[F_PERIOD_NS]
+    if fp[F_PACE] == 1:
+        return fp[F_T0] + (F.replay[fp[F_POS]].ts_origin - fp[F_REC_T0])
+    return now
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -216,7 +223,7 @@ def feed_step(F, ins, outs, tm, now, flags):
         # applies a message's events before any order published after them either way)
         put_all_each(chain, F.buf, n)
         put_all_each(market, F.buf, n)
-        _published(F, tm, now, n)
+        _published(F, tm, now, n, F.buf[0].ts_origin)
         total += n
     if total:
         _service(F, tm, now, total)
@@ -249,18 +256,24 @@ def _live_step(F, src, chain, market, tm, now):
     tm_add(tm.counters, C_EVENTS_IN, n)
     fp = F.fp
     fp[F_MSGS] += msgs - 1
-    _published(F, tm, now, n)  # counts one message: msgs in all
+    _published(F, tm, now, n, buf[0].ts_origin)  # counts one message: msgs in all
     _service(F, tm, now, n)
     return n
 
 
 @kernel(forceinline=True, error_model="numpy")
-def _published(F, tm, now, n):
-    """A message of ``n`` events went to the book chain: count it."""
+def _published(F, tm, now, n, sched):
+    """A message of ``n`` events, scheduled at ``sched``, went to the book chain: count it."""
+    if F.fp[F_TIMED] != 0:
+        hist_record(tm.hists[H_LATE], now - sched)  # the worker's lag behind the schedule
+    _counted(F, tm, now, n)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _counted(F, tm, now, n):
+    """A message of ``n`` events is done with (published, or passed over): the run's progress."""
     fp = F.fp
     fp[F_MSGS] += 1
-    if fp[F_TIMED] != 0:
-        hist_record(tm.hists[H_LATE], now - F.buf[0].ts_origin)  # the worker's lag behind the schedule
     store_relaxed(tm.counters, U_MESSAGES, fp[F_MSGS])
     if tm.counters[U_FIRST_NS] == 0:
         store_relaxed(tm.counters, U_FIRST_NS, now)
@@ -281,10 +294,25 @@ def _clock(F, market, t, now):
     forward."""
     fp = F.fp
     fp[F_VCLOCK] = max(fp[F_VCLOCK], t)
+    _tick(F, market, max(fp[F_VCLOCK], fp[F_VOWED]), now)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _tick(F, market, t, now):
+    """A CLOCK record at ``t`` to the venue (the caller checked the room): it settles any clock owed."""
+    F.fp[F_VOWED] = 0
     r = F.tick[0]
-    r.ts_exch = fp[F_VCLOCK]
+    r.ts_exch = t
     r.ts_origin = now
     put_each(market, r)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _settle(F, market, now):
+    """Before anything else goes to the venue: the clock the messages passed over would have set, as a
+    CLOCK record (the caller checked the room for it)."""
+    if F.fp[F_VOWED] != 0:
+        _tick(F, market, F.fp[F_VOWED], now)
 
 
 @kernel(forceinline=True, error_model="numpy")
@@ -307,8 +335,9 @@ def _to_chain(F, chain, market, tm, now, t):
         return 0
     if t != fp[F_VCLOCK]:
         _clock(F, market, t, now)
+    _settle(F, market, now)
     put_all_each(chain, F.buf, n)
-    _published(F, tm, now, n)
+    _published(F, tm, now, n, F.buf[0].ts_origin)
     _service(F, tm, now, n)
     return n
 
@@ -336,7 +365,65 @@ def _quiet(ev, start, end):
 
 
 @kernel(forceinline=True, error_model="numpy")
+def _inert(ev, start, end):
+    """Does no stage act on these events? TICKER only: the exchange's own best bid/ask, an oracle that the
+    book and the venue pass over (their only effect is the venue's clock). ``(inert, latest exchange time)``.
+    """
+    t = ev[start].ts_exch
+    for i in range(start, end):
+        if ev[i].kind != _TICKER:
+            return False, t
+        t = max(t, ev[i].ts_exch)
+    return True, t
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _pass_over(F, tm, now):
+    """Deterministic unpaced replay: count and pass over the next messages that no stage would act on
+    (:func:`_inert`) -- without a pipeline pass each: the venue's clock they would have moved is owed
+    (F_VOWED) and goes to the venue as one CLOCK record before anything else does (:func:`_settle`). Only
+    where the message would have gone to both at once (:func:`_replay_action`: the same message next for
+    both, received when it happens, nothing due at the venue by its last event), so no action comes between.
+    Events passed over."""
+    fp = F.fp
+    ev = F.replay
+    total = 0
+    for _ in range(FEED_BURST):
+        pc = fp[F_POS]
+        if fp[F_VPOS] != pc or pc >= ev.shape[0]:
+            break
+        end = min(_message_end(ev, pc), pc + F.buf.shape[0])
+        inert, t_last = _inert(ev, pc, end)
+        if not inert:
+            break
+        t = max(ev[pc].ts_exch, fp[F_VCLOCK])
+        t_chain = _receive_time(F, pc)
+        due = venue_next(F.sim)
+        if t != t_chain or (due != NOTHING_DUE and due <= max(t, t_last)):
+            break
+        fp[F_POS] = end
+        fp[F_VPOS] = end
+        fp[F_VCLOCK] = t
+        fp[F_CCLOCK] = t_chain
+        fp[F_VOWED] = max(fp[F_VOWED], t, t_last)
+        _counted(F, tm, now, end - pc)
+        total += end - pc
+    return total
+
+
+@kernel(forceinline=True, error_model="numpy")
 def _replay_action(F, chain, market, tm, now):
+    """Deterministic replay: :func:`_pass_over` the messages no stage acts on, then :func:`_next_action`;
+    the events passed over plus what that returns (-1 at the end only when nothing was passed over)."""
+    over = _pass_over(F, tm, now) if F.fp[F_PASS_OVER] != 0 else 0
+    n = _next_action(F, chain, market, tm, now)
+    if over == 0:
+        return n
+    return over + max(n, 0)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _next_action(F, chain, market, tm, now):
     """Deterministic replay: the earliest of the venue's next message, the book chain's next message and the
     venue's wake-up (see the module docstring): 1 or the events published, 0 without room, -1 at the end."""
     fp = F.fp
@@ -352,16 +439,16 @@ def _replay_action(F, chain, market, tm, now):
     if wake:
         if not room_each(market, 1, tm.counters):
             return 0
-        _clock(F, market, due, now)
+        _clock(F, market, due, now)  # (due comes after any clock owed: it settles it)
         return 1
     if not venue_next_msg:
         n = _to_chain(F, chain, market, tm, now, t_chain)
         if n:
             fp[F_CCLOCK] = t_chain
         return n
-    end = min(_message_end(ev, pv), pv + F.vbuf.shape[0])  # the chain's pieces of a huge group, the same
+    end = min(_message_end(ev, pv), pv + F.buf.shape[0])  # the chain's pieces of a huge group, the same
     n = end - pv
-    if not room_each(market, n, tm.counters):
+    if not room_each(market, n + 1, tm.counters):
         return 0
     # The same message to both at once when nothing can come between: received when it happens, nothing
     # due at the venue by then, and nothing in it from which the venue could make a report before the
@@ -369,16 +456,15 @@ def _replay_action(F, chain, market, tm, now):
     both = pv == pc and t == t_chain and (due == NOTHING_DUE or due > t) and _quiet(ev, pv, end)
     if both and not room_each(chain, n, tm.counters):
         return 0
-    for j in range(n):
-        F.vbuf[j] = ev[pv + j]
-        F.vbuf[j].ts_origin = now
-    put_all_each(market, F.vbuf, n)
+    _settle(F, market, now)
+    put_range_each(market, ev, pv, n, now)  # straight from the recording: no staging copy
     fp[F_VPOS] = end
     fp[F_VCLOCK] = t
     if both:
-        _load_message(F, now)
-        put_all_each(chain, F.buf, n)
-        _published(F, tm, now, n)
+        sched = _replay_schedule(F, now)
+        put_range_each(chain, ev, pc, n, sched)
+        fp[F_POS] = end
+        _published(F, tm, now, n, sched)
         _service(F, tm, now, n)
         fp[F_CCLOCK] = t_chain
     return n
@@ -396,7 +482,7 @@ def _synthetic_action(F, chain, market, tm, now):
             if not room_each(chain, fp[F_MSG_N], tm.counters):
                 return 0
             put_all_each(chain, F.buf, fp[F_MSG_N])
-            _published(F, tm, now, fp[F_MSG_N])
+            _published(F, tm, now, fp[F_MSG_N], F.buf[0].ts_origin)
             _service(F, tm, now, fp[F_MSG_N])
             fp[F_PHASE] = 0
             return fp[F_MSG_N]
@@ -431,6 +517,9 @@ def feed_params(cfg) -> np.ndarray:
     fp[F_LAT_NS] = cfg.feed.latency_ns
     fp[F_LAT_REC] = 1 if cfg.feed.latency == "recorded" else 0
     fp[F_TIMED] = 1 if cfg.engine.latency_stats else 0
+    # passing over messages no stage acts on: unpaced (paced, each message keeps its time slot), and not when
+    # the journal keeps every market event the venue sees
+    fp[F_PASS_OVER] = 1 if cfg.feed.pace == "fast" and not (cfg.journal.dir and cfg.journal.market) else 0
     return fp
 
 
@@ -456,7 +545,7 @@ def make_feed(ctx: BuildContext) -> FeedState:
     fp = feed_params(cfg)
     if fp[F_LAT_REC]:
         fp[F_LAT_OFFSET] = receive_offset(replay)
-    return FeedState(fp, synth, replay, buf, np.zeros_like(buf), tick, ctx.views["simclock"])
+    return FeedState(fp, synth, replay, buf, tick, ctx.views["simclock"])
 
 
 def replay_array(events: np.ndarray) -> np.ndarray:

@@ -45,6 +45,8 @@ __all__ = [
     "put",
     "put_all",
     "put_all_each",
+    "put_range",
+    "put_range_each",
     "put_each",
     "room_each",
     "release_to",
@@ -139,6 +141,29 @@ def put_each(ports, rec):
     holds the effect of a record (an intent caused by a book state) before a later stage holds its cause."""
     for i in range(len(ports) - 1, -1, -1):
         put(ports[i], rec)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def put_range(port, src, start, n, ts_origin):
+    """Publish ``src[start:start + n]`` stamped ``ts_origin``, straight from ``src`` (no staging buffer), with
+    one release store; the caller checked the room."""
+    if n == 0:
+        return
+    _bump(port)
+    seq, _ = claim_upto(port.hdr, n)
+    m = port.hdr[MASK]
+    for j in range(n):
+        k = (seq + j) & m
+        port.slots[k] = src[start + j]
+        port.slots[k].ts_origin = ts_origin
+    publish(port.hdr, seq + n)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def put_range_each(ports, src, start, n, ts_origin):
+    """:func:`put_range` to every consumer of a stream (the furthest downstream first, as put_each)."""
+    for i in range(len(ports) - 1, -1, -1):
+        put_range(ports[i], src, start, n, ts_origin)
 
 
 @kernel(forceinline=True, error_model="numpy")

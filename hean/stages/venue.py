@@ -178,6 +178,8 @@ _IOC, _FOK = int(TimeInForce.IOC), int(TimeInForce.FOK)
 G_RNG = 0  # generator state
 G_SEQ = 1  # seq of the last report
 G_NREST = 2  # resting orders
+G_TOPS = 3  # 1: keep ``tops`` current (a router of the library reads it); 0: the engine's stage, whose router
+#             reads the book stage's view -- nobody reads these, so no seqlocked write per level set
 G_LEN = 4
 # counters[] indices
 C_ORDERS = 0  # orders received
@@ -322,6 +324,7 @@ def make_venue(
         raise ValueError(f"value_per_tick_lot must be > 0, got {value_per_tick_lot!r}")
     g = np.zeros(G_LEN, dtype=np.int64)
     g[G_RNG] = int(seed) & 0x7FFFFFFFFFFFFFFF or 1
+    g[G_TOPS] = 1
 
     def col():
         return np.zeros(capacity, dtype=np.int64)
@@ -475,6 +478,8 @@ def _rand01(vn):
 
 @kernel
 def _refresh_tops(vn, v, s, now_ns):
+    if vn.g[G_TOPS] == 0:
+        return
     row = v * vn.tops.entries.shape[1] + s
     bp, bq = l2_best_bid(vn.book, row)
     ap, aq = l2_best_ask(vn.book, row)
@@ -1166,6 +1171,7 @@ def make_venue_stage(ctx) -> VenueStage:
     if "value_per_tick_lot" not in table:  # fees in quote currency
         table["value_per_tick_lot"] = ctx.value_per_tick_lot
     venue = ctx.call("venues", make_venue, len(ctx.symbols), max(1, len(ctx.cfg.venues)), **table)
+    venue.g[G_TOPS] = 0  # the router reads the book stage's tops (hean.stages.tops), not the venues' own
     out_ = np.zeros(VENUE_MAX_REPORTS, EXEC_REPORT)
     return VenueStage(venue, ctx.venue_of, out_, np.zeros(1, np.int64), np.zeros(1, np.int64), ctx.views["simclock"],
                       ctx.instrument_of, np.zeros(1, MARKET_EVENT))  # fmt: skip
