@@ -158,7 +158,7 @@ def test_valid_edge_values_are_accepted(tmp_path, field, value, kind):
     assert got.tobytes() == ev.tobytes()
 
 
-def test_validation_is_vectorised_and_finds_the_first_bad_record(tmp_path):
+def test_validation_finds_the_first_bad_record_of_a_large_file(tmp_path):
     ev = np.tile(synthetic_events(10), 20_000)  # 200k+ records: several chunks
     ev["symbol"][150_001] = 9
     ev["symbol"][190_000] = 9

@@ -218,6 +218,26 @@ def test_a_damaged_entry_is_removed_and_made_again(rec, cache, parses, tmp_path,
     assert not got.converted and np.asarray(got.events).tobytes() == good.tobytes()
 
 
+def test_an_entry_is_mapped_and_checked_once_per_process_until_it_changes(rec, cache, parses, tmp_path, monkeypatch):
+    """A sweep replays one file many times: its entry is mapped and checksummed once, the same mapping
+    served after; an entry changed since (another mtime) is checked again -- and a damaged one refused."""
+    good, _ = prepared(rec, tmp_path / "a")  # converted and kept
+    checks = []
+    real = K.checksum
+    monkeypatch.setattr(K, "checksum", lambda ev: checks.append(1) or real(ev))
+    first = K.cached_events(rec, "binance-usdm")
+    second = K.cached_events(rec, "binance-usdm")
+    assert not first.converted and not second.converted and parses.calls == 1
+    assert len(checks) == 1 and second.events is first.events
+    (entry,) = entries(cache)
+    before = entry.stat().st_mtime_ns
+    _flip_a_record(entry)
+    os.utime(entry, ns=(before + 10**9, before + 10**9))  # (a write's mtime, however coarse the clock)
+    again = K.cached_events(rec, "binance-usdm")
+    assert len(checks) >= 2 and again.converted and parses.calls == 2  # refused, converted again
+    assert np.asarray(again.events).tobytes() == good.tobytes()
+
+
 _WRITER = """
 import os, sys, time
 from pathlib import Path

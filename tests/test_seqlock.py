@@ -357,7 +357,7 @@ def test_shared_views_are_declared_in_the_topology(shm_name):
     assert (views["rstate"].writers, views["rstate"].readers) == (("risk",), ("strategy",))
     assert (views["depth"].writers, views["depth"].readers) == (("book",), ("strategy",))
     assert (views["simclock"].writers, views["simclock"].readers) == (("venue",), ("feed",))
-    assert views["simclock"].nbytes(dims := ViewDims(n_venues=2, n_symbols=3, rows=256, depth=5)) == 64
+    assert views["simclock"].nbytes(dims := ViewDims(n_venues=2, n_symbols=3, rows=256, depth=5)) == 64 + 3 * 16
     for v in SHARED_VIEWS:
         assert len(v.writers) == 1 and set(v.writers + v.readers) <= set(STAGES) and v.order
         assert view_name("r1", v) == f"hean-r1-{v.key}" and run_id_of(view_name("r1", v)) == "r1"

@@ -27,9 +27,11 @@ from hean.records import (
     TimeInForce,
 )
 from hean.stages.book import l2_apply_events, l2_depth, make_l2_book
+from hean.stages.simclock import print_reaches, simclock_view, simclock_words
 from hean.stages.venue import (
     VENUE_MAX_REPORTS,
     make_venue,
+    publish_reach,
     venue_on_event,
     venue_on_order,
     venue_poll,
@@ -382,3 +384,40 @@ def test_risk_router_venue_loop_keeps_books_consistent():
     assert risk.open_buy[0] == 0 and risk.open_count[0] == 0
     assert risk.pos.fees[0] == pytest.approx(6 * 101 * 0.001)
     assert router.ot.meta[2] == 0  # no invalid transition on the way
+
+
+# a print (aggressor, price) -> might it fill one of the resting orders: a buy at 100 and a sell at 102
+REACH = [
+    (SELL, 101, False),  # above the highest resting buy
+    (SELL, 100, True),  # at it: the queue ahead decides, so it might
+    (SELL, 97, True),  # through it
+    (BUY, 101, False),  # below the lowest resting sell
+    (BUY, 102, True),
+    (BUY, 110, True),
+    (0, 100, False),  # no aggressor side: fills nothing
+]
+
+
+@pytest.mark.parametrize(("aggressor", "px", "reaches"), REACH)
+def test_the_venue_publishes_how_far_a_print_could_reach_its_resting_orders(aggressor, px, reaches):
+    """What the feed reads to send a message with a print in one step (hean.stages.simclock): a print that
+    does not reach makes no report when it comes."""
+    vn = book5()
+    assert send(vn, order(price=100))[0][0] == "ACK" and send(vn, order(side=SELL, price=102))[0][0] == "ACK"
+    sim = simclock_view(np.zeros(simclock_words(1), np.int64), 1)
+    publish_reach(vn, sim, np.zeros(1, np.int64), np.zeros(1, np.int64))
+    assert print_reaches(sim, 0, px, aggressor) == reaches
+    if not reaches:
+        assert trade(vn, aggressor, px, 100) == []
+
+
+def test_a_listings_prints_reach_the_orders_at_its_venue():
+    """Symbol 1 lists instrument 0 on venue 1: its prints meet the orders for instrument 0 there, and symbol
+    0's prints (venue 0) do not."""
+    vn = make_venue(2, 2)
+    level(vn, BID, 99, 5, v=1)
+    assert send(vn, order(price=100, venue=1))[0][0] == "ACK"
+    sim = simclock_view(np.zeros(simclock_words(2), np.int64), 2)
+    publish_reach(vn, sim, np.array([0, 1], np.int64), np.array([0, 0], np.int64))
+    assert print_reaches(sim, 1, 100, SELL) and not print_reaches(sim, 0, 100, SELL)
+    assert not print_reaches(sim, 1, 101, SELL)

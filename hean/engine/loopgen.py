@@ -20,6 +20,7 @@ names a stage:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import os
@@ -135,8 +136,10 @@ def _pass(i: int, stage: Stage, all_edges: tuple[Edge, ...]) -> str:
     return head + f"    return step_{i}(W.st_{stage.name}, {_ports(ins)}, {outs_expr}, W.tm_{stage.name}, now, flags)\n"
 
 
+@functools.lru_cache(maxsize=64)
 def source(pipeline: tuple[Stage, ...]) -> str:
-    """The generated module's text."""
+    """The generated module's text (made once per pipeline and process: a backtest asks twice, a sweep once
+    per cell)."""
     from hean.engine.pipeline import LOOP_SOURCE
 
     all_edges = edges(pipeline)

@@ -118,10 +118,11 @@ SHARED_VIEWS: tuple[SharedView, ...] = (
         "simclock",
         writers=("venue",),
         readers=("feed",),
-        nbytes=lambda d: simclock_bytes(),
-        view=lambda words, d: simclock_view(words),
-        order="one cache line: the venue stores its next due time (release) before it releases the records it "
-        "took; the feed loads it (acquire) only when the pipeline is quiescent (hean.stages.simclock)",
+        nbytes=lambda d: simclock_bytes(d.n_symbols),
+        view=lambda words, d: simclock_view(words, d.n_symbols),
+        order="a cache line and two words per symbol: the venue stores each symbol's reach (relaxed), then its "
+        "next due time (release), before it releases the records it took; the feed loads the due time "
+        "(acquire), then the reach, only when the pipeline is quiescent (hean.stages.simclock)",
     ),
 )
 

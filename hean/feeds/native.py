@@ -21,7 +21,7 @@ Layout (little-endian)::
 **Every record is validated at load** (:func:`validate_events`), because the engine's kernels index their
 state arrays by a record's symbol id and trust its kind, side and values: one record with a symbol id out of
 range made a worker write outside its arrays (SIGSEGV), and an absurd price made ``hean book`` print crossed
-books. The checks, vectorised with numpy (no Python loop per record), are:
+books. The checks, made in one compiled pass over the records (no Python loop per record), are:
 
 ==========  ====================================================================================
 field       valid values
@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from hean.feeds.common import FeedError, ReadReport
+from hean.jit import entry
 from hean.records import EVENTS_VERSION, F_HIDDEN, F_LAST_IN_GROUP, F_SNAPSHOT, MARKET_EVENT, EventKind
 from hean.symbols import SymbolTable
 
@@ -85,7 +86,6 @@ MAX_UNITS = 1 << 53  # |price| in ticks and qty in lots stay below this (exact a
 EVENT_FLAGS = F_LAST_IN_GROUP | F_SNAPSHOT | F_HIDDEN
 _BAD_FLAGS = np.uint16(0xFFFF & ~EVENT_FLAGS)
 _INT64_MIN = np.iinfo(np.int64).min
-_CHUNK = 1 << 15  # records validated per numpy pass: 2 MiB, so the passes over one chunk stay in cache
 
 
 def _kind_table(values: dict[int, int], default: int, dtype) -> np.ndarray:
@@ -144,18 +144,46 @@ def _problem(ev: np.ndarray, n_symbols: int) -> str:
 def validate_events(events: np.ndarray, n_symbols: int, path: str | Path) -> None:
     """Raise :class:`FeedError` naming ``path``, the first bad record's index, the field and its value.
 
-    Vectorised: each check is one numpy pass over a chunk of records (see the module doc for the rules).
+    One compiled pass over the records, every check of :func:`_field_checks` on each (the module doc has the
+    rules): it reads each record once, where a numpy pass per check read the file eleven times (18 ms of a
+    93,954-line capture's ~100 ms conversion); the bad record is then described by those same checks.
     """
     if events.dtype != MARKET_EVENT:
         raise FeedError(path, None, f"records have dtype {events.dtype}, not MARKET_EVENT")
-    for a in range(0, len(events), _CHUNK):
-        chunk = events[a : a + _CHUNK]
-        ok = None
-        for _name, mask, _why in _field_checks(chunk, n_symbols):
-            ok = mask if ok is None else np.logical_and(ok, mask, out=ok)
-        if not ok.all():
-            i = a + int(np.argmin(ok))
-            raise FeedError(path, None, f"record {i}: {_problem(events[i : i + 1], n_symbols)}")
+    if not len(events):
+        return
+    i = _first_bad(events, n_symbols, _KIND_OK, _NEEDS_SIDE, _PRICE_MIN, _BAD_FLAGS)
+    if i >= 0:
+        raise FeedError(path, None, f"record {i}: {_problem(events[i : i + 1], n_symbols)}")
+
+
+@entry(error_model="numpy")
+def _first_bad(ev, n_symbols, kind_ok, needs_side, price_min, bad_flags):
+    """Index of the first record that fails a check of :func:`_field_checks` (-1: none)."""
+    for i in range(ev.shape[0]):
+        e = ev[i]
+        k = e.kind
+        side = e.side
+        if (
+            not kind_ok[k]
+            or e.symbol < 0
+            or e.symbol >= n_symbols
+            or side < -1
+            or side > 1
+            or (side == 0 and needs_side[k])
+            or e.price < price_min[k]
+            or e.price >= MAX_UNITS
+            or e.qty < 0
+            or e.qty >= MAX_UNITS
+            or (e.flags & bad_flags) != 0
+            or e.order_id == _INT64_MIN
+            or e.update_id < 0
+            or e.seq < 0
+            or e.ts_origin < 0
+            or e.ts_exch < 0
+        ):
+            return i
+    return -1
 
 
 def _descr() -> list:

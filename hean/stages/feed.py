@@ -48,7 +48,7 @@ from hean.jit import kernel
 from hean.rings.spsc import available
 from hean.stages.declare import F_LOCKSTEP, BuildContext, Stage, Stream
 from hean.stages.ports import BATCH, put_all_each, put_each, put_range_each, release_to, room_each, service, slot
-from hean.stages.simclock import NOTHING_DUE, venue_next
+from hean.stages.simclock import NOTHING_DUE, print_reaches, venue_next
 from hean.telemetry.block import C_EVENTS_IN, C_EVENTS_OUT, C_USER_BASE, tm_add
 from hean.telemetry.histogram import hist_record
 
@@ -57,6 +57,7 @@ __all__ = ["FEED", "FeedState", "feed_step", "make_feed"]
 _LEVEL_SET = int(records.EventKind.LEVEL_SET)
 _CLEAR = int(records.EventKind.CLEAR)
 _TICKER = int(records.EventKind.TICKER)
+_TRADE = int(records.EventKind.TRADE)
 _OUT_OF_SYNC = int(records.EventKind.OUT_OF_SYNC)
 
 
@@ -353,34 +354,42 @@ def _receive_time(F, i):
 
 
 @kernel(forceinline=True, error_model="numpy")
-def _quiet(ev, start, end):
-    """Can the venue make no report from applying these events? Only book changes: a report needs a print
-    (TRADE) or an order (hean.stages.venue: LEVEL_SET, CLEAR and OUT_OF_SYNC change the book, TICKER is
-    ignored)."""
-    for i in range(start, end):
-        k = ev[i].kind
-        if k != _LEVEL_SET and k != _CLEAR and k != _TICKER and k != _OUT_OF_SYNC:
-            return False
-    return True
+def _scan(ev, start, cap, sim):
+    """One look at the message starting at ``start`` (at most ``cap`` events: a huge group goes out in
+    pieces), when the pipeline is quiescent: ``(end, quiet, inert, latest exchange time)``.
 
-
-@kernel(forceinline=True, error_model="numpy")
-def _inert(ev, start, end):
-    """Does no stage act on these events? TICKER only: the exchange's own best bid/ask, an oracle that the
-    book and the venue pass over (their only effect is the venue's clock). ``(inert, latest exchange time)``.
-    """
+    *quiet*: the venue can make no report from applying it -- book changes (:mod:`hean.stages.venue`:
+    LEVEL_SET, CLEAR and OUT_OF_SYNC change the book, TICKER is ignored) and prints that cannot reach a
+    resting order (the venue's reach in the simclock view, ``sim``: :func:`hean.stages.simclock.print_reaches`);
+    a report needs an order or a print that fills one. *inert*: no stage acts on it -- TICKER only, the
+    exchange's own best bid/ask, an oracle that the book and the venue pass over (its only effect is the
+    venue's clock)."""
+    stop = min(ev.shape[0], start + cap)
+    quiet = True
+    inert = True
     t = ev[start].ts_exch
-    for i in range(start, end):
-        if ev[i].kind != _TICKER:
-            return False, t
-        t = max(t, ev[i].ts_exch)
-    return True, t
+    i = start
+    while i < stop:
+        e = ev[i]
+        k = e.kind
+        if k != _TICKER:
+            inert = False
+            if k == _TRADE:
+                if quiet and print_reaches(sim, e.symbol, e.price, e.side):
+                    quiet = False
+            elif k != _LEVEL_SET and k != _CLEAR and k != _OUT_OF_SYNC:
+                quiet = False
+        t = max(t, e.ts_exch)
+        i += 1
+        if (e.flags & records.F_LAST_IN_GROUP) != 0:
+            break
+    return i, quiet, inert, t
 
 
 @kernel(forceinline=True, error_model="numpy")
 def _pass_over(F, tm, now):
     """Deterministic unpaced replay: count and pass over the next messages that no stage would act on
-    (:func:`_inert`) -- without a pipeline pass each: the venue's clock they would have moved is owed
+    (inert, :func:`_scan`) -- without a pipeline pass each: the venue's clock they would have moved is owed
     (F_VOWED) and goes to the venue as one CLOCK record before anything else does (:func:`_settle`). Only
     where the message would have gone to both at once (:func:`_replay_action`: the same message next for
     both, received when it happens, nothing due at the venue by its last event), so no action comes between.
@@ -392,8 +401,9 @@ def _pass_over(F, tm, now):
         pc = fp[F_POS]
         if fp[F_VPOS] != pc or pc >= ev.shape[0]:
             break
-        end = min(_message_end(ev, pc), pc + F.buf.shape[0])
-        inert, t_last = _inert(ev, pc, end)
+        if ev[pc].kind != _TICKER:  # (the common case, told without a look at the whole message)
+            break
+        end, _, inert, t_last = _scan(ev, pc, F.buf.shape[0], F.sim)
         if not inert:
             break
         t = max(ev[pc].ts_exch, fp[F_VCLOCK])
@@ -446,14 +456,14 @@ def _next_action(F, chain, market, tm, now):
         if n:
             fp[F_CCLOCK] = t_chain
         return n
-    end = min(_message_end(ev, pv), pv + F.buf.shape[0])  # the chain's pieces of a huge group, the same
+    end, quiet, _, _ = _scan(ev, pv, F.buf.shape[0], F.sim)  # the chain's pieces of a huge group, the same
     n = end - pv
     if not room_each(market, n + 1, tm.counters):
         return 0
     # The same message to both at once when nothing can come between: received when it happens, nothing
     # due at the venue by then, and nothing in it from which the venue could make a report before the
     # strategy sees the book (the venue applies it first either way: orders wait for earlier events).
-    both = pv == pc and t == t_chain and (due == NOTHING_DUE or due > t) and _quiet(ev, pv, end)
+    both = pv == pc and t == t_chain and (due == NOTHING_DUE or due > t) and quiet
     if both and not room_each(chain, n, tm.counters):
         return 0
     _settle(F, market, now)

@@ -87,11 +87,13 @@ Every kernel here is a :func:`hean.jit.kernel`: no reference counting (none allo
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
 import numpy as np
 
+from hean.atomics import store_relaxed
 from hean.jit import kernel
 from hean.records import (
     A_CANCEL,
@@ -142,10 +144,10 @@ from hean.stages.book import (
     l2_set_level,
     make_l2_book,
 )
-from hean.stages.declare import Stage, Stream
+from hean.stages.declare import F_LOCKSTEP, Stage, Stream
 from hean.stages.latency import latency_tables, recorded_latency
 from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service, stage_clock
-from hean.stages.simclock import NOTHING_DUE, set_venue_next
+from hean.stages.simclock import NO_BUY, NO_SELL, NOTHING_DUE, SC_REACH, set_reach, set_venue_next
 from hean.stages.tops import MAX_VENUES, VenueTops, make_venue_tops, tops_set
 from hean.telemetry.block import C_EVENTS_IN, tm_add
 
@@ -172,6 +174,7 @@ _CLEAR = int(EventKind.CLEAR)
 _TRADE = int(EventKind.TRADE)
 _OUT_OF_SYNC = int(EventKind.OUT_OF_SYNC)
 _CLOCK = int(EventKind.CLOCK)
+_TICKER = int(EventKind.TICKER)
 _IOC, _FOK = int(TimeInForce.IOC), int(TimeInForce.FOK)
 
 # g[] indices
@@ -1014,6 +1017,43 @@ class VenueStage(NamedTuple):
 
 
 @kernel(forceinline=True, error_model="numpy")
+def publish_reach(vn, sim, venue_of, instrument_of):
+    """Per symbol, the highest resting buy and the lowest resting sell that its prints meet -- the orders of
+    the venue and instrument its events apply to (:func:`listed_event`) -- into the simclock view, for the
+    feed's choice of one step for a message with a print (:func:`hean.stages.simclock.print_reaches`)."""
+    ns = venue_of.shape[0]
+    if sim.shape[0] < SC_REACH + 2 * ns:
+        return  # (a stand-in view)
+    listings = False
+    for s in range(ns):
+        set_reach(sim, s, NO_BUY, NO_SELL)
+        listings = listings or instrument_of[s] != s
+    for i in range(vn.g[G_NREST]):
+        slot = vn.rest[i]
+        v = vn.o[slot, O_VENUE]
+        inst = vn.o[slot, O_SYMBOL]
+        if not listings:  # a symbol's events are its own: only the order's symbol, at its own venue
+            if 0 <= inst < ns and venue_of[inst] == v:
+                _reach_order(vn, sim, slot, inst)
+            continue
+        for s in range(ns):  # listings: every symbol quoting this instrument at this venue
+            if instrument_of[s] == inst and venue_of[s] == v:
+                _reach_order(vn, sim, slot, s)
+
+
+@kernel(forceinline=True, error_model="numpy")
+def _reach_order(vn, sim, slot, s):
+    """Widen symbol ``s``'s reach to resting order ``slot``."""
+    k = SC_REACH + 2 * s
+    px = vn.o[slot, O_PRICE]
+    if vn.o[slot, O_SIDE] > 0:
+        if px > sim[k]:
+            store_relaxed(sim, k, px)
+    elif px < sim[k + 1]:
+        store_relaxed(sim, k + 1, px)
+
+
+@kernel(forceinline=True, error_model="numpy")
 def listed_event(V, ev):
     """``ev`` as the venue books it: under the instrument its symbol quotes. A listing's events (another
     venue's book of an instrument, ``[[symbols]] instrument``) are that instrument's at their venue, so the
@@ -1087,14 +1127,20 @@ def venue_pass(V, ins, outs, tm, flags, apply):
     now = V.clock[0]  # the venue's clock: the exchange time of the last market event it applied
     flush = V.owed[0] != 0  # reports that found no room on an earlier pass
     t0 = 0
+    due = NOTHING_DUE
     if n_ev or n_ord:  # (an idle pass reads no clock)
         t0 = stage_clock(flags)
+        due = venue_next_due(vn)
+    # ``due``: the earliest arrival of an order in flight or release of a report, kept current after every
+    # step that can change it (an order taken, orders matched, reports released, a market event other than a
+    # level set or a TICKER), so that a step with nothing due skips the match and the release (both no-ops)
     while True:
         is_event = k_ev < n_ev
         is_order = not is_event and goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord
-        if flush:
+        if flush and (V.owed[0] != 0 or (due != NOTHING_DUE and due <= now)):
             if not _venue_flush(V, reports, now, tm):
                 break
+            due = venue_next_due(vn)
         elif (is_event or is_order) and not room(reports, VENUE_MAX_REPORTS, tm.counters):
             break  # (room is asked, and a shortage counted, only with something to take)
         ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
@@ -1107,17 +1153,25 @@ def venue_pass(V, ins, outs, tm, flags, apply):
             order = vorders.slots[(o0 + k_ord) & om]
             age(tm.hists[H_AGE_ORDERS], t0, order.ts_origin)
             venue_accept(vn, order, now)
+            due = venue_next_due(vn)
             k_ord += 1
         else:
             break
-        venue_advance(vn, now)
+        if due != NOTHING_DUE and due <= now:
+            venue_advance(vn, now)
+            due = venue_next_due(vn)
         if is_event:
-            if ev.kind != _CLOCK:
+            kind = ev.kind
+            if kind != _CLOCK:
                 apply(V, V.venue_of[ev.symbol], ev, now)
+                if kind != _LEVEL_SET and kind != _TICKER:  # (a print can fill: reports)
+                    due = venue_next_due(vn)
             k_ev += 1
         flush = True
     done = k_ev + k_ord
-    if done:  # before the records go back: the feed reads it once every ring is empty
+    if done:  # before the records go back: the feed reads them once every ring is empty
+        if (flags & F_LOCKSTEP) != 0:  # (only the deterministic feed reads the reach)
+            publish_reach(vn, V.sim, V.venue_of, V.instrument_of)
         set_venue_next(V.sim, venue_next_due(vn))
     if k_ev:
         release_to(ev_in, e0 + k_ev)
@@ -1129,18 +1183,22 @@ def venue_pass(V, ins, outs, tm, flags, apply):
     return done
 
 
-def _param_per_venue(key: str) -> bool:
-    """Does make_venue take ``key`` per venue (annotated to accept an array) or once for all venues?"""
+@functools.cache
+def _make_venue_parameters():
+    """make_venue's parameters, read once per process (inspect is slow: ~20 reads per backtest's set-up)."""
     import inspect
 
-    return "ndarray" in str(inspect.signature(make_venue).parameters[key].annotation)
+    return inspect.signature(make_venue).parameters
+
+
+def _param_per_venue(key: str) -> bool:
+    """Does make_venue take ``key`` per venue (annotated to accept an array) or once for all venues?"""
+    return "ndarray" in str(_make_venue_parameters()[key].annotation)
 
 
 def venue_param(key: str):
     """make_venue's default for ``key`` (a venue's ``[venues.params]`` key the user left out)."""
-    import inspect
-
-    d = inspect.signature(make_venue).parameters[key].default
+    d = _make_venue_parameters()[key].default
     return np.asarray(d).reshape(-1)[0] if isinstance(d, np.ndarray) else d
 
 
