@@ -20,7 +20,7 @@ from hean.engine.config import STAGES, PlacementSection, load_config
 from hean.engine.placement import plan_placement
 from hean.engine.summary import build_summary
 from hean.engine.supervisor import Supervisor
-from hean.records import RejectReason
+from hean.records import EventKind, RejectReason
 from hean.telemetry.block import C_USER_BASE
 
 FUSED = [list(STAGES)]
@@ -218,8 +218,11 @@ def test_replay_of_the_binance_recording_to_the_end():
     assert result.exit_code == 0, s["error"]
     assert s["reason"] == "feed-done"
     assert s["events"] == len(events)
-    assert s["stages"]["book"]["events_in"] == len(events)
-    assert s["stages"]["venue"]["events_in"] >= len(events)
+    # every event reaches the book and the venue but the bookTicker quotes the deterministic feed passed over
+    # (a message of TICKER events only, which no stage acts on: hean.stages.feed._pass_over)
+    tickers = int(np.count_nonzero(events["kind"] == EventKind.TICKER))
+    assert len(events) - tickers <= s["stages"]["book"]["events_in"] < len(events)
+    assert s["stages"]["venue"]["events_in"] >= s["stages"]["book"]["events_in"]  # (and CLOCK records)
     assert s["orders"] > 0
     # the rate counts the feed's own publishing time, first message to last, not the supervisor's next look
     from hean.stages.feed import U_FIRST_NS, U_LAST_NS

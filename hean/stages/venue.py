@@ -982,17 +982,23 @@ def venue_replay(vn, v, events, start, stop, out, k):
 def venue_next_due(vn):
     """When the venue next has something to do by itself: the earliest arrival of an order in flight or
     release of a held-back report (NOTHING_DUE: neither). Each venue's queues are in time order."""
+    t = _earliest_due(vn)
+    return NOTHING_DUE if t == NEVER else t
+
+
+NEVER = np.iinfo(np.int64).max  # _earliest_due: nothing due (a time of 0 is a time there, as in a unit test)
+
+
+@kernel
+def _earliest_due(vn):
+    """:func:`venue_next_due`, NEVER when nothing is due."""
     cap = vn.in_q.shape[1]
-    due = NOTHING_DUE
+    due = NEVER
     for v in range(vn.in_ht.shape[0]):
         if vn.in_ht[v, 0] < vn.in_ht[v, 1]:
-            t = vn.in_t[v, vn.in_ht[v, 0] & (cap - 1)]
-            if due == NOTHING_DUE or t < due:
-                due = t
+            due = min(due, vn.in_t[v, vn.in_ht[v, 0] & (cap - 1)])
         if vn.out_ht[v, 0] < vn.out_ht[v, 1]:
-            t = vn.out_t[v, vn.out_ht[v, 0] & (cap - 1)]
-            if due == NOTHING_DUE or t < due:
-                due = t
+            due = min(due, vn.out_t[v, vn.out_ht[v, 0] & (cap - 1)])
     return due
 
 
@@ -1127,20 +1133,20 @@ def venue_pass(V, ins, outs, tm, flags, apply):
     now = V.clock[0]  # the venue's clock: the exchange time of the last market event it applied
     flush = V.owed[0] != 0  # reports that found no room on an earlier pass
     t0 = 0
-    due = NOTHING_DUE
+    due = NEVER
     if n_ev or n_ord:  # (an idle pass reads no clock)
         t0 = stage_clock(flags)
-        due = venue_next_due(vn)
+        due = _earliest_due(vn)
     # ``due``: the earliest arrival of an order in flight or release of a report, kept current after every
     # step that can change it (an order taken, orders matched, reports released, a market event other than a
     # level set or a TICKER), so that a step with nothing due skips the match and the release (both no-ops)
     while True:
         is_event = k_ev < n_ev
         is_order = not is_event and goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord
-        if flush and (V.owed[0] != 0 or (due != NOTHING_DUE and due <= now)):
+        if flush and (V.owed[0] != 0 or due <= now):
             if not _venue_flush(V, reports, now, tm):
                 break
-            due = venue_next_due(vn)
+            due = _earliest_due(vn)
         elif (is_event or is_order) and not room(reports, VENUE_MAX_REPORTS, tm.counters):
             break  # (room is asked, and a shortage counted, only with something to take)
         ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
@@ -1153,19 +1159,19 @@ def venue_pass(V, ins, outs, tm, flags, apply):
             order = vorders.slots[(o0 + k_ord) & om]
             age(tm.hists[H_AGE_ORDERS], t0, order.ts_origin)
             venue_accept(vn, order, now)
-            due = venue_next_due(vn)
+            due = _earliest_due(vn)
             k_ord += 1
         else:
             break
-        if due != NOTHING_DUE and due <= now:
+        if due <= now:
             venue_advance(vn, now)
-            due = venue_next_due(vn)
+            due = _earliest_due(vn)
         if is_event:
             kind = ev.kind
             if kind != _CLOCK:
                 apply(V, V.venue_of[ev.symbol], ev, now)
                 if kind != _LEVEL_SET and kind != _TICKER:  # (a print can fill: reports)
-                    due = venue_next_due(vn)
+                    due = _earliest_due(vn)
             k_ev += 1
         flush = True
     done = k_ev + k_ord
