@@ -45,6 +45,15 @@ def test_dump_quotes_keys_that_are_not_bare(tmp_path, name):
     assert msgspec.convert(tomllib.loads(dump_toml(cfg)), Config) == cfg
 
 
+def test_overrides_change_only_their_own_load():
+    """The embedded default is parsed once per process: an override, even of a nested table, must not
+    reach the next load."""
+    base = load_config()
+    changed = load_config(overrides={"feed.synthetic": {"depth": 7}, "risk.max_position": 3, "engine.duration_s": 2})
+    assert changed.feed.synthetic["depth"] == 7 and changed.risk["max_position"] == 3
+    assert load_config() == base and base.feed.synthetic.get("depth") != 7
+
+
 def test_file_holds_only_what_it_changes(tmp_path):
     path = tmp_path / "hean.toml"
     path.write_text("[engine]\nduration_s = 0.5\n[feed]\nrate = 1000\n")

@@ -335,5 +335,24 @@ def test_a_full_table_in_a_replay_is_counted_in_the_summary(tmp_path):
     assert r.summary["book_errors"] == {"unknown_order": 2, "duplicate_order": 1, "table_full": 1}
 
 
+def test_the_l3_capacity_of_a_read_only_recording_is_found_once(monkeypatch):
+    """A sweep's backtests of one mapped (read-only) recording scan its events for L3 kinds once; an array
+    that can still be written is scanned every time, so a change to it is seen."""
+    import hean.stages.book_l3 as B
+
+    scans = []
+    real = B._l3_capacity
+    monkeypatch.setattr(B, "_l3_capacity", lambda ev: scans.append(len(ev)) or real(ev))
+    events = np.array([l3(K.LEVEL_SET, 0, 1, 100, 1)] * 3, MARKET_EVENT)
+    assert [l3_capacity(events), l3_capacity(events)] == [None, None] and len(scans) == 2
+    events["kind"][1] = K.L3_ADD  # written in place: the next answer is new
+    assert l3_capacity(events) == (1025, 1025) and len(scans) == 3
+    events.setflags(write=False)
+    assert [l3_capacity(events) for _ in range(3)] == [(1025, 1025)] * 3 and len(scans) == 4
+    other = events.copy()  # another array (the same contents): its own scan
+    other.setflags(write=False)
+    assert l3_capacity(other) == (1025, 1025) and len(scans) == 5
+
+
 def test_book_errors_of_an_l2_book_are_none():
     assert book_errors(object()) == {}

@@ -16,6 +16,7 @@ directory, unreadable, not UTF-8, not TOML -- is one ConfigError naming the file
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
@@ -649,6 +650,17 @@ def _apply_overrides(data: dict, overrides: dict[str, Any], source: str) -> None
         node[leaf] = value
 
 
+@functools.cache
+def _parsed_default() -> dict:
+    return tomllib.loads(DEFAULT_TOML)
+
+
+def _default_data() -> dict:
+    """The embedded default as a fresh dict: parsed once per process (~1 ms of every backtest's set-up),
+    copied per call since overrides are applied to it in place."""
+    return copy.deepcopy(_parsed_default())
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """The effective configuration: the embedded default, or ``path``, with ``overrides`` applied.
 
@@ -656,7 +668,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     A file replaces the default entirely except that missing ``[[symbols]]``/``[[venues]]`` fall back to
     the default's, so a file may hold only the keys it changes.
     """
-    default = tomllib.loads(DEFAULT_TOML)
+    default = _default_data()
     if path is None:
         data, source = default, "default configuration"
     else:

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hean import records
-from hean.atomics import store_relaxed
+from hean.atomics import prefetch_read, store_relaxed
 from hean.feeds.synthetic import make_synthetic, max_events_per_message, synthetic_next
 from hean.jit import kernel
 from hean.rings.spsc import available
@@ -62,6 +62,10 @@ _OUT_OF_SYNC = int(records.EventKind.OUT_OF_SYNC)
 
 
 FEED_BURST = 64  # messages published per call when behind schedule (or unpaced)
+# Events ahead of the one a replay's scan reads whose line it asks for: a recording is read once, from memory
+# (tens of MB), and a deterministic run reads one message per pipeline pass -- too little, between the other
+# stages' accesses, for the hardware's stream prefetcher to keep ahead. 32 events (2 KB) is about two passes.
+SCAN_AHEAD = 32
 
 # feed parameters and position (int64) indices
 F_MODE = 0  # 0 synthetic, 1 replay, 2 live
@@ -370,6 +374,7 @@ def _scan(ev, start, cap, sim):
     t = ev[start].ts_exch
     i = start
     while i < stop:
+        prefetch_read(ev, i + SCAN_AHEAD)  # the recording streams from memory: ask for it passes ahead
         e = ev[i]
         k = e.kind
         if k != _TICKER:

@@ -55,11 +55,20 @@ def make_trade_stats(n_symbols: int, window_ns: int = 60_000_000_000, capacity: 
     )
 
 
+@kernel(forceinline=True)
+def _tail(c, cap):
+    """Ring index of the oldest print: ``(head - count) mod cap`` without a division (``count <= cap`` and
+    ``0 <= head < cap``, so one wrap at most; an integer ``%`` by a run-time capacity is a ~40-cycle divide,
+    paid per print and per book state)."""
+    t = c[C_HEAD] - c[C_COUNT]
+    return t + cap if t < 0 else t
+
+
 @kernel
 def _evict_oldest(st, sym):
     cap = st.ring_ts.shape[1]
     c = st.counts[sym]
-    tail = (c[C_HEAD] - c[C_COUNT]) % cap
+    tail = _tail(c, cap)
     st.sums[sym, 0] -= st.ring_px[sym, tail] * st.ring_qty[sym, tail]
     st.sums[sym, 1] -= st.ring_qty[sym, tail]
     c[C_COUNT] -= 1
@@ -72,7 +81,7 @@ def _evict_before(st, sym, now):
     c = st.counts[sym]
     horizon = now - st.window_ns[0]
     while c[C_COUNT] > 0:
-        tail = (c[C_HEAD] - c[C_COUNT]) % cap
+        tail = _tail(c, cap)
         if st.ring_ts[sym, tail] >= horizon:
             break
         _evict_oldest(st, sym)
@@ -96,7 +105,7 @@ def trade_on(st, sym, ts, px, qty, side):
     st.ring_ts[sym, h] = ts
     st.ring_px[sym, h] = px
     st.ring_qty[sym, h] = qty
-    c[C_HEAD] = (h + 1) % cap
+    c[C_HEAD] = h + 1 if h + 1 < cap else 0
     c[C_COUNT] += 1
     st.sums[sym, 0] += px * qty
     st.sums[sym, 1] += qty
