@@ -36,6 +36,7 @@ left by a crash are removed after an hour.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -74,8 +75,6 @@ STALE_TEMP_S = 3600.0
 FRESH_S = 2.0  # a recording modified this recently is converted but not kept (a file system's mtime granularity)
 _SCHEMA = 1  # of the header's "source" document
 
-_readers_digest: str | None = None
-_version_text: str | None = None
 # Entries this process mapped and checked, by (path, inode, size, mtime): mapped once, checksummed once. A
 # sweep or a benchmark replays the same file many times; an entry rewritten since is another key.
 _checked: dict[tuple[str, int, int, int], tuple[np.ndarray, Any]] = {}
@@ -116,30 +115,26 @@ def max_bytes() -> int:
     return int(gb * 2**30)
 
 
+@functools.cache
 def _readers() -> str:
     """A digest of the sources whose edits change what a reader returns (computed once per process)."""
-    global _readers_digest
-    if _readers_digest is None:
-        root = Path(__file__).resolve().parents[1]  # the hean package
-        h = hashlib.sha256()
-        for p in sorted([*(root / "feeds").glob("*.py"), root / "symbols.py", root / "records.py"]):
-            h.update(p.name.encode() + b"\0" + p.read_bytes())
-        _readers_digest = h.hexdigest()[:16]
-    return _readers_digest
+    root = Path(__file__).resolve().parents[1]  # the hean package
+    h = hashlib.sha256()
+    for p in sorted([*(root / "feeds").glob("*.py"), root / "symbols.py", root / "records.py"]):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
 
 
+@functools.cache
 def _version() -> str:
     """HEAN's version, from its installed metadata (the feeds layer does not import the package's top); read
     once per process."""
-    global _version_text
-    if _version_text is None:
-        from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError, version
 
-        try:
-            _version_text = version("hean")
-        except PackageNotFoundError:
-            _version_text = "unknown"
-    return _version_text
+    try:
+        return version("hean")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _key(real: str, st: os.stat_result, format: str, share: float | None, symbol: str | None) -> dict[str, Any]:

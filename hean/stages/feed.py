@@ -28,6 +28,12 @@ never sees a message before its receive time -- whatever the placement, batch si
 every placement give the same orders and fills. The synthetic market has no receive times: its messages go
 to the chain at their exchange time (the venue first).
 
+Two shortcuts keep a deterministic replay's passes down without moving a fill: a *quiet* message (one from
+which the venue can make no report: book changes, prints that cannot reach a resting order) received when it
+happens goes to both at once; and in an unpaced replay a message no stage acts on (TICKER only) is counted
+and *passed over* -- the venue's clock it would have moved is owed and goes to the venue as one CLOCK record
+before anything else does (:func:`_pass_over`, :func:`_settle`).
+
 **Live** (``feed.source = "live"``): the stage's one input, ``live``, is a ring the supervisor's live client
 (:mod:`hean.live.ingest`) fills with the events it decoded, stamped with their receive time at the socket
 read (on CLOCK_MONOTONIC). The stage passes them on as they come -- to the book chain first, then the venue
