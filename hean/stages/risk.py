@@ -71,7 +71,6 @@ every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hea
 
 from __future__ import annotations
 
-import functools
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -1075,18 +1074,11 @@ def risk_view(Rk, tm, now):
         store_relaxed(Rk.rstate, s, risk_effective_state(Rk.risk, s))
 
 
-@functools.cache
-def _make_risk_defaults() -> dict:
-    """make_risk's keyword defaults, read once per process (inspect is slow)."""
-    import inspect
-
-    return {k: p.default for k, p in inspect.signature(make_risk).parameters.items()}
-
-
 def risk_limits(table: dict, symbols: list, error=ValueError) -> dict:
     """``[risk]`` as :func:`make_risk`'s keyword arguments: the ``*_units`` keys (instrument units) turned into
     lots with each symbol's lot size, and ``[risk.symbols.NAME]`` overrides into per-symbol arrays. ``error``
     builds the exception for a bad key or value (its message names the key)."""
+    from hean.engine.config import parameters_of
     from hean.symbols import to_lots
 
     t = dict(table)
@@ -1094,7 +1086,7 @@ def risk_limits(table: dict, symbols: list, error=ValueError) -> dict:
     if not isinstance(per, dict):
         raise error("key 'risk.symbols': a table of [risk.symbols.NAME] tables")
     names = [s.name for s in symbols]
-    defaults = _make_risk_defaults()
+    defaults = {k: p.default for k, p in parameters_of(make_risk).items()}
 
     def column(key: str) -> np.ndarray:
         v = t.get(key, defaults[key])

@@ -789,7 +789,8 @@ def make_strategy_stage(slots: list[Slot], n_engine: int, depth: np.ndarray | No
     # the slots no strategy takes share one empty slot: nothing writes to a slot whose S_ACTIVE is 0, and
     # building seven of them (their ~40 arrays each, and the address rows) was ~1.5 ms of every backtest
     spare = MAX_STRATEGIES - len(slots)
-    full = list(slots) + ([make_slot(None, len(slots), [], max(1, n_engine))] * spare if spare else [])
+    empty = [make_slot(None, len(slots), [], max(1, n_engine))] if spare else []
+    full = list(slots) + empty * spare
     subs = np.zeros((max(1, n_engine), 1 + MAX_STRATEGIES), np.int64)
     for j, sl in enumerate(slots):
         if sl.cfg[S_ACTIVE] == 0:
@@ -801,8 +802,8 @@ def make_strategy_stage(slots: list[Slot], n_engine: int, depth: np.ndarray | No
     # a record reaches every strategy of its symbol; each may act MAX_ACTIONS times (a timer too), plus a
     # deferred cancel for a report
     g[G_PER_RECORD] = (2 * A.MAX_ACTIONS + 1) * max(1, int(subs[:, 0].max()) if n_engine else 1)
-    rows = [slot_addresses(sl) for sl in full[: len(slots) + 1]]
-    hd = np.stack(rows + [rows[-1]] * (len(full) - len(rows)))
+    rows = {id(sl): slot_addresses(sl) for sl in [*slots, *empty]}  # one per distinct slot
+    hd = np.stack([rows[id(sl)] for sl in full])
     key = hd.ctypes.data
     _SLOTS[key] = tuple(full)
     weakref.finalize(hd, _SLOTS.pop, key, None)  # the slots live exactly as long as the table of addresses

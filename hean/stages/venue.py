@@ -87,7 +87,6 @@ Every kernel here is a :func:`hean.jit.kernel`: no reference counting (none allo
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import NamedTuple
 
@@ -1189,22 +1188,18 @@ def venue_pass(V, ins, outs, tm, flags, apply):
     return done
 
 
-@functools.cache
-def _make_venue_parameters():
-    """make_venue's parameters, read once per process (inspect is slow: ~20 reads per backtest's set-up)."""
-    import inspect
-
-    return inspect.signature(make_venue).parameters
-
-
 def _param_per_venue(key: str) -> bool:
     """Does make_venue take ``key`` per venue (annotated to accept an array) or once for all venues?"""
-    return "ndarray" in str(_make_venue_parameters()[key].annotation)
+    from hean.engine.config import parameters_of
+
+    return "ndarray" in str(parameters_of(make_venue)[key].annotation)
 
 
 def venue_param(key: str):
     """make_venue's default for ``key`` (a venue's ``[venues.params]`` key the user left out)."""
-    d = _make_venue_parameters()[key].default
+    from hean.engine.config import parameters_of
+
+    d = parameters_of(make_venue)[key].default
     return np.asarray(d).reshape(-1)[0] if isinstance(d, np.ndarray) else d
 
 
