@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 import json
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +30,7 @@ from typing import Any, Literal
 import msgspec
 
 from hean.feeds import FORMATS  # light: the readers are imported when a recording is loaded
+from hean.stages.declare import parameters_of  # light: declarations
 from hean.stages.depth import MAX_DEPTH  # light: layout constants
 
 __all__ = [
@@ -690,13 +689,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
-
-
-@functools.cache
-def parameters_of(factory) -> Mapping[str, inspect.Parameter]:
-    """``factory``'s parameters, read once per process (inspect.signature took ~2 ms of every backtest's
-    set-up, called for each stage's factory)."""
-    return inspect.signature(factory).parameters
 
 
 def stage_kwargs(section: str, table: dict[str, Any], factory) -> dict[str, Any]:

@@ -35,7 +35,9 @@ shows observers in its telemetry block (risk state, reject counts).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,3 +128,10 @@ class Stage:
         """A stage that takes nothing from another stage (at most streams from outside the pipeline: the
         feed's ``live`` ring): the engine starts it at START, stops it at STOP_FEED."""
         return all(s.external for s in self.inputs)
+
+
+@functools.cache
+def parameters_of(factory: Callable) -> Mapping[str, inspect.Parameter]:
+    """A stage factory's parameters, read once per process: the configuration checks each stage's table
+    against them and takes their defaults (``inspect.signature`` took ~2 ms of every backtest's set-up)."""
+    return inspect.signature(factory).parameters

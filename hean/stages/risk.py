@@ -137,7 +137,7 @@ from hean.records import (
 )
 from hean.rings.layout import MASK, READ
 from hean.rings.spsc import available
-from hean.stages.declare import Stage, Stream
+from hean.stages.declare import Stage, Stream, parameters_of
 from hean.stages.ports import (
     BATCH,
     age,
@@ -1078,7 +1078,6 @@ def risk_limits(table: dict, symbols: list, error=ValueError) -> dict:
     """``[risk]`` as :func:`make_risk`'s keyword arguments: the ``*_units`` keys (instrument units) turned into
     lots with each symbol's lot size, and ``[risk.symbols.NAME]`` overrides into per-symbol arrays. ``error``
     builds the exception for a bad key or value (its message names the key)."""
-    from hean.engine.config import parameters_of
     from hean.symbols import to_lots
 
     t = dict(table)

@@ -143,7 +143,7 @@ from hean.stages.book import (
     l2_set_level,
     make_l2_book,
 )
-from hean.stages.declare import F_LOCKSTEP, Stage, Stream
+from hean.stages.declare import F_LOCKSTEP, Stage, Stream, parameters_of
 from hean.stages.latency import latency_tables, recorded_latency
 from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service, stage_clock
 from hean.stages.simclock import NO_BUY, NO_SELL, NOTHING_DUE, SC_REACH, set_reach, set_venue_next
@@ -1190,15 +1190,11 @@ def venue_pass(V, ins, outs, tm, flags, apply):
 
 def _param_per_venue(key: str) -> bool:
     """Does make_venue take ``key`` per venue (annotated to accept an array) or once for all venues?"""
-    from hean.engine.config import parameters_of
-
     return "ndarray" in str(parameters_of(make_venue)[key].annotation)
 
 
 def venue_param(key: str):
     """make_venue's default for ``key`` (a venue's ``[venues.params]`` key the user left out)."""
-    from hean.engine.config import parameters_of
-
     d = parameters_of(make_venue)[key].default
     return np.asarray(d).reshape(-1)[0] if isinstance(d, np.ndarray) else d
 
