@@ -301,7 +301,7 @@ def make_venue(
     seed: int = 1,
     capacity: int = 4096,
     queue_capacity: int = 4096,
-    book_window: int = 4096,
+    book_window: int = 16384,
     book_overflow: int = 8192,
 ) -> Venue:
     """Build ``n_venues`` (1..8) simulated venues trading ``n_symbols`` symbols.
