@@ -6,12 +6,13 @@ What is timed: one backtest from events already in each system's own form to its
 also loads or compiles HEAN's kernels), of building hftbacktest's backtest over its event array and running its
 strategy loop to the end, and of building, loading and running NautilusTrader's ``BacktestEngine`` over its
 data objects. Turning the recording into hftbacktest's array or NautilusTrader's objects is done once, before
-the rounds, and not timed (as HEAN's conversion cache is not). Each system runs once untimed first (compiles,
-caches, imports), then ``--rounds`` rounds with the systems interleaved in each round; every figure is the
-median over the rounds. ns/event = wall time / the recording's events: every record of HEAN's native events
-of the file (each level set, the snapshot's clear, each trade and each side of each bookTicker quote: 598,754
-for the shared recording). "loop" is the part of it spent in the run itself (HEAN's worker loop, hftbacktest's
-strategy loop, NautilusTrader's ``engine.run()``). Orders counts every order action sent (new, replace or
+the rounds, and not timed (as HEAN's conversion cache is not). Each system runs in a process of its own
+(spawned, so that one system's libraries and heap do not slow another's), once untimed first (compiles, caches,
+imports), then ``--rounds`` rounds with the systems interleaved in each round, one running at a time; every
+figure is the median over the rounds. ns/event = wall time / the recording's events: every record of HEAN's
+native events of the file (each level set, the snapshot's clear, each trade and each side of each bookTicker
+quote: 598,754 for the shared recording). "loop" is the part of it spent in the run itself (HEAN's worker loop,
+hftbacktest's strategy loop, NautilusTrader's ``engine.run()``). Orders counts every order action sent (new, replace or
 modify, cancel); fills counts fills. "vs HEAN" is a system's ns/event over HEAN's (below 1: faster than HEAN).
 
 The same inputs everywhere: HEAN's native events of the recording (the Binance sync rules applied: the REST
@@ -632,65 +633,156 @@ def _peer_version(name: str) -> str | None:
         return None
 
 
+def _system_runs(system: str, path: Path, fmt: str, latency_ns: int, halves: list[Path]) -> tuple[dict, dict]:
+    """The runs one system's process serves (name -> a call returning one run's figures), with its data made
+    (untimed), and what the parent reports of it (hftbacktest's price range). ImportError: not installed."""
+    if system == "HEAN":
+        return {
+            "HEAN": lambda: hean_run(path, fmt, latency_ns),
+            # the same events as two files merged by receive time (the k-way merge into the run's folder included)
+            "HEAN merged": lambda: hean_run(halves[::-1], "native", latency_ns),
+        }, {}
+    ev, report = load(path, fmt)
+    sym = report.symbols[0]
+    tick, lot = Decimal(str(sym.tick_size)), Decimal(str(sym.lot_size))
+    if system == "hftbacktest":
+        import hftbacktest  # noqa: F401
+
+        roi = hbt_roi(ev, float(tick))
+        data = hbt_data(ev, float(tick), float(lot))
+        return {system: lambda: hbt_run(data, float(tick), float(lot), roi, latency_ns)}, {"roi": roi}
+    if system == "nautilus_trader":
+        import nautilus_trader  # noqa: F401
+
+        nt = nt_data(ev, tick, lot)
+        return {system: lambda: nt_run(nt, tick, lot, latency_ns)}, {}
+    raise ValueError(f"unknown peer {system!r} (one of {', '.join(PEERS)})")
+
+
+def _serve(system: str, path: str, fmt: str, latency_ns: int, halves: list[str], conn: Any) -> None:
+    """A system's own process: make its data, say so, then run what the parent names, one run per message,
+    until it sends None. Every answer is ``(status, value)``."""
+    try:
+        runs, info = _system_runs(system, Path(path), fmt, latency_ns, [Path(h) for h in halves])
+    except ImportError as e:
+        conn.send(("skip", f"not measured (not installed: {e.name}; pip install -e '.[bench-peers]')"))
+        return
+    except Exception as e:
+        conn.send(("skip", f"not measured (failed: {type(e).__name__}: {e})"))
+        return
+    conn.send(("ready", {**info, "runs": list(runs)}))
+    while (name := conn.recv()) is not None:
+        try:
+            conn.send(("ok", runs[name]()))
+        except Exception as e:  # reported; the process goes on serving (the parent drops the system)
+            conn.send(("failed", f"{type(e).__name__}: {e}"))
+
+
+class _SystemProcess:
+    """One system's process (:func:`_serve`) and the pipe to it.
+
+    Why a process each: libraries and heaps of one system slow another in a shared process. With
+    NautilusTrader's data objects and one of its runs in the bench's process, HEAN's backtest took ~6 ms more
+    (36.8 -> 42.8 ms, its worker loop 30.6 -> 33.7 ms; not the garbage collector: the same with it off), so
+    each system is measured in a process of its own, spawned (nothing inherited), the rounds still
+    interleaved: one system runs at a time while the others wait on their pipes."""
+
+    def __init__(self, ctx: Any, system: str, path: Path, fmt: str, latency_ns: int, halves: list[Path]) -> None:
+        self.system = system
+        self.conn, child = ctx.Pipe()
+        args = (system, str(path), fmt, latency_ns, [str(h) for h in halves], child)
+        self.proc = ctx.Process(target=_serve, args=args, name=f"hean-bench-{system}", daemon=True)
+        self.proc.start()
+        child.close()
+
+    def answer(self) -> tuple[str, Any]:
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(timeout=5)
+            return "failed", f"its process died (exit code {self.proc.exitcode})"
+
+    def run(self, name: str) -> tuple[str, Any]:
+        try:
+            self.conn.send(name)
+        except (BrokenPipeError, OSError):
+            pass  # answer() tells
+        return self.answer()
+
+    def close(self) -> None:
+        """Stop the process: asked to, then killed by its pid if it has not left within 30 s."""
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(timeout=30)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
 def measure(
     path: Path, fmt: str, rounds: int, peers: list[str], latency_ns: int, log: Callable[[str], None] = lambda s: None
 ) -> dict:
-    """Every figure: the systems interleaved in each of ``rounds`` rounds after one untimed run of each."""
+    """Every figure: each system in a process of its own (:class:`_SystemProcess`), the systems interleaved in
+    each of ``rounds`` rounds after one untimed run of each."""
+    import multiprocessing
+
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        raise ValueError(f"unknown peers {', '.join(unknown)} (one of {', '.join(PEERS)})")
     ev, report = load(path, fmt)
     if len(report.symbols) != 1:
         raise ValueError(f"{path}: {len(report.symbols)} symbols; the bench takes a recording of one")
-    # first, before the peers' data exist: NautilusTrader's millions of objects would make every garbage
-    # collection during the conversion walk them
+    # first, before the other processes exist: the conversion has the machine to itself
     converted = conversion(path, fmt, rounds) if fmt != "native" else None
-    sym = report.symbols[0]
-    tick, lot = Decimal(str(sym.tick_size)), Decimal(str(sym.lot_size))
     counts = count_events(ev)
     n = counts["total"]
     _, max_rank = message_times(ev)
-    runs: dict[str, Callable[[], dict]] = {"HEAN": lambda: hean_run(path, fmt, latency_ns)}
-    # the same events as two files merged by receive time (the k-way merge into the run's folder included)
     split_dir = tempfile.TemporaryDirectory(prefix="hean-bench-split-")
     halves = split_recording(np.asarray(ev), report.symbols, Path(split_dir.name))
-    runs["HEAN merged"] = lambda: hean_run(halves[::-1], "native", latency_ns)
-    versions = {"HEAN": _peer_version("hean")}
-    skipped: dict[str, str] = {}
-    roi = None
-    for peer in peers:
-        try:
-            if peer == "hftbacktest":
-                import hftbacktest  # noqa: F401
-
-                roi = hbt_roi(ev, float(tick))
-                data = hbt_data(ev, float(tick), float(lot))
-                runs[peer] = lambda d=data, b=roi: hbt_run(d, float(tick), float(lot), b, latency_ns)
-            elif peer == "nautilus_trader":
-                import nautilus_trader  # noqa: F401
-
-                log("  nautilus_trader: building its data objects (not timed)")
-                nt = nt_data(ev, tick, lot)
-                runs[peer] = lambda d=nt: nt_run(d, tick, lot, latency_ns)
-            else:
-                raise ValueError(f"unknown peer {peer!r} (one of {', '.join(PEERS)})")
-        except ImportError as e:
-            skipped[peer] = f"not measured (not installed: {e.name}; pip install -e '.[bench-peers]')"
-            continue
-        versions[peer] = _peer_version(peer)
-    results: dict[str, list[dict]] = {name: [] for name in runs}
-    for name, run in list(runs.items()):
-        log(f"  {name}: first run (untimed: compiles, caches, imports)")
-        try:
-            run()
-        except Exception as e:  # a peer that fails is reported, the others go on
-            if name == "HEAN":
-                raise
-            skipped[name] = f"not measured (failed: {type(e).__name__}: {e})"
-            del runs[name], results[name]
-    for i in range(rounds):
-        for name, run in runs.items():
-            results[name].append(run())
-        log(
-            f"  round {i + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]['wall_s'] * 1e3:.0f} ms" for k, v in results.items())
-        )
+    del ev
+    ctx = multiprocessing.get_context("spawn")
+    procs = [_SystemProcess(ctx, system, path, fmt, latency_ns, halves) for system in ("HEAN", *peers)]
+    try:
+        log("  building each system's data in its own process (not timed)")
+        runs: dict[str, _SystemProcess] = {}
+        skipped: dict[str, str] = {}
+        roi = None
+        for sp in procs:
+            status, got = sp.answer()
+            if status != "ready":
+                if sp.system == "HEAN":
+                    raise RuntimeError(f"HEAN could not be measured: {got}")
+                skipped[sp.system] = got if status == "skip" else f"not measured (failed: {got})"
+                continue
+            roi = got.get("roi", roi)
+            runs.update({name: sp for name in got["runs"]})
+        for name, sp in list(runs.items()):
+            log(f"  {name}: first run (untimed: compiles, caches, imports)")
+            status, got = sp.run(name)
+            if status != "ok":
+                if name.startswith("HEAN"):
+                    raise RuntimeError(f"{name} failed: {got}")
+                skipped[name] = f"not measured (failed: {got})"
+                del runs[name]
+        results: dict[str, list[dict]] = {name: [] for name in runs}
+        for i in range(rounds):
+            for name, sp in runs.items():
+                status, got = sp.run(name)
+                if status != "ok":
+                    raise RuntimeError(f"{name} failed in round {i + 1}: {got}")
+                results[name].append(got)
+            log(
+                f"  round {i + 1}/{rounds}: "
+                + ", ".join(f"{k} {v[-1]['wall_s'] * 1e3:.0f} ms" for k, v in results.items())
+            )
+    finally:
+        for sp in procs:
+            sp.close()
+        split_dir.cleanup()
+    versions = {"HEAN": _peer_version("hean"), **{peer: _peer_version(peer) for peer in peers}}
     systems = []
     for name, rs in results.items():
         wall = statistics.median(r["wall_s"] for r in rs)
@@ -711,7 +803,6 @@ def measure(
                 "models": models(latency_ns, roi)[name.split()[0]],
             }
         )
-    split_dir.cleanup()
     hean_ns = systems[0]["ns_per_event"]
     for s in systems:
         s["ratio_to_hean"] = s["ns_per_event"] / hean_ns
