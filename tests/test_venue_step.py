@@ -20,8 +20,9 @@ pytestmark = pytest.mark.timeout(300)
 LOOP = loop_module(PIPELINE)
 
 
-def venue_only():
-    W = build_local(load_config(overrides={"engine.duration_s": 1.0}))
+def venue_only(entry_latency_ns: int = 0):
+    venues = [{"name": "sim", "params": {"entry_latency_ns": entry_latency_ns}}]
+    W = build_local(load_config(overrides={"engine.duration_s": 1.0, "venues": venues}))
     W.owns[:] = 0
     W.owns[len(PIPELINE) - 1] = 1  # the venue: the pipeline's last stage
     return W
@@ -110,3 +111,26 @@ def test_an_idle_venue_does_not_count_a_full_report_ring():
     publish(W.rings.market_venue, [ask(101, 3, 1_000)])
     LOOP.run_loop(W, 5)
     assert W.tm_venue.counters[C_RING_FULL] > 0 and W.rings.market_venue.hdr[READ] == 0  # held back, and counted
+
+
+@pytest.mark.parametrize(
+    ("arrives", "expected"),
+    [
+        (1_500, [("ACK", 7, 101, 0), ("FILL", 7, 101, 2)]),  # between the ask's set and its pull: it takes it
+        (2_000, [("ACK", 7, 101, 0), ("FILL", 7, 101, 2)]),  # at the pull's own time: arrivals by then go first
+        (2_001, [("ACK", 7, 101, 0), ("EXPIRED", 7, 101, 0)]),  # after the pull: nothing at 101 to take
+    ],
+)
+def test_an_order_arriving_inside_a_run_of_level_sets_meets_the_book_of_its_arrival(arrives, expected):
+    """One venue pass over level sets stamped before and after an order's arrival: the run of book changes the
+    venue applies in a tight loop (venue._book_changes) stops at the arrival, so the order is matched against
+    the book as it stood then, and the level sets after it are applied after it."""
+    W = venue_only(entry_latency_ns=arrives)
+    R = W.rings
+    publish(R.venue_orders_venue, [buy(7, 101, 2)])  # sent at the venue's time 0: it arrives at ``arrives``
+    LOOP.run_loop(W, 3)
+    events = [ask(105, 1, 500), ask(101, 3, 1_000), ask(106, 1, 1_200), ask(101, 0, 2_000), ask(107, 1, 2_500)]
+    publish(R.market_venue, events)
+    LOOP.run_loop(W, 3)
+    assert reports(R.venue_reports_router, 0) == expected
+    assert R.market_venue.hdr[READ] == len(events) and W.st_venue.clock[0] == 2_500

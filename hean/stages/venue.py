@@ -1102,6 +1102,26 @@ def venue_stage_apply(V, v, ev, now):
 
 
 @kernel(forceinline=True, error_model="numpy")
+def _book_changes(V, ev_in, e0, k, n, em, now, due, tm, t0, apply):
+    """:func:`venue_pass`'s steps over the market events from ``k`` that only change books (level sets and
+    TICKERs: no report can come of them), in a tight loop while nothing falls due by their time. The caller
+    checked the room for reports and that none is owed; neither changes here, so each of these steps would
+    have passed the pass's checks. Returns (the next event, the venue's clock)."""
+    while k < n:
+        ev = ev_in.slots[(e0 + k) & em]
+        kind = ev.kind
+        t = max(now, ev.ts_exch)
+        if (kind != _LEVEL_SET and kind != _TICKER) or due <= t:
+            break
+        now = t
+        age(tm.hists[H_AGE_MARKET], t0, ev.ts_origin)
+        apply(V, V.venue_of[ev.symbol], ev, now)
+        k += 1
+    V.clock[0] = now
+    return k, now
+
+
+@kernel(forceinline=True, error_model="numpy")
 def venue_pass(V, ins, outs, tm, flags, apply):
     """The venue stage's step (:func:`venue_step`), given the kernel that applies a market event:
     ``apply(V, v, ev, now)`` -- :func:`venue_stage_apply`, or on an L3 feed
@@ -1142,12 +1162,15 @@ def venue_pass(V, ins, outs, tm, flags, apply):
     while True:
         is_event = k_ev < n_ev
         is_order = not is_event and goal >= 0 and e0 + k_ev >= goal and k_ord < n_ord
+        roomy = False  # room for a step's reports was checked in this iteration
         if flush and (V.owed[0] != 0 or due <= now):
             if not _venue_flush(V, reports, now, tm):
                 break
             due = _earliest_due(vn)
-        elif (is_event or is_order) and not room(reports, VENUE_MAX_REPORTS, tm.counters):
-            break  # (room is asked, and a shortage counted, only with something to take)
+        elif is_event or is_order:
+            if not room(reports, VENUE_MAX_REPORTS, tm.counters):
+                break  # (room is asked, and a shortage counted, only with something to take)
+            roomy = True
         ev = ev_in.slots[(e0 + k_ev) & em]  # a view; read only when is_event
         if is_event:
             now = max(now, ev.ts_exch)
@@ -1172,6 +1195,8 @@ def venue_pass(V, ins, outs, tm, flags, apply):
                 if kind != _LEVEL_SET and kind != _TICKER:  # (a print can fill: reports)
                     due = _earliest_due(vn)
             k_ev += 1
+            if roomy and V.owed[0] == 0 and due > now:
+                k_ev, now = _book_changes(V, ev_in, e0, k_ev, n_ev, em, now, due, tm, t0, apply)
         flush = True
     done = k_ev + k_ord
     if done:  # before the records go back: the feed reads them once every ring is empty
