@@ -61,6 +61,7 @@ is shared and noisy: compare the figures of one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
@@ -633,6 +634,13 @@ def _peer_version(name: str) -> str | None:
         return None
 
 
+def check_peers(peers: list[str]) -> None:
+    """ValueError naming the peers this bench does not know."""
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        raise ValueError(f"unknown peers {', '.join(unknown)} (known: {', '.join(PEERS)})")
+
+
 def _system_runs(system: str, path: Path, fmt: str, latency_ns: int, halves: list[Path]) -> tuple[dict, dict]:
     """The runs one system's process serves (name -> a call returning one run's figures), with its data made
     (untimed), and what the parent reports of it (hftbacktest's price range). ImportError: not installed."""
@@ -696,25 +704,29 @@ class _SystemProcess:
         child.close()
 
     def answer(self) -> tuple[str, Any]:
+        """The process's next answer; ``("failed", why)`` when it died instead."""
         try:
             return self.conn.recv()
         except (EOFError, OSError):
-            self.proc.join(timeout=5)
-            return "failed", f"its process died (exit code {self.proc.exitcode})"
+            return self._died()
 
     def run(self, name: str) -> tuple[str, Any]:
+        """One run of ``name`` in the process: its answer."""
         try:
             self.conn.send(name)
-        except (BrokenPipeError, OSError):
-            pass  # answer() tells
+        except OSError:  # (BrokenPipeError included) the process is gone
+            return self._died()
         return self.answer()
 
+    def _died(self) -> tuple[str, str]:
+        self.proc.join(timeout=5)
+        return "failed", f"its process died (exit code {self.proc.exitcode})"
+
     def close(self) -> None:
-        """Stop the process: asked to, then killed by its pid if it has not left within 30 s."""
-        try:
+        """Stop the process: asked to (a dead one cannot be), then killed by its pid if it has not left within
+        30 s."""
+        with contextlib.suppress(OSError):
             self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
         self.proc.join(timeout=30)
         if self.proc.is_alive():
             self.proc.kill()
@@ -729,9 +741,7 @@ def measure(
     each of ``rounds`` rounds after one untimed run of each."""
     import multiprocessing
 
-    unknown = sorted(set(peers) - set(PEERS))
-    if unknown:
-        raise ValueError(f"unknown peers {', '.join(unknown)} (one of {', '.join(PEERS)})")
+    check_peers(peers)
     ev, report = load(path, fmt)
     if len(report.symbols) != 1:
         raise ValueError(f"{path}: {len(report.symbols)} symbols; the bench takes a recording of one")
@@ -901,9 +911,10 @@ def main(argv: list[str] | None = None) -> int:
         print("hean bench backtest: --rounds must be >= 1", file=sys.stderr)
         return 2
     peers = [s.strip() for s in args.peers.split(",") if s.strip()]
-    unknown = sorted(set(peers) - set(PEERS))
-    if unknown:
-        print(f"hean bench backtest: unknown peers {', '.join(unknown)} (known: {', '.join(PEERS)})", file=sys.stderr)
+    try:
+        check_peers(peers)
+    except ValueError as e:
+        print(f"hean bench backtest: {e}", file=sys.stderr)
         return 2
     out = text_out(args.json)  # with --json -, stdout is the JSON alone
 

@@ -151,7 +151,13 @@ class L2Book(NamedTuple):
     info: np.ndarray  # int64[n, N_INFO]: I_* columns
 
 
-def make_l2_book(n_symbols: int, window: int = 16384, overflow: int = 4096) -> L2Book:
+# Price slots per side an L2 book keeps directly indexed, by default: the book stage's and the venue's books
+# too. At 4096, ~3,300 levels per side of the Binance sample lived in the overflow table and its backtest's
+# loop ran ~3 % slower (the same fills: the window decides where a level is stored, not the book).
+L2_WINDOW = 16384
+
+
+def make_l2_book(n_symbols: int, window: int = L2_WINDOW, overflow: int = 4096) -> L2Book:
     """An empty book for ``n_symbols``.
 
     ``window``: price slots per side kept directly indexed around the touch (a power of two; 16384 ticks
@@ -842,7 +848,7 @@ MAX_L3 = 1 << 30  # most orders (levels) an L3 book's tables are sized for: abou
 def book_tables(
     n_symbols: int,
     *,
-    window: int = 16384,
+    window: int = L2_WINDOW,
     overflow: int = 8192,
     stale_ns: int = 0,
     vwap_window_ns: int = 60_000_000_000,
@@ -851,10 +857,9 @@ def book_tables(
     l3_levels: int = 0,
 ):
     """``[book]``: price window and overflow per side (levels), stale window (0 off), VWAP window; its keyword
-    parameters are the table's keys. The window's default is :func:`make_l2_book`'s (the venue's book too):
-    at 4096 slots, ~3,300 levels per side of the Binance sample lived in the overflow table, and its
-    backtest's loop ran ~3 % slower. ``l3_orders``/``l3_levels`` size the order-by-order book of an L3 replay
-    (:mod:`hean.stages.book_l3`; 0: from the recording) and are not used here."""
+    parameters are the table's keys (the window's default: :data:`L2_WINDOW`). ``l3_orders``/``l3_levels``
+    size the order-by-order book of an L3 replay (:mod:`hean.stages.book_l3`; 0: from the recording) and are
+    not used here."""
     if stale_ns < 0 or vwap_window_ns <= 0:
         raise ValueError("stale_ns must be >= 0 and vwap_window_ns > 0")
     if not (0 <= l3_orders <= MAX_L3 and 0 <= l3_levels <= MAX_L3):

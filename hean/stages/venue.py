@@ -132,6 +132,7 @@ from hean.records import (
 from hean.rings.layout import MASK
 from hean.rings.spsc import available
 from hean.stages.book import (
+    L2_WINDOW,
     NO_PRICE,
     OK,
     L2Book,
@@ -301,7 +302,7 @@ def make_venue(
     seed: int = 1,
     capacity: int = 4096,
     queue_capacity: int = 4096,
-    book_window: int = 16384,
+    book_window: int = L2_WINDOW,
     book_overflow: int = 8192,
 ) -> Venue:
     """Build ``n_venues`` (1..8) simulated venues trading ``n_symbols`` symbols.
