@@ -4,6 +4,7 @@ across placements (identical digests), several strategies attributed in one run,
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,25 @@ def test_several_recordings_are_merged_by_receive_time_each_symbol_its_own_strat
         btc[["client_id", "price", "qty", "side"]].tolist()
         == alone.fills.data[["client_id", "price", "qty", "side"]].tolist()
     ), "the other recording's events change nothing for BTCUSDT's strategy"
+
+
+def test_a_backtest_makes_a_run_folder_only_to_merge_into_and_removes_it(quoter, tmp_path, monkeypatch):
+    """One recording, mapped from the conversion cache, needs no folder in process; a merge of two writes its
+    file into a temporary folder, which is gone after the run."""
+    made = []
+    real = tempfile.TemporaryDirectory
+
+    def counted(*a, **k):
+        made.append(real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", counted)
+    one = hean.backtest(RECORDING, quoter, format="binance-usdm")
+    assert made == [] and len(one.fills) > 0
+    two = hean.backtest([RECORDING, BYBIT], quoter, format=["binance-usdm", "bybit"])
+    assert len(made) == 1 and Path(made[0].name).parent == tmp_path and len(two.fills) > 0
+    assert list(tmp_path.iterdir()) == [], "the merge's folder is removed"
 
 
 def test_two_recordings_of_one_symbol_over_the_same_time_are_refused():

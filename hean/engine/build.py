@@ -12,6 +12,8 @@ types -- so every placement's loop has one type, compiled once (:mod:`hean.engin
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -87,7 +89,8 @@ def build_stages(
     """Every stage's state by name, in pipeline order (``owns``: the stages built for real; the others get
     stand-ins). ``replay``: the recording's events, for the source when it is real."""
     owns = {s.name for s in pipeline} if owns is None else owns
-    return {s.name: s.build(_context(cfg, s.name in owns, views, replay)) for s in pipeline}
+    ctx = _context(cfg, True, views, replay)  # one for all: its tables are read, never written, by the builds
+    return {s.name: s.build(dataclasses.replace(ctx, real=s.name in owns)) for s in pipeline}
 
 
 def check_config(cfg: Config, pipeline: tuple[Stage, ...] = PIPELINE) -> None:
@@ -110,7 +113,7 @@ def prepare_replay(cfg: Config, directory: str):
     return cfg, report
 
 
-def prepared_replay(cfg: Config, directory: str):
+def prepared_replay(cfg: Config, directory: str | os.PathLike, in_process: bool = False):
     """The recording(s) as one native event file and the configuration to run it: the feed maps that file,
     and the symbol table is the recording's symbols as exact instruments on their venues
     (:mod:`hean.engine.recordings`). Returns (config, the readers' reports (``.summary()``), the events as
@@ -119,13 +122,14 @@ def prepared_replay(cfg: Config, directory: str):
 
     A native recording is mapped where it is. Any other is read once into HEAN's conversion cache
     (:mod:`hean.feeds.cache`: a second replay of the same file maps the entry and parses nothing); several
-    recordings, or units changed by the instruments, are merged into ``directory``."""
+    recordings, or units changed by the instruments, are merged into ``directory``. ``in_process``: the
+    events returned are all that replays them (:func:`hean.engine.recordings.prepare_recordings`)."""
     import msgspec
 
     from hean.engine.recordings import prepare_recordings
     from hean.stages.book_l3 import l3_capacity
 
-    rec = prepare_recordings(cfg, directory)
+    rec = prepare_recordings(cfg, directory, in_process)
     symbols = [msgspec.structs.replace(cfg.symbols[0], **entry) for entry in rec.symbols]
     cap = l3_capacity(rec.events)  # None: no L3 event (an L2 recording)
     feed = msgspec.structs.replace(cfg.feed, path=rec.path, format="native", l3=cap is not None, guessed=rec.guessed)

@@ -36,12 +36,20 @@ from __future__ import annotations
 from hean.atomics import cpu_pause, eventfd_signal, getppid, load_relaxed, nanosleep, sched_yield, store_relaxed
 from hean.engine import control as C
 from hean.jit import kernel
-from hean.telemetry.block import C_IDLE_LOOPS, tm_add, tm_busy, tm_heartbeat
+from hean.telemetry.block import C_BUSY_LOOPS, C_IDLE_LOOPS, tm_add, tm_busy, tm_heartbeat
 
 # wait strategies
 W_SPIN, W_YIELD, W_SLEEP = 0, 1, 2
 WAIT_CODES = {"spin": W_SPIN, "yield": W_YIELD, "sleep": W_SLEEP}
 HEARTBEAT_EVERY = 256  # busy loop iterations between heartbeats (idle ones beat every 1024)
+# An untimed lockstep run (a replay: its time comes from its records, the wall clock only stamps telemetry)
+# reads the clock once every this many busy passes, and records its busy passes in batches at heartbeats.
+COARSE_CLOCK_EVERY = 64
+# a busy heartbeat falls on a pass that read the clock: the beat and the supervisor's check see fresh time
+assert HEARTBEAT_EVERY % COARSE_CLOCK_EVERY == 0
+# tm_pass's ``busy``: one idle record of ``t0`` passes / one busy pass from ``t0`` to ``t1`` / ``t0`` untimed
+# busy passes ending at ``t1``
+PASS_IDLE, PASS_BUSY, PASS_BUSY_BATCH = 0, 1, 2
 
 # params (int64) indices
 P_WORKER = 0  # this worker's index
@@ -50,7 +58,7 @@ P_SPIN_YIELD = 2  # idle polls before yielding
 P_SPIN_SLEEP = 3  # idle polls before sleeping
 P_SLEEP_NS = 4
 P_LOCKSTEP = 5  # 1: deterministic lockstep
-P_UNTIMED = 6  # 1: no latency histograms: one clock read per pass (engine.latency_stats = false)
+P_UNTIMED = 6  # 1: no latency histograms: one clock read per pass, or per COARSE_CLOCK_EVERY in lockstep
 P_LEAVE_IDLE = 7  # > 0: leave the loop after this many idle passes in a row once the source is done (an
 #                   in-process backtest's end: it returns to its caller to be checked, not after max_loops)
 P_SUPERVISOR = 8  # the supervisor's pid: the worker's parent (0: no supervisor, e.g. an in-process backtest)
@@ -97,10 +105,13 @@ def wait_step(params, idle):
 
 @kernel(forceinline=True, error_model="numpy")
 def tm_pass(counters, busy, t0, t1, beat):
-    """Loop statistics and the heartbeat into one owned stage's block (busy: one busy pass from t0 to t1;
-    idle: ``t0`` idle passes)."""
-    if busy:
+    """Loop statistics and the heartbeat into one owned stage's block (``busy``: PASS_BUSY, one busy pass
+    from t0 to t1; PASS_BUSY_BATCH, ``t0`` untimed busy passes; PASS_IDLE, ``t0`` idle passes)."""
+    if busy == PASS_BUSY:
         tm_busy(counters, t0, t1)
+    elif busy == PASS_BUSY_BATCH:
+        tm_add(counters, C_BUSY_LOOPS, t0)
+        tm_heartbeat(counters, t1)
     else:
         tm_add(counters, C_IDLE_LOOPS, t0)
     if beat:
@@ -202,13 +213,16 @@ def run_loop(W, max_loops):
     lockstep = W.params[P_LOCKSTEP] != 0
     mode = (F_LOCKSTEP if lockstep else np.int64(0)) | (F_UNTIMED if W.params[P_UNTIMED] != 0 else np.int64(0))
     timed = W.params[P_UNTIMED] == 0
+    coarse = lockstep and not timed  # the clock every COARSE_CLOCK_EVERY busy passes, busy passes batched
+    busy_acc = 0  # untimed busy passes not yet added to the stages' counters
     leave_idle = W.params[P_LEAVE_IDLE]
     idle_acc = 0  # idle passes not yet added to the stages' counters (added in batches: cheaper idle pass)
     orphaned_at = 0  # when the supervisor was found gone (0: it is not)
     t0 = now_ns()
     while load_relaxed(ctl, C.STOP) == 0 and (max_loops <= 0 or loops < max_loops):
         loops += 1
-        t0 = now_ns()
+        if not coarse or idle != 0 or (loops & (COARSE_CLOCK_EVERY - 1)) == 0:
+            t0 = now_ns()
         flags = mode | (F_HALTED if load_relaxed(ctl, C.HALT) != 0 else np.int64(0))
         n, live = step_all(W, live, t0, flags)
         beat = False
@@ -219,7 +233,10 @@ def run_loop(W, max_loops):
                 store_relaxed(ctl, C.worker_word(w, C.W_IDLE_AT), load_relaxed(ctl, C.worker_word(w, C.W_ACTIVITY)))
             if (idle & 1023) == 1:
                 beat = True
-                each_owned(W, False, idle_acc, t0, True)
+                if busy_acc:
+                    each_owned(W, PASS_BUSY_BATCH, busy_acc, t0, False)
+                    busy_acc = 0
+                each_owned(W, PASS_IDLE, idle_acc, t0, True)
                 idle_acc = 0
                 store_relaxed(ctl, C.worker_word(w, C.W_HEARTBEAT), t0)
                 store_relaxed(ctl, C.worker_word(w, C.W_LOOPS), loops)
@@ -234,9 +251,15 @@ def run_loop(W, max_loops):
             t1 = now_ns() if timed else t0
             beat = (loops & (HEARTBEAT_EVERY - 1)) == 0
             if idle_acc:
-                each_owned(W, False, idle_acc, t1, False)
+                each_owned(W, PASS_IDLE, idle_acc, t1, False)
                 idle_acc = 0
-            each_owned(W, True, t0, t1, beat)
+            if not coarse:
+                each_owned(W, PASS_BUSY, t0, t1, beat)
+            else:
+                busy_acc += 1
+                if beat:
+                    each_owned(W, PASS_BUSY_BATCH, busy_acc, t1, True)
+                    busy_acc = 0
             if beat:
                 store_relaxed(ctl, C.worker_word(w, C.W_HEARTBEAT), t1)
                 store_relaxed(ctl, C.worker_word(w, C.W_LOOPS), loops)
@@ -246,8 +269,10 @@ def run_loop(W, max_loops):
         if beat and orphaned_at == 0 and supervisor_lost(W.params, ctl, t0):
             orphaned_at = now_ns()  # after this pass's orders: none leaves from here on
             orphaned(W.params, ctl, orphaned_at)
+    if busy_acc:
+        each_owned(W, PASS_BUSY_BATCH, busy_acc, t0, False)
     if idle_acc:
-        each_owned(W, False, idle_acc, t0, False)
+        each_owned(W, PASS_IDLE, idle_acc, t0, False)
     store_relaxed(ctl, C.worker_word(w, C.W_LOOPS), loops)
     now = now_ns()
     store_relaxed(ctl, C.worker_word(w, C.W_HEARTBEAT), now)

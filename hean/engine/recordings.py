@@ -54,8 +54,10 @@ class Recordings:
         return "\n".join(lines)
 
 
-def prepare_recordings(cfg, directory: str) -> Recordings:
-    """The recordings of ``cfg.feed`` ready for the feed (module docstring); FeedError names the file."""
+def prepare_recordings(cfg, directory: str | os.PathLike, in_process: bool = False) -> Recordings:
+    """The recordings of ``cfg.feed`` ready for the feed (module docstring); FeedError names the file.
+    ``in_process``: only this process replays them, from the events returned (an in-process backtest), so a
+    single recording kept as it is needs nothing in ``directory`` (:func:`_mapped`)."""
     from hean.engine.config import as_list
 
     f = cfg.feed
@@ -70,7 +72,7 @@ def prepare_recordings(cfg, directory: str) -> Recordings:
     events = [e for e, _r, _p in loaded]
     reports = [r for _e, r, _p in loaded]
     if len(loaded) == 1 and np.array_equal(sym_map[0, : len(table)], np.arange(len(table))) and _unit(scale):
-        return Recordings(_mapped(loaded[0], paths[0], directory), events[0], table, reports, guessed)
+        return Recordings(_mapped(loaded[0], paths[0], directory, in_process), events[0], table, reports, guessed)
     from hean.feeds.merge import merge_into
     from hean.feeds.native import open_native
     from hean.symbols import SymbolTable
@@ -97,16 +99,17 @@ def _load(path: str, fmt: str, f) -> tuple[np.ndarray, ReadReport, str | None]:
     return got.events, got.report, None if got.path is None else str(got.path)
 
 
-def _mapped(loaded: tuple, source: str, directory: str) -> str:
+def _mapped(loaded: tuple, source: str, directory: str | os.PathLike, in_process: bool) -> str:
     """The native file the feed maps for a single recording kept as it is: the cache entry linked into the
     run's folder where it can (a cache cleared meanwhile cannot take it away), the native recording itself,
-    or -- the cache off or unwritable -- ``replay.hev`` written there."""
+    or -- the cache off or unwritable -- ``replay.hev`` written there. In process (``in_process``) the cache
+    entry itself: its events are mapped already, and a mapping outlives the file's removal."""
     from hean.feeds.native import write_native
 
     events, report, path = loaded
-    local = os.path.join(directory, "replay.hev")
-    if path is not None and report.format == "native":
+    if path is not None and (report.format == "native" or in_process):
         return path
+    local = os.path.join(directory, "replay.hev")
     if path is not None:
         try:
             os.link(path, local)
