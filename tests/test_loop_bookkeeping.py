@@ -1,7 +1,8 @@
 """The worker loop's own bookkeeping in every timing mode: each pass counted, busy or idle, in the block of
 every stage the worker runs, and the heartbeats current -- also in an untimed lockstep run (a backtest), which
 reads the clock only every ``COARSE_CLOCK_EVERY`` busy passes and adds its busy passes up in batches
-(:mod:`hean.engine.pipeline`). ``hean top`` and the supervisor's liveness checks read these words."""
+(:mod:`hean.engine.pipeline`). ``hean top`` and the supervisor's liveness checks read these words. The
+histograms of an in-process pipeline start as zero pages (``hean.engine.build._untouched_zeros``)."""
 
 from __future__ import annotations
 
@@ -44,5 +45,10 @@ def test_every_pass_is_counted_and_every_heartbeat_is_current(lockstep, timed):
         # lockstep: one message a pass at most (the feed waits for the pipeline to go idle); free: in batches
         assert c[C_BUSY_LOOPS] >= (MESSAGES if lockstep else 1), stage.name
         assert before <= c[C_HEARTBEAT_NS] <= after, stage.name
+        hists = getattr(W, f"tm_{stage.name}").hists
+        assert hists.flags.writeable and hists.flags.c_contiguous
         if not timed:
             assert c[C_BUSY_NS] == 0, f"{stage.name}: an untimed run measures no pass"
+            assert not hists.any(), f"{stage.name}: an untimed run's histograms stay zero"
+    if timed:  # the stages' service times were recorded (the histograms' pages are their own: see build)
+        assert all(getattr(W, f"tm_{s.name}").hists[0].any() for s in PIPELINE if s.name != "feed")

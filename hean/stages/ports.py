@@ -75,11 +75,13 @@ StageTm = TelemetryBlock  # a stage's telemetry as its step sees it: counters, h
 
 
 def private_port(dtype, capacity: int, act: np.ndarray) -> Port:
-    """A ring in process-local memory: the edge between two stages fused into one worker."""
+    """A ring in process-local memory: the edge between two stages fused into one worker. Its slots are not
+    zeroed: a slot is read only after it was written (the cursors say which), and zeroing a backtest's
+    rings (13 of up to 512 KiB) was ~0.3 ms of each backtest."""
     hdr = np.zeros(HDR_WORDS, np.int64)
     hdr[CAPACITY] = capacity
     hdr[MASK] = capacity - 1
-    return Port(hdr, np.zeros(capacity, dtype), act)
+    return Port(hdr, np.empty(capacity, dtype), act)
 
 
 @kernel(forceinline=True, error_model="numpy")
