@@ -96,6 +96,22 @@ def test_the_backtest_trades_and_its_tables_agree(result):
     assert result.equity["ts"].tolist() == sorted(result.equity["ts"].tolist()) and len(result.equity) > len(fills)
 
 
+def test_the_empty_slot_shared_by_free_positions_is_left_as_made(result):
+    """Backtests of one process share the empty slot of each free strategy position (strategy._EMPTY): the
+    run must not have written to it."""
+    from hean.stages import strategy as SS
+
+    assert SS._EMPTY, "the backtest used a shared empty slot"
+    for (j, n), (sl, row) in SS._EMPTY.items():
+        fresh = SS.make_slot(None, j, [], n)
+        assert np.array_equal(row, SS.slot_addresses(sl)), "its arrays are where they were"
+        for name in SS.SLOT_ARRAYS:
+            got, want = sl, fresh
+            for part in name.split("."):
+                got, want = getattr(got, part), getattr(want, part)
+            assert got.tobytes() == want.tobytes(), f"empty slot {j}: {name} was written"
+
+
 def test_the_tables_convert_to_dataframes(result):
     df = result.fills.to_pandas()
     assert list(df.columns) == list(result.fills.columns) and len(df) == len(result.fills)

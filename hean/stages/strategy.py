@@ -789,8 +789,8 @@ def make_strategy_stage(slots: list[Slot], n_engine: int, depth: np.ndarray | No
     # the slots no strategy takes share one empty slot: nothing writes to a slot whose S_ACTIVE is 0, and
     # building seven of them (their ~40 arrays each, and the address rows) was ~1.5 ms of every backtest
     spare = MAX_STRATEGIES - len(slots)
-    empty = [make_slot(None, len(slots), [], max(1, n_engine))] if spare else []
-    full = list(slots) + empty * spare
+    empty = [_empty_slot(len(slots), max(1, n_engine))] if spare else []
+    full = list(slots) + [sl for sl, _row in empty] * spare
     subs = np.zeros((max(1, n_engine), 1 + MAX_STRATEGIES), np.int64)
     for j, sl in enumerate(slots):
         if sl.cfg[S_ACTIVE] == 0:
@@ -802,7 +802,7 @@ def make_strategy_stage(slots: list[Slot], n_engine: int, depth: np.ndarray | No
     # a record reaches every strategy of its symbol; each may act MAX_ACTIONS times (a timer too), plus a
     # deferred cancel for a report
     g[G_PER_RECORD] = (2 * A.MAX_ACTIONS + 1) * max(1, int(subs[:, 0].max()) if n_engine else 1)
-    rows = {id(sl): slot_addresses(sl) for sl in [*slots, *empty]}  # one per distinct slot
+    rows = {id(sl): slot_addresses(sl) for sl in slots} | {id(sl): row for sl, row in empty}  # one per slot
     hd = np.stack([rows[id(sl)] for sl in full])
     key = hd.ctypes.data
     _SLOTS[key] = tuple(full)
@@ -817,6 +817,20 @@ def make_strategy_stage(slots: list[Slot], n_engine: int, depth: np.ndarray | No
 
 
 _SLOTS: dict[int, tuple] = {}  # the slots of each live stage, by the address of its table
+
+# The empty slot of each (first free position, engine symbols), with its address row, made once per process:
+# as the free positions of one stage share it, so do the stages of one process (a sweep's backtests), for
+# nothing writes to a slot whose S_ACTIVE is 0 (tests/test_backtest.py checks it after a backtest). Making
+# it was ~0.25 ms of every backtest.
+_EMPTY: dict[tuple[int, int], tuple[Slot, np.ndarray]] = {}
+
+
+def _empty_slot(strategy_id: int, n_engine: int) -> tuple[Slot, np.ndarray]:
+    key = (strategy_id, n_engine)
+    if key not in _EMPTY:
+        sl = make_slot(None, strategy_id, [], n_engine)
+        _EMPTY[key] = (sl, slot_addresses(sl))
+    return _EMPTY[key]
 
 
 def slots_of(S: StrategyStage) -> tuple:
