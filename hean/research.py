@@ -299,7 +299,7 @@ def _run_to_the_end(loop: Any, W: Any, max_seconds: float) -> int:
 
 def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> BacktestResult:
     from hean import api as A
-    from hean.records import A_NEW, X_FILL, X_PARTIAL
+    from hean.result_rows import fill_rows, n_fills, order_rows
     from hean.stages import strategy as SS
     from hean.stages.book_l3 import book_errors
     from hean.telemetry.block import C_EVENTS_OUT, C_FILLS, C_ORDERS, C_USER_BASE
@@ -319,21 +319,10 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
         sent = sl.rec_orders[: n[SS.R_ORDERS]]
         reps = sl.rec_reports[: n[SS.R_REPORTS]]
         o = np.zeros(len(sent), ORDERS)
-        o["strategy"] = j
-        for c in ("client_id", "symbol", "side", "price", "qty", "order_type", "tif", "flags"):
-            o[c] = sent[c]
-        o["ts"], o["action"], o["tick_size"] = sent["ts_exch"], sent["kind"], tick[sent["symbol"]]
-        new = o["action"] == A_NEW
-        final = _final_states(sl, sent["client_id"], reps)
-        o["state"][new], o["filled"][new], o["reason"][new] = final[new].T
+        order_rows(sent, tick, _final_states(sl, sent["client_id"], reps), j, o)
         orders.append(o)
-        f = reps[(reps["kind"] == X_FILL) | (reps["kind"] == X_PARTIAL)]
-        t = np.zeros(len(f), FILLS)
-        t["strategy"] = j
-        for c in ("client_id", "order_id", "symbol", "side", "price", "qty", "fee", "liquidity", "venue"):
-            t[c] = f[c]
-        t["leaves"], t["tick_size"], t["lot_size"] = f["leaves_qty"], tick[f["symbol"]], lot[f["symbol"]]
-        t["ts"] = _fill_times(sl, f)
+        t = np.zeros(n_fills(reps), FILLS)
+        fill_rows(reps, tick, lot, j, t)
         fills.append(t)
         p = np.zeros(len(sl.symbols), POSITIONS)
         p["strategy"], p["symbol"], p["position"] = j, sl.symbols, sl.pos
@@ -394,45 +383,13 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _final_states(sl: Any, cids: np.ndarray, reps: np.ndarray) -> np.ndarray:
-    """(state, filled lots, reject reason) of each order by client id, from the reports it received: the
-    state of its last final report (else OPEN; PENDING with no report at all), the lots of its fills, the
-    reason of its last rejection. Vectorized: a backtest's reports can number in the millions."""
-    from hean import api as A
-    from hean.records import X_CANCELED, X_EXPIRED, X_FILL, X_PARTIAL, X_REJECTED
+    """(state, filled lots, reject reason) of each order by client id, from the reports it received
+    (:func:`hean.result_rows.order_outcomes`, one compiled pass: a backtest's reports can number in the
+    millions)."""
+    from hean.result_rows import N_SCRATCH, order_outcomes
 
     out = np.zeros((len(cids), 3), np.int64)
-    out[:, 0] = A.PENDING
-    if not len(reps) or not len(cids):
-        return out
-    kind = reps["kind"].astype(np.int64)
-    ids, group = np.unique(reps["client_id"], return_inverse=True)
-    filled = np.zeros(len(ids), np.int64)
-    fill = (kind == X_FILL) | (kind == X_PARTIAL)
-    np.add.at(filled, group[fill], reps["qty"][fill].astype(np.int64))
-    end_state = np.full(int(kind.max()) + 1, -1, np.int64)
-    for k, st in ((X_FILL, A.FILLED), (X_CANCELED, A.CANCELED), (X_EXPIRED, A.EXPIRED), (X_REJECTED, A.REJECTED)):
-        if k < len(end_state):
-            end_state[k] = st
-    state = np.full(len(ids), A.OPEN, np.int64)
-    last = _last_of_each(group, len(ids), end_state[kind] >= 0)
-    state[last >= 0] = end_state[kind[last[last >= 0]]]
-    reason = np.zeros(len(ids), np.int64)
-    last = _last_of_each(group, len(ids), kind == X_REJECTED)
-    reason[last >= 0] = reps["reason"][last[last >= 0]]
-    at = np.minimum(np.searchsorted(ids, cids), len(ids) - 1)
-    known = ids[at] == cids
-    out[known, 0], out[known, 1], out[known, 2] = state[at[known]], filled[at[known]], reason[at[known]]
+    if len(cids):
+        ids = np.unique(cids)
+        order_outcomes(cids, ids, reps, np.zeros((len(ids), N_SCRATCH), np.int64), out)
     return out
-
-
-def _last_of_each(group: np.ndarray, n: int, where: np.ndarray) -> np.ndarray:
-    """Index of the last report of each of ``n`` groups where ``where`` holds (-1: none)."""
-    last = np.full(n, -1, np.int64)
-    at = np.flatnonzero(where)
-    np.maximum.at(last, group[at], at)
-    return last
-
-
-def _fill_times(sl: Any, fills: np.ndarray) -> np.ndarray:
-    """Event time of each fill: the report's venue time when the venue gave one, else its exchange stamp."""
-    return np.where(fills["ts_venue"] > 0, fills["ts_venue"], fills["ts_exch"])

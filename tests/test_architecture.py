@@ -25,7 +25,19 @@ LAYERS = [
     {"telemetry"},
     {"stages", "feeds", "indicators", "strategies", "api", "journal"},
     {"engine", "gateway", "live"},
-    {"commands", "cli", "bench", "research", "sweeps", "doctor", "outputs", "report", "__main__", "__init__"},
+    {
+        "commands",
+        "cli",
+        "bench",
+        "research",
+        "result_rows",
+        "sweeps",
+        "doctor",
+        "outputs",
+        "report",
+        "__main__",
+        "__init__",
+    },
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
