@@ -319,7 +319,7 @@ def _result(cfg: Any, W: Any, entries: list[dict], wall: float, loops: int) -> B
         sent = sl.rec_orders[: n[SS.R_ORDERS]]
         reps = sl.rec_reports[: n[SS.R_REPORTS]]
         o = np.zeros(len(sent), ORDERS)
-        order_rows(sent, tick, _final_states(sl, sent["client_id"], reps), j, o)
+        order_rows(sent, tick, _final_states(sent["client_id"], reps), j, o)
         orders.append(o)
         t = np.zeros(n_fills(reps), FILLS)
         fill_rows(reps, tick, lot, j, t)
@@ -382,7 +382,7 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _final_states(sl: Any, cids: np.ndarray, reps: np.ndarray) -> np.ndarray:
+def _final_states(cids: np.ndarray, reps: np.ndarray) -> np.ndarray:
     """(state, filled lots, reject reason) of each order by client id, from the reports it received
     (:func:`hean.result_rows.order_outcomes`, one compiled pass: a backtest's reports can number in the
     millions)."""

@@ -17,9 +17,11 @@ from hean.records import A_NEW, X_CANCELED, X_EXPIRED, X_FILL, X_PARTIAL, X_REJE
 
 __all__ = ["fill_rows", "n_fills", "order_outcomes", "order_rows"]
 
-# order_outcomes' scratch columns, per distinct client id
-_SEEN, _FINAL, _STATE, _FILLED, _REASON = 0, 1, 2, 3, 4
-N_SCRATCH = 5
+# order_outcomes' scratch columns, per distinct client id; a _STATE of 0 is "no final report yet" (no order
+# state has the code 0)
+_SEEN, _STATE, _FILLED, _REASON = 0, 1, 2, 3
+N_SCRATCH = 4
+assert 0 not in (OPEN, PENDING, FILLED, CANCELED, EXPIRED, REJECTED)
 
 
 @entry
@@ -38,15 +40,18 @@ def order_outcomes(cids, ids, reports, scratch, out):
         a = scratch[g]
         a[_SEEN] = 1
         k = p.kind
-        if k == X_FILL or k == X_PARTIAL:
+        if k == X_PARTIAL:
             a[_FILLED] += p.qty
-        final = FILLED if k == X_FILL else CANCELED if k == X_CANCELED else EXPIRED if k == X_EXPIRED else -1
-        if k == X_REJECTED:
-            final = REJECTED
+        elif k == X_FILL:
+            a[_FILLED] += p.qty
+            a[_STATE] = FILLED
+        elif k == X_CANCELED:
+            a[_STATE] = CANCELED
+        elif k == X_EXPIRED:
+            a[_STATE] = EXPIRED
+        elif k == X_REJECTED:
+            a[_STATE] = REJECTED
             a[_REASON] = p.reason
-        if final >= 0:
-            a[_FINAL] = 1
-            a[_STATE] = final
     for i in range(cids.shape[0]):
         g = np.searchsorted(ids, cids[i])
         a = scratch[g]
@@ -55,7 +60,7 @@ def order_outcomes(cids, ids, reports, scratch, out):
             out[i, 1] = 0
             out[i, 2] = 0
         else:
-            out[i, 0] = a[_STATE] if a[_FINAL] != 0 else OPEN
+            out[i, 0] = a[_STATE] if a[_STATE] != 0 else OPEN
             out[i, 1] = a[_FILLED]
             out[i, 2] = a[_REASON]
 

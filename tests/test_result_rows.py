@@ -73,14 +73,14 @@ EXPECTED = {
 @pytest.mark.parametrize("cid", sorted(EXPECTED))
 def test_each_orders_outcome_comes_from_its_reports(cid):
     cids = np.array([4, cid, 1, cid], np.int64)  # repeated ids (a NEW and its REPLACE rows) get the same answer
-    out = _final_states(None, cids, REPORTS)
+    out = _final_states(cids, REPORTS)
     assert out[1].tolist() == list(EXPECTED[cid]) == out[3].tolist()
     assert out[0].tolist() == list(EXPECTED[4])
 
 
 def test_no_reports_at_all_leaves_every_order_pending_and_no_order_gives_an_empty_table():
-    assert _final_states(None, np.array([3, 1], np.int64), REPORTS[:0]).tolist() == [[A.PENDING, 0, 0]] * 2
-    assert _final_states(None, np.zeros(0, np.int64), REPORTS).shape == (0, 3)
+    assert _final_states(np.array([3, 1], np.int64), REPORTS[:0]).tolist() == [[A.PENDING, 0, 0]] * 2
+    assert _final_states(np.zeros(0, np.int64), REPORTS).shape == (0, 3)
 
 
 def test_order_rows_copy_each_action_and_give_only_a_new_its_outcome():
