@@ -19,6 +19,7 @@ A symbol's id is its index in the table (0..n-1): the kernels index numpy arrays
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -62,9 +63,16 @@ def step_grid(step: Decimal | str) -> tuple[int, int]:
     >>> step_grid("0.10"), step_grid("0.0001"), step_grid("1"), step_grid("25")
     ((1, 1), (1, 4), (1, 0), (25, 0))
     """
-    d = Decimal(str(step)).normalize()
+    return _step_grid(str(step))
+
+
+@functools.lru_cache(maxsize=1024)
+def _step_grid(text: str) -> tuple[int, int]:
+    """:func:`step_grid` of a step's text, once per process: every backtest's set-up builds its symbol
+    tables several times (configuration, recording, stages), with the same few steps."""
+    d = Decimal(text).normalize()
     if not d.is_finite() or d <= 0:
-        raise ValueError(f"step size must be a positive decimal, got {step!r}")
+        raise ValueError(f"step size must be a positive decimal, got {text!r}")
     sign, digits, exp = d.as_tuple()
     mant = int("".join(map(str, digits)))
     if exp >= 0:

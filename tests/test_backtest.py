@@ -112,6 +112,44 @@ def test_the_empty_slot_shared_by_free_positions_is_left_as_made(result):
             assert got.tobytes() == want.tobytes(), f"empty slot {j}: {name} was written"
 
 
+def test_recorder_logs_go_to_the_next_backtest_and_change_no_table(quoter, monkeypatch):
+    """A backtest gives its strategy's recorder logs back for the next one in the process
+    (strategy.give_back_logs). A reused log still holds the earlier run's rows; a run reads only the rows it
+    wrote, so its tables are those of a run on fresh logs -- and no table shares memory with a log."""
+    from hean.stages import strategy as SS
+
+    monkeypatch.setattr(SS, "_FREE_LOGS", {})
+    fresh = hean.backtest(RECORDING, quoter, format="binance-usdm")
+    assert sum(len(v) for v in SS._FREE_LOGS.values()) == 3, "orders, reports and equity given back"
+    other = hean.backtest(RECORDING, quoter, format="binance-usdm", params={"offset": 2, "level": 0})
+    assert len(other.orders) != len(fresh.orders), "the run in between writes other rows"
+    given = {id(log): log for logs in SS._FREE_LOGS.values() for log in logs}
+    taken = []
+    take = SS._take_log
+    monkeypatch.setattr(SS, "_take_log", lambda rows, dtype: taken.append(take(rows, dtype)) or taken[-1])
+    again = hean.backtest(RECORDING, quoter, format="binance-usdm")
+    assert {id(log) for log in taken} == set(given), "the logs of the run in between, dirty"
+    for name in ("orders", "fills", "positions", "equity"):
+        got = getattr(again, name).data
+        assert got.tobytes() == getattr(fresh, name).data.tobytes(), name
+        assert not any(np.shares_memory(got, log) for log in taken), name
+
+
+def test_a_log_kept_for_reuse_is_bounded(monkeypatch):
+    """At most LOGS_KEPT logs of a size are kept, and none whose rows in use held more than LOG_KEPT_BYTES."""
+    from hean.stages import strategy as SS
+
+    monkeypatch.setattr(SS, "_FREE_LOGS", {})
+    monkeypatch.setattr(SS, "LOG_KEPT_BYTES", 10 * SS.ORDER.itemsize)
+    slots = [SS.make_slot(None, 0, [0], 1, record=100) for _ in range(SS.LOGS_KEPT + 1)]
+    slots[0].rec_n[SS.R_ORDERS] = 11  # past the bound
+    for sl in slots:
+        SS.give_back_logs(sl)
+    kept = SS._FREE_LOGS[(SS.ORDER, 100)]
+    assert len(kept) == SS.LOGS_KEPT and not any(log is slots[0].rec_orders for log in kept)
+    assert len(SS._FREE_LOGS[(SS.EQUITY, 100)]) == SS.LOGS_KEPT
+
+
 def test_the_tables_convert_to_dataframes(result):
     df = result.fills.to_pandas()
     assert list(df.columns) == list(result.fills.columns) and len(df) == len(result.fills)

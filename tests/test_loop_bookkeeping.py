@@ -2,19 +2,40 @@
 every stage the worker runs, and the heartbeats current -- also in an untimed lockstep run (a backtest), which
 reads the clock only every ``COARSE_CLOCK_EVERY`` busy passes and adds its busy passes up in batches
 (:mod:`hean.engine.pipeline`). ``hean top`` and the supervisor's liveness checks read these words. The
-histograms of an in-process pipeline start as zero pages (``hean.engine.build._untouched_zeros``)."""
+histograms of an in-process pipeline start as zero pages (``hean.shm.lazy_zeros``)."""
 
 from __future__ import annotations
 
+import os
 import time
 
+import numpy as np
 import pytest
 
 from hean.engine.build import build_local
 from hean.engine.config import load_config
 from hean.engine.loopgen import loop_module
+from hean.shm import lazy_zeros
 from hean.stages.registry import PIPELINE
 from hean.telemetry.block import C_BUSY_LOOPS, C_BUSY_NS, C_HEARTBEAT_NS, C_IDLE_LOOPS
+
+
+@pytest.mark.parametrize("shape", [(3,), 5000, (4, 70_000), (1 << 20,)])
+def test_lazy_zeros_are_zeros_of_the_shape_and_private(shape):
+    """``lazy_zeros``: writable zeros of the shape asked, in a private mapping (64 KiB and more) or from
+    ``np.zeros``; a write in a child process (fork) is the child's alone."""
+    a = lazy_zeros(shape, np.int64)
+    want = (shape,) if isinstance(shape, int) else shape
+    assert a.shape == want and a.dtype == np.int64 and a.flags.writeable and not a.any()
+    pid = os.fork()
+    if pid == 0:  # the child writes and leaves at once
+        a.reshape(-1)[-1] = 7
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert not a.any(), "the child's write stays in the child"
+    a.reshape(-1)[0] = 1
+    assert a.reshape(-1)[0] == 1
+
 
 LOOPS = 20_000
 MESSAGES = 2_000

@@ -380,6 +380,34 @@ def test_make_risk_rejects_bad_parameters(kwargs):
         make_risk(2, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "value, want",
+    [(3, [3, 3]), (3.0, [3, 3]), (np.int64(7), [7, 7]), ([1, 2], [1, 2]), ((0, 5), [0, 5]), (np.array([4, 6]), [4, 6]),
+     (True, [1, 1])],
+)  # fmt: skip
+def test_a_per_symbol_limit_is_one_value_for_all_or_one_per_symbol(value, want):
+    limit = make_risk(2, max_position=value).max_position
+    assert limit.dtype == np.int64 and limit.tolist() == want
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(max_position=1.5), "max_position must be whole numbers, got 1.5"),
+     (dict(max_position=float("nan")), "max_position must be whole numbers, got nan"),
+     (dict(max_position=float("inf")), "max_position must be whole numbers, got inf"),
+     (dict(max_position=[1, 2.5]), r"max_position must be whole numbers, got \[1, 2.5\]"),
+     (dict(max_position=-1), r"max_position must be >= 0 \(per symbol\), got -1"),
+     (dict(price_increment=[1, 0]), r"price_increment must be >= 1 \(per symbol\), got \[1, 0\]"),
+     (dict(max_notional=-0.5), r"max_notional must be >= 0.0 \(per symbol\), got -0.5"),
+     (dict(collar_frac=float("nan")), r"collar_frac must be >= 0.0 \(per symbol\), got nan"),
+     (dict(max_position=[1, 2, 3]), "broadcast"),
+     (dict(value_per_tick_lot=[1.0, 0.0]), "value_per_tick_lot must be finite and > 0")],
+)  # fmt: skip
+def test_a_bad_per_symbol_value_is_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_risk(2, **kwargs)
+
+
 def test_risk_to_telemetry_block_layout():
     from hean.stages.risk import risk_to_telemetry
     from hean.telemetry import block as tb

@@ -256,6 +256,20 @@ def test_output_is_bounded_and_rest_is_kept():
     assert total == 101  # ACK + 100 fills
 
 
+def test_a_per_venue_parameter_is_one_value_for_all_or_one_per_venue():
+    from hean.stages.venue import VF_MAKER, VF_TAKER
+
+    vn = make_venue(1, 2, maker_fee=-0.0001, taker_fee=[0.0004, 0.001])
+    assert vn.vf[:, VF_MAKER].tolist() == [-0.0001, -0.0001] and vn.vf[:, VF_TAKER].tolist() == [0.0004, 0.001]
+    for kw, message in (
+        (dict(taker_fee=float("nan")), "taker_fee must be in \\[-0.1, 0.1\\] per venue, got nan"),
+        (dict(maker_fee=[0.0, 0.2]), "maker_fee must be in \\[-0.1, 0.1\\] per venue, got \\[0.0, 0.2\\]"),
+        (dict(value_per_tick_lot=-1.0), "value_per_tick_lot must be > 0, got -1.0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make_venue(1, 2, **kw)
+
+
 def test_make_venue_validates():
     for kw in (dict(reject_prob=1.5), dict(capacity=100), dict(entry_latency_ns=-1), dict(taker_fee=0.5)):
         with pytest.raises(ValueError):

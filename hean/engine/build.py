@@ -13,7 +13,6 @@ types -- so every placement's loop has one type, compiled once (:mod:`hean.engin
 from __future__ import annotations
 
 import dataclasses
-import mmap
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -26,7 +25,7 @@ from hean.engine.config import Config, ConfigError, call_factory, stage_kwargs
 from hean.engine.loopgen import edges, loop_module, stage_hists
 from hean.engine.topology import SHARED_VIEWS, private_views, view_dims, view_name
 from hean.rings import Ring, attach
-from hean.shm import attach_segment
+from hean.shm import attach_segment, lazy_zeros
 from hean.stages.declare import BuildContext, Stage
 from hean.stages.ports import Port, StageTm, private_port
 from hean.stages.registry import PIPELINE
@@ -174,20 +173,8 @@ def _dummy_tm(stage: Stage, n_symbols: int) -> StageTm:
     whole in-process pipeline)."""
     from hean.telemetry.block import N_COUNTERS, risk_len
 
-    hists = _untouched_zeros((len(stage_hists(stage)), HIST_LEN), np.int64)
+    hists = lazy_zeros((len(stage_hists(stage)), HIST_LEN), np.int64)
     return StageTm(np.zeros(N_COUNTERS, np.int64), hists, np.zeros(risk_len(n_symbols), np.int64))
-
-
-def _untouched_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """Zeros in pages of their own, which the kernel zeroes only when first touched: for big arrays a run
-    mostly leaves alone -- latency histograms (~800 KiB a stage; a histogram touches the few pages of its
-    values, an untimed backtest none). ``np.zeros`` memsets memory reused from the heap: 4.7 MB per
-    in-process pipeline, ~0.2 ms of each backtest."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    if size < (1 << 16):
-        return np.zeros(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, size), dtype).reshape(shape)
 
 
 @dataclass

@@ -16,7 +16,6 @@ directory, unreadable, not UTF-8, not TOML -- is one ConfigError naming the file
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -657,7 +656,17 @@ def _parsed_default() -> dict:
 def _default_data() -> dict:
     """The embedded default as a fresh dict: parsed once per process (~1 ms of every backtest's set-up),
     copied per call since overrides are applied to it in place."""
-    return copy.deepcopy(_parsed_default())
+    return _fresh(_parsed_default())
+
+
+def _fresh(node: Any) -> Any:
+    """A copy of parsed TOML's tables and arrays (its scalars are immutable): what ``copy.deepcopy`` makes of
+    it, without deepcopy's memo and dispatch (a quarter of the time)."""
+    if isinstance(node, dict):
+        return {k: _fresh(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fresh(v) for v in node]
+    return node
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:

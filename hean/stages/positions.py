@@ -33,12 +33,14 @@ every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hea
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from hean.atomics import store_relaxed
 from hean.jit import kernel
+from hean.stages.declare import per_item
 
 __all__ = [
     "Positions",
@@ -98,8 +100,8 @@ def make_positions(
     """
     if n_symbols < 1:
         raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
-    vptl = np.broadcast_to(np.asarray(value_per_tick_lot, dtype=np.float64), (n_symbols,)).copy()
-    if not np.all(np.isfinite(vptl)) or np.any(vptl <= 0):
+    vptl = [float(x) for x in per_item(value_per_tick_lot, n_symbols)]
+    if not all(math.isfinite(x) and x > 0 for x in vptl):
         raise ValueError(f"value_per_tick_lot must be finite and > 0, got {value_per_tick_lot!r}")
     if position_lots is None:
         position_lots = np.zeros(n_symbols, dtype=np.int64)
@@ -120,7 +122,7 @@ def make_positions(
         unrealized=f64(),
         mark=f64(),
         volume_lots=np.zeros(n_symbols, dtype=np.int64),
-        value_per_tick_lot=vptl,
+        value_per_tick_lot=np.array(vptl, np.float64),
         totals=totals,
     )
 

@@ -71,6 +71,7 @@ every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hea
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -137,7 +138,7 @@ from hean.records import (
 )
 from hean.rings.layout import MASK, READ
 from hean.rings.spsc import available
-from hean.stages.declare import Stage, Stream, parameters_of
+from hean.stages.declare import Stage, Stream, parameters_of, per_item
 from hean.stages.ports import (
     BATCH,
     age,
@@ -284,13 +285,12 @@ LF_LEN = 4
 
 
 def _per_symbol(value, n: int, dtype, name: str, minimum) -> np.ndarray:
-    arr = np.broadcast_to(np.asarray(value), (n,))
-    if dtype == np.int64 and not np.all(np.asarray(arr) == np.round(np.asarray(arr, dtype=np.float64))):
+    vals = per_item(value, n)
+    if dtype == np.int64 and not all(math.isfinite(x) and x == round(x) for x in vals):
         raise ValueError(f"{name} must be whole numbers, got {value!r}")
-    arr = arr.astype(dtype).copy()
-    if not np.all(np.isfinite(arr)) or np.any(arr < minimum):
+    if not all(math.isfinite(x) and x >= minimum for x in vals):
         raise ValueError(f"{name} must be >= {minimum} (per symbol), got {value!r}")
-    return arr
+    return np.array(vals, dtype)
 
 
 def make_risk(

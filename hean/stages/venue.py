@@ -87,6 +87,7 @@ Every kernel here is a :func:`hean.jit.kernel`: no reference counting (none allo
 
 from __future__ import annotations
 
+import math
 import os
 from typing import NamedTuple
 
@@ -144,7 +145,7 @@ from hean.stages.book import (
     l2_set_level,
     make_l2_book,
 )
-from hean.stages.declare import F_LOCKSTEP, Stage, Stream, parameters_of
+from hean.stages.declare import F_LOCKSTEP, Stage, Stream, parameters_of, per_item
 from hean.stages.latency import latency_tables, recorded_latency
 from hean.stages.ports import BATCH, age, goal_if_waiting, out, release_to, room, service, stage_clock
 from hean.stages.simclock import NO_BUY, NO_SELL, NOTHING_DUE, SC_REACH, set_reach, set_venue_next
@@ -252,10 +253,10 @@ class Venue(NamedTuple):
 
 
 def _per_venue(value, n: int, dtype, name: str, lo, hi) -> np.ndarray:
-    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
-    if not np.all(np.isfinite(arr)) or np.any(arr < lo) or np.any(arr > hi):
+    vals = [float(x) for x in per_item(value, n)]
+    if not all(math.isfinite(x) and lo <= x <= hi for x in vals):
         raise ValueError(f"{name} must be in [{lo}, {hi}] per venue, got {value!r}")
-    return arr.astype(dtype).copy()
+    return np.array(vals, dtype)
 
 
 def _queue_models(value, n: int) -> np.ndarray:
@@ -322,8 +323,8 @@ def make_venue(
     for name, v in (("capacity", capacity), ("queue_capacity", queue_capacity)):
         if v < 2 or v & (v - 1):
             raise ValueError(f"{name} must be a power of two >= 2, got {v}")
-    vptl = np.broadcast_to(np.asarray(value_per_tick_lot, dtype=np.float64), (n_symbols,)).copy()
-    if not np.all(np.isfinite(vptl)) or np.any(vptl <= 0):
+    vptl = [float(x) for x in per_item(value_per_tick_lot, n_symbols)]
+    if not all(math.isfinite(x) and x > 0 for x in vptl):
         raise ValueError(f"value_per_tick_lot must be > 0, got {value_per_tick_lot!r}")
     g = np.zeros(G_LEN, dtype=np.int64)
     g[G_RNG] = int(seed) & 0x7FFFFFFFFFFFFFFF or 1
@@ -359,7 +360,7 @@ def make_venue(
             ],
             axis=1,
         ),
-        value_per_tick_lot=vptl,
+        value_per_tick_lot=np.array(vptl, np.float64),
         o=np.zeros((capacity, O_LEN), dtype=np.int64),
         rest=col(),
         rest_pos=col(),
