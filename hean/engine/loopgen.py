@@ -69,8 +69,10 @@ def _check(pipeline: tuple[Stage, ...]) -> None:
         raise ValueError(f"the pipeline needs exactly one source (a stage without inputs), has {sources}")
 
 
+@functools.lru_cache(maxsize=64)
 def edges(pipeline: tuple[Stage, ...]) -> tuple[Edge, ...]:
-    """Every edge of the pipeline, in the order of its consumers and their inputs."""
+    """Every edge of the pipeline, in the order of its consumers and their inputs (worked out once per
+    pipeline and process: every backtest's build asks for them twice)."""
     _check(pipeline)
     out = []
     for i, stage in enumerate(pipeline):
