@@ -238,6 +238,34 @@ def test_an_entry_is_mapped_and_checked_once_per_process_until_it_changes(rec, c
     assert np.asarray(again.events).tobytes() == good.tobytes()
 
 
+def test_a_repeat_in_a_process_reads_no_header_until_something_changes(rec, cache, parses, tmp_path, monkeypatch):
+    """The process remembers its hits (``_hits``): the same recording again costs two stats -- no key digest,
+    no header read -- and serves the same mapping; an entry or a recording changed since is looked up in full."""
+    good, _ = prepared(rec, tmp_path / "a")
+    reads = []
+    real = K.read_entry_header
+    monkeypatch.setattr(K, "read_entry_header", lambda p: reads.append(p) or real(p))
+    first = K.cached_events(rec, "binance-usdm")  # (the conversion kept the entry: this is the first hit)
+    (entry,) = entries(cache)
+    assert reads == [entry]
+    second = K.cached_events(rec, "binance-usdm")
+    assert reads == [entry] and second.events is first.events and not second.converted
+    assert second.report.summary() == first.report.summary() and second.report.reasons is not first.report.reasons
+    t = entry.stat().st_mtime_ns + 10**9
+    os.utime(entry, ns=(t, t))  # the entry changed (its mtime)
+    third = K.cached_events(rec, "binance-usdm")
+    assert reads == [entry, entry] and np.asarray(third.events).tobytes() == good.tobytes()
+    K.cached_events(rec, "binance-usdm")
+    assert len(reads) == 2, "remembered again"
+    os.utime(rec, (HOUR_AGO - 10, HOUR_AGO - 10))  # the recording changed: another key, converted
+    fourth = K.cached_events(rec, "binance-usdm")
+    assert fourth.converted and parses.calls == 2
+    entry.unlink()  # the first entry gone (evicted, cleared)
+    os.utime(rec, (HOUR_AGO, HOUR_AGO))
+    fifth = K.cached_events(rec, "binance-usdm")
+    assert fifth.converted and parses.calls == 3
+
+
 _WRITER = """
 import os, sys, time
 from pathlib import Path
