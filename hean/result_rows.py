@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from hean.api import CANCELED, EXPIRED, FILLED, OPEN, PENDING, REJECTED
-from hean.jit import entry
+from hean.jit import entry, kernel
 from hean.records import A_NEW, X_CANCELED, X_EXPIRED, X_FILL, X_PARTIAL, X_REJECTED
 
 __all__ = ["fill_rows", "n_fills", "order_outcomes", "order_rows"]
@@ -24,18 +24,30 @@ N_SCRATCH = 4
 assert 0 not in (OPEN, PENDING, FILLED, CANCELED, EXPIRED, REJECTED)
 
 
+@kernel(forceinline=True)
+def _row_of(cid, ids, lo, n):
+    """``cid``'s scratch row: ``cid - lo`` when ``ids`` is empty (a dense range of ids from ``lo``), else its
+    place among the sorted ``ids``; -1 when it has none."""
+    if ids.shape[0] == 0:
+        g = cid - lo
+        return g if 0 <= g < n else -1
+    g = np.searchsorted(ids, cid)
+    return g if g < n and ids[g] == cid else -1
+
+
 @entry
-def order_outcomes(cids, ids, reports, scratch, out):
+def order_outcomes(cids, ids, lo, reports, scratch, out):
     """``out[i]`` = (state, filled lots, reject reason) of the order with client id ``cids[i]``, from the
     reports it received, in their order: the state of its last final report (FILLED, CANCELED, EXPIRED,
     REJECTED; else OPEN, and PENDING with no report at all), the lots of its fills, the reason of its last
-    rejection (else 0). ``ids``: the sorted distinct ``cids``; ``scratch``: int64[len(ids), N_SCRATCH],
-    zeroed; ``out``: int64[len(cids), 3]."""
-    n = ids.shape[0]
+    rejection (else 0). A client id's row of ``scratch`` (int64[rows, N_SCRATCH], zeroed): ``id - lo`` when
+    ``ids`` is empty -- the ids the engine hands out run from 1 without gaps, so a strategy's lie in a short
+    range -- else its place in ``ids``, the sorted distinct ``cids``. ``out``: int64[len(cids), 3]."""
+    n = scratch.shape[0]
     for i in range(reports.shape[0]):
         p = reports[i]
-        g = np.searchsorted(ids, p.client_id)
-        if g >= n or ids[g] != p.client_id:
+        g = _row_of(p.client_id, ids, lo, n)
+        if g < 0:
             continue  # (a report of no order in the log: a row the log lost)
         a = scratch[g]
         a[_SEEN] = 1
@@ -53,8 +65,7 @@ def order_outcomes(cids, ids, reports, scratch, out):
             a[_STATE] = REJECTED
             a[_REASON] = p.reason
     for i in range(cids.shape[0]):
-        g = np.searchsorted(ids, cids[i])
-        a = scratch[g]
+        a = scratch[_row_of(cids[i], ids, lo, n)]
         if a[_SEEN] == 0:
             out[i, 0] = PENDING
             out[i, 1] = 0

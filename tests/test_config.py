@@ -75,6 +75,8 @@ def test_file_holds_only_what_it_changes(tmp_path):
         ),
         ({"engine.bogus": 1}, "unknown key 'engine.bogus'"),
         ({"nonsense": {"a": 1}}, "unknown key 'nonsense'"),
+        ({"engine": {"\n": False}}, """unknown key 'engine."\\n"'"""),  # a control character: escaped, one line
+        ({"feed.source": "x\ny"}, "'feed.source': Invalid enum value 'x\\ny'"),
         ({"engine.duration_s": "ten"}, "'engine.duration_s': Expected `float`, got `str`"),
         ({"engine.duration_s": -1.0}, "'engine.duration_s': must be >= 0"),
         ({"engine.heartbeat_timeout_ms": 0}, "'engine.heartbeat_timeout_ms': must be > 0"),
@@ -115,7 +117,7 @@ def test_file_holds_only_what_it_changes(tmp_path):
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:
         load_config(overrides=overrides)
-    assert message in str(e.value)
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_too_many_cpus_for_workers():

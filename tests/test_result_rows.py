@@ -70,12 +70,25 @@ EXPECTED = {
 }
 
 
+SPREAD = 10**12  # client ids this far apart take the sorted-ids path (the engine's, a short range: a row each)
+
+
+@pytest.mark.parametrize("spread", [1, SPREAD], ids=["dense-ids", "sparse-ids"])
 @pytest.mark.parametrize("cid", sorted(EXPECTED))
-def test_each_orders_outcome_comes_from_its_reports(cid):
-    cids = np.array([4, cid, 1, cid], np.int64)  # repeated ids (a NEW and its REPLACE rows) get the same answer
-    out = _final_states(cids, REPORTS)
+def test_each_orders_outcome_comes_from_its_reports(cid, spread):
+    cids = np.array([4, cid, 1, cid], np.int64) * spread  # repeated ids (a NEW and its REPLACEs): one answer
+    reports = REPORTS.copy()
+    reports["client_id"] *= spread
+    out = _final_states(cids, reports)
     assert out[1].tolist() == list(EXPECTED[cid]) == out[3].tolist()
     assert out[0].tolist() == list(EXPECTED[4])
+
+
+def test_reports_outside_the_orders_ids_are_counted_nowhere():
+    """A report whose id is below, between or above the logged orders' (dense range) changes no outcome."""
+    stray = _reports([(0, X_FILL, 9, 0, 1), (3, X_REJECTED, 0, 5, 2), (10**6, X_CANCELED, 0, 0, 3)])
+    cids = np.array([2, 4], np.int64)
+    assert _final_states(cids, stray).tolist() == [[A.PENDING, 0, 0]] * 2
 
 
 def test_no_reports_at_all_leaves_every_order_pending_and_no_order_gives_an_empty_table():

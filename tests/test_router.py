@@ -390,3 +390,15 @@ def test_refused_upsert_is_a_cancel_reject():
     assert len(route(router, tops, rec)) == 0
     (rej,) = pending(router)
     assert rej["kind"] == X.CANCEL_REJECTED and rej["reason"] == R.NO_LIQUIDITY and rej["qty"] == 0
+
+
+def test_fees_are_one_for_all_venues_or_one_per_venue_and_a_bad_one_is_named():
+    r = make_router(1, 2, maker_fee=-0.0001, taker_fee=[0.0004, 0.001])
+    assert r.fees.tolist() == [[-0.0001, -0.0001], [0.0004, 0.001]]
+    for kw, message in (
+        (dict(maker_fee=[0.0, 0.2]), r"maker_fee must be finite fractions of notional below 10 %, got \[0.0, 0.2\]"),
+        (dict(taker_fee=float("nan")), "taker_fee must be finite fractions of notional below 10 %, got nan"),
+        (dict(taker_fee=[0.1, 0.0, 0.0]), "broadcast"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make_router(1, 2, **kw)

@@ -289,11 +289,17 @@ def _msgspec_error(e: msgspec.ValidationError, source: str) -> ConfigError:
     msg = str(e)
     key = _key_of(msg)
     what = msg.split(" - at ")[0]
-    m = re.match(r"Object contains unknown field `(.+)`", what)
+    m = re.match(r"Object contains unknown field `(.+)`", what, re.DOTALL)
     if m:
-        full = f"{key}.{m.group(1)}" if key else m.group(1)
+        name = m.group(1) if m.group(1).isprintable() else json.dumps(m.group(1))  # a quoted key ("\n")
+        full = f"{key}.{name}" if key else name
         return ConfigError(f"{source}: unknown key '{full}'")
-    return ConfigError(f"{source}: key '{key}': {what}")
+    return ConfigError(f"{source}: key '{key}': {_printable(what)}")
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: a control character in a key or value the user wrote shown escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _decimal(value: str | int | float, key: str, zero_ok: bool = False) -> Decimal:

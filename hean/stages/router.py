@@ -65,6 +65,7 @@ every array of a NamedTuple argument on each call (hundreds of ns; see :mod:`hea
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -105,7 +106,7 @@ from hean.records import (
 )
 from hean.rings.layout import MASK
 from hean.rings.spsc import available
-from hean.stages.declare import F_HALTED, Stage, Stream
+from hean.stages.declare import F_HALTED, Stage, Stream, per_item
 from hean.stages.orders import (
     EV_ACK,
     EV_CANCEL_REJECT,
@@ -235,10 +236,10 @@ def make_router(
         raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
 
     def fees(v, name):
-        arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (n_venues,)).copy()
-        if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) >= 0.1):
+        vals = [float(x) for x in per_item(v, n_venues)]
+        if not all(math.isfinite(x) and abs(x) < 0.1 for x in vals):
             raise ValueError(f"{name} must be finite fractions of notional below 10 %, got {v!r}")
-        return arr
+        return vals
 
     if enabled is None:
         en = np.ones((n_venues, n_symbols), dtype=np.int64)
@@ -249,7 +250,7 @@ def make_router(
         en = (en != 0).astype(np.int64)
     return Router(
         ot=make_order_table(capacity),
-        fees=np.stack([fees(maker_fee, "maker_fee"), fees(taker_fee, "taker_fee")]),
+        fees=np.array([fees(maker_fee, "maker_fee"), fees(taker_fee, "taker_fee")], np.float64),
         enabled=en,
         g=np.zeros(G_LEN, dtype=np.int64),
         pending=np.zeros(PENDING_CAPACITY, dtype=EXEC_REPORT),
