@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from numba import njit
+from numba.core import config as numba_config
 from numba.core import types
 from numba.core.registry import CPUDispatcher
 
+import hean.jit
 from hean.jit import Entry, Kernel, entry, kernel
 
 
@@ -30,6 +32,19 @@ def _ratio(a, b):
 @kernel
 def _python_only(x):
     return x + 1
+
+
+@entry
+def _total(x):
+    t = x[0] * 0
+    for i in range(x.shape[0]):
+        t += x[i]
+    return t
+
+
+@njit  # a user's function: numba's own settings
+def _users_total(x):
+    return _total(x) + 1
 
 
 def _has_symbol(d, sig, name_of) -> bool:
@@ -236,3 +251,23 @@ def test_nrt_is_off_unless_asked():
     assert _v_kernel.targetoptions["_nrt"] is False and _v_entry.targetoptions["_nrt"] is False
     assert _allocates(4) == 6
     assert all(d.targetoptions["nogil"] for d, *_ in VARIANTS.values())
+
+
+@pytest.mark.parametrize("env, want", [(None, 0), (1, 1)], ids=["default", "NUMBA_LOOP_VECTORIZE=1"])
+def test_hean_compiles_without_the_loop_vectorizer_and_a_users_code_keeps_numbas_setting(monkeypatch, env, want):
+    """LLVM's loop vectorizer is off while HEAN's functions compile (what they compile on the way too), unless
+    the environment set it; numba's own setting is back afterwards, and a user's ``@njit`` compiles with it."""
+    if env is not None:
+        monkeypatch.setattr(hean.jit, "LOOP_VECTORIZE", env)
+    seen = []
+    real = CPUDispatcher.compile
+    monkeypatch.setattr(
+        CPUDispatcher,
+        "compile",
+        lambda d, sig: seen.append((d.py_func.__name__, numba_config.LOOP_VECTORIZE)) or real(d, sig),
+    )
+    before = numba_config.LOOP_VECTORIZE
+    dtype = np.int32 if env is None else np.int16  # a signature of its own: each case compiles (or loads)
+    assert _users_total(np.arange(5, dtype=dtype)) == 11
+    assert numba_config.LOOP_VECTORIZE == before
+    assert ("_users_total", before) in seen and ("_total", want) in seen
