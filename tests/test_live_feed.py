@@ -26,6 +26,7 @@ from test_feeds_binance import _check_tickers
 from hean.feeds.binance import read_binance
 from hean.feeds.bybit import read_bybit
 from hean.live.client import LiveClient, LiveOptions
+from hean.live.decode import LiveDecoder
 from hean.live.exchange import Fault, LocalExchange
 from hean.live.record import record
 from hean.live.venues import venue_spec
@@ -60,6 +61,18 @@ def client_of(ex: LocalExchange, venue: str, table, **options):
         yield c, got, lines
     finally:
         c.join()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _live_decoders_compiled(tmp_path_factory) -> None:
+    """Binance's live decoders compiled before any session: a client's first frames compile the live path's
+    kernels (seconds on a cold numba cache, as in a fresh clone's CI), and a client stalled that long is past
+    FAST's silence limit -- a reconnect no test injected (CI saw one: two disconnects where one was made)."""
+    spot = _spot_capture(tmp_path_factory.mktemp("spot") / "spot.gz", n=80)
+    for venue, capture in (("binance-usdm", BINANCE), ("binance-spot", spot)):
+        lines = gzip.open(capture).read().splitlines()[:80]
+        events = LiveDecoder(venue_spec(venue), TABLE).decode("BTCUSDT", b"\n".join(lines) + b"\n")
+        assert len(events) > 0, venue
 
 
 def _until(cond, timeout: float) -> bool:
@@ -343,7 +356,11 @@ def test_binance_spot_live_book_equals_book_ticker_through_a_gap_and_a_disconnec
             assert _until(lambda: not c.stale(), 10), f"still stale: {c.stale()}"
             counters = c.snapshot_counters()
             snapshots = [e for e in ex.events("snapshot")]
-    assert counters["decode_gaps"] >= 1 and counters["disconnects"] == 1 and counters["decode_malformed"] == 0
+            dropped = [e["reason"] for e in ex.events("disconnect")]
+    # the injected disconnect; a busy machine may add one the test did not make (CI saw two: a silence past
+    # FAST's 0.5 s, or the server's ping timeout) -- the client counts each connection it lost, once
+    assert dropped.count("fault") == 1 and counters["disconnects"] == len(dropped)
+    assert counters["decode_gaps"] >= 1 and counters["decode_malformed"] == 0
     assert len(snapshots) >= 3  # the start's, the gap's and the reconnect's
     compared, mismatches, expected = _ticker_oracle(np.concatenate(got))
     assert mismatches == 0 and compared >= expected > 50
