@@ -263,8 +263,8 @@ def _give_back_logs(W: Any, entries: list[dict]) -> None:
     the result's tables are copies, and ``W`` ends here."""
     from hean.stages.strategy import give_back_logs, slots_of
 
-    for j in range(len(entries)):
-        give_back_logs(slots_of(W.st_strategy)[j])
+    for sl in slots_of(W.st_strategy)[: len(entries)]:
+        give_back_logs(sl)
 
 
 def _entries(strategies: Sequence[str | dict] | str, params: dict | None) -> list[dict]:

@@ -137,11 +137,11 @@ def parameters_of(factory: Callable) -> Mapping[str, inspect.Parameter]:
     return inspect.signature(factory).parameters
 
 
-def per_item(value: Any, n: int) -> list:
+def per_item(value: Any, n: int, cast: Callable[[Any], Any] | None = None) -> list:
     """A factory's parameter given once for all items or once per item (a sequence or array of ``n``), as a
-    list of ``n`` Python numbers to check and turn into the stage's array. Why plain numbers: a build checks
-    a dozen such parameters, and numpy's broadcast and reductions over a few elements cost ~10 us a check,
-    against ~1 us in Python. A sequence of another length raises numpy's ValueError."""
-    if type(value) in (int, float):
-        return [value] * n
-    return np.broadcast_to(np.asarray(value), (n,)).tolist()
+    list of ``n`` Python numbers to check and turn into the stage's array (``cast``: applied to each, e.g.
+    ``float`` for a float64 parameter). Why plain numbers: a build checks a dozen such parameters, and
+    numpy's broadcast and reductions over a few elements cost ~10 us a check, against ~1 us in Python. A
+    sequence of another length raises numpy's ValueError."""
+    vals = [value] * n if type(value) in (int, float) else np.broadcast_to(np.asarray(value), (n,)).tolist()
+    return vals if cast is None else [cast(x) for x in vals]

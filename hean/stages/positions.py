@@ -100,7 +100,7 @@ def make_positions(
     """
     if n_symbols < 1:
         raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
-    vptl = [float(x) for x in per_item(value_per_tick_lot, n_symbols)]
+    vptl = per_item(value_per_tick_lot, n_symbols, float)
     if not all(math.isfinite(x) and x > 0 for x in vptl):
         raise ValueError(f"value_per_tick_lot must be finite and > 0, got {value_per_tick_lot!r}")
     if position_lots is None:

@@ -236,7 +236,7 @@ def make_router(
         raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
 
     def fees(v, name):
-        vals = [float(x) for x in per_item(v, n_venues)]
+        vals = per_item(v, n_venues, float)
         if not all(math.isfinite(x) and abs(x) < 0.1 for x in vals):
             raise ValueError(f"{name} must be finite fractions of notional below 10 %, got {v!r}")
         return vals

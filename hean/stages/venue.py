@@ -253,7 +253,7 @@ class Venue(NamedTuple):
 
 
 def _per_venue(value, n: int, dtype, name: str, lo, hi) -> np.ndarray:
-    vals = [float(x) for x in per_item(value, n)]
+    vals = per_item(value, n, float)
     if not all(math.isfinite(x) and lo <= x <= hi for x in vals):
         raise ValueError(f"{name} must be in [{lo}, {hi}] per venue, got {value!r}")
     return np.array(vals, dtype)
@@ -323,7 +323,7 @@ def make_venue(
     for name, v in (("capacity", capacity), ("queue_capacity", queue_capacity)):
         if v < 2 or v & (v - 1):
             raise ValueError(f"{name} must be a power of two >= 2, got {v}")
-    vptl = [float(x) for x in per_item(value_per_tick_lot, n_symbols)]
+    vptl = per_item(value_per_tick_lot, n_symbols, float)
     if not all(math.isfinite(x) and x > 0 for x in vptl):
         raise ValueError(f"value_per_tick_lot must be > 0, got {value_per_tick_lot!r}")
     g = np.zeros(G_LEN, dtype=np.int64)
